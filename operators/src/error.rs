@@ -1,0 +1,56 @@
+//! The error type of every operator: what went wrong, naming the column, value or
+//! expression it concerns. The caller (the engine) adds the job, step, file and row group.
+
+use arrow::error::ArrowError;
+
+/// An operator failure. [`OpError::is_user_error`] tells bad input (the spec or the
+/// data: exit code 2) from a fault of Weir itself.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// A column selector (name or glob) matched no column of the input.
+    #[error("column selector '{selector}' matches no column; the input has: {available}")]
+    NoMatchingColumn { selector: String, available: String },
+
+    /// A type name in the spec is not one Weir knows.
+    #[error("unknown type '{name}'; expected one of: {expected}")]
+    UnknownType { name: String, expected: &'static str },
+
+    /// A column's type cannot be cast to the requested type at all.
+    #[error("column '{column}' of type {from} cannot be cast to {to}")]
+    UncastableColumn { column: String, from: String, to: String },
+
+    /// A value cannot be cast (with `on_error = "fail"`).
+    #[error(
+        "column '{column}': value {value} cannot be cast to {to} (use on_error = \"null\" to turn such values into nulls)"
+    )]
+    UncastableValue { column: String, value: String, to: String },
+
+    /// The filter expression does not parse or does not type-check.
+    #[error("filter expression: {message}\n    {expr}\n    {caret}")]
+    FilterExpr { expr: String, message: String, caret: String },
+
+    /// Any other mistake in a step's configuration.
+    #[error("{0}")]
+    InvalidSpec(String),
+
+    /// An Arrow kernel failed on data that passed binding: a fault of Weir.
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+}
+
+impl OpError {
+    /// True when the cause is the job's spec or its input data (exit code 2), false when
+    /// it is a fault of Weir itself.
+    pub fn is_user_error(&self) -> bool {
+        !matches!(self, OpError::Arrow(_))
+    }
+
+    /// Builds a [`OpError::FilterExpr`] with a caret under the 0-based character `position`.
+    pub fn filter_expr(expr: &str, position: usize, message: impl Into<String>) -> Self {
+        OpError::FilterExpr {
+            expr: expr.to_string(),
+            message: message.into(),
+            caret: format!("{}^", " ".repeat(position.min(expr.chars().count()))),
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Weir's operators: pure transforms on Arrow [`RecordBatch`]es.
+//!
+//! Every `op = "…"` of a job's `[[step]]` is one [`StepSpec`] variant (the registry in
+//! [`step`]), configured by a serde struct that lives in the operator's own file. A spec is
+//! *bound* to the schema that reaches it ([`StepSpec::bind`]), which resolves column
+//! selectors, checks types and fixes the output schema before any data is read; the bound
+//! step ([`BoundStep`]) then maps batches. Nothing here knows about timely, files or stores,
+//! so each operator is unit-tested on a `RecordBatch` with no dataflow around it.
+//!
+//! [`RecordBatch`]: arrow::record_batch::RecordBatch
+
+pub mod cast;
+pub mod drop_columns;
+pub mod drop_nulls;
+pub mod error;
+pub mod filter;
+pub mod rename;
+pub mod select;
+pub mod selector;
+pub mod step;
+pub mod types;
+
+pub use error::OpError;
+pub use step::{BoundStep, StepSpec, bind_steps};
