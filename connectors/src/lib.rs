@@ -1,0 +1,18 @@
+//! Weir's connectors: object stores (`file://`, plain paths, `s3://`), Parquet datasets
+//! split into shards, Parquet part writers, and the output commit protocol.
+//!
+//! Everything here is `async` over [`object_store`]; callers that live on synchronous
+//! threads (timely workers) drive it with a tokio runtime handle's `block_on`. Nothing
+//! here knows about timely or about job specs.
+
+pub mod commit;
+pub mod error;
+pub mod listing;
+pub mod location;
+pub mod manifest;
+pub mod object_reader;
+pub mod parquet_sink;
+pub mod parquet_source;
+
+pub use error::ConnectorError;
+pub use location::{Location, StorageOptions};

@@ -1,0 +1,155 @@
+//! Finding a dataset's data files: a URI names one object, a prefix (directory) or a glob.
+//!
+//! Under a prefix every object is a data file except those with a path component starting
+//! with `_` or `.` (`_SUCCESS`, `_weir/`, `.crc` files), as in Spark and Hive. Files are
+//! returned sorted by path so that every process plans the same shards.
+
+use futures::TryStreamExt;
+use globset::GlobBuilder;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStoreExt};
+
+use crate::{ConnectorError, Location};
+
+/// A data file of a dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFile {
+    pub path: Path,
+    pub size: u64,
+}
+
+/// True when the part of `path` below `prefix` has a hidden component.
+fn is_hidden(path: &Path, prefix: &Path) -> bool {
+    match path.prefix_match(prefix) {
+        Some(mut parts) => parts.any(|part| part.as_ref().starts_with(['_', '.'])),
+        None => true,
+    }
+}
+
+/// Lists every object under `prefix` (recursively).
+pub async fn list_all(location: &Location, prefix: &Path) -> Result<Vec<ObjectMeta>, ConnectorError> {
+    let mut objects: Vec<ObjectMeta> = location
+        .store()
+        .list(Some(prefix))
+        .try_collect()
+        .await
+        .map_err(|e| ConnectorError::store(location.uri_of(prefix), e))?;
+    objects.sort_by(|a, b| a.location.cmp(&b.location));
+    Ok(objects)
+}
+
+/// The data files `location` names, sorted by path. An empty result is an error.
+pub async fn list_data_files(location: &Location) -> Result<Vec<DataFile>, ConnectorError> {
+    let raw = location.path().as_ref();
+    let files = if raw.contains(['*', '?', '[']) {
+        list_glob(location).await?
+    } else {
+        match location.store().head(location.path()).await {
+            Ok(meta) if !location.trailing_slash => vec![DataFile { path: meta.location, size: meta.size }],
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => list_all(location, location.path())
+                .await?
+                .into_iter()
+                .filter(|meta| !is_hidden(&meta.location, location.path()))
+                .map(|meta| DataFile { path: meta.location, size: meta.size })
+                .collect(),
+            // A local directory answers `head` with an error of its own kind: list it.
+            Err(_) => list_all(location, location.path())
+                .await?
+                .into_iter()
+                .filter(|meta| !is_hidden(&meta.location, location.path()))
+                .map(|meta| DataFile { path: meta.location, size: meta.size })
+                .collect(),
+        }
+    };
+    if files.is_empty() {
+        return Err(ConnectorError::NoDataFiles { uri: location.uri() });
+    }
+    Ok(files)
+}
+
+/// Lists the objects matching a glob: the store is listed from the longest prefix free of
+/// glob characters, and `*` does not cross `/`.
+async fn list_glob(location: &Location) -> Result<Vec<DataFile>, ConnectorError> {
+    let pattern = location.path().as_ref();
+    let glob = GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| ConnectorError::InvalidUri { uri: location.uri(), reason: e.to_string() })?
+        .compile_matcher();
+    let fixed: Vec<&str> = pattern.split('/').take_while(|part| !part.contains(['*', '?', '['])).collect();
+    let prefix = Path::from_iter(fixed.iter().copied());
+    Ok(list_all(location, &prefix)
+        .await?
+        .into_iter()
+        .filter(|meta| glob.is_match(meta.location.as_ref()) && !is_hidden(&meta.location, &prefix))
+        .map(|meta| DataFile { path: meta.location, size: meta.size })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StorageOptions;
+
+    fn touch(dir: &std::path::Path, relative: &str) {
+        let path = dir.join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"x").unwrap();
+    }
+
+    fn names(files: &[DataFile], location: &Location) -> Vec<String> {
+        files
+            .iter()
+            .map(|f| {
+                f.path
+                    .prefix_match(location.path())
+                    .unwrap()
+                    .map(|p| p.as_ref().to_string())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_directory_lists_sorted_data_files_and_skips_hidden_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["b.parquet", "a.parquet", "_SUCCESS", "_weir/manifest.json", ".a.crc", "sub/c.parquet"] {
+            touch(dir.path(), f);
+        }
+        let location = Location::parse(dir.path().to_str().unwrap(), &StorageOptions::default()).unwrap();
+        let files = list_data_files(&location).await.unwrap();
+        assert_eq!(names(&files, &location), ["a.parquet", "b.parquet", "sub/c.parquet"]);
+    }
+
+    #[tokio::test]
+    async fn a_glob_matches_within_one_level() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["x1.parquet", "x2.parquet", "y.parquet", "sub/x3.parquet"] {
+            touch(dir.path(), f);
+        }
+        let uri = format!("{}/x*.parquet", dir.path().display());
+        let location = Location::parse(&uri, &StorageOptions::default()).unwrap();
+        let files = list_data_files(&location).await.unwrap();
+        assert_eq!(files.len(), 2);
+        assert!(files[0].path.as_ref().ends_with("x1.parquet"));
+    }
+
+    #[tokio::test]
+    async fn a_single_file_is_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        touch(dir.path(), "one.parquet");
+        let uri = format!("{}/one.parquet", dir.path().display());
+        let files = list_data_files(&Location::parse(&uri, &StorageOptions::default()).unwrap()).await.unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].size, 1);
+    }
+
+    #[tokio::test]
+    async fn nothing_there_is_an_error_naming_the_uri() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = format!("{}/missing", dir.path().display());
+        let err = list_data_files(&Location::parse(&uri, &StorageOptions::default()).unwrap()).await.unwrap_err();
+        assert!(err.to_string().contains("missing") && err.is_user_error(), "{err}");
+    }
+}

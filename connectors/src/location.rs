@@ -1,0 +1,179 @@
+//! Where data lives: a URI (`/abs/path`, `rel/path`, `file:///path`, `s3://bucket/key`)
+//! turned into an [`ObjectStore`] and a [`Path`] inside it.
+//!
+//! S3 is configured the way AWS tools are, from the environment (`AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`,
+//! `AWS_ALLOW_HTTP`), with the job's `[storage]` table able to override the endpoint and
+//! region; requests use path-style addressing. Secrets never come from job files.
+
+use std::fmt;
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+
+use crate::ConnectorError;
+
+/// Per-job overrides of the store configuration (the job's `[storage]` table).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageOptions {
+    /// S3 endpoint URL, e.g. `http://127.0.0.1:3900` (default: `AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    /// S3 region (default: `AWS_REGION`, else `us-east-1`).
+    pub region: Option<String>,
+    /// Allow plain-HTTP endpoints (default: `AWS_ALLOW_HTTP`, or true for `http://` endpoints).
+    pub allow_http: Option<bool>,
+}
+
+/// A URI resolved to a store and a path in it.
+#[derive(Clone)]
+pub struct Location {
+    store: Arc<dyn ObjectStore>,
+    /// `file://` or `s3://bucket`: what precedes the path in every URI of this store.
+    root: String,
+    path: Path,
+    /// True when the URI was written with a trailing `/` (a prefix, not an object).
+    pub trailing_slash: bool,
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.uri())
+    }
+}
+
+impl Location {
+    /// Parses `uri` and builds its store.
+    pub fn parse(uri: &str, options: &StorageOptions) -> Result<Self, ConnectorError> {
+        let invalid = |reason: &str| ConnectorError::InvalidUri { uri: uri.to_string(), reason: reason.to_string() };
+        let trailing_slash = uri.ends_with('/');
+        if let Some(rest) = uri.strip_prefix("s3://") {
+            let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(invalid("no bucket name after s3://"));
+            }
+            let store = s3_store(bucket, options).map_err(|e| ConnectorError::store(uri, e))?;
+            let path = Path::parse(key).map_err(|e| invalid(&e.to_string()))?;
+            return Ok(Location { store, root: format!("s3://{bucket}"), path, trailing_slash });
+        }
+        let local = match uri.strip_prefix("file://") {
+            Some(rest) => rest,
+            None if uri.contains("://") => {
+                return Err(invalid("unsupported scheme; use a path, file:// or s3://"));
+            }
+            None => uri,
+        };
+        if local.is_empty() {
+            return Err(invalid("empty path"));
+        }
+        let absolute = std::path::absolute(local).map_err(|e| invalid(&e.to_string()))?;
+        let path = Path::from_absolute_path(&absolute).map_err(|e| invalid(&e.to_string()))?;
+        Ok(Location { store: Arc::new(LocalFileSystem::new()), root: "file://".to_string(), path, trailing_slash })
+    }
+
+    /// The store holding this location.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The path inside the store.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// This location as a URI.
+    pub fn uri(&self) -> String {
+        self.uri_of(&self.path)
+    }
+
+    /// The URI of another path in the same store.
+    pub fn uri_of(&self, path: &Path) -> String {
+        format!("{}/{}", self.root, path)
+    }
+
+    /// The path of `relative` (`a/b.parquet`) under this location.
+    pub fn join(&self, relative: &str) -> Path {
+        relative.split('/').filter(|part| !part.is_empty()).fold(self.path.clone(), |path, part| path.join(part))
+    }
+
+    /// The same store at another path.
+    pub fn with_path(&self, path: Path) -> Location {
+        Location { store: self.store.clone(), root: self.root.clone(), path, trailing_slash: false }
+    }
+
+    /// The directory this location names, when it is on the local filesystem.
+    pub fn local_path(&self) -> Option<std::path::PathBuf> {
+        (self.root == "file://").then(|| std::path::PathBuf::from(format!("/{}", self.path)))
+    }
+
+    /// True when both locations are in the same store and one path contains the other.
+    pub fn overlaps(&self, other: &Location) -> bool {
+        self.root == other.root && (self.path.prefix_matches(&other.path) || other.path.prefix_matches(&self.path))
+    }
+}
+
+fn s3_store(bucket: &str, options: &StorageOptions) -> object_store::Result<Arc<dyn ObjectStore>> {
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_virtual_hosted_style_request(false);
+    if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
+        builder = builder.with_region("us-east-1");
+    }
+    if let Some(region) = &options.region {
+        builder = builder.with_region(region);
+    }
+    let endpoint = options.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+    if let Some(endpoint) = &endpoint {
+        builder = builder.with_endpoint(endpoint);
+    }
+    let allow_http =
+        options.allow_http.unwrap_or_else(|| endpoint.as_deref().is_some_and(|e| e.starts_with("http://")));
+    if allow_http {
+        builder = builder.with_allow_http(true);
+    }
+    Ok(Arc::new(builder.build()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_and_file_paths_are_the_same_location() {
+        let a = Location::parse("/tmp/weir/x", &StorageOptions::default()).unwrap();
+        let b = Location::parse("file:///tmp/weir/x/", &StorageOptions::default()).unwrap();
+        assert_eq!(a.uri(), "file:///tmp/weir/x");
+        assert_eq!(a.uri(), b.uri());
+        assert!(b.trailing_slash);
+    }
+
+    #[test]
+    fn relative_paths_become_absolute() {
+        let here = std::env::current_dir().unwrap();
+        let a = Location::parse("data/in", &StorageOptions::default()).unwrap();
+        assert_eq!(a.uri(), format!("file://{}/data/in", here.display()));
+    }
+
+    #[test]
+    fn s3_uris_split_bucket_and_key() {
+        let a = Location::parse("s3://raw/events/date=1/", &StorageOptions::default()).unwrap();
+        assert_eq!(a.uri(), "s3://raw/events/date=1");
+        assert_eq!(a.path().as_ref(), "events/date=1");
+    }
+
+    #[test]
+    fn unknown_schemes_are_refused() {
+        let err = Location::parse("gs://b/k", &StorageOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("gs://b/k"));
+    }
+
+    #[test]
+    fn overlap_is_by_path_prefix() {
+        let options = StorageOptions::default();
+        let data = Location::parse("/d/in", &options).unwrap();
+        assert!(data.overlaps(&Location::parse("/d/in/out", &options).unwrap()));
+        assert!(!data.overlaps(&Location::parse("/d/input", &options).unwrap()));
+    }
+}

@@ -1,0 +1,70 @@
+//! `_weir/manifest.json`: what a committed output holds. Written after every part file is
+//! complete and before `_SUCCESS`; readers may trust a manifest only when `_SUCCESS`
+//! exists beside it.
+
+use arrow::datatypes::Schema;
+use serde::{Deserialize, Serialize};
+
+use crate::parquet_sink::PartFile;
+
+/// Version of the manifest format; bumped on incompatible changes.
+pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+
+/// The manifest of one committed run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub weir_version: String,
+    pub job: JobInfo,
+    pub run_id: String,
+    /// RFC 3339 UTC time of the commit.
+    pub committed_at: String,
+    pub inputs: Vec<InputFile>,
+    pub files: Vec<PartFile>,
+    pub rows: u64,
+    pub bytes: u64,
+    pub schema: Vec<ColumnInfo>,
+    pub cluster: ClusterInfo,
+}
+
+/// The job that produced the output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobInfo {
+    pub name: String,
+    /// SHA-256 of the job's TOML after variable substitution.
+    pub sha256: String,
+}
+
+/// An input file that was read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputFile {
+    pub uri: String,
+    pub bytes: u64,
+    pub rows: u64,
+}
+
+/// A column of the output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColumnInfo {
+    pub name: String,
+    /// Arrow's name of the type, e.g. `Float64`, `Utf8`.
+    #[serde(rename = "type")]
+    pub data_type: String,
+    pub nullable: bool,
+}
+
+/// The shape of the cluster that ran the job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub processes: usize,
+    pub workers_per_process: usize,
+}
+
+/// Describes `schema`'s columns for the manifest.
+pub fn describe_schema(schema: &Schema) -> Vec<ColumnInfo> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| ColumnInfo { name: f.name().clone(), data_type: f.data_type().to_string(), nullable: f.is_nullable() })
+        .collect()
+}

@@ -1,0 +1,113 @@
+//! Writing one Parquet part file to a store, streamed: row groups are encoded as they
+//! fill and uploaded in parts (a multipart upload on S3), so memory holds at most one
+//! row group in progress and one upload buffer per writer.
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+
+use crate::{ConnectorError, Location};
+
+/// Part-file compression codecs (`sink.compression`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Codec {
+    #[default]
+    Zstd,
+    Snappy,
+    Lz4,
+    Gzip,
+    Brotli,
+    None,
+}
+
+impl Codec {
+    fn compression(self) -> Compression {
+        match self {
+            Codec::Zstd => Compression::ZSTD(ZstdLevel::default()),
+            Codec::Snappy => Compression::SNAPPY,
+            Codec::Lz4 => Compression::LZ4_RAW,
+            Codec::Gzip => Compression::GZIP(GzipLevel::default()),
+            Codec::Brotli => Compression::BROTLI(BrotliLevel::default()),
+            Codec::None => Compression::UNCOMPRESSED,
+        }
+    }
+}
+
+/// How part files are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartOptions {
+    pub codec: Codec,
+    /// Rows per row group.
+    pub row_group_rows: usize,
+}
+
+/// A finished part file, as the manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartFile {
+    /// Path relative to the output prefix.
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// An open part file.
+pub struct PartWriter {
+    writer: AsyncArrowWriter<BufWriter>,
+    name: String,
+    uri: String,
+    rows: u64,
+}
+
+impl PartWriter {
+    /// Starts `name` (relative to `output`). Nothing is visible in the store until the
+    /// first upload part fills, and the object is complete only after [`PartWriter::finish`].
+    pub fn create(
+        output: &Location,
+        name: &str,
+        schema: SchemaRef,
+        options: PartOptions,
+    ) -> Result<Self, ConnectorError> {
+        let path: Path = output.join(name);
+        let uri = output.uri_of(&path);
+        let properties = WriterProperties::builder()
+            .set_compression(options.codec.compression())
+            .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
+            .set_created_by(format!("weir {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        let upload = BufWriter::new(output.store().clone(), path);
+        let writer = AsyncArrowWriter::try_new(upload, schema, Some(properties))
+            .map_err(|source| ConnectorError::Write { uri: uri.clone(), source })?;
+        Ok(PartWriter { writer, name: name.to_string(), uri, rows: 0 })
+    }
+
+    /// Appends a batch.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<(), ConnectorError> {
+        self.rows += batch.num_rows() as u64;
+        self.writer.write(batch).await.map_err(|source| ConnectorError::Write { uri: self.uri.clone(), source })
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Writes the footer and completes the upload.
+    pub async fn finish(mut self) -> Result<PartFile, ConnectorError> {
+        self.writer.finish().await.map_err(|source| ConnectorError::Write { uri: self.uri.clone(), source })?;
+        Ok(PartFile { path: self.name, rows: self.rows, bytes: self.writer.bytes_written() as u64 })
+    }
+
+    /// Abandons the file: an unfinished upload is aborted and leaves nothing behind.
+    pub async fn abort(self) {
+        let mut upload = self.writer.into_inner();
+        if let Err(error) = upload.abort().await {
+            tracing::warn!(uri = %self.uri, %error, "could not abort part upload");
+        }
+    }
+}

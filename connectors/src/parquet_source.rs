@@ -1,0 +1,370 @@
+//! A Parquet dataset as a source: its files' footers (read once, when the source is
+//! opened), their common schema, the dataset cut into [`Shard`]s, and a streaming reader
+//! for one shard with the column projection pushed into the Parquet decoder.
+//!
+//! A shard is a row group, or a slice of a row group longer than `max_shard_rows`, so
+//! that a dataset of a few large row groups still spreads over many workers. Shards are
+//! numbered in (file path, row group, offset) order; the numbering is a pure function of
+//! the footers, so every process computes the same one.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, new_null_array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use futures::{StreamExt, TryStreamExt, stream::BoxStream};
+use object_store::path::Path;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector};
+use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+
+use crate::listing::{DataFile, list_data_files};
+use crate::object_reader::StoreFileReader;
+use crate::{ConnectorError, Location};
+
+/// How many footers are fetched at once when a source is opened.
+const FOOTER_CONCURRENCY: usize = 16;
+
+/// One file of the source, with its footer.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub uri: String,
+    pub path: Path,
+    pub size: u64,
+    pub rows: u64,
+    metadata: ArrowReaderMetadata,
+    /// Root column indices (in file order) of the projected columns.
+    projection: Vec<usize>,
+    /// Maps the decoder's output columns (file order) to the source schema's order.
+    reorder: Vec<usize>,
+}
+
+/// A unit of work: rows `offset .. offset + rows` of one row group of one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub file: usize,
+    pub row_group: usize,
+    pub offset: u64,
+    pub rows: u64,
+}
+
+/// An opened Parquet dataset.
+#[derive(Debug, Clone)]
+pub struct ParquetSource {
+    location: Location,
+    files: Vec<SourceFile>,
+    schema: SchemaRef,
+}
+
+impl ParquetSource {
+    /// Lists the dataset, reads every footer once, and checks that the files agree on the
+    /// (projected) schema. `columns` projects and orders the columns; `None` keeps all.
+    pub async fn open(location: &Location, columns: Option<&[String]>) -> Result<Self, ConnectorError> {
+        let data_files = list_data_files(location).await?;
+        let footers: Vec<(DataFile, ArrowReaderMetadata)> = futures::stream::iter(data_files)
+            .map(|file| async move {
+                let metadata = read_footer(location, &file).await?;
+                Ok::<_, ConnectorError>((file, metadata))
+            })
+            .buffered(FOOTER_CONCURRENCY)
+            .try_collect()
+            .await?;
+
+        let (first_file, first_metadata) = &footers[0];
+        let first_uri = location.uri_of(&first_file.path);
+        let names: Vec<String> = match columns {
+            Some(columns) => columns.to_vec(),
+            None => first_metadata.schema().fields().iter().map(|f| f.name().clone()).collect(),
+        };
+
+        let mut fields: Vec<Field> = Vec::with_capacity(names.len());
+        let mut field_origin: Vec<String> = Vec::with_capacity(names.len());
+        let mut files = Vec::with_capacity(footers.len());
+        for (file, metadata) in footers {
+            let uri = location.uri_of(&file.path);
+            let file_schema = metadata.schema().clone();
+            if columns.is_none() && file_schema.fields().len() != names.len() {
+                let extra = file_schema.fields().iter().find(|f| !names.contains(f.name())).map(|f| f.name().clone());
+                return Err(match extra {
+                    Some(column) => {
+                        ConnectorError::MissingColumn { uri: first_uri, column, available: names.join(", ") }
+                    }
+                    None => ConnectorError::MissingColumn {
+                        uri: uri.clone(),
+                        column: names.iter().find(|n| file_schema.index_of(n).is_err()).cloned().unwrap_or_default(),
+                        available: column_names(&file_schema),
+                    },
+                });
+            }
+            let mut indices = Vec::with_capacity(names.len());
+            for (position, name) in names.iter().enumerate() {
+                let index = file_schema.index_of(name).map_err(|_| ConnectorError::MissingColumn {
+                    uri: uri.clone(),
+                    column: name.clone(),
+                    available: column_names(&file_schema),
+                })?;
+                let field = file_schema.field(index);
+                match fields.get_mut(position) {
+                    None => {
+                        fields.push(field.clone());
+                        field_origin.push(uri.clone());
+                    }
+                    // A column of type Null (all nulls, e.g. from an empty file) fits any type.
+                    Some(known) if known.data_type() == &DataType::Null && field.data_type() != &DataType::Null => {
+                        *known = field.as_ref().clone().with_nullable(true);
+                        field_origin[position] = uri.clone();
+                    }
+                    Some(known) if field.data_type() == &DataType::Null => {
+                        *known = known.clone().with_nullable(true);
+                    }
+                    Some(known) if known.data_type() != field.data_type() => {
+                        return Err(ConnectorError::SchemaConflict {
+                            column: name.clone(),
+                            first: field_origin[position].clone(),
+                            first_type: known.data_type().to_string(),
+                            second: uri,
+                            second_type: field.data_type().to_string(),
+                        });
+                    }
+                    Some(known) => {
+                        if field.is_nullable() && !known.is_nullable() {
+                            *known = known.clone().with_nullable(true);
+                        }
+                    }
+                }
+                indices.push(index);
+            }
+            let mut projection = indices.clone();
+            projection.sort_unstable();
+            let reorder = indices.iter().map(|index| projection.binary_search(index).unwrap_or_default()).collect();
+            let rows = metadata.metadata().file_metadata().num_rows().max(0) as u64;
+            files.push(SourceFile { uri, path: file.path, size: file.size, rows, metadata, projection, reorder });
+        }
+        Ok(ParquetSource { location: location.clone(), files, schema: Arc::new(Schema::new(fields)) })
+    }
+
+    /// The schema of every batch the source yields.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// The source's files, in shard order.
+    pub fn files(&self) -> &[SourceFile] {
+        &self.files
+    }
+
+    /// Where the source lives.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Total rows over all files, from the footers.
+    pub fn total_rows(&self) -> u64 {
+        self.files.iter().map(|f| f.rows).sum()
+    }
+
+    /// Cuts the dataset into shards: one per row group, row groups longer than
+    /// `max_shard_rows` sliced into near-equal parts. Empty row groups give no shard.
+    pub fn shards(&self, max_shard_rows: u64) -> Vec<Shard> {
+        let max_shard_rows = max_shard_rows.max(1);
+        let mut shards = Vec::new();
+        for (file_index, file) in self.files.iter().enumerate() {
+            for (row_group, meta) in file.metadata.metadata().row_groups().iter().enumerate() {
+                let rows = meta.num_rows().max(0) as u64;
+                let parts = rows.div_ceil(max_shard_rows);
+                for part in 0..parts {
+                    let offset = rows * part / parts;
+                    let end = rows * (part + 1) / parts;
+                    shards.push(Shard { index: shards.len(), file: file_index, row_group, offset, rows: end - offset });
+                }
+            }
+        }
+        shards
+    }
+
+    /// Streams the rows of `shard` in order, as batches of at most `batch_size` rows with
+    /// exactly [`ParquetSource::schema`].
+    pub fn read_shard(
+        &self,
+        shard: &Shard,
+        batch_size: usize,
+    ) -> Result<BoxStream<'static, Result<RecordBatch, ConnectorError>>, ConnectorError> {
+        let file = &self.files[shard.file];
+        let reader = StoreFileReader::new(self.location.store().clone(), file.path.clone(), file.size);
+        let mask = ProjectionMask::roots(file.metadata.parquet_schema(), file.projection.iter().copied());
+        let group_rows = file.metadata.metadata().row_group(shard.row_group).num_rows().max(0) as u64;
+        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, file.metadata.clone())
+            .with_row_groups(vec![shard.row_group])
+            .with_projection(mask)
+            .with_batch_size(batch_size.max(1));
+        if shard.rows != group_rows {
+            let mut selectors = Vec::with_capacity(3);
+            if shard.offset > 0 {
+                selectors.push(RowSelector::skip(shard.offset as usize));
+            }
+            selectors.push(RowSelector::select(shard.rows as usize));
+            builder = builder.with_row_selection(RowSelection::from(selectors));
+        }
+        let uri = file.uri.clone();
+        let row_group = shard.row_group;
+        let stream = builder.build().map_err(|source| ConnectorError::CorruptRowGroup {
+            uri: uri.clone(),
+            row_group,
+            source,
+        })?;
+        let schema = self.schema.clone();
+        let reorder = file.reorder.clone();
+        Ok(stream
+            .map(move |batch| {
+                let batch =
+                    batch.map_err(|source| ConnectorError::CorruptRowGroup { uri: uri.clone(), row_group, source })?;
+                let columns = reorder
+                    .iter()
+                    .zip(schema.fields())
+                    .map(|(&i, field)| match batch.column(i) {
+                        column if column.data_type() == &DataType::Null && field.data_type() != &DataType::Null => {
+                            new_null_array(field.data_type(), column.len())
+                        }
+                        column => column.clone(),
+                    })
+                    .collect();
+                RecordBatch::try_new_with_options(
+                    schema.clone(),
+                    columns,
+                    &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+                )
+                .map_err(|e| ConnectorError::Invalid { uri: uri.clone(), message: e.to_string() })
+            })
+            .boxed())
+    }
+}
+
+fn column_names(schema: &Schema) -> String {
+    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+}
+
+async fn read_footer(location: &Location, file: &DataFile) -> Result<ArrowReaderMetadata, ConnectorError> {
+    let uri = location.uri_of(&file.path);
+    let mut reader = StoreFileReader::new(location.store().clone(), file.path.clone(), file.size);
+    ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new()).await.map_err(|source| match source {
+        parquet::errors::ParquetError::External(inner) => match inner.downcast::<object_store::Error>() {
+            Ok(store_error) => ConnectorError::store(uri, *store_error),
+            Err(inner) => {
+                ConnectorError::CorruptParquet { uri, source: parquet::errors::ParquetError::External(inner) }
+            }
+        },
+        source => ConnectorError::CorruptParquet { uri, source },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StorageOptions;
+    use arrow::array::{Int64Array, StringArray};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
+
+    /// Writes `rows` rows (id = start..start+rows) with row groups of `group` rows.
+    fn write_file(path: &std::path::Path, start: i64, rows: i64, group: usize) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let file = std::fs::File::create(path).unwrap();
+        let props = WriterProperties::builder().set_max_row_group_row_count(Some(group)).build();
+        let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).unwrap();
+        let ids: Vec<i64> = (start..start + rows).collect();
+        let names: Vec<Option<String>> = ids.iter().map(|i| (i % 3 != 0).then(|| format!("n{i}"))).collect();
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(ids)), Arc::new(StringArray::from(names))])
+                .unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+    }
+
+    async fn open(dir: &std::path::Path, columns: Option<&[String]>) -> ParquetSource {
+        let location = Location::parse(dir.to_str().unwrap(), &StorageOptions::default()).unwrap();
+        ParquetSource::open(&location, columns).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn shards_are_row_groups_in_file_order_and_large_groups_are_sliced() {
+        let dir = tempfile::tempdir().unwrap();
+        write_file(&dir.path().join("a.parquet"), 0, 25, 10); // groups of 10, 10, 5
+        write_file(&dir.path().join("b.parquet"), 100, 7, 100); // one group of 7
+        let source = open(dir.path(), None).await;
+        let shards = source.shards(1000);
+        let described: Vec<_> = shards.iter().map(|s| (s.file, s.row_group, s.offset, s.rows)).collect();
+        assert_eq!(described, vec![(0, 0, 0, 10), (0, 1, 0, 10), (0, 2, 0, 5), (1, 0, 0, 7)]);
+        assert!(shards.iter().enumerate().all(|(i, s)| s.index == i));
+
+        let sliced = source.shards(4);
+        let of_first_group: Vec<_> =
+            sliced.iter().filter(|s| s.file == 0 && s.row_group == 0).map(|s| (s.offset, s.rows)).collect();
+        assert_eq!(of_first_group, vec![(0, 3), (3, 3), (6, 4)]);
+        assert_eq!(sliced.iter().map(|s| s.rows).sum::<u64>(), 32);
+    }
+
+    #[tokio::test]
+    async fn a_sliced_shard_reads_exactly_its_rows_with_the_projection_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        write_file(&dir.path().join("a.parquet"), 0, 25, 10);
+        let columns = vec!["name".to_string(), "id".to_string()];
+        let source = open(dir.path(), Some(&columns)).await;
+        assert_eq!(source.schema().field(0).name(), "name");
+        let mut ids = Vec::new();
+        for shard in source.shards(4) {
+            let batches: Vec<RecordBatch> = source.read_shard(&shard, 2).unwrap().try_collect().await.unwrap();
+            for batch in batches {
+                assert!(batch.num_rows() <= 2);
+                let column = batch.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+                ids.extend(column.values().iter().copied());
+                assert_eq!(batch.column(0).null_count(), column.values().iter().filter(|i| *i % 3 == 0).count());
+            }
+        }
+        assert_eq!(ids, (0..25).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn conflicting_types_name_both_files() {
+        let dir = tempfile::tempdir().unwrap();
+        write_file(&dir.path().join("a.parquet"), 0, 5, 10);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let mut writer =
+            ArrowWriter::try_new(std::fs::File::create(dir.path().join("b.parquet")).unwrap(), schema.clone(), None)
+                .unwrap();
+        writer
+            .write(
+                &RecordBatch::try_new(
+                    schema,
+                    vec![Arc::new(StringArray::from(vec!["x"])), Arc::new(StringArray::from(vec!["y"]))],
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        writer.close().unwrap();
+        let location = Location::parse(dir.path().to_str().unwrap(), &StorageOptions::default()).unwrap();
+        let message = ParquetSource::open(&location, None).await.unwrap_err().to_string();
+        assert!(
+            message.contains("a.parquet") && message.contains("b.parquet") && message.contains("'id'"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        write_file(&dir.path().join("a.parquet"), 0, 5, 10);
+        let bytes = std::fs::read(dir.path().join("a.parquet")).unwrap();
+        std::fs::write(dir.path().join("b.parquet"), &bytes[..bytes.len() / 2]).unwrap();
+        let location = Location::parse(dir.path().to_str().unwrap(), &StorageOptions::default()).unwrap();
+        let err = ParquetSource::open(&location, None).await.unwrap_err();
+        assert!(err.is_user_error());
+        assert!(err.to_string().contains("b.parquet"), "{err}");
+    }
+}
