@@ -1,0 +1,57 @@
+//! The engine plan: plain data that every process builds identically from the job and the
+//! source's footers, and that the engine interprets.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use weir_connectors::Location;
+use weir_connectors::commit::WriteMode;
+use weir_connectors::parquet_sink::PartOptions;
+use weir_connectors::parquet_source::{ParquetSource, Shard};
+use weir_operators::BoundStep;
+
+/// A step bound to its input schema, with what error messages need to name it.
+#[derive(Debug)]
+pub struct PlannedStep {
+    /// 1-based position in the job.
+    pub number: usize,
+    pub op: &'static str,
+    pub step: Box<dyn BoundStep>,
+}
+
+/// Everything a worker needs to run its share of a job.
+#[derive(Debug)]
+pub struct EnginePlan {
+    pub job_name: String,
+    /// SHA-256 of the job's TOML after variable substitution.
+    pub job_sha256: String,
+    pub run_id: String,
+    pub source: ParquetSource,
+    /// All shards of the source; shard `i` belongs to global worker `i % peers`.
+    pub shards: Vec<Shard>,
+    pub steps: Vec<PlannedStep>,
+    /// The schema of the rows written.
+    pub output_schema: SchemaRef,
+    pub sink: Location,
+    pub mode: WriteMode,
+    pub part_options: PartOptions,
+    /// Rows per batch read from the source.
+    pub batch_size: usize,
+    /// Batches a worker may have read but not yet written.
+    pub max_batches_in_flight: u64,
+}
+
+impl EnginePlan {
+    /// The shards of global worker `worker` among `peers`, in shard order.
+    pub fn shards_of(&self, worker: usize, peers: usize) -> impl Iterator<Item = &Shard> {
+        self.shards.iter().filter(move |shard| shard.index % peers == worker)
+    }
+
+    /// The name of a worker's part file.
+    pub fn part_name(&self, worker: usize) -> String {
+        format!("part-{worker:05}-{}.parquet", self.run_id)
+    }
+}
+
+/// Shared ownership of a plan across worker threads.
+pub type SharedPlan = Arc<EnginePlan>;
