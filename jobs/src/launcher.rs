@@ -1,0 +1,212 @@
+//! `weir run --processes P`: starts P local `weir worker` processes that form one timely
+//! cluster on 127.0.0.1, and watches them.
+//!
+//! The launcher and its children speak JSON lines: each child binds its own port and
+//! reports it ([`ChildEvent::Listening`]); the launcher answers every child with all the
+//! addresses on its stdin; children then report progress, their first failure, and their
+//! result. On the first failure, or when a child dies, the launcher kills the others and
+//! removes the failed run's part files, so nothing half-written stays behind.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use weir_connectors::Location;
+use weir_connectors::commit::abort_run;
+use weir_engine::{JobFailure, ProgressSnapshot, RunSummary};
+
+use crate::report::ProgressView;
+use crate::vars::Variables;
+
+/// How long children have to report their ports.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A message from a child to its launcher (one JSON line on the child's stdout).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChildEvent {
+    Listening { port: u16 },
+    Progress(ProgressSnapshot),
+    Failed(JobFailure),
+    Done(RunSummary),
+}
+
+/// The launcher's one message to each child (one JSON line on its stdin).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterAddresses {
+    pub addresses: Vec<String>,
+}
+
+/// The child's end of the protocol: writes events to stdout, one line each.
+#[derive(Clone, Default)]
+pub struct EventSink {
+    lock: Arc<Mutex<()>>,
+}
+
+impl EventSink {
+    pub fn send(&self, event: &ChildEvent) {
+        let _guard = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut stdout = std::io::stdout().lock();
+        if let Ok(line) = serde_json::to_string(event) {
+            let _ = writeln!(stdout, "{line}");
+            let _ = stdout.flush();
+        }
+    }
+}
+
+/// The child's side of the start-up: bind a port, report it, learn every address.
+pub fn join_local_cluster(events: &EventSink) -> std::io::Result<(TcpListener, Vec<String>)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    events.send(&ChildEvent::Listening { port: listener.local_addr()?.port() });
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let addresses: ClusterAddresses = serde_json::from_str(&line).map_err(std::io::Error::other)?;
+    Ok((listener, addresses.addresses))
+}
+
+enum Message {
+    Event(usize, ChildEvent),
+    Closed(usize),
+}
+
+/// What the launcher needs to know about the run it starts.
+pub struct LaunchPlan<'a> {
+    pub job_path: &'a str,
+    pub vars: &'a Variables,
+    pub processes: usize,
+    pub workers: usize,
+    pub sink: Location,
+    pub runtime: &'a tokio::runtime::Runtime,
+}
+
+/// Runs the job on `processes` local processes and returns the leader's summary.
+pub fn launch_local(plan: LaunchPlan<'_>, view: &ProgressView) -> Result<RunSummary, JobFailure> {
+    let exe = std::env::current_exe().map_err(|e| JobFailure::internal(format!("cannot find the weir binary: {e}")))?;
+    let (sender, receiver) = mpsc::channel();
+    let mut children: Vec<Child> = Vec::with_capacity(plan.processes);
+    for process in 0..plan.processes {
+        let mut command = Command::new(&exe);
+        command
+            .arg("worker")
+            .arg(plan.job_path)
+            .args(["--local-cluster", "--quiet"])
+            .args(["--process", &process.to_string()])
+            .args(["--processes", &plan.processes.to_string()])
+            .args(["--workers", &plan.workers.to_string()]);
+        for (key, value) in plan.vars.pairs() {
+            command.arg("--var").arg(format!("{key}={value}"));
+        }
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                kill_all(&mut children);
+                return Err(JobFailure::internal(format!("cannot start worker process {process}: {e}")));
+            }
+        };
+        if let Some(stdout) = child.stdout.take() {
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    match serde_json::from_str::<ChildEvent>(&line) {
+                        Ok(event) => {
+                            let _ = sender.send(Message::Event(process, event));
+                        }
+                        Err(_) => eprintln!("[process {process}] {line}"),
+                    }
+                }
+                let _ = sender.send(Message::Closed(process));
+            });
+        }
+        children.push(child);
+    }
+    drop(sender);
+
+    let outcome = supervise(&mut children, &receiver, plan.processes, view);
+    kill_all(&mut children);
+    if outcome.is_err() {
+        plan.runtime.block_on(abort_run(&plan.sink, plan.vars.run_id()));
+    }
+    outcome
+}
+
+fn supervise(
+    children: &mut [Child],
+    receiver: &mpsc::Receiver<Message>,
+    processes: usize,
+    view: &ProgressView,
+) -> Result<RunSummary, JobFailure> {
+    let mut ports: Vec<Option<u16>> = vec![None; processes];
+    let started = Instant::now();
+    while ports.iter().any(Option::is_none) {
+        match receiver.recv_timeout(Duration::from_millis(200)) {
+            Ok(Message::Event(process, ChildEvent::Listening { port })) => ports[process] = Some(port),
+            Ok(Message::Event(_, ChildEvent::Failed(failure))) => return Err(failure),
+            Ok(Message::Closed(process)) => return Err(died(children, process)),
+            Ok(Message::Event(..)) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) if started.elapsed() > START_TIMEOUT => {
+                return Err(JobFailure::external("worker processes did not start in time"));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(JobFailure::internal("lost every worker process")),
+        }
+    }
+    let addresses =
+        ClusterAddresses { addresses: ports.iter().flatten().map(|port| format!("127.0.0.1:{port}")).collect() };
+    let line = serde_json::to_string(&addresses).map_err(|e| JobFailure::internal(e.to_string()))?;
+    for (process, child) in children.iter_mut().enumerate() {
+        let written = child.stdin.as_mut().map(|stdin| writeln!(stdin, "{line}").and_then(|_| stdin.flush()));
+        if !matches!(written, Some(Ok(()))) {
+            return Err(died(children, process));
+        }
+    }
+
+    let mut progress = vec![ProgressSnapshot::default(); processes];
+    let mut summaries: Vec<Option<RunSummary>> = vec![None; processes];
+    let mut open = processes;
+    while open > 0 {
+        match receiver.recv_timeout(Duration::from_millis(200)) {
+            Ok(Message::Event(process, ChildEvent::Progress(snapshot))) => progress[process] = snapshot,
+            Ok(Message::Event(_, ChildEvent::Failed(failure))) => return Err(failure),
+            Ok(Message::Event(process, ChildEvent::Done(summary))) => summaries[process] = Some(summary),
+            Ok(Message::Event(_, ChildEvent::Listening { .. })) => {}
+            Ok(Message::Closed(process)) => {
+                if summaries[process].is_none() {
+                    return Err(died(children, process));
+                }
+                open -= 1;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        let mut total = ProgressSnapshot::default();
+        progress.iter().for_each(|p| total.add(p));
+        view.update(&total);
+    }
+    for (process, child) in children.iter_mut().enumerate() {
+        match child.wait() {
+            Ok(status) if status.success() => {}
+            _ => return Err(died(children, process)),
+        }
+    }
+    summaries.into_iter().next().flatten().ok_or_else(|| JobFailure::internal("the leader process reported no result"))
+}
+
+/// The failure for a child that ended without reporting one.
+fn died(children: &mut [Child], process: usize) -> JobFailure {
+    let status = children[process].wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+    JobFailure::external(format!("worker process {process} ended unexpectedly ({status}); the run was not committed"))
+}
+
+fn kill_all(children: &mut [Child]) {
+    for child in children.iter_mut() {
+        if let Ok(None) = child.try_wait() {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+    }
+}

@@ -1,0 +1,14 @@
+//! Weir's job layer: the job spec as written in TOML ([`spec`]), variable substitution
+//! ([`vars`]), validation and planning into an [`weir_engine::EnginePlan`] ([`planning`]),
+//! and the pieces of the `weir` binary (the local multi-process launcher, progress and
+//! summary output, the dataset inspection commands).
+
+pub mod error;
+pub mod inspect;
+pub mod launcher;
+pub mod planning;
+pub mod report;
+pub mod spec;
+pub mod vars;
+
+pub use error::JobError;

@@ -1,0 +1,336 @@
+//! The `weir` command: run, validate and inspect jobs and datasets.
+//!
+//! Exit codes: 0 success; 1 the job failed (a store, the cluster, or Weir itself);
+//! 2 bad input (the job file, its source data, the arguments).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use weir_engine::{ClusterSetup, JobFailure, ProcessContext, Progress, RunSummary, execute};
+use weir_jobs::launcher::{ChildEvent, EventSink, LaunchPlan, join_local_cluster, launch_local};
+use weir_jobs::planning::{LoadedJob, load_job, plan_job};
+use weir_jobs::report::{OutputMode, ProgressView, SummaryReport};
+use weir_jobs::vars::{Variables, parse_pair};
+use weir_jobs::{JobError, inspect};
+
+#[derive(Parser)]
+#[command(name = "weir", version, about = "Batch preprocessing and inference over Parquet datasets")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct RunOutput {
+    /// Print nothing but errors.
+    #[arg(long)]
+    quiet: bool,
+    /// Print the end-of-run summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+impl RunOutput {
+    fn mode(&self) -> OutputMode {
+        OutputMode { quiet: self.quiet || self.json, json: self.json }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a job here: P local processes x N worker threads.
+    Run {
+        /// The job's TOML file.
+        job: String,
+        /// Worker threads per process (default: the number of cores).
+        #[arg(long, short = 'w')]
+        workers: Option<usize>,
+        /// Local processes forming one cluster on 127.0.0.1.
+        #[arg(long, short = 'p', default_value_t = 1)]
+        processes: usize,
+        /// Set a variable used as {{key}} in the job (repeatable).
+        #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_pair)]
+        vars: Vec<(String, String)>,
+        #[command(flatten)]
+        output: RunOutput,
+    },
+    /// Run one process of a multi-host cluster (start one per line of the hostfile).
+    Worker {
+        job: String,
+        /// One host:port per line, one line per process, in process order.
+        #[arg(long, required_unless_present = "local_cluster")]
+        hostfile: Option<String>,
+        /// This process's index (its line in the hostfile, from 0).
+        #[arg(long)]
+        process: usize,
+        /// Worker threads in this process (the same on every process).
+        #[arg(long, short = 'w', default_value_t = 1)]
+        workers: usize,
+        #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_pair)]
+        vars: Vec<(String, String)>,
+        #[command(flatten)]
+        output: RunOutput,
+        /// Started by `weir run --processes`: talk to the launcher on stdin/stdout.
+        #[arg(long, hide = true)]
+        local_cluster: bool,
+        #[arg(long, hide = true)]
+        processes: Option<usize>,
+    },
+    /// Check a job (spec, variables, source schema, steps) without running it.
+    Validate {
+        job: String,
+        #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_pair)]
+        vars: Vec<(String, String)>,
+    },
+    /// List the objects under a URI and whether it is a committed output.
+    Ls { uri: String },
+    /// Print the first rows of a dataset.
+    Head {
+        uri: String,
+        #[arg(short = 'n', default_value_t = 10)]
+        rows: usize,
+    },
+    /// Print the schema of a dataset.
+    Schema { uri: String },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        eprintln!("weir: internal error (a bug in Weir); the run was not committed");
+        std::process::exit(1);
+    }));
+
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("weir: cannot start the I/O runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match dispatch(cli.command, &runtime) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("weir: error: {}", failure.message);
+            ExitCode::from(failure.exit_code() as u8)
+        }
+    }
+}
+
+fn dispatch(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), JobFailure> {
+    let inspected = |result: Result<String, weir_connectors::ConnectorError>| match result {
+        Ok(text) => {
+            print!("{text}");
+            Ok(())
+        }
+        Err(e) => Err(JobFailure::from_connector(&e)),
+    };
+    match command {
+        Command::Run { job, workers, processes, vars, output } => {
+            let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            run(&job, &Variables::new(&vars), workers.max(1), processes.max(1), output.mode(), runtime)
+        }
+        Command::Worker { job, hostfile, process, workers, vars, output, local_cluster, processes } => worker(
+            &job,
+            hostfile.as_deref(),
+            process,
+            processes,
+            workers.max(1),
+            vars,
+            local_cluster,
+            output.mode(),
+            runtime,
+        ),
+        Command::Validate { job, vars } => validate(&job, &Variables::new(&vars), runtime),
+        Command::Ls { uri } => inspected(runtime.block_on(inspect::ls(&uri))),
+        Command::Head { uri, rows } => inspected(runtime.block_on(inspect::head(&uri, rows))),
+        Command::Schema { uri } => inspected(runtime.block_on(inspect::schema(&uri))),
+    }
+}
+
+fn failure(error: JobError) -> JobFailure {
+    error.to_failure()
+}
+
+fn in_job(job: &LoadedJob) -> impl Fn(JobFailure) -> JobFailure + '_ {
+    move |f| JobFailure { kind: f.kind, message: format!("job '{}' failed: {}", job.spec.name, f.message) }
+}
+
+fn run(
+    path: &str,
+    vars: &Variables,
+    workers: usize,
+    processes: usize,
+    mode: OutputMode,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<(), JobFailure> {
+    let job = load_job(path, vars).map_err(failure)?;
+    let plan = runtime.block_on(plan_job(&job)).map_err(failure)?;
+    let view = ProgressView::new(plan.shards.len() as u64, mode);
+    let output = plan.sink.uri();
+    let summary = if processes == 1 {
+        run_in_process(plan, ClusterSetup::SingleProcess { workers }, runtime, &view, None)
+    } else {
+        let sink = plan.sink.clone();
+        drop(plan);
+        launch_local(LaunchPlan { job_path: path, vars, processes, workers, sink, runtime }, &view)
+    };
+    view.finish();
+    let summary = summary.map_err(in_job(&job))?;
+    SummaryReport::new(&job.spec.name, vars.run_id(), output, &summary, view.elapsed()).print(mode);
+    Ok(())
+}
+
+/// Runs a plan on this process's workers, showing progress on `view` and/or sending it as
+/// events to a launcher.
+fn run_in_process(
+    plan: weir_engine::EnginePlan,
+    setup: ClusterSetup,
+    runtime: &tokio::runtime::Runtime,
+    view: &ProgressView,
+    events: Option<EventSink>,
+) -> Result<RunSummary, JobFailure> {
+    let progress = Arc::new(Progress::default());
+    let failure_events = events.clone();
+    let context = ProcessContext {
+        runtime: runtime.handle().clone(),
+        progress: progress.clone(),
+        abort: Arc::new(AtomicBool::new(false)),
+        on_failure: Arc::new(move |failure: &JobFailure| {
+            if let Some(events) = &failure_events {
+                events.send(&ChildEvent::Failed(failure.clone()));
+            }
+        }),
+    };
+    let finished = Arc::new(AtomicBool::new(false));
+    let outcome = std::thread::scope(|scope| {
+        let (finished_flag, reporter_progress) = (finished.clone(), progress.clone());
+        scope.spawn(move || {
+            while !finished_flag.load(Ordering::Relaxed) {
+                let snapshot = reporter_progress.snapshot();
+                view.update(&snapshot);
+                if let Some(events) = &events {
+                    events.send(&ChildEvent::Progress(snapshot));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        let outcome = execute(Arc::new(plan), setup, context);
+        finished.store(true, Ordering::Relaxed);
+        outcome
+    });
+    view.update(&progress.snapshot());
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+fn worker(
+    path: &str,
+    hostfile: Option<&str>,
+    process: usize,
+    processes: Option<usize>,
+    workers: usize,
+    mut pairs: Vec<(String, String)>,
+    local_cluster: bool,
+    mode: OutputMode,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<(), JobFailure> {
+    if local_cluster {
+        let events = EventSink::default();
+        let outcome = local_cluster_worker(path, process, processes.unwrap_or(1), workers, &pairs, runtime, &events);
+        match &outcome {
+            Ok(summary) => events.send(&ChildEvent::Done(summary.clone())),
+            Err(failure) => events.send(&ChildEvent::Failed(failure.clone())),
+        }
+        return outcome.map(|_| ());
+    }
+    let hostfile = hostfile.unwrap_or_default();
+    let hosts = std::fs::read_to_string(hostfile)
+        .map_err(|e| JobFailure::user(format!("cannot read hostfile '{hostfile}': {e}")))?;
+    let addresses: Vec<String> = hosts
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    if process >= addresses.len() {
+        return Err(JobFailure::user(format!(
+            "--process {process} is not a line of hostfile '{hostfile}' ({} processes)",
+            addresses.len()
+        )));
+    }
+    if !pairs.iter().any(|(key, _)| key == "run_id") {
+        // Every process must agree on the run id without talking: derive it from what they share.
+        let job_text = std::fs::read_to_string(path).unwrap_or_default();
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(format!("{job_text}\n{hosts}\n{pairs:?}").as_bytes());
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        pairs.push(("run_id".to_string(), hex));
+    }
+    let vars = Variables::new(&pairs);
+    let job = load_job(path, &vars).map_err(failure)?;
+    let plan = runtime.block_on(plan_job(&job)).map_err(failure)?;
+    let output = plan.sink.uri();
+    let view = ProgressView::new(
+        plan.shards.len() as u64,
+        if process == 0 { mode } else { OutputMode { quiet: true, json: false } },
+    );
+    let setup = ClusterSetup::Hosts { workers, process, addresses };
+    let summary = run_in_process(plan, setup, runtime, &view, None);
+    view.finish();
+    let summary = summary.map_err(in_job(&job))?;
+    if process == 0 {
+        SummaryReport::new(&job.spec.name, vars.run_id(), output, &summary, view.elapsed()).print(mode);
+    }
+    Ok(())
+}
+
+fn local_cluster_worker(
+    path: &str,
+    process: usize,
+    processes: usize,
+    workers: usize,
+    pairs: &[(String, String)],
+    runtime: &tokio::runtime::Runtime,
+    events: &EventSink,
+) -> Result<RunSummary, JobFailure> {
+    let (listener, addresses) =
+        join_local_cluster(events).map_err(|e| JobFailure::external(format!("cannot join the local cluster: {e}")))?;
+    if addresses.len() != processes {
+        return Err(JobFailure::internal("the launcher sent a cluster of the wrong size"));
+    }
+    let job = load_job(path, &Variables::new(pairs)).map_err(failure)?;
+    let plan = runtime.block_on(plan_job(&job)).map_err(failure)?;
+    let view = ProgressView::new(0, OutputMode { quiet: true, json: false });
+    let setup = ClusterSetup::LocalProcess { workers, process, addresses, listener };
+    run_in_process(plan, setup, runtime, &view, Some(events.clone()))
+}
+
+fn validate(path: &str, vars: &Variables, runtime: &tokio::runtime::Runtime) -> Result<(), JobFailure> {
+    let job = load_job(path, vars).map_err(failure)?;
+    let plan = runtime.block_on(plan_job(&job)).map_err(failure)?;
+    println!(
+        "job '{}' is valid: {} input file(s), {} rows, {} shard(s), {} step(s)",
+        job.spec.name,
+        plan.source.files().len(),
+        plan.source.total_rows(),
+        plan.shards.len(),
+        plan.steps.len()
+    );
+    println!("output schema:");
+    for field in plan.output_schema.fields() {
+        println!("  {}: {}{}", field.name(), field.data_type(), if field.is_nullable() { "" } else { " not null" });
+    }
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! From a job file to an engine plan: read and substitute variables (→ [`LoadedJob`]),
+//! parse and check the spec, open the source (footers, schema), bind every step to the
+//! schema that reaches it, and cut the source into shards (→ [`EnginePlan`]). Every
+//! process of a cluster runs this and gets the same plan.
+
+use sha2::{Digest, Sha256};
+use weir_connectors::Location;
+use weir_connectors::parquet_sink::PartOptions;
+use weir_connectors::parquet_source::ParquetSource;
+use weir_engine::{EnginePlan, PlannedStep};
+use weir_operators::bind_steps;
+
+use crate::JobError;
+use crate::spec::{DEFAULT_BATCH_SIZE, DEFAULT_MAX_SHARD_ROWS, DEFAULT_ROW_GROUP_ROWS, JobSpec};
+use crate::vars::Variables;
+
+/// Batches a worker may have read but not yet written (the backpressure window).
+pub const MAX_BATCHES_IN_FLIGHT: u64 = 4;
+
+/// A job file after variable substitution and parsing.
+#[derive(Debug, Clone)]
+pub struct LoadedJob {
+    pub path: String,
+    pub spec: JobSpec,
+    /// SHA-256 (hex) of the substituted text.
+    pub sha256: String,
+    pub vars: Variables,
+}
+
+/// Reads, substitutes and parses a job file.
+pub fn load_job(path: &str, vars: &Variables) -> Result<LoadedJob, JobError> {
+    let raw = std::fs::read_to_string(path).map_err(|source| JobError::Read { path: path.to_string(), source })?;
+    let text = vars.substitute(path, &raw)?;
+    let spec = JobSpec::from_toml(&text).map_err(|message| JobError::Toml { path: path.to_string(), message })?;
+    spec.check().map_err(|message| JobError::Invalid { job: spec.name.clone(), message })?;
+    let sha256 = Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    Ok(LoadedJob { path: path.to_string(), spec, sha256, vars: vars.clone() })
+}
+
+/// Plans a loaded job: opens the source, binds the steps, cuts shards.
+pub async fn plan_job(job: &LoadedJob) -> Result<EnginePlan, JobError> {
+    let spec = &job.spec;
+    let name = spec.name.clone();
+    let connector = |what: &'static str| {
+        let name = name.clone();
+        move |source| JobError::Connector { job: name, what, source: Box::new(source) }
+    };
+    let source_location = Location::parse(&spec.source.uri, &spec.storage).map_err(connector("source"))?;
+    let sink = Location::parse(&spec.sink.uri, &spec.storage).map_err(connector("sink"))?;
+    if source_location.overlaps(&sink) {
+        return Err(connector("sink")(weir_connectors::ConnectorError::SinkOverlapsSource {
+            source_uri: source_location.uri(),
+            sink_uri: sink.uri(),
+        }));
+    }
+    let source =
+        ParquetSource::open(&source_location, spec.source.columns.as_deref()).await.map_err(connector("source"))?;
+    let bound = bind_steps(&spec.steps, source.schema())
+        .map_err(|source| JobError::Step { job: name.clone(), source: Box::new(source) })?;
+    let output_schema = bound.last().map(|step| step.output_schema()).unwrap_or_else(|| source.schema().clone());
+    let steps = spec
+        .steps
+        .iter()
+        .zip(bound)
+        .enumerate()
+        .map(|(index, (spec, step))| PlannedStep { number: index + 1, op: spec.op_name(), step })
+        .collect();
+    let shards = source.shards(spec.source.max_shard_rows.unwrap_or(DEFAULT_MAX_SHARD_ROWS));
+    Ok(EnginePlan {
+        job_name: name,
+        job_sha256: job.sha256.clone(),
+        run_id: job.vars.run_id().to_string(),
+        source,
+        shards,
+        steps,
+        output_schema,
+        sink,
+        mode: spec.sink.mode,
+        part_options: PartOptions {
+            codec: spec.sink.compression,
+            row_group_rows: spec.sink.row_group_rows.unwrap_or(DEFAULT_ROW_GROUP_ROWS),
+        },
+        batch_size: spec.source.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
+        max_batches_in_flight: MAX_BATCHES_IN_FLIGHT,
+    })
+}

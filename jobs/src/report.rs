@@ -1,0 +1,122 @@
+//! What a run shows: a progress bar on a terminal (shards done, rows, rows/s), a summary at
+//! the end (human text on stderr, or JSON on stdout with `--json`), nothing with `--quiet`.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use weir_engine::{ProgressSnapshot, RunSummary};
+
+/// How output is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputMode {
+    pub quiet: bool,
+    pub json: bool,
+}
+
+/// A progress display for one run.
+pub struct ProgressView {
+    bar: Option<ProgressBar>,
+    started: Instant,
+}
+
+impl ProgressView {
+    /// A bar over `shards` shards, shown only on a terminal and without `--quiet`.
+    pub fn new(shards: u64, mode: OutputMode) -> Self {
+        let started = Instant::now();
+        if mode.quiet || !std::io::stderr().is_terminal() {
+            return ProgressView { bar: None, started };
+        }
+        let bar = ProgressBar::with_draw_target(Some(shards), ProgressDrawTarget::stderr_with_hz(5));
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} shards  {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        ProgressView { bar: Some(bar), started }
+    }
+
+    pub fn update(&self, snapshot: &ProgressSnapshot) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(snapshot.shards_done);
+            let seconds = self.started.elapsed().as_secs_f64().max(1e-3);
+            bar.set_message(format!(
+                "{} rows in, {} out, {}/s",
+                human(snapshot.rows_in),
+                human(snapshot.rows_out),
+                human((snapshot.rows_in as f64 / seconds) as u64)
+            ));
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// The end-of-run summary, as `--json` prints it.
+#[derive(Debug, Serialize)]
+pub struct SummaryReport<'a> {
+    pub job: &'a str,
+    pub run_id: &'a str,
+    pub output: String,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub files: usize,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub rows_per_second: f64,
+}
+
+impl<'a> SummaryReport<'a> {
+    pub fn new(job: &'a str, run_id: &'a str, output: String, summary: &RunSummary, elapsed: Duration) -> Self {
+        let seconds = elapsed.as_secs_f64();
+        SummaryReport {
+            job,
+            run_id,
+            output,
+            rows_in: summary.rows_in,
+            rows_out: summary.rows_out,
+            files: summary.files.len(),
+            bytes: summary.bytes,
+            seconds,
+            rows_per_second: summary.rows_in as f64 / seconds.max(1e-9),
+        }
+    }
+
+    /// Prints the summary as the output mode asks.
+    pub fn print(&self, mode: OutputMode) {
+        if mode.json {
+            println!("{}", serde_json::to_string(self).unwrap_or_default());
+        } else if !mode.quiet {
+            eprintln!(
+                "job '{}' committed {} rows ({} in) to {} in {} file(s), {} bytes, in {:.2} s ({} rows/s)",
+                self.job,
+                self.rows_out,
+                self.rows_in,
+                self.output,
+                self.files,
+                self.bytes,
+                self.seconds,
+                human(self.rows_per_second as u64)
+            );
+        }
+    }
+}
+
+/// `1234567` → `1.23M`.
+pub fn human(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => format!("{:.1}k", n as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.2}M", n as f64 / 1e6),
+        _ => format!("{:.2}G", n as f64 / 1e9),
+    }
+}

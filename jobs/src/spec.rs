@@ -1,0 +1,164 @@
+//! The job definition as written in TOML. Unknown fields are errors; defaults follow Spark
+//! where the design is silent (`sink.mode = "error_if_exists"`).
+
+use serde::{Deserialize, Serialize};
+use weir_connectors::StorageOptions;
+use weir_connectors::commit::WriteMode;
+use weir_connectors::parquet_sink::Codec;
+use weir_operators::StepSpec;
+
+/// Default rows per batch on the map path (sized for caches and for ONNX Runtime).
+pub const DEFAULT_BATCH_SIZE: usize = 8192;
+/// Default longest shard: row groups with more rows are sliced.
+pub const DEFAULT_MAX_SHARD_ROWS: u64 = 1 << 20;
+/// Default rows per row group of the part files.
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// A job file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// `[a-z0-9_-]+`.
+    pub name: String,
+    /// Cron expression (UTC) for the job service; ignored by `weir run`.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    pub source: SourceSpec,
+    #[serde(default, rename = "step")]
+    pub steps: Vec<StepSpec>,
+    pub sink: SinkSpec,
+    /// Overrides of the store configuration (never secrets).
+    #[serde(default)]
+    pub storage: StorageOptions,
+}
+
+/// Data formats. Only Parquet, for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    #[default]
+    Parquet,
+}
+
+/// `[source]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// A file, a prefix or a glob; a path, `file://` or `s3://`.
+    pub uri: String,
+    #[serde(default)]
+    pub format: Format,
+    /// Columns to read, in this order (pushed into the Parquet reader); all when absent.
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// Rows per batch (default 8192).
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Row groups longer than this are cut into several shards (default 1,048,576).
+    #[serde(default)]
+    pub max_shard_rows: Option<u64>,
+}
+
+/// `[sink]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSpec {
+    /// The output prefix.
+    pub uri: String,
+    #[serde(default)]
+    pub format: Format,
+    #[serde(default)]
+    pub compression: Codec,
+    #[serde(default)]
+    pub mode: WriteMode,
+    /// Rows per row group in the part files (default 131,072).
+    #[serde(default)]
+    pub row_group_rows: Option<usize>,
+}
+
+impl JobSpec {
+    /// Parses a job's TOML; errors carry TOML's line, column and a snippet.
+    pub fn from_toml(text: &str) -> Result<JobSpec, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+
+    /// Checks what serde cannot: the job name's alphabet and positive sizes.
+    pub fn check(&self) -> Result<(), String> {
+        if self.name.is_empty()
+            || !self.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        {
+            return Err(format!("job name '{}' must match [a-z0-9_-]+", self.name));
+        }
+        if self.source.batch_size == Some(0) {
+            return Err("source.batch_size must be positive".into());
+        }
+        if self.source.max_shard_rows == Some(0) {
+            return Err("source.max_shard_rows must be positive".into());
+        }
+        if self.sink.row_group_rows == Some(0) {
+            return Err("sink.row_group_rows must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JOB: &str = r#"
+name = "clean-events"
+
+[source]
+uri = "data/in/"
+columns = ["id", "age"]
+
+[[step]]
+op = "cast"
+columns = { age = "float64" }
+
+[[step]]
+op = "filter"
+expr = "age >= 0"
+
+[sink]
+uri = "data/out/"
+mode = "overwrite"
+"#;
+
+    #[test]
+    fn parses_a_job_with_defaults() {
+        let job = JobSpec::from_toml(JOB).unwrap();
+        assert_eq!(job.steps.len(), 2);
+        assert_eq!(job.steps[1].op_name(), "filter");
+        assert_eq!(job.sink.compression, Codec::Zstd);
+        assert_eq!(job.sink.mode, WriteMode::Overwrite);
+        job.check().unwrap();
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_with_a_position() {
+        let text = JOB.replace("expr = \"age >= 0\"", "expr = \"age >= 0\"\nexprs = 1");
+        let err = JobSpec::from_toml(&text).unwrap_err();
+        assert!(err.contains("exprs") && err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn unknown_ops_are_errors_naming_the_op() {
+        let text = JOB.replace("op = \"filter\"", "op = \"filtr\"");
+        let err = JobSpec::from_toml(&text).unwrap_err();
+        assert!(err.contains("filtr"), "{err}");
+    }
+
+    #[test]
+    fn sink_mode_defaults_to_error_if_exists() {
+        let job = JobSpec::from_toml(&JOB.replace("mode = \"overwrite\"", "")).unwrap();
+        assert_eq!(job.sink.mode, WriteMode::ErrorIfExists);
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        let job = JobSpec::from_toml(&JOB.replace("clean-events", "Clean Events")).unwrap();
+        assert!(job.check().unwrap_err().contains("[a-z0-9_-]+"));
+    }
+}
