@@ -1,0 +1,116 @@
+"""Bad input: each case exits 2 with a message naming the culprit, and commits nothing."""
+
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import data_files, make_events, write_job
+
+JOB = """
+name = "bad-input"
+
+[source]
+uri = "{src}"
+
+{steps}
+
+[sink]
+uri = "{out}"
+"""
+
+
+def run_bad(weir, tmp_path, src, steps="", job_text=None):
+    out = tmp_path / "out"
+    text = job_text if job_text is not None else JOB.format(src=src, out=out, steps=steps)
+    result = weir("run", write_job(tmp_path / "job.toml", text), "-w", "2", check=2)
+    assert result.stderr.startswith("weir: error:"), result.stderr
+    assert "panicked" not in result.stderr
+    assert not (out / "_SUCCESS").exists()
+    assert not (out / "_weir").exists()
+    assert not out.exists() or data_files(out) == [], "no part file is left behind"
+    return result.stderr
+
+
+def test_truncated_parquet_names_the_file(weir, tmp_path, events_dir):
+    victim = data_files(events_dir)[1]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    err = run_bad(weir, tmp_path, events_dir)
+    assert victim.name in err and "Parquet" in err
+
+
+def test_garbage_in_a_row_group_names_file_and_row_group(weir, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    table = pa.table({"x": pa.array(np.arange(40_000, dtype=np.int64))})
+    pq.write_table(table, src / "a.parquet", row_group_size=10_000, compression="none")
+    meta = pq.ParquetFile(src / "a.parquet").metadata
+    column = meta.row_group(2).column(0)
+    data = bytearray((src / "a.parquet").read_bytes())
+    start = column.data_page_offset
+    data[start : start + 64] = b"\xff" * 64  # smash the page header of row group 2
+    (src / "a.parquet").write_bytes(bytes(data))
+    err = run_bad(weir, tmp_path, src)
+    assert "a.parquet" in err and "row group 2" in err
+
+
+def test_schema_conflict_names_both_files(weir, tmp_path, events_dir):
+    rng = np.random.default_rng(1)
+    other = make_events(rng, 0, 10).set_column(1, "age", pa.array(["x"] * 10))
+    pq.write_table(other, events_dir / "part-9-conflict.parquet")
+    err = run_bad(weir, tmp_path, events_dir)
+    assert "part-0.parquet" in err and "part-9-conflict.parquet" in err and "'age'" in err
+
+
+def test_unknown_column_in_a_step(weir, tmp_path, events_dir):
+    err = run_bad(weir, tmp_path, events_dir, steps='[[step]]\nop = "select"\ncolumns = ["id", "agee"]')
+    assert "step 1 (select)" in err and "'agee'" in err and "age" in err
+
+
+def test_bad_filter_expression_points_at_the_character(weir, tmp_path, events_dir):
+    err = run_bad(weir, tmp_path, events_dir, steps='[[step]]\nop = "filter"\nexpr = "age >= and income > 0"')
+    assert "step 1 (filter)" in err
+    lines = err.splitlines()
+    expr_line = next(i for i, line in enumerate(lines) if "age >= and income > 0" in line)
+    caret = lines[expr_line + 1]
+    assert caret.index("^") == lines[expr_line].index("and"), "the caret stands under 'and'"
+
+
+def test_bad_toml_gives_line_and_column(weir, tmp_path, events_dir):
+    err = run_bad(weir, tmp_path, events_dir, job_text='name = "x"\n[source]\nuri = "unterminated\n')
+    assert "job.toml" in err and "line 3" in err
+
+
+def test_unknown_op_and_unknown_field(weir, tmp_path, events_dir):
+    err = run_bad(weir, tmp_path, events_dir, steps='[[step]]\nop = "normalise"\ncolumns = ["age"]')
+    assert "normalise" in err
+    err = run_bad(weir, tmp_path, events_dir, steps='[[step]]\nop = "select"\ncolumns = ["id"]\ncolumn = ["x"]')
+    assert "column" in err and "line" in err
+
+
+def test_missing_source(weir, tmp_path):
+    err = run_bad(weir, tmp_path, tmp_path / "nowhere")
+    assert "nowhere" in err and "no data files" in err
+
+
+def test_sink_inside_source_is_refused(weir, tmp_path, events_dir):
+    text = JOB.format(src=events_dir, out=events_dir / "out", steps="")
+    err = run_bad(weir, tmp_path, events_dir, job_text=text)
+    assert "overlap" in err
+
+
+@pytest.mark.parametrize("shape", [["-w", "2"], ["-p", "2", "-w", "1"]], ids=["threads", "processes"])
+def test_a_value_that_cannot_be_cast_fails_the_run_and_leaves_nothing(weir, tmp_path, events_dir, shape):
+    out = tmp_path / "out"
+    text = JOB.format(src=events_dir, out=out, steps='[[step]]\nop = "cast"\ncolumns = { score = "float64" }')
+    result = weir("run", write_job(tmp_path / "job.toml", text), *shape, check=2)
+    err = result.stderr
+    assert "'score'" in err and "'n/a'" in err and "row group" in err and ".parquet" in err and "step 1 (cast)" in err
+    assert not (out / "_SUCCESS").exists() and not (out / "_weir").exists()
+    assert not out.exists() or data_files(out) == []
+    # A clean copy of the input with a fixed job works afterwards.
+    shutil.rmtree(out, ignore_errors=True)
+    weir("run", write_job(tmp_path / "ok.toml", text.replace('score = "float64"', 'age = "float64"')), *shape, check=0)

@@ -1,0 +1,211 @@
+"""End-to-end tests of `weir run` on the local store, checked against pyarrow.
+
+The reference output of every job is computed here with pyarrow.compute from the same
+input files, never from Weir's own output.
+"""
+
+import json
+import math
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import data_files, read_inputs, read_output, write_job
+
+CLEAN_JOB = """
+name = "clean-events"
+
+[source]
+uri = "{src}"
+columns = ["id", "age", "income", "country", "score", "email"]
+batch_size = 700
+
+[[step]]
+op = "cast"
+columns = {{ age = "float64", score = "float64" }}
+on_error = "null"
+
+[[step]]
+op = "filter"
+expr = "age >= 18 and (country in ('DE', 'FR') or income is not null)"
+
+[[step]]
+op = "rename"
+columns = {{ email = "contact" }}
+
+[[step]]
+op = "drop_nulls"
+columns = ["score"]
+
+[[step]]
+op = "select"
+columns = ["id", "age", "income", "country", "score", "contact"]
+
+[sink]
+uri = "{out}"
+mode = "{mode}"
+"""
+
+
+def parse_float(text):
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value
+
+
+def clean_reference(src) -> pa.Table:
+    """The CLEAN_JOB computed with pyarrow, with SQL's three-valued logic spelled out."""
+    table = read_inputs(src)
+    age = pc.cast(table["age"], pa.float64())
+    score = pa.array([parse_float(s) for s in table["score"].to_pylist()], type=pa.float64())
+    country = table["country"]
+    in_list = pc.if_else(pc.is_null(country), pa.scalar(None, pa.bool_()), pc.is_in(country, value_set=pa.array(["DE", "FR"])))
+    keep = pc.and_kleene(pc.greater_equal(age, 18.0), pc.or_kleene(in_list, pc.is_valid(table["income"])))
+    keep = pc.and_kleene(keep, pc.is_valid(score))
+    out = pa.table(
+        {
+            "id": table["id"],
+            "age": age,
+            "income": table["income"],
+            "country": country,
+            "score": score,
+            "contact": table["email"],
+        }
+    )
+    return out.filter(keep)
+
+
+def assert_same_rows(got: pa.Table, want: pa.Table):
+    assert got.column_names == want.column_names
+    got, want = got.sort_by("id"), want.sort_by("id")
+    assert got.num_rows == want.num_rows
+    for name in want.column_names:
+        assert got[name].type == want[name].type, name
+        assert got[name].to_pylist() == want[name].to_pylist(), name
+
+
+def assert_committed(out, expected_rows):
+    assert (out / "_SUCCESS").exists()
+    manifest = json.loads((out / "_weir" / "manifest.json").read_text())
+    listed = sorted(f["path"] for f in manifest["files"])
+    on_disk = sorted(str(p.relative_to(out)) for p in data_files(out))
+    assert listed == on_disk, "the manifest lists exactly the data files present"
+    for f in manifest["files"]:
+        meta = pq.ParquetFile(out / f["path"]).metadata
+        assert meta.num_rows == f["rows"]
+        assert (out / f["path"]).stat().st_size == f["bytes"]
+    assert manifest["rows"] == expected_rows
+    return manifest
+
+
+@pytest.mark.parametrize("shape", [["-w", "1"], ["-w", "4"], ["-p", "2", "-w", "2"]], ids=["1worker", "4workers", "2procs-x-2workers"])
+def test_clean_job_matches_pyarrow_whatever_the_cluster_shape(weir, tmp_path, events_dir, shape):
+    out = tmp_path / "out"
+    job = write_job(tmp_path / "job.toml", CLEAN_JOB.format(src=events_dir, out=out, mode="error_if_exists"))
+    result = weir("run", job, *shape, "--json", check=0)
+    summary = json.loads(result.stdout)
+    want = clean_reference(events_dir)
+    got = read_output(out)
+    assert_same_rows(got, want)
+    assert summary["rows_out"] == want.num_rows
+    assert summary["rows_in"] == sum(pq.ParquetFile(f).metadata.num_rows for f in data_files(events_dir))
+    manifest = assert_committed(out, want.num_rows)
+    assert [c["name"] for c in manifest["schema"]] == want.column_names
+    assert len(manifest["inputs"]) == 4
+
+
+def test_a_shards_rows_keep_their_order(weir, tmp_path, events_dir):
+    out = tmp_path / "out"
+    job = write_job(tmp_path / "job.toml", CLEAN_JOB.format(src=events_dir, out=out, mode="error_if_exists"))
+    weir("run", job, "-w", "3", check=0)
+    for part in data_files(out):
+        ids = pq.read_table(part)["id"].to_pylist()
+        assert ids == sorted(ids), f"{part.name} holds rows out of order"
+    # With one worker, every shard is read in order: the whole output is in input order.
+    out1 = tmp_path / "out1"
+    job1 = write_job(tmp_path / "job1.toml", CLEAN_JOB.format(src=events_dir, out=out1, mode="error_if_exists"))
+    weir("run", job1, "-w", "1", check=0)
+    assert read_output(out1)["id"].to_pylist() == clean_reference(events_dir)["id"].to_pylist()
+
+
+def test_a_job_without_steps_copies_every_value_and_null(weir, tmp_path, events_dir):
+    out = tmp_path / "out"
+    job = write_job(tmp_path / "job.toml", f'name = "copy"\n[source]\nuri = "{events_dir}"\n[sink]\nuri = "{out}"\ncompression = "snappy"\n')
+    weir("run", job, "-w", "2", check=0)
+    want = read_inputs(events_dir)
+    got = read_output(out)
+    assert got.schema.equals(want.schema, check_metadata=False)
+    assert_same_rows(got, want)
+    assert got["email"].null_count == want["email"].null_count > 0
+
+
+def test_zero_row_result_still_commits_the_schema(weir, tmp_path, events_dir):
+    out = tmp_path / "out"
+    text = CLEAN_JOB.format(src=events_dir, out=out, mode="error_if_exists").replace("age >= 18", "age > 1000")
+    job = write_job(tmp_path / "job.toml", text)
+    weir("run", job, "-p", "2", "-w", "1", check=0)
+    manifest = assert_committed(out, 0)
+    assert len(manifest["files"]) == 1
+    table = read_output(out)
+    assert table.num_rows == 0
+    assert table.column_names == ["id", "age", "income", "country", "score", "contact"]
+
+
+def test_error_if_exists_refuses_and_overwrite_replaces(weir, tmp_path, events_dir):
+    out = tmp_path / "out"
+    job = write_job(tmp_path / "job.toml", CLEAN_JOB.format(src=events_dir, out=out, mode="error_if_exists"))
+    weir("run", job, check=0)
+    first = json.loads((out / "_weir" / "manifest.json").read_text())
+    again = weir("run", job, check=2)
+    assert "already exists" in again.stderr and "overwrite" in again.stderr
+    assert json.loads((out / "_weir" / "manifest.json").read_text()) == first, "the refused run changed nothing"
+    over = write_job(tmp_path / "over.toml", CLEAN_JOB.format(src=events_dir, out=out, mode="overwrite"))
+    weir("run", over, "-w", "3", check=0)
+    second = assert_committed(out, clean_reference(events_dir).num_rows)
+    assert second["run_id"] != first["run_id"]
+    assert all(second["run_id"] in f["path"] for f in second["files"]), "no part file of the first run is left"
+
+
+def test_variables_fill_uris(weir, tmp_path, events_dir):
+    job = write_job(
+        tmp_path / "job.toml",
+        f'name = "vars"\n[source]\nuri = "{events_dir}"\ncolumns = ["id"]\n[sink]\nuri = "{tmp_path}/out/date={{{{ds}}}}/{{{{region}}}}"\n',
+    )
+    weir("run", job, "--var", "ds=2024-02-29", "--var", "region=eu", check=0)
+    out = tmp_path / "out" / "date=2024-02-29" / "eu"
+    assert read_output(out).num_rows == 20_333
+    missing = weir("run", write_job(tmp_path / "bad.toml", job.read_text().replace("{{region}}", "{{zone}}")), check=2)
+    assert "zone" in missing.stderr and "line 6" in missing.stderr
+
+
+def test_validate_checks_without_running(weir, tmp_path, events_dir):
+    out = tmp_path / "out"
+    job = write_job(tmp_path / "job.toml", CLEAN_JOB.format(src=events_dir, out=out, mode="error_if_exists"))
+    result = weir("validate", job, check=0)
+    assert "valid" in result.stdout and "20333 rows" in result.stdout and "contact: Utf8" in result.stdout
+    assert not out.exists()
+
+
+def test_ls_head_and_schema_read_an_output(weir, tmp_path, events_dir):
+    out = tmp_path / "out"
+    job = write_job(tmp_path / "job.toml", CLEAN_JOB.format(src=events_dir, out=out, mode="error_if_exists"))
+    weir("run", job, "-w", "1", check=0)
+    want = clean_reference(events_dir)
+
+    listing = weir("ls", out, check=0).stdout
+    assert "_SUCCESS" in listing and "_weir/manifest.json" in listing
+    assert f"{want.num_rows} rows" in listing and "committed" in listing
+
+    schema = weir("schema", f"file://{out}", check=0).stdout
+    assert "id: Int64" in schema and "score: Float64" in schema
+    assert f"{want.num_rows} rows" in schema
+
+    head = weir("head", out, "-n", "3", check=0).stdout
+    first = want.slice(0, 3)["id"].to_pylist()
+    rows = [line for line in head.splitlines() if line.startswith("|") and not line.startswith("| id")]
+    assert [int(r.split("|")[1]) for r in rows] == first
+    assert not math.isnan(float(rows[0].split("|")[2]))
