@@ -3,9 +3,11 @@
 //! processes started by `weir run --processes P` on 127.0.0.1.
 //!
 //! Local processes pick their ports without races: each binds `127.0.0.1:0` itself and
-//! keeps the listener, tells its launcher the port, learns everyone's address back, and
-//! then connects to the lower-numbered processes and accepts the higher-numbered ones on
-//! the listener it already holds. The connected sockets are handed to timely as they are.
+//! keeps the listener, tells its launcher the port, and learns everyone's address back.
+//! Hostfile processes bind their own line's address. Either way a process then connects to
+//! the lower-numbered processes and accepts the higher-numbered ones on the listener it
+//! holds, and the connected sockets are handed to timely as they are (timely's own
+//! connection code would print to stdout, which `--json` owns).
 
 use std::any::Any;
 use std::io::{Read, Write};
@@ -27,7 +29,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 pub enum ClusterSetup {
     /// `workers` threads in this process, and no other process.
     SingleProcess { workers: usize },
-    /// Process `process` of `addresses.len()` (one `host:port` each), timely connecting them.
+    /// Process `process` of `addresses.len()` (one `host:port` each, from a hostfile).
     Hosts { workers: usize, process: usize, addresses: Vec<String> },
     /// Process `process` of a local cluster, holding its own bound listener.
     LocalProcess { workers: usize, process: usize, addresses: Vec<String>, listener: TcpListener },
@@ -64,15 +66,13 @@ impl ClusterSetup {
             ClusterSetup::SingleProcess { workers } => {
                 CommunicationConfig::Process(workers.max(1)).try_build().map_err(failed)
             }
-            ClusterSetup::Hosts { workers, process, addresses } => CommunicationConfig::Cluster {
-                threads: workers.max(1),
-                process,
-                addresses,
-                report: false,
-                zerocopy: false,
+            ClusterSetup::Hosts { workers, process, addresses } => {
+                let address =
+                    addresses.get(process).ok_or_else(|| failed(format!("no address for process {process}")))?;
+                let listener =
+                    TcpListener::bind(address).map_err(|e| failed(format!("cannot listen on {address}: {e}")))?;
+                ClusterSetup::LocalProcess { workers, process, addresses, listener }.connect()
             }
-            .try_build()
-            .map_err(failed),
             ClusterSetup::LocalProcess { workers, process, addresses, listener } => {
                 let sockets = connect_peers(&listener, &addresses, process).map_err(|e| failed(e.to_string()))?;
                 let hooks = Hooks::default();
