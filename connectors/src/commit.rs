@@ -160,12 +160,7 @@ async fn delete_all(output: &Location, paths: Vec<object_store::path::Path>) -> 
 mod tests {
     use super::*;
     use crate::StorageOptions;
-
-    fn touch(dir: &std::path::Path, relative: &str) {
-        let path = dir.join(relative);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, b"x").unwrap();
-    }
+    use crate::test_support::touch;
 
     #[tokio::test]
     async fn error_if_exists_names_an_object_and_overwrite_clears_everything() {

@@ -13,6 +13,8 @@ pub mod manifest;
 pub mod object_reader;
 pub mod parquet_sink;
 pub mod parquet_source;
+#[cfg(test)]
+mod test_support;
 
 pub use error::ConnectorError;
 pub use location::{Location, StorageOptions};

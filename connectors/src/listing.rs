@@ -90,12 +90,7 @@ async fn list_glob(location: &Location) -> Result<Vec<DataFile>, ConnectorError>
 mod tests {
     use super::*;
     use crate::StorageOptions;
-
-    fn touch(dir: &std::path::Path, relative: &str) {
-        let path = dir.join(relative);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, b"x").unwrap();
-    }
+    use crate::test_support::touch;
 
     fn names(files: &[DataFile], location: &Location) -> Vec<String> {
         files

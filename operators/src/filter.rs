@@ -96,8 +96,13 @@ impl Comparison {
 /// built once, at bind time.
 #[derive(Debug)]
 enum Operand {
-    Column { index: usize, cast_to: Option<DataType> },
+    Column {
+        index: usize,
+        cast_to: Option<DataType>,
+    },
     Literal(Scalar<ArrayRef>),
+    /// A column already read from the current batch.
+    Array(ArrayRef),
 }
 
 /// A predicate bound to a schema.
@@ -119,12 +124,12 @@ impl Operand {
         let left: &dyn arrow::array::Datum = match (&left, self) {
             (Some(array), _) => array,
             (None, Operand::Literal(scalar)) => scalar,
-            (None, Operand::Column { .. }) => unreachable_operand()?,
+            (None, Operand::Column { .. } | Operand::Array(_)) => unreachable_operand()?,
         };
         let right: &dyn arrow::array::Datum = match (&right, other) {
             (Some(array), _) => array,
             (None, Operand::Literal(scalar)) => scalar,
-            (None, Operand::Column { .. }) => unreachable_operand()?,
+            (None, Operand::Column { .. } | Operand::Array(_)) => unreachable_operand()?,
         };
         Ok(match op {
             Comparison::Eq => cmp::eq(left, right)?,
@@ -141,6 +146,7 @@ impl Operand {
         match self {
             Operand::Column { index, cast_to: None } => Ok(Some(batch.column(*index).clone())),
             Operand::Column { index, cast_to: Some(to) } => Ok(Some(arrow::compute::cast(batch.column(*index), to)?)),
+            Operand::Array(array) => Ok(Some(array.clone())),
             Operand::Literal(_) => Ok(None),
         }
     }
@@ -161,6 +167,9 @@ impl Predicate {
                 .ok_or_else(|| OpError::InvalidSpec("filter: boolean column changed type".into()))?,
             Predicate::Compare { op, left, right } => left.compare(*op, right, batch)?,
             Predicate::InList { column, values, negated } => {
+                // The column is read (and cast, if it must be) once for the whole list.
+                let array = column.column(batch)?.map(Operand::Array);
+                let column = array.as_ref().unwrap_or(column);
                 let mut any: Option<BooleanArray> = None;
                 for value in values {
                     let equal = column.compare(Comparison::Eq, value, batch)?;
