@@ -6,8 +6,8 @@
 //!    (so no reader trusts the old output while it goes), then everything else under the
 //!    prefix, which also removes what earlier failed attempts left.
 //! 2. Workers write `part-<worker>-<run_id>.parquet` files.
-//! 3. [`commit`] (once, after every worker reported success): `_weir/manifest.json`, then
-//!    the empty `_SUCCESS`, last. A run that fails or is killed before this point leaves
+//! 3. [`commit`] (once, after every worker reported success): `_weir/fitted.json` when the
+//!    job has fitted steps, `_weir/manifest.json`, then the empty `_SUCCESS`, last. A run that fails or is killed before this point leaves
 //!    no `_SUCCESS`; [`abort_run`] removes the part files of a run that failed cleanly.
 
 use futures::{StreamExt, TryStreamExt};
@@ -22,6 +22,8 @@ use crate::{ConnectorError, Location};
 pub const SUCCESS_FILE: &str = "_SUCCESS";
 /// Path of the manifest, relative to the output prefix.
 pub const MANIFEST_FILE: &str = "_weir/manifest.json";
+/// Path of the fitted parameters, relative to the output prefix.
+pub const FITTED_FILE: &str = "_weir/fitted.json";
 
 /// What to do when the output prefix already holds objects (`sink.mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -63,10 +65,14 @@ pub async fn prepare_output(output: &Location, mode: WriteMode) -> Result<(), Co
     }
 }
 
-/// Step 3 of the protocol: the manifest, then `_SUCCESS`.
-pub async fn commit(output: &Location, manifest: &Manifest) -> Result<(), ConnectorError> {
+/// Step 3 of the protocol: the fitted parameters (JSON, when there are any), the manifest,
+/// then `_SUCCESS`.
+pub async fn commit(output: &Location, manifest: &Manifest, fitted: Option<Vec<u8>>) -> Result<(), ConnectorError> {
     let json = serde_json::to_vec_pretty(manifest)
         .map_err(|e| ConnectorError::Invalid { uri: output.uri(), message: e.to_string() })?;
+    if let Some(fitted) = fitted {
+        put(output, FITTED_FILE, fitted).await?;
+    }
     put(output, MANIFEST_FILE, json).await?;
     put(output, SUCCESS_FILE, Vec::new()).await
 }

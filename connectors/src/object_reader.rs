@@ -3,6 +3,7 @@
 //! Footers are fetched with one suffix read (a 64 KiB prefetch that covers most footers);
 //! column chunks with `get_ranges`, which coalesces nearby ranges and fetches them
 //! concurrently, so only the projected columns of the wanted row groups cross the wire.
+//! Small objects that are read whole (a `fitted.json`) use [`read_object`].
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -15,6 +16,12 @@ use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::errors::{ParquetError, Result};
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+
+/// Reads a whole (small) object, such as an earlier run's `fitted.json`.
+pub async fn read_object(location: &crate::Location) -> std::result::Result<Bytes, crate::ConnectorError> {
+    let store_error = |e| crate::ConnectorError::store(location.uri(), e);
+    location.store().get(location.path()).await.map_err(store_error)?.bytes().await.map_err(store_error)
+}
 
 /// Bytes read from the end of a file in the first request for its footer.
 const FOOTER_PREFETCH: usize = 64 * 1024;

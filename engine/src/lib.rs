@@ -4,25 +4,33 @@
 //! A run is a sequence of rounds and passes on every worker:
 //! 1. a *leader round* in which worker 0 prepares the output (overwrite / error-if-exists)
 //!    and broadcasts the outcome;
-//! 2. a *map pass*: each worker streams its own shards through the bound steps into its own
-//!    part file, pacing its reads by a probe on the sink;
-//! 3. a *leader round* in which every worker reports its part file (or its failure) to
-//!    worker 0, which commits (manifest, then `_SUCCESS`) only if all succeeded, and
+//! 2. for each fitted step (or group of fitted steps that can share a pass) a *fit stage*,
+//!    and for each dedupe a *dedupe stage*: a pass over the worker's shards that folds
+//!    partials or feeds keys, then a leader round or keyed exchange that gives every worker
+//!    what it needs to map the step ([`stages`]);
+//! 3. the *final pass*: each worker streams its own shards through the whole step chain
+//!    into its own part file, pacing its reads by a probe on the sink;
+//! 4. a *leader round* in which every worker reports its part file (or its failure) to
+//!    worker 0, which commits (`fitted.json`, manifest, then `_SUCCESS`) only if all succeeded, and
 //!    broadcasts the result.
 //!
 //! Control messages travel through timely's exchange channels, never shared memory, so the
 //! same code runs over threads, local processes and hosts.
 
+mod chain;
 pub mod cluster;
+mod dedupe;
 pub mod failure;
+mod pass;
 pub mod plan;
 pub mod progress;
 pub mod rounds;
 pub mod run;
+mod stages;
 mod worker;
 
 pub use cluster::ClusterSetup;
 pub use failure::{FailureKind, JobFailure};
-pub use plan::{EnginePlan, PlannedStep};
+pub use plan::{EnginePlan, PlannedStep, StepKind};
 pub use progress::{Progress, ProgressSnapshot};
 pub use run::{ProcessContext, RunSummary, execute};

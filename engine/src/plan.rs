@@ -8,7 +8,9 @@ use weir_connectors::Location;
 use weir_connectors::commit::WriteMode;
 use weir_connectors::parquet_sink::PartOptions;
 use weir_connectors::parquet_source::{ParquetSource, Shard};
-use weir_operators::BoundStep;
+use weir_operators::dedupe::Dedupe;
+use weir_operators::fit::FittedStep;
+use weir_operators::{BoundStep, FitStep};
 
 /// A step bound to its input schema, with what error messages need to name it.
 #[derive(Debug)]
@@ -16,7 +18,23 @@ pub struct PlannedStep {
     /// 1-based position in the job.
     pub number: usize,
     pub op: &'static str,
-    pub step: Box<dyn BoundStep>,
+    pub kind: StepKind,
+    /// For a fitted step that reuses an earlier run's parameters (`fitted = "…"`): its entry
+    /// for this run's `fitted.json`. Its `kind` is then already a map.
+    pub reused: Option<FittedStep>,
+}
+
+/// What the engine does with a step.
+#[derive(Debug)]
+pub enum StepKind {
+    /// Maps each batch on its own.
+    Map(Arc<dyn BoundStep>),
+    /// Fitted on the output of the steps before it, in a pass of its own (shared with the
+    /// fitted steps right after it when that is equivalent), then mapped.
+    Fit(Box<dyn FitStep>),
+    /// Keeps one row per key: a pass that sends every row's key through a keyed
+    /// differential-dataflow reduction, then a filter that keeps the winners.
+    Dedupe(Dedupe),
 }
 
 /// Everything a worker needs to run its share of a job.

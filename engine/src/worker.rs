@@ -1,36 +1,27 @@
-//! What one worker does in a run: the output-preparation round, the map pass over its own
-//! shards, and the commit round.
+//! What one worker does in a run: the output-preparation round, the stages that fit
+//! steps or dedupe (see [`crate::stages`]), the final pass over its own shards into its part
+//! file, and the commit round.
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 
 use arrow::record_batch::RecordBatch;
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::Probe;
-use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 use weir_connectors::commit::{abort_run, commit, prepare_output};
 use weir_connectors::manifest::{ClusterInfo, InputFile, JobInfo, MANIFEST_FORMAT_VERSION, Manifest, describe_schema};
 use weir_connectors::parquet_sink::{PartFile, PartWriter};
+use weir_operators::fit::{FITTED_FORMAT_VERSION, FittedFile, FittedStep};
 
 use crate::JobFailure;
-use crate::plan::SharedPlan;
-use crate::rounds::{PARK, leader_round};
+use crate::chain::Chain;
+use crate::pass::run_pass;
+use crate::plan::{SharedPlan, StepKind};
+use crate::rounds::leader_round;
 use crate::run::{ProcessContext, RunSummary};
+use crate::stages::{dedupe_stage, fit_group, fit_stage};
 
-/// A batch on the map path, with the shard it came from (for error messages).
-#[derive(Clone)]
-struct SourceBatch {
-    shard: usize,
-    batch: RecordBatch,
-}
-
-/// What a worker reports to the leader after its map pass.
+/// What a worker reports to the leader after its final pass.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct WorkerReport {
     rows_in: u64,
@@ -57,152 +48,74 @@ pub(crate) fn run_worker(
     };
     prepared.ok_or_else(lost_round)??;
 
-    let report = map_pass(worker, plan, context);
+    let chain = Rc::new(Chain::default());
+    let fitted = build_chain(worker, plan, context, &chain)?;
+    let report = final_pass(worker, plan, context, chain);
 
     let plan = plan.clone();
     let runtime = context.runtime.clone();
     let cluster = cluster.clone();
-    leader_round(worker, report, move |reports| commit_run(&plan, &runtime, &cluster, reports))
+    leader_round(worker, report, move |reports| commit_run(&plan, &runtime, &cluster, fitted, reports))
         .ok_or_else(lost_round)?
 }
 
-/// Records the first failure of this worker and tells the process about it at once.
-fn record(slot: &RefCell<Option<JobFailure>>, context: &ProcessContext, failure: JobFailure) {
-    let mut slot = slot.borrow_mut();
-    if slot.is_none() {
-        context.abort.store(true, Ordering::Relaxed);
-        (context.on_failure)(&failure);
-        *slot = Some(failure);
-    }
-}
-
-/// Applies every step to one batch; `None` when no row is left.
-fn apply_steps(plan: &SharedPlan, item: SourceBatch) -> Result<Option<SourceBatch>, JobFailure> {
-    let mut batch = item.batch;
-    for planned in &plan.steps {
-        batch = planned.step.apply(batch).map_err(|error| {
-            let shard = &plan.shards[item.shard];
-            let file = &plan.source.files()[shard.file];
-            let message = format!(
-                "step {} ({}) failed on '{}', row group {}: {error}",
-                planned.number, planned.op, file.uri, shard.row_group
-            );
-            if error.is_user_error() { JobFailure::user(message) } else { JobFailure::internal(message) }
-        })?;
-        if batch.num_rows() == 0 {
-            return Ok(None);
+/// Goes through the plan's steps, running a stage for each fitted step (group) and each
+/// dedupe, so that `chain` ends up holding every step. Returns the entries of
+/// `fitted.json`, in step order.
+fn build_chain(
+    worker: &mut Worker,
+    plan: &SharedPlan,
+    context: &ProcessContext,
+    chain: &Rc<Chain>,
+) -> Result<Vec<FittedStep>, JobFailure> {
+    let mut fitted = Vec::new();
+    let mut index = 0;
+    while index < plan.steps.len() {
+        let step = &plan.steps[index];
+        match &step.kind {
+            StepKind::Map(map) => {
+                chain.push_map(step.number, step.op, map.clone());
+                fitted.extend(step.reused.clone());
+                index += 1;
+            }
+            StepKind::Fit(_) => {
+                let group = fit_group(plan, index);
+                index = group.end;
+                fitted.extend(fit_stage(worker, plan, context, chain, group)?);
+            }
+            StepKind::Dedupe(_) => {
+                dedupe_stage(worker, plan, context, chain, index)?;
+                index += 1;
+            }
         }
     }
-    Ok(Some(SourceBatch { shard: item.shard, batch }))
+    Ok(fitted)
 }
 
-/// Streams this worker's shards through the steps into its part file.
-///
-/// Pacing: batch `t` enters the dataflow at time `t`; before reading batch `t + 1` the
-/// worker steps until the probe on the sink shows every batch before `t + 1 - K` written,
-/// so at most `K = max_batches_in_flight` batches are read but unwritten at any moment.
-fn map_pass(worker: &mut Worker, plan: &SharedPlan, context: &ProcessContext) -> Result<WorkerReport, JobFailure> {
+/// Streams this worker's shards through the whole chain into its part file.
+fn final_pass(
+    worker: &mut Worker,
+    plan: &SharedPlan,
+    context: &ProcessContext,
+    chain: Rc<Chain>,
+) -> Result<WorkerReport, JobFailure> {
     let index = worker.index();
-    let peers = worker.peers();
-    let failure: Rc<RefCell<Option<JobFailure>>> = Rc::new(RefCell::new(None));
     let writer: Rc<RefCell<Option<PartWriter>>> = Rc::new(RefCell::new(None));
-    let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<SourceBatch>>>::new();
-    let probe = ProbeHandle::new();
-
-    worker.dataflow::<u64, _, _>(|scope| {
-        let (step_plan, step_failure, step_context) = (plan.clone(), failure.clone(), context.clone());
-        let mapped = input.to_stream(scope).unary::<CapacityContainerBuilder<Vec<SourceBatch>>, _, _, _>(
-            Pipeline,
-            "Steps",
-            move |_capability, _info| {
-                move |input, output| {
-                    input.for_each(|time, data| {
-                        let mut session = output.session(&time);
-                        for item in data.drain(..) {
-                            if step_failure.borrow().is_some() {
-                                continue;
-                            }
-                            match apply_steps(&step_plan, item) {
-                                Ok(Some(mapped)) => session.give(mapped),
-                                Ok(None) => {}
-                                Err(failure) => record(&step_failure, &step_context, failure),
-                            }
-                        }
-                    });
-                }
-            },
-        );
-        let (sink_plan, sink_failure, sink_context, sink_writer) =
-            (plan.clone(), failure.clone(), context.clone(), writer.clone());
-        mapped
-            .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "ParquetSink", move |_capability, _info| {
-                move |input, _output| {
-                    input.for_each(|_time, data| {
-                        for item in data.drain(..) {
-                            if sink_failure.borrow().is_some() {
-                                continue;
-                            }
-                            if let Err(failure) =
-                                write_batch(&sink_plan, &sink_context, &sink_writer, index, &item.batch)
-                            {
-                                record(&sink_failure, &sink_context, failure);
-                            }
-                        }
-                    });
-                }
-            })
-            .probe_with(&probe);
-    });
-
-    let mut rows_in = 0u64;
-    let mut time = 0u64;
-    'shards: for shard in plan.shards_of(index, peers) {
-        if failure.borrow().is_some() || context.abort.load(Ordering::Relaxed) {
-            break;
-        }
-        let mut stream = match plan.source.read_shard(shard, plan.batch_size) {
-            Ok(stream) => stream,
-            Err(error) => {
-                record(&failure, context, JobFailure::from_connector(&error));
-                break;
-            }
-        };
-        while let Some(next) = context.runtime.block_on(stream.next()) {
-            let batch = match next {
-                Ok(batch) => batch,
-                Err(error) => {
-                    record(&failure, context, JobFailure::from_connector(&error));
-                    break 'shards;
-                }
-            };
-            rows_in += batch.num_rows() as u64;
-            context.progress.rows_read(batch.num_rows());
-            input.send(SourceBatch { shard: shard.index, batch });
-            time += 1;
-            input.advance_to(time);
-            worker.step();
-            let horizon = time.saturating_sub(plan.max_batches_in_flight);
-            while probe.less_than(&horizon) {
-                worker.step_or_park(Some(PARK));
-            }
-            if failure.borrow().is_some() || context.abort.load(Ordering::Relaxed) {
-                break 'shards;
-            }
-        }
-        context.progress.shard_done();
-    }
-    input.close();
-    while !probe.done() {
-        worker.step_or_park(Some(PARK));
-    }
-
+    let consumer = {
+        let (plan, context, writer) = (plan.clone(), context.clone(), writer.clone());
+        Box::new(move |item: crate::chain::SourceBatch| write_batch(&plan, &context, &writer, index, &item.batch))
+    };
+    let outcome = run_pass(worker, plan, context, chain, consumer, true);
     let open_writer = writer.borrow_mut().take();
-    if let Some(failure) = failure.borrow_mut().take() {
-        if let Some(open_writer) = open_writer {
-            context.runtime.block_on(open_writer.abort());
+    let rows_in = match outcome {
+        Ok(rows_in) => rows_in,
+        Err(failure) => {
+            if let Some(open_writer) = open_writer {
+                context.runtime.block_on(open_writer.abort());
+            }
+            return Err(failure);
         }
-        return Err(failure);
-    }
+    };
     let part = match open_writer {
         Some(open_writer) => {
             Some(context.runtime.block_on(open_writer.finish()).map_err(|e| JobFailure::from_connector(&e))?)
@@ -239,6 +152,7 @@ fn commit_run(
     plan: &SharedPlan,
     runtime: &tokio::runtime::Handle,
     cluster: &ClusterInfo,
+    fitted: Vec<FittedStep>,
     reports: Vec<Result<WorkerReport, JobFailure>>,
 ) -> Result<RunSummary, JobFailure> {
     if let Some(failure) = reports.iter().find_map(|report| report.as_ref().err()) {
@@ -274,7 +188,8 @@ fn commit_run(
             schema: describe_schema(&plan.output_schema),
             cluster: cluster.clone(),
         };
-        commit(&plan.sink, &manifest).await?;
+        let fitted = (!fitted.is_empty()).then(|| fitted_json(plan, fitted));
+        commit(&plan.sink, &manifest, fitted).await?;
         Ok::<_, weir_connectors::ConnectorError>(manifest)
     });
     match outcome {
@@ -286,4 +201,18 @@ fn commit_run(
             Err(JobFailure::from_connector(&error))
         }
     }
+}
+
+/// `_weir/fitted.json` of this run.
+fn fitted_json(plan: &SharedPlan, steps: Vec<FittedStep>) -> Vec<u8> {
+    let file = FittedFile {
+        format_version: FITTED_FORMAT_VERSION,
+        weir_version: env!("CARGO_PKG_VERSION").to_string(),
+        job: plan.job_name.clone(),
+        run_id: plan.run_id.clone(),
+        steps,
+    };
+    let mut json = serde_json::to_vec_pretty(&file).unwrap_or_default();
+    json.push(b'\n');
+    json
 }

@@ -4,11 +4,17 @@
 //! process of a cluster runs this and gets the same plan.
 
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
 use weir_connectors::Location;
 use weir_connectors::parquet_sink::PartOptions;
 use weir_connectors::parquet_source::ParquetSource;
-use weir_engine::{EnginePlan, PlannedStep};
-use weir_operators::bind_steps;
+
+use weir_connectors::object_reader::read_object;
+use weir_engine::{EnginePlan, PlannedStep, StepKind};
+use weir_operators::fit::{FittedFile, FittedStep};
+use weir_operators::step::BindError;
+use weir_operators::{Bound, OpError, StepSpec, bind_steps};
 
 use crate::JobError;
 use crate::spec::{DEFAULT_BATCH_SIZE, DEFAULT_MAX_SHARD_ROWS, DEFAULT_ROW_GROUP_ROWS, JobSpec};
@@ -58,13 +64,9 @@ pub async fn plan_job(job: &LoadedJob) -> Result<EnginePlan, JobError> {
     let bound = bind_steps(&spec.steps, source.schema())
         .map_err(|source| JobError::Step { job: name.clone(), source: Box::new(source) })?;
     let output_schema = bound.last().map(|step| step.output_schema()).unwrap_or_else(|| source.schema().clone());
-    let steps = spec
-        .steps
-        .iter()
-        .zip(bound)
-        .enumerate()
-        .map(|(index, (spec, step))| PlannedStep { number: index + 1, op: spec.op_name(), step })
-        .collect();
+    let steps = plan_steps(&spec.steps, bound, &spec.storage)
+        .await
+        .map_err(|source| JobError::Step { job: name.clone(), source: Box::new(source) })?;
     let shards = source.shards(spec.source.max_shard_rows.unwrap_or(DEFAULT_MAX_SHARD_ROWS));
     Ok(EnginePlan {
         job_name: name,
@@ -83,4 +85,63 @@ pub async fn plan_job(job: &LoadedJob) -> Result<EnginePlan, JobError> {
         batch_size: spec.source.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
         max_batches_in_flight: MAX_BATCHES_IN_FLIGHT,
     })
+}
+
+/// Turns bound steps into planned ones. A fitted step with `fitted = "URI"` becomes a map
+/// step here, with the parameters of its entry in that `fitted.json` (each file is read
+/// once; the n-th step of an op over a column set reuses the n-th such entry).
+async fn plan_steps(
+    specs: &[StepSpec],
+    bound: Vec<Bound>,
+    storage: &weir_connectors::StorageOptions,
+) -> Result<Vec<PlannedStep>, BindError> {
+    let mut files: HashMap<String, FittedFile> = HashMap::new();
+    let mut occurrences: HashMap<(String, &'static str, Vec<String>), usize> = HashMap::new();
+    let mut steps = Vec::with_capacity(specs.len());
+    for (index, (spec, bound)) in specs.iter().zip(bound).enumerate() {
+        let (number, op) = (index + 1, spec.op_name());
+        let step_error = |source: OpError| BindError { number, op, source };
+        let (kind, reused) = match bound {
+            Bound::Map(step) => (StepKind::Map(Arc::from(step)), None),
+            Bound::Dedupe(dedupe) => (StepKind::Dedupe(dedupe), None),
+            Bound::Fit(fit) => match fit.fitted_uri().map(str::to_string) {
+                None => (StepKind::Fit(fit), None),
+                Some(uri) => {
+                    if !files.contains_key(&uri) {
+                        let file = read_fitted(&uri, storage).await.map_err(step_error)?;
+                        files.insert(uri.clone(), file);
+                    }
+                    let file = &files[&uri];
+                    let columns = fit.columns();
+                    let occurrence = occurrences.entry((uri.clone(), op, columns.clone())).or_default();
+                    let strategy = fit.strategy();
+                    let entry = file.find(&uri, op, strategy.as_deref(), &columns, *occurrence).map_err(step_error)?;
+                    *occurrence += 1;
+                    let step = fit.with_params(&entry.params).map_err(|e| {
+                        step_error(OpError::InvalidSpec(format!("the parameters in '{uri}' do not fit: {e}")))
+                    })?;
+                    let reused = FittedStep {
+                        step: number,
+                        op: op.to_string(),
+                        strategy,
+                        columns,
+                        reused_from: Some(uri.clone()),
+                        params: entry.params.clone(),
+                    };
+                    (StepKind::Map(Arc::from(step)), Some(reused))
+                }
+            },
+        };
+        steps.push(PlannedStep { number, op, kind, reused });
+    }
+    Ok(steps)
+}
+
+/// Reads and parses an earlier run's `fitted.json` from any store.
+async fn read_fitted(uri: &str, storage: &weir_connectors::StorageOptions) -> Result<FittedFile, OpError> {
+    let cannot_read =
+        |e: weir_connectors::ConnectorError| OpError::InvalidSpec(format!("cannot read fitted parameters: {e}"));
+    let location = Location::parse(uri, storage).map_err(cannot_read)?;
+    let bytes = read_object(&location).await.map_err(cannot_read)?;
+    FittedFile::parse(uri, &bytes)
 }

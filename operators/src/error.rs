@@ -36,13 +36,17 @@ pub enum OpError {
     /// An Arrow kernel failed on data that passed binding: a fault of Weir.
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),
+
+    /// A broken invariant inside Weir (never the user's input).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl OpError {
     /// True when the cause is the job's spec or its input data (exit code 2), false when
     /// it is a fault of Weir itself.
     pub fn is_user_error(&self) -> bool {
-        !matches!(self, OpError::Arrow(_))
+        !matches!(self, OpError::Arrow(_) | OpError::Internal(_))
     }
 
     /// Builds a [`OpError::FilterExpr`] with a caret under the 0-based character `position`.

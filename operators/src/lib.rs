@@ -4,21 +4,33 @@
 //! [`step`]), configured by a serde struct that lives in the operator's own file. A spec is
 //! *bound* to the schema that reaches it ([`StepSpec::bind`]), which resolves column
 //! selectors, checks types and fixes the output schema before any data is read; the bound
-//! step ([`BoundStep`]) then maps batches. Nothing here knows about timely, files or stores,
+//! step ([`BoundStep`]) then maps batches. Fitted steps bind to a [`FitStep`] instead, whose
+//! mergeable partials ([`stats`], [`quantile_sketch`]) the engine folds, merges and finishes
+//! into parameters before they map. Nothing here knows about timely, files or stores,
 //! so each operator is unit-tested on a `RecordBatch` with no dataflow around it.
 //!
 //! [`RecordBatch`]: arrow::record_batch::RecordBatch
 
 pub mod cast;
+pub mod clip;
+pub mod dedupe;
 pub mod drop_columns;
 pub mod drop_nulls;
 pub mod error;
 pub mod filter;
+pub mod fit;
+pub mod impute;
+pub mod mask;
+pub mod minmax;
+pub mod quantile_sketch;
 pub mod rename;
 pub mod select;
 pub mod selector;
+pub mod standardize;
+pub mod stats;
 pub mod step;
 pub mod types;
 
 pub use error::OpError;
-pub use step::{BoundStep, StepSpec, bind_steps};
+pub use fit::FitStep;
+pub use step::{Bound, BoundStep, StepSpec, bind_steps};

@@ -1,5 +1,7 @@
-//! The operator registry: one [`StepSpec`] variant per `op = "…"`, and the [`BoundStep`]
-//! trait every operator implements once bound to its input schema.
+//! The operator registry: one [`StepSpec`] variant per `op = "…"`; the [`BoundStep`]
+//! trait every map operator implements once bound to its input schema; and [`Bound`], what
+//! binding gives: a map step, a fitted step that must see the data first ([`FitStep`]), or
+//! a keyed dedupe that the engine runs across workers.
 
 use std::fmt;
 
@@ -9,11 +11,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::OpError;
 use crate::cast::CastSpec;
+use crate::clip::{BoundClip, ClipSpec};
+use crate::dedupe::{Dedupe, DedupeSpec};
 use crate::drop_columns::DropSpec;
 use crate::drop_nulls::DropNullsSpec;
 use crate::filter::FilterSpec;
+use crate::fit::FitStep;
+use crate::impute::{BoundImpute, ImputeSpec};
+use crate::mask::MaskSpec;
+use crate::minmax::MinMaxSpec;
 use crate::rename::RenameSpec;
 use crate::select::SelectSpec;
+use crate::standardize::StandardizeSpec;
 
 /// A stateless map step bound to the schema that reaches it.
 ///
@@ -39,6 +48,13 @@ pub enum StepSpec {
     Cast(CastSpec),
     Filter(FilterSpec),
     DropNulls(DropNullsSpec),
+    Mask(MaskSpec),
+    Impute(ImputeSpec),
+    Standardize(StandardizeSpec),
+    #[serde(rename = "minmax")]
+    MinMax(MinMaxSpec),
+    Clip(ClipSpec),
+    Dedupe(DedupeSpec),
 }
 
 impl StepSpec {
@@ -51,19 +67,60 @@ impl StepSpec {
             StepSpec::Cast(_) => "cast",
             StepSpec::Filter(_) => "filter",
             StepSpec::DropNulls(_) => "drop_nulls",
+            StepSpec::Mask(_) => "mask",
+            StepSpec::Impute(_) => "impute",
+            StepSpec::Standardize(_) => "standardize",
+            StepSpec::MinMax(_) => "minmax",
+            StepSpec::Clip(_) => "clip",
+            StepSpec::Dedupe(_) => "dedupe",
         }
     }
 
-    /// Resolves selectors and types against `input`; the result maps batches of that schema.
-    pub fn bind(&self, input: &SchemaRef) -> Result<Box<dyn BoundStep>, OpError> {
+    /// Resolves selectors and types against `input`; the result handles batches of that
+    /// schema.
+    pub fn bind(&self, input: &SchemaRef) -> Result<Bound, OpError> {
         Ok(match self {
-            StepSpec::Select(spec) => Box::new(spec.bind(input)?),
-            StepSpec::Drop(spec) => Box::new(spec.bind(input)?),
-            StepSpec::Rename(spec) => Box::new(spec.bind(input)?),
-            StepSpec::Cast(spec) => Box::new(spec.bind(input)?),
-            StepSpec::Filter(spec) => Box::new(spec.bind(input)?),
-            StepSpec::DropNulls(spec) => Box::new(spec.bind(input)?),
+            StepSpec::Select(spec) => Bound::Map(Box::new(spec.bind(input)?)),
+            StepSpec::Drop(spec) => Bound::Map(Box::new(spec.bind(input)?)),
+            StepSpec::Rename(spec) => Bound::Map(Box::new(spec.bind(input)?)),
+            StepSpec::Cast(spec) => Bound::Map(Box::new(spec.bind(input)?)),
+            StepSpec::Filter(spec) => Bound::Map(Box::new(spec.bind(input)?)),
+            StepSpec::DropNulls(spec) => Bound::Map(Box::new(spec.bind(input)?)),
+            StepSpec::Mask(spec) => Bound::Map(Box::new(spec.bind(input)?)),
+            StepSpec::Impute(spec) => match spec.bind(input)? {
+                BoundImpute::Constant(step) => Bound::Map(Box::new(step)),
+                BoundImpute::Fitted(fit) => Bound::Fit(Box::new(fit)),
+            },
+            StepSpec::Standardize(spec) => Bound::Fit(Box::new(spec.bind(input)?)),
+            StepSpec::MinMax(spec) => Bound::Fit(Box::new(spec.bind(input)?)),
+            StepSpec::Clip(spec) => match spec.bind(input)? {
+                BoundClip::Fixed(step) => Bound::Map(step),
+                BoundClip::Fitted(fit) => Bound::Fit(Box::new(fit)),
+            },
+            StepSpec::Dedupe(spec) => Bound::Dedupe(spec.bind(input)?),
         })
+    }
+}
+
+/// A step bound to the schema that reaches it.
+#[derive(Debug)]
+pub enum Bound {
+    /// Maps each batch on its own.
+    Map(Box<dyn BoundStep>),
+    /// Must be fitted on the data before it can map.
+    Fit(Box<dyn FitStep>),
+    /// Keeps one row per key across the whole dataset.
+    Dedupe(Dedupe),
+}
+
+impl Bound {
+    /// The schema of the batches the step returns.
+    pub fn output_schema(&self) -> SchemaRef {
+        match self {
+            Bound::Map(step) => step.output_schema(),
+            Bound::Fit(fit) => fit.output_schema(),
+            Bound::Dedupe(dedupe) => dedupe.output_schema(),
+        }
     }
 }
 
@@ -78,7 +135,7 @@ pub struct BindError {
 }
 
 /// Binds a chain of steps, each to the output schema of the one before it.
-pub fn bind_steps(steps: &[StepSpec], input: &SchemaRef) -> Result<Vec<Box<dyn BoundStep>>, BindError> {
+pub fn bind_steps(steps: &[StepSpec], input: &SchemaRef) -> Result<Vec<Bound>, BindError> {
     let mut schema = input.clone();
     let mut bound = Vec::with_capacity(steps.len());
     for (index, spec) in steps.iter().enumerate() {

@@ -1,0 +1,173 @@
+//! A worker's step chain: the steps that can map batches so far. It grows as a run goes
+//! through its stages: plain map steps come from the plan, fitted steps join once their
+//! parameters are known, and a dedupe joins as a filter that keeps the rows that won
+//! their key on this worker's shards.
+//!
+//! Rows are located by `(shard, position)`, where the position counts the rows of the
+//! shard that reach the step, in order. Steps are pure and a worker reads a shard's
+//! batches in order, so the same row has the same position in every pass.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::BooleanArray;
+use arrow::compute::filter_record_batch;
+use arrow::record_batch::RecordBatch;
+use weir_operators::{BoundStep, OpError};
+
+use crate::JobFailure;
+use crate::plan::EnginePlan;
+
+/// A batch on the map path, with the shard it came from.
+#[derive(Clone)]
+pub(crate) struct SourceBatch {
+    pub shard: usize,
+    pub batch: RecordBatch,
+}
+
+/// Counts the rows of the current shard that pass a point of the chain.
+#[derive(Debug, Default)]
+pub(crate) struct RowCursor {
+    shard: Cell<Option<usize>>,
+    next: Cell<u64>,
+}
+
+impl RowCursor {
+    /// The position of the first row of `rows` rows of `shard` arriving now.
+    pub fn advance(&self, shard: usize, rows: usize) -> u64 {
+        if self.shard.get() != Some(shard) {
+            self.shard.set(Some(shard));
+            self.next.set(0);
+        }
+        let first = self.next.get();
+        self.next.set(first + rows as u64);
+        first
+    }
+}
+
+/// The rows of this worker's shards that survive a dedupe: sorted positions per shard.
+#[derive(Debug, Default)]
+pub(crate) struct KeptRows {
+    by_shard: HashMap<usize, Vec<u64>>,
+}
+
+impl KeptRows {
+    /// From the dedupe's winners, `(shard, position)` sorted.
+    pub fn new(winners: Vec<(u32, u64)>) -> Self {
+        let mut by_shard: HashMap<usize, Vec<u64>> = HashMap::new();
+        for (shard, row) in winners {
+            by_shard.entry(shard as usize).or_default().push(row);
+        }
+        for rows in by_shard.values_mut() {
+            rows.sort_unstable();
+        }
+        KeptRows { by_shard }
+    }
+
+    /// The mask of the rows `first .. first + len` of `shard` to keep.
+    fn mask(&self, shard: usize, first: u64, len: usize) -> BooleanArray {
+        let kept = self.by_shard.get(&shard).map(Vec::as_slice).unwrap_or(&[]);
+        let start = kept.partition_point(|&row| row < first);
+        let mut mask = vec![false; len];
+        for &row in &kept[start..] {
+            let offset = row - first;
+            if offset >= len as u64 {
+                break;
+            }
+            mask[offset as usize] = true;
+        }
+        BooleanArray::from(mask)
+    }
+}
+
+enum Link {
+    Map(Arc<dyn BoundStep>),
+    Keep { kept: KeptRows, cursor: RowCursor },
+}
+
+struct ChainStep {
+    number: usize,
+    op: &'static str,
+    link: Link,
+}
+
+/// The chain of one worker; see the module documentation. Steps join between passes
+/// (through a shared reference, as a pass's dataflow holds one too).
+#[derive(Default)]
+pub(crate) struct Chain {
+    steps: RefCell<Vec<ChainStep>>,
+}
+
+impl Chain {
+    pub fn push_map(&self, number: usize, op: &'static str, step: Arc<dyn BoundStep>) {
+        self.steps.borrow_mut().push(ChainStep { number, op, link: Link::Map(step) });
+    }
+
+    pub fn push_keep(&self, number: usize, kept: KeptRows) {
+        let link = Link::Keep { kept, cursor: RowCursor::default() };
+        self.steps.borrow_mut().push(ChainStep { number, op: "dedupe", link });
+    }
+
+    /// Forgets where the row cursors were (before a new pass over the shards).
+    pub fn rewind(&self) {
+        for step in self.steps.borrow().iter() {
+            if let Link::Keep { cursor, .. } = &step.link {
+                cursor.shard.set(None);
+                cursor.next.set(0);
+            }
+        }
+    }
+
+    /// Applies every step to one batch; `None` when no row is left.
+    pub fn apply(&self, plan: &EnginePlan, item: SourceBatch) -> Result<Option<SourceBatch>, JobFailure> {
+        let mut batch = item.batch;
+        for step in self.steps.borrow().iter() {
+            batch = match &step.link {
+                Link::Map(map) => {
+                    map.apply(batch).map_err(|error| step_failure(plan, step.number, step.op, item.shard, &error))?
+                }
+                Link::Keep { kept, cursor } => {
+                    let first = cursor.advance(item.shard, batch.num_rows());
+                    let mask = kept.mask(item.shard, first, batch.num_rows());
+                    filter_record_batch(&batch, &mask)
+                        .map_err(|error| step_failure(plan, step.number, step.op, item.shard, &OpError::Arrow(error)))?
+                }
+            };
+            if batch.num_rows() == 0 {
+                return Ok(None);
+            }
+        }
+        Ok(Some(SourceBatch { shard: item.shard, batch }))
+    }
+}
+
+/// A step's failure on a batch of `shard`, naming the step, the file and the row group.
+pub(crate) fn step_failure(plan: &EnginePlan, number: usize, op: &str, shard: usize, error: &OpError) -> JobFailure {
+    let shard = &plan.shards[shard];
+    let file = &plan.source.files()[shard.file];
+    let message = format!("step {number} ({op}) failed on '{}', row group {}: {error}", file.uri, shard.row_group);
+    if error.is_user_error() { JobFailure::user(message) } else { JobFailure::internal(message) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_rows_mask_a_window_of_a_shard() {
+        let kept = KeptRows::new(vec![(1, 7), (0, 2), (1, 3), (0, 9)]);
+        let mask = kept.mask(1, 3, 5);
+        assert_eq!(mask.iter().map(|v| v.unwrap()).collect::<Vec<_>>(), vec![true, false, false, false, true]);
+        assert_eq!(kept.mask(2, 0, 3).true_count(), 0);
+    }
+
+    #[test]
+    fn cursors_restart_at_each_shard() {
+        let cursor = RowCursor::default();
+        assert_eq!(cursor.advance(0, 10), 0);
+        assert_eq!(cursor.advance(0, 5), 10);
+        assert_eq!(cursor.advance(3, 4), 0);
+        assert_eq!(cursor.advance(3, 1), 4);
+    }
+}

@@ -1,0 +1,149 @@
+//! One pass of a worker over its own shards: read, run the step chain, hand each mapped
+//! batch to a consumer (the Parquet sink, a fitted step's fold, or a dedupe's key feed).
+//! No data crosses workers here.
+//!
+//! Pacing: batch `t` enters the dataflow at time `t`; before reading batch `t + 1` the
+//! worker steps until the probe on the consumer shows every batch before `t + 1 - K`
+//! consumed, so at most `K = max_batches_in_flight` batches are read but unconsumed.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
+use futures::StreamExt;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::{InputHandle, ProbeHandle};
+use timely::worker::Worker;
+
+use crate::JobFailure;
+use crate::chain::{Chain, SourceBatch};
+use crate::plan::SharedPlan;
+use crate::rounds::PARK;
+use crate::run::ProcessContext;
+
+/// What a pass does with each mapped batch.
+pub(crate) type Consumer = Box<dyn FnMut(SourceBatch) -> Result<(), JobFailure>>;
+
+/// Records the first failure of this worker and tells the process about it at once.
+pub(crate) fn record(slot: &RefCell<Option<JobFailure>>, context: &ProcessContext, failure: JobFailure) {
+    let mut slot = slot.borrow_mut();
+    if slot.is_none() {
+        context.abort.store(true, Ordering::Relaxed);
+        (context.on_failure)(&failure);
+        *slot = Some(failure);
+    }
+}
+
+/// Runs one pass (see the module documentation) and returns the rows read. `progress`
+/// says whether this pass is the one the progress counters follow (the final one).
+pub(crate) fn run_pass(
+    worker: &mut Worker,
+    plan: &SharedPlan,
+    context: &ProcessContext,
+    chain: Rc<Chain>,
+    consumer: Consumer,
+    progress: bool,
+) -> Result<u64, JobFailure> {
+    let index = worker.index();
+    let peers = worker.peers();
+    let failure: Rc<RefCell<Option<JobFailure>>> = Rc::new(RefCell::new(None));
+    let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<SourceBatch>>>::new();
+    let probe = ProbeHandle::new();
+    chain.rewind();
+
+    worker.dataflow::<u64, _, _>(|scope| {
+        let (step_plan, step_failure, step_context) = (plan.clone(), failure.clone(), context.clone());
+        let mapped = input.to_stream(scope).unary::<CapacityContainerBuilder<Vec<SourceBatch>>, _, _, _>(
+            Pipeline,
+            "Steps",
+            move |_capability, _info| {
+                move |input, output| {
+                    input.for_each(|time, data| {
+                        let mut session = output.session(&time);
+                        for item in data.drain(..) {
+                            if step_failure.borrow().is_some() {
+                                continue;
+                            }
+                            match chain.apply(&step_plan, item) {
+                                Ok(Some(mapped)) => session.give(mapped),
+                                Ok(None) => {}
+                                Err(failure) => record(&step_failure, &step_context, failure),
+                            }
+                        }
+                    });
+                }
+            },
+        );
+        let (sink_failure, sink_context) = (failure.clone(), context.clone());
+        let mut consumer = consumer;
+        mapped
+            .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "Consume", move |_capability, _info| {
+                move |input, _output| {
+                    input.for_each(|_time, data| {
+                        for item in data.drain(..) {
+                            if sink_failure.borrow().is_some() {
+                                continue;
+                            }
+                            if let Err(failure) = consumer(item) {
+                                record(&sink_failure, &sink_context, failure);
+                            }
+                        }
+                    });
+                }
+            })
+            .probe_with(&probe);
+    });
+
+    let mut rows_in = 0u64;
+    let mut time = 0u64;
+    'shards: for shard in plan.shards_of(index, peers) {
+        if failure.borrow().is_some() || context.abort.load(Ordering::Relaxed) {
+            break;
+        }
+        let mut stream = match plan.source.read_shard(shard, plan.batch_size) {
+            Ok(stream) => stream,
+            Err(error) => {
+                record(&failure, context, JobFailure::from_connector(&error));
+                break;
+            }
+        };
+        while let Some(next) = context.runtime.block_on(stream.next()) {
+            let batch = match next {
+                Ok(batch) => batch,
+                Err(error) => {
+                    record(&failure, context, JobFailure::from_connector(&error));
+                    break 'shards;
+                }
+            };
+            rows_in += batch.num_rows() as u64;
+            if progress {
+                context.progress.rows_read(batch.num_rows());
+            }
+            input.send(SourceBatch { shard: shard.index, batch });
+            time += 1;
+            input.advance_to(time);
+            worker.step();
+            let horizon = time.saturating_sub(plan.max_batches_in_flight);
+            while probe.less_than(&horizon) {
+                worker.step_or_park(Some(PARK));
+            }
+            if failure.borrow().is_some() || context.abort.load(Ordering::Relaxed) {
+                break 'shards;
+            }
+        }
+        if progress {
+            context.progress.shard_done();
+        }
+    }
+    input.close();
+    while !probe.done() {
+        worker.step_or_park(Some(PARK));
+    }
+    match failure.borrow_mut().take() {
+        Some(failure) => Err(failure),
+        None => Ok(rows_in),
+    }
+}
