@@ -278,3 +278,24 @@ def test_clip_holds_infinities_within_fitted_bounds(weir, tmp_path):
     got = read_output(out).column("x").to_pylist()  # part files in worker order
     expected = sorted(np.clip(present, lo, hi).tolist()) + [None]
     assert sorted(got, key=lambda v: (v is None, v if v is not None else 0)) == expected
+
+
+def test_median_of_a_large_column_is_within_the_sketch_rank_bound(weir, tmp_path):
+    """Beyond 8192 values the median comes from merged KLL sketches: its rank must be
+    within 0.001 × n of the middle, whichever workers folded which rows."""
+    rng = np.random.default_rng(17)
+    values = rng.lognormal(3.0, 1.2, 300_000)
+    src = tmp_path / "src"
+    src.mkdir()
+    for index, piece in enumerate(np.array_split(values, 3)):
+        pq.write_table(pa.table({"x": piece}), src / f"part-{index}.parquet", row_group_size=20_000)
+    out = tmp_path / "out"
+    job = write_job(tmp_path / "job.toml", f'name = "big"\n[source]\nuri = "{src}"\n[[step]]\nop = "impute"\ncolumns = ["x"]\nstrategy = "median"\n[sink]\nuri = "{out}"\n')
+    weir("run", job, "-p", "2", "-w", "2", check=0)
+    entry = params_of(out, 1)["x"]
+    assert entry["exact"] is False and entry["count"] == len(values)
+    ordered = np.sort(values)
+    lo, hi = np.searchsorted(ordered, entry["value"], "left"), np.searchsorted(ordered, entry["value"], "right")
+    middle = (len(values) - 1) / 2
+    rank_error = max(0.0, lo - middle, middle - hi) / len(values)
+    assert rank_error <= 0.001, rank_error
