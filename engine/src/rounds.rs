@@ -20,7 +20,9 @@ use timely::worker::Worker;
 pub(crate) const PARK: Duration = Duration::from_millis(5);
 
 /// Runs one leader round; see the module documentation. Every worker must call it, in the
-/// same order relative to its other rounds. `leader` runs on worker 0 only. Returns `None`
+/// same order relative to its other rounds. `leader` runs on worker 0 only and gets the
+/// contributions in worker order, so what it computes does not depend on which worker's
+/// message arrived first (merged floating-point statistics are then reproducible). Returns `None`
 /// only if the cluster lost the result, which the protocol rules out.
 pub fn leader_round<T, R, F>(worker: &mut Worker, contribution: T, leader: F) -> Option<R>
 where
@@ -31,10 +33,11 @@ where
     let result: Rc<RefCell<Option<R>>> = Rc::new(RefCell::new(None));
     let captured = result.clone();
     let is_leader = worker.index() == 0;
-    let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<T>>>::new();
+    let index = worker.index();
+    let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<(usize, T)>>>::new();
     worker.dataflow::<u64, _, _>(|scope| {
         let mut leader = Some(leader);
-        let mut gathered: Vec<T> = Vec::new();
+        let mut gathered: Vec<(usize, T)> = Vec::new();
         input
             .to_stream(scope)
             .exchange(|_| 0)
@@ -50,7 +53,8 @@ where
                             && is_leader
                             && let Some(leader) = leader.take()
                         {
-                            let folded = leader(std::mem::take(&mut gathered));
+                            gathered.sort_by_key(|(worker, _)| *worker);
+                            let folded = leader(gathered.drain(..).map(|(_, value)| value).collect());
                             output.session(&capability).give(folded);
                         }
                     }
@@ -65,7 +69,7 @@ where
                 });
             });
     });
-    input.send(contribution);
+    input.send((index, contribution));
     input.close();
     while result.borrow().is_none() && worker.has_dataflows() {
         worker.step_or_park(Some(PARK));
