@@ -68,14 +68,39 @@ impl ConnectorError {
     /// (a store that fails) or of Weir, which a retry may fix: exit code 1.
     pub fn is_user_error(&self) -> bool {
         match self {
-            ConnectorError::Store { source, .. } => matches!(
-                source,
-                object_store::Error::NotFound { .. }
-                    | object_store::Error::PermissionDenied { .. }
-                    | object_store::Error::Unauthenticated { .. }
-            ),
+            ConnectorError::Store { source, .. } => {
+                matches!(
+                    source,
+                    object_store::Error::NotFound { .. }
+                        | object_store::Error::PermissionDenied { .. }
+                        | object_store::Error::Unauthenticated { .. }
+                ) || http_status(source)
+                    .is_some_and(|status| (400..500).contains(&status) && status != 408 && status != 429)
+            }
             ConnectorError::Write { .. } => false,
             _ => true,
         }
     }
+}
+
+/// The HTTP status of a store error whose request got an answer.
+///
+/// object_store keeps the status inside a private error type, whose message reads
+/// "… Server returned non-2xx status code: 403 Forbidden: …"; this reads it from the
+/// messages of the error chain. `None` for errors without a response (connection
+/// refused, timeouts) and for errors of other stores.
+pub fn http_status(error: &object_store::Error) -> Option<u16> {
+    const MARKER: &str = "status code: ";
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = current {
+        let message = error.to_string();
+        if let Some(at) = message.find(MARKER) {
+            let digits: String = message[at + MARKER.len()..].chars().take_while(char::is_ascii_digit).collect();
+            if let Ok(status) = digits.parse() {
+                return Some(status);
+            }
+        }
+        current = error.source();
+    }
+    None
 }

@@ -5,14 +5,22 @@
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`,
 //! `AWS_ALLOW_HTTP`), with the job's `[storage]` table able to override the endpoint and
 //! region; requests use path-style addressing. Secrets never come from job files.
+//!
+//! Transient failures (5xx, timeouts, refused or reset connections) are retried by
+//! object_store with exponential backoff (100 ms doubling to 15 s) within a bounded budget:
+//! at most `max_retries` (default 5) retries and `retry_timeout_s` (default 30) seconds
+//! from the first attempt, after which the error is reported with the URI. Permanent
+//! failures (4xx: wrong credentials, a missing bucket or object) are not retried.
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
-use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
+use object_store::aws::AmazonS3ConfigKey;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::ConnectorError;
@@ -27,7 +35,16 @@ pub struct StorageOptions {
     pub region: Option<String>,
     /// Allow plain-HTTP endpoints (default: `AWS_ALLOW_HTTP`, or true for `http://` endpoints).
     pub allow_http: Option<bool>,
+    /// Retries of a failed request (default 5).
+    pub max_retries: Option<usize>,
+    /// Seconds after a request's first attempt when retrying stops (default 30).
+    pub retry_timeout_s: Option<u64>,
 }
+
+/// Default retries of a failed request.
+pub const DEFAULT_MAX_RETRIES: usize = 5;
+/// Default retry budget of a request, in seconds.
+pub const DEFAULT_RETRY_TIMEOUT_S: u64 = 30;
 
 /// A URI resolved to a store and a path in it.
 #[derive(Clone)]
@@ -133,6 +150,16 @@ fn s3_store(bucket: &str, options: &StorageOptions) -> object_store::Result<Arc<
     if allow_http {
         builder = builder.with_allow_http(true);
     }
+    let retry = RetryConfig {
+        backoff: BackoffConfig::default(),
+        max_retries: options.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+        retry_timeout: Duration::from_secs(options.retry_timeout_s.unwrap_or(DEFAULT_RETRY_TIMEOUT_S)),
+    };
+    // Set through config keys, which keep the client options read from the environment.
+    builder = builder
+        .with_retry(retry)
+        .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), "5s")
+        .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "120s");
     Ok(Arc::new(builder.build()?))
 }
 

@@ -208,17 +208,12 @@ impl ParquetSource {
         }
         let uri = file.uri.clone();
         let row_group = shard.row_group;
-        let stream = builder.build().map_err(|source| ConnectorError::CorruptRowGroup {
-            uri: uri.clone(),
-            row_group,
-            source,
-        })?;
+        let stream = builder.build().map_err(|source| row_group_error(&uri, row_group, source))?;
         let schema = self.schema.clone();
         let reorder = file.reorder.clone();
         Ok(stream
             .map(move |batch| {
-                let batch =
-                    batch.map_err(|source| ConnectorError::CorruptRowGroup { uri: uri.clone(), row_group, source })?;
+                let batch = batch.map_err(|source| row_group_error(&uri, row_group, source))?;
                 let columns = reorder
                     .iter()
                     .zip(schema.fields())
@@ -237,6 +232,23 @@ impl ParquetSource {
                 .map_err(|e| ConnectorError::Invalid { uri: uri.clone(), message: e.to_string() })
             })
             .boxed())
+    }
+}
+
+/// A failure decoding a row group: the store's, when reading the bytes failed (a server
+/// gone, a timeout: retried by the store already, and not the data's fault), else the
+/// file's.
+fn row_group_error(uri: &str, row_group: usize, source: parquet::errors::ParquetError) -> ConnectorError {
+    match source {
+        parquet::errors::ParquetError::External(inner) => match inner.downcast::<object_store::Error>() {
+            Ok(store_error) => ConnectorError::store(uri, *store_error),
+            Err(inner) => ConnectorError::CorruptRowGroup {
+                uri: uri.to_string(),
+                row_group,
+                source: parquet::errors::ParquetError::External(inner),
+            },
+        },
+        source => ConnectorError::CorruptRowGroup { uri: uri.to_string(), row_group, source },
     }
 }
 

@@ -1,0 +1,188 @@
+"""Jobs against a real S3-compatible server (Garage, started by these tests on 127.0.0.1).
+
+Outputs are read back with boto3 + pyarrow (through the manifest) and with Polars'
+own S3 reader, and compared with the same job run on local files.
+"""
+
+import io
+import itertools
+import json
+import subprocess
+import time
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import WEIR_BIN, read_output, write_job
+from garage import SECRET, Garage
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def garage(tmp_path_factory):
+    server = Garage(tmp_path_factory.mktemp("garage")).start()
+    yield server
+    server.stop()
+
+
+def bucket(server: Garage, stem: str) -> str:
+    name = f"{stem}-{next(_names)}"
+    server.create_bucket(name)
+    return name
+
+
+def read_s3_output(server: Garage, bucket_name: str, prefix: str) -> pa.Table:
+    """Reads a Weir output with boto3 + pyarrow, only through the files its manifest lists."""
+    client = server.client()
+    manifest = json.loads(client.get_object(Bucket=bucket_name, Key=f"{prefix}/_weir/manifest.json")["Body"].read())
+    tables = []
+    for entry in manifest["files"]:
+        body = client.get_object(Bucket=bucket_name, Key=f"{prefix}/{entry['path']}")["Body"].read()
+        tables.append(pq.read_table(io.BytesIO(body)))
+    return pa.concat_tables(tables)
+
+
+JOB = """
+name = "s3-clean"
+[source]
+uri = "{source}"
+[[step]]
+op = "cast"
+columns = {{ score = "float64" }}
+on_error = "null"
+[[step]]
+op = "filter"
+expr = "age >= 0"
+[[step]]
+op = "impute"
+columns = ["income", "score"]
+strategy = "median"
+{fitted}
+[[step]]
+op = "standardize"
+columns = ["income", "score"]
+{fitted}
+[[step]]
+op = "mask"
+columns = ["email"]
+method = "redact"
+[sink]
+uri = "{sink}"
+mode = "overwrite"
+"""
+
+
+def test_bucket_to_bucket_equals_the_local_run(weir, tmp_path, events_dir, garage):
+    src, dst = bucket(garage, "src"), bucket(garage, "dst")
+    garage.upload_dir(events_dir, src, "events")
+    env = garage.env()
+
+    local_job = write_job(tmp_path / "local.toml", JOB.format(source=events_dir, sink=tmp_path / "local", fitted=""))
+    weir("run", local_job, "-p", "2", "-w", "2", check=0)
+    s3_job = write_job(tmp_path / "s3.toml", JOB.format(source=f"s3://{src}/events/", sink=f"s3://{dst}/clean/", fitted=""))
+    proc = weir("run", s3_job, "-p", "2", "-w", "2", env=env, check=0)
+    assert SECRET not in proc.stdout + proc.stderr
+
+    expected = read_output(tmp_path / "local").sort_by("id")
+    got = read_s3_output(garage, dst, "clean").sort_by("id")
+    assert got.equals(expected)
+    keys = garage.keys(dst, "clean/")
+    assert "clean/_SUCCESS" in keys and "clean/_weir/fitted.json" in keys
+    manifest = garage.client().get_object(Bucket=dst, Key="clean/_weir/manifest.json")["Body"].read().decode()
+    assert SECRET not in manifest
+
+    # Polars reads the same rows through its own S3 client.
+    parts = [f"s3://{dst}/{k}" for k in keys if k.endswith(".parquet")]
+    frame = pl.concat([pl.read_parquet(p, storage_options=garage.storage_options()) for p in parts]).sort("id")
+    assert frame.to_arrow().select(expected.column_names).cast(expected.schema).equals(expected)
+
+    # Fitted parameters loaded from the bucket reproduce the same output without refitting.
+    fitted = f"s3://{dst}/clean/_weir/fitted.json"
+    reuse_job = write_job(
+        tmp_path / "reuse.toml",
+        JOB.format(source=f"s3://{src}/events/", sink=f"s3://{dst}/reused/", fitted=f"fitted = {json.dumps(fitted)}"),
+    )
+    weir("run", reuse_job, "-w", "2", env=env, check=0)
+    assert read_s3_output(garage, dst, "reused").sort_by("id").equals(expected)
+
+
+def test_ls_head_and_schema_read_s3(weir, tmp_path, events_dir, garage):
+    src, dst = bucket(garage, "src"), bucket(garage, "dst")
+    garage.upload_dir(events_dir, src, "events")
+    job = write_job(tmp_path / "job.toml", JOB.format(source=f"s3://{src}/events/", sink=f"s3://{dst}/out/", fitted=""))
+    env = garage.env()
+    weir("run", job, "-w", "2", env=env, check=0)
+    listing = weir("ls", f"s3://{dst}/out/", env=env, check=0).stdout
+    assert "_SUCCESS" in listing and "committed" in listing
+    head = weir("head", f"s3://{dst}/out", "-n", "3", env=env, check=0).stdout
+    assert "income" in head
+    schema = weir("schema", f"s3://{src}/events/", env=env, check=0).stdout
+    assert "income: Float64" in schema
+
+
+def test_wrong_credentials_and_missing_buckets_are_bad_input(weir, tmp_path, events_dir, garage):
+    src, dst = bucket(garage, "src"), bucket(garage, "dst")
+    garage.upload_dir(events_dir, src, "events")
+    job = write_job(tmp_path / "job.toml", JOB.format(source=f"s3://{src}/events/", sink=f"s3://{dst}/out/", fitted=""))
+    wrong = "f" * 64
+    proc = weir("run", job, env=garage.env(AWS_SECRET_ACCESS_KEY=wrong), check=2)
+    assert f"s3://{src}" in proc.stderr and "403" in proc.stderr, proc.stderr
+    assert wrong not in proc.stderr and SECRET not in proc.stderr
+
+    missing = write_job(tmp_path / "missing.toml", JOB.format(source="s3://no-such-bucket/x/", sink=f"s3://{dst}/out/", fitted=""))
+    proc = weir("run", missing, env=garage.env(), check=2)
+    assert "s3://no-such-bucket" in proc.stderr, proc.stderr
+    missing_sink = write_job(tmp_path / "missing-sink.toml", JOB.format(source=f"s3://{src}/events/", sink="s3://no-such-out/o/", fitted=""))
+    proc = weir("run", missing_sink, env=garage.env(), check=2)
+    assert "s3://no-such-out" in proc.stderr, proc.stderr
+    assert garage.keys(dst) == []
+
+
+def test_a_server_killed_mid_run_fails_cleanly_and_the_rerun_commits(weir, tmp_path):
+    server = Garage(tmp_path / "garage").start()
+    try:
+        src, dst = bucket(server, "src"), bucket(server, "dst")
+        rng = np.random.default_rng(8)
+        local = tmp_path / "data"
+        local.mkdir()
+        rows = 0
+        for index in range(4):
+            n = 400_000
+            table = pa.table({"id": np.arange(rows, rows + n), **{f"f{j}": rng.normal(size=n) for j in range(6)}})
+            pq.write_table(table, local / f"part-{index}.parquet", row_group_size=100_000)
+            rows += n
+        server.upload_dir(local, src, "big")
+        job = write_job(
+            tmp_path / "job.toml",
+            f'name = "killed"\n[source]\nuri = "s3://{src}/big/"\n[[step]]\nop = "clip"\ncolumns = ["f*"]\nlower = -1.0\n'
+            f'[sink]\nuri = "s3://{dst}/out/"\nmode = "overwrite"\nrow_group_rows = 20000\n'
+            "[storage]\nmax_retries = 2\nretry_timeout_s = 3\n",
+        )
+        run = subprocess.Popen([str(WEIR_BIN), "run", str(job), "-w", "2"], env=server.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Kill the server once the run is uploading part files (multipart uploads begun).
+        client, deadline = server.client(), time.time() + 120
+        while run.poll() is None and not client.list_multipart_uploads(Bucket=dst).get("Uploads"):
+            assert time.time() < deadline, "the run never started uploading"
+            time.sleep(0.05)
+        assert run.poll() is None, "the run ended before the server could be killed"
+        server.stop()
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 1, (run.returncode, out, err)
+        assert f"s3://{dst}/out" in err, err
+
+        server.start()
+        keys = server.keys(dst, "out/")
+        assert "out/_SUCCESS" not in keys
+        weir_proc = subprocess.run([str(WEIR_BIN), "run", str(job), "-w", "2"], env=server.env(), capture_output=True, text=True, timeout=300)
+        assert weir_proc.returncode == 0, weir_proc.stderr
+        manifest = json.loads(server.client().get_object(Bucket=dst, Key="out/_weir/manifest.json")["Body"].read())
+        expected_keys = sorted(["out/_SUCCESS", "out/_weir/manifest.json"] + [f"out/{f['path']}" for f in manifest["files"]])
+        assert server.keys(dst, "out/") == expected_keys  # nothing of the failed attempt is left
+        assert manifest["rows"] == rows
+    finally:
+        server.stop()
+
