@@ -5,7 +5,7 @@
 //!   worker 0, which merges them, finishes them into parameters and broadcasts those back;
 //!   every worker then adds the fitted steps to its chain. Consecutive fitted steps share a
 //!   pass when that is exactly equivalent: no step of the group reads a column an earlier
-//!   one rewrites (fitted steps map rows one to one and rewrite only their own columns).
+//!   one writes, and only the group's last step may drop rows.
 //! - A *dedupe stage* feeds every row's key and rank, located by `(shard, position)`, into
 //!   the keyed differential-dataflow reduction ([`crate::dedupe`]); the winners come back to
 //!   the worker that owns their shard, and the chain gains a filter that keeps them.
@@ -47,12 +47,14 @@ pub(crate) fn fit_group(plan: &EnginePlan, start: usize) -> Range<usize> {
     let mut rewritten: HashSet<String> = HashSet::new();
     let mut end = start;
     while let Some(fit) = plan.steps.get(end).and_then(|_| fitter(plan, end)) {
-        let columns = fit.columns();
-        if columns.iter().any(|c| rewritten.contains(c)) {
+        if fit.columns().iter().any(|c| rewritten.contains(c)) {
             break;
         }
-        rewritten.extend(columns);
+        rewritten.extend(fit.written_columns());
         end += 1;
+        if !fit.keeps_every_row() {
+            break;
+        }
     }
     start..end
 }

@@ -15,8 +15,9 @@
 //! A step given `fitted = "URI"` skips 1–3: its parameters come from the [`FittedFile`] of
 //! an earlier run, matched by [`FittedFile::find`].
 //!
-//! Every fitted step maps rows one to one and rewrites only the columns it names, which is
-//! what lets the engine fit several of them in one pass ([`FitStep::columns`]).
+//! A fitted step says which columns it reads ([`FitStep::columns`]) and which its output
+//! changes ([`FitStep::written_columns`]), and whether it keeps every row; that is what lets
+//! the engine fit several of them in one pass when doing so is exactly equivalent.
 
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
 use arrow::compute::cast;
@@ -42,8 +43,20 @@ pub trait FitStep: Send + Sync + std::fmt::Debug {
         None
     }
 
-    /// The columns the step reads and rewrites, in order.
+    /// The columns the step reads, in order (for most fitted steps, also the ones it rewrites).
     fn columns(&self) -> Vec<String>;
+
+    /// Every column the step's output adds, rewrites or removes. The engine fits a later
+    /// step in the same pass only if it reads none of them.
+    fn written_columns(&self) -> Vec<String> {
+        self.columns()
+    }
+
+    /// Whether the step maps rows one to one (no row dropped). A step that may drop rows
+    /// ends its fit pass: later steps must be fitted on what it leaves.
+    fn keeps_every_row(&self) -> bool {
+        true
+    }
 
     /// The `fitted = "URI"` this step reuses, if any.
     fn fitted_uri(&self) -> Option<&str>;
