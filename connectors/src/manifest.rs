@@ -25,6 +25,18 @@ pub struct Manifest {
     pub bytes: u64,
     pub schema: Vec<ColumnInfo>,
     pub cluster: ClusterInfo,
+    /// The models the job scored with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelInfo>,
+}
+
+/// A model a `score` step ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub uri: String,
+    /// SHA-256 (hex) of the model file.
+    pub sha256: String,
+    pub bytes: u64,
 }
 
 /// The job that produced the output.

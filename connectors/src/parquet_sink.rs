@@ -1,6 +1,7 @@
 //! Writing one Parquet part file to a store, streamed: row groups are encoded as they
 //! fill and uploaded in parts (a multipart upload on S3), so memory holds at most one
-//! row group in progress and one upload buffer per writer.
+//! row group in progress and a bounded number of upload parts per writer
+//! ([`UPLOAD_PART_BYTES`] each, at most [`UPLOADS_IN_FLIGHT`] at once).
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -12,6 +13,11 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::{ConnectorError, Location};
+
+/// Bytes of one upload part (S3 wants at least 5 MiB per part but the last).
+pub const UPLOAD_PART_BYTES: usize = 8 * 1024 * 1024;
+/// Upload parts of one writer in flight at once.
+pub const UPLOADS_IN_FLIGHT: usize = 2;
 
 /// Part-file compression codecs (`sink.compression`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -80,7 +86,8 @@ impl PartWriter {
             .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
             .set_created_by(format!("weir {}", env!("CARGO_PKG_VERSION")))
             .build();
-        let upload = BufWriter::new(output.store().clone(), path);
+        let upload = BufWriter::with_capacity(output.store().clone(), path, UPLOAD_PART_BYTES)
+            .with_max_concurrency(UPLOADS_IN_FLIGHT);
         let writer = AsyncArrowWriter::try_new(upload, schema, Some(properties))
             .map_err(|source| ConnectorError::Write { uri: uri.clone(), source })?;
         Ok(PartWriter { writer, name: name.to_string(), uri, rows: 0 })

@@ -187,6 +187,7 @@ fn commit_run(
             files: files.clone(),
             schema: describe_schema(&plan.output_schema),
             cluster: cluster.clone(),
+            models: plan.models.clone(),
         };
         let fitted = (!fitted.is_empty()).then(|| fitted_json(plan, fitted));
         commit(&plan.sink, &manifest, fitted).await?;

@@ -10,11 +10,12 @@ use weir_connectors::Location;
 use weir_connectors::parquet_sink::PartOptions;
 use weir_connectors::parquet_source::ParquetSource;
 
+use weir_connectors::manifest::ModelInfo;
 use weir_connectors::object_reader::read_object;
 use weir_engine::{EnginePlan, PlannedStep, StepKind};
 use weir_operators::fit::{FittedFile, FittedStep};
 use weir_operators::step::BindError;
-use weir_operators::{Bound, OpError, StepSpec, bind_steps};
+use weir_operators::{BindContext, Bound, OpError, StepSpec, bind_steps};
 
 use crate::JobError;
 use crate::spec::{DEFAULT_BATCH_SIZE, DEFAULT_MAX_SHARD_ROWS, DEFAULT_ROW_GROUP_ROWS, JobSpec};
@@ -61,7 +62,8 @@ pub async fn plan_job(job: &LoadedJob) -> Result<EnginePlan, JobError> {
     }
     let source =
         ParquetSource::open(&source_location, spec.source.columns.as_deref()).await.map_err(connector("source"))?;
-    let bound = bind_steps(&spec.steps, source.schema())
+    let (context, models) = fetch_models(spec).await?;
+    let bound = bind_steps(&spec.steps, source.schema(), &context)
         .map_err(|source| JobError::Step { job: name.clone(), source: Box::new(source) })?;
     let output_schema = bound.last().map(|step| step.output_schema()).unwrap_or_else(|| source.schema().clone());
     let steps = plan_steps(&spec.steps, bound, &spec.storage)
@@ -84,6 +86,7 @@ pub async fn plan_job(job: &LoadedJob) -> Result<EnginePlan, JobError> {
         },
         batch_size: spec.source.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
         max_batches_in_flight: MAX_BATCHES_IN_FLIGHT,
+        models,
     })
 }
 
@@ -144,4 +147,37 @@ async fn read_fitted(uri: &str, storage: &weir_connectors::StorageOptions) -> Re
     let location = Location::parse(uri, storage).map_err(cannot_read)?;
     let bytes = read_object(&location).await.map_err(cannot_read)?;
     FittedFile::parse(uri, &bytes)
+}
+
+/// Fetches every model the job's `score` steps name, once per URI, and checks the
+/// `sha256` pins. Errors name the step.
+async fn fetch_models(spec: &JobSpec) -> Result<(BindContext, Vec<ModelInfo>), JobError> {
+    let mut context = BindContext::default();
+    let mut models: Vec<ModelInfo> = Vec::new();
+    for (index, step) in spec.steps.iter().enumerate() {
+        let StepSpec::Score(score) = step else { continue };
+        let step_error = |source: OpError| JobError::Step {
+            job: spec.name.clone(),
+            source: Box::new(BindError { number: index + 1, op: "score", source }),
+        };
+        if !context.models.contains_key(&score.model) {
+            let cannot_read =
+                |e: weir_connectors::ConnectorError| OpError::InvalidSpec(format!("cannot read the model: {e}"));
+            let location = Location::parse(&score.model, &spec.storage).map_err(cannot_read).map_err(step_error)?;
+            let bytes = read_object(&location).await.map_err(cannot_read).map_err(step_error)?;
+            let sha256: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+            models.push(ModelInfo { uri: score.model.clone(), sha256, bytes: bytes.len() as u64 });
+            context.models.insert(score.model.clone(), std::sync::Arc::from(bytes.as_ref()));
+        }
+        let info = models.iter().find(|m| m.uri == score.model).expect("fetched above");
+        if let Some(pin) = &score.sha256
+            && !pin.eq_ignore_ascii_case(&info.sha256)
+        {
+            return Err(step_error(OpError::InvalidSpec(format!(
+                "model '{}' has sha256 {}, but the step pins {pin}",
+                score.model, info.sha256
+            ))));
+        }
+    }
+    Ok((context, models))
 }

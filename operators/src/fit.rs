@@ -1,11 +1,12 @@
 //! Fitted steps: the reduce half of MapReduce.
 //!
 //! A fitted step (`impute` mean/median/most_frequent, `standardize`, `minmax`, `clip` with
-//! quantiles) cannot map a batch before it has seen the data. Bound to its input schema it
-//! is a [`FitStep`], which the engine drives in four moves:
+//! quantiles, `pca`) cannot map a batch before it has seen the data. Bound to its input
+//! schema it is a [`FitStep`], which the engine drives in four moves:
 //!
 //! 1. every worker starts from [`FitStep::new_partial`] and folds each of its batches into
-//!    it ([`FitStep::fold`]): counts, Welford/Chan moments, min/max, quantile sketches;
+//!    it ([`FitStep::fold`]): counts, Welford/Chan moments, min/max, quantile sketches,
+//!    co-moments;
 //! 2. the partials travel to one worker and are merged there ([`FitStep::merge`]);
 //! 3. the merged partial is finished into parameters ([`FitStep::finish`]), plain JSON that
 //!    is broadcast back to every worker and saved in `_weir/fitted.json`;
@@ -26,6 +27,7 @@ use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+use crate::pca::CoMoments;
 use crate::quantile_sketch::QuantileSketch;
 use crate::stats::{Moments, Range, ValueCounts};
 use crate::{BoundStep, OpError};
@@ -86,6 +88,8 @@ pub enum Partial {
     Ranges(Vec<Range>),
     Sketches(Vec<QuantileSketch>),
     Counts(Vec<ValueCounts>),
+    /// One set of co-moments over all the step's columns (`pca`).
+    CoMoments(CoMoments),
 }
 
 impl Partial {
@@ -116,6 +120,13 @@ impl Partial {
             other => Err(wrong_partial("counts", other)),
         }
     }
+
+    pub fn co_moments(&mut self) -> Result<&mut CoMoments, OpError> {
+        match self {
+            Partial::CoMoments(inner) => Ok(inner),
+            other => Err(wrong_partial("co-moments", other)),
+        }
+    }
 }
 
 fn wrong_partial(expected: &str, found: &Partial) -> OpError {
@@ -124,6 +135,7 @@ fn wrong_partial(expected: &str, found: &Partial) -> OpError {
         Partial::Ranges(_) => "ranges",
         Partial::Sketches(_) => "sketches",
         Partial::Counts(_) => "counts",
+        Partial::CoMoments(_) => "co-moments",
     };
     OpError::Internal(format!("a fitted step expected a partial of {expected}, got {found}"))
 }

@@ -276,7 +276,7 @@ impl FitStep for ImputeFit {
                     a.merge(b)?;
                 }
             }
-            Partial::Ranges(_) => return Err(OpError::Internal("impute got a partial of ranges".into())),
+            _ => return Err(OpError::Internal("impute got a partial it does not fold".into())),
         }
         Ok(())
     }

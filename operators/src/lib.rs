@@ -22,8 +22,11 @@ pub mod fit;
 pub mod impute;
 pub mod mask;
 pub mod minmax;
+pub mod onnx_runtime;
+pub mod pca;
 pub mod quantile_sketch;
 pub mod rename;
+pub mod score;
 pub mod select;
 pub mod selector;
 pub mod standardize;
@@ -33,4 +36,4 @@ pub mod types;
 
 pub use error::OpError;
 pub use fit::FitStep;
-pub use step::{Bound, BoundStep, StepSpec, bind_steps};
+pub use step::{BindContext, Bound, BoundStep, StepSpec, bind_steps};

@@ -3,7 +3,9 @@
 //! binding gives: a map step, a fitted step that must see the data first ([`FitStep`]), or
 //! a keyed dedupe that the engine runs across workers.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -20,7 +22,9 @@ use crate::fit::FitStep;
 use crate::impute::{BoundImpute, ImputeSpec};
 use crate::mask::MaskSpec;
 use crate::minmax::MinMaxSpec;
+use crate::pca::PcaSpec;
 use crate::rename::RenameSpec;
+use crate::score::ScoreSpec;
 use crate::select::SelectSpec;
 use crate::standardize::StandardizeSpec;
 
@@ -55,6 +59,8 @@ pub enum StepSpec {
     MinMax(MinMaxSpec),
     Clip(ClipSpec),
     Dedupe(DedupeSpec),
+    Pca(PcaSpec),
+    Score(ScoreSpec),
 }
 
 impl StepSpec {
@@ -73,12 +79,14 @@ impl StepSpec {
             StepSpec::MinMax(_) => "minmax",
             StepSpec::Clip(_) => "clip",
             StepSpec::Dedupe(_) => "dedupe",
+            StepSpec::Pca(_) => "pca",
+            StepSpec::Score(_) => "score",
         }
     }
 
     /// Resolves selectors and types against `input`; the result handles batches of that
-    /// schema.
-    pub fn bind(&self, input: &SchemaRef) -> Result<Bound, OpError> {
+    /// schema. `context` holds what binding needs from outside (the models' bytes).
+    pub fn bind(&self, input: &SchemaRef, context: &BindContext) -> Result<Bound, OpError> {
         Ok(match self {
             StepSpec::Select(spec) => Bound::Map(Box::new(spec.bind(input)?)),
             StepSpec::Drop(spec) => Bound::Map(Box::new(spec.bind(input)?)),
@@ -98,8 +106,22 @@ impl StepSpec {
                 BoundClip::Fitted(fit) => Bound::Fit(Box::new(fit)),
             },
             StepSpec::Dedupe(spec) => Bound::Dedupe(spec.bind(input)?),
+            StepSpec::Pca(spec) => Bound::Fit(Box::new(spec.bind(input)?)),
+            StepSpec::Score(spec) => {
+                let model = context.models.get(&spec.model).cloned().ok_or_else(|| {
+                    OpError::Internal(format!("model '{}' was not fetched before binding", spec.model))
+                })?;
+                Bound::Map(Box::new(spec.bind(input, model)?))
+            }
         })
     }
+}
+
+/// What binding needs from outside the job's schema: the bytes of every model a `score`
+/// step names, keyed by URI (fetched by the caller, once per process).
+#[derive(Debug, Default, Clone)]
+pub struct BindContext {
+    pub models: HashMap<String, Arc<[u8]>>,
 }
 
 /// A step bound to the schema that reaches it.
@@ -135,11 +157,15 @@ pub struct BindError {
 }
 
 /// Binds a chain of steps, each to the output schema of the one before it.
-pub fn bind_steps(steps: &[StepSpec], input: &SchemaRef) -> Result<Vec<Bound>, BindError> {
+pub fn bind_steps(steps: &[StepSpec], input: &SchemaRef, context: &BindContext) -> Result<Vec<Bound>, BindError> {
     let mut schema = input.clone();
     let mut bound = Vec::with_capacity(steps.len());
     for (index, spec) in steps.iter().enumerate() {
-        let step = spec.bind(&schema).map_err(|source| BindError { number: index + 1, op: spec.op_name(), source })?;
+        let step = spec.bind(&schema, context).map_err(|source| BindError {
+            number: index + 1,
+            op: spec.op_name(),
+            source,
+        })?;
         schema = step.output_schema();
         bound.push(step);
     }

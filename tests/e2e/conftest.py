@@ -49,6 +49,17 @@ def write_job(path: Path, text: str) -> Path:
     return path
 
 
+def write_dataset(table: pa.Table, directory: Path, pieces=(0.3, 0.25, 0.45), row_group=50) -> Path:
+    """Splits `table` into several files with several row groups, plus an empty file."""
+    directory.mkdir(parents=True)
+    bounds = np.cumsum([0] + [int(p * table.num_rows) for p in pieces[:-1]] + [table.num_rows])
+    bounds[-1] = table.num_rows
+    for index, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        pq.write_table(table.slice(lo, hi - lo), directory / f"part-{index}.parquet", row_group_size=row_group)
+    pq.write_table(table.slice(0, 0), directory / "part-9-empty.parquet")
+    return directory
+
+
 def read_output(prefix: Path) -> pa.Table:
     """Reads a Weir output with pyarrow, only through the files its manifest lists."""
     manifest = json.loads((prefix / "_weir" / "manifest.json").read_text())

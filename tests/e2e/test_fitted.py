@@ -19,7 +19,7 @@ from sklearn.datasets import load_breast_cancer, load_wine
 from sklearn.impute import SimpleImputer
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
-from conftest import read_output, write_job
+from conftest import read_output, write_dataset, write_job
 
 SHAPES = [["-w", "1"], ["-p", "2", "-w", "2"]]
 SHAPE_IDS = ["1worker", "2procs-x-2workers"]
@@ -33,17 +33,6 @@ def frame_with_nulls(data: np.ndarray, names, seed: int, share: float = 0.08) ->
     for j, name in enumerate(names):
         columns[name] = pa.array(data[:, j], mask=rng.random(len(data)) < share)
     return pa.table(columns)
-
-
-def write_dataset(table: pa.Table, directory: Path, pieces=(0.3, 0.25, 0.45), row_group=50) -> Path:
-    """Splits `table` into several files with several row groups, plus an empty file."""
-    directory.mkdir(parents=True)
-    bounds = np.cumsum([0] + [int(p * table.num_rows) for p in pieces[:-1]] + [table.num_rows])
-    bounds[-1] = table.num_rows
-    for index, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
-        pq.write_table(table.slice(lo, hi - lo), directory / f"part-{index}.parquet", row_group_size=row_group)
-    pq.write_table(table.slice(0, 0), directory / "part-9-empty.parquet")
-    return directory
 
 
 def as_matrix(table: pa.Table, names) -> np.ndarray:

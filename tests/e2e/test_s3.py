@@ -186,3 +186,26 @@ def test_a_server_killed_mid_run_fails_cleanly_and_the_rerun_commits(weir, tmp_p
     finally:
         server.stop()
 
+
+
+def test_a_model_from_a_bucket_scores_like_the_local_file(weir, tmp_path, garage):
+    from test_score import FEATURES, helper_mlp, reference
+
+    src, models, dst = bucket(garage, "src"), bucket(garage, "models"), bucket(garage, "dst")
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(500, len(FEATURES)))
+    local = tmp_path / "data"
+    local.mkdir()
+    pq.write_table(pa.table({"id": np.arange(500), **{n: x[:, j] for j, n in enumerate(FEATURES)}}), local / "x.parquet", row_group_size=128)
+    garage.upload_dir(local, src, "x")
+    model = helper_mlp(tmp_path / "mlp.onnx")
+    garage.client().put_object(Bucket=models, Key="mlp/v1.onnx", Body=model.read_bytes())
+    job = write_job(
+        tmp_path / "job.toml",
+        f'name = "s3-score"\n[source]\nuri = "s3://{src}/x/"\n[[step]]\nop = "score"\nmodel = "s3://{models}/mlp/v1.onnx"\n'
+        f'inputs = {{ x = {json.dumps(FEATURES)} }}\n[sink]\nuri = "s3://{dst}/scored/"\n',
+    )
+    weir("run", job, "-w", "2", env=garage.env(), check=0)
+    got = read_s3_output(garage, dst, "scored").sort_by("id")
+    y = np.column_stack([got.column(f"y_{j}").to_numpy() for j in range(3)])
+    np.testing.assert_allclose(y, reference(model, x)["y"], rtol=1e-5, atol=1e-5)
