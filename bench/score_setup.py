@@ -20,6 +20,7 @@ FEATURES = 32
 
 
 def model(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(1)
     weights = {
         "w1": rng.normal(scale=0.2, size=(FEATURES, 64)),

@@ -10,6 +10,7 @@ use object_store::path::Path;
 use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use crate::{ConnectorError, Location};
@@ -81,11 +82,19 @@ impl PartWriter {
     ) -> Result<Self, ConnectorError> {
         let path: Path = output.join(name);
         let uri = output.uri_of(&path);
-        let properties = WriterProperties::builder()
+        let mut properties = WriterProperties::builder()
             .set_compression(options.codec.compression())
             .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
-            .set_created_by(format!("weir {}", env!("CARGO_PKG_VERSION")))
-            .build();
+            .set_created_by(format!("weir {}", env!("CARGO_PKG_VERSION")));
+        // Dictionary encoding pays off for repeated values (ids, categories, labels), not
+        // for continuous floats, where every value is new: hashing each one into a
+        // dictionary as large as the data cost most of the write time and made files bigger.
+        for field in schema.fields() {
+            if field.data_type().is_floating() {
+                properties = properties.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+            }
+        }
+        let properties = properties.build();
         let upload = BufWriter::with_capacity(output.store().clone(), path, UPLOAD_PART_BYTES)
             .with_max_concurrency(UPLOADS_IN_FLIGHT);
         let writer = AsyncArrowWriter::try_new(upload, schema, Some(properties))

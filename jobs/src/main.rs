@@ -97,6 +97,12 @@ enum Command {
     Schema { uri: String },
 }
 
+/// mimalloc returns freed memory to the system steadily. With glibc's malloc, the
+/// per-thread arenas and the adaptive mmap threshold let a long run's resident memory
+/// creep up with the number of batches (bench/README.md has the figures).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
