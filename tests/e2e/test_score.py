@@ -251,3 +251,15 @@ uri = "{out}"
     np.testing.assert_array_equal(result.column("label").to_numpy(), expected["label"])
     pcs = np.column_stack([result.column(f"pc_{j}").to_numpy() for j in range(8)])
     np.testing.assert_allclose(pcs, features, rtol=1e-6, atol=1e-6)
+
+
+def test_a_missing_onnx_runtime_library_says_how_to_install_it(weir, tmp_path, dataset):
+    import os
+
+    src, _ = dataset
+    model = helper_mlp(tmp_path / "m.onnx")
+    job = score_job(tmp_path, src, model, inputs=f"inputs = {{ x = {json.dumps(FEATURES)} }}")
+    env = dict(os.environ, ORT_DYLIB_PATH=str(tmp_path / "nowhere" / "libonnxruntime.so"))
+    proc = weir("run", job, env=env, check=2)
+    assert "ORT_DYLIB_PATH" in proc.stderr and "pip install onnxruntime==1.31.1" in proc.stderr, proc.stderr
+    assert "panicked" not in proc.stderr
