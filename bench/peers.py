@@ -1,6 +1,6 @@
 """The peers benchmark: one workload, several systems, interleaved repetitions.
 
-    python bench/peers.py [--size S|M|L] [--reps 3] [--weir target/release/weir]
+    bench/peers.sh [--size S|M|L] [--reps 3]      (sets up bench/.venv-peers, then runs this)
 
 Workload (issue "Benchmarks side by side with the peers"): the seeded dataset of
 `gen_data.py` (S = 1M, M = 10M, L = 50M rows; 32 float features with 5% nulls, an id, a
@@ -11,8 +11,9 @@ Systems measured so far:
 - Weir at 1 and 2 workers, and 2 processes × 1 worker;
 - `script`: the hand-written single-process Python a skilled user would write (pyarrow to
   read, NumPy for the statistics and the projection, onnxruntime in batches, pyarrow to
-  write).
-PySpark, Ray Data, Daft and the Rust floor are still to come (see bench/README.md).
+  write);
+- Daft (`peers_daft.py`, run from the peers' own venv, bench/.venv-peers).
+PySpark, Ray Data and the Rust floor are still to come (see bench/README.md).
 
 Every system's scores are compared on the same ids (max |difference| ≤ 1e-4), each run is
 timed as a whole process by /usr/bin/time (wall seconds, peak RSS), and the results go to
@@ -39,6 +40,8 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 SIZES = {"S": 1_000_000, "M": 10_000_000, "L": 50_000_000}
 BATCH = 8192
+# The peers' own virtual environment (bench/peers.sh makes it).
+PEERS_PYTHON = BENCH / ".venv-peers" / "bin" / "python"
 
 
 def mlp(path: Path):
@@ -139,6 +142,10 @@ def main():
         "script (pyarrow + NumPy + onnxruntime)": (
             [sys.executable, str(BENCH / "peers_script.py"), str(data), str(model), str(work / "out-script")],
             work / "out-script",
+        ),
+        "Daft": (
+            [str(PEERS_PYTHON), str(BENCH / "peers_daft.py"), str(data), str(model), str(work / "out-daft")],
+            work / "out-daft",
         ),
     }
     runs = {name: [] for name in systems}
