@@ -223,18 +223,20 @@ fn run_in_process(
     let finished = Arc::new(AtomicBool::new(false));
     let outcome = std::thread::scope(|scope| {
         let (finished_flag, reporter_progress) = (finished.clone(), progress.clone());
-        scope.spawn(move || {
+        let reporter = scope.spawn(move || {
             while !finished_flag.load(Ordering::Relaxed) {
                 let snapshot = reporter_progress.snapshot();
                 view.update(&snapshot);
                 if let Some(events) = &events {
                     events.send(&ChildEvent::Progress(snapshot));
                 }
-                std::thread::sleep(Duration::from_millis(200));
+                // Woken early when the run ends, so a short run is not stretched to a tick.
+                std::thread::park_timeout(Duration::from_millis(200));
             }
         });
         let outcome = execute(Arc::new(plan), setup, context);
         finished.store(true, Ordering::Relaxed);
+        reporter.thread().unpark();
         outcome
     });
     view.update(&progress.snapshot());
