@@ -12,8 +12,9 @@ Systems measured so far:
 - `script`: the hand-written single-process Python a skilled user would write (pyarrow to
   read, NumPy for the statistics and the projection, onnxruntime in batches, pyarrow to
   write);
-- Daft (`peers_daft.py`, run from the peers' own venv, bench/.venv-peers).
-PySpark, Ray Data and the Rust floor are still to come (see bench/README.md).
+- Daft (`peers_daft.py`) and PySpark (`peers_spark.py`, MLlib + a pandas UDF), run from
+  the peers' own venv, bench/.venv-peers.
+Ray Data and the Rust floor are still to come (see bench/README.md).
 
 Every system's scores are compared on the same ids (max |difference| ≤ 1e-4), each run is
 timed as a whole process by /usr/bin/time (wall seconds, peak RSS), and the results go to
@@ -147,12 +148,19 @@ def main():
             [str(PEERS_PYTHON), str(BENCH / "peers_daft.py"), str(data), str(model), str(work / "out-daft")],
             work / "out-daft",
         ),
+        "PySpark (local[*])": (
+            [str(PEERS_PYTHON), str(BENCH / "peers_spark.py"), str(data), str(model), str(work / "out-spark")],
+            work / "out-spark",
+        ),
     }
+    # Spark's JVM is a grandchild the driver does not wait for: /usr/bin/time cannot see its memory.
+    rss_unmeasured = {"PySpark (local[*])"}
+    spark_env = dict(os.environ, PYSPARK_PYTHON=str(PEERS_PYTHON), SPARK_LOCAL_IP="127.0.0.1")
     runs = {name: [] for name in systems}
     reference = None
     for _ in range(args.reps):
         for name, (command, out) in systems.items():
-            runs[name].append(timed(command, env=dict(os.environ)))
+            runs[name].append(timed(command, env=spark_env))
             got = scores(out)
             if reference is None:
                 reference = got
@@ -164,6 +172,8 @@ def main():
     for name, measured in runs.items():
         wall = float(np.median([m["wall_s"] for m in measured]))
         rss = float(np.median([m["peak_rss_mib"] for m in measured]))
+        if name in rss_unmeasured:
+            rss = None
         results.append({"system": name, "wall_s": wall, "rows_per_s": rows / wall, "peak_rss_mib": rss, "runs": measured})
     weir_wall = results[0]["wall_s"]
     for result in results:
@@ -180,7 +190,8 @@ def main():
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
-        lines.append(f"| {r['system']} | {r['wall_s']:.2f} | {r['rows_per_s']:,.0f} | {r['peak_rss_mib']:.0f} | {r['ratio_to_weir_1_worker']:.2f} |")
+        rss = "n/a" if r["peak_rss_mib"] is None else f"{r['peak_rss_mib']:.0f}"
+        lines.append(f"| {r['system']} | {r['wall_s']:.2f} | {r['rows_per_s']:,.0f} | {rss} | {r['ratio_to_weir_1_worker']:.2f} |")
     (out_dir / f"peers-{args.size}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for the peers benchmark: builds Weir (release), installs the peers into a venv
 # of their own (bench/.venv-peers), then runs bench/peers.py with the given arguments
-# (default: size S, 3 interleaved repetitions). Needs ./.venv from tests/run.sh.
+# (default: size S, 3 interleaved repetitions). Needs ./.venv from tests/run.sh, and Java 17+
+# for PySpark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bin weir
@@ -9,5 +10,5 @@ if [ ! -x bench/.venv-peers/bin/python ]; then
   python3 -m venv bench/.venv-peers
 fi
 bench/.venv-peers/bin/pip install --quiet --disable-pip-version-check \
-  daft==0.7.26 numpy==2.3.4 pyarrow==21.0.0 onnxruntime==1.31.1
+  daft==0.7.26 pyspark==4.3.0 pandas==2.3.3 numpy==2.3.4 pyarrow==21.0.0 onnxruntime==1.31.1
 exec .venv/bin/python bench/peers.py "$@"
