@@ -12,9 +12,10 @@ Systems measured so far:
 - `script`: the hand-written single-process Python a skilled user would write (pyarrow to
   read, NumPy for the statistics and the projection, onnxruntime in batches, pyarrow to
   write);
-- Daft (`peers_daft.py`) and PySpark (`peers_spark.py`, MLlib + a pandas UDF), run from
-  the peers' own venv, bench/.venv-peers.
-Ray Data and the Rust floor are still to come (see bench/README.md).
+- Daft (`peers_daft.py`), PySpark (`peers_spark.py`, MLlib + a pandas UDF) and Ray Data
+  (`peers_ray.py`, preprocessors + an actor pool), run from the peers' own venv,
+  bench/.venv-peers.
+The Rust floor is still to come (see bench/README.md).
 
 Every system's scores are compared on the same ids (max |difference| ≤ 1e-4), each run is
 timed as a whole process by /usr/bin/time (wall seconds, peak RSS), and the results go to
@@ -152,9 +153,14 @@ def main():
             [str(PEERS_PYTHON), str(BENCH / "peers_spark.py"), str(data), str(model), str(work / "out-spark")],
             work / "out-spark",
         ),
+        "Ray Data": (
+            [str(PEERS_PYTHON), str(BENCH / "peers_ray.py"), str(data), str(model), str(work / "out-ray")],
+            work / "out-ray",
+        ),
     }
-    # Spark's JVM is a grandchild the driver does not wait for: /usr/bin/time cannot see its memory.
-    rss_unmeasured = {"PySpark (local[*])"}
+    # Spark's JVM and Ray's raylet and workers are processes the driver does not wait for:
+    # /usr/bin/time cannot see their memory.
+    rss_unmeasured = {"PySpark (local[*])", "Ray Data"}
     spark_env = dict(os.environ, PYSPARK_PYTHON=str(PEERS_PYTHON), SPARK_LOCAL_IP="127.0.0.1")
     runs = {name: [] for name in systems}
     reference = None

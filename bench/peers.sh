@@ -10,5 +10,5 @@ if [ ! -x bench/.venv-peers/bin/python ]; then
   python3 -m venv bench/.venv-peers
 fi
 bench/.venv-peers/bin/pip install --quiet --disable-pip-version-check \
-  daft==0.7.26 pyspark==4.3.0 pandas==2.3.3 numpy==2.3.4 pyarrow==21.0.0 onnxruntime==1.31.1
+  daft==0.7.26 pyspark==4.3.0 "ray[data]==2.52.0" pandas==2.3.3 numpy==2.3.4 pyarrow==21.0.0 onnxruntime==1.31.1
 exec .venv/bin/python bench/peers.py "$@"
