@@ -15,7 +15,8 @@ Systems measured so far:
 - Daft (`peers_daft.py`), PySpark (`peers_spark.py`, MLlib + a pandas UDF) and Ray Data
   (`peers_ray.py`, preprocessors + an actor pool), run from the peers' own venv,
   bench/.venv-peers.
-The Rust floor is still to come (see bench/README.md).
+- the floor (`floor/`, a Rust binary): decode, arithmetic, `session.run` and encode, each
+  alone on one thread; "wall vs floor" divides by the sum of its stage times.
 
 Every system's scores are compared on the same ids (max |difference| ≤ 1e-4), each run is
 timed as a whole process by /usr/bin/time (wall seconds, peak RSS), and the results go to
@@ -108,7 +109,7 @@ def timed(command, env=None) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{command} failed:\n{proc.stdout}\n{proc.stderr}")
     wall, rss = re.findall(r"TIME ([\d.]+) (\d+)", proc.stderr)[-1]
-    return {"wall_s": float(wall), "peak_rss_mib": int(rss) / 1024}
+    return {"wall_s": float(wall), "peak_rss_mib": int(rss) / 1024, "stdout": proc.stdout}
 
 
 def scores(out: Path) -> dict:
@@ -134,7 +135,13 @@ def main():
     job = work / "weir.toml"
     job.write_text(weir_job(data, model, work / "out-weir"))
 
+    (work / "out-floor").mkdir(exist_ok=True)
+    floor = str(REPO / "target" / "release" / "weir-bench-floor")
     systems = {
+        "floor (Rust, stages alone, 1 thread)": (
+            [floor, str(data), str(model), str(work / "out-floor" / "part-0.parquet")],
+            work / "out-floor",
+        ),
         "weir 1 worker": ([args.weir, "run", str(job), "--workers", "1", "--quiet"], work / "out-weir"),
         "weir 2 workers": ([args.weir, "run", str(job), "--workers", "2", "--quiet"], work / "out-weir"),
         "weir 2 processes x 1 worker": (
@@ -181,23 +188,44 @@ def main():
         if name in rss_unmeasured:
             rss = None
         results.append({"system": name, "wall_s": wall, "rows_per_s": rows / wall, "peak_rss_mib": rss, "runs": measured})
-    weir_wall = results[0]["wall_s"]
+    weir_wall = next(r["wall_s"] for r in results if r["system"] == "weir 1 worker")
+    floor_stages = [json.loads(m["stdout"]) for m in runs["floor (Rust, stages alone, 1 thread)"]]
+    floor_s = float(np.median([f["total_s"] for f in floor_stages]))
     for result in results:
         result["ratio_to_weir_1_worker"] = result["wall_s"] / weir_wall
+        result["ratio_to_floor"] = result["wall_s"] / floor_s
+        for run in result["runs"]:
+            run.pop("stdout", None)
     machine = {"cores": os.cpu_count(), "ram_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30), "platform": platform.platform()}
-    report = {"date": datetime.date.today().isoformat(), "size": args.size, "rows": rows, "machine": machine, "results": results}
+    floor_breakdown = {k: float(np.median([f[k] for f in floor_stages])) for k in ("decode_s", "arithmetic_s", "model_s", "encode_s", "total_s")}
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "size": args.size,
+        "rows": rows,
+        "machine": machine,
+        "floor_stages": floor_breakdown,
+        "results": results,
+    }
     out_dir = BENCH / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / f"peers-{args.size}.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         f"Peers, size {args.size} ({rows:,} rows), {report['date']}, {machine['cores']} cores, {machine['ram_gib']} GiB; median of {args.reps} interleaved runs",
         "",
-        "| system | wall s | rows/s | peak RSS MiB | wall vs Weir 1 worker |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| system | wall s | rows/s | peak RSS MiB | wall vs Weir 1 worker | wall vs floor |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         rss = "n/a" if r["peak_rss_mib"] is None else f"{r['peak_rss_mib']:.0f}"
-        lines.append(f"| {r['system']} | {r['wall_s']:.2f} | {r['rows_per_s']:,.0f} | {rss} | {r['ratio_to_weir_1_worker']:.2f} |")
+        lines.append(
+            f"| {r['system']} | {r['wall_s']:.2f} | {r['rows_per_s']:,.0f} | {rss} | "
+            f"{r['ratio_to_weir_1_worker']:.2f} | {r['ratio_to_floor']:.2f} |"
+        )
+    lines += [
+        "",
+        "Floor stages (median seconds, summed as the floor): "
+        + ", ".join(f"{k[:-2]} {v:.3f}" for k, v in floor_breakdown.items()),
+    ]
     (out_dir / f"peers-{args.size}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

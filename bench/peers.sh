@@ -5,7 +5,7 @@
 # for PySpark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --bin weir
+cargo build --release --bin weir --bin weir-bench-floor
 if [ ! -x bench/.venv-peers/bin/python ]; then
   python3 -m venv bench/.venv-peers
 fi
