@@ -468,6 +468,19 @@ impl NumericColumns {
     }
 }
 
+/// Fits `fit` the way the engine does, in one process: each batch folded into its own
+/// partial (as if on its own worker), the partials merged, then finished. For unit tests.
+#[cfg(test)]
+pub(crate) fn fit_in_process(fit: &dyn FitStep, batches: &[RecordBatch]) -> serde_json::Value {
+    let mut total = fit.new_partial();
+    for batch in batches {
+        let mut partial = fit.new_partial();
+        fit.fold(&mut partial, batch).unwrap();
+        fit.merge(&mut total, partial).unwrap();
+    }
+    fit.finish(total).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

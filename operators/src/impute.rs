@@ -440,14 +440,7 @@ mod tests {
 
     fn fit_and_apply(spec: &ImputeSpec, batches: &[RecordBatch]) -> (serde_json::Value, RecordBatch) {
         let BoundImpute::Fitted(fit) = spec.bind(&batches[0].schema()).unwrap() else { panic!("not fitted") };
-        // Two workers' partials, merged.
-        let mut total = fit.new_partial();
-        for batch in batches {
-            let mut partial = fit.new_partial();
-            fit.fold(&mut partial, batch).unwrap();
-            fit.merge(&mut total, partial).unwrap();
-        }
-        let params = fit.finish(total).unwrap();
+        let params = crate::fit::fit_in_process(&fit, batches);
         let step = fit.with_params(&params).unwrap();
         (params, step.apply(batches[0].clone()).unwrap())
     }

@@ -766,13 +766,7 @@ mod tests {
 
     /// Fits `fit` on `batches`, each folded into its own partial (one per worker) and merged.
     fn fit_params(fit: &PcaFit, batches: &[RecordBatch]) -> PcaParams {
-        let mut total = fit.new_partial();
-        for batch in batches {
-            let mut partial = fit.new_partial();
-            fit.fold(&mut partial, batch).unwrap();
-            fit.merge(&mut total, partial).unwrap();
-        }
-        serde_json::from_value(fit.finish(total).unwrap()).unwrap()
+        serde_json::from_value(crate::fit::fit_in_process(fit, batches)).unwrap()
     }
 
     fn column(batch: &RecordBatch, name: &str) -> Vec<f64> {

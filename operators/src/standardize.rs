@@ -128,13 +128,7 @@ mod tests {
     fn fit(batches: &[RecordBatch]) -> (serde_json::Value, Box<dyn BoundStep>) {
         let spec = StandardizeSpec { columns: vec!["*".into()], fitted: None };
         let fit = spec.bind(&batches[0].schema()).unwrap();
-        let mut total = fit.new_partial();
-        for batch in batches {
-            let mut partial = fit.new_partial();
-            fit.fold(&mut partial, batch).unwrap();
-            fit.merge(&mut total, partial).unwrap();
-        }
-        let params = fit.finish(total).unwrap();
+        let params = crate::fit::fit_in_process(&fit, batches);
         let step = fit.with_params(&params).unwrap();
         (params, step)
     }
