@@ -28,6 +28,23 @@ pub struct Manifest {
     /// The models the job scored with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<ModelInfo>,
+    /// Where the run's time went, summed over the workers, in the order the work happened.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageTime>,
+    /// Passes the run made over the source (one per fit or dedupe stage, plus the final one).
+    #[serde(default)]
+    pub passes: u32,
+}
+
+/// The time all workers together spent on one stage of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageTime {
+    /// What the time went to, e.g. `read (fetch + decode)` or `step 2 standardize: apply`.
+    pub stage: String,
+    /// Seconds summed over the workers (with W workers busy all along, W × wall seconds).
+    pub worker_seconds: f64,
+    /// Batches (or, for work done once per pass, calls) timed.
+    pub batches: u64,
 }
 
 /// A model a `score` step ran.

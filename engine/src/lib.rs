@@ -17,10 +17,12 @@
 //! Control messages travel through timely's exchange channels, never shared memory, so the
 //! same code runs over threads, local processes and hosts.
 
+mod cache;
 mod chain;
 pub mod cluster;
 mod dedupe;
 pub mod failure;
+mod metrics;
 mod pass;
 pub mod plan;
 pub mod progress;

@@ -2,6 +2,9 @@
 //! batch to a consumer (the Parquet sink, a fitted step's fold, or a dedupe's key feed).
 //! No data crosses workers here.
 //!
+//! Shards come from the store, or from the worker's cache of decoded batches when an
+//! earlier pass kept them ([`crate::cache`]).
+//!
 //! Pacing: batch `t` enters the dataflow at time `t`; before reading batch `t + 1` the
 //! worker steps until the probe on the consumer shows every batch before `t + 1 - K`
 //! consumed, so at most `K = max_batches_in_flight` batches are read but unconsumed.
@@ -9,8 +12,11 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
+use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Probe;
@@ -19,7 +25,9 @@ use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
 use crate::JobFailure;
+use crate::cache::CacheUse;
 use crate::chain::{Chain, SourceBatch};
+use crate::metrics::Stage;
 use crate::plan::SharedPlan;
 use crate::rounds::PARK;
 use crate::run::ProcessContext;
@@ -37,22 +45,34 @@ pub(crate) fn record(slot: &RefCell<Option<JobFailure>>, context: &ProcessContex
     }
 }
 
-/// Runs one pass (see the module documentation) and returns the rows read. `progress`
-/// says whether this pass is the one the progress counters follow (the final one).
+/// Where a shard's batches come from in this pass.
+enum ShardBatches {
+    Cached(std::vec::IntoIter<RecordBatch>),
+    Store(BoxStream<'static, Result<RecordBatch, weir_connectors::ConnectorError>>),
+}
+
+/// Runs one pass (see the module documentation) and returns the rows read. `last` says
+/// whether this is the final pass: the one the progress counters follow, and the one that
+/// releases the cache instead of filling it.
 pub(crate) fn run_pass(
     worker: &mut Worker,
     plan: &SharedPlan,
     context: &ProcessContext,
     chain: Rc<Chain>,
     consumer: Consumer,
-    progress: bool,
+    last: bool,
 ) -> Result<u64, JobFailure> {
+    let progress = last;
+    let usage = if last { CacheUse::Drain } else { CacheUse::Fill };
     let index = worker.index();
     let peers = worker.peers();
     let failure: Rc<RefCell<Option<JobFailure>>> = Rc::new(RefCell::new(None));
     let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<SourceBatch>>>::new();
     let probe = ProbeHandle::new();
     chain.rewind();
+    let metrics = chain.metrics().clone();
+    metrics.pass_started();
+    let cache_chain = chain.clone();
 
     worker.dataflow::<u64, _, _>(|scope| {
         let (step_plan, step_failure, step_context) = (plan.clone(), failure.clone(), context.clone());
@@ -103,14 +123,30 @@ pub(crate) fn run_pass(
         if failure.borrow().is_some() || context.abort.load(Ordering::Relaxed) {
             break;
         }
-        let mut stream = match plan.source.read_shard(shard, plan.batch_size) {
-            Ok(stream) => stream,
-            Err(error) => {
-                record(&failure, context, JobFailure::from_connector(&error));
-                break;
-            }
+        let cache = cache_chain.cache();
+        // Opening the shard's stream counts as reading its first batch.
+        let mut started = Instant::now();
+        let (mut batches, stage) = match cache.take(shard.index, usage) {
+            Some(cached) => (ShardBatches::Cached(cached.into_iter()), Stage::ReadCached),
+            None => match plan.source.read_shard(shard, plan.batch_size) {
+                Ok(stream) => (ShardBatches::Store(stream), Stage::Read),
+                Err(error) => {
+                    record(&failure, context, JobFailure::from_connector(&error));
+                    break;
+                }
+            },
         };
-        while let Some(next) = context.runtime.block_on(stream.next()) {
+        let mut collector = match batches {
+            ShardBatches::Store(_) => cache.collector(usage),
+            ShardBatches::Cached(_) => None,
+        };
+        loop {
+            let next = match &mut batches {
+                ShardBatches::Cached(cached) => cached.next().map(Ok),
+                ShardBatches::Store(stream) => context.runtime.block_on(stream.next()),
+            };
+            let Some(next) = next else { break };
+            metrics.add(stage, started.elapsed());
             let batch = match next {
                 Ok(batch) => batch,
                 Err(error) => {
@@ -118,6 +154,9 @@ pub(crate) fn run_pass(
                     break 'shards;
                 }
             };
+            if let Some(collector) = collector.as_mut() {
+                collector.push(&batch);
+            }
             rows_in += batch.num_rows() as u64;
             if progress {
                 context.progress.rows_read(batch.num_rows());
@@ -133,6 +172,10 @@ pub(crate) fn run_pass(
             if failure.borrow().is_some() || context.abort.load(Ordering::Relaxed) {
                 break 'shards;
             }
+            started = Instant::now();
+        }
+        if let Some(collector) = collector {
+            cache.keep(shard.index, collector);
         }
         if progress {
             context.progress.shard_done();

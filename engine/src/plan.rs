@@ -57,6 +57,8 @@ pub struct EnginePlan {
     pub batch_size: usize,
     /// Batches a worker may have read but not yet written.
     pub max_batches_in_flight: u64,
+    /// Bytes of decoded source batches a process keeps between passes ([`crate::cache`]).
+    pub cache_bytes: u64,
     /// The models of the job's `score` steps, for the manifest.
     pub models: Vec<weir_connectors::manifest::ModelInfo>,
 }

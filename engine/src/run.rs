@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 use timely::WorkerConfig;
-use weir_connectors::manifest::ClusterInfo;
+use weir_connectors::manifest::{ClusterInfo, StageTime};
 use weir_connectors::parquet_sink::PartFile;
 
 use crate::plan::SharedPlan;
@@ -25,12 +25,16 @@ pub struct ProcessContext {
 }
 
 /// The outcome of a committed run, known to every worker.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     pub rows_in: u64,
     pub rows_out: u64,
     pub bytes: u64,
     pub files: Vec<PartFile>,
+    /// Where the time went, summed over all workers (as in the manifest).
+    pub stages: Vec<StageTime>,
+    /// Passes over the source.
+    pub passes: u32,
 }
 
 /// Runs `plan` on this process's workers of the cluster `setup` describes, and returns

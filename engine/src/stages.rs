@@ -26,6 +26,7 @@ use weir_operators::{FitStep, OpError};
 use crate::JobFailure;
 use crate::chain::{Chain, KeptRows, RowCursor, step_failure};
 use crate::dedupe::{DedupeRecord, KeyedDedupe};
+use crate::metrics::{Stage, StepWork, WorkerMetrics};
 use crate::pass::run_pass;
 use crate::plan::{EnginePlan, SharedPlan, StepKind};
 use crate::rounds::leader_round;
@@ -78,12 +79,14 @@ pub(crate) fn fit_stage(
     let fitters: Vec<&dyn FitStep> = group.clone().filter_map(|i| fitter(plan, i)).collect();
     let partials: Rc<RefCell<Vec<Partial>>> = Rc::new(RefCell::new(fitters.iter().map(|f| f.new_partial()).collect()));
     let consumer = {
-        let (plan, partials, group) = (plan.clone(), partials.clone(), group.clone());
+        let (plan, partials, group, metrics) = (plan.clone(), partials.clone(), group.clone(), chain.metrics().clone());
         Box::new(move |item: crate::chain::SourceBatch| {
             let mut partials = partials.borrow_mut();
             for (index, partial) in group.clone().zip(partials.iter_mut()) {
                 let (Some(fit), step) = (fitter(&plan, index), &plan.steps[index]) else { continue };
-                fit.fold(partial, &item.batch)
+                let stage = Stage::Step { number: step.number, op: step.op, work: StepWork::Fold };
+                metrics
+                    .time(stage, || fit.fold(partial, &item.batch))
                     .map_err(|e| step_failure(&plan, step.number, step.op, item.shard, &e))?;
             }
             Ok(())
@@ -92,11 +95,10 @@ pub(crate) fn fit_stage(
     let outcome = run_pass(worker, plan, context, chain.clone(), consumer, false);
     let contribution = outcome.map(|_| partials.take());
 
-    let leader_plan = plan.clone();
-    let leader_group = group.clone();
+    let (leader_plan, leader_group, leader_metrics) = (plan.clone(), group.clone(), chain.metrics().clone());
     let params: Result<Vec<String>, JobFailure> =
         leader_round(worker, contribution, move |contributions: Vec<Result<Vec<Partial>, JobFailure>>| {
-            finish_fits(&leader_plan, leader_group, contributions)
+            finish_fits(&leader_plan, leader_group, contributions, &leader_metrics)
         })
         .ok_or_else(lost_round)?;
     let params = params?;
@@ -125,7 +127,12 @@ fn finish_fits(
     plan: &EnginePlan,
     group: Range<usize>,
     contributions: Vec<Result<Vec<Partial>, JobFailure>>,
+    metrics: &WorkerMetrics,
 ) -> Result<Vec<String>, JobFailure> {
+    let finish_stage = |index: usize| {
+        let step = &plan.steps[index];
+        Stage::Step { number: step.number, op: step.op, work: StepWork::Finish }
+    };
     let mut merged: Option<Vec<Partial>> = None;
     for contribution in contributions {
         let partials = contribution?;
@@ -134,7 +141,9 @@ fn finish_fits(
             Some(merged) => {
                 for ((index, into), other) in group.clone().zip(merged.iter_mut()).zip(partials) {
                     let Some(fit) = fitter(plan, index) else { continue };
-                    fit.merge(into, other).map_err(|e| fit_failure(plan, index, &e))?;
+                    metrics
+                        .time(finish_stage(index), || fit.merge(into, other))
+                        .map_err(|e| fit_failure(plan, index, &e))?;
                 }
             }
         }
@@ -144,7 +153,8 @@ fn finish_fits(
         .zip(merged)
         .map(|(index, partial)| {
             let fit = fitter(plan, index).ok_or_else(|| JobFailure::internal("a fit group holds a non-fitted step"))?;
-            let params = fit.finish(partial).map_err(|e| fit_failure(plan, index, &e))?;
+            let params =
+                metrics.time(finish_stage(index), || fit.finish(partial)).map_err(|e| fit_failure(plan, index, &e))?;
             Ok(params.to_string())
         })
         .collect()
@@ -161,32 +171,37 @@ pub(crate) fn dedupe_stage(
 ) -> Result<(), JobFailure> {
     let step = &plan.steps[index];
     let keyed = Rc::new(RefCell::new(Some(KeyedDedupe::build(worker))));
+    let keys_stage = Stage::Step { number: step.number, op: step.op, work: StepWork::Keys };
     let consumer = {
-        let (plan, keyed) = (plan.clone(), keyed.clone());
+        let (plan, keyed, metrics) = (plan.clone(), keyed.clone(), chain.metrics().clone());
         let cursor = RowCursor::default();
         Box::new(move |item: crate::chain::SourceBatch| {
             let step = &plan.steps[index];
             let StepKind::Dedupe(dedupe) = &step.kind else { return Ok(()) };
-            let encoded =
-                dedupe.encode(&item.batch).map_err(|e| step_failure(&plan, step.number, step.op, item.shard, &e))?;
-            let first = cursor.advance(item.shard, item.batch.num_rows());
-            let mut keyed = keyed.borrow_mut();
-            let Some(keyed) = keyed.as_mut() else { return Ok(()) };
-            for row in 0..item.batch.num_rows() {
-                keyed.push(DedupeRecord {
-                    key: encoded.keys.row(row).as_ref().to_vec(),
-                    rank: encoded.ranks.as_ref().map(|r| r.row(row).as_ref().to_vec()).unwrap_or_default(),
-                    shard: item.shard as u32,
-                    row: first + row as u64,
-                });
-            }
-            Ok(())
+            metrics.time(keys_stage, || {
+                let encoded = dedupe
+                    .encode(&item.batch)
+                    .map_err(|e| step_failure(&plan, step.number, step.op, item.shard, &e))?;
+                let first = cursor.advance(item.shard, item.batch.num_rows());
+                let mut keyed = keyed.borrow_mut();
+                let Some(keyed) = keyed.as_mut() else { return Ok(()) };
+                for row in 0..item.batch.num_rows() {
+                    keyed.push(DedupeRecord {
+                        key: encoded.keys.row(row).as_ref().to_vec(),
+                        rank: encoded.ranks.as_ref().map(|r| r.row(row).as_ref().to_vec()).unwrap_or_default(),
+                        shard: item.shard as u32,
+                        row: first + row as u64,
+                    });
+                }
+                Ok(())
+            })
         })
     };
     let outcome = run_pass(worker, plan, context, chain.clone(), consumer, false);
     // Every worker finishes the keyed dataflow, failed or not, so none waits forever.
     let keyed = keyed.take().ok_or_else(|| JobFailure::internal("the dedupe input is gone after its pass"))?;
-    let winners = keyed.finish(worker);
+    let reduce_stage = Stage::Step { number: step.number, op: step.op, work: StepWork::Reduce };
+    let winners = chain.metrics().time(reduce_stage, || keyed.finish(worker));
     let agreed: Result<(), JobFailure> =
         leader_round(worker, outcome.map(|_| ()), |outcomes: Vec<Result<(), JobFailure>>| {
             outcomes.into_iter().collect::<Result<Vec<()>, JobFailure>>().map(|_| ())

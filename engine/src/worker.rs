@@ -9,12 +9,16 @@ use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 use timely::worker::Worker;
 use weir_connectors::commit::{abort_run, commit, prepare_output};
-use weir_connectors::manifest::{ClusterInfo, InputFile, JobInfo, MANIFEST_FORMAT_VERSION, Manifest, describe_schema};
+use weir_connectors::manifest::{
+    ClusterInfo, InputFile, JobInfo, MANIFEST_FORMAT_VERSION, Manifest, StageTime, describe_schema,
+};
 use weir_connectors::parquet_sink::{PartFile, PartWriter};
 use weir_operators::fit::{FITTED_FORMAT_VERSION, FittedFile, FittedStep};
 
 use crate::JobFailure;
+use crate::cache::SourceCache;
 use crate::chain::Chain;
+use crate::metrics::{Stage, WorkerMetrics, sum_reports};
 use crate::pass::run_pass;
 use crate::plan::{SharedPlan, StepKind};
 use crate::rounds::leader_round;
@@ -26,6 +30,9 @@ use crate::stages::{dedupe_stage, fit_group, fit_stage};
 struct WorkerReport {
     rows_in: u64,
     part: Option<PartFile>,
+    /// This worker's clocks ([`crate::metrics`]).
+    stages: Vec<StageTime>,
+    passes: u32,
 }
 
 fn lost_round() -> JobFailure {
@@ -48,7 +55,9 @@ pub(crate) fn run_worker(
     };
     prepared.ok_or_else(lost_round)??;
 
-    let chain = Rc::new(Chain::default());
+    let metrics = Rc::new(WorkerMetrics::default());
+    let cache = SourceCache::new(plan.cache_bytes / cluster.workers_per_process.max(1) as u64);
+    let chain = Rc::new(Chain::new(metrics, cache));
     let fitted = build_chain(worker, plan, context, &chain)?;
     let report = final_pass(worker, plan, context, chain);
 
@@ -101,9 +110,12 @@ fn final_pass(
 ) -> Result<WorkerReport, JobFailure> {
     let index = worker.index();
     let writer: Rc<RefCell<Option<PartWriter>>> = Rc::new(RefCell::new(None));
+    let metrics = chain.metrics().clone();
     let consumer = {
-        let (plan, context, writer) = (plan.clone(), context.clone(), writer.clone());
-        Box::new(move |item: crate::chain::SourceBatch| write_batch(&plan, &context, &writer, index, &item.batch))
+        let (plan, context, writer, metrics) = (plan.clone(), context.clone(), writer.clone(), metrics.clone());
+        Box::new(move |item: crate::chain::SourceBatch| {
+            metrics.time(Stage::Write, || write_batch(&plan, &context, &writer, index, &item.batch))
+        })
     };
     let outcome = run_pass(worker, plan, context, chain, consumer, true);
     let open_writer = writer.borrow_mut().take();
@@ -117,12 +129,14 @@ fn final_pass(
         }
     };
     let part = match open_writer {
-        Some(open_writer) => {
-            Some(context.runtime.block_on(open_writer.finish()).map_err(|e| JobFailure::from_connector(&e))?)
-        }
+        Some(open_writer) => Some(
+            metrics
+                .time(Stage::Write, || context.runtime.block_on(open_writer.finish()))
+                .map_err(|e| JobFailure::from_connector(&e))?,
+        ),
         None => None,
     };
-    Ok(WorkerReport { rows_in, part })
+    Ok(WorkerReport { rows_in, part, stages: metrics.report(), passes: metrics.passes() })
 }
 
 /// Appends a batch to the worker's part file, opening it on the first batch.
@@ -161,6 +175,8 @@ fn commit_run(
     }
     let reports: Vec<WorkerReport> = reports.into_iter().flatten().collect();
     let rows_in = reports.iter().map(|r| r.rows_in).sum();
+    let passes = reports.iter().map(|r| r.passes).max().unwrap_or(0);
+    let stages = sum_reports(reports.iter().map(|r| r.stages.clone()));
     let mut files: Vec<PartFile> = reports.into_iter().filter_map(|r| r.part).collect();
     let outcome = runtime.block_on(async {
         if files.is_empty() {
@@ -188,15 +204,22 @@ fn commit_run(
             schema: describe_schema(&plan.output_schema),
             cluster: cluster.clone(),
             models: plan.models.clone(),
+            stages,
+            passes,
         };
         let fitted = (!fitted.is_empty()).then(|| fitted_json(plan, fitted));
         commit(&plan.sink, &manifest, fitted).await?;
         Ok::<_, weir_connectors::ConnectorError>(manifest)
     });
     match outcome {
-        Ok(manifest) => {
-            Ok(RunSummary { rows_in, rows_out: manifest.rows, bytes: manifest.bytes, files: manifest.files })
-        }
+        Ok(manifest) => Ok(RunSummary {
+            rows_in,
+            rows_out: manifest.rows,
+            bytes: manifest.bytes,
+            files: manifest.files,
+            stages: manifest.stages,
+            passes: manifest.passes,
+        }),
         Err(error) => {
             runtime.block_on(abort_run(&plan.sink, &plan.run_id));
             Err(JobFailure::from_connector(&error))

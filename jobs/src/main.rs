@@ -31,11 +31,14 @@ struct RunOutput {
     /// Print the end-of-run summary as one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// After the summary, print where the time went, stage by stage.
+    #[arg(long)]
+    metrics: bool,
 }
 
 impl RunOutput {
     fn mode(&self) -> OutputMode {
-        OutputMode { quiet: self.quiet || self.json, json: self.json }
+        OutputMode { quiet: self.quiet || self.json, json: self.json, metrics: self.metrics }
     }
 }
 
@@ -290,10 +293,7 @@ fn worker(
     let job = load_job(path, &vars).map_err(failure)?;
     let plan = runtime.block_on(plan_job(&job)).map_err(failure)?;
     let output = plan.sink.uri();
-    let view = ProgressView::new(
-        plan.shards.len() as u64,
-        if process == 0 { mode } else { OutputMode { quiet: true, json: false } },
-    );
+    let view = ProgressView::new(plan.shards.len() as u64, if process == 0 { mode } else { OutputMode::SILENT });
     let setup = ClusterSetup::Hosts { workers, process, addresses };
     let summary = run_in_process(plan, setup, runtime, &view, None);
     view.finish();
@@ -320,7 +320,7 @@ fn local_cluster_worker(
     }
     let job = load_job(path, &Variables::new(pairs)).map_err(failure)?;
     let plan = runtime.block_on(plan_job(&job)).map_err(failure)?;
-    let view = ProgressView::new(0, OutputMode { quiet: true, json: false });
+    let view = ProgressView::new(0, OutputMode::SILENT);
     let setup = ClusterSetup::LocalProcess { workers, process, addresses, listener };
     run_in_process(plan, setup, runtime, &view, Some(events.clone()))
 }

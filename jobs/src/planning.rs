@@ -18,7 +18,7 @@ use weir_operators::step::BindError;
 use weir_operators::{BindContext, Bound, OpError, StepSpec, bind_steps};
 
 use crate::JobError;
-use crate::spec::{DEFAULT_BATCH_SIZE, DEFAULT_MAX_SHARD_ROWS, DEFAULT_ROW_GROUP_ROWS, JobSpec};
+use crate::spec::{DEFAULT_BATCH_SIZE, DEFAULT_CACHE_MB, DEFAULT_MAX_SHARD_ROWS, DEFAULT_ROW_GROUP_ROWS, JobSpec};
 use crate::vars::Variables;
 
 /// Batches a worker may have read but not yet written (the backpressure window).
@@ -86,6 +86,7 @@ pub async fn plan_job(job: &LoadedJob) -> Result<EnginePlan, JobError> {
         },
         batch_size: spec.source.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
         max_batches_in_flight: MAX_BATCHES_IN_FLIGHT,
+        cache_bytes: spec.source.cache_mb.unwrap_or(DEFAULT_CACHE_MB).saturating_mul(1 << 20),
         models,
     })
 }

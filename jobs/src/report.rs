@@ -1,11 +1,14 @@
 //! What a run shows: a progress bar on a terminal (shards done, rows, rows/s), a summary at
 //! the end (human text on stderr, or JSON on stdout with `--json`), nothing with `--quiet`.
+//! With `--metrics` the human summary adds where the time went, stage by stage (the JSON
+//! summary and the manifest always carry it).
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
+use weir_connectors::manifest::StageTime;
 use weir_engine::{ProgressSnapshot, RunSummary};
 
 /// How output is shown.
@@ -13,6 +16,13 @@ use weir_engine::{ProgressSnapshot, RunSummary};
 pub struct OutputMode {
     pub quiet: bool,
     pub json: bool,
+    /// Print the per-stage breakdown after the human summary.
+    pub metrics: bool,
+}
+
+impl OutputMode {
+    /// Nothing on the terminal (processes other than the leader, children of a launcher).
+    pub const SILENT: OutputMode = OutputMode { quiet: true, json: false, metrics: false };
 }
 
 /// A progress display for one run.
@@ -73,10 +83,14 @@ pub struct SummaryReport<'a> {
     pub bytes: u64,
     pub seconds: f64,
     pub rows_per_second: f64,
+    /// Passes over the source.
+    pub passes: u32,
+    /// Worker-seconds per stage, in the order the work happened.
+    pub stages: &'a [StageTime],
 }
 
 impl<'a> SummaryReport<'a> {
-    pub fn new(job: &'a str, run_id: &'a str, output: String, summary: &RunSummary, elapsed: Duration) -> Self {
+    pub fn new(job: &'a str, run_id: &'a str, output: String, summary: &'a RunSummary, elapsed: Duration) -> Self {
         let seconds = elapsed.as_secs_f64();
         SummaryReport {
             job,
@@ -88,6 +102,8 @@ impl<'a> SummaryReport<'a> {
             bytes: summary.bytes,
             seconds,
             rows_per_second: summary.rows_in as f64 / seconds.max(1e-9),
+            passes: summary.passes,
+            stages: &summary.stages,
         }
     }
 
@@ -107,7 +123,28 @@ impl<'a> SummaryReport<'a> {
                 self.seconds,
                 human(self.rows_per_second as u64)
             );
+            if mode.metrics {
+                eprint!("{}", self.stage_table());
+            }
         }
+    }
+
+    /// The per-stage breakdown as a text table.
+    pub fn stage_table(&self) -> String {
+        let total: f64 = self.stages.iter().map(|s| s.worker_seconds).sum();
+        let width = self.stages.iter().map(|s| s.stage.len()).max().unwrap_or(0).max("stage".len());
+        let mut table = format!(
+            "{} pass(es) over the source; time summed over all workers:\n  {:width$}  {:>9}  {:>6}  {:>8}\n",
+            self.passes, "stage", "worker-s", "share", "batches"
+        );
+        for stage in self.stages {
+            let share = 100.0 * stage.worker_seconds / total.max(1e-12);
+            table.push_str(&format!(
+                "  {:width$}  {:>9.3}  {:>5.1}%  {:>8}\n",
+                stage.stage, stage.worker_seconds, share, stage.batches
+            ));
+        }
+        table
     }
 }
 

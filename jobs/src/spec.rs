@@ -11,6 +11,8 @@ use weir_operators::StepSpec;
 pub const DEFAULT_BATCH_SIZE: usize = 8192;
 /// Default longest shard: row groups with more rows are sliced.
 pub const DEFAULT_MAX_SHARD_ROWS: u64 = 1 << 20;
+/// Default bytes of decoded source batches a process keeps between passes, in MiB.
+pub const DEFAULT_CACHE_MB: u64 = 1024;
 /// Default rows per row group of the part files.
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
 
@@ -57,6 +59,11 @@ pub struct SourceSpec {
     /// Row groups longer than this are cut into several shards (default 1,048,576).
     #[serde(default)]
     pub max_shard_rows: Option<u64>,
+    /// MiB of decoded batches each process keeps in memory for the passes after the first
+    /// (jobs with fitted steps or a dedupe read the source once per stage); 0 turns the
+    /// cache off (default 1024).
+    #[serde(default)]
+    pub cache_mb: Option<u64>,
 }
 
 /// `[sink]`.
