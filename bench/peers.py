@@ -1,26 +1,33 @@
 """The peers benchmark: one workload, several systems, interleaved repetitions.
 
-    bench/peers.sh [--size S|M|L] [--reps 3]      (sets up bench/.venv-peers, then runs this)
+    bench/peers.sh [--size S|M|L] [--reps 3] [--systems KEYS] [--once KEYS]
+
+(sets up bench/.venv-peers, then runs this; KEYS are comma-separated out of floor, weir1,
+weir2, weir2p, script, daft, spark, ray; `--once` runs those in the first repetition only)
 
 Workload (issue "Benchmarks side by side with the peers"): the seeded dataset of
 `gen_data.py` (S = 1M, M = 10M, L = 50M rows; 32 float features with 5% nulls, an id, a
 category) → impute (mean) → standardize → PCA (8 components) → score an 8 → 64 → 1 MLP
 built here with onnx.helper → zstd Parquet.
 
-Systems measured so far:
-- Weir at 1 and 2 workers, and 2 processes × 1 worker;
-- `script`: the hand-written single-process Python a skilled user would write (pyarrow to
-  read, NumPy for the statistics and the projection, onnxruntime in batches, pyarrow to
-  write);
-- Daft (`peers_daft.py`), PySpark (`peers_spark.py`, MLlib + a pandas UDF) and Ray Data
-  (`peers_ray.py`, preprocessors + an actor pool), run from the peers' own venv,
-  bench/.venv-peers.
-- the floor (`floor/`, a Rust binary): decode, arithmetic, `session.run` and encode, each
-  alone on one thread; "wall vs floor" divides by the sum of its stage times.
+Systems (keys for --systems / --once in brackets):
+- Weir at 1 and 2 workers, and 2 processes × 1 worker [weir1, weir2, weir2p], with
+  `--json`, whose per-stage breakdown goes into the results;
+- the hand-written single-process Python a skilled user would write [script]: pyarrow
+  streams batches, NumPy computes the statistics and the projection, onnxruntime scores in
+  batches, pyarrow writes;
+- Daft [daft] (`peers_daft.py`), PySpark [spark] (`peers_spark.py`, MLlib + a pandas UDF)
+  and Ray Data [ray] (`peers_ray.py`, preprocessors + an actor pool), run from the peers'
+  own venv, bench/.venv-peers;
+- the floor [floor] (`floor/`, a Rust binary): decode, arithmetic, `session.run` and
+  encode, each alone on one thread over the whole table in memory; "wall vs floor" divides
+  by the sum of its stage times. Not run at L by default (the table would not fit).
 
 Every system's scores are compared on the same ids (max |difference| ≤ 1e-4), each run is
-timed as a whole process by /usr/bin/time (wall seconds, peak RSS), and the results go to
-bench/results/peers-SIZE.json and bench/results/peers-SIZE.md with the date and machine.
+timed as a whole process by /usr/bin/time (wall seconds, peak RSS; a failed run is
+recorded, not fatal), each output is deleted once checked (L's are gigabytes), and the
+results go to bench/results/peers-SIZE.json and bench/results/peers-SIZE.md with the date
+and machine.
 """
 
 import argparse
@@ -29,6 +36,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +51,11 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 SIZES = {"S": 1_000_000, "M": 10_000_000, "L": 50_000_000}
 BATCH = 8192
+# Every system, in the order each repetition runs them.
+SYSTEM_KEYS = ["floor", "weir1", "weir2", "weir2p", "script", "daft", "spark", "ray"]
+# Spark's JVM and Ray's raylet and workers are processes the driver does not wait for:
+# /usr/bin/time cannot see their memory.
+RSS_UNMEASURED = {"spark", "ray"}
 # The peers' own virtual environment (bench/peers.sh makes it).
 PEERS_PYTHON = BENCH / ".venv-peers" / "bin" / "python"
 
@@ -103,13 +116,18 @@ mode = "overwrite"
 
 
 def timed(command, env=None) -> dict:
+    """Runs `command` under /usr/bin/time; a failed run (a crash, running out of memory) is
+    recorded with its exit status and last lines instead of stopping the benchmark."""
     proc = subprocess.run(
         ["/usr/bin/time", "-f", "TIME %e %M", *command], capture_output=True, text=True, env=env, cwd=REPO
     )
+    found = re.findall(r"TIME ([\d.]+) (\d+)", proc.stderr)
+    wall, rss = found[-1] if found else ("nan", "0")
+    run = {"wall_s": float(wall), "peak_rss_mib": int(rss) / 1024, "stdout": proc.stdout}
     if proc.returncode != 0:
-        raise RuntimeError(f"{command} failed:\n{proc.stdout}\n{proc.stderr}")
-    wall, rss = re.findall(r"TIME ([\d.]+) (\d+)", proc.stderr)[-1]
-    return {"wall_s": float(wall), "peak_rss_mib": int(rss) / 1024, "stdout": proc.stdout}
+        tail = [line for line in proc.stderr.splitlines() if not line.startswith("TIME ")][-5:]
+        run["failed"] = f"exit {proc.returncode}: " + " | ".join(tail)
+    return run
 
 
 def scores(out: Path) -> dict:
@@ -119,13 +137,130 @@ def scores(out: Path) -> dict:
     return dict(zip(sample["id"].to_pylist(), sample["score"].to_pylist()))
 
 
+def median_run(runs: list) -> dict:
+    """The run with the median wall time (the lower middle one for an even count)."""
+    ordered = sorted(runs, key=lambda r: r["wall_s"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def stage_table(weir_json: dict) -> list:
+    """Weir's own per-stage breakdown (`weir run --json`) as Markdown lines."""
+    stages = weir_json["stages"]
+    total = sum(s["worker_seconds"] for s in stages)
+    lines = [
+        f"{weir_json['passes']} passes over the source; worker-seconds summed over the workers:",
+        "",
+        "| stage | worker s | share |",
+        "| --- | ---: | ---: |",
+    ]
+    for stage in stages:
+        lines.append(f"| {stage['stage']} | {stage['worker_seconds']:.3f} | {100 * stage['worker_seconds'] / total:.1f}% |")
+    return lines
+
+
+def write_report(size: str, reps: int, once: set, systems: dict, runs: dict):
+    """Writes results/peers-SIZE.{json,md} from the runs so far (after every repetition, so
+    an interrupted benchmark keeps what it measured)."""
+    rows = SIZES[size]
+    runs = {key: [dict(run) for run in measured] for key, measured in runs.items() if measured}
+    results = []
+    for key, measured in runs.items():
+        name = systems[key][0]
+        succeeded = [m for m in measured if "failed" not in m]
+        result = {"system": name, "key": key, "reps": len(measured), "runs": measured}
+        if succeeded:
+            wall = float(np.median([m["wall_s"] for m in succeeded]))
+            rss = None if key in RSS_UNMEASURED else float(np.median([m["peak_rss_mib"] for m in succeeded]))
+            result.update(wall_s=wall, rows_per_s=rows / wall, peak_rss_mib=rss)
+            if key.startswith("weir") and median_run(succeeded).get("stdout"):
+                result["weir_metrics"] = json.loads(median_run(succeeded)["stdout"])
+        else:
+            result["failed"] = measured[0]["failed"]
+        results.append(result)
+    by_key = {r["key"]: r for r in results}
+    weir_wall = by_key.get("weir1", {}).get("wall_s")
+    floor_s = floor_breakdown = None
+    if "wall_s" in by_key.get("floor", {}):
+        floor_stages = [json.loads(m["stdout"]) for m in runs["floor"] if "failed" not in m]
+        floor_breakdown = {
+            k: float(np.median([f[k] for f in floor_stages])) for k in ("decode_s", "arithmetic_s", "model_s", "encode_s", "total_s")
+        }
+        floor_s = floor_breakdown["total_s"]
+    for result in results:
+        if "wall_s" in result:
+            result["ratio_to_weir_1_worker"] = result["wall_s"] / weir_wall if weir_wall else None
+            result["ratio_to_floor"] = result["wall_s"] / floor_s if floor_s else None
+        for run in result["runs"]:
+            run.pop("stdout", None)
+    machine = {"cores": os.cpu_count(), "ram_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30), "platform": platform.platform()}
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "size": size,
+        "rows": rows,
+        "machine": machine,
+        "floor_stages": floor_breakdown,
+        "results": results,
+    }
+    out_dir = BENCH / "results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / f"peers-{size}.json").write_text(json.dumps(report, indent=2) + "\n")
+    ratio = lambda value: "n/a" if value is None else f"{value:.2f}"  # noqa: E731
+    lines = [
+        f"Peers, size {size} ({rows:,} rows), {report['date']}, {machine['cores']} cores, {machine['ram_gib']} GiB; "
+        f"median of {reps} interleaved runs" + (f" (one run: {', '.join(sorted(once & set(systems)))})" if once & set(systems) else ""),
+        "",
+        "| system | wall s | rows/s | peak RSS MiB | wall vs Weir 1 worker | wall vs floor |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        if "failed" in r:
+            peak = max(run["peak_rss_mib"] for run in r["runs"])
+            lines.append(f"| {r['system']} | failed: {r['failed'][:120]} | | {peak:.0f} before it failed | | |")
+            continue
+        rss = "n/a" if r["peak_rss_mib"] is None else f"{r['peak_rss_mib']:.0f}"
+        lines.append(
+            f"| {r['system']} | {r['wall_s']:.2f} | {r['rows_per_s']:,.0f} | {rss} | "
+            f"{ratio(r['ratio_to_weir_1_worker'])} | {ratio(r['ratio_to_floor'])} |"
+        )
+    if floor_breakdown:
+        lines += [
+            "",
+            "Floor stages (median seconds, summed as the floor): "
+            + ", ".join(f"{k[:-2]} {v:.3f}" for k, v in floor_breakdown.items()),
+        ]
+    elif "floor" not in systems:
+        lines += ["", "The floor was not run: it holds the whole decoded table in memory."]
+    for key in ("weir1", "weir2"):
+        if "weir_metrics" in by_key.get(key, {}):
+            lines += ["", f"Where {by_key[key]['system']}'s time went (its median run, `weir run --json`):", ""]
+            lines += stage_table(by_key[key]["weir_metrics"])
+    (out_dir / f"peers-{size}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", choices=SIZES, default="S")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--weir", default=str(REPO / "target" / "release" / "weir"))
+    parser.add_argument(
+        "--systems",
+        default=None,
+        help=f"comma-separated keys out of {','.join(SYSTEM_KEYS)} (default: all; at L all but floor)",
+    )
+    parser.add_argument(
+        "--once",
+        default="",
+        help="comma-separated keys of systems run in the first repetition only (slow peers at M/L)",
+    )
     args = parser.parse_args()
     rows = SIZES[args.size]
+    default_keys = [k for k in SYSTEM_KEYS if not (args.size == "L" and k == "floor")]
+    keys = args.systems.split(",") if args.systems else default_keys
+    once = set(filter(None, args.once.split(",")))
+    unknown = (set(keys) | once) - set(SYSTEM_KEYS)
+    if unknown:
+        parser.error(f"unknown systems {sorted(unknown)}; known: {', '.join(SYSTEM_KEYS)}")
     work = BENCH / "data" / f"peers-{args.size}"
     data = work / "data"
     if not data.exists():
@@ -135,99 +270,63 @@ def main():
     job = work / "weir.toml"
     job.write_text(weir_job(data, model, work / "out-weir"))
 
-    (work / "out-floor").mkdir(exist_ok=True)
     floor = str(REPO / "target" / "release" / "weir-bench-floor")
-    systems = {
-        "floor (Rust, stages alone, 1 thread)": (
+    weir = [args.weir, "run", str(job), "--json"]
+    every = {
+        "floor": (
+            "floor (Rust, stages alone, 1 thread)",
             [floor, str(data), str(model), str(work / "out-floor" / "part-0.parquet")],
             work / "out-floor",
         ),
-        "weir 1 worker": ([args.weir, "run", str(job), "--workers", "1", "--quiet"], work / "out-weir"),
-        "weir 2 workers": ([args.weir, "run", str(job), "--workers", "2", "--quiet"], work / "out-weir"),
-        "weir 2 processes x 1 worker": (
-            [args.weir, "run", str(job), "--processes", "2", "--workers", "1", "--quiet"],
-            work / "out-weir",
-        ),
-        "script (pyarrow + NumPy + onnxruntime)": (
+        "weir1": ("weir 1 worker", [*weir, "--workers", "1"], work / "out-weir"),
+        "weir2": ("weir 2 workers", [*weir, "--workers", "2"], work / "out-weir"),
+        "weir2p": ("weir 2 processes x 1 worker", [*weir, "--processes", "2", "--workers", "1"], work / "out-weir"),
+        "script": (
+            "script (pyarrow + NumPy + onnxruntime)",
             [sys.executable, str(BENCH / "peers_script.py"), str(data), str(model), str(work / "out-script")],
             work / "out-script",
         ),
-        "Daft": (
+        "daft": (
+            "Daft",
             [str(PEERS_PYTHON), str(BENCH / "peers_daft.py"), str(data), str(model), str(work / "out-daft")],
             work / "out-daft",
         ),
-        "PySpark (local[*])": (
+        "spark": (
+            "PySpark (local[*])",
             [str(PEERS_PYTHON), str(BENCH / "peers_spark.py"), str(data), str(model), str(work / "out-spark")],
             work / "out-spark",
         ),
-        "Ray Data": (
+        "ray": (
+            "Ray Data",
             [str(PEERS_PYTHON), str(BENCH / "peers_ray.py"), str(data), str(model), str(work / "out-ray")],
             work / "out-ray",
         ),
     }
-    # Spark's JVM and Ray's raylet and workers are processes the driver does not wait for:
-    # /usr/bin/time cannot see their memory.
-    rss_unmeasured = {"PySpark (local[*])", "Ray Data"}
+    systems = {key: every[key] for key in SYSTEM_KEYS if key in keys}
     spark_env = dict(os.environ, PYSPARK_PYTHON=str(PEERS_PYTHON), SPARK_LOCAL_IP="127.0.0.1")
-    runs = {name: [] for name in systems}
+    runs = {key: [] for key in systems}
     reference = None
-    for _ in range(args.reps):
-        for name, (command, out) in systems.items():
-            runs[name].append(timed(command, env=spark_env))
-            got = scores(out)
-            if reference is None:
-                reference = got
-            assert got.keys() == reference.keys(), f"{name} scored other rows"
-            worst = max(abs(got[k] - reference[k]) for k in reference)
-            assert worst <= 1e-4, f"{name}'s scores differ from the first system's by {worst}"
-
-    results = []
-    for name, measured in runs.items():
-        wall = float(np.median([m["wall_s"] for m in measured]))
-        rss = float(np.median([m["peak_rss_mib"] for m in measured]))
-        if name in rss_unmeasured:
-            rss = None
-        results.append({"system": name, "wall_s": wall, "rows_per_s": rows / wall, "peak_rss_mib": rss, "runs": measured})
-    weir_wall = next(r["wall_s"] for r in results if r["system"] == "weir 1 worker")
-    floor_stages = [json.loads(m["stdout"]) for m in runs["floor (Rust, stages alone, 1 thread)"]]
-    floor_s = float(np.median([f["total_s"] for f in floor_stages]))
-    for result in results:
-        result["ratio_to_weir_1_worker"] = result["wall_s"] / weir_wall
-        result["ratio_to_floor"] = result["wall_s"] / floor_s
-        for run in result["runs"]:
-            run.pop("stdout", None)
-    machine = {"cores": os.cpu_count(), "ram_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30), "platform": platform.platform()}
-    floor_breakdown = {k: float(np.median([f[k] for f in floor_stages])) for k in ("decode_s", "arithmetic_s", "model_s", "encode_s", "total_s")}
-    report = {
-        "date": datetime.date.today().isoformat(),
-        "size": args.size,
-        "rows": rows,
-        "machine": machine,
-        "floor_stages": floor_breakdown,
-        "results": results,
-    }
-    out_dir = BENCH / "results"
-    out_dir.mkdir(exist_ok=True)
-    (out_dir / f"peers-{args.size}.json").write_text(json.dumps(report, indent=2) + "\n")
-    lines = [
-        f"Peers, size {args.size} ({rows:,} rows), {report['date']}, {machine['cores']} cores, {machine['ram_gib']} GiB; median of {args.reps} interleaved runs",
-        "",
-        "| system | wall s | rows/s | peak RSS MiB | wall vs Weir 1 worker | wall vs floor |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in results:
-        rss = "n/a" if r["peak_rss_mib"] is None else f"{r['peak_rss_mib']:.0f}"
-        lines.append(
-            f"| {r['system']} | {r['wall_s']:.2f} | {r['rows_per_s']:,.0f} | {rss} | "
-            f"{r['ratio_to_weir_1_worker']:.2f} | {r['ratio_to_floor']:.2f} |"
-        )
-    lines += [
-        "",
-        "Floor stages (median seconds, summed as the floor): "
-        + ", ".join(f"{k[:-2]} {v:.3f}" for k, v in floor_breakdown.items()),
-    ]
-    (out_dir / f"peers-{args.size}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    for rep in range(args.reps):
+        for key, (name, command, out) in systems.items():
+            if rep > 0 and key in once:
+                continue
+            if out.exists():
+                shutil.rmtree(out)
+            out.mkdir(parents=True)
+            run = timed(command, env=spark_env)
+            runs[key].append(run)
+            outcome = run.get("failed") or "{:.2f} s, {:.0f} MiB".format(run["wall_s"], run["peak_rss_mib"])
+            print(f"{name}: {outcome}", flush=True)
+            if "failed" not in run:
+                got = scores(out)
+                if reference is None:
+                    reference = got
+                assert got.keys() == reference.keys(), f"{name} scored other rows"
+                worst = max(abs(got[k] - reference[k]) for k in reference)
+                assert worst <= 1e-4, f"{name}'s scores differ from the first system's by {worst}"
+            # Outputs of L are gigabytes: keep one at a time.
+            shutil.rmtree(out)
+        write_report(args.size, args.reps, once, systems, runs)
 
 
 if __name__ == "__main__":

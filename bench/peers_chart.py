@@ -15,8 +15,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 size = sys.argv[1] if len(sys.argv) > 1 else "S"
 results = Path(__file__).resolve().parent / "results"
 report = json.loads((results / f"peers-{size}.json").read_text())
-systems = [r["system"] for r in report["results"]]
-walls = [r["wall_s"] for r in report["results"]]
+# Systems that failed (say, out of memory) have no time to draw; the title names them.
+finished = [r for r in report["results"] if "wall_s" in r]
+failed = [r["system"] for r in report["results"] if "wall_s" not in r]
+systems = [r["system"] for r in finished]
+walls = [r["wall_s"] for r in finished]
 colors = ["#1f6feb" if s.startswith("weir") else "#8b949e" for s in systems]
 
 figure, axis = plt.subplots(figsize=(8, 3.6))
@@ -27,7 +30,8 @@ axis.set_xlabel("wall seconds (median, log scale)")
 machine = report["machine"]
 axis.set_title(
     f"impute → standardize → PCA → score, {report['rows']:,} rows\n"
-    f"{machine['cores']} cores, {machine['ram_gib']} GiB, {report['date']}",
+    f"{machine['cores']} cores, {machine['ram_gib']} GiB, {report['date']}"
+    + (f"; failed: {', '.join(failed)}" if failed else ""),
     fontsize=9,
 )
 figure.tight_layout()
