@@ -1,21 +1,35 @@
-//! The output commit protocol. No renames and no conditional puts, so it works on every
-//! S3-compatible store:
+//! The output commit protocol. It needs no renames that are atomic across files and no
+//! conditional puts, so it works on every S3-compatible store:
 //!
-//! 1. [`prepare_output`] (once, before any worker writes): with `error_if_exists` an output
-//!    prefix that holds anything is an error; with `overwrite`, `_SUCCESS` is deleted first
-//!    (so no reader trusts the old output while it goes), then everything else under the
-//!    prefix, which also removes what earlier failed attempts left.
-//! 2. Workers write `part-<worker>-<run_id>.parquet` files.
-//! 3. [`commit`] (once, after every worker reported success): `_weir/fitted.json` when the
-//!    job has fitted steps, `_weir/manifest.json`, then the empty `_SUCCESS`, last. A run that fails or is killed before this point leaves
-//!    no `_SUCCESS`; [`abort_run`] removes the part files of a run that failed cleanly.
+//! 1. The run takes the prefix's [`Lease`](crate::lease::Lease): at most one run holds a
+//!    prefix at a time.
+//! 2. [`prepare_output`] checks the prefix against `sink.mode`: with `error_if_exists`, any
+//!    visible object or a manifest is an error; with `overwrite`, every visible object must
+//!    be recorded in the committed manifest (unless forced), and that manifest is kept to
+//!    know what to delete. Nothing is deleted yet.
+//! 3. Workers write their part files under the run's own hidden directory
+//!    `_weir/runs/<attempt>/`, which no Parquet reader looks into (a `_` path component).
+//! 4. [`commit`] (once, after every worker reported success, with the lease checked):
+//!    writes the decision, `_weir/runs/<attempt>/commit.json` (the new manifest, the
+//!    fitted parameters, the files to delete and the files to publish), then [`publish`]es
+//!    it: delete `_SUCCESS`, delete the previous output's files by their recorded names,
+//!    move the staged files to `part-NNNNN-<run_id>.parquet`, write `_weir/fitted.json`,
+//!    `_weir/manifest.json` and `_SUCCESS` last, and delete the decision.
+//! 5. A run that fails or is cancelled deletes its own directory and nothing else.
+//!
+//! Readers see the previous output, untouched, until publishing starts; publishing is a
+//! few metadata operations (local renames, or server-side copies on S3). A run killed while
+//! publishing leaves its decision behind, and the next run to take the lease completes
+//! that publication before anything else (every step is idempotent).
 
-use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
+use crate::lease::{COMMIT_FILE, Lease, RUNS_DIR};
 use crate::listing::list_all;
 use crate::manifest::Manifest;
+use crate::objects::{delete_objects, read_json};
 use crate::{ConnectorError, Location};
 
 /// Name of the commit marker.
@@ -32,133 +46,154 @@ pub enum WriteMode {
     /// Refuse to run (Spark's default).
     #[default]
     ErrorIfExists,
-    /// Remove everything under the prefix first.
+    /// Replace the committed output.
     Overwrite,
 }
 
-/// Step 1 of the protocol; see the module documentation.
-pub async fn prepare_output(output: &Location, mode: WriteMode) -> Result<(), ConnectorError> {
-    let existing = list_all(output, output.path()).await?;
-    if mode == WriteMode::Overwrite {
-        remove_local_staging(output, |_| true);
-    }
-    if existing.is_empty() {
-        return Ok(());
-    }
+/// A decided commit: everything [`publish`] needs, so that another run can complete it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitRecord {
+    pub manifest: Manifest,
+    /// The content of `_weir/fitted.json`, when the job has fitted steps.
+    pub fitted: Option<String>,
+    /// Files of the previous output to delete, relative to the prefix.
+    pub delete: Vec<String>,
+    /// `(staged, final)` paths, relative to the prefix.
+    pub publish: Vec<(String, String)>,
+}
+
+/// The relative path of every visible object under `output` (no `_` or `.` component).
+fn relative(output: &Location, path: &Path) -> String {
+    path.prefix_match(output.path())
+        .map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
+        .unwrap_or_else(|| path.to_string())
+}
+
+fn is_hidden(relative: &str) -> bool {
+    relative.split('/').any(|part| part.starts_with(['_', '.']))
+}
+
+/// Step 2 of the protocol, run while holding the lease; see the module documentation.
+/// Returns the manifest of the output being replaced, if any. With `force`, visible
+/// objects that no manifest records are allowed (and left in place).
+pub async fn prepare_output(
+    output: &Location,
+    mode: WriteMode,
+    force: bool,
+) -> Result<Option<Manifest>, ConnectorError> {
+    let objects = list_all(output, output.path()).await?;
+    let visible: Vec<String> =
+        objects.iter().map(|meta| relative(output, &meta.location)).filter(|name| !is_hidden(name)).collect();
+    let manifest: Option<Manifest> = read_json(output, &output.join(MANIFEST_FILE)).await?;
+    let success = objects.iter().any(|meta| meta.location == output.join(SUCCESS_FILE));
     match mode {
         WriteMode::ErrorIfExists => {
-            let object = existing[0]
-                .location
-                .prefix_match(output.path())
-                .map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
-                .unwrap_or_default();
-            Err(ConnectorError::OutputExists { uri: output.uri(), object })
+            let object = visible
+                .first()
+                .cloned()
+                .or_else(|| success.then(|| SUCCESS_FILE.to_string()))
+                .or_else(|| manifest.is_some().then(|| MANIFEST_FILE.to_string()));
+            match object {
+                Some(object) => Err(ConnectorError::OutputExists { uri: output.uri(), object }),
+                None => Ok(None),
+            }
         }
         WriteMode::Overwrite => {
-            let success = output.join(SUCCESS_FILE);
-            if existing.iter().any(|meta| meta.location == success) {
-                delete(output, &success).await?;
+            let recorded: Vec<&str> = manifest.iter().flat_map(|m| m.files.iter().map(|f| f.path.as_str())).collect();
+            if let Some(foreign) = visible.iter().find(|name| !recorded.contains(&name.as_str())) {
+                if !force {
+                    return Err(ConnectorError::ForeignObject { uri: output.uri(), object: foreign.clone() });
+                }
+                tracing::warn!(uri = %output.uri(), object = %foreign, "--force: writing beside objects Weir did not write; they are left in place");
             }
-            let rest = existing.into_iter().map(|meta| meta.location).filter(|path| *path != success);
-            delete_all(output, rest.collect()).await
+            Ok(manifest)
         }
     }
 }
 
-/// Step 3 of the protocol: the fitted parameters (JSON, when there are any), the manifest,
-/// then `_SUCCESS`.
-pub async fn commit(output: &Location, manifest: &Manifest, fitted: Option<Vec<u8>>) -> Result<(), ConnectorError> {
-    let json = serde_json::to_vec_pretty(manifest)
-        .map_err(|e| ConnectorError::Invalid { uri: output.uri(), message: e.to_string() })?;
-    if let Some(fitted) = fitted {
-        put(output, FITTED_FILE, fitted).await?;
-    }
-    put(output, MANIFEST_FILE, json).await?;
-    put(output, SUCCESS_FILE, Vec::new()).await
+/// A commit that failed, and whether it failed after its decision was written (the
+/// decision then stays, for the next run on the prefix to complete).
+#[derive(Debug)]
+pub struct CommitFailure {
+    pub error: ConnectorError,
+    pub decided: bool,
 }
 
-/// Removes the part files of `run_id` (after a clean failure). Best effort: errors are
-/// logged, since the run has already failed for a better reason.
-pub async fn abort_run(output: &Location, run_id: &str) {
-    let objects = match list_all(output, output.path()).await {
-        Ok(objects) => objects,
-        Err(error) => {
-            tracing::warn!(%error, "could not list the output to remove a failed run's files");
-            return;
-        }
-    };
-    let ours = objects
-        .into_iter()
-        .map(|meta| meta.location)
-        .filter(|path| path.filename().is_some_and(|name| name.starts_with("part-") && name.contains(run_id)))
+/// Step 4 of the protocol: records the decision under the lease's directory, publishes it,
+/// and removes the decision.
+pub async fn commit(output: &Location, lease: &Lease, record: &CommitRecord) -> Result<(), CommitFailure> {
+    let undecided = |error| CommitFailure { error, decided: false };
+    lease.check().await.map_err(undecided)?;
+    let decision = output.join(&format!("{}/{COMMIT_FILE}", lease.directory()));
+    let json = serde_json::to_vec_pretty(record)
+        .map_err(|e| undecided(ConnectorError::Invalid { uri: output.uri(), message: e.to_string() }))?;
+    put(output, &decision, json).await.map_err(undecided)?;
+    let decided = |error| CommitFailure { error, decided: true };
+    publish(output, record).await.map_err(decided)?;
+    delete_objects(output, &[decision]).await.map_err(decided)
+}
+
+/// Carries out a decided commit. Idempotent: a step already done is skipped, so a run that
+/// finds an interrupted commit can complete it.
+pub async fn publish(output: &Location, record: &CommitRecord) -> Result<(), ConnectorError> {
+    delete_objects(output, &[output.join(SUCCESS_FILE)]).await?;
+    let finals: Vec<&str> = record.publish.iter().map(|(_, to)| to.as_str()).collect();
+    let old: Vec<Path> = record
+        .delete
+        .iter()
+        .filter(|name| !finals.contains(&name.as_str()) && is_part_name(name))
+        .map(|name| output.join(name))
         .collect();
-    if let Err(error) = delete_all(output, ours).await {
-        tracing::warn!(%error, "could not remove a failed run's part files");
-    }
-    remove_local_staging(output, |name| name.starts_with("part-") && name.contains(run_id));
-}
-
-/// On the local filesystem, object_store stages an upload as `NAME#N` beside its target and
-/// hides such files from listings; a killed writer leaves them behind. This removes the
-/// staged files under `output` whose name `matches`.
-fn remove_local_staging(output: &Location, matches: impl Fn(&str) -> bool) {
-    let Some(root) = output.local_path() else { return };
-    let mut directories = vec![root];
-    while let Some(directory) = directories.pop() {
-        let Ok(entries) = std::fs::read_dir(&directory) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if path.is_dir() {
-                directories.push(path);
-            } else if name.contains('#')
-                && matches(&name)
-                && let Err(error) = std::fs::remove_file(&path)
-            {
-                tracing::warn!(path = %path.display(), %error, "could not remove a staged upload");
-            }
+    delete_objects(output, &old).await?;
+    for (staged, published) in &record.publish {
+        if !staged.starts_with(RUNS_DIR) || !is_part_name(published) {
+            return Err(ConnectorError::Invalid {
+                uri: output.uri(),
+                message: format!("bad commit entry {staged} -> {published}"),
+            });
+        }
+        let (from, to) = (output.join(staged), output.join(published));
+        match output.store().rename(&from, &to).await {
+            Ok(()) => {}
+            // Moved by an earlier, interrupted publication.
+            Err(object_store::Error::NotFound { .. }) if exists(output, &to).await? => {}
+            Err(e) => return Err(ConnectorError::store(output.uri_of(&from), e)),
         }
     }
+    match &record.fitted {
+        Some(fitted) => put(output, &output.join(FITTED_FILE), fitted.clone().into_bytes()).await?,
+        None => delete_objects(output, &[output.join(FITTED_FILE)]).await?,
+    }
+    let manifest = serde_json::to_vec_pretty(&record.manifest)
+        .map_err(|e| ConnectorError::Invalid { uri: output.uri(), message: e.to_string() })?;
+    put(output, &output.join(MANIFEST_FILE), manifest).await?;
+    put(output, &output.join(SUCCESS_FILE), Vec::new()).await
+}
+
+/// A name Weir gives part files: `part-` at the top of the prefix, no directories.
+fn is_part_name(name: &str) -> bool {
+    name.starts_with("part-") && !name.contains('/') && !name.contains("..")
 }
 
 /// Whether the output at `output` is committed (has `_SUCCESS`).
 pub async fn is_committed(output: &Location) -> Result<bool, ConnectorError> {
-    let success = output.join(SUCCESS_FILE);
-    match output.store().head(&success).await {
+    exists(output, &output.join(SUCCESS_FILE)).await
+}
+
+async fn exists(output: &Location, path: &Path) -> Result<bool, ConnectorError> {
+    match output.store().head(path).await {
         Ok(_) => Ok(true),
         Err(object_store::Error::NotFound { .. }) => Ok(false),
-        Err(e) => Err(ConnectorError::store(output.uri_of(&success), e)),
-    }
-}
-
-async fn put(output: &Location, relative: &str, bytes: Vec<u8>) -> Result<(), ConnectorError> {
-    let path = output.join(relative);
-    output
-        .store()
-        .put(&path, PutPayload::from(bytes))
-        .await
-        .map_err(|e| ConnectorError::store(output.uri_of(&path), e))?;
-    Ok(())
-}
-
-async fn delete(output: &Location, path: &object_store::path::Path) -> Result<(), ConnectorError> {
-    match output.store().delete(path).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
         Err(e) => Err(ConnectorError::store(output.uri_of(path), e)),
     }
 }
 
-async fn delete_all(output: &Location, paths: Vec<object_store::path::Path>) -> Result<(), ConnectorError> {
-    let locations = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
+async fn put(output: &Location, path: &Path, bytes: Vec<u8>) -> Result<(), ConnectorError> {
     output
         .store()
-        .delete_stream(locations)
-        .map(|result| match result {
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(ConnectorError::store(output.uri(), e)),
-        })
-        .try_collect::<Vec<()>>()
-        .await?;
+        .put(path, PutPayload::from(bytes))
+        .await
+        .map_err(|e| ConnectorError::store(output.uri_of(path), e))?;
     Ok(())
 }
 
@@ -166,40 +201,95 @@ async fn delete_all(output: &Location, paths: Vec<object_store::path::Path>) -> 
 mod tests {
     use super::*;
     use crate::StorageOptions;
+    use crate::lease::{Claim, DEFAULT_LEASE_TTL};
+    use crate::manifest::{ClusterInfo, JobInfo, MANIFEST_FORMAT_VERSION};
+    use crate::parquet_sink::PartFile;
     use crate::test_support::touch;
 
-    #[tokio::test]
-    async fn error_if_exists_names_an_object_and_overwrite_clears_everything() {
-        let dir = tempfile::tempdir().unwrap();
-        touch(dir.path(), "part-00000-old.parquet");
-        touch(dir.path(), "_SUCCESS");
-        touch(dir.path(), "_weir/manifest.json");
-        touch(dir.path(), "part-00001-old.parquet#3");
-        let output = Location::parse(dir.path().to_str().unwrap(), &StorageOptions::default()).unwrap();
-        let err = prepare_output(&output, WriteMode::ErrorIfExists).await.unwrap_err();
-        assert!(err.to_string().contains("_SUCCESS") && err.is_user_error(), "{err}");
-        prepare_output(&output, WriteMode::Overwrite).await.unwrap();
-        assert!(list_all(&output, output.path()).await.unwrap().is_empty());
-        assert!(!dir.path().join("part-00001-old.parquet#3").exists(), "staged uploads go too");
-        assert!(!is_committed(&output).await.unwrap());
+    fn manifest(run_id: &str, files: &[&str]) -> Manifest {
+        Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            weir_version: "test".into(),
+            job: JobInfo { name: "t".into(), sha256: String::new() },
+            run_id: run_id.into(),
+            committed_at: String::new(),
+            inputs: vec![],
+            files: files.iter().map(|f| PartFile { path: f.to_string(), rows: 1, bytes: 1 }).collect(),
+            rows: files.len() as u64,
+            bytes: files.len() as u64,
+            schema: vec![],
+            cluster: ClusterInfo { processes: 1, workers_per_process: 1 },
+            models: vec![],
+            stages: vec![],
+            passes: 1,
+        }
+    }
+
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut out: Vec<String> =
+            walk(dir).into_iter().map(|p| p.strip_prefix(dir).unwrap().display().to_string()).collect();
+        out.sort();
+        out
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = vec![];
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                out.extend(walk(&entry.path()));
+            } else {
+                out.push(entry.path());
+            }
+        }
+        out
     }
 
     #[tokio::test]
-    async fn abort_removes_only_the_runs_parts() {
+    async fn error_if_exists_names_an_object_and_overwrite_needs_recorded_files() {
         let dir = tempfile::tempdir().unwrap();
-        touch(dir.path(), "part-00000-run1.parquet");
-        touch(dir.path(), "part-00001-run1.parquet");
-        touch(dir.path(), "part-00000-run0.parquet");
-        touch(dir.path(), "part-00002-run1.parquet#1");
         let output = Location::parse(dir.path().to_str().unwrap(), &StorageOptions::default()).unwrap();
-        abort_run(&output, "run1").await;
-        let left: Vec<_> = list_all(&output, output.path())
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.location.filename().unwrap().to_string())
-            .collect();
-        assert_eq!(left, ["part-00000-run0.parquet"]);
-        assert!(!dir.path().join("part-00002-run1.parquet#1").exists());
+        assert_eq!(prepare_output(&output, WriteMode::ErrorIfExists, false).await.unwrap(), None);
+        touch(dir.path(), "part-00000-old.parquet");
+        touch(dir.path(), "_SUCCESS");
+        std::fs::create_dir_all(dir.path().join("_weir")).unwrap();
+        std::fs::write(
+            dir.path().join(MANIFEST_FILE),
+            serde_json::to_vec(&manifest("old", &["part-00000-old.parquet"])).unwrap(),
+        )
+        .unwrap();
+        let err = prepare_output(&output, WriteMode::ErrorIfExists, false).await.unwrap_err();
+        assert!(err.to_string().contains("part-00000-old.parquet") && err.is_user_error(), "{err}");
+        let previous = prepare_output(&output, WriteMode::Overwrite, false).await.unwrap().unwrap();
+        assert_eq!(previous.run_id, "old");
+        touch(dir.path(), "notes.txt");
+        let err = prepare_output(&output, WriteMode::Overwrite, false).await.unwrap_err();
+        assert!(err.to_string().contains("notes.txt") && err.is_user_error(), "{err}");
+        assert!(prepare_output(&output, WriteMode::Overwrite, true).await.is_ok());
+        assert!(dir.path().join("notes.txt").exists());
+    }
+
+    #[tokio::test]
+    async fn commit_replaces_exactly_the_recorded_files_and_publish_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = Location::parse(dir.path().to_str().unwrap(), &StorageOptions::default()).unwrap();
+        touch(dir.path(), "part-00000-old.parquet");
+        touch(dir.path(), "part-00000-other.parquet");
+        touch(dir.path(), "_SUCCESS");
+        let lease = Lease::acquire(&output, Claim::new("new", "new.00000001", DEFAULT_LEASE_TTL)).await.unwrap();
+        touch(dir.path(), "_weir/runs/new.00000001/part-00000.parquet");
+        let record = CommitRecord {
+            manifest: manifest("new", &["part-00000-new.parquet"]),
+            fitted: None,
+            delete: vec!["part-00000-old.parquet".into()],
+            publish: vec![("_weir/runs/new.00000001/part-00000.parquet".into(), "part-00000-new.parquet".into())],
+        };
+        commit(&output, &lease, &record).await.unwrap();
+        lease.release().await;
+        assert_eq!(
+            names(dir.path()),
+            ["_SUCCESS", "_weir/manifest.json", "part-00000-new.parquet", "part-00000-other.parquet"]
+        );
+        publish(&output, &record).await.unwrap();
+        assert!(dir.path().join("part-00000-new.parquet").exists());
     }
 }

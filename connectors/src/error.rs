@@ -36,6 +36,26 @@ pub enum ConnectorError {
     #[error("output '{uri}' already exists (it holds '{object}'); set sink.mode = \"overwrite\" to replace it")]
     OutputExists { uri: String, object: String },
 
+    #[error(
+        "output '{uri}' holds '{object}', which no manifest of a Weir run records (not written by Weir); \
+         overwrite deletes only what Weir wrote: move it away, write elsewhere, or pass --force to write beside it"
+    )]
+    ForeignObject { uri: String, object: String },
+
+    #[error(
+        "refusing to overwrite '{uri}': {reason}; choose a dedicated output directory (or pass --force, which is dangerous)"
+    )]
+    DangerousOverwrite { uri: String, reason: String },
+
+    #[error(
+        "output '{uri}' is held by run {} (attempt {}, host {}, pid {}) since {}; wait for it to finish, or for its lease to expire if it was killed",
+        .holder.run_id, .holder.attempt, .holder.host, .holder.pid, .holder.since
+    )]
+    Held { uri: String, holder: Box<crate::lease::Claim> },
+
+    #[error("lost the lease on output '{uri}' (attempt {attempt}): {why}; nothing was published")]
+    LeaseLost { uri: String, attempt: String, why: String },
+
     #[error("the source '{source_uri}' and the sink '{sink_uri}' overlap; write the output elsewhere")]
     SinkOverlapsSource { source_uri: String, sink_uri: String },
 
@@ -77,7 +97,7 @@ impl ConnectorError {
                 ) || http_status(source)
                     .is_some_and(|status| (400..500).contains(&status) && status != 408 && status != 429)
             }
-            ConnectorError::Write { .. } => false,
+            ConnectorError::Write { .. } | ConnectorError::LeaseLost { .. } => false,
             _ => true,
         }
     }

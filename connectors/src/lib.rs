@@ -7,10 +7,12 @@
 
 pub mod commit;
 pub mod error;
+pub mod lease;
 pub mod listing;
 pub mod location;
 pub mod manifest;
 pub mod object_reader;
+pub mod objects;
 pub mod parquet_sink;
 pub mod parquet_source;
 #[cfg(test)]

@@ -88,6 +88,7 @@ impl Location {
             return Err(invalid("empty path"));
         }
         let absolute = std::path::absolute(local).map_err(|e| invalid(&e.to_string()))?;
+        let absolute = resolve_symlinks(&absolute);
         let path = Path::from_absolute_path(&absolute).map_err(|e| invalid(&e.to_string()))?;
         Ok(Location { store: Arc::new(LocalFileSystem::new()), root: "file://".to_string(), path, trailing_slash })
     }
@@ -127,9 +128,39 @@ impl Location {
         (self.root == "file://").then(|| std::path::PathBuf::from(format!("/{}", self.path)))
     }
 
+    /// True when this location is in an S3 bucket.
+    pub fn is_s3(&self) -> bool {
+        self.root.starts_with("s3://")
+    }
+
+    /// True when `other` is this location or lies under it.
+    pub fn contains(&self, other: &Location) -> bool {
+        self.root == other.root && other.path.prefix_matches(&self.path)
+    }
+
     /// True when both locations are in the same store and one path contains the other.
     pub fn overlaps(&self, other: &Location) -> bool {
         self.root == other.root && (self.path.prefix_matches(&other.path) || other.path.prefix_matches(&self.path))
+    }
+}
+
+/// `path` with the symlinks of its longest existing ancestor resolved (the rest appended as
+/// written), so that a sink reached through a symlink is compared, listed and deleted as
+/// the directory it really is.
+fn resolve_symlinks(path: &std::path::Path) -> std::path::PathBuf {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            return rest.iter().rev().fold(real, |full, part| full.join(part));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
     }
 }
 
@@ -194,6 +225,17 @@ mod tests {
     fn unknown_schemes_are_refused() {
         let err = Location::parse("gs://b/k", &StorageOptions::default()).unwrap_err();
         assert!(err.to_string().contains("gs://b/k"));
+    }
+
+    #[test]
+    fn symlinks_are_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("link")).unwrap();
+        let options = StorageOptions::default();
+        let real = Location::parse(dir.path().join("real").to_str().unwrap(), &options).unwrap();
+        let link = Location::parse(dir.path().join("link/out").to_str().unwrap(), &options).unwrap();
+        assert!(real.overlaps(&link) && real.contains(&link));
     }
 
     #[test]

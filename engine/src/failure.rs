@@ -15,6 +15,9 @@ pub enum FailureKind {
     External,
     /// A fault of Weir itself; exit code 1.
     Internal,
+    /// The run was stopped (a signal, or the launcher went away) before it committed; the
+    /// binary exits 130 after SIGINT, 143 after SIGTERM, 1 otherwise.
+    Cancelled,
 }
 
 /// A failed run.
@@ -43,6 +46,18 @@ impl JobFailure {
         JobFailure { kind: FailureKind::Internal, message: message.into() }
     }
 
+    /// The run was stopped before it committed.
+    pub fn cancelled() -> Self {
+        JobFailure { kind: FailureKind::Cancelled, message: "the run was cancelled; nothing was committed".into() }
+    }
+
+    /// The failure that explains a run's end: the first that is not a cancellation (a
+    /// worker that failed makes its siblings stop), else the first.
+    pub fn first_cause<'a>(failures: impl IntoIterator<Item = &'a JobFailure>) -> Option<JobFailure> {
+        let failures: Vec<&JobFailure> = failures.into_iter().collect();
+        failures.iter().find(|f| f.kind != FailureKind::Cancelled).or(failures.first()).map(|f| (*f).clone())
+    }
+
     /// Classifies a connector error.
     pub fn from_connector(error: &weir_connectors::ConnectorError) -> Self {
         let kind = if error.is_user_error() { FailureKind::User } else { FailureKind::External };
@@ -53,7 +68,7 @@ impl JobFailure {
     pub fn exit_code(&self) -> i32 {
         match self.kind {
             FailureKind::User => 2,
-            FailureKind::External | FailureKind::Internal => 1,
+            FailureKind::External | FailureKind::Internal | FailureKind::Cancelled => 1,
         }
     }
 }

@@ -187,6 +187,8 @@ pub(crate) fn run_pass(
     }
     match failure.borrow_mut().take() {
         Some(failure) => Err(failure),
+        // Stopped early by a sibling's failure or a signal: never a partial success.
+        None if context.abort.load(Ordering::Relaxed) => Err(JobFailure::cancelled()),
         None => Ok(rows_in),
     }
 }

@@ -44,6 +44,14 @@ pub struct EnginePlan {
     /// SHA-256 of the job's TOML after variable substitution.
     pub job_sha256: String,
     pub run_id: String,
+    /// This attempt of the run (`<run_id>.<8 hex>`): names the lease and the staging
+    /// directory `_weir/runs/<attempt>/` under the sink.
+    pub attempt: String,
+    /// Time to live of the output lease (`sink.lease_ttl_s`).
+    pub lease_ttl: std::time::Duration,
+    /// `--force`: the overwrite guards were skipped; also lets overwrite write beside
+    /// objects that no manifest records (never deleting them).
+    pub force: bool,
     pub source: ParquetSource,
     /// All shards of the source; shard `i` belongs to global worker `i % peers`.
     pub shards: Vec<Shard>,
@@ -69,7 +77,14 @@ impl EnginePlan {
         self.shards.iter().filter(move |shard| shard.index % peers == worker)
     }
 
-    /// The name of a worker's part file.
+    /// Where a worker stages its part file until the commit, relative to the sink. Besides
+    /// the hidden `_weir` component, the name lacks the `.parquet` extension, so even a
+    /// recursive glob such as `PREFIX/**/*.parquet` does not pick it up.
+    pub fn staged_part_name(&self, worker: usize) -> String {
+        format!("{}/{}/part-{worker:05}.staged", weir_connectors::lease::RUNS_DIR, self.attempt)
+    }
+
+    /// The name a worker's part file is published under, relative to the sink.
     pub fn part_name(&self, worker: usize) -> String {
         format!("part-{worker:05}-{}.parquet", self.run_id)
     }

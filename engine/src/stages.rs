@@ -133,9 +133,11 @@ fn finish_fits(
         let step = &plan.steps[index];
         Stage::Step { number: step.number, op: step.op, work: StepWork::Finish }
     };
+    if let Some(failure) = JobFailure::first_cause(contributions.iter().filter_map(|c| c.as_ref().err())) {
+        return Err(failure);
+    }
     let mut merged: Option<Vec<Partial>> = None;
-    for contribution in contributions {
-        let partials = contribution?;
+    for partials in contributions.into_iter().flatten() {
         match merged.as_mut() {
             None => merged = Some(partials),
             Some(merged) => {
@@ -202,11 +204,17 @@ pub(crate) fn dedupe_stage(
     let keyed = keyed.take().ok_or_else(|| JobFailure::internal("the dedupe input is gone after its pass"))?;
     let reduce_stage = Stage::Step { number: step.number, op: step.op, work: StepWork::Reduce };
     let winners = chain.metrics().time(reduce_stage, || keyed.finish(worker));
-    let agreed: Result<(), JobFailure> =
-        leader_round(worker, outcome.map(|_| ()), |outcomes: Vec<Result<(), JobFailure>>| {
-            outcomes.into_iter().collect::<Result<Vec<()>, JobFailure>>().map(|_| ())
-        })
-        .ok_or_else(lost_round)?;
+    let agreed: Result<(), JobFailure> = leader_round(
+        worker,
+        outcome.map(|_| ()),
+        |outcomes: Vec<Result<(), JobFailure>>| match JobFailure::first_cause(
+            outcomes.iter().filter_map(|o| o.as_ref().err()),
+        ) {
+            Some(failure) => Err(failure),
+            None => Ok(()),
+        },
+    )
+    .ok_or_else(lost_round)?;
     agreed?;
     chain.push_keep(step.number, KeptRows::new(winners));
     Ok(())

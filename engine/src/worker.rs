@@ -7,8 +7,11 @@ use std::rc::Rc;
 
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering;
 use timely::worker::Worker;
-use weir_connectors::commit::{abort_run, commit, prepare_output};
+
+use weir_connectors::commit::{CommitFailure, CommitRecord, commit, prepare_output};
+use weir_connectors::lease::{Claim, Lease};
 use weir_connectors::manifest::{
     ClusterInfo, InputFile, JobInfo, MANIFEST_FORMAT_VERSION, Manifest, StageTime, describe_schema,
 };
@@ -28,6 +31,8 @@ use crate::stages::{dedupe_stage, fit_group, fit_stage};
 /// What a worker reports to the leader after its final pass.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct WorkerReport {
+    /// The global index of the worker.
+    worker: usize,
     rows_in: u64,
     part: Option<PartFile>,
     /// This worker's clocks ([`crate::metrics`]).
@@ -39,6 +44,14 @@ fn lost_round() -> JobFailure {
     JobFailure::internal("a leader round ended without a result")
 }
 
+/// What worker 0 holds between preparing the output and committing it.
+#[derive(Default)]
+struct LeaderState {
+    lease: Option<Lease>,
+    /// The manifest of the output this run replaces.
+    previous: Option<Manifest>,
+}
+
 /// Runs the whole job on this worker; every worker returns the same result.
 pub(crate) fn run_worker(
     worker: &mut Worker,
@@ -46,11 +59,41 @@ pub(crate) fn run_worker(
     context: &ProcessContext,
     cluster: &ClusterInfo,
 ) -> Result<RunSummary, JobFailure> {
+    let leader = Rc::new(RefCell::new(LeaderState::default()));
+    let outcome = prepare_run_and_commit(worker, plan, context, cluster, &leader);
+    // The commit round takes the lease; if it is still here the run failed before it.
+    if let Some(lease) = leader.borrow_mut().lease.take() {
+        context.runtime.block_on(lease.release());
+    }
+    outcome
+}
+
+fn prepare_run_and_commit(
+    worker: &mut Worker,
+    plan: &SharedPlan,
+    context: &ProcessContext,
+    cluster: &ClusterInfo,
+    leader: &Rc<RefCell<LeaderState>>,
+) -> Result<RunSummary, JobFailure> {
     let prepared = {
-        let plan = plan.clone();
-        let runtime = context.runtime.clone();
+        let (plan, runtime, leader) = (plan.clone(), context.runtime.clone(), leader.clone());
         leader_round(worker, (), move |_: Vec<()>| {
-            runtime.block_on(prepare_output(&plan.sink, plan.mode)).map_err(|e| JobFailure::from_connector(&e))
+            runtime
+                .block_on(async {
+                    let lease =
+                        Lease::acquire(&plan.sink, Claim::new(&plan.run_id, &plan.attempt, plan.lease_ttl)).await?;
+                    match prepare_output(&plan.sink, plan.mode, plan.force).await {
+                        Ok(previous) => {
+                            *leader.borrow_mut() = LeaderState { lease: Some(lease), previous };
+                            Ok(())
+                        }
+                        Err(error) => {
+                            lease.release().await;
+                            Err(error)
+                        }
+                    }
+                })
+                .map_err(|e| JobFailure::from_connector(&e))
         })
     };
     prepared.ok_or_else(lost_round)??;
@@ -61,11 +104,12 @@ pub(crate) fn run_worker(
     let fitted = build_chain(worker, plan, context, &chain)?;
     let report = final_pass(worker, plan, context, chain);
 
-    let plan = plan.clone();
-    let runtime = context.runtime.clone();
-    let cluster = cluster.clone();
-    leader_round(worker, report, move |reports| commit_run(&plan, &runtime, &cluster, fitted, reports))
-        .ok_or_else(lost_round)?
+    let (plan, context, cluster, leader) = (plan.clone(), context.clone(), cluster.clone(), leader.clone());
+    leader_round(worker, report, move |reports| {
+        let state = std::mem::take(&mut *leader.borrow_mut());
+        commit_run(&plan, &context, &cluster, fitted, reports, state)
+    })
+    .ok_or_else(lost_round)?
 }
 
 /// Goes through the plan's steps, running a stage for each fitted step (group) and each
@@ -136,7 +180,7 @@ fn final_pass(
         ),
         None => None,
     };
-    Ok(WorkerReport { rows_in, part, stages: metrics.report(), passes: metrics.passes() })
+    Ok(WorkerReport { worker: index, rows_in, part, stages: metrics.report(), passes: metrics.passes() })
 }
 
 /// Appends a batch to the worker's part file, opening it on the first batch.
@@ -149,9 +193,13 @@ fn write_batch(
 ) -> Result<(), JobFailure> {
     let mut writer = writer.borrow_mut();
     if writer.is_none() {
-        let created =
-            PartWriter::create(&plan.sink, &plan.part_name(worker), plan.output_schema.clone(), plan.part_options)
-                .map_err(|e| JobFailure::from_connector(&e))?;
+        let created = PartWriter::create(
+            &plan.sink,
+            &plan.staged_part_name(worker),
+            plan.output_schema.clone(),
+            plan.part_options,
+        )
+        .map_err(|e| JobFailure::from_connector(&e))?;
         *writer = Some(created);
     }
     if let Some(open) = writer.as_mut() {
@@ -161,31 +209,46 @@ fn write_batch(
     Ok(())
 }
 
-/// The leader's side of the commit round: commit only if every worker succeeded.
+/// The leader's side of the commit round: commit only if every worker succeeded and the
+/// run was not cancelled; otherwise delete what the run staged.
 fn commit_run(
     plan: &SharedPlan,
-    runtime: &tokio::runtime::Handle,
+    context: &ProcessContext,
     cluster: &ClusterInfo,
     fitted: Vec<FittedStep>,
     reports: Vec<Result<WorkerReport, JobFailure>>,
+    state: LeaderState,
 ) -> Result<RunSummary, JobFailure> {
-    if let Some(failure) = reports.iter().find_map(|report| report.as_ref().err()) {
-        runtime.block_on(abort_run(&plan.sink, &plan.run_id));
-        return Err(failure.clone());
+    let runtime = &context.runtime;
+    let Some(lease) = state.lease else {
+        return Err(JobFailure::internal("the leader holds no lease on the output"));
+    };
+    let failure = JobFailure::first_cause(reports.iter().filter_map(|report| report.as_ref().err()))
+        .or_else(|| context.abort.load(Ordering::Relaxed).then(JobFailure::cancelled));
+    if let Some(failure) = failure {
+        runtime.block_on(lease.release());
+        return Err(failure);
     }
     let reports: Vec<WorkerReport> = reports.into_iter().flatten().collect();
     let rows_in = reports.iter().map(|r| r.rows_in).sum();
     let passes = reports.iter().map(|r| r.passes).max().unwrap_or(0);
     let stages = sum_reports(reports.iter().map(|r| r.stages.clone()));
-    let mut files: Vec<PartFile> = reports.into_iter().filter_map(|r| r.part).collect();
+    let mut staged: Vec<(usize, PartFile)> =
+        reports.into_iter().filter_map(|r| r.part.map(|part| (r.worker, part))).collect();
     let outcome = runtime.block_on(async {
-        if files.is_empty() {
+        if staged.is_empty() {
             // No rows at all: one empty part file still tells readers the schema.
-            let empty =
-                PartWriter::create(&plan.sink, &plan.part_name(0), plan.output_schema.clone(), plan.part_options)?;
-            files.push(empty.finish().await?);
+            let empty = PartWriter::create(
+                &plan.sink,
+                &plan.staged_part_name(0),
+                plan.output_schema.clone(),
+                plan.part_options,
+            )?;
+            staged.push((0, empty.finish().await?));
         }
-        files.sort_by(|a, b| a.path.cmp(&b.path));
+        staged.sort_by_key(|(worker, _)| *worker);
+        let files: Vec<PartFile> =
+            staged.iter().map(|(worker, part)| PartFile { path: plan.part_name(*worker), ..part.clone() }).collect();
         let manifest = Manifest {
             format_version: MANIFEST_FORMAT_VERSION,
             weir_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -200,35 +263,60 @@ fn commit_run(
                 .collect(),
             rows: files.iter().map(|f| f.rows).sum(),
             bytes: files.iter().map(|f| f.bytes).sum(),
-            files: files.clone(),
+            files,
             schema: describe_schema(&plan.output_schema),
             cluster: cluster.clone(),
             models: plan.models.clone(),
             stages,
             passes,
         };
-        let fitted = (!fitted.is_empty()).then(|| fitted_json(plan, fitted));
-        commit(&plan.sink, &manifest, fitted).await?;
-        Ok::<_, weir_connectors::ConnectorError>(manifest)
+        let record = CommitRecord {
+            fitted: (!fitted.is_empty()).then(|| fitted_json(plan, fitted)),
+            delete: state.previous.iter().flat_map(|m| m.files.iter().map(|f| f.path.clone())).collect(),
+            publish: staged.iter().map(|(worker, part)| (part.path.clone(), plan.part_name(*worker))).collect(),
+            manifest,
+        };
+        Ok::<_, weir_connectors::ConnectorError>(record)
     });
-    match outcome {
-        Ok(manifest) => Ok(RunSummary {
-            rows_in,
-            rows_out: manifest.rows,
-            bytes: manifest.bytes,
-            files: manifest.files,
-            stages: manifest.stages,
-            passes: manifest.passes,
-        }),
+    let record = match outcome {
+        Ok(record) => record,
         Err(error) => {
-            runtime.block_on(abort_run(&plan.sink, &plan.run_id));
+            runtime.block_on(lease.release());
+            return Err(JobFailure::from_connector(&error));
+        }
+    };
+    // A signal that came while the record was built still stops the run.
+    if context.abort.load(Ordering::Relaxed) {
+        runtime.block_on(lease.release());
+        return Err(JobFailure::cancelled());
+    }
+    match runtime.block_on(commit(&plan.sink, &lease, &record)) {
+        Ok(()) => {
+            runtime.block_on(lease.release());
+            let manifest = record.manifest;
+            Ok(RunSummary {
+                rows_in,
+                rows_out: manifest.rows,
+                bytes: manifest.bytes,
+                files: manifest.files,
+                stages: manifest.stages,
+                passes: manifest.passes,
+            })
+        }
+        Err(CommitFailure { error, decided }) => {
+            if decided {
+                // The decision stays for the next run to complete; the lease expires.
+                lease.abandon();
+            } else {
+                runtime.block_on(lease.release());
+            }
             Err(JobFailure::from_connector(&error))
         }
     }
 }
 
 /// `_weir/fitted.json` of this run.
-fn fitted_json(plan: &SharedPlan, steps: Vec<FittedStep>) -> Vec<u8> {
+fn fitted_json(plan: &SharedPlan, steps: Vec<FittedStep>) -> String {
     let file = FittedFile {
         format_version: FITTED_FORMAT_VERSION,
         weir_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -236,7 +324,7 @@ fn fitted_json(plan: &SharedPlan, steps: Vec<FittedStep>) -> Vec<u8> {
         run_id: plan.run_id.clone(),
         steps,
     };
-    let mut json = serde_json::to_vec_pretty(&file).unwrap_or_default();
-    json.push(b'\n');
+    let mut json = serde_json::to_string_pretty(&file).unwrap_or_default();
+    json.push('\n');
     json
 }

@@ -5,18 +5,125 @@ use std::fmt::Write as _;
 use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
+use serde::Serialize;
 use weir_connectors::commit::{MANIFEST_FILE, SUCCESS_FILE, is_committed};
+use weir_connectors::lease::lease_state;
 use weir_connectors::listing::list_all;
 use weir_connectors::manifest::Manifest;
+use weir_connectors::objects::read_json;
 use weir_connectors::parquet_source::ParquetSource;
 use weir_connectors::{ConnectorError, Location, StorageOptions};
 
-/// Lists the objects under `uri` with their sizes, and says whether it is a committed output.
-pub async fn ls(uri: &str) -> Result<String, ConnectorError> {
+/// What a prefix holds, as far as Weir's commit protocol goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// `_SUCCESS` and a readable manifest, and no run holds the prefix.
+    Committed,
+    /// Traces of Weir (a manifest, part files, a dead run's directory) but no commit.
+    Uncommitted,
+    /// A live run holds the prefix (a committed output may still be there until it publishes).
+    InProgress,
+    /// Nothing Weir wrote (or nothing at all).
+    NotAWeirOutput,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Committed => "committed",
+            Status::Uncommitted => "uncommitted",
+            Status::InProgress => "in_progress",
+            Status::NotAWeirOutput => "not_a_weir_output",
+        }
+    }
+}
+
+/// The run that holds a prefix.
+#[derive(Debug, Clone, Serialize)]
+pub struct Holder {
+    pub run_id: String,
+    pub attempt: String,
+    pub host: String,
+    pub pid: u32,
+    pub since: String,
+}
+
+/// `weir ls --json`: the status of a prefix, and what its manifest says.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputStatus {
+    pub uri: String,
+    pub status: Status,
+    /// The committed manifest's run id, rows and files (when there is one).
+    pub run_id: Option<String>,
+    pub rows: Option<u64>,
+    pub files: Vec<String>,
+    pub holder: Option<Holder>,
+    /// A run killed while publishing left its decision; the next run completes it.
+    pub interrupted_commit: Option<String>,
+    /// Objects under the prefix that readers see (no `_` or `.` path component).
+    pub objects: usize,
+    #[serde(skip)]
+    listing: Vec<(String, u64)>,
+}
+
+/// Reads the status of the prefix `uri`.
+pub async fn status(uri: &str) -> Result<OutputStatus, ConnectorError> {
     let location = Location::parse(uri, &StorageOptions::default())?;
     let objects = list_all(&location, location.path()).await?;
+    let listing: Vec<(String, u64)> = objects
+        .iter()
+        .map(|meta| {
+            let relative = meta
+                .location
+                .prefix_match(location.path())
+                .map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
+                .unwrap_or_else(|| meta.location.to_string());
+            (relative, meta.size)
+        })
+        .collect();
+    let hidden = |name: &str| name.split('/').any(|part| part.starts_with(['_', '.']));
+    let visible = listing.iter().filter(|(name, _)| !hidden(name)).count();
+    let leases = lease_state(&location).await?;
+    let manifest: Option<Manifest> = if is_committed(&location).await? {
+        read_json(&location, &location.join(MANIFEST_FILE)).await.ok().flatten()
+    } else {
+        None
+    };
+    let weir_traces = listing.iter().any(|(name, _)| name.starts_with("_weir/") || name == SUCCESS_FILE);
+    let status = if leases.holder.is_some() {
+        Status::InProgress
+    } else if manifest.is_some() && leases.interrupted_commit.is_none() {
+        Status::Committed
+    } else if weir_traces {
+        Status::Uncommitted
+    } else {
+        Status::NotAWeirOutput
+    };
+    Ok(OutputStatus {
+        uri: location.uri(),
+        status,
+        run_id: manifest.as_ref().map(|m| m.run_id.clone()),
+        rows: manifest.as_ref().map(|m| m.rows),
+        files: manifest.iter().flat_map(|m| m.files.iter().map(|f| f.path.clone())).collect(),
+        holder: leases.holder.map(|c| Holder {
+            run_id: c.run_id,
+            attempt: c.attempt,
+            host: c.host,
+            pid: c.pid,
+            since: c.since,
+        }),
+        interrupted_commit: leases.interrupted_commit,
+        objects: visible,
+        listing,
+    })
+}
+
+/// Lists the objects under `uri` with their sizes, and says what `status` found.
+pub async fn ls(uri: &str, status: &OutputStatus) -> Result<String, ConnectorError> {
     let mut out = String::new();
-    if objects.is_empty() {
+    if status.listing.is_empty() {
+        let location = Location::parse(uri, &StorageOptions::default())?;
         match location.store().head(location.path()).await {
             Ok(meta) => {
                 let _ = writeln!(out, "{:>12}  {}", meta.size, location.uri_of(&meta.location));
@@ -25,37 +132,24 @@ pub async fn ls(uri: &str) -> Result<String, ConnectorError> {
             Err(_) => return Err(ConnectorError::NoDataFiles { uri: location.uri() }),
         }
     }
-    for meta in &objects {
-        let relative = meta
-            .location
-            .prefix_match(location.path())
-            .map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
-            .unwrap_or_else(|| meta.location.to_string());
-        let _ = writeln!(out, "{:>12}  {relative}", meta.size);
+    for (name, size) in &status.listing {
+        let _ = writeln!(out, "{size:>12}  {name}");
     }
-    if is_committed(&location).await? {
-        let manifest_path = location.join(MANIFEST_FILE);
-        let manifest = match location.store().get(&manifest_path).await {
-            Ok(got) => got.bytes().await.ok().and_then(|bytes| serde_json::from_slice::<Manifest>(&bytes).ok()),
-            Err(_) => None,
-        };
-        match manifest {
-            Some(m) => {
-                let _ = writeln!(
-                    out,
-                    "committed: job '{}', run {}, {} rows in {} file(s)",
-                    m.job.name,
-                    m.run_id,
-                    m.rows,
-                    m.files.len()
-                );
-            }
-            None => {
-                let _ = writeln!(out, "committed ({SUCCESS_FILE} present, no readable manifest)");
-            }
-        }
-    } else if objects.iter().any(|m| m.location.filename().is_some_and(|f| f.starts_with("part-"))) {
-        let _ = writeln!(out, "not committed: no {SUCCESS_FILE} (a run is in progress, or failed)");
+    if let (Some(run_id), Some(rows)) = (&status.run_id, status.rows) {
+        let _ = writeln!(out, "committed: run {run_id}, {rows} rows in {} file(s)", status.files.len());
+    }
+    if let Some(holder) = &status.holder {
+        let _ = writeln!(
+            out,
+            "in progress: run {} (host {}, pid {}) holds the output since {}",
+            holder.run_id, holder.host, holder.pid, holder.since
+        );
+    }
+    if let Some(attempt) = &status.interrupted_commit {
+        let _ = writeln!(out, "interrupted commit: attempt {attempt} will be completed by the next run on this output");
+    }
+    if status.status == Status::Uncommitted {
+        let _ = writeln!(out, "not committed: no {SUCCESS_FILE} (a run failed or was killed)");
     }
     Ok(out)
 }

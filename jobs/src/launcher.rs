@@ -4,8 +4,13 @@
 //! The launcher and its children speak JSON lines: each child binds its own port and
 //! reports it ([`ChildEvent::Listening`]); the launcher answers every child with all the
 //! addresses on its stdin; children then report progress, their first failure, and their
-//! result. On the first failure, or when a child dies, the launcher kills the others and
-//! removes the failed run's part files, so nothing half-written stays behind.
+//! result. On the first failure, or when a child dies, the launcher stops the others and
+//! removes the run's directory `_weir/runs/<attempt>/` (its lease and staged files), so
+//! nothing half-written stays behind.
+//!
+//! Children watch their stdin ([`watch_launcher`]): the launcher closes it to stop them
+//! (after SIGINT/SIGTERM, or when another child failed), and the kernel closes it when the
+//! launcher dies, even by SIGKILL. Either way the children cancel the run and never commit.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -16,14 +21,17 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use weir_connectors::Location;
-use weir_connectors::commit::abort_run;
+use weir_connectors::lease::remove_attempt;
 use weir_engine::{JobFailure, ProgressSnapshot, RunSummary};
 
 use crate::report::ProgressView;
+use crate::signals::Stop;
 use crate::vars::Variables;
 
 /// How long children have to report their ports.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long stopped children have to clean up and exit before they are killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A message from a child to its launcher (one JSON line on the child's stdout).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,6 +76,23 @@ pub fn join_local_cluster(events: &EventSink) -> std::io::Result<(TcpListener, V
     Ok((listener, addresses.addresses))
 }
 
+/// The child's side of being stopped: reads stdin after the addresses until it closes,
+/// then asks the run to stop.
+pub fn watch_launcher(stop: Stop) {
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let stdin = std::io::stdin();
+        loop {
+            line.clear();
+            match stdin.lock().read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        stop.request("the launcher closed the connection");
+    });
+}
+
 enum Message {
     Event(usize, ChildEvent),
     Closed(usize),
@@ -79,8 +104,13 @@ pub struct LaunchPlan<'a> {
     pub vars: &'a Variables,
     pub processes: usize,
     pub workers: usize,
+    /// `--force`, passed on to every child.
+    pub force: bool,
     pub sink: Location,
+    /// The attempt id every child uses (the leader's lease and staging directory).
+    pub attempt: String,
     pub runtime: &'a tokio::runtime::Runtime,
+    pub stop: &'a Stop,
 }
 
 /// Runs the job on `processes` local processes and returns the leader's summary.
@@ -96,7 +126,11 @@ pub fn launch_local(plan: LaunchPlan<'_>, view: &ProgressView) -> Result<RunSumm
             .args(["--local-cluster", "--quiet"])
             .args(["--process", &process.to_string()])
             .args(["--processes", &plan.processes.to_string()])
-            .args(["--workers", &plan.workers.to_string()]);
+            .args(["--workers", &plan.workers.to_string()])
+            .args(["--attempt", &plan.attempt]);
+        if plan.force {
+            command.arg("--force");
+        }
         for (key, value) in plan.vars.pairs() {
             command.arg("--var").arg(format!("{key}={value}"));
         }
@@ -126,12 +160,48 @@ pub fn launch_local(plan: LaunchPlan<'_>, view: &ProgressView) -> Result<RunSumm
     }
     drop(sender);
 
-    let outcome = supervise(&mut children, &receiver, plan.processes, view);
-    kill_all(&mut children);
-    if outcome.is_err() {
-        plan.runtime.block_on(abort_run(&plan.sink, plan.vars.run_id()));
+    let outcome = supervise(&mut children, &receiver, plan.processes, view, plan.stop);
+    let outcome = match outcome {
+        Ok(summary) => Ok(summary),
+        // A child died: the others cannot finish without it.
+        Err(Ending::Died(failure)) => {
+            kill_all(&mut children);
+            Err(failure)
+        }
+        // A child failed cleanly, or we were asked to stop: let the others wind down (the
+        // leader then releases the lease itself) before killing what is left.
+        Err(Ending::Failed(failure)) => {
+            stop_all(&mut children);
+            Err(failure)
+        }
+    };
+    if outcome.is_err()
+        && let Err(error) = plan.runtime.block_on(remove_attempt(&plan.sink, &plan.attempt))
+    {
+        tracing::warn!(%error, "could not remove the failed run's directory; its lease will expire");
     }
     outcome
+}
+
+/// Closes every child's stdin (asking it to stop), waits for them up to [`STOP_TIMEOUT`],
+/// then kills those still running.
+fn stop_all(children: &mut [Child]) {
+    for child in children.iter_mut() {
+        drop(child.stdin.take());
+    }
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while Instant::now() < deadline && children.iter_mut().any(|child| matches!(child.try_wait(), Ok(None))) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill_all(children);
+}
+
+/// How a run that did not succeed ended, as the launcher saw it.
+enum Ending {
+    /// A child process ended without reporting a result.
+    Died(JobFailure),
+    /// A child reported a failure, or the launcher was asked to stop.
+    Failed(JobFailure),
 }
 
 fn supervise(
@@ -139,29 +209,35 @@ fn supervise(
     receiver: &mpsc::Receiver<Message>,
     processes: usize,
     view: &ProgressView,
-) -> Result<RunSummary, JobFailure> {
+    stop: &Stop,
+) -> Result<RunSummary, Ending> {
     let mut ports: Vec<Option<u16>> = vec![None; processes];
     let started = Instant::now();
     while ports.iter().any(Option::is_none) {
+        if stop.requested() {
+            return Err(Ending::Failed(JobFailure::cancelled()));
+        }
         match receiver.recv_timeout(Duration::from_millis(200)) {
             Ok(Message::Event(process, ChildEvent::Listening { port })) => ports[process] = Some(port),
-            Ok(Message::Event(_, ChildEvent::Failed(failure))) => return Err(failure),
-            Ok(Message::Closed(process)) => return Err(died(children, process)),
+            Ok(Message::Event(_, ChildEvent::Failed(failure))) => return Err(Ending::Failed(failure)),
+            Ok(Message::Closed(process)) => return Err(Ending::Died(died(children, process))),
             Ok(Message::Event(..)) => {}
             Err(mpsc::RecvTimeoutError::Timeout) if started.elapsed() > START_TIMEOUT => {
-                return Err(JobFailure::external("worker processes did not start in time"));
+                return Err(Ending::Died(JobFailure::external("worker processes did not start in time")));
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(JobFailure::internal("lost every worker process")),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(Ending::Died(JobFailure::internal("lost every worker process")));
+            }
         }
     }
     let addresses =
         ClusterAddresses { addresses: ports.iter().flatten().map(|port| format!("127.0.0.1:{port}")).collect() };
-    let line = serde_json::to_string(&addresses).map_err(|e| JobFailure::internal(e.to_string()))?;
+    let line = serde_json::to_string(&addresses).map_err(|e| Ending::Died(JobFailure::internal(e.to_string())))?;
     for (process, child) in children.iter_mut().enumerate() {
         let written = child.stdin.as_mut().map(|stdin| writeln!(stdin, "{line}").and_then(|_| stdin.flush()));
         if !matches!(written, Some(Ok(()))) {
-            return Err(died(children, process));
+            return Err(Ending::Died(died(children, process)));
         }
     }
 
@@ -169,14 +245,17 @@ fn supervise(
     let mut summaries: Vec<Option<RunSummary>> = vec![None; processes];
     let mut open = processes;
     while open > 0 {
+        if stop.requested() {
+            return Err(Ending::Failed(JobFailure::cancelled()));
+        }
         match receiver.recv_timeout(Duration::from_millis(200)) {
             Ok(Message::Event(process, ChildEvent::Progress(snapshot))) => progress[process] = snapshot,
-            Ok(Message::Event(_, ChildEvent::Failed(failure))) => return Err(failure),
+            Ok(Message::Event(_, ChildEvent::Failed(failure))) => return Err(Ending::Failed(failure)),
             Ok(Message::Event(process, ChildEvent::Done(summary))) => summaries[process] = Some(summary),
             Ok(Message::Event(_, ChildEvent::Listening { .. })) => {}
             Ok(Message::Closed(process)) => {
                 if summaries[process].is_none() {
-                    return Err(died(children, process));
+                    return Err(Ending::Died(died(children, process)));
                 }
                 open -= 1;
             }
@@ -190,10 +269,14 @@ fn supervise(
     for (process, child) in children.iter_mut().enumerate() {
         match child.wait() {
             Ok(status) if status.success() => {}
-            _ => return Err(died(children, process)),
+            _ => return Err(Ending::Died(died(children, process))),
         }
     }
-    summaries.into_iter().next().flatten().ok_or_else(|| JobFailure::internal("the leader process reported no result"))
+    summaries
+        .into_iter()
+        .next()
+        .flatten()
+        .ok_or_else(|| Ending::Died(JobFailure::internal("the leader process reported no result")))
 }
 
 /// The failure for a child that ended without reporting one.

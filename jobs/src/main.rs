@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use weir_engine::{ClusterSetup, JobFailure, ProcessContext, Progress, RunSummary, execute};
-use weir_jobs::launcher::{ChildEvent, EventSink, LaunchPlan, join_local_cluster, launch_local};
-use weir_jobs::planning::{LoadedJob, load_job, plan_job};
+use weir_jobs::launcher::{ChildEvent, EventSink, LaunchPlan, join_local_cluster, launch_local, watch_launcher};
+use weir_jobs::planning::{LoadedJob, RunOptions, load_job, plan_job};
 use weir_jobs::report::{OutputMode, ProgressView, SummaryReport};
+use weir_jobs::signals::Stop;
 use weir_jobs::vars::{Variables, parse_pair};
 use weir_jobs::{JobError, inspect};
 
@@ -57,6 +58,11 @@ enum Command {
         /// Set a variable used as {{key}} in the job (repeatable).
         #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_pair)]
         vars: Vec<(String, String)>,
+        /// DANGEROUS: let mode = "overwrite" write into a filesystem or bucket root, a home
+        /// directory, a directory holding the source, the job file or the working directory,
+        /// or beside files no manifest records. Weir still deletes only files it recorded.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         output: RunOutput,
     },
@@ -74,6 +80,9 @@ enum Command {
         workers: usize,
         #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_pair)]
         vars: Vec<(String, String)>,
+        /// DANGEROUS: skip the overwrite guards (see `weir run --help`); pass it to every process.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         output: RunOutput,
         /// Started by `weir run --processes`: talk to the launcher on stdin/stdout.
@@ -81,6 +90,9 @@ enum Command {
         local_cluster: bool,
         #[arg(long, hide = true)]
         processes: Option<usize>,
+        /// The attempt id the launcher chose.
+        #[arg(long, hide = true)]
+        attempt: Option<String>,
     },
     /// Check a job (spec, variables, source schema, steps) without running it.
     Validate {
@@ -89,7 +101,16 @@ enum Command {
         vars: Vec<(String, String)>,
     },
     /// List the objects under a URI and whether it is a committed output.
-    Ls { uri: String },
+    Ls {
+        uri: String,
+        /// Print the output's status as one JSON object: committed, uncommitted,
+        /// in_progress (with the holder) or not_a_weir_output.
+        #[arg(long)]
+        json: bool,
+        /// Exit with code 3 unless the URI is a committed output.
+        #[arg(long)]
+        require_committed: bool,
+    },
     /// Print the first rows of a dataset.
     Head {
         uri: String,
@@ -129,16 +150,21 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match dispatch(cli.command, &runtime) {
+    let stop = Stop::install(&runtime);
+    match dispatch(cli.command, &runtime, &stop) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("weir: error: {}", failure.message);
-            ExitCode::from(failure.exit_code() as u8)
+            let code = stop.exit_code().unwrap_or_else(|| failure.exit_code());
+            ExitCode::from(code as u8)
         }
     }
 }
 
-fn dispatch(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), JobFailure> {
+/// `weir ls` with `--require-committed` on an output that is not committed.
+const EXIT_NOT_COMMITTED: i32 = 3;
+
+fn dispatch(command: Command, runtime: &tokio::runtime::Runtime, stop: &Stop) -> Result<(), JobFailure> {
     let inspected = |result: Result<String, weir_connectors::ConnectorError>| match result {
         Ok(text) => {
             print!("{text}");
@@ -147,23 +173,32 @@ fn dispatch(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), J
         Err(e) => Err(JobFailure::from_connector(&e)),
     };
     match command {
-        Command::Run { job, workers, processes, vars, output } => {
+        Command::Run { job, workers, processes, vars, force, output } => {
             let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-            run(&job, &Variables::new(&vars), workers.max(1), processes.max(1), output.mode(), runtime)
+            let shape = Shape { workers: workers.max(1), processes: processes.max(1), force };
+            run(&job, &Variables::new(&vars), shape, output.mode(), runtime, stop)
         }
-        Command::Worker { job, hostfile, process, workers, vars, output, local_cluster, processes } => worker(
-            &job,
-            hostfile.as_deref(),
-            process,
-            processes,
-            workers.max(1),
-            vars,
-            local_cluster,
-            output.mode(),
-            runtime,
-        ),
+        Command::Worker { job, hostfile, process, workers, vars, force, output, local_cluster, processes, attempt } => {
+            let role = WorkerRole { hostfile, process, processes, workers: workers.max(1), local_cluster };
+            worker(&job, role, vars, RunOptions { attempt, force }, output.mode(), runtime, stop)
+        }
         Command::Validate { job, vars } => validate(&job, &Variables::new(&vars), runtime),
-        Command::Ls { uri } => inspected(runtime.block_on(inspect::ls(&uri))),
+        Command::Ls { uri, json, require_committed } => {
+            let status = runtime.block_on(inspect::status(&uri)).map_err(|e| JobFailure::from_connector(&e))?;
+            let printed = if json {
+                serde_json::to_string(&status)
+                    .map(|line| println!("{line}"))
+                    .map_err(|e| JobFailure::internal(e.to_string()))
+            } else {
+                inspected(runtime.block_on(inspect::ls(&uri, &status)))
+            };
+            // Nothing there at all is "not committed" too, not an error, when that is the question.
+            if require_committed && status.status != inspect::Status::Committed {
+                eprintln!("weir: '{}' is not a committed output ({})", status.uri, status.status.as_str());
+                std::process::exit(EXIT_NOT_COMMITTED);
+            }
+            printed
+        }
         Command::Head { uri, rows } => inspected(runtime.block_on(inspect::head(&uri, rows))),
         Command::Schema { uri } => inspected(runtime.block_on(inspect::schema(&uri))),
     }
@@ -177,24 +212,42 @@ fn in_job(job: &LoadedJob) -> impl Fn(JobFailure) -> JobFailure + '_ {
     move |f| JobFailure { kind: f.kind, message: format!("job '{}' failed: {}", job.spec.name, f.message) }
 }
 
+/// The shape of a `weir run`.
+struct Shape {
+    workers: usize,
+    processes: usize,
+    force: bool,
+}
+
 fn run(
     path: &str,
     vars: &Variables,
-    workers: usize,
-    processes: usize,
+    shape: Shape,
     mode: OutputMode,
     runtime: &tokio::runtime::Runtime,
+    stop: &Stop,
 ) -> Result<(), JobFailure> {
     let job = load_job(path, vars).map_err(failure)?;
-    let plan = runtime.block_on(plan_job(&job)).map_err(failure)?;
+    let plan = runtime.block_on(plan_job(&job, &RunOptions { attempt: None, force: shape.force })).map_err(failure)?;
     let view = ProgressView::new(plan.shards.len() as u64, mode);
     let output = plan.sink.uri();
-    let summary = if processes == 1 {
-        run_in_process(plan, ClusterSetup::SingleProcess { workers }, runtime, &view, None)
+    let summary = if shape.processes == 1 {
+        run_in_process(plan, ClusterSetup::SingleProcess { workers: shape.workers }, runtime, &view, None, stop)
     } else {
-        let sink = plan.sink.clone();
+        let (sink, attempt) = (plan.sink.clone(), plan.attempt.clone());
         drop(plan);
-        launch_local(LaunchPlan { job_path: path, vars, processes, workers, sink, runtime }, &view)
+        let launch = LaunchPlan {
+            job_path: path,
+            vars,
+            processes: shape.processes,
+            workers: shape.workers,
+            force: shape.force,
+            sink,
+            attempt,
+            runtime,
+            stop,
+        };
+        launch_local(launch, &view)
     };
     view.finish();
     let summary = summary.map_err(in_job(&job))?;
@@ -210,13 +263,14 @@ fn run_in_process(
     runtime: &tokio::runtime::Runtime,
     view: &ProgressView,
     events: Option<EventSink>,
+    stop: &Stop,
 ) -> Result<RunSummary, JobFailure> {
     let progress = Arc::new(Progress::default());
     let failure_events = events.clone();
     let context = ProcessContext {
         runtime: runtime.handle().clone(),
         progress: progress.clone(),
-        abort: Arc::new(AtomicBool::new(false)),
+        abort: stop.abort_flag(),
         on_failure: Arc::new(move |failure: &JobFailure| {
             if let Some(events) = &failure_events {
                 events.send(&ChildEvent::Failed(failure.clone()));
@@ -246,21 +300,38 @@ fn run_in_process(
     outcome
 }
 
-#[allow(clippy::too_many_arguments)]
-fn worker(
-    path: &str,
-    hostfile: Option<&str>,
+/// Which process of which cluster a `weir worker` is.
+struct WorkerRole {
+    hostfile: Option<String>,
     process: usize,
     processes: Option<usize>,
     workers: usize,
-    mut pairs: Vec<(String, String)>,
     local_cluster: bool,
+}
+
+fn worker(
+    path: &str,
+    role: WorkerRole,
+    mut pairs: Vec<(String, String)>,
+    mut options: RunOptions,
     mode: OutputMode,
     runtime: &tokio::runtime::Runtime,
+    stop: &Stop,
 ) -> Result<(), JobFailure> {
+    let WorkerRole { hostfile, process, processes, workers, local_cluster } = role;
     if local_cluster {
         let events = EventSink::default();
-        let outcome = local_cluster_worker(path, process, processes.unwrap_or(1), workers, &pairs, runtime, &events);
+        let outcome = local_cluster_worker(
+            path,
+            process,
+            processes.unwrap_or(1),
+            workers,
+            &pairs,
+            &options,
+            runtime,
+            &events,
+            stop,
+        );
         match &outcome {
             Ok(summary) => events.send(&ChildEvent::Done(summary.clone())),
             Err(failure) => events.send(&ChildEvent::Failed(failure.clone())),
@@ -268,7 +339,7 @@ fn worker(
         return outcome.map(|_| ());
     }
     let hostfile = hostfile.unwrap_or_default();
-    let hosts = std::fs::read_to_string(hostfile)
+    let hosts = std::fs::read_to_string(&hostfile)
         .map_err(|e| JobFailure::user(format!("cannot read hostfile '{hostfile}': {e}")))?;
     let addresses: Vec<String> = hosts
         .lines()
@@ -282,20 +353,24 @@ fn worker(
             addresses.len()
         )));
     }
+    // Every process must agree on the run id and the attempt without talking: derive them
+    // from what they share.
+    let job_text = std::fs::read_to_string(path).unwrap_or_default();
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(format!("{job_text}\n{hosts}\n{pairs:?}").as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
     if !pairs.iter().any(|(key, _)| key == "run_id") {
-        // Every process must agree on the run id without talking: derive it from what they share.
-        let job_text = std::fs::read_to_string(path).unwrap_or_default();
-        let digest = <sha2::Sha256 as sha2::Digest>::digest(format!("{job_text}\n{hosts}\n{pairs:?}").as_bytes());
-        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        pairs.push(("run_id".to_string(), hex));
+        pairs.push(("run_id".to_string(), hex.clone()));
     }
     let vars = Variables::new(&pairs);
+    if options.attempt.is_none() {
+        options.attempt = Some(format!("{}.{}", vars.run_id(), &hex[..8]));
+    }
     let job = load_job(path, &vars).map_err(failure)?;
-    let plan = runtime.block_on(plan_job(&job)).map_err(failure)?;
+    let plan = runtime.block_on(plan_job(&job, &options)).map_err(failure)?;
     let output = plan.sink.uri();
     let view = ProgressView::new(plan.shards.len() as u64, if process == 0 { mode } else { OutputMode::SILENT });
     let setup = ClusterSetup::Hosts { workers, process, addresses };
-    let summary = run_in_process(plan, setup, runtime, &view, None);
+    let summary = run_in_process(plan, setup, runtime, &view, None, stop);
     view.finish();
     let summary = summary.map_err(in_job(&job))?;
     if process == 0 {
@@ -304,30 +379,35 @@ fn worker(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn local_cluster_worker(
     path: &str,
     process: usize,
     processes: usize,
     workers: usize,
     pairs: &[(String, String)],
+    options: &RunOptions,
     runtime: &tokio::runtime::Runtime,
     events: &EventSink,
+    stop: &Stop,
 ) -> Result<RunSummary, JobFailure> {
     let (listener, addresses) =
         join_local_cluster(events).map_err(|e| JobFailure::external(format!("cannot join the local cluster: {e}")))?;
     if addresses.len() != processes {
         return Err(JobFailure::internal("the launcher sent a cluster of the wrong size"));
     }
+    // The launcher holds our stdin: when it closes (it stopped us, or died), stop.
+    watch_launcher(stop.clone());
     let job = load_job(path, &Variables::new(pairs)).map_err(failure)?;
-    let plan = runtime.block_on(plan_job(&job)).map_err(failure)?;
+    let plan = runtime.block_on(plan_job(&job, options)).map_err(failure)?;
     let view = ProgressView::new(0, OutputMode::SILENT);
     let setup = ClusterSetup::LocalProcess { workers, process, addresses, listener };
-    run_in_process(plan, setup, runtime, &view, Some(events.clone()))
+    run_in_process(plan, setup, runtime, &view, Some(events.clone()), stop)
 }
 
 fn validate(path: &str, vars: &Variables, runtime: &tokio::runtime::Runtime) -> Result<(), JobFailure> {
     let job = load_job(path, vars).map_err(failure)?;
-    let plan = runtime.block_on(plan_job(&job)).map_err(failure)?;
+    let plan = runtime.block_on(plan_job(&job, &RunOptions::default())).map_err(failure)?;
     println!(
         "job '{}' is valid: {} input file(s), {} rows, {} shard(s), {} step(s)",
         job.spec.name,

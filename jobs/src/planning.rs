@@ -6,9 +6,12 @@
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
-use weir_connectors::Location;
+use std::time::Duration;
+use weir_connectors::commit::WriteMode;
+use weir_connectors::lease::{DEFAULT_LEASE_TTL, check_run_id, new_attempt_id};
 use weir_connectors::parquet_sink::PartOptions;
 use weir_connectors::parquet_source::ParquetSource;
+use weir_connectors::{ConnectorError, Location};
 
 use weir_connectors::manifest::ModelInfo;
 use weir_connectors::object_reader::read_object;
@@ -34,8 +37,18 @@ pub struct LoadedJob {
     pub vars: Variables,
 }
 
+/// How this process takes part in a run, beyond the job file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// This attempt's id (`<run_id>.<8 hex>`); a fresh one when `None`.
+    pub attempt: Option<String>,
+    /// `--force`: skip the overwrite guards ([`check_overwrite_target`]).
+    pub force: bool,
+}
+
 /// Reads, substitutes and parses a job file.
 pub fn load_job(path: &str, vars: &Variables) -> Result<LoadedJob, JobError> {
+    check_run_id(vars.run_id()).map_err(|message| JobError::Invalid { job: path.to_string(), message })?;
     let raw = std::fs::read_to_string(path).map_err(|source| JobError::Read { path: path.to_string(), source })?;
     let text = vars.substitute(path, &raw)?;
     let spec = JobSpec::from_toml(&text).map_err(|message| JobError::Toml { path: path.to_string(), message })?;
@@ -45,7 +58,7 @@ pub fn load_job(path: &str, vars: &Variables) -> Result<LoadedJob, JobError> {
 }
 
 /// Plans a loaded job: opens the source, binds the steps, cuts shards.
-pub async fn plan_job(job: &LoadedJob) -> Result<EnginePlan, JobError> {
+pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePlan, JobError> {
     let spec = &job.spec;
     let name = spec.name.clone();
     let connector = |what: &'static str| {
@@ -59,6 +72,9 @@ pub async fn plan_job(job: &LoadedJob) -> Result<EnginePlan, JobError> {
             source_uri: source_location.uri(),
             sink_uri: sink.uri(),
         }));
+    }
+    if spec.sink.mode == WriteMode::Overwrite && !options.force {
+        check_overwrite_target(&sink, &source_location, &job.path).map_err(connector("sink"))?;
     }
     let source =
         ParquetSource::open(&source_location, spec.source.columns.as_deref()).await.map_err(connector("source"))?;
@@ -74,6 +90,9 @@ pub async fn plan_job(job: &LoadedJob) -> Result<EnginePlan, JobError> {
         job_name: name,
         job_sha256: job.sha256.clone(),
         run_id: job.vars.run_id().to_string(),
+        attempt: options.attempt.clone().unwrap_or_else(|| new_attempt_id(job.vars.run_id())),
+        lease_ttl: spec.sink.lease_ttl_s.map(Duration::from_secs).unwrap_or(DEFAULT_LEASE_TTL),
+        force: options.force,
         source,
         shards,
         steps,
@@ -89,6 +108,45 @@ pub async fn plan_job(job: &LoadedJob) -> Result<EnginePlan, JobError> {
         cache_bytes: spec.source.cache_mb.unwrap_or(DEFAULT_CACHE_MB).saturating_mul(1 << 20),
         models,
     })
+}
+
+/// Refuses an overwrite of a place that is almost certainly not a dedicated output
+/// directory: a filesystem or bucket root, a home directory, or a directory that contains
+/// the source, the job file or the working directory. Overwrite deletes only what earlier
+/// runs recorded, so this guards against writing Weir's files into such a place at all.
+pub fn check_overwrite_target(sink: &Location, source: &Location, job_path: &str) -> Result<(), ConnectorError> {
+    let refuse = |reason: String| Err(ConnectorError::DangerousOverwrite { uri: sink.uri(), reason });
+    if sink.path().as_ref().is_empty() {
+        return refuse(if sink.is_s3() { "it is a whole bucket".into() } else { "it is the filesystem root".into() });
+    }
+    if sink.contains(source) {
+        return refuse(format!("it contains the source '{}'", source.uri()));
+    }
+    let Some(directory) = sink.local_path() else { return Ok(()) };
+    let options = weir_connectors::StorageOptions::default();
+    let homes = std::env::var("HOME").into_iter().chain(["/root".to_string(), "/home".to_string()]);
+    for home in homes.filter(|home| !home.is_empty() && home != "/") {
+        let home_path = std::fs::canonicalize(&home).unwrap_or_else(|_| home.clone().into());
+        if directory == home_path {
+            return refuse(format!("it is a home directory ('{home}')"));
+        }
+    }
+    if directory.parent() == Some(std::path::Path::new("/home")) {
+        return refuse("it is a home directory".into());
+    }
+    let places = [
+        ("the job file", Some(job_path.to_string())),
+        ("the working directory", std::env::current_dir().ok().map(|d| d.display().to_string())),
+    ];
+    for (what, place) in places {
+        let Some(place) = place else { continue };
+        if let Ok(location) = Location::parse(&place, &options)
+            && sink.contains(&location)
+        {
+            return refuse(format!("it contains {what} ('{place}')"));
+        }
+    }
+    Ok(())
 }
 
 /// Turns bound steps into planned ones. A fitted step with `fitted = "URI"` becomes a map

@@ -81,6 +81,10 @@ pub struct SinkSpec {
     /// Rows per row group in the part files (default 131,072).
     #[serde(default)]
     pub row_group_rows: Option<usize>,
+    /// Seconds a run's lease on the output outlives its last heartbeat (default 60): how
+    /// long a killed run keeps others from the prefix.
+    #[serde(default)]
+    pub lease_ttl_s: Option<u64>,
 }
 
 impl JobSpec {
@@ -104,6 +108,9 @@ impl JobSpec {
         }
         if self.sink.row_group_rows == Some(0) {
             return Err("sink.row_group_rows must be positive".into());
+        }
+        if self.sink.lease_ttl_s == Some(0) {
+            return Err("sink.lease_ttl_s must be positive".into());
         }
         Ok(())
     }

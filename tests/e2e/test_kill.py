@@ -28,6 +28,7 @@ expr = "x >= 0.25"
 uri = "{out}"
 mode = "overwrite"
 row_group_rows = 4096
+lease_ttl_s = 2
 """
 
 
@@ -55,12 +56,13 @@ def children_of(pid):
 
 
 def wait_for_progress(out, proc, timeout=60):
-    """Waits until the run has written part data (so a kill lands mid-way)."""
+    """Waits until the run has staged part data (so a kill lands mid-way)."""
     deadline = time.time() + timeout
+    runs = out / "_weir" / "runs"
     while time.time() < deadline:
         if proc.poll() is not None:
             return False
-        if out.exists() and any(p.name.startswith("part-") for p in out.iterdir()):
+        if any(p.name.startswith("part-") for p in runs.glob("*/*")):
             return True
         time.sleep(0.02)
     return False
@@ -89,6 +91,8 @@ def test_killed_run_leaves_no_success_and_rerun_is_clean(weir, tmp_path, big_dir
             os.kill(proc.pid, signal.SIGKILL)
             proc.communicate(timeout=60)
             assert proc.returncode == -signal.SIGKILL
+            # The killed run's lease (lease_ttl_s = 2) must expire before the next run may start.
+            time.sleep(3)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -99,6 +103,7 @@ def test_killed_run_leaves_no_success_and_rerun_is_clean(weir, tmp_path, big_dir
     manifest = json.loads((out / "_weir" / "manifest.json").read_text())
     assert sorted(f["path"] for f in manifest["files"]) == sorted(p.name for p in out.iterdir() if p.is_file() and p.name.startswith("part-"))
     assert not [p for p in out.rglob("*") if "#" in p.name], "no staged upload of the killed run is left"
+    assert not (out / "_weir" / "runs").exists(), "the killed run's directory was removed"
     got = read_output(out).sort_by("id")
     want = reference(big_dir)
     assert got.num_rows == want.num_rows

@@ -159,7 +159,7 @@ def test_a_server_killed_mid_run_fails_cleanly_and_the_rerun_commits(weir, tmp_p
         job = write_job(
             tmp_path / "job.toml",
             f'name = "killed"\n[source]\nuri = "s3://{src}/big/"\n[[step]]\nop = "clip"\ncolumns = ["f*"]\nlower = -1.0\n'
-            f'[sink]\nuri = "s3://{dst}/out/"\nmode = "overwrite"\nrow_group_rows = 20000\n'
+            f'[sink]\nuri = "s3://{dst}/out/"\nmode = "overwrite"\nrow_group_rows = 20000\nlease_ttl_s = 2\n'
             "[storage]\nmax_retries = 2\nretry_timeout_s = 3\n",
         )
         run = subprocess.Popen([str(WEIR_BIN), "run", str(job), "-w", "2"], env=server.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -177,6 +177,9 @@ def test_a_server_killed_mid_run_fails_cleanly_and_the_rerun_commits(weir, tmp_p
         server.start()
         keys = server.keys(dst, "out/")
         assert "out/_SUCCESS" not in keys
+        assert not [k for k in keys if not k.startswith("out/_weir/runs/")], "nothing of the failed run is visible"
+        # The failed run could not release its lease (lease_ttl_s = 2) while the server was down.
+        time.sleep(3)
         weir_proc = subprocess.run([str(WEIR_BIN), "run", str(job), "-w", "2"], env=server.env(), capture_output=True, text=True, timeout=300)
         assert weir_proc.returncode == 0, weir_proc.stderr
         manifest = json.loads(server.client().get_object(Bucket=dst, Key="out/_weir/manifest.json")["Body"].read())
