@@ -22,6 +22,9 @@ pub enum JobError {
     )]
     UnknownVariable { path: String, line: usize, name: String, known: String },
 
+    #[error("job file '{path}', line {line}: variable '{{{{{name}}}}}' cannot be substituted: {reason}")]
+    BadVariable { path: String, line: usize, name: String, reason: String },
+
     #[error("job '{job}': {message}")]
     Invalid { job: String, message: String },
 

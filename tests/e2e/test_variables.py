@@ -1,0 +1,55 @@
+"""`--var` values are data, never TOML: a value cannot change a job's structure (issue: a
+crafted `ds` once switched a job to `mode = "overwrite"` and deleted a committed output),
+and an oversized value is refused without being printed back."""
+
+import hashlib
+
+import pyarrow.parquet as pq
+
+from conftest import read_inputs, write_job
+
+JOB = """name = "vars-safety"
+[source]
+uri = "{src}"
+columns = ["id", "age"]
+[sink]
+uri = "{out}/date={{{{ds}}}}"
+"""
+
+
+def digest(directory):
+    return {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_a_value_cannot_switch_the_job_to_overwrite(weir, tmp_path, events_dir):
+    out = tmp_path / "out"
+    job = write_job(tmp_path / "job.toml", JOB.format(src=events_dir, out=out))
+    weir("run", job, "--var", "ds=2024", check=0)
+    committed = out / "date=2024"
+    before = digest(committed)
+    evil = '2024"\nmode = "overwrite"\n#'
+    proc = weir("run", job, "--var", f"ds={evil}")
+    assert digest(committed) == before, "the committed output was not touched"
+    # The value stayed inside the URI string: the run (if it ran) wrote to its own, oddly
+    # named directory with the job's own mode, error_if_exists.
+    assert proc.returncode in (0, 2), proc.stderr
+    again = weir("run", job, "--var", f"ds={evil}")
+    if proc.returncode == 0:
+        assert again.returncode == 2 and "already exists" in again.stderr, again.stderr
+    expected = read_inputs(events_dir).select(["id", "age"]).sort_by("id")
+    assert pq.read_table(committed).sort_by("id").equals(expected)
+
+
+def test_a_huge_value_is_refused_briefly(weir, tmp_path, events_dir):
+    job = write_job(tmp_path / "job.toml", JOB.format(src=events_dir, out=tmp_path / "out"))
+    proc = weir("run", job, "--var", "ds=" + "x" * 100_000, check=2)
+    assert "100000 characters" in proc.stderr and len(proc.stderr) < 1_000, proc.stderr[:300]
+    assert not (tmp_path / "out").exists()
+
+
+def test_values_outside_strings_must_be_plain(weir, tmp_path, events_dir):
+    text = JOB.format(src=events_dir, out=tmp_path / "out").replace('columns = ["id", "age"]', 'batch_size = {{n}}')
+    job = write_job(tmp_path / "job.toml", text)
+    weir("run", job, "--var", "n=512", "--var", "ds=d", check=0)
+    proc = weir("run", job, "--var", "n=512\nmode = 1", "--var", "ds=e", check=2)
+    assert "line 4" in proc.stderr and "{{n}}" in proc.stderr, proc.stderr
