@@ -73,6 +73,15 @@ impl ParquetSource {
 
         let (first_file, first_metadata) = &footers[0];
         let first_uri = location.uri_of(&first_file.path);
+        if let Some(columns) = columns {
+            let mut seen = std::collections::HashSet::new();
+            if let Some(twice) = columns.iter().find(|c| !seen.insert(c.as_str())) {
+                return Err(ConnectorError::Invalid {
+                    uri: location.uri(),
+                    message: format!("source.columns names '{twice}' twice"),
+                });
+            }
+        }
         let names: Vec<String> = match columns {
             Some(columns) => columns.to_vec(),
             None => first_metadata.schema().fields().iter().map(|f| f.name().clone()).collect(),
@@ -84,6 +93,13 @@ impl ParquetSource {
         for (file, metadata) in footers {
             let uri = location.uri_of(&file.path);
             let file_schema = metadata.schema().clone();
+            let mut seen = std::collections::HashSet::new();
+            if let Some(twice) = file_schema.fields().iter().find(|f| !seen.insert(f.name().as_str())) {
+                return Err(ConnectorError::Invalid {
+                    uri,
+                    message: format!("it has two columns named '{}'; Weir needs unique column names", twice.name()),
+                });
+            }
             if columns.is_none() && file_schema.fields().len() != names.len() {
                 let extra = file_schema.fields().iter().find(|f| !names.contains(f.name())).map(|f| f.name().clone());
                 return Err(match extra {

@@ -114,3 +114,17 @@ def test_a_value_that_cannot_be_cast_fails_the_run_and_leaves_nothing(weir, tmp_
     # A clean copy of the input with a fixed job works afterwards.
     shutil.rmtree(out, ignore_errors=True)
     weir("run", write_job(tmp_path / "ok.toml", text.replace('score = "float64"', 'age = "float64"')), *shape, check=0)
+
+
+def test_a_file_with_two_columns_of_one_name_is_refused_by_run_head_and_validate(weir, tmp_path):
+    src = tmp_path / "dup"
+    src.mkdir()
+    table = pa.Table.from_arrays([pa.array([1, 2, 3]), pa.array([4.0, 5.0, 6.0])], names=["x", "x"])
+    pq.write_table(table, src / "dup.parquet")
+    assert pq.read_schema(src / "dup.parquet").names == ["x", "x"]  # pyarrow writes it as such
+    err = run_bad(weir, tmp_path, src)
+    assert "dup.parquet" in err and "two columns named 'x'" in err
+    job = write_job(tmp_path / "job.toml", JOB.format(src=src, out=tmp_path / "out", steps=""))
+    for args in (["validate", job], ["head", src], ["schema", src]):
+        proc = weir(*args, check=2)
+        assert "two columns named 'x'" in proc.stderr and "panicked" not in proc.stderr, proc.stderr
