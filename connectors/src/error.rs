@@ -59,7 +59,7 @@ pub enum ConnectorError {
     #[error("the source '{source_uri}' and the sink '{sink_uri}' overlap; write the output elsewhere")]
     SinkOverlapsSource { source_uri: String, sink_uri: String },
 
-    #[error("object store error at '{uri}': {source}")]
+    #[error("object store error at '{uri}': {}", redact_store_error(source))]
     Store {
         uri: String,
         #[source]
@@ -123,4 +123,58 @@ pub fn http_status(error: &object_store::Error) -> Option<u16> {
         current = error.source();
     }
     None
+}
+
+/// The longest part of a store's answer that an error message quotes.
+const MAX_QUOTED_ANSWER: usize = 300;
+
+/// A store error's message as Weir prints it: the credentials of this process (and any
+/// header that carries one) blanked out, and the store's answer cut short. Some
+/// S3-compatible endpoints echo the request's headers in an error body, which would
+/// otherwise print the session token.
+pub fn redact_store_error(error: &object_store::Error) -> String {
+    let mut message = error.to_string();
+    for variable in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"] {
+        if let Ok(secret) = std::env::var(variable)
+            && secret.len() >= 4
+        {
+            message = message.replace(&secret, "***");
+        }
+    }
+    let mut redacted = String::with_capacity(message.len());
+    for (index, line) in message.split('\n').enumerate() {
+        if index > 0 {
+            redacted.push('\n');
+        }
+        let lower = line.to_ascii_lowercase();
+        let sensitive = ["x-amz-security-token", "authorization", "x-amz-credential", "signature="];
+        match sensitive.iter().filter_map(|key| lower.find(key).map(|at| at + key.len())).min() {
+            Some(at) => {
+                redacted.push_str(&line[..at]);
+                redacted.push_str(" ***");
+            }
+            None => redacted.push_str(line),
+        }
+    }
+    if redacted.chars().count() > MAX_QUOTED_ANSWER {
+        redacted = redacted.chars().take(MAX_QUOTED_ANSWER).collect::<String>() + " … (cut)";
+    }
+    redacted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_and_long_answers_are_not_quoted() {
+        let body = format!(
+            "X-Amz-Security-Token: FQoGZXIvYXdzEJr\nAuthorization: AWS4-HMAC-SHA256 Credential=AKIA/x\n{}",
+            "y".repeat(1000)
+        );
+        let error = object_store::Error::Generic { store: "S3", source: body.into() };
+        let text = redact_store_error(&error);
+        assert!(!text.contains("FQoGZXIvYXdzEJr") && !text.contains("AKIA/x"), "{text}");
+        assert!(text.len() < 400, "{}", text.len());
+    }
 }
