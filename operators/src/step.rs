@@ -159,8 +159,11 @@ pub struct BindError {
 /// Binds a chain of steps, each to the output schema of the one before it.
 pub fn bind_steps(steps: &[StepSpec], input: &SchemaRef, context: &BindContext) -> Result<Vec<Bound>, BindError> {
     let mut schema = input.clone();
-    let mut bound = Vec::with_capacity(steps.len());
+    let mut bound: Vec<Bound> = Vec::with_capacity(steps.len());
     for (index, spec) in steps.iter().enumerate() {
+        if let StepSpec::Mask(mask) = spec {
+            check_masked_not_fitted(&bound, steps, index, &mask.columns, &schema)?;
+        }
         let step = spec.bind(&schema, context).map_err(|source| BindError {
             number: index + 1,
             op: spec.op_name(),
@@ -170,4 +173,37 @@ pub fn bind_steps(steps: &[StepSpec], input: &SchemaRef, context: &BindContext) 
         bound.push(step);
     }
     Ok(bound)
+}
+
+/// A fitted step's parameters are written to `fitted.json`, and some of them are values of
+/// the column (the most frequent value, a minimum, a quantile). A column that a later
+/// `mask` step hides must not leak that way, so fitting on it before the mask is refused.
+fn check_masked_not_fitted(
+    bound: &[Bound],
+    steps: &[StepSpec],
+    mask_index: usize,
+    selectors: &[String],
+    schema: &SchemaRef,
+) -> Result<(), BindError> {
+    let Ok(masked) = crate::selector::resolve(selectors, schema) else { return Ok(()) };
+    let masked: Vec<&str> = masked.iter().map(|&i| schema.field(i).name().as_str()).collect();
+    for (index, step) in bound.iter().enumerate() {
+        let Bound::Fit(fit) = step else { continue };
+        if fit.fitted_uri().is_some() {
+            continue;
+        }
+        if let Some(column) = fit.columns().into_iter().find(|c| masked.contains(&c.as_str())) {
+            return Err(BindError {
+                number: index + 1,
+                op: steps[index].op_name(),
+                source: OpError::InvalidSpec(format!(
+                    "column '{column}' is masked by step {} ({}), but this step would write parameters fitted on its raw \
+                     values to fitted.json; fit it after the mask, or reuse parameters with fitted = \"…\"",
+                    mask_index + 1,
+                    steps[mask_index].op_name()
+                )),
+            });
+        }
+    }
+    Ok(())
 }

@@ -128,3 +128,13 @@ def test_a_file_with_two_columns_of_one_name_is_refused_by_run_head_and_validate
     for args in (["validate", job], ["head", src], ["schema", src]):
         proc = weir(*args, check=2)
         assert "two columns named 'x'" in proc.stderr and "panicked" not in proc.stderr, proc.stderr
+
+
+def test_fitting_a_column_that_a_later_step_masks_is_refused(weir, tmp_path, events_dir):
+    steps = (
+        '[[step]]\nop = "impute"\ncolumns = ["email"]\nstrategy = "most_frequent"\n'
+        '[[step]]\nop = "mask"\ncolumns = ["email"]\nmethod = "redact"\n'
+    )
+    err = run_bad(weir, tmp_path, events_dir, steps=steps)
+    assert "step 1 (impute)" in err and "'email'" in err and "step 2" in err, err
+    assert "@example.com" not in err
