@@ -170,6 +170,16 @@ pub async fn publish(output: &Location, record: &CommitRecord) -> Result<(), Con
     put(output, &output.join(SUCCESS_FILE), Vec::new()).await
 }
 
+/// Completes the commit that `attempt` decided, if it decided one: what a launcher does
+/// when the process that was publishing died. Returns the committed manifest.
+pub async fn complete_decided(output: &Location, attempt: &str) -> Result<Option<Manifest>, ConnectorError> {
+    let decision = output.join(&format!("{RUNS_DIR}/{attempt}/{COMMIT_FILE}"));
+    let Some(record) = read_json::<CommitRecord>(output, &decision).await? else { return Ok(None) };
+    publish(output, &record).await?;
+    delete_objects(output, &[decision]).await?;
+    Ok(Some(record.manifest))
+}
+
 /// A name Weir gives part files: `part-` at the top of the prefix, no directories.
 fn is_part_name(name: &str) -> bool {
     name.starts_with("part-") && !name.contains('/') && !name.contains("..")

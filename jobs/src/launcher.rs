@@ -11,6 +11,8 @@
 //! Children watch their stdin ([`watch_launcher`]): the launcher closes it to stop them
 //! (after SIGINT/SIGTERM, or when another child failed), and the kernel closes it when the
 //! launcher dies, even by SIGKILL. Either way the children cancel the run and never commit.
+//! A leader that dies while publishing a decided commit leaves the decision behind; the
+//! launcher completes it ([`complete_decided`]) and the run has succeeded.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use weir_connectors::Location;
+use weir_connectors::commit::complete_decided;
 use weir_connectors::lease::remove_attempt;
 use weir_engine::{JobFailure, ProgressSnapshot, RunSummary};
 
@@ -175,12 +178,37 @@ pub fn launch_local(plan: LaunchPlan<'_>, view: &ProgressView) -> Result<RunSumm
             Err(failure)
         }
     };
-    if outcome.is_err()
-        && let Err(error) = plan.runtime.block_on(remove_attempt(&plan.sink, &plan.attempt))
-    {
-        tracing::warn!(%error, "could not remove the failed run's directory; its lease will expire");
+    outcome.or_else(|failure| finish_failed_run(&plan, failure))
+}
+
+/// After a run's processes ended without a result: if the leader had decided the commit
+/// (every worker had succeeded) and died while publishing, completes it, and the run has
+/// succeeded; otherwise removes the attempt's directory.
+fn finish_failed_run(plan: &LaunchPlan<'_>, failure: JobFailure) -> Result<RunSummary, JobFailure> {
+    match plan.runtime.block_on(complete_decided(&plan.sink, &plan.attempt)) {
+        Ok(Some(manifest)) => {
+            eprintln!("weir: the leader process ended while publishing a decided commit; the launcher completed it");
+            if let Err(error) = plan.runtime.block_on(remove_attempt(&plan.sink, &plan.attempt)) {
+                tracing::warn!(%error, "could not remove the run's directory; its lease will expire");
+            }
+            return Ok(RunSummary {
+                rows_in: manifest.inputs.iter().map(|input| input.rows).sum(),
+                rows_out: manifest.rows,
+                bytes: manifest.bytes,
+                files: manifest.files,
+                stages: manifest.stages,
+                passes: manifest.passes,
+            });
+        }
+        Ok(None) => {
+            if let Err(error) = plan.runtime.block_on(remove_attempt(&plan.sink, &plan.attempt)) {
+                tracing::warn!(%error, "could not remove the failed run's directory; its lease will expire");
+            }
+        }
+        // The decision stays for the next run on the prefix, which completes it.
+        Err(error) => tracing::warn!(%error, "could not complete the run's decided commit; the next run will"),
     }
-    outcome
+    Err(failure)
 }
 
 /// Closes every child's stdin (asking it to stop), waits for them up to [`STOP_TIMEOUT`],
@@ -244,18 +272,31 @@ fn supervise(
     let mut progress = vec![ProgressSnapshot::default(); processes];
     let mut summaries: Vec<Option<RunSummary>> = vec![None; processes];
     let mut open = processes;
+    // Once asked to stop, the children are told (their stdin closes) and the launcher keeps
+    // listening: the leader may have committed before it heard, and then the run succeeded.
+    let mut stopping: Option<Instant> = None;
     while open > 0 {
-        if stop.requested() {
+        if stopping.is_none() && stop.requested() {
+            for child in children.iter_mut() {
+                drop(child.stdin.take());
+            }
+            stopping = Some(Instant::now());
+        }
+        if stopping.is_some_and(|since| since.elapsed() > STOP_TIMEOUT) {
             return Err(Ending::Failed(JobFailure::cancelled()));
         }
-        match receiver.recv_timeout(Duration::from_millis(200)) {
+        match receiver.recv_timeout(Duration::from_millis(50)) {
             Ok(Message::Event(process, ChildEvent::Progress(snapshot))) => progress[process] = snapshot,
+            Ok(Message::Event(_, ChildEvent::Failed(_))) if stopping.is_some() => {}
             Ok(Message::Event(_, ChildEvent::Failed(failure))) => return Err(Ending::Failed(failure)),
             Ok(Message::Event(process, ChildEvent::Done(summary))) => summaries[process] = Some(summary),
             Ok(Message::Event(_, ChildEvent::Listening { .. })) => {}
             Ok(Message::Closed(process)) => {
                 if summaries[process].is_none() {
-                    return Err(Ending::Died(died(children, process)));
+                    return Err(match stopping {
+                        Some(_) => Ending::Failed(JobFailure::cancelled()),
+                        None => Ending::Died(died(children, process)),
+                    });
                 }
                 open -= 1;
             }

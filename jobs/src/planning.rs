@@ -127,8 +127,8 @@ pub fn check_overwrite_target(sink: &Location, source: &Location, job_path: &str
     let homes = std::env::var("HOME").into_iter().chain(["/root".to_string(), "/home".to_string()]);
     for home in homes.filter(|home| !home.is_empty() && home != "/") {
         let home_path = std::fs::canonicalize(&home).unwrap_or_else(|_| home.clone().into());
-        if directory == home_path {
-            return refuse(format!("it is a home directory ('{home}')"));
+        if home_path.starts_with(&directory) {
+            return refuse(format!("it is or contains a home directory ('{home}')"));
         }
     }
     if directory.parent() == Some(std::path::Path::new("/home")) {

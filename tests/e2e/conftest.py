@@ -112,3 +112,13 @@ def events_dir(tmp_path: Path) -> Path:
 def read_inputs(src: Path) -> pa.Table:
     """Reads a dataset's data files with pyarrow (null-typed columns promoted)."""
     return pa.concat_tables((pq.read_table(f) for f in data_files(src)), promote_options="default")
+
+
+@pytest.fixture(scope="module")
+def garage(tmp_path_factory):
+    """A Garage server on 127.0.0.1 for the tests of one module (see garage.py)."""
+    from garage import Garage
+
+    server = Garage(tmp_path_factory.mktemp("garage")).start()
+    yield server
+    server.stop()

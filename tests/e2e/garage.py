@@ -6,6 +6,7 @@ S3 API answers. Buckets are created with `create_bucket`. `stop()` kills the ser
 `start()` again restarts it on the same ports and data, as after a crash.
 """
 
+import itertools
 import os
 import shutil
 import socket
@@ -20,6 +21,7 @@ from botocore.config import Config
 KEY_ID = "GK5765697254657374496d706f"  # "GK" + 24 hex digits
 SECRET = "7765697220746573742073656372657420" + "0" * 30  # 64 hex digits
 REGION = "garage"
+_bucket_numbers = itertools.count()
 
 
 def garage_binary() -> str:
@@ -100,6 +102,12 @@ root_domain = ".s3.garage.localhost"
             self.process.kill()
             self.process.wait()
             self.process = None
+
+    def new_bucket(self, stem: str) -> str:
+        """Creates a bucket with a fresh name starting with `stem` and returns its name."""
+        name = f"{stem}-{next(_bucket_numbers)}"
+        self.create_bucket(name)
+        return name
 
     def create_bucket(self, name: str):
         self.cli("bucket", "create", name)

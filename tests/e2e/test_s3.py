@@ -5,7 +5,6 @@ own S3 reader, and compared with the same job run on local files.
 """
 
 import io
-import itertools
 import json
 import subprocess
 import time
@@ -19,20 +18,8 @@ import pytest
 from conftest import WEIR_BIN, read_output, write_job
 from garage import SECRET, Garage
 
-_names = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def garage(tmp_path_factory):
-    server = Garage(tmp_path_factory.mktemp("garage")).start()
-    yield server
-    server.stop()
-
-
-def bucket(server: Garage, stem: str) -> str:
-    name = f"{stem}-{next(_names)}"
-    server.create_bucket(name)
-    return name
 
 
 def read_s3_output(server: Garage, bucket_name: str, prefix: str) -> pa.Table:
@@ -77,7 +64,7 @@ mode = "overwrite"
 
 
 def test_bucket_to_bucket_equals_the_local_run(weir, tmp_path, events_dir, garage):
-    src, dst = bucket(garage, "src"), bucket(garage, "dst")
+    src, dst = garage.new_bucket("src"), garage.new_bucket("dst")
     garage.upload_dir(events_dir, src, "events")
     env = garage.env()
 
@@ -111,7 +98,7 @@ def test_bucket_to_bucket_equals_the_local_run(weir, tmp_path, events_dir, garag
 
 
 def test_ls_head_and_schema_read_s3(weir, tmp_path, events_dir, garage):
-    src, dst = bucket(garage, "src"), bucket(garage, "dst")
+    src, dst = garage.new_bucket("src"), garage.new_bucket("dst")
     garage.upload_dir(events_dir, src, "events")
     job = write_job(tmp_path / "job.toml", JOB.format(source=f"s3://{src}/events/", sink=f"s3://{dst}/out/", fitted=""))
     env = garage.env()
@@ -125,7 +112,7 @@ def test_ls_head_and_schema_read_s3(weir, tmp_path, events_dir, garage):
 
 
 def test_wrong_credentials_and_missing_buckets_are_bad_input(weir, tmp_path, events_dir, garage):
-    src, dst = bucket(garage, "src"), bucket(garage, "dst")
+    src, dst = garage.new_bucket("src"), garage.new_bucket("dst")
     garage.upload_dir(events_dir, src, "events")
     job = write_job(tmp_path / "job.toml", JOB.format(source=f"s3://{src}/events/", sink=f"s3://{dst}/out/", fitted=""))
     wrong = "f" * 64
@@ -145,7 +132,7 @@ def test_wrong_credentials_and_missing_buckets_are_bad_input(weir, tmp_path, eve
 def test_a_server_killed_mid_run_fails_cleanly_and_the_rerun_commits(weir, tmp_path):
     server = Garage(tmp_path / "garage").start()
     try:
-        src, dst = bucket(server, "src"), bucket(server, "dst")
+        src, dst = server.new_bucket("src"), server.new_bucket("dst")
         rng = np.random.default_rng(8)
         local = tmp_path / "data"
         local.mkdir()
@@ -194,7 +181,7 @@ def test_a_server_killed_mid_run_fails_cleanly_and_the_rerun_commits(weir, tmp_p
 def test_a_model_from_a_bucket_scores_like_the_local_file(weir, tmp_path, garage):
     from test_score import FEATURES, helper_mlp, reference
 
-    src, models, dst = bucket(garage, "src"), bucket(garage, "models"), bucket(garage, "dst")
+    src, models, dst = garage.new_bucket("src"), garage.new_bucket("models"), garage.new_bucket("dst")
     rng = np.random.default_rng(4)
     x = rng.normal(size=(500, len(FEATURES)))
     local = tmp_path / "data"

@@ -1,0 +1,1041 @@
+"""The output commit protocol (v2) on local files: what an overwrite may delete, leases,
+killed and concurrent runs, and `weir ls --json`.
+
+Every check reads the output with an independent reader (pyarrow's dataset reader on the
+output directory, Polars, plain filesystem walks) and compares it with rows computed from
+the input with pyarrow, never with values taken from Weir's own output. Tests that SIGKILL
+a run use a small `lease_ttl_s` so the dead run's lease expires quickly.
+
+The helpers at the top are shared with test_output_safety_s3.py.
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import WEIR_BIN, write_job
+
+# Rows of the dataset the long runs read (in batches of 32 rows): big enough that a `-w 2`
+# run of the debug binary takes a second or two (so kills land mid-run), small enough to keep
+# the file quick.
+BIG_ROWS = 800_000
+SMALL_ROWS = 20_000
+THRESHOLDS = (0.25, 0.6)  # two filters, so consecutive committed outputs differ
+HELD = "is held by run"
+
+JOB = """
+name = "output-safety"
+
+[source]
+uri = "{src}"
+batch_size = {batch}
+
+[[step]]
+op = "filter"
+expr = "x >= {threshold}"
+
+[sink]
+uri = "{out}"
+mode = "{mode}"
+row_group_rows = 4096
+{extra}
+"""
+
+
+def job_file(path: Path, src, out, threshold=THRESHOLDS[0], mode="overwrite", ttl=None, batch=32) -> Path:
+    extra = f"lease_ttl_s = {ttl}" if ttl is not None else ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_job(path, JOB.format(src=src, out=out, threshold=threshold, mode=mode, extra=extra, batch=batch))
+
+
+# ---------------------------------------------------------------------------------------
+# data and references
+
+
+def make_table(rng: np.random.Generator, start: int, rows: int) -> pa.Table:
+    return pa.table(
+        {
+            "id": pa.array(np.arange(start, start + rows, dtype=np.int64)),
+            "x": pa.array(rng.random(rows)),
+            "y": pa.array(rng.normal(size=rows)),
+            "label": pa.array(rng.choice(np.array(["a", "bb", "ccc"]), rows), type=pa.string()),
+        }
+    )
+
+
+def write_data(directory: Path, rows: int, seed: int, files: int = 4, row_group: int = 25_000) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    per = rows // files
+    for index in range(files):
+        n = per if index < files - 1 else rows - per * (files - 1)
+        pq.write_table(make_table(rng, index * per, n), directory / f"data-{index}.parquet", row_group_size=row_group)
+    return directory
+
+
+def reference(src: Path, threshold: float) -> pa.Table:
+    """The rows the job must write, computed from the input files with pyarrow."""
+    table = pa.concat_tables(pq.read_table(f) for f in sorted(src.glob("*.parquet")))
+    return table.filter(pc.greater_equal(table["x"], threshold)).sort_by("id")
+
+
+class Dataset:
+    def __init__(self, path: Path):
+        self.path = path
+        self.refs = {t: reference(path, t) for t in THRESHOLDS}
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    return Dataset(write_data(tmp_path_factory.mktemp("big"), BIG_ROWS, seed=11))
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    return Dataset(write_data(tmp_path_factory.mktemp("small"), SMALL_ROWS, seed=12, row_group=5_000))
+
+
+def assert_rows(got: pa.Table, want: pa.Table, what: str = "output"):
+    """`got` holds exactly the rows of `want` (any order, any string/int representation)."""
+    assert got is not None, f"{what}: nothing was read"
+    assert got.num_rows == want.num_rows, f"{what}: {got.num_rows} rows, expected {want.num_rows}"
+    assert set(got.column_names) == set(want.column_names), f"{what}: columns {got.column_names}"
+    got = got.sort_by("id")
+    for name in want.column_names:
+        if pa.types.is_floating(want.schema.field(name).type) or pa.types.is_integer(want.schema.field(name).type):
+            ok = np.array_equal(got[name].to_numpy(), want[name].to_numpy())
+        else:
+            ok = pc.cast(got[name], pa.string()).combine_chunks().equals(want[name].combine_chunks())
+        assert ok, f"{what}: column {name} differs"
+
+
+def assert_frame_rows(frame: pl.DataFrame, want: pa.Table, what: str = "polars"):
+    assert frame.height == want.num_rows, f"{what}: {frame.height} rows, expected {want.num_rows}"
+    frame = frame.sort("id")
+    for name in want.column_names:
+        if name == "label":
+            got = pc.cast(frame[name].to_arrow(), pa.string())
+            assert got.equals(want[name].combine_chunks()), f"{what}: column {name} differs"
+        else:
+            assert np.array_equal(frame[name].to_numpy(), want[name].to_numpy()), f"{what}: column {name} differs"
+
+
+# ---------------------------------------------------------------------------------------
+# the output directory, seen from outside
+
+
+def hidden(relative: Path) -> bool:
+    return any(part.startswith(("_", ".")) for part in relative.parts)
+
+
+def visible_files(prefix: Path) -> list:
+    if not prefix.exists():
+        return []
+    return sorted(str(p.relative_to(prefix)) for p in prefix.rglob("*") if (p.is_file() or p.is_symlink()) and not hidden(p.relative_to(prefix)))
+
+
+def all_files(prefix: Path) -> list:
+    return sorted(str(p.relative_to(prefix)) for p in prefix.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def snapshot(root: Path) -> dict:
+    """Every file under `root` (symlinks not followed) with its bytes, or ("link", target)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            out[rel] = ("link", os.readlink(path)) if path.is_symlink() else path.read_bytes()
+    return out
+
+
+def read_dir(prefix: Path) -> pa.Table:
+    """What a plain reader sees: pyarrow's dataset reader on the directory."""
+    return pq.read_table(str(prefix))
+
+
+def manifest(prefix: Path):
+    path = prefix / "_weir" / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def committed_run_id(prefix: Path):
+    found = manifest(prefix)
+    return found["run_id"] if found is not None and (prefix / "_SUCCESS").exists() else None
+
+
+def read_manifest_files(prefix: Path) -> pa.Table:
+    tables = [pq.read_table(prefix / entry["path"]) for entry in manifest(prefix)["files"]]
+    return pa.concat_tables(tables)
+
+
+def runs_leftovers(prefix: Path) -> list:
+    runs = prefix / "_weir" / "runs"
+    return sorted(str(p.relative_to(prefix)) for p in runs.rglob("*")) if runs.exists() else []
+
+
+def claims(prefix: Path) -> list:
+    runs = prefix / "_weir" / "runs"
+    return sorted(runs.glob("*/claim.json")) if runs.exists() else []
+
+
+def attempt_probe(prefix: Path, run_id: str, target: str) -> bool:
+    """Whether the attempt of `run_id` has staged part files ("staged": the run is about to
+    commit) or written its commit decision ("decided": it is publishing)."""
+    try:
+        attempts = [e.path for e in os.scandir(prefix / "_weir" / "runs") if e.name.startswith(run_id + ".")]
+    except FileNotFoundError:
+        return False
+    for attempt in attempts:
+        try:
+            names = os.listdir(attempt)
+        except FileNotFoundError:
+            continue
+        if "commit.json" in names or (target == "staged" and any(n not in ("claim.json", "heartbeat") for n in names)):
+            return True
+    return False
+
+
+def commit_decisions(prefix: Path) -> list:
+    return sorted((prefix / "_weir" / "runs").glob("*/commit.json")) if (prefix / "_weir" / "runs").exists() else []
+
+
+def assert_clean_commit(prefix: Path, want: pa.Table, run_id=None):
+    """The prefix holds exactly a committed output equal to `want`, and nothing else of Weir's."""
+    found = manifest(prefix)
+    assert found is not None and (prefix / "_SUCCESS").exists(), f"not committed: {all_files(prefix)}"
+    if run_id is not None:
+        assert found["run_id"] == run_id
+    parts = sorted(entry["path"] for entry in found["files"])
+    assert all_files(prefix) == sorted(parts + ["_SUCCESS", "_weir/manifest.json"]), all_files(prefix)
+    assert runs_leftovers(prefix) == [], runs_leftovers(prefix)
+    assert_rows(read_dir(prefix), want, "pyarrow directory read")
+
+
+# ---------------------------------------------------------------------------------------
+# processes
+
+
+class Run:
+    """A `weir run` in the background, its output in files (children inherit stderr)."""
+
+    def __init__(self, job: Path, *args, env=None, cwd=None, logs: Path = None):
+        logs = logs or job.parent
+        stamp = f"{time.monotonic_ns()}"
+        self.out_path, self.err_path = logs / f"run-{stamp}.out", logs / f"run-{stamp}.err"
+        self.args = [str(WEIR_BIN), "run", str(job), *map(str, args), "--quiet"]
+        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
+            self.proc = subprocess.Popen(self.args, stdout=out, stderr=err, env=env, cwd=cwd)
+        self.pid = self.proc.pid
+
+    def wait(self, timeout=120) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text()
+
+    def describe(self) -> str:
+        return f"{' '.join(self.args)} -> {self.proc.returncode}\nstderr:\n{self.stderr}"
+
+    def kill(self):
+        """Cleanup: kills this run and any process of it still running (its job path in argv)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        for pid in processes_with(self.args[2]):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def children_of(pid: int) -> list:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def processes_with(marker: str) -> list:
+    """Live processes whose command line mentions `marker` (a job file's path)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline and alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def wait_gone(pids, timeout=10.0) -> list:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        left = [p for p in pids if alive(p)]
+        if not left:
+            return []
+        time.sleep(0.05)
+    return [p for p in pids if alive(p)]
+
+
+def wait_no_processes(marker: str, timeout=10.0) -> list:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not processes_with(marker):
+            return []
+        time.sleep(0.05)
+    return processes_with(marker)
+
+
+def wait_until(predicate, proc: Run, timeout=60.0) -> bool:
+    """Polls `predicate` until it holds; False when the run ended first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        if proc.proc.poll() is not None:
+            return predicate()
+        time.sleep(0.01)
+    return False
+
+
+def wait_mid_run(prefix: Path, run: "Run", pause=0.4) -> bool:
+    """Waits until the run has claimed the prefix, then a little longer, so that a kill lands
+    while it reads, filters and writes (a worker's staged part file only shows up under the
+    attempt when the worker finishes, just before the commit, so the claim is the sign to wait
+    for). False when the run ended, or began to commit, first."""
+    if not wait_until(lambda: claims(prefix), run):
+        return False
+    time.sleep(pause)
+    return run.proc.poll() is None and not commit_decisions(prefix)
+
+
+def run_retrying(weir, *args, timeout=20.0, **kwargs):
+    """Runs weir; while it is refused because a (dead) run's lease is still live, retries."""
+    deadline = time.time() + timeout
+    while True:
+        proc = weir(*args, **kwargs)
+        if proc.returncode == 2 and HELD in proc.stderr and time.time() < deadline:
+            time.sleep(0.3)
+            continue
+        return proc
+
+
+def ls_json(weir, uri, *extra, env=None, check=None):
+    proc = weir("ls", uri, "--json", *extra, env=env, timeout=60)
+    if check is not None:
+        assert proc.returncode == check, f"weir ls {uri} --json {extra}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(proc.stdout) if proc.stdout.strip() else None
+
+
+# ---------------------------------------------------------------------------------------
+# What an overwrite may touch
+
+
+@pytest.mark.parametrize("shape", ["link-to-source", "link-into-source", "below-a-link-to-source"])
+def test_a_sink_reaching_the_source_through_a_symlink_is_refused(weir, tmp_path, shape):
+    src = write_data(tmp_path / "src", 4_000, seed=1, files=2, row_group=1_000)
+    write_data(src / "nested", 1_000, seed=2, files=1, row_group=500)
+    (src / "_SUCCESS").write_text("")
+    if shape == "link-to-source":
+        (tmp_path / "link").symlink_to(src, target_is_directory=True)
+        sink = tmp_path / "link"
+    elif shape == "link-into-source":
+        (tmp_path / "link").symlink_to(src / "nested", target_is_directory=True)
+        sink = tmp_path / "link"
+    else:
+        (tmp_path / "link").symlink_to(src, target_is_directory=True)
+        sink = tmp_path / "link" / "out"
+    before = snapshot(src)
+    job = job_file(tmp_path / "jobs" / "job.toml", src, sink)
+    proc = weir("run", job, "-w", "2", timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "overlap" in proc.stderr.lower(), proc.stderr
+    after = snapshot(src)
+    assert sorted(after) == sorted(before), "the source's files changed"
+    for rel, content in before.items():
+        assert after[rel] == content, f"{rel} changed"
+
+
+def test_overwrite_never_follows_a_symlink_inside_the_output(weir, tmp_path, small):
+    out = tmp_path / "out"
+    weir("run", job_file(tmp_path / "b.toml", small.path, out, THRESHOLDS[1]), "-w", "2", "--var", "run_id=prev2", check=0, timeout=120)
+    sacrificial = tmp_path / "sacrificial"
+    (sacrificial / "sub").mkdir(parents=True)
+    (sacrificial / "precious.txt").write_text("do not delete")
+    (sacrificial / "sub" / "deep.bin").write_bytes(os.urandom(1000))
+    first_part = out / manifest(out)["files"][0]["path"]
+    # A file named like a part of the committed output, in case a delete resolves the link.
+    (sacrificial / first_part.name).write_bytes(first_part.read_bytes())
+    (sacrificial / "part-00000-new2.parquet").write_bytes(first_part.read_bytes())
+    keep = snapshot(sacrificial)
+    (out / "victim").symlink_to(sacrificial, target_is_directory=True)
+    before = snapshot(out)
+
+    job = job_file(tmp_path / "a.toml", small.path, out, THRESHOLDS[0])
+    refused = weir("run", job, "-w", "2", "--var", "run_id=new2", timeout=120)
+    assert refused.returncode == 2, refused.stderr
+    assert "victim" in refused.stderr and "not written by Weir" in refused.stderr, refused.stderr
+    assert snapshot(sacrificial) == keep
+    assert snapshot(out) == before, "a refused overwrite changed the output"
+
+    weir("run", job, "-w", "2", "--var", "run_id=new2", "--force", check=0, timeout=120)
+    assert snapshot(sacrificial) == keep, "the overwrite deleted or changed files through the symlink"
+    assert (out / "victim").is_symlink() and os.readlink(out / "victim") == str(sacrificial)
+    assert manifest(out)["run_id"] == "new2"
+    assert_rows(read_manifest_files(out), small.refs[THRESHOLDS[0]], "manifest files")
+    top_level_parts = sorted(p.name for p in out.iterdir() if p.name.endswith(".parquet"))
+    assert top_level_parts == sorted(entry["path"] for entry in manifest(out)["files"])
+
+
+def test_a_recorded_part_replaced_by_a_symlink_is_not_followed(weir, tmp_path, small):
+    out = tmp_path / "out"
+    weir("run", job_file(tmp_path / "b.toml", small.path, out, THRESHOLDS[1]), "-w", "2", "--var", "run_id=prevL", check=0, timeout=120)
+    sacrificial = tmp_path / "sacrificial"
+    sacrificial.mkdir()
+    recorded = out / manifest(out)["files"][0]["path"]
+    target = sacrificial / "precious.parquet"
+    target.write_bytes(recorded.read_bytes())
+    keep = snapshot(sacrificial)
+    recorded.unlink()
+    recorded.symlink_to(target)
+
+    job = job_file(tmp_path / "a.toml", small.path, out, THRESHOLDS[0])
+    proc = weir("run", job, "-w", "2", "--var", "run_id=newL", timeout=120)
+    if proc.returncode == 2:  # a guard may refuse the link; forced, it still must not follow it
+        proc = weir("run", job, "-w", "2", "--var", "run_id=newL", "--force", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert snapshot(sacrificial) == keep, "deleting the recorded path followed the symlink"
+    assert manifest(out)["run_id"] == "newL"
+    assert_rows(read_manifest_files(out), small.refs[THRESHOLDS[0]], "manifest files")
+
+
+def test_overwriting_the_home_directory_is_refused(weir, tmp_path, small):
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".config" / "app").mkdir(parents=True)
+    (home / ".bashrc").write_text("export PS1='$ '\n")
+    (home / ".ssh" / "id_ed25519").write_bytes(os.urandom(400))
+    (home / ".config" / "app" / "settings.json").write_text('{"a": 1}')
+    before = snapshot(home)
+    job = job_file(tmp_path / "jobs" / "job.toml", small.path, home)
+    proc = weir("run", job, "-w", "2", env=dict(os.environ, HOME=str(home)), timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert str(home) in proc.stderr, proc.stderr
+    assert snapshot(home) == before
+
+
+@pytest.mark.parametrize("case", ["ancestor-of-source", "the-source", "cwd", "parent-of-cwd", "ancestor-of-job-file"])
+def test_overwriting_an_ancestor_of_what_the_run_uses_is_refused(weir, tmp_path, small, case):
+    sink = tmp_path / "sink"
+    sink.mkdir()
+    (sink / ".keep").write_text("hidden, so only the guard under test can refuse")
+    src, job_path, cwd = small.path, tmp_path / "jobs" / "job.toml", None
+    if case == "ancestor-of-source":
+        src = write_data(sink / "_data" / "src", 2_000, seed=3, files=1, row_group=500)
+    elif case == "the-source":
+        src = write_data(sink, 2_000, seed=3, files=1, row_group=500)
+    elif case == "cwd":
+        cwd = sink
+    elif case == "parent-of-cwd":
+        cwd = sink / "work"
+        cwd.mkdir()
+        (cwd / ".history").write_text("ls\n")
+    else:
+        job_path = sink / "_jobs" / "job.toml"
+    job = job_file(job_path, src, sink)
+    before = snapshot(sink)
+    proc = weir("run", job, "-w", "2", cwd=cwd, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert str(sink) in proc.stderr or "overlap" in proc.stderr.lower(), proc.stderr
+    assert snapshot(sink) == before
+
+
+def test_a_foreign_file_in_the_prefix_refuses_overwrite_unless_forced_and_survives(weir, tmp_path, small):
+    # A prefix holding only somebody's notes.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "notes.txt").write_text("my notes\n")
+    proc = weir("run", job_file(tmp_path / "fresh.toml", small.path, fresh), "-w", "2", timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "notes.txt" in proc.stderr and "not written by Weir" in proc.stderr, proc.stderr
+    assert all_files(fresh) == ["notes.txt"] and (fresh / "notes.txt").read_text() == "my notes\n"
+
+    # A committed output with notes added next to it.
+    out = tmp_path / "out"
+    weir("run", job_file(tmp_path / "b.toml", small.path, out, THRESHOLDS[1]), "-w", "2", "--var", "run_id=prevF", check=0, timeout=120)
+    (out / "notes.txt").write_text("my notes\n")
+    before = snapshot(out)
+    job = job_file(tmp_path / "a.toml", small.path, out, THRESHOLDS[0])
+    proc = weir("run", job, "-w", "2", "--var", "run_id=newF", timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "notes.txt" in proc.stderr and "not written by Weir" in proc.stderr, proc.stderr
+    assert snapshot(out) == before
+    assert_rows(read_manifest_files(out), small.refs[THRESHOLDS[1]], "previous output after the refusal")
+
+    weir("run", job, "-w", "2", "--var", "run_id=newF", "--force", check=0, timeout=120)
+    assert (out / "notes.txt").read_text() == "my notes\n"
+    found = manifest(out)
+    assert found["run_id"] == "newF" and (out / "_SUCCESS").exists()
+    assert_rows(read_manifest_files(out), small.refs[THRESHOLDS[0]], "manifest files")
+    parts = sorted(entry["path"] for entry in found["files"])
+    assert all_files(out) == sorted(parts + ["_SUCCESS", "_weir/manifest.json", "notes.txt"])
+
+
+# ---------------------------------------------------------------------------------------
+# Run ids
+
+
+def test_a_refused_run_whose_id_is_a_substring_deletes_nothing(weir, tmp_path, small):
+    out = tmp_path / "out"
+    job = job_file(tmp_path / "job.toml", small.path, out, mode="error_if_exists")
+    weir("run", job, "-w", "2", "--var", "run_id=T10", check=0, timeout=120)
+    before = snapshot(out)
+    assert any(name.endswith(".parquet") for name in before) and "_SUCCESS" in before and "_weir/manifest.json" in before
+
+    proc = weir("run", job, "-p", "2", "-w", "1", "--var", "run_id=T1", timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    after = snapshot(out)
+    assert sorted(after) == sorted(before), f"files changed: {sorted(set(before) ^ set(after))}"
+    for rel, content in before.items():
+        assert after[rel] == content, f"{rel} changed"
+    assert_rows(read_dir(out), small.refs[THRESHOLDS[0]], "pyarrow directory read")
+    assert_rows(read_manifest_files(out), small.refs[THRESHOLDS[0]], "manifest files")
+
+
+@pytest.mark.parametrize("run_id", ["../x", "a/b", "", ".", "..", "x/../../y"])
+def test_a_run_id_that_is_not_a_plain_name_is_refused(weir, tmp_path, small, run_id):
+    sink = tmp_path / "sinks" / "out"
+    job = job_file(tmp_path / "job.toml", small.path, sink)
+    proc = weir("run", job, "-w", "2", "--var", f"run_id={run_id}", timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert all_files(tmp_path) == ["job.toml"], all_files(tmp_path)
+    assert not sink.exists() or not any(sink.rglob("*"))
+
+
+# ---------------------------------------------------------------------------------------
+# Concurrent runs
+
+
+def test_of_concurrent_runs_on_one_prefix_exactly_one_commits(weir, tmp_path, big):
+    out = tmp_path / "out"
+    weir("run", job_file(tmp_path / "b.toml", big.path, out, THRESHOLDS[1], batch=8192), "-w", "2", "--var", "run_id=before", check=0, timeout=180)
+    job = job_file(tmp_path / "job.toml", big.path, out, THRESHOLDS[0])
+    runs = [Run(job, "-w", "2", "--var", f"run_id=c{i}", logs=tmp_path) for i in range(6)]
+    try:
+        codes = [run.wait(timeout=300) for run in runs]
+    finally:
+        for run in runs:
+            run.kill()
+    report = "\n".join(run.describe() for run in runs)
+    winners = [run for run, code in zip(runs, codes) if code == 0]
+    assert len(winners) == 1, report
+    winner = winners[0]
+    winner_id = winner.args[winner.args.index("--var") + 1].split("=", 1)[1]
+    for run, code in zip(runs, codes):
+        if run is winner:
+            continue
+        assert code == 2, report
+        assert HELD in run.stderr and "since" in run.stderr, report
+        # The holder it names is one of these runs (a loser may briefly hold a claim it then
+        # withdraws), named with that run's pid.
+        named = run.stderr.split(HELD, 1)[1].split()[0]
+        holders = [other for other in runs if f"run_id={named}" in other.args]
+        assert holders and str(holders[0].pid) in run.stderr, report
+    assert_clean_commit(out, big.refs[THRESHOLDS[0]], run_id=winner_id)
+    frame = pl.read_parquet(str(out / "*.parquet"))
+    assert frame.height == big.refs[THRESHOLDS[0]].num_rows
+
+
+# ---------------------------------------------------------------------------------------
+# Killed runs
+
+
+@pytest.fixture
+def committed(weir, tmp_path, big):
+    """An output prefix holding a committed output of THRESHOLDS[1] (run id `prev`)."""
+    out = tmp_path / "out"
+    weir("run", job_file(tmp_path / "prev.toml", big.path, out, THRESHOLDS[1], batch=8192), "-w", "2", "--var", "run_id=prev", check=0, timeout=180)
+    assert committed_run_id(out) == "prev"
+    return out
+
+
+def test_sigkill_of_the_launcher_stops_its_children_and_commits_nothing(weir, tmp_path, big, committed):
+    out = committed
+    job = job_file(tmp_path / "job.toml", big.path, out, THRESHOLDS[0], ttl=2)
+    run = Run(job, "-p", "2", "-w", "1", "--var", "run_id=killedL")
+    try:
+        assert wait_mid_run(out, run), "the run ended before it could be killed mid-way: " + run.describe()
+        kids = children_of(run.pid)
+        assert len(kids) == 2, kids
+        os.kill(run.pid, signal.SIGKILL)
+        assert run.wait(timeout=30) == -signal.SIGKILL
+        assert wait_gone(kids, 10) == [], "children of the killed launcher are still running"
+        assert wait_no_processes(str(job), 10) == []
+    finally:
+        run.kill()
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        assert committed_run_id(out) == "prev", "the killed run committed"
+        time.sleep(0.1)
+    assert_rows(read_dir(out), big.refs[THRESHOLDS[1]], "previous output after the kill")
+
+    # Once the dead run's lease expires, the next run takes over and cleans up after it.
+    proc = run_retrying(weir, "run", job, "-w", "2", "--var", "run_id=afterL", timeout=15)
+    assert proc.returncode == 0, proc.stderr
+    assert_clean_commit(out, big.refs[THRESHOLDS[0]], run_id="afterL")
+
+
+def test_sigint_of_the_launcher_exits_130_and_releases_the_prefix(weir, tmp_path, big, committed):
+    out = committed
+    job = job_file(tmp_path / "job.toml", big.path, out, THRESHOLDS[0])  # default ttl: only a release frees it
+    run = Run(job, "-p", "2", "-w", "1", "--var", "run_id=intL")
+    try:
+        assert wait_mid_run(out, run), "the run ended before it could be killed mid-way: " + run.describe()
+        kids = children_of(run.pid)
+        assert len(kids) == 2, kids
+        os.kill(run.pid, signal.SIGINT)
+        assert run.wait(timeout=60) == 130, run.describe()
+        assert wait_gone(kids, 10) == [], "children of the interrupted launcher are still running"
+    finally:
+        run.kill()
+    assert runs_leftovers(out) == []
+    assert committed_run_id(out) == "prev"
+    assert_rows(read_dir(out), big.refs[THRESHOLDS[1]], "previous output after SIGINT")
+    proc = weir("run", job, "-w", "2", "--var", "run_id=afterI", timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert_clean_commit(out, big.refs[THRESHOLDS[0]], run_id="afterI")
+
+
+def test_sigterm_of_a_single_process_run_exits_143_and_releases_the_prefix(weir, tmp_path, big, committed):
+    out = committed
+    job = job_file(tmp_path / "job.toml", big.path, out, THRESHOLDS[0])
+    run = Run(job, "-w", "2", "--var", "run_id=termS")
+    try:
+        assert wait_mid_run(out, run), "the run ended before it could be killed mid-way: " + run.describe()
+        os.kill(run.pid, signal.SIGTERM)
+        assert run.wait(timeout=60) == 143, run.describe()
+    finally:
+        run.kill()
+    assert runs_leftovers(out) == []
+    assert committed_run_id(out) == "prev"
+    assert_rows(read_dir(out), big.refs[THRESHOLDS[1]], "previous output after SIGTERM")
+    proc = weir("run", job, "-w", "2", "--var", "run_id=afterT", timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert_clean_commit(out, big.refs[THRESHOLDS[0]], run_id="afterT")
+
+
+def test_sigkill_of_a_single_process_run_holds_the_prefix_until_its_lease_expires(weir, tmp_path, big, committed):
+    out = committed
+    job = job_file(tmp_path / "job.toml", big.path, out, THRESHOLDS[0], ttl=2)
+    run = Run(job, "-w", "2", "--var", "run_id=killedS")
+    try:
+        assert wait_mid_run(out, run), "the run ended before it could be killed mid-way: " + run.describe()
+        os.kill(run.pid, signal.SIGKILL)
+        killed_at = time.time()
+        assert run.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        run.kill()
+    held = weir("run", job, "-w", "2", "--var", "run_id=tooSoon", timeout=60)
+    if held.returncode != 2 and time.time() - killed_at >= 1.5:
+        pytest.fail(f"the test was too slow to try within the lease ({time.time() - killed_at:.2f}s)")
+    assert held.returncode == 2, held.stderr
+    assert HELD in held.stderr and "killedS" in held.stderr, held.stderr
+
+    assert committed_run_id(out) == "prev"
+    assert_rows(read_dir(out), big.refs[THRESHOLDS[1]], "pyarrow directory read after SIGKILL")
+    assert_frame_rows(pl.scan_parquet(str(out) + "/*.parquet").collect(), big.refs[THRESHOLDS[1]], "polars scan after SIGKILL")
+
+    time.sleep(max(0.0, killed_at + 3.5 - time.time()))
+    proc = weir("run", job, "-w", "2", "--var", "run_id=afterK", timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert_clean_commit(out, big.refs[THRESHOLDS[0]], run_id="afterK")
+
+
+def attempt_files(prefix: Path, run_id: str) -> list:
+    """Names of the files in the attempt directories of `run_id`."""
+    try:
+        attempts = [e.path for e in os.scandir(prefix / "_weir" / "runs") if e.name.startswith(run_id + ".")]
+    except FileNotFoundError:
+        return []
+    names = []
+    for attempt in attempts:
+        try:
+            names += os.listdir(attempt)
+        except FileNotFoundError:
+            pass
+    return names
+
+
+def claim_pid(prefix: Path, run_id: str):
+    for claim in (prefix / "_weir" / "runs").glob(f"{run_id}.*/claim.json"):
+        try:
+            return json.loads(claim.read_text())["pid"]
+        except (OSError, ValueError, KeyError):
+            pass
+    return None
+
+
+@pytest.mark.parametrize("victim", ["single-process", "launcher", "lease-holding-worker"])
+def test_a_sigkill_in_the_publish_window_leaves_a_commit_to_roll_forward(weir, tmp_path, big, victim):
+    """SIGKILL once the run has written its commit decision: the prefix is then the previous
+    output, the new one, or mid-publish with commit.json left for the next run to finish.
+    Up to three kills, each followed by a run that must commit cleanly."""
+    out = tmp_path / "out"
+    # Eight part files to replace, so that publishing takes a few more file operations.
+    prev = job_file(tmp_path / "prev.toml", big.path, out, THRESHOLDS[1], batch=8192)
+    weir("run", prev, "-w", "8", "--var", "run_id=prev", check=0, timeout=180)
+    assert len(manifest(out)["files"]) >= 4
+    shape = ["-w", "2"] if victim == "single-process" else ["-p", "2", "-w", "1"]
+    previous = (THRESHOLDS[1], "prev")
+    hits = 0
+    for attempt in range(8):
+        if hits == 3:
+            return
+        threshold = THRESHOLDS[attempt % 2]
+        run_id = f"pw{attempt}"
+        job = job_file(tmp_path / f"job-{attempt}.toml", big.path, out, threshold, ttl=2)
+        run = Run(job, *shape, "--var", f"run_id={run_id}")
+        kids, target = [], None
+        try:
+            while run.proc.poll() is None and "commit.json" not in attempt_files(out, run_id):
+                if "-p" in shape and len(kids) < 2:
+                    kids = children_of(run.pid)
+                time.sleep(0.0002)
+            if victim == "lease-holding-worker":
+                holder = claim_pid(out, run_id)
+                target = holder if holder in kids else next((k for k in kids if b"--process\x000\x00" in Path(f"/proc/{k}/cmdline").read_bytes()), None)
+            else:
+                target = run.pid
+            hit = run.proc.poll() is None and target is not None
+            if hit:
+                try:
+                    os.kill(target, signal.SIGKILL)
+                except ProcessLookupError:
+                    hit = False
+            rc = run.wait(timeout=60)
+            assert wait_gone(kids, 10) == [], "processes of the run outlived it"
+            assert wait_no_processes(str(job), 10) == []
+        finally:
+            run.kill()
+        if not hit:  # it committed before the window could be seen: try again
+            assert rc == 0, run.describe()
+            previous = (threshold, run_id)
+            continue
+        state = f"{victim} killed in the publish window of {run_id} (exit {rc}); files: {all_files(out)}\n{run.stderr}"
+        now = committed_run_id(out)
+        if commit_decisions(out):
+            pass  # mid-publish: the next run must roll the commit forward (checked below)
+        elif now == run_id:
+            assert_rows(read_dir(out), big.refs[threshold], state)
+        else:
+            assert now == previous[1], "neither the previous output, nor the new one, nor a commit.json to finish it: " + state
+            assert_rows(read_dir(out), big.refs[previous[0]], state)
+        hits += 1
+        # The next run finishes (or discards) what the killed one left and commits cleanly;
+        # with eight part files again, for the next kill.
+        after_id = f"after{attempt}"
+        after = run_retrying(weir, "run", job_file(tmp_path / "after.toml", big.path, out, THRESHOLDS[1], batch=8192), "-w", "8", "--var", f"run_id={after_id}", timeout=20)
+        assert after.returncode == 0, after.stderr + "\n" + state
+        assert_clean_commit(out, big.refs[THRESHOLDS[1]], run_id=after_id)
+        previous = (THRESHOLDS[1], after_id)
+    if hits == 0:
+        pytest.skip("every run committed before its publish window could be seen")
+
+
+@pytest.mark.parametrize("shape", ["single-process", "launcher"])
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_while_part_files_are_still_written_commits_nothing(weir, tmp_path, big, committed, shape, sig):
+    """SIGTERM/SIGINT to `weir run` while a worker is still writing its staged part file: the
+    run exits 143/130 and commits nothing. The signal races the end of the run (the last
+    part may finish and the commit be decided before the stop reaches the processes); then
+    the run exits 0 and its output is committed whole. The exit code always tells which."""
+    out = committed
+    args = ["-w", "2"] if shape == "single-process" else ["-p", "2", "-w", "1"]
+    expected = {"SIGTERM": 143, "SIGINT": 130}[sig]
+    previous = (THRESHOLDS[1], "prev")
+    for attempt in range(5):
+        run_id = f"sig{attempt}"
+        threshold = THRESHOLDS[attempt % 2]
+        job = job_file(tmp_path / f"job-{attempt}.toml", big.path, out, threshold)
+        run = Run(job, *args, "--var", f"run_id={run_id}")
+        kids, hit, at_signal = [], False, []
+        try:
+            while run.proc.poll() is None:
+                if "-p" in args and len(kids) < 2:
+                    kids = children_of(run.pid)
+                names = attempt_files(out, run_id)
+                # A staged part still being uploaded (object_store's `name#N` temp file).
+                if "commit.json" not in names and any("staged" in n and "#" in n for n in names):
+                    os.kill(run.pid, getattr(signal, sig))
+                    hit, at_signal = True, names
+                    break
+                time.sleep(0.0002)
+            rc = run.wait(timeout=60)
+            assert wait_gone(kids, 10) == [], "processes of the run outlived it"
+        finally:
+            run.kill()
+        if not hit:  # it committed before a part could be seen being written: try again
+            assert rc == 0, run.describe()
+            previous = (threshold, run_id)
+            continue
+        state = f"{sig} to {shape} while {sorted(at_signal)} -> exit {rc}; files: {all_files(out)}\n{run.stderr}"
+        if rc == 0:  # the commit won the race: the whole new output, and nothing else
+            assert committed_run_id(out) == run_id, state
+            assert runs_leftovers(out) == [], state
+            assert_rows(read_dir(out), big.refs[threshold], state)
+            previous = (threshold, run_id)
+            continue
+        assert rc == expected, state
+        assert committed_run_id(out) == previous[1], "a cancelled run committed: " + state
+        assert runs_leftovers(out) == [], state
+        assert_rows(read_dir(out), big.refs[previous[0]], state)
+        proc = weir("run", job, "-w", "2", "--var", "run_id=afterSig", timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        assert_clean_commit(out, big.refs[threshold], run_id="afterSig")
+        return
+    pytest.skip("every run finished before a part file could be seen while it was written")
+
+
+# ---------------------------------------------------------------------------------------
+# Runs killed at random moments
+
+
+SHAPES = (("-w", "2"), ("-p", "2", "-w", "1"))
+
+
+def kill_loop(start_run, check_state, recover, probe, shapes_time, iterations, ttl, rng, log):
+    """Starts runs and kills them at random moments; `check_state` checks the prefix after each.
+
+    start_run(i, shape, threshold, run_id) -> Run; check_state(run_id, threshold, rc, entry,
+    recover) checks the prefix; recover(threshold, run_id) -> the committed threshold after a
+    run that must succeed (used after a kill inside the publish window). Every third iteration
+    aims at the commit instead of a random moment: it waits for probe(run_id, "staged") (part
+    files staged: they appear as the workers finish, just before the commit) or for
+    probe(run_id, "decided") (commit.json written: the publish window) and SIGKILLs then.
+    """
+    for i in range(iterations):
+        shape = SHAPES[(i // 2) % 2]
+        threshold = THRESHOLDS[i % 2]
+        deadline = time.time() + 15
+        attempt = 0
+        while True:
+            run_id = f"k{i}a{attempt}"
+            late = i % 3 == 2
+            run = start_run(i, shape, threshold, run_id)
+            began = time.time()
+            wait = rng.uniform(0, shapes_time[shape])
+            choices = ["SIGKILL", "SIGTERM"] + (["SIGKILL-child"] if "-p" in shape else [])
+            if late:
+                choices = ["SIGKILL"] + (["SIGKILL-child"] if "-p" in shape else [])
+            action = rng.choice(choices)
+            target = rng.choice(["staged", "decided"])
+            try:
+                if late:
+                    limit = began + 2 * shapes_time[shape] + 10
+                    while run.proc.poll() is None and not probe(run_id, target) and time.time() < limit:
+                        time.sleep(0.0005)
+                    time.sleep(rng.choice([0, 0, 0.001, 0.005]))
+                    wait = time.time() - began
+                else:
+                    try:
+                        run.proc.wait(timeout=wait)
+                    except subprocess.TimeoutExpired:
+                        pass
+                kids = children_of(run.pid)
+                if run.proc.poll() is None:
+                    if action == "SIGKILL-child" and kids:
+                        try:
+                            os.kill(rng.choice(kids), signal.SIGKILL)
+                        except ProcessLookupError:  # it had just finished
+                            action = "SIGKILL-child (already gone)"
+                    elif action == "SIGKILL-child":
+                        action = "SIGKILL"
+                        os.kill(run.pid, signal.SIGKILL)
+                    else:
+                        os.kill(run.pid, signal.SIGKILL if action == "SIGKILL" else signal.SIGTERM)
+                else:
+                    action = "none (ended)"
+                rc = run.wait(timeout=120)
+                assert wait_gone(kids, 10) == [], f"iteration {i}: processes of the run outlived it ({action})"
+            finally:
+                run.kill()
+            stderr = run.stderr
+            entry = f"iteration {i}: {' '.join(shape)} x >= {threshold} run {run_id}, waited {wait:.2f}s{f' (until {target})' if late else ''}, {action} -> {rc}"
+            log.append(entry)
+            if rc == 2 and HELD in stderr and time.time() < deadline:
+                attempt += 1
+                time.sleep(0.3)
+                continue
+            allowed = {
+                "SIGKILL": {0, -signal.SIGKILL},
+                "SIGTERM": {0, 143, -signal.SIGTERM},  # -SIGTERM: killed before its handler was set
+                "SIGKILL-child": {0, 1},
+                "SIGKILL-child (already gone)": {0, 1},
+            }.get(action, {0})
+            assert rc in allowed, f"{entry}\n{stderr}\n" + "\n".join(log)
+            check_state(run_id, threshold, rc, entry, recover)
+            if action == "SIGKILL" and rng.random() < 0.5:
+                time.sleep(ttl + 0.2)  # sometimes let the lease expire, sometimes race it
+            break
+
+
+def test_kill_loop_local(weir, tmp_path, big):
+    ttl = 2
+    rng = random.Random(int(os.environ.get("WEIR_KILL_SEED", "20261130")))  # the moments and signals of the kills
+    log = []
+    jobs = {t: job_file(tmp_path / f"job-{i}.toml", big.path, tmp_path / "out", t, ttl=ttl) for i, t in enumerate(THRESHOLDS)}
+    out = tmp_path / "out"
+
+    # How long a run takes, per shape, on a scratch prefix.
+    shapes_time = {}
+    for n, shape in enumerate(SHAPES):
+        scratch = job_file(tmp_path / f"scratch-{n}.toml", big.path, tmp_path / f"scratch-{n}", THRESHOLDS[0], ttl=ttl)
+        began = time.time()
+        weir("run", scratch, *shape, "--quiet", check=0, timeout=180)
+        shapes_time[shape] = time.time() - began
+    log.append(f"run times: {shapes_time}")
+
+    # The threshold and run id of the committed output (None before the first commit).
+    state = {"committed": None, "run_id": None}
+
+    def start_run(i, shape, threshold, run_id):
+        return Run(jobs[threshold], *shape, "--var", f"run_id={run_id}", logs=tmp_path)
+
+    def recover(threshold, run_id):
+        proc = run_retrying(weir, "run", jobs[threshold], "-w", "2", "--var", f"run_id={run_id}r", timeout=20)
+        assert proc.returncode == 0, proc.stderr + "\n" + "\n".join(log)
+        assert_clean_commit(out, big.refs[threshold], run_id=f"{run_id}r")
+        state["run_id"] = f"{run_id}r"
+        return threshold
+
+    def check_state(run_id, threshold, rc, entry, recover):
+        assert wait_no_processes(str(tmp_path / "job-"), 10) == [], entry
+        context = f"{entry}\nfiles: {all_files(out) if out.exists() else None}\n" + "\n".join(log)
+        if commit_decisions(out):
+            log.append("  killed in the publish window: the next run must roll forward")
+            state["committed"] = recover(threshold, run_id)
+            return
+        now = committed_run_id(out)
+        if now == run_id:
+            state["committed"], state["run_id"] = threshold, run_id
+        assert rc != 0 or now == run_id, f"exit 0 but not committed: {context}"
+        assert now == state["run_id"], f"the prefix holds neither the previous committed output ({state['run_id']}) nor this run's, and no commit.json to finish it (committed: {now}): {context}"
+        if state["committed"] is None:
+            assert visible_files(out) == [], context
+            assert not (out / "_SUCCESS").exists(), context
+        else:
+            assert (out / "_SUCCESS").exists(), context
+            assert_rows(read_dir(out), big.refs[state["committed"]], context)
+
+    began = time.time()
+    kill_loop(start_run, check_state, recover, lambda run_id, target: attempt_probe(out, run_id, target), shapes_time, 20, ttl, rng, log)
+    final = run_retrying(weir, "run", jobs[THRESHOLDS[0]], "-w", "2", "--var", "run_id=final", timeout=20)
+    assert final.returncode == 0, final.stderr + "\n".join(log)
+    assert_clean_commit(out, big.refs[THRESHOLDS[0]], run_id="final")
+    print(f"kill loop: {time.time() - began:.1f}s\n" + "\n".join(log))
+
+
+# ---------------------------------------------------------------------------------------
+# weir ls --json
+
+
+def test_ls_json_of_a_missing_or_foreign_prefix(weir, tmp_path):
+    missing = tmp_path / "missing"
+    found = ls_json(weir, missing)
+    assert found["status"] == "not_a_weir_output" and found["run_id"] is None and found["holder"] is None, found
+    assert found["files"] == [] and found["rows"] is None, found
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("x")
+    assert ls_json(weir, foreign)["status"] == "not_a_weir_output"
+    for uri in (missing, foreign):
+        for extra in ((), ("--json",)):
+            proc = weir("ls", uri, *extra, "--require-committed", timeout=60)
+            assert proc.returncode == 3, f"weir ls {uri} {' '.join(extra)} --require-committed -> {proc.returncode}\n{proc.stdout}{proc.stderr}"
+
+
+@pytest.fixture
+def committed_small(weir, tmp_path, small):
+    out = tmp_path / "out"
+    weir("run", job_file(tmp_path / "c.toml", small.path, out, THRESHOLDS[0]), "-w", "2", "--var", "run_id=lsC", check=0, timeout=120)
+    return out
+
+
+def test_ls_json_of_a_committed_output(weir, small, committed_small):
+    out = committed_small
+    found = ls_json(weir, out, check=0)
+    assert found["status"] == "committed" and found["run_id"] == "lsC" and found["holder"] is None, found
+    assert found["rows"] == read_dir(out).num_rows == small.refs[THRESHOLDS[0]].num_rows
+    assert sorted(Path(f).name for f in found["files"]) == visible_files(out)
+    assert weir("ls", out, "--require-committed", timeout=60).returncode == 0
+    assert ls_json(weir, out, "--require-committed", check=0)["status"] == "committed"
+
+
+def test_ls_json_while_a_run_holds_the_prefix(weir, tmp_path, big, small, committed_small):
+    out = committed_small
+    job = job_file(tmp_path / "live.toml", big.path, out, THRESHOLDS[1], batch=16)
+    run = Run(job, "-w", "1", "--var", "run_id=LIVE11")
+    try:
+        deadline, found = time.time() + 60, None
+        while time.time() < deadline and run.proc.poll() is None:
+            found = ls_json(weir, out)
+            if found and found["status"] == "in_progress":
+                break
+            time.sleep(0.05)
+        assert found and found["status"] == "in_progress", f"never in_progress: {found}\n{run.describe() if run.proc.poll() is not None else ''}"
+        holder = found["holder"]
+        assert holder["run_id"] == "LIVE11" and holder["pid"] == run.pid, holder
+        assert holder["attempt"].startswith("LIVE11.") and holder["host"], holder
+        assert datetime.fromisoformat(holder["since"].replace("Z", "+00:00")).tzinfo is not None, holder
+        assert found["run_id"] == "lsC" and found["rows"] == small.refs[THRESHOLDS[0]].num_rows, found
+        assert weir("ls", out, "--require-committed", timeout=60).returncode == 3
+        os.kill(run.pid, signal.SIGTERM)
+        assert run.wait(timeout=60) == 143, run.describe()
+    finally:
+        run.kill()
+    found = ls_json(weir, out, check=0)
+    assert found["status"] == "committed" and found["run_id"] == "lsC" and found["holder"] is None, found
+
+
+def test_ls_json_after_a_sigkilled_first_run(weir, tmp_path, big):
+    fresh = tmp_path / "fresh"
+    job = job_file(tmp_path / "killed.toml", big.path, fresh, THRESHOLDS[1], ttl=2)
+    run = Run(job, "-w", "2", "--var", "run_id=lsK")
+    try:
+        assert wait_mid_run(fresh, run), "the run ended before it could be killed mid-way: " + run.describe()
+        os.kill(run.pid, signal.SIGKILL)
+        killed_at = time.time()
+        run.wait(timeout=30)
+    finally:
+        run.kill()
+    found = ls_json(weir, fresh)
+    assert found["status"] in ("uncommitted", "in_progress"), found
+    assert found["run_id"] is None and found["rows"] is None and found["files"] == [], found
+    assert weir("ls", fresh, "--require-committed", timeout=60).returncode == 3
+    time.sleep(max(0.0, killed_at + 3.0 - time.time()))
+    found = ls_json(weir, fresh)
+    assert found["status"] == "uncommitted" and found["holder"] is None, found
+    assert weir("ls", fresh, "--json", "--require-committed", timeout=60).returncode == 3
