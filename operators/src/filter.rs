@@ -71,8 +71,9 @@ use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 use sqlparser::ast::{BinaryOperator, Expr, Ident, InTarget, Spanned, UnaryOperator, Value};
 use sqlparser::dialect::GenericDialect;
+use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
-use sqlparser::tokenizer::{Location, Token};
+use sqlparser::tokenizer::{Location, Token, Tokenizer};
 
 use crate::{BoundStep, OpError, selector};
 
@@ -212,8 +213,10 @@ enum Predicate {
         column: usize,
         negated: bool,
     },
-    And(Box<Predicate>, Box<Predicate>),
-    Or(Box<Predicate>, Box<Predicate>),
+    /// A chain `a and b and …`, kept flat so that long chains do not nest deeply.
+    And(Vec<Predicate>),
+    /// A chain `a or b or …`.
+    Or(Vec<Predicate>),
     Not(Box<Predicate>),
 }
 
@@ -249,27 +252,43 @@ impl Predicate {
                 let column = column_of(batch, *column)?;
                 if *negated { is_not_null(column)? } else { is_null(column)? }
             }
-            Predicate::And(left, right) => {
-                let left = left.evaluate(batch)?;
-                if left.true_count() == 0 && left.null_count() == 0 {
-                    return Ok(left); // all false: so is the conjunction
+            Predicate::And(terms) => {
+                let mut terms = terms.iter();
+                let mut all = terms.next().map(|t| t.evaluate(batch)).transpose()?.unwrap_or_else(|| all_true(batch));
+                for term in terms {
+                    if all.true_count() == 0 && all.null_count() == 0 {
+                        break; // all false: so is the conjunction
+                    }
+                    all = and_kleene(&all, &term.evaluate(batch)?)?;
                 }
-                and_kleene(&left, &right.evaluate(batch)?)?
+                all
             }
-            Predicate::Or(left, right) => {
-                let left = left.evaluate(batch)?;
-                if left.true_count() == left.len() {
-                    return Ok(left); // all true: so is the disjunction
+            Predicate::Or(terms) => {
+                let mut terms = terms.iter();
+                let mut any = terms.next().map(|t| t.evaluate(batch)).transpose()?.unwrap_or_else(|| all_true(batch));
+                for term in terms {
+                    if any.true_count() == any.len() {
+                        break; // all true: so is the disjunction
+                    }
+                    any = or_kleene(&any, &term.evaluate(batch)?)?;
                 }
-                or_kleene(&left, &right.evaluate(batch)?)?
+                any
             }
             Predicate::Not(inner) => not(&inner.evaluate(batch)?)?,
         })
     }
 }
 
+fn all_true(batch: &RecordBatch) -> BooleanArray {
+    BooleanArray::new(BooleanBuffer::new_set(batch.num_rows()), None)
+}
+
 // ---------------------------------------------------------------------------------------
 // Parsing.
+
+/// The most `and` / `or` / `not` operators a filter may hold. Deeper expressions cost stack
+/// in the parser's tree; long lists of alternatives belong in `col in (…)`.
+pub const MAX_BOOLEAN_OPERATORS: usize = 1000;
 
 /// The 0-based character position in `text` of a 1-based sqlparser location (line 0 is
 /// sqlparser's "unknown": the start).
@@ -314,6 +333,22 @@ fn syntax_error(text: &str, error: ParserError) -> OpError {
 /// Parses the whole expression: trailing tokens are an error.
 fn parse(text: &str) -> Result<Expr, OpError> {
     let dialect = GenericDialect {};
+    // A text that does not tokenize is left to the parser, which reports where.
+    let tokens = Tokenizer::new(&dialect, text).tokenize().unwrap_or_default();
+    let operators = tokens
+        .iter()
+        .filter(|token| matches!(token, Token::Word(word) if word.quote_style.is_none() && matches!(word.keyword, Keyword::AND | Keyword::OR | Keyword::NOT)))
+        .count();
+    if operators > MAX_BOOLEAN_OPERATORS {
+        return Err(expr_error(
+            text,
+            0,
+            format!(
+                "the expression has {operators} 'and' / 'or' / 'not' operators; at most {MAX_BOOLEAN_OPERATORS} are \
+                 allowed (write long lists of alternatives as `column in (…)`)"
+            ),
+        ));
+    }
     let mut parser = Parser::new(&dialect).try_with_sql(text).map_err(|e| syntax_error(text, e))?;
     let expr = parser.parse_expr().map_err(|e| syntax_error(text, e))?;
     if let Some(keyword) = keyword_as_column(&expr) {
@@ -332,6 +367,23 @@ fn parse(text: &str) -> Result<Expr, OpError> {
         ));
     }
     Ok(expr)
+}
+
+/// The operands of a chain of one operator, `a op b op c …` (however sqlparser nested it),
+/// left to right, found without recursion.
+fn chain<'e>(expr: &'e Expr, operator: &BinaryOperator) -> Vec<&'e Expr> {
+    let mut terms = Vec::new();
+    let mut pending = vec![expr];
+    while let Some(next) = pending.pop() {
+        match next {
+            Expr::BinaryOp { left, op, right } if op == operator => {
+                pending.push(right);
+                pending.push(left);
+            }
+            other => terms.push(other),
+        }
+    }
+    terms
 }
 
 /// The first unquoted identifier that is one of the language's keywords: sqlparser reads
@@ -467,12 +519,16 @@ impl Binder<'_> {
     fn predicate(&self, expr: &Expr) -> Result<Predicate, OpError> {
         match expr {
             Expr::Nested(inner) => self.predicate(inner),
-            Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
-                Ok(Predicate::And(Box::new(self.predicate(left)?), Box::new(self.predicate(right)?)))
-            }
-            Expr::BinaryOp { left, op: BinaryOperator::Or, right } => {
-                Ok(Predicate::Or(Box::new(self.predicate(left)?), Box::new(self.predicate(right)?)))
-            }
+            Expr::BinaryOp { op: BinaryOperator::And, .. } => chain(expr, &BinaryOperator::And)
+                .into_iter()
+                .map(|term| self.predicate(term))
+                .collect::<Result<_, _>>()
+                .map(Predicate::And),
+            Expr::BinaryOp { op: BinaryOperator::Or, .. } => chain(expr, &BinaryOperator::Or)
+                .into_iter()
+                .map(|term| self.predicate(term))
+                .collect::<Result<_, _>>()
+                .map(Predicate::Or),
             Expr::UnaryOp { op: UnaryOperator::Not, expr: inner } => {
                 Ok(Predicate::Not(Box::new(self.predicate(inner)?)))
             }
@@ -1067,6 +1123,25 @@ mod tests {
         let err = error("age >=");
         assert_eq!(caret(&err), 6, "{err}");
         assert!(error("").to_string().contains("filter expression"));
+    }
+
+    #[test]
+    fn long_chains_are_flat_and_too_long_ones_are_refused() {
+        // 999 operators: bound on this thread, evaluated on a thread with a small stack.
+        let terms: Vec<String> = (0..998).map(|i| format!("id = {}", i % 7 + 10)).collect();
+        let expr = format!("{} or id = 4 and age >= 2", terms.join(" or "));
+        let input = batch();
+        let filter = FilterSpec { expr }.bind(&input.schema()).unwrap();
+        let out = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || filter.apply(input).unwrap())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(out.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec(), vec![4]);
+        let many: Vec<String> = (0..5000).map(|i| format!("id = {i}")).collect();
+        let err = error(&many.join(" or ")).to_string();
+        assert!(err.contains("4999 'and' / 'or' / 'not' operators") && err.contains("in ("), "{err}");
     }
 
     #[test]

@@ -138,3 +138,24 @@ def test_fitting_a_column_that_a_later_step_masks_is_refused(weir, tmp_path, eve
     err = run_bad(weir, tmp_path, events_dir, steps=steps)
     assert "step 1 (impute)" in err and "'email'" in err and "step 2" in err, err
     assert "@example.com" not in err
+
+
+@pytest.mark.parametrize("terms", [3_000, 9_000])
+def test_a_filter_with_thousands_of_terms_is_refused_not_a_crash(weir, tmp_path, events_dir, terms):
+    expr = " or ".join(f"id = {i}" for i in range(terms))
+    steps = f'[[step]]\nop = "filter"\nexpr = "{expr}"'
+    err = run_bad(weir, tmp_path, events_dir, steps=steps)
+    assert "at most 1000" in err and "in (" in err, err[-500:]
+    job = write_job(tmp_path / "v.toml", JOB.format(src=events_dir, out=tmp_path / "v", steps=steps))
+    assert "at most 1000" in weir("validate", job, check=2).stderr
+
+
+def test_a_filter_with_hundreds_of_terms_runs_at_every_shape(weir, tmp_path, events_dir):
+    wanted = list(range(0, 20_333, 41))[:900]
+    expr = " or ".join(f"id = {i}" for i in wanted)
+    for shape in (["-w", "2"], ["-p", "2", "-w", "1"]):
+        out = tmp_path / f"out{len(shape)}"
+        text = JOB.format(src=events_dir, out=out, steps=f'[[step]]\nop = "filter"\nexpr = "{expr}"')
+        weir("run", write_job(tmp_path / f"job{len(shape)}.toml", text), *shape, check=0)
+        got = sorted(pq.read_table(out, columns=["id"])["id"].to_pylist())
+        assert got == wanted
