@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
 use arrow::compute::{CastOptions, can_cast_types, cast_with_options};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde::{Deserialize, Serialize};
@@ -91,19 +91,50 @@ impl Cast {
     fn cast_column(&self, name: &str, column: &ArrayRef, to: &DataType) -> Result<ArrayRef, OpError> {
         let options = CastOptions { safe: true, ..Default::default() };
         let cast = cast_with_options(column, to, &options)?;
-        if self.on_error == OnError::Fail && cast.null_count() > column.null_count() {
-            let row = (0..column.len()).find(|&row| column.is_valid(row) && cast.is_null(row)).unwrap_or(0);
-            let formatter = ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default())?;
-            let value = formatter.value(row).to_string();
-            let value = if matches!(column.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
-                format!("'{value}'")
-            } else {
-                value
-            };
-            return Err(OpError::UncastableValue { column: name.to_string(), value, to: to.to_string() });
+        // Arrow turns a finite value too large for a narrower float into an infinity; that
+        // value cannot be represented either.
+        let overflow = overflowed(column, &cast)?;
+        let source_nulls = column.logical_nulls();
+        let cast_nulls = cast.logical_nulls();
+        let lost = |row: usize| {
+            source_nulls.as_ref().is_none_or(|n| n.is_valid(row))
+                && (cast_nulls.as_ref().is_some_and(|n| n.is_null(row))
+                    || overflow.as_ref().is_some_and(|o| o.value(row)))
+        };
+        let Some(row) = (0..column.len()).find(|&row| lost(row)) else { return Ok(cast) };
+        if self.on_error == OnError::Null {
+            return Ok(match overflow {
+                Some(overflow) => arrow::compute::nullif(&cast, &overflow)?,
+                None => cast,
+            });
         }
-        Ok(cast)
+        let formatter = ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default())?;
+        let value = formatter.value(row).to_string();
+        let value = if matches!(column.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+            format!("'{value}'")
+        } else {
+            value
+        };
+        Err(OpError::UncastableValue { column: name.to_string(), value, to: to.to_string() })
     }
+}
+
+/// For a cast to `Float32` or `Float16`: true where the source held a finite number and the
+/// cast holds an infinity. `None` for other casts.
+fn overflowed(column: &ArrayRef, cast: &ArrayRef) -> Result<Option<BooleanArray>, OpError> {
+    if !matches!(cast.data_type(), DataType::Float32 | DataType::Float16) || !column.data_type().is_numeric() {
+        return Ok(None);
+    }
+    let source = cast_with_options(column, &DataType::Float64, &CastOptions::default())?;
+    let target = cast_with_options(cast, &DataType::Float64, &CastOptions::default())?;
+    let (source, target) = (source.as_primitive::<Float64Type>(), target.as_primitive::<Float64Type>());
+    Ok(Some(
+        source
+            .iter()
+            .zip(target.iter())
+            .map(|(s, t)| Some(matches!((s, t), (Some(s), Some(t)) if s.is_finite() && t.is_infinite())))
+            .collect(),
+    ))
 }
 
 impl BoundStep for Cast {
@@ -177,5 +208,40 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![Field::new("d", DataType::Date32, true)]));
         let spec = CastSpec { columns: [("d".to_string(), "bool".to_string())].into(), on_error: OnError::Fail };
         assert!(spec.bind(&schema).unwrap_err().to_string().contains("'d'"));
+    }
+
+    fn one_column(array: ArrayRef) -> RecordBatch {
+        RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new("x", array.data_type().clone(), true)])), vec![array])
+            .unwrap()
+    }
+
+    fn cast_x(to: &str, on_error: OnError) -> CastSpec {
+        CastSpec { columns: BTreeMap::from([("x".to_string(), to.to_string())]), on_error }
+    }
+
+    #[test]
+    fn a_float64_too_large_for_float32_is_not_an_infinity() {
+        let input = one_column(Arc::new(Float64Array::from(vec![
+            Some(1.5),
+            Some(1e300),
+            None,
+            Some(f64::INFINITY),
+            Some(f64::NAN),
+        ])));
+        let err = cast_x("float32", OnError::Fail).bind(&input.schema()).unwrap().apply(input.clone()).unwrap_err();
+        assert!(err.to_string().contains("'x'") && err.to_string().contains("1e300"), "{err}");
+        let out = cast_x("float32", OnError::Null).bind(&input.schema()).unwrap().apply(input).unwrap();
+        let out = out.column(0).as_primitive::<arrow::datatypes::Float32Type>();
+        assert_eq!(out.value(0), 1.5);
+        assert!(out.is_null(1) && out.is_null(2), "the overflow becomes null, the null stays");
+        assert!(out.value(3).is_infinite() && out.value(4).is_nan(), "infinities and NaN were representable");
+    }
+
+    #[test]
+    fn an_all_null_column_casts_to_nulls() {
+        let input = one_column(Arc::new(arrow::array::NullArray::new(3)));
+        let out = cast_x("int64", OnError::Fail).bind(&input.schema()).unwrap().apply(input).unwrap();
+        assert_eq!(out.column(0).null_count(), 3);
+        assert_eq!(out.column(0).data_type(), &DataType::Int64);
     }
 }

@@ -159,3 +159,20 @@ def test_a_filter_with_hundreds_of_terms_runs_at_every_shape(weir, tmp_path, eve
         weir("run", write_job(tmp_path / f"job{len(shape)}.toml", text), *shape, check=0)
         got = sorted(pq.read_table(out, columns=["id"])["id"].to_pylist())
         assert got == wanted
+
+
+def test_a_float64_that_overflows_float32_fails_the_cast_and_null_nulls_it(weir, tmp_path):
+    src = tmp_path / "big-floats"
+    src.mkdir()
+    values = [1.5, 3.4e38, 1e39, None, -2.0e300]
+    pq.write_table(pa.table({"id": list(range(5)), "x": pa.array(values, pa.float64()), "gone": pa.nulls(5)}), src / "x.parquet")
+    steps = '[[step]]\nop = "cast"\ncolumns = { x = "float32", gone = "int64" }'
+    err = run_bad(weir, tmp_path, src, steps=steps)
+    assert "'x'" in err and "1e39" in err and "float" in err.lower(), err
+    out = tmp_path / "nulled"
+    text = JOB.format(src=src, out=out, steps=steps + '\non_error = "null"')
+    weir("run", write_job(tmp_path / "null.toml", text), check=0)
+    got = pq.read_table(out).sort_by("id")
+    expected = [v if v is None or abs(v) <= float(np.finfo(np.float32).max) else None for v in values]
+    assert got["x"].type == pa.float32() and got["gone"].type == pa.int64() and got["gone"].null_count == 5
+    assert [None if v is None else float(np.float32(v)) for v in expected] == got["x"].to_pylist()
