@@ -453,9 +453,16 @@ impl Score {
             .iter()
             .map(|&i| {
                 let column = batch.column(i);
-                if column.data_type() == &to { Ok(column.clone()) } else { cast(column, &to) }
+                if column.data_type() == &to {
+                    return Ok(column.clone());
+                }
+                let cast_column = cast(column, &to)?;
+                if to.is_integer() {
+                    check_exact_integers(batch.schema().field(i).name(), column, &cast_column, &input.name)?;
+                }
+                Ok(cast_column)
             })
-            .collect::<Result<Vec<ArrayRef>, _>>()?;
+            .collect::<Result<Vec<ArrayRef>, OpError>>()?;
         let ort_error =
             |e: ort::Error| OpError::Internal(format!("cannot build the tensor of input '{}': {e}", input.name));
         Ok(match input.element {
@@ -563,6 +570,26 @@ impl Score {
                 Ok(filter_record_batch(&batch, &keep)?)
             }
         }
+    }
+}
+
+/// Refuses to feed an integer model input a value that the cast to its type changed: NaN,
+/// an infinity, a fraction, or a number out of the type's range (Arrow's cast would make
+/// it null, which the tensor would then carry as 0).
+fn check_exact_integers(name: &str, column: &ArrayRef, cast_column: &ArrayRef, input: &str) -> Result<(), OpError> {
+    let as_f64 = |array: &ArrayRef| cast(array, &DataType::Float64);
+    let (before, after) = (as_f64(column)?, as_f64(cast_column)?);
+    let (before, after) = (before.as_primitive::<Float64Type>(), after.as_primitive::<Float64Type>());
+    let changed = (0..column.len())
+        .find(|&row| before.is_valid(row) && (after.is_null(row) || before.value(row) != after.value(row)));
+    match changed {
+        None => Ok(()),
+        Some(row) => Err(OpError::InvalidSpec(format!(
+            "column '{name}' feeds the integer model input '{input}' and holds {}, which is not a {} value; \
+             round, clip or filter it first",
+            before.value(row),
+            cast_column.data_type()
+        ))),
     }
 }
 

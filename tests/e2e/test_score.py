@@ -263,3 +263,53 @@ def test_a_missing_onnx_runtime_library_says_how_to_install_it(weir, tmp_path, d
     proc = weir("run", job, env=env, check=2)
     assert "ORT_DYLIB_PATH" in proc.stderr and "pip install onnxruntime==1.31.1" in proc.stderr, proc.stderr
     assert "panicked" not in proc.stderr
+
+
+def int_model(path: Path) -> Path:
+    """y = float(x) * 2 + 1 for an int64 input x of shape [N, 1]."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["xf", "two"], ["m"]),
+            helper.make_node("Add", ["m", "one"], ["y"]),
+        ],
+        "int_input",
+        [helper.make_tensor_value_info("x", TensorProto.INT64, ["N", 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
+        initializer=[numpy_helper.from_array(np.array([2.0], np.float32), "two"), numpy_helper.from_array(np.array([1.0], np.float32), "one")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+INT_JOB = """name = "int-input"
+[source]
+uri = "{src}"
+[[step]]
+op = "score"
+model = "{model}"
+inputs = {{ x = ["v"] }}
+outputs = {{ y = "y" }}
+[sink]
+uri = "{out}"
+"""
+
+
+@pytest.mark.parametrize("bad", [float("nan"), 1e300, -1e20, 2.5, float("inf")])
+def test_an_integer_model_input_is_never_fed_a_value_the_cast_changed(weir, tmp_path, bad):
+    model = int_model(tmp_path / "int.onnx")
+    src = tmp_path / "src"
+    src.mkdir()
+    good = [0.0, 3.0, -7.0, 1e6]
+    pq.write_table(pa.table({"id": np.arange(5), "v": pa.array(good + [bad], pa.float64())}), src / "x.parquet")
+    proc = weir("run", write_job(tmp_path / "job.toml", INT_JOB.format(src=src, model=model, out=tmp_path / "out")), check=2)
+    assert "'v'" in proc.stderr and "integer model input 'x'" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
+    # Integral floats are fed exactly: the same scores as onnxruntime's Python API.
+    pq.write_table(pa.table({"id": np.arange(4), "v": pa.array(good, pa.float64())}), src / "x.parquet")
+    weir("run", write_job(tmp_path / "ok.toml", INT_JOB.format(src=src, model=model, out=tmp_path / "ok")), check=0)
+    want = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"x": np.array(good, np.int64).reshape(-1, 1)})[0][:, 0]
+    got = read_output(tmp_path / "ok").sort_by("id")["y"].to_numpy()
+    np.testing.assert_array_equal(got, want)
