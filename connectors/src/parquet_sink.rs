@@ -3,7 +3,10 @@
 //! row group in progress and a bounded number of upload parts per writer
 //! ([`UPLOAD_PART_BYTES`] each, at most [`UPLOADS_IN_FLIGHT`] at once).
 
-use arrow::datatypes::SchemaRef;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
@@ -63,9 +66,30 @@ pub struct PartFile {
     pub bytes: u64,
 }
 
+/// The schema part files store for rows of `schema`. Parquet has no unit for timestamps in
+/// seconds (parquet-rs would write them as bare integers, which pyarrow reads as `int64`),
+/// so such columns are stored in milliseconds, with their time zone, as pyarrow does.
+pub fn stored_schema(schema: &SchemaRef) -> SchemaRef {
+    let stored = |field: &FieldRef| match field.data_type() {
+        DataType::Timestamp(TimeUnit::Second, zone) => {
+            Arc::new(field.as_ref().clone().with_data_type(DataType::Timestamp(TimeUnit::Millisecond, zone.clone())))
+        }
+        _ => field.clone(),
+    };
+    if !schema.fields().iter().any(|f| matches!(f.data_type(), DataType::Timestamp(TimeUnit::Second, _))) {
+        return schema.clone();
+    }
+    Arc::new(Schema::new_with_metadata(
+        schema.fields().iter().map(stored).collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    ))
+}
+
 /// An open part file.
 pub struct PartWriter {
     writer: AsyncArrowWriter<BufWriter>,
+    /// The schema stored in the file.
+    schema: SchemaRef,
     name: String,
     uri: String,
     rows: u64,
@@ -80,6 +104,7 @@ impl PartWriter {
         schema: SchemaRef,
         options: PartOptions,
     ) -> Result<Self, ConnectorError> {
+        let schema = stored_schema(&schema);
         let path: Path = output.join(name);
         let uri = output.uri_of(&path);
         let mut properties = WriterProperties::builder()
@@ -97,14 +122,31 @@ impl PartWriter {
         let properties = properties.build();
         let upload = BufWriter::with_capacity(output.store().clone(), path, UPLOAD_PART_BYTES)
             .with_max_concurrency(UPLOADS_IN_FLIGHT);
-        let writer = AsyncArrowWriter::try_new(upload, schema, Some(properties))
+        let writer = AsyncArrowWriter::try_new(upload, schema.clone(), Some(properties))
             .map_err(|source| ConnectorError::Write { uri: uri.clone(), source })?;
-        Ok(PartWriter { writer, name: name.to_string(), uri, rows: 0 })
+        Ok(PartWriter { writer, schema, name: name.to_string(), uri, rows: 0 })
     }
 
-    /// Appends a batch.
+    /// Appends a batch (of the schema the writer was created with, or one that
+    /// [`stored_schema`] maps to it).
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<(), ConnectorError> {
         self.rows += batch.num_rows() as u64;
+        let stored = self.schema.clone();
+        let converted;
+        let batch = if batch.schema_ref().fields() == stored.fields() {
+            batch
+        } else {
+            let invalid = |e: ArrowError| ConnectorError::Invalid { uri: self.uri.clone(), message: e.to_string() };
+            let columns = batch
+                .columns()
+                .iter()
+                .zip(stored.fields())
+                .map(|(column, field)| arrow::compute::cast(column, field.data_type()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(invalid)?;
+            converted = RecordBatch::try_new(stored, columns).map_err(invalid)?;
+            &converted
+        };
         self.writer.write(batch).await.map_err(|source| ConnectorError::Write { uri: self.uri.clone(), source })
     }
 

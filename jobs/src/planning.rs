@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use weir_connectors::commit::WriteMode;
 use weir_connectors::lease::{DEFAULT_LEASE_TTL, check_run_id, new_attempt_id};
-use weir_connectors::parquet_sink::PartOptions;
+use weir_connectors::parquet_sink::{PartOptions, stored_schema};
 use weir_connectors::parquet_source::ParquetSource;
 use weir_connectors::{ConnectorError, Location};
 
@@ -82,6 +82,7 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
     let bound = bind_steps(&spec.steps, source.schema(), &context)
         .map_err(|source| JobError::Step { job: name.clone(), source: Box::new(source) })?;
     let output_schema = bound.last().map(|step| step.output_schema()).unwrap_or_else(|| source.schema().clone());
+    let output_schema = stored_schema(&output_schema);
     let steps = plan_steps(&spec.steps, bound, &spec.storage)
         .await
         .map_err(|source| JobError::Step { job: name.clone(), source: Box::new(source) })?;

@@ -44,6 +44,13 @@ impl CastSpec {
             let to = parse_type(type_name)?;
             for index in selector::resolve_one(selector, input)? {
                 let field = input.field(index);
+                // A timestamp names an instant: a cast to another unit keeps the column's zone.
+                let to = match (field.data_type(), &to) {
+                    (DataType::Timestamp(_, Some(zone)), DataType::Timestamp(unit, None)) => {
+                        DataType::Timestamp(*unit, Some(zone.clone()))
+                    }
+                    _ => to.clone(),
+                };
                 if !can_cast_types(field.data_type(), &to) {
                     return Err(OpError::UncastableColumn {
                         column: field.name().clone(),
@@ -51,7 +58,7 @@ impl CastSpec {
                         to: to.to_string(),
                     });
                 }
-                targets[index] = Some(to.clone());
+                targets[index] = Some(to);
             }
         }
         let fields: Vec<Field> = input
