@@ -164,6 +164,9 @@ impl Element {
     }
 }
 
+/// The most ONNX Runtime threads one scoring worker may ask for.
+pub const MAX_INTRA_OP_THREADS: usize = 64;
+
 /// One model input and the columns that feed it.
 #[derive(Debug)]
 struct BoundInput {
@@ -213,6 +216,13 @@ impl ScoreSpec {
     pub fn bind(&self, input: &SchemaRef, model: Arc<[u8]>) -> Result<Score, OpError> {
         if self.batch_size == 0 || self.intra_op_threads == 0 {
             return Err(OpError::InvalidSpec("batch_size and intra_op_threads must be at least 1".into()));
+        }
+        if self.intra_op_threads > MAX_INTRA_OP_THREADS {
+            return Err(OpError::InvalidSpec(format!(
+                "intra_op_threads = {} is more than {MAX_INTRA_OP_THREADS}; each scoring worker starts that many \
+                 threads (parallelism comes from workers)",
+                self.intra_op_threads
+            )));
         }
         if self.provider == Provider::Cuda {
             return Err(OpError::InvalidSpec(
@@ -272,7 +282,17 @@ impl ScoreSpec {
                 Columns::One(column) => {
                     (selector::resolve(std::slice::from_ref(column), schema)?, !selector::is_glob(column))
                 }
-                Columns::Many(list) => (selector::resolve(list, schema)?, false),
+                Columns::Many(list) => {
+                    // A column named twice would silently narrow the tensor (each column is
+                    // stacked once): say so.
+                    let mut seen = std::collections::HashSet::new();
+                    if let Some(twice) = list.iter().find(|c| !selector::is_glob(c) && !seen.insert(c.as_str())) {
+                        return Err(OpError::InvalidSpec(format!(
+                            "input '{name}' names column '{twice}' twice; each column is stacked once"
+                        )));
+                    }
+                    (selector::resolve(list, schema)?, false)
+                }
             };
             let rank = shape.len();
             let width = indices.len() as i64;

@@ -170,6 +170,13 @@ pub fn bind_steps(steps: &[StepSpec], input: &SchemaRef, context: &BindContext) 
             source,
         })?;
         schema = step.output_schema();
+        if schema.fields().is_empty() {
+            return Err(BindError {
+                number: index + 1,
+                op: spec.op_name(),
+                source: OpError::InvalidSpec("no column is left after this step; an output needs at least one".into()),
+            });
+        }
         bound.push(step);
     }
     Ok(bound)

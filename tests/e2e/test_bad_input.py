@@ -176,3 +176,8 @@ def test_a_float64_that_overflows_float32_fails_the_cast_and_null_nulls_it(weir,
     expected = [v if v is None or abs(v) <= float(np.finfo(np.float32).max) else None for v in values]
     assert got["x"].type == pa.float32() and got["gone"].type == pa.int64() and got["gone"].null_count == 5
     assert [None if v is None else float(np.float32(v)) for v in expected] == got["x"].to_pylist()
+
+
+def test_dropping_every_column_is_refused(weir, tmp_path, events_dir):
+    err = run_bad(weir, tmp_path, events_dir, steps='[[step]]\nop = "drop"\ncolumns = ["*"]')
+    assert "step 1 (drop)" in err and "no column is left" in err, err

@@ -313,3 +313,22 @@ def test_an_integer_model_input_is_never_fed_a_value_the_cast_changed(weir, tmp_
     want = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"x": np.array(good, np.int64).reshape(-1, 1)})[0][:, 0]
     got = read_output(tmp_path / "ok").sort_by("id")["y"].to_numpy()
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ('inputs = { x = ["f0", "f0", "f1", "f2", "f3", "f4"] }\noutputs = { y = ["a", "b", "c"] }\n', "names column 'f0' twice"),
+        ('inputs = { x = ["f*"] }\noutputs = { y = ["a", "b", "c"] }\nintra_op_threads = 2000\n', "intra_op_threads = 2000"),
+    ],
+    ids=["duplicate-input-column", "too-many-threads"],
+)
+def test_score_specs_that_would_misbehave_are_refused(weir, tmp_path, fields, message):
+    model = helper_mlp(tmp_path / "mlp.onnx")
+    src = tmp_path / "src"
+    src.mkdir()
+    pq.write_table(pa.table({name: np.arange(4, dtype=np.float32) for name in FEATURES}), src / "x.parquet")
+    job = write_job(tmp_path / "job.toml", f'name = "s"\n[source]\nuri = "{src}"\n[[step]]\nop = "score"\nmodel = "{model}"\n{fields}[sink]\nuri = "{tmp_path / "out"}"\n')
+    proc = weir("validate", job, check=2)
+    assert message in proc.stderr and "step 1 (score)" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()
