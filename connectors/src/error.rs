@@ -96,11 +96,30 @@ impl ConnectorError {
                         | object_store::Error::Unauthenticated { .. }
                 ) || http_status(source)
                     .is_some_and(|status| (400..500).contains(&status) && status != 408 && status != 429)
+                    || io_error(source).is_some_and(is_user_io_error)
             }
             ConnectorError::Write { .. } | ConnectorError::LeaseLost { .. } => false,
             _ => true,
         }
     }
+}
+
+/// The operating-system error under a (local) store error, if there is one.
+fn io_error(error: &object_store::Error) -> Option<&std::io::Error> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = current {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        current = error.source();
+    }
+    None
+}
+
+/// Local filesystem errors that the user's paths or permissions cause, which no retry cures:
+/// EPERM, EACCES, ENOTDIR, EISDIR, EROFS, ENAMETOOLONG, ELOOP (Linux numbers).
+fn is_user_io_error(error: &std::io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(1 | 13 | 20 | 21 | 30 | 36 | 40))
 }
 
 /// The HTTP status of a store error whose request got an answer.
@@ -165,6 +184,23 @@ pub fn redact_store_error(error: &object_store::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filesystem_errors_the_user_causes_are_user_errors() {
+        let store_error = |errno| {
+            ConnectorError::store(
+                "file:///x",
+                object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: Box::new(std::io::Error::from_raw_os_error(errno)),
+                },
+            )
+        };
+        for errno in [13, 20, 30, 36, 40] {
+            assert!(store_error(errno).is_user_error(), "errno {errno}");
+        }
+        assert!(!store_error(5).is_user_error(), "EIO may pass");
+    }
 
     #[test]
     fn header_values_and_long_answers_are_not_quoted() {

@@ -67,6 +67,12 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
     };
     let source_location = Location::parse(&spec.source.uri, &spec.storage).map_err(connector("source"))?;
     let sink = Location::parse(&spec.sink.uri, &spec.storage).map_err(connector("sink"))?;
+    if sink.local_path().is_some_and(|path| path.is_file()) {
+        return Err(connector("sink")(ConnectorError::InvalidUri {
+            uri: sink.uri(),
+            reason: "it is a file; an output is a directory (a prefix) of part files".into(),
+        }));
+    }
     if source_location.overlaps(&sink) {
         return Err(connector("sink")(weir_connectors::ConnectorError::SinkOverlapsSource {
             source_uri: source_location.uri(),

@@ -181,3 +181,20 @@ def test_a_float64_that_overflows_float32_fails_the_cast_and_null_nulls_it(weir,
 def test_dropping_every_column_is_refused(weir, tmp_path, events_dir):
     err = run_bad(weir, tmp_path, events_dir, steps='[[step]]\nop = "drop"\ncolumns = ["*"]')
     assert "step 1 (drop)" in err and "no column is left" in err, err
+
+
+@pytest.mark.parametrize("case", ["sink-is-a-file", "name-too-long", "symlink-loop-in-source"])
+def test_filesystem_mistakes_are_bad_input(weir, tmp_path, events_dir, case):
+    src, out = events_dir, tmp_path / "out"
+    if case == "sink-is-a-file":
+        out.write_text("not a directory")
+    elif case == "name-too-long":
+        out = tmp_path / ("n" * 300)
+    else:
+        (events_dir / "loop").symlink_to("loop")
+    job = write_job(tmp_path / "job.toml", JOB.format(src=src, out=out, steps=""))
+    proc = weir("run", job, check=2)
+    assert "panicked" not in proc.stderr and "job 'bad-input'" in proc.stderr, proc.stderr
+    assert (str(out)[:80] if case != "symlink-loop-in-source" else "loop") in proc.stderr, proc.stderr
+    if case == "sink-is-a-file":
+        assert "it is a file" in proc.stderr and out.read_text() == "not a directory"
