@@ -36,6 +36,17 @@ pub enum JobError {
         source: Box<ConnectorError>,
     },
 
+    #[error("job '{job}', step {number} ({op}): cannot read the {what}: {source}")]
+    StepInput {
+        job: String,
+        number: usize,
+        op: &'static str,
+        /// What was read: "model", "fitted parameters".
+        what: &'static str,
+        #[source]
+        source: Box<ConnectorError>,
+    },
+
     #[error("job '{job}', {source}")]
     Step {
         job: String,
@@ -48,7 +59,9 @@ impl JobError {
     /// The failure to report for this error.
     pub fn to_failure(&self) -> JobFailure {
         let kind = match self {
-            JobError::Connector { source, .. } if !source.is_user_error() => FailureKind::External,
+            JobError::Connector { source, .. } | JobError::StepInput { source, .. } if !source.is_user_error() => {
+                FailureKind::External
+            }
             _ => FailureKind::User,
         };
         JobFailure { kind, message: self.to_string() }

@@ -89,9 +89,7 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
         .map_err(|source| JobError::Step { job: name.clone(), source: Box::new(source) })?;
     let output_schema = bound.last().map(|step| step.output_schema()).unwrap_or_else(|| source.schema().clone());
     let output_schema = stored_schema(&output_schema);
-    let steps = plan_steps(&spec.steps, bound, &spec.storage)
-        .await
-        .map_err(|source| JobError::Step { job: name.clone(), source: Box::new(source) })?;
+    let steps = plan_steps(&name, &spec.steps, bound, &spec.storage).await?;
     let shards = source.shards(spec.source.max_shard_rows.unwrap_or(DEFAULT_MAX_SHARD_ROWS));
     Ok(EnginePlan {
         job_name: name,
@@ -160,16 +158,20 @@ pub fn check_overwrite_target(sink: &Location, source: &Location, job_path: &str
 /// step here, with the parameters of its entry in that `fitted.json` (each file is read
 /// once; the n-th step of an op over a column set reuses the n-th such entry).
 async fn plan_steps(
+    job: &str,
     specs: &[StepSpec],
     bound: Vec<Bound>,
     storage: &weir_connectors::StorageOptions,
-) -> Result<Vec<PlannedStep>, BindError> {
+) -> Result<Vec<PlannedStep>, JobError> {
     let mut files: HashMap<String, FittedFile> = HashMap::new();
     let mut occurrences: HashMap<(String, &'static str, Vec<String>), usize> = HashMap::new();
     let mut steps = Vec::with_capacity(specs.len());
     for (index, (spec, bound)) in specs.iter().zip(bound).enumerate() {
         let (number, op) = (index + 1, spec.op_name());
-        let step_error = |source: OpError| BindError { number, op, source };
+        let step_error = |source: OpError| JobError::Step {
+            job: job.to_string(),
+            source: Box::new(BindError { number, op, source }),
+        };
         let (kind, reused) = match bound {
             Bound::Map(step) => (StepKind::Map(Arc::from(step)), None),
             Bound::Dedupe(dedupe) => (StepKind::Dedupe(dedupe), None),
@@ -177,7 +179,14 @@ async fn plan_steps(
                 None => (StepKind::Fit(fit), None),
                 Some(uri) => {
                     if !files.contains_key(&uri) {
-                        let file = read_fitted(&uri, storage).await.map_err(step_error)?;
+                        let bytes = read_input(&uri, storage).await.map_err(|source| JobError::StepInput {
+                            job: job.to_string(),
+                            number,
+                            op,
+                            what: "fitted parameters",
+                            source: Box::new(source),
+                        })?;
+                        let file = FittedFile::parse(&uri, &bytes).map_err(step_error)?;
                         files.insert(uri.clone(), file);
                     }
                     let file = &files[&uri];
@@ -206,13 +215,10 @@ async fn plan_steps(
     Ok(steps)
 }
 
-/// Reads and parses an earlier run's `fitted.json` from any store.
-async fn read_fitted(uri: &str, storage: &weir_connectors::StorageOptions) -> Result<FittedFile, OpError> {
-    let cannot_read =
-        |e: weir_connectors::ConnectorError| OpError::InvalidSpec(format!("cannot read fitted parameters: {e}"));
-    let location = Location::parse(uri, storage).map_err(cannot_read)?;
-    let bytes = read_object(&location).await.map_err(cannot_read)?;
-    FittedFile::parse(uri, &bytes)
+/// Reads a file a step needs (an earlier run's `fitted.json`, a model) from any store.
+async fn read_input(uri: &str, storage: &weir_connectors::StorageOptions) -> Result<bytes::Bytes, ConnectorError> {
+    let location = Location::parse(uri, storage)?;
+    read_object(&location).await
 }
 
 /// Fetches every model the job's `score` steps name, once per URI, and checks the
@@ -227,10 +233,13 @@ async fn fetch_models(spec: &JobSpec) -> Result<(BindContext, Vec<ModelInfo>), J
             source: Box::new(BindError { number: index + 1, op: "score", source }),
         };
         if !context.models.contains_key(&score.model) {
-            let cannot_read =
-                |e: weir_connectors::ConnectorError| OpError::InvalidSpec(format!("cannot read the model: {e}"));
-            let location = Location::parse(&score.model, &spec.storage).map_err(cannot_read).map_err(step_error)?;
-            let bytes = read_object(&location).await.map_err(cannot_read).map_err(step_error)?;
+            let bytes = read_input(&score.model, &spec.storage).await.map_err(|source| JobError::StepInput {
+                job: spec.name.clone(),
+                number: index + 1,
+                op: "score",
+                what: "model",
+                source: Box::new(source),
+            })?;
             let sha256: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
             models.push(ModelInfo { uri: score.model.clone(), sha256, bytes: bytes.len() as u64 });
             context.models.insert(score.model.clone(), std::sync::Arc::from(bytes.as_ref()));

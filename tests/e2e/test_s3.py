@@ -199,3 +199,23 @@ def test_a_model_from_a_bucket_scores_like_the_local_file(weir, tmp_path, garage
     got = read_s3_output(garage, dst, "scored").sort_by("id")
     y = np.column_stack([got.column(f"y_{j}").to_numpy() for j in range(3)])
     np.testing.assert_allclose(y, reference(model, x)["y"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("what", ["fitted", "model"])
+def test_a_store_that_cannot_be_reached_for_a_steps_file_is_exit_1_not_bad_input(weir, tmp_path, events_dir, what):
+    """Connection refused (nothing listens on the port) is the outside world's failure: a
+    retry may cure it, so the exit code is 1, not 2."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    if what == "fitted":
+        step = '[[step]]\nop = "standardize"\ncolumns = ["income"]\nfitted = "s3://b/run/_weir/fitted.json"\n'
+    else:
+        step = '[[step]]\nop = "score"\nmodel = "s3://b/m.onnx"\ninputs = { x = ["income"] }\noutputs = { y = "y" }\n'
+    job = write_job(tmp_path / "job.toml", f'name = "unreachable"\n[source]\nuri = "{events_dir}"\n{step}[sink]\nuri = "{tmp_path / "out"}"\n[storage]\nmax_retries = 0\nretry_timeout_s = 1\n')
+    env = {**__import__("os").environ, "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x" * 40, "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ALLOW_HTTP": "true"}
+    proc = weir("run", job, env=env, check=1)
+    expected = "fitted parameters" if what == "fitted" else "model"
+    assert f"cannot read the {expected}" in proc.stderr and "step 1" in proc.stderr, proc.stderr
