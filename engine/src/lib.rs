@@ -2,16 +2,17 @@
 //! cluster of threads and processes.
 //!
 //! A run is a sequence of rounds and passes on every worker:
-//! 1. a *leader round* in which worker 0 prepares the output (overwrite / error-if-exists)
-//!    and broadcasts the outcome;
+//! 1. a *leader round* in which worker 0 takes the output's lease and checks the prefix
+//!    against the write mode (overwrite / error-if-exists), and broadcasts the outcome;
 //! 2. for each fitted step (or group of fitted steps that can share a pass) a *fit stage*,
 //!    and for each dedupe a *dedupe stage*: a pass over the worker's shards that folds
 //!    partials or feeds keys, then a leader round or keyed exchange that gives every worker
 //!    what it needs to map the step ([`stages`]);
 //! 3. the *final pass*: each worker streams its own shards through the whole step chain
-//!    into its own part file, pacing its reads by a probe on the sink;
+//!    into its own staged part file, pacing its reads by a probe on the sink;
 //! 4. a *leader round* in which every worker reports its part file (or its failure) to
-//!    worker 0, which commits (`fitted.json`, manifest, then `_SUCCESS`) only if all succeeded, and
+//!    worker 0, which commits (decision, publication, manifest, then `_SUCCESS`; see
+//!    `weir_connectors::commit`) only if all succeeded and no stop was asked for, and
 //!    broadcasts the result.
 //!
 //! Control messages travel through timely's exchange channels, never shared memory, so the
