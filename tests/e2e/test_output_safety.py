@@ -539,11 +539,12 @@ def test_a_run_id_that_is_not_a_plain_name_is_refused(weir, tmp_path, small, run
 # Concurrent runs
 
 
-def test_of_concurrent_runs_on_one_prefix_exactly_one_commits(weir, tmp_path, big):
-    out = tmp_path / "out"
-    weir("run", job_file(tmp_path / "b.toml", big.path, out, THRESHOLDS[1], batch=8192), "-w", "2", "--var", "run_id=before", check=0, timeout=180)
-    job = job_file(tmp_path / "job.toml", big.path, out, THRESHOLDS[0])
-    runs = [Run(job, "-w", "2", "--var", f"run_id=c{i}", logs=tmp_path) for i in range(6)]
+def run_at_once(job, tmp_path, stem, count=6, env=None) -> str:
+    """Starts `count` runs of `job` at once (run ids `<stem>0`…) and waits for them all.
+    Exactly one must commit (exit 0); every other exits 2 naming a holder that is one of
+    these runs (a loser may briefly hold a claim it then withdraws), with that run's pid.
+    Returns the winner's run id."""
+    runs = [Run(job, "-w", "2", "--var", f"run_id={stem}{i}", env=env, logs=tmp_path) for i in range(count)]
     try:
         codes = [run.wait(timeout=300) for run in runs]
     finally:
@@ -552,18 +553,21 @@ def test_of_concurrent_runs_on_one_prefix_exactly_one_commits(weir, tmp_path, bi
     report = "\n".join(run.describe() for run in runs)
     winners = [run for run, code in zip(runs, codes) if code == 0]
     assert len(winners) == 1, report
-    winner = winners[0]
-    winner_id = winner.args[winner.args.index("--var") + 1].split("=", 1)[1]
     for run, code in zip(runs, codes):
-        if run is winner:
+        if run is winners[0]:
             continue
-        assert code == 2, report
-        assert HELD in run.stderr and "since" in run.stderr, report
-        # The holder it names is one of these runs (a loser may briefly hold a claim it then
-        # withdraws), named with that run's pid.
+        assert code == 2 and HELD in run.stderr and "since" in run.stderr, report
         named = run.stderr.split(HELD, 1)[1].split()[0]
         holders = [other for other in runs if f"run_id={named}" in other.args]
         assert holders and str(holders[0].pid) in run.stderr, report
+    return winners[0].args[winners[0].args.index("--var") + 1].split("=", 1)[1]
+
+
+def test_of_concurrent_runs_on_one_prefix_exactly_one_commits(weir, tmp_path, big):
+    out = tmp_path / "out"
+    weir("run", job_file(tmp_path / "b.toml", big.path, out, THRESHOLDS[1], batch=8192), "-w", "2", "--var", "run_id=before", check=0, timeout=180)
+    job = job_file(tmp_path / "job.toml", big.path, out, THRESHOLDS[0])
+    winner_id = run_at_once(job, tmp_path, "c")
     assert_clean_commit(out, big.refs[THRESHOLDS[0]], run_id=winner_id)
     frame = pl.read_parquet(str(out / "*.parquet"))
     assert frame.height == big.refs[THRESHOLDS[0]].num_rows

@@ -21,7 +21,6 @@ import pytest
 
 from garage import Garage
 from test_output_safety import (
-    HELD,
     SHAPES,
     THRESHOLDS,
     Run,
@@ -31,6 +30,7 @@ from test_output_safety import (
     kill_loop,
     ls_json,
     reference,
+    run_at_once,
     run_retrying,
     wait_no_processes,
     write_data,
@@ -118,23 +118,7 @@ def test_of_concurrent_runs_on_an_s3_prefix_exactly_one_commits(weir, tmp_path, 
     prev = job_file(tmp_path / "prev.toml", data.uri, out.uri, THRESHOLDS[1], batch=8192)
     weir("run", prev, "-w", "2", "--var", "run_id=before", env=env, check=0, timeout=300)
     job = job_file(tmp_path / "job.toml", data.uri, out.uri, THRESHOLDS[0])
-    runs = [Run(job, "-w", "2", "--var", f"run_id=s{i}", env=env, logs=tmp_path) for i in range(6)]
-    try:
-        codes = [run.wait(timeout=300) for run in runs]
-    finally:
-        for run in runs:
-            run.kill()
-    report = "\n".join(run.describe() for run in runs)
-    winners = [run for run, code in zip(runs, codes) if code == 0]
-    assert len(winners) == 1, report
-    winner = winners[0]
-    winner_id = winner.args[winner.args.index("--var") + 1].split("=", 1)[1]
-    for run, code in zip(runs, codes):
-        if run is not winner:
-            assert code == 2 and HELD in run.stderr and "since" in run.stderr, report
-            named = run.stderr.split(HELD, 1)[1].split()[0]
-            holders = [other for other in runs if f"run_id={named}" in other.args]
-            assert holders and str(holders[0].pid) in run.stderr, report
+    winner_id = run_at_once(job, tmp_path, "s", env=env)
     out.assert_clean_commit(data.refs[THRESHOLDS[0]], run_id=winner_id)
     uploads = garage.client().list_multipart_uploads(Bucket=out.bucket).get("Uploads", [])
     assert uploads == [], f"unfinished uploads left behind: {uploads}"
