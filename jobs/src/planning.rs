@@ -1,4 +1,4 @@
-//! From a job file to an engine plan: read and substitute variables (→ [`LoadedJob`]),
+//! From a job file to an engine plan: parse it and substitute variables (→ [`LoadedJob`]),
 //! parse and check the spec, open the source (footers, schema), bind every step to the
 //! schema that reaches it, and cut the source into shards (→ [`EnginePlan`]). Every
 //! process of a cluster runs this and gets the same plan.
@@ -32,7 +32,7 @@ pub const MAX_BATCHES_IN_FLIGHT: u64 = 4;
 pub struct LoadedJob {
     pub path: String,
     pub spec: JobSpec,
-    /// SHA-256 (hex) of the substituted text.
+    /// SHA-256 (hex) of the job's text and the values of the variables it names.
     pub sha256: String,
     pub vars: Variables,
 }
@@ -50,10 +50,23 @@ pub struct RunOptions {
 pub fn load_job(path: &str, vars: &Variables) -> Result<LoadedJob, JobError> {
     check_run_id(vars.run_id()).map_err(|message| JobError::Invalid { job: path.to_string(), message })?;
     let raw = std::fs::read_to_string(path).map_err(|source| JobError::Read { path: path.to_string(), source })?;
-    let text = vars.substitute(path, &raw)?;
-    let spec = JobSpec::from_toml(&text).map_err(|message| JobError::Toml { path: path.to_string(), message })?;
+    load_job_text(path, &raw, vars)
+}
+
+/// Substitutes and parses a job's text; `path` names it in errors.
+pub fn load_job_text(path: &str, raw: &str, vars: &Variables) -> Result<LoadedJob, JobError> {
+    let document = vars.parse_and_substitute(path, raw)?;
+    let spec =
+        JobSpec::from_document(document, raw).map_err(|message| JobError::Toml { path: path.to_string(), message })?;
     spec.check().map_err(|message| JobError::Invalid { job: spec.name.clone(), message })?;
-    let sha256 = Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let mut hasher = Sha256::new();
+    hasher.update(raw.as_bytes());
+    for (name, value) in vars.pairs() {
+        if raw.contains(&name) {
+            hasher.update(format!("\0{name}={value}").as_bytes());
+        }
+    }
+    let sha256 = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
     Ok(LoadedJob { path: path.to_string(), spec, sha256, vars: vars.clone() })
 }
 

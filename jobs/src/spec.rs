@@ -2,10 +2,14 @@
 //! where the design is silent (`sink.mode = "error_if_exists"`).
 
 use serde::{Deserialize, Serialize};
+use toml::Spanned;
+use toml::de::DeTable;
 use weir_connectors::StorageOptions;
 use weir_connectors::commit::WriteMode;
 use weir_connectors::parquet_sink::Codec;
 use weir_operators::StepSpec;
+
+use crate::vars::toml_message;
 
 /// Default rows per batch on the map path (sized for caches and for ONNX Runtime).
 pub const DEFAULT_BATCH_SIZE: usize = 8192;
@@ -88,9 +92,18 @@ pub struct SinkSpec {
 }
 
 impl JobSpec {
-    /// Parses a job's TOML; errors carry TOML's line, column and a snippet.
+    /// Parses a job's TOML (no variables); errors carry TOML's line, column and a snippet.
     pub fn from_toml(text: &str) -> Result<JobSpec, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+        let document = toml::de::DeTable::parse(text).map_err(|error| toml_message(error, text))?;
+        JobSpec::from_document(document, text)
+    }
+
+    /// Deserializes a parsed document (after [`Variables::parse_and_substitute`]); `text`
+    /// is what it was parsed from, for the error's line, column and snippet.
+    ///
+    /// [`Variables::parse_and_substitute`]: crate::vars::Variables::parse_and_substitute
+    pub fn from_document(document: Spanned<DeTable<'_>>, text: &str) -> Result<JobSpec, String> {
+        JobSpec::deserialize(toml::de::Deserializer::from(document)).map_err(|error| toml_message(error, text))
     }
 
     /// Checks what serde cannot: the job name's alphabet and positive sizes.

@@ -1,9 +1,12 @@
 //! Job variables: `{{ds}}` (the run date, `YYYY-MM-DD`, UTC today unless given),
-//! `{{run_id}}` (unique per run unless given), and any `--var key=value`. Variables are
-//! substituted in the job's text before it is parsed, where they stand for text in strings
-//! (escaped to stay inside them) or for plain words and numbers outside strings.
+//! `{{run_id}}` (unique per run unless given), and any `--var key=value`. The job's TOML is
+//! parsed first and variables are then substituted inside its string values, so a value is
+//! always data: it cannot add a key, end a string or change a number.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 use crate::JobError;
 
@@ -39,124 +42,147 @@ impl Variables {
         self.values.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
-    /// Replaces every `{{ name }}` in `text` (but in comments), so that a value can never
-    /// change the job's structure: inside a double-quoted string the value is escaped as
-    /// TOML escapes it; inside a single-quoted string it may hold no `'` and no control
-    /// character; outside strings it must be a plain word or number (`[A-Za-z0-9_.:+-]+`).
-    /// An unknown name, or a value that does not fit where it goes, is an error naming the
-    /// line; values longer than [`MAX_VALUE_CHARS`] are refused, and never echoed.
-    pub fn substitute(&self, path: &str, text: &str) -> Result<String, JobError> {
-        let mut out = String::with_capacity(text.len());
-        let mut context = Context::Bare;
-        let mut at = 0;
-        while at < text.len() {
-            let rest = &text[at..];
-            if context != Context::Comment
-                && rest.starts_with("{{")
-                && let Some(length) = rest.find("}}")
-            {
-                let name = rest[2..length].trim();
-                let line = text[..at].matches('\n').count() + 1;
-                let Some(value) = self.values.get(name) else {
-                    return Err(JobError::UnknownVariable {
-                        path: path.to_string(),
-                        line,
-                        name: name.to_string(),
-                        known: self.values.keys().cloned().collect::<Vec<_>>().join(", "),
-                    });
-                };
-                let placed = place(value, context).map_err(|reason| JobError::BadVariable {
-                    path: path.to_string(),
-                    line,
-                    name: name.to_string(),
-                    reason,
-                })?;
-                out.push_str(&placed);
-                at += length + 2;
-                continue;
-            }
-            let (next, consumed) = context.step(rest);
-            out.push_str(&rest[..consumed]);
-            context = next;
-            at += consumed;
+    /// Parses the job's TOML and replaces every `{{ name }}` inside its string values (the
+    /// values of keys and the items of arrays, at any depth). Substitution happens after
+    /// parsing, so a value is data and can never add or change a key; keys and table names
+    /// hold no variables, and a `{{` outside a string is a TOML error. The spans of the
+    /// result still point into `text`, so later errors name its lines. An unknown name is
+    /// an error naming the line; values longer than [`MAX_VALUE_CHARS`] are refused, and
+    /// never echoed.
+    pub fn parse_and_substitute<'t>(&self, path: &str, text: &'t str) -> Result<Spanned<DeTable<'t>>, JobError> {
+        let mut document = DeTable::parse(text)
+            .map_err(|error| JobError::Toml { path: path.to_string(), message: toml_message(error, text) })?;
+        let mut failure = None;
+        self.substitute_table(document.get_mut(), text, path, &mut failure);
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(document),
         }
-        Ok(out)
+    }
+
+    fn substitute_table(&self, table: &mut DeTable<'_>, text: &str, path: &str, failure: &mut Option<JobError>) {
+        for (key, value) in table.iter_mut() {
+            if failure.is_some() {
+                return;
+            }
+            if let Some(name) = variable_in(key.get_ref()) {
+                *failure = Some(JobError::BadVariable {
+                    path: path.to_string(),
+                    line: line_of(text, key.span().start),
+                    name: name.to_string(),
+                    reason: "it stands in a key; variables stand only in string values".into(),
+                });
+                return;
+            }
+            self.substitute_value(value, text, path, failure);
+        }
+    }
+
+    fn substitute_value(
+        &self,
+        value: &mut Spanned<DeValue<'_>>,
+        text: &str,
+        path: &str,
+        failure: &mut Option<JobError>,
+    ) {
+        let line = line_of(text, value.span().start);
+        match value.get_mut() {
+            DeValue::String(string) => match self.expand(string) {
+                Ok(Some(expanded)) => *string = Cow::Owned(expanded),
+                Ok(None) => {}
+                Err(error) => *failure = Some(error.at(path, line, self)),
+            },
+            DeValue::Array(array) => {
+                for item in array.iter_mut() {
+                    self.substitute_value(item, text, path, failure);
+                }
+            }
+            DeValue::Table(table) => self.substitute_table(table, text, path, failure),
+            _ => {}
+        }
+    }
+
+    /// `value` with every `{{ name }}` replaced, or `None` when it holds none.
+    pub fn expand(&self, value: &str) -> Result<Option<String>, ExpandError> {
+        if !value.contains("{{") {
+            return Ok(None);
+        }
+        let mut out = String::with_capacity(value.len());
+        let mut rest = value;
+        while let Some(open) = rest.find("{{") {
+            let Some(length) = rest[open..].find("}}") else { break };
+            let name = rest[open + 2..open + length].trim();
+            let Some(replacement) = self.values.get(name) else {
+                return Err(ExpandError::Unknown(name.to_string()));
+            };
+            let chars = replacement.chars().count();
+            if chars > MAX_VALUE_CHARS {
+                return Err(ExpandError::TooLong { name: name.to_string(), chars });
+            }
+            out.push_str(&rest[..open]);
+            out.push_str(replacement);
+            rest = &rest[open + length + 2..];
+        }
+        out.push_str(rest);
+        Ok(Some(out))
+    }
+}
+
+/// Why a string's variables could not be expanded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpandError {
+    Unknown(String),
+    TooLong { name: String, chars: usize },
+}
+
+impl ExpandError {
+    fn at(self, path: &str, line: usize, vars: &Variables) -> JobError {
+        match self {
+            ExpandError::Unknown(name) => JobError::UnknownVariable {
+                path: path.to_string(),
+                line,
+                name,
+                known: vars.values.keys().cloned().collect::<Vec<_>>().join(", "),
+            },
+            ExpandError::TooLong { name, chars } => JobError::BadVariable {
+                path: path.to_string(),
+                line,
+                name,
+                reason: format!("its value is {chars} characters long; at most {MAX_VALUE_CHARS} are allowed"),
+            },
+        }
     }
 }
 
 /// The longest variable value accepted.
 pub const MAX_VALUE_CHARS: usize = 4096;
 
-/// Where in a TOML text a position is, as far as substitution cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Context {
-    Bare,
-    Basic,
-    MultiBasic,
-    Literal,
-    MultiLiteral,
-    Comment,
+/// The first `{{ name }}` in `text`, if any.
+fn variable_in(text: &str) -> Option<&str> {
+    let open = text.find("{{")?;
+    let length = text[open..].find("}}")?;
+    Some(text[open + 2..open + length].trim())
 }
 
-impl Context {
-    /// Reads one token at the start of `rest` (non-empty): returns the context after it and
-    /// its length in bytes.
-    fn step(self, rest: &str) -> (Context, usize) {
-        let first = rest.chars().next().map(char::len_utf8).unwrap_or(1);
-        let escaped = || rest.chars().take(2).map(char::len_utf8).sum();
-        match self {
-            Context::Bare if rest.starts_with("\"\"\"") => (Context::MultiBasic, 3),
-            Context::Bare if rest.starts_with("'''") => (Context::MultiLiteral, 3),
-            Context::Bare if rest.starts_with('"') => (Context::Basic, 1),
-            Context::Bare if rest.starts_with('\'') => (Context::Literal, 1),
-            Context::Bare if rest.starts_with('#') => (Context::Comment, 1),
-            Context::Basic | Context::MultiBasic if rest.starts_with('\\') => (self, escaped()),
-            Context::Basic if rest.starts_with(['"', '\n']) => (Context::Bare, 1),
-            Context::MultiBasic if rest.starts_with("\"\"\"") => (Context::Bare, 3),
-            Context::Literal if rest.starts_with(['\'', '\n']) => (Context::Bare, 1),
-            Context::MultiLiteral if rest.starts_with("'''") => (Context::Bare, 3),
-            Context::Comment if rest.starts_with('\n') => (Context::Bare, 1),
-            _ => (self, first),
-        }
-    }
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).unwrap_or(text).matches('\n').count() + 1
 }
 
-/// `value` as it may stand in `context`, or why it may not.
-fn place(value: &str, context: Context) -> Result<String, String> {
-    let chars = value.chars().count();
-    if chars > MAX_VALUE_CHARS {
-        return Err(format!("its value is {chars} characters long; at most {MAX_VALUE_CHARS} are allowed"));
+/// A TOML error rendered against the job's text (line, column and a snippet), with a hint
+/// when the offending place holds a variable outside a string.
+pub fn toml_message(mut error: toml::de::Error, text: &str) -> String {
+    let near_variable = error.span().is_some_and(|span| {
+        let bytes = text.as_bytes();
+        let window = &bytes[span.start.saturating_sub(2).min(bytes.len())..(span.end + 2).min(bytes.len())];
+        window.windows(2).any(|pair| pair == b"{{")
+    });
+    error.set_input(Some(text));
+    let mut message = error.to_string().trim_end().to_string();
+    if near_variable {
+        message.push_str("\n(variables such as {{ds}} stand only inside quoted strings)");
     }
-    match context {
-        Context::Basic | Context::MultiBasic => Ok(value
-            .chars()
-            .map(|c| match c {
-                '"' => "\\\"".to_string(),
-                '\\' => "\\\\".to_string(),
-                '\n' => "\\n".to_string(),
-                '\t' => "\\t".to_string(),
-                c if c.is_control() => format!("\\u{:04X}", c as u32),
-                c => c.to_string(),
-            })
-            .collect()),
-        Context::Literal | Context::MultiLiteral => {
-            if value.chars().any(|c| c == '\'' || c.is_control()) {
-                Err("its value holds a quote or a control character, which a single-quoted TOML string cannot; use a double-quoted string".into())
-            } else {
-                Ok(value.to_string())
-            }
-        }
-        Context::Bare => {
-            if !value.is_empty()
-                && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '+' | '-'))
-            {
-                Ok(value.to_string())
-            } else {
-                Err("it stands outside a quoted string, where only a plain word or number may go; quote it".into())
-            }
-        }
-        Context::Comment => Ok(value.to_string()),
-    }
+    message
 }
 
 /// Parses `key=value`.
@@ -181,43 +207,58 @@ pub fn new_run_id() -> String {
 mod tests {
     use super::*;
 
+    fn uri(vars: &Variables, text: &str) -> String {
+        let document = vars.parse_and_substitute("job.toml", text).unwrap();
+        document.get_ref().get("uri").and_then(|value| value.get_ref().as_str()).unwrap().to_string()
+    }
+
     #[test]
     fn substitutes_builtins_and_overrides() {
         let vars = Variables::new(&[("ds".into(), "2024-01-31".into()), ("region".into(), "eu".into())]);
-        let out = vars.substitute("job.toml", "uri = \"s3://b/date={{ds}}/{{ region }}/{{run_id}}\"").unwrap();
-        assert_eq!(out, format!("uri = \"s3://b/date=2024-01-31/eu/{}\"", vars.run_id()));
+        let got = uri(&vars, "uri = \"s3://b/date={{ds}}/{{ region }}/{{run_id}}\"");
+        assert_eq!(got, format!("s3://b/date=2024-01-31/eu/{}", vars.run_id()));
+        assert_eq!(uri(&vars, "uri = 'raw {{ds}}'"), "raw 2024-01-31");
     }
 
     #[test]
     fn unknown_variables_name_their_line() {
         let vars = Variables::new(&[]);
-        let err = vars.substitute("job.toml", "a = 1\nb = \"{{nope}}\"").unwrap_err().to_string();
+        let err = vars.parse_and_substitute("job.toml", "a = 1\nb = [\"x\", \"{{nope}}\"]").unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("{{nope}}") && err.contains("--var nope=VALUE"), "{err}");
     }
 
     #[test]
-    fn a_value_cannot_change_the_structure() {
+    fn a_value_is_data() {
         let evil = "2024/\"\nmode = \"overwrite\"\n#";
         let vars = Variables::new(&[("ds".into(), evil.into())]);
         let text = "[sink]\nuri = \"out/{{ds}}\"\n# {{nothing}} in comments\n";
-        let out = vars.substitute("job.toml", text).unwrap();
-        let parsed: toml::Table = toml::from_str(&out).unwrap();
-        assert_eq!(parsed["sink"]["uri"].as_str(), Some(format!("out/{evil}").as_str()));
-        assert_eq!(parsed["sink"].as_table().unwrap().len(), 1, "no key was injected");
-        let err = vars.substitute("job.toml", "uri = 'out/{{ds}}'").unwrap_err().to_string();
-        assert!(err.contains("line 1") && err.contains("{{ds}}"), "{err}");
-        let err = vars.substitute("job.toml", "batch_size = {{ds}}").unwrap_err().to_string();
-        assert!(err.contains("quote it"), "{err}");
-        let numbers = Variables::new(&[("n".into(), "512".into())]);
-        assert_eq!(numbers.substitute("job.toml", "batch_size = {{n}}").unwrap(), "batch_size = 512");
+        let document = vars.parse_and_substitute("job.toml", text).unwrap();
+        let sink = document.get_ref().get("sink").unwrap().get_ref().as_table().unwrap();
+        assert_eq!(sink.len(), 1, "no key was injected");
+        assert_eq!(sink.get("uri").unwrap().get_ref().as_str(), Some(format!("out/{evil}").as_str()));
+    }
+
+    #[test]
+    fn variables_outside_strings_or_in_keys_are_refused() {
+        let vars = Variables::new(&[("n".into(), "512".into())]);
+        let err = vars.parse_and_substitute("job.toml", "a = 1\nbatch_size = {{n}}").unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("only inside quoted strings"), "{err}");
+        let err = vars.parse_and_substitute("job.toml", "[x]\n\"{{n}}\" = 1").unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("in a key"), "{err}");
     }
 
     #[test]
     fn long_values_are_refused_without_being_echoed() {
         let long = "x".repeat(100_000);
         let vars = Variables::new(&[("ds".into(), long.clone())]);
-        let err = vars.substitute("job.toml", "uri = \"{{ds}}\"").unwrap_err().to_string();
+        let err = vars.parse_and_substitute("job.toml", "uri = \"{{ds}}\"").unwrap_err().to_string();
         assert!(err.contains("100000 characters") && !err.contains(&long[..200]) && err.len() < 400, "{err}");
+    }
+
+    #[test]
+    fn unclosed_braces_are_text() {
+        let vars = Variables::new(&[("ds".into(), "d".into())]);
+        assert_eq!(uri(&vars, "uri = \"a{{ds}}b{{c\""), "adb{{c");
     }
 
     #[test]

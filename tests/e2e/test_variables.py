@@ -47,9 +47,21 @@ def test_a_huge_value_is_refused_briefly(weir, tmp_path, events_dir):
     assert not (tmp_path / "out").exists()
 
 
-def test_values_outside_strings_must_be_plain(weir, tmp_path, events_dir):
-    text = JOB.format(src=events_dir, out=tmp_path / "out").replace('columns = ["id", "age"]', 'batch_size = {{n}}')
+def test_variables_stand_only_inside_strings(weir, tmp_path, events_dir):
+    text = JOB.format(src=events_dir, out=tmp_path / "out").replace('columns = ["id", "age"]', "batch_size = {{n}}")
     job = write_job(tmp_path / "job.toml", text)
-    weir("run", job, "--var", "n=512", "--var", "ds=d", check=0)
-    proc = weir("run", job, "--var", "n=512\nmode = 1", "--var", "ds=e", check=2)
-    assert "line 4" in proc.stderr and "{{n}}" in proc.stderr, proc.stderr
+    proc = weir("run", job, "--var", "n=512", "--var", "ds=d", check=2)
+    assert "line 4" in proc.stderr and "only inside quoted strings" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_values_with_toml_syntax_stay_data(weir, tmp_path, events_dir):
+    """A value full of TOML syntax lands verbatim in the string it stands in."""
+    out = tmp_path / "out"
+    value = "a'b\"c] [x]\\d = 1 # e"
+    job = write_job(tmp_path / "job.toml", JOB.format(src=events_dir, out=out).replace("date={{ds}}", "{{ds}}"))
+    weir("run", job, "--var", f"ds={value}", check=0)
+    written = [p for p in out.iterdir()]
+    assert [p.name for p in written] == [value], written
+    expected = read_inputs(events_dir).select(["id", "age"]).sort_by("id")
+    assert pq.read_table(written[0]).sort_by("id").equals(expected)
