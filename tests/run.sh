@@ -2,7 +2,8 @@
 # Sets up and runs every test of Weir: the Rust unit tests, then the end-to-end tests of the
 # `weir` binary against pyarrow, scikit-learn, pandas, boto3 and Polars (installed in ./.venv),
 # some of them against a real S3-compatible server, Garage, which the tests start themselves
-# (installed here into ~/.cargo/bin once: about 8 minutes on 2 cores, then cached).
+# (installed here into ~/.cargo/bin once: about 8 minutes on 2 cores, then cached). The fuzz
+# harness (tests/fuzz) runs for a bounded time between the two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,4 +19,8 @@ fi
 
 cargo build --bin weir
 cargo test --workspace
+# Fuzzing, bounded: each target (job loader, filter language, Parquet reader) for
+# WEIR_FUZZ_SECONDS (default 60); any panic, abort or hang fails the run. Under an 8 GiB
+# address-space limit, so that a runaway allocation aborts instead of swapping.
+(ulimit -v 8388608 && cargo run --quiet -p weir-fuzz -- all --seconds "${WEIR_FUZZ_SECONDS:-60}")
 .venv/bin/python -m pytest tests/e2e -q -p no:cacheprovider "$@"

@@ -6,6 +6,7 @@
 //! here knows about timely or about job specs.
 
 pub mod commit;
+pub mod decoder_guard;
 pub mod error;
 pub mod lease;
 pub mod listing;

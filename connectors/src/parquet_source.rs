@@ -18,6 +18,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector};
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 
+use crate::decoder_guard::{GuardedFuture, GuardedStream};
 use crate::listing::{DataFile, list_data_files};
 use crate::object_reader::StoreFileReader;
 use crate::{ConnectorError, Location};
@@ -55,6 +56,46 @@ pub struct ParquetSource {
     location: Location,
     files: Vec<SourceFile>,
     schema: SchemaRef,
+}
+
+/// The most rows a file may claim (2^40, about 10^12): more is a corrupt footer, and would
+/// cut into more shards than fit in memory.
+pub const MAX_FILE_ROWS: u64 = 1 << 40;
+
+/// A file's row count, when its footer agrees with itself: every column chunk lies inside
+/// the file, the file's count is the sum of its row groups' counts, none is negative, and
+/// the sum is at most [`MAX_FILE_ROWS`]. (A corrupt footer would otherwise make the plan,
+/// the progress and the rows read disagree, or the decoder panic.)
+fn footer_rows(metadata: &ArrowReaderMetadata, file_size: u64) -> Result<u64, String> {
+    let file_rows = metadata.metadata().file_metadata().num_rows();
+    let mut group_rows: u64 = 0;
+    for (index, group) in metadata.metadata().row_groups().iter().enumerate() {
+        for column in group.columns() {
+            let start = column.dictionary_page_offset().unwrap_or_else(|| column.data_page_offset());
+            let length = column.compressed_size();
+            let inside = u64::try_from(start).ok().zip(u64::try_from(length).ok()).and_then(|(s, l)| s.checked_add(l));
+            if inside.is_none_or(|end| end > file_size) {
+                return Err(format!(
+                    "its footer is corrupt: column '{}' of row group {index} lies outside the file (offset {start}, {length} bytes, file {file_size} bytes)",
+                    column.column_path().string()
+                ));
+            }
+        }
+        let rows = u64::try_from(group.num_rows())
+            .map_err(|_| format!("its footer is corrupt: row group {index} has {} rows", group.num_rows()))?;
+        group_rows = group_rows.saturating_add(rows);
+    }
+    if group_rows > MAX_FILE_ROWS {
+        return Err(format!(
+            "its footer is corrupt: its row groups claim {group_rows} rows, more than {MAX_FILE_ROWS}"
+        ));
+    }
+    if u64::try_from(file_rows).ok() != Some(group_rows) {
+        return Err(format!(
+            "its footer is corrupt: it says the file holds {file_rows} rows, but its row groups hold {group_rows}"
+        ));
+    }
+    Ok(group_rows)
 }
 
 impl ParquetSource {
@@ -154,7 +195,8 @@ impl ParquetSource {
             let mut projection = indices.clone();
             projection.sort_unstable();
             let reorder = indices.iter().map(|index| projection.binary_search(index).unwrap_or_default()).collect();
-            let rows = metadata.metadata().file_metadata().num_rows().max(0) as u64;
+            let rows = footer_rows(&metadata, file.size)
+                .map_err(|message| ConnectorError::Invalid { uri: uri.clone(), message })?;
             files.push(SourceFile { uri, path: file.path, size: file.size, rows, metadata, projection, reorder });
         }
         Ok(ParquetSource { location: location.clone(), files, schema: Arc::new(Schema::new(fields)) })
@@ -187,7 +229,7 @@ impl ParquetSource {
         let mut shards = Vec::new();
         for (file_index, file) in self.files.iter().enumerate() {
             for (row_group, meta) in file.metadata.metadata().row_groups().iter().enumerate() {
-                let rows = meta.num_rows().max(0) as u64;
+                let rows = meta.num_rows() as u64;
                 let parts = rows.div_ceil(max_shard_rows);
                 for part in 0..parts {
                     let offset = rows * part / parts;
@@ -225,6 +267,7 @@ impl ParquetSource {
         let uri = file.uri.clone();
         let row_group = shard.row_group;
         let stream = builder.build().map_err(|source| row_group_error(&uri, row_group, source))?;
+        let stream = GuardedStream::new(stream.boxed());
         let schema = self.schema.clone();
         let reorder = file.reorder.clone();
         Ok(stream
@@ -275,7 +318,8 @@ fn column_names(schema: &Schema) -> String {
 async fn read_footer(location: &Location, file: &DataFile) -> Result<ArrowReaderMetadata, ConnectorError> {
     let uri = location.uri_of(&file.path);
     let mut reader = StoreFileReader::new(location.store().clone(), file.path.clone(), file.size);
-    ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new()).await.map_err(|source| match source {
+    let load = async move { ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new()).await };
+    GuardedFuture::new(load).await.map_err(|source| match source {
         parquet::errors::ParquetError::External(inner) => match inner.downcast::<object_store::Error>() {
             Ok(store_error) => ConnectorError::store(uri, *store_error),
             Err(inner) => {

@@ -137,6 +137,11 @@ fn main() -> ExitCode {
         .init();
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        // A panic inside the Parquet decoder is caught at the reader and reported as a
+        // corrupt file (weir_connectors::decoder_guard); any other is a bug.
+        if weir_connectors::decoder_guard::in_parquet_decoder() {
+            return;
+        }
         default_hook(info);
         eprintln!("weir: internal error (a bug in Weir); the run was not committed");
         std::process::exit(1);

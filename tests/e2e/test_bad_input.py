@@ -1,6 +1,7 @@
 """Bad input: each case exits 2 with a message naming the culprit, and commits nothing."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -198,3 +199,30 @@ def test_filesystem_mistakes_are_bad_input(weir, tmp_path, events_dir, case):
     assert (str(out)[:80] if case != "symlink-loop-in-source" else "loop") in proc.stderr, proc.stderr
     if case == "sink-is-a-file":
         assert "it is a file" in proc.stderr and out.read_text() == "not a directory"
+
+
+FUZZ_CORPUS = Path(__file__).resolve().parents[1] / "fuzz" / "corpus" / "parquet"
+
+
+@pytest.mark.parametrize(
+    "seed, expected",
+    [
+        # The parquet crate panicked decoding this page (a slice past its end).
+        ("regression-decoder-panic.parquet", ["row group 0", "corrupt data"]),
+        # A column chunk at a negative offset: the parquet crate asserted.
+        ("regression-negative-chunk-offset.parquet", ["'gone'", "row group 0", "lies outside the file"]),
+        # The footer's row count disagrees with its row groups' (22 against 40).
+        ("regression-row-count-mismatch.parquet", ["holds 22 rows", "hold 40"]),
+    ],
+)
+def test_corrupt_files_found_by_fuzzing_are_errors_not_crashes(weir, tmp_path, seed, expected):
+    """Files the fuzz harness found (committed as its regression seeds): each made Weir
+    panic or read another row count than the footer's; now each is a clean exit 2 naming
+    the file, from `run` and from `head`."""
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(FUZZ_CORPUS / seed, src / "a.parquet")
+    err = run_bad(weir, tmp_path, src)
+    assert "a.parquet" in err and all(part in err for part in expected), err
+    head = weir("head", src / "a.parquet", "-n", "100", check=2)
+    assert "panicked" not in head.stderr and "a.parquet" in head.stderr, head.stderr

@@ -1,0 +1,266 @@
+//! Well-formed inputs from the grammar: filter expressions over the sample batch's columns
+//! (with literals of every kind, deep nesting and, now and then, chains past the language's
+//! limits) and whole jobs assembled from step fragments, with variables. Mutation starts
+//! from these as well as from the seed corpus.
+
+use arrow::datatypes::{DataType, SchemaRef};
+
+/// Tokens the mutator inserts into filter expressions.
+pub const FILTER_TOKENS: [&[u8]; 28] = [
+    b" and ",
+    b" or ",
+    b"not ",
+    b" is null",
+    b" is not null",
+    b" in (",
+    b" not in (",
+    b"(",
+    b")",
+    b"=",
+    b"!=",
+    b"<>",
+    b"<=",
+    b">=",
+    b"'",
+    b"''",
+    b"\"",
+    b"--",
+    b"/*",
+    b"*/",
+    b"1e308",
+    b"-9223372036854775808",
+    b"NaN",
+    b"null",
+    b"true",
+    b"'2024-01-31'",
+    b"ts",
+    b"age",
+];
+
+/// Tokens the mutator inserts into jobs.
+pub const JOB_TOKENS: [&[u8]; 24] = [
+    b"{{ds}}",
+    b"{{run_id}}",
+    b"{{v}}",
+    b"{{",
+    b"}}",
+    b"\"\"\"",
+    b"'''",
+    b"[[step]]\n",
+    b"[sink]\n",
+    b"[source]\n",
+    b"op = \"filter\"\n",
+    b"op = \"cast\"\n",
+    b"columns = [\"*\"]\n",
+    b"columns = { age = \"float64\" }\n",
+    b"= ",
+    b"\\u0000",
+    b"\\",
+    b"\n",
+    b"#",
+    b"inf",
+    b"nan",
+    b"-0",
+    b"9223372036854775808",
+    b"on_error = \"null\"\n",
+];
+
+const COMPARISONS: [&str; 8] = ["=", "==", "!=", "<>", "<", "<=", ">", ">="];
+
+const LITERALS: [&str; 24] = [
+    "0",
+    "-0",
+    "1",
+    "-1",
+    "42",
+    "2.5",
+    "-2.25",
+    "1e6",
+    "1e308",
+    "1e400",
+    "99999999999999999999",
+    "-9223372036854775808",
+    "'DE'",
+    "''",
+    "'it''s'",
+    "'2024-01-31'",
+    "'2024-01-31 12:00:00'",
+    "'2024-01-31T12:00:00+02:00'",
+    "'nan'",
+    "'x'",
+    "true",
+    "false",
+    "null",
+    "0.1",
+];
+
+/// A random filter expression over `schema`'s columns.
+pub fn filter_expr(rng: &mut fastrand::Rng, schema: &SchemaRef) -> String {
+    let columns: Vec<(String, DataType)> =
+        schema.fields().iter().map(|field| (field.name().clone(), field.data_type().clone())).collect();
+    match rng.u8(..100) {
+        // A chain around the limit on boolean operators (1,000).
+        0 => {
+            let terms = rng.usize(900..1100);
+            (0..terms).map(|i| format!("id = {i}")).collect::<Vec<_>>().join(if rng.bool() { " or " } else { " and " })
+        }
+        // Deep nesting.
+        1 => {
+            let depth = rng.usize(10..3000);
+            let (open, close) = if rng.bool() { ("(", ")") } else { ("not (", ")") };
+            format!("{}id > 3{}", open.repeat(depth), close.repeat(depth))
+        }
+        _ => {
+            let depth = rng.usize(..6);
+            expr(rng, &columns, depth)
+        }
+    }
+}
+
+fn expr(rng: &mut fastrand::Rng, columns: &[(String, DataType)], depth: usize) -> String {
+    if depth == 0 || rng.u8(..10) < 3 {
+        return atom(rng, columns);
+    }
+    match rng.u8(..4) {
+        0 => {
+            let joiner = if rng.bool() { " and " } else { " or " };
+            (0..rng.usize(2..5)).map(|_| expr(rng, columns, depth - 1)).collect::<Vec<_>>().join(joiner)
+        }
+        1 => format!("not {}", expr(rng, columns, depth - 1)),
+        _ => format!("({})", expr(rng, columns, depth - 1)),
+    }
+}
+
+/// Literals that fit a column of `data_type` (any literal, one time in six).
+fn literals_for(rng: &mut fastrand::Rng, data_type: &DataType) -> &'static [&'static str] {
+    if rng.u8(..6) == 0 {
+        return &LITERALS;
+    }
+    match data_type {
+        DataType::Utf8 | DataType::Dictionary(..) => &["'DE'", "''", "'it''s'", "'x'", "'34'", "'red'"],
+        DataType::Boolean => &["true", "false"],
+        DataType::Timestamp(..) | DataType::Date32 => {
+            &["'2024-01-31'", "'2024-01-02 12:00:00'", "'2024-01-31T12:00:00+02:00'", "'1970-01-01'"]
+        }
+        _ => &[
+            "0",
+            "-0",
+            "1",
+            "-1",
+            "42",
+            "2.5",
+            "1e308",
+            "1e400",
+            "99999999999999999999",
+            "-9223372036854775808",
+            "0.1",
+        ],
+    }
+}
+
+fn atom(rng: &mut fastrand::Rng, columns: &[(String, DataType)]) -> String {
+    let (name, data_type) = columns[rng.usize(..columns.len())].clone();
+    let name = if rng.u8(..30) == 0 { "\"no such\"".to_string() } else { name };
+    let literal = |rng: &mut fastrand::Rng| {
+        let choices = literals_for(rng, &data_type);
+        choices[rng.usize(..choices.len())].to_string()
+    };
+    let op = COMPARISONS[rng.usize(..COMPARISONS.len())];
+    match rng.u8(..7) {
+        0 => format!("{name} {op} {}", literal(rng)),
+        1 => format!("{} {op} {name}", literal(rng)),
+        2 => {
+            let same: Vec<&(String, DataType)> = columns.iter().filter(|(_, other)| other == &data_type).collect();
+            format!("{name} {op} {}", same[rng.usize(..same.len())].0)
+        }
+        3 => {
+            let items = (0..rng.usize(1..6)).map(|_| literal(rng)).collect::<Vec<_>>().join(", ");
+            format!("{name} {}in ({items})", if rng.bool() { "not " } else { "" })
+        }
+        4 => format!("{name} is {}null", if rng.bool() { "not " } else { "" }),
+        5 => "active".to_string(),
+        _ => format!("{name} {op} {}", literal(rng)),
+    }
+}
+
+/// A random job over `schema`: variables, a source, up to six steps and a sink.
+pub fn job(rng: &mut fastrand::Rng, schema: &SchemaRef) -> String {
+    let columns: Vec<String> = schema.fields().iter().map(|field| field.name().clone()).collect();
+    let numeric = ["income", "f_0", "f_1", "f_2", "f_3", "n8", "u64", "amount"];
+    let strings = ["age", "tenure_months", "country", "email"];
+    let pick = |rng: &mut fastrand::Rng, from: &[&str]| from[rng.usize(..from.len())].to_string();
+    let some = |rng: &mut fastrand::Rng, from: &[&str]| {
+        let count = rng.usize(1..=from.len().min(3));
+        let names: Vec<String> = (0..count).map(|_| format!("\"{}\"", pick(rng, from))).collect();
+        format!("[{}]", names.join(", "))
+    };
+    let mut text = String::new();
+    if rng.bool() {
+        text.push_str(&format!(
+            "v={}\nds=2024-0{}-1{}\n---\n",
+            pick(rng, &["a", "", "x\"y", "{{ds}}", "[b]"]),
+            rng.u8(1..10),
+            rng.u8(..10)
+        ));
+    }
+    text.push_str("name = \"fuzz\"\n[source]\nuri = \"in/date={{ds}}/\"\n");
+    for _ in 0..rng.usize(..7) {
+        text.push_str("[[step]]\n");
+        let step = match rng.u8(..14) {
+            0 => format!(
+                "op = \"select\"\ncolumns = {}\n",
+                some(rng, &columns.iter().map(String::as_str).collect::<Vec<_>>())
+            ),
+            1 => format!("op = \"drop\"\ncolumns = {}\n", some(rng, &["email", "tag", "f_*", "day"])),
+            2 => format!("op = \"rename\"\ncolumns = {{ {} = \"renamed_{{{{v}}}}\" }}\n", pick(rng, &strings)),
+            3 => {
+                let to = pick(
+                    rng,
+                    &["float64", "float32", "int32", "int8", "uint64", "string", "date", "timestamp[s]", "bool"],
+                );
+                let on_error = pick(rng, &["fail", "null"]);
+                format!(
+                    "op = \"cast\"\ncolumns = {{ {} = \"{to}\" }}\non_error = \"{on_error}\"\n",
+                    pick(rng, &[&strings[..], &numeric[..], &["ts", "day"]].concat())
+                )
+            }
+            4 => format!(
+                "op = \"filter\"\nexpr = \"{}\"\n",
+                filter_expr(rng, schema).replace('\\', "\\\\").replace('"', "\\\"")
+            ),
+            5 => format!(
+                "op = \"drop_nulls\"\ncolumns = {}\n",
+                some(rng, &columns.iter().map(String::as_str).collect::<Vec<_>>())
+            ),
+            6 => format!(
+                "op = \"impute\"\ncolumns = {}\nstrategy = \"{}\"\n",
+                some(rng, &numeric),
+                pick(rng, &["mean", "median", "most_frequent"])
+            ),
+            7 => format!("op = \"impute\"\ncolumns = {}\nstrategy = \"most_frequent\"\n", some(rng, &strings)),
+            8 => format!("op = \"standardize\"\ncolumns = {}\n", some(rng, &numeric)),
+            9 => format!(
+                "op = \"minmax\"\ncolumns = {}\nrange = [{}, 1.0]\n",
+                some(rng, &numeric),
+                pick(rng, &["-1.0", "0.0", "1.0"])
+            ),
+            10 => format!("op = \"clip\"\ncolumns = {}\nquantiles = [0.{}, 0.9]\n", some(rng, &numeric), rng.u8(..9)),
+            11 => format!(
+                "op = \"mask\"\ncolumns = {}\nmethod = \"{}\"\nkey_env = \"PATH\"\n",
+                some(rng, &strings),
+                pick(rng, &["hmac", "redact"])
+            ),
+            12 => format!(
+                "op = \"pca\"\ncolumns = [\"f_*\"]\ncomponents = {}\n",
+                pick(rng, &["1", "2", "4", "0.5", "0.99"])
+            ),
+            _ => format!("op = \"dedupe\"\ncolumns = {}\n", some(rng, &strings)),
+        };
+        text.push_str(&step);
+    }
+    text.push_str("[sink]\nuri = \"out/{{ds}}/{{run_id}}\"\n");
+    if rng.bool() {
+        text.push_str("mode = \"overwrite\"\n");
+    }
+    text
+}
