@@ -1,6 +1,7 @@
 """Bad input: each case exits 2 with a message naming the culprit, and commits nothing."""
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +200,25 @@ def test_filesystem_mistakes_are_bad_input(weir, tmp_path, events_dir, case):
     assert (str(out)[:80] if case != "symlink-loop-in-source" else "loop") in proc.stderr, proc.stderr
     if case == "sink-is-a-file":
         assert "it is a file" in proc.stderr and out.read_text() == "not a directory"
+
+
+def test_a_sink_on_a_read_only_file_system_is_bad_input(weir, tmp_path, events_dir):
+    """A real read-only mount (tmpfs, mounted here as root): exit 2 naming the sink."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as error:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {error}")
+    try:
+        out = mount / "out"
+        job = write_job(tmp_path / "job.toml", JOB.format(src=events_dir, out=out, steps=""))
+        proc = weir("run", job, check=2)
+        assert "panicked" not in proc.stderr and "job 'bad-input'" in proc.stderr, proc.stderr
+        assert "read-only" in proc.stderr.lower() and str(mount) in proc.stderr, proc.stderr
+        assert list(mount.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
 
 
 FUZZ_CORPUS = Path(__file__).resolve().parents[1] / "fuzz" / "corpus" / "parquet"
