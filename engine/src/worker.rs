@@ -229,6 +229,13 @@ fn commit_run(
         runtime.block_on(lease.release());
         return Err(failure);
     }
+    let fitted = match (!fitted.is_empty()).then(|| fitted_json(plan, fitted)).transpose() {
+        Ok(fitted) => fitted,
+        Err(failure) => {
+            runtime.block_on(lease.release());
+            return Err(failure);
+        }
+    };
     let reports: Vec<WorkerReport> = reports.into_iter().flatten().collect();
     let rows_in = reports.iter().map(|r| r.rows_in).sum();
     let passes = reports.iter().map(|r| r.passes).max().unwrap_or(0);
@@ -271,7 +278,7 @@ fn commit_run(
             passes,
         };
         let record = CommitRecord {
-            fitted: (!fitted.is_empty()).then(|| fitted_json(plan, fitted)),
+            fitted,
             delete: state.previous.iter().flat_map(|m| m.files.iter().map(|f| f.path.clone())).collect(),
             publish: staged.iter().map(|(worker, part)| (part.path.clone(), plan.part_name(*worker))).collect(),
             manifest,
@@ -315,8 +322,9 @@ fn commit_run(
     }
 }
 
-/// `_weir/fitted.json` of this run.
-fn fitted_json(plan: &SharedPlan, steps: Vec<FittedStep>) -> String {
+/// `_weir/fitted.json` of this run. A parameter serde_json cannot write (a bug: parameters
+/// are checked finite when fitted) fails the run rather than commit an empty file.
+fn fitted_json(plan: &SharedPlan, steps: Vec<FittedStep>) -> Result<String, JobFailure> {
     let file = FittedFile {
         format_version: FITTED_FORMAT_VERSION,
         weir_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -324,7 +332,8 @@ fn fitted_json(plan: &SharedPlan, steps: Vec<FittedStep>) -> String {
         run_id: plan.run_id.clone(),
         steps,
     };
-    let mut json = serde_json::to_string_pretty(&file).unwrap_or_default();
+    let mut json = serde_json::to_string_pretty(&file)
+        .map_err(|error| JobFailure::internal(format!("cannot write the fitted parameters: {error}")))?;
     json.push('\n');
-    json
+    Ok(json)
 }

@@ -361,8 +361,7 @@ fn worker(
     // Every process must agree on the run id and the attempt without talking: derive them
     // from what they share.
     let job_text = std::fs::read_to_string(path).unwrap_or_default();
-    let digest = <sha2::Sha256 as sha2::Digest>::digest(format!("{job_text}\n{hosts}\n{pairs:?}").as_bytes());
-    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let hex = weir_jobs::planning::sha256_hex(format!("{job_text}\n{hosts}\n{pairs:?}").as_bytes())[..16].to_string();
     if !pairs.iter().any(|(key, _)| key == "run_id") {
         pairs.push(("run_id".to_string(), hex.clone()));
     }

@@ -59,15 +59,19 @@ pub fn load_job_text(path: &str, raw: &str, vars: &Variables) -> Result<LoadedJo
     let spec =
         JobSpec::from_document(document, raw).map_err(|message| JobError::Toml { path: path.to_string(), message })?;
     spec.check().map_err(|message| JobError::Invalid { job: spec.name.clone(), message })?;
-    let mut hasher = Sha256::new();
-    hasher.update(raw.as_bytes());
+    let mut hashed = raw.to_string();
     for (name, value) in vars.pairs() {
         if raw.contains(&name) {
-            hasher.update(format!("\0{name}={value}").as_bytes());
+            hashed.push_str(&format!("\0{name}={value}"));
         }
     }
-    let sha256 = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let sha256 = sha256_hex(hashed.as_bytes());
     Ok(LoadedJob { path: path.to_string(), spec, sha256, vars: vars.clone() })
+}
+
+/// The SHA-256 of `bytes`, in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Plans a loaded job: opens the source, binds the steps, cuts shards.
@@ -253,7 +257,7 @@ async fn fetch_models(spec: &JobSpec) -> Result<(BindContext, Vec<ModelInfo>), J
                 what: "model",
                 source: Box::new(source),
             })?;
-            let sha256: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+            let sha256 = sha256_hex(&bytes);
             models.push(ModelInfo { uri: score.model.clone(), sha256, bytes: bytes.len() as u64 });
             context.models.insert(score.model.clone(), std::sync::Arc::from(bytes.as_ref()));
         }

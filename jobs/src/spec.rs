@@ -26,7 +26,8 @@ pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
 pub struct JobSpec {
     /// `[a-z0-9_-]+`.
     pub name: String,
-    /// Cron expression (UTC) for the job service; ignored by `weir run`.
+    /// Cron expression (UTC) for the job service's scheduler (not yet built); checked when
+    /// the job is loaded, and otherwise ignored by `weir run`, which runs the job once.
     #[serde(default)]
     pub schedule: Option<String>,
     pub source: SourceSpec,
@@ -113,6 +114,11 @@ impl JobSpec {
         {
             return Err(format!("job name '{}' must match [a-z0-9_-]+", self.name));
         }
+        if let Some(schedule) = &self.schedule {
+            schedule
+                .parse::<croner::Cron>()
+                .map_err(|error| format!("schedule '{schedule}' is not a cron expression: {error}"))?;
+        }
         if self.source.batch_size == Some(0) {
             return Err("source.batch_size must be positive".into());
         }
@@ -181,6 +187,14 @@ mode = "overwrite"
     fn sink_mode_defaults_to_error_if_exists() {
         let job = JobSpec::from_toml(&JOB.replace("mode = \"overwrite\"", "")).unwrap();
         assert_eq!(job.sink.mode, WriteMode::ErrorIfExists);
+    }
+
+    #[test]
+    fn schedules_are_checked() {
+        let job = JobSpec::from_toml(&format!("schedule = \"0 2 * * *\"\n{JOB}")).unwrap();
+        job.check().unwrap();
+        let job = JobSpec::from_toml(&format!("schedule = \"at two\"\n{JOB}")).unwrap();
+        assert!(job.check().unwrap_err().contains("'at two' is not a cron expression"));
     }
 
     #[test]
