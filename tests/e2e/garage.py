@@ -9,7 +9,6 @@ S3 API answers. Buckets are created with `create_bucket`. `stop()` kills the ser
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 import boto3
 import botocore.handlers
 from botocore.config import Config
+
+from helpers import free_port
 
 KEY_ID = "GK5765697254657374496d706f"  # "GK" + 24 hex digits
 SECRET = "7765697220746573742073656372657420" + "0" * 30  # 64 hex digits
@@ -28,12 +29,6 @@ def garage_binary() -> str:
     found = shutil.which("garage") or str(Path.home() / ".cargo" / "bin" / "garage")
     assert Path(found).exists(), "garage is not installed: run `cargo install garage --locked` (tests/run.sh does)"
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Garage:

@@ -10,9 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import read_output, write_job
-
-SHAPES = [["-w", "1"], ["-w", "3"], ["-p", "2", "-w", "2"]]
-SHAPE_IDS = ["1worker", "3workers", "2procs-x-2workers"]
+from helpers import SHAPES_1_3_AND_2X2, shape_id
 
 
 @pytest.fixture
@@ -47,7 +45,7 @@ def run(weir, tmp_path, src, step, shape):
     return read_output(out).to_pandas()
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("shape", SHAPES_1_3_AND_2X2, ids=shape_id)
 def test_keep_first_matches_pandas(weir, tmp_path, duplicated, shape):
     src, frame = duplicated
     got = run(weir, tmp_path, src, '[[step]]\nop = "dedupe"\ncolumns = ["user", "day"]', shape)
@@ -56,7 +54,7 @@ def test_keep_first_matches_pandas(weir, tmp_path, duplicated, shape):
     assert len(expected) < len(frame) / 3  # there were many duplicates to drop
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("shape", SHAPES_1_3_AND_2X2, ids=shape_id)
 @pytest.mark.parametrize("keep", ["max", "min"])
 def test_keep_max_or_min_of_order_by_matches_pandas(weir, tmp_path, duplicated, shape, keep):
     src, frame = duplicated

@@ -9,7 +9,6 @@ the references are scikit-learn's ``SimpleImputer``, ``StandardScaler`` and
 
 import json
 import statistics
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -20,9 +19,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from conftest import read_output, write_dataset, write_job
+from helpers import SHAPES_1_AND_2X2, as_matrix, fitted_column_params, fitted_steps, shape_id
 
-SHAPES = [["-w", "1"], ["-p", "2", "-w", "2"]]
-SHAPE_IDS = ["1worker", "2procs-x-2workers"]
 RTOL = 1e-9
 
 
@@ -35,20 +33,6 @@ def frame_with_nulls(data: np.ndarray, names, seed: int, share: float = 0.08) ->
     return pa.table(columns)
 
 
-def as_matrix(table: pa.Table, names) -> np.ndarray:
-    """Columns as a float matrix with NaN for nulls, rows ordered by `id`."""
-    table = table.sort_by("id")
-    return np.column_stack([table.column(n).to_numpy(zero_copy_only=False).astype(float) for n in names])
-
-
-def fitted(out: Path) -> dict:
-    return json.loads((out / "_weir" / "fitted.json").read_text())
-
-
-def params_of(out: Path, step: int) -> dict:
-    return next(s for s in fitted(out)["steps"] if s["step"] == step)["params"]["columns"]
-
-
 @pytest.fixture(scope="module")
 def cancer():
     data = load_breast_cancer()
@@ -56,7 +40,7 @@ def cancer():
     return frame_with_nulls(data.data, names, seed=7), names
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("shape", SHAPES_1_AND_2X2, ids=shape_id)
 def test_impute_then_standardize_matches_scikit_learn(weir, tmp_path, cancer, shape):
     table, names = cancer
     src = write_dataset(table, tmp_path / "src")
@@ -90,7 +74,7 @@ uri = "{out}"
     imputed = np.hstack([median_imputer.transform(raw[:, :15]), mean_imputer.transform(raw[:, 15:])])
     scaler = StandardScaler().fit(imputed)
 
-    fill_median, fill_mean, scale = params_of(out, 1), params_of(out, 2), params_of(out, 3)
+    fill_median, fill_mean, scale = fitted_column_params(out, 1), fitted_column_params(out, 2), fitted_column_params(out, 3)
     np.testing.assert_allclose([fill_median[n]["value"] for n in medians], median_imputer.statistics_, rtol=RTOL)
     assert all(fill_median[n]["exact"] for n in medians)
     np.testing.assert_allclose([fill_mean[n]["value"] for n in means], mean_imputer.statistics_, rtol=RTOL)
@@ -102,10 +86,10 @@ uri = "{out}"
     assert result.num_rows == table.num_rows
     np.testing.assert_allclose(as_matrix(result, names), scaler.transform(imputed), rtol=RTOL, atol=1e-12)
     # The two imputes touch different columns, so they were fitted in one pass.
-    assert [s["step"] for s in fitted(out)["steps"]] == [1, 2, 3]
+    assert [s["step"] for s in fitted_steps(out)] == [1, 2, 3]
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("shape", SHAPES_1_AND_2X2, ids=shape_id)
 def test_minmax_clip_and_most_frequent_on_wine(weir, tmp_path, shape):
     data = load_wine()
     names = [n.replace("/", "_") for n in data.feature_names]
@@ -144,11 +128,11 @@ uri = "{out}"
 
     grade = table.column("grade").to_numpy(zero_copy_only=False).astype(float).reshape(-1, 1)
     mode = SimpleImputer(strategy="most_frequent").fit(grade)
-    assert params_of(out, 1)["grade"]["value"] == mode.statistics_[0]
+    assert fitted_column_params(out, 1)["grade"]["value"] == mode.statistics_[0]
     np.testing.assert_array_equal(result.column("grade").to_numpy(), mode.transform(grade)[:, 0])
 
     raw = as_matrix(table, names)
-    bounds = params_of(out, 2)
+    bounds = fitted_column_params(out, 2)
     for j, name in enumerate(clipped):
         column = raw[:, j]
         lo, hi = np.quantile(column[~np.isnan(column)], [0.05, 0.95])
@@ -160,7 +144,7 @@ uri = "{out}"
     scaler = MinMaxScaler(feature_range=(-1, 1)).fit(raw[:, 6:])
     got = as_matrix(result, scaled)
     np.testing.assert_allclose(got, scaler.transform(raw[:, 6:]), rtol=RTOL, atol=1e-12)
-    ranges = params_of(out, 3)
+    ranges = fitted_column_params(out, 3)
     np.testing.assert_allclose([ranges[n]["data_min"] for n in scaled], scaler.data_min_, rtol=0)
     np.testing.assert_allclose([ranges[n]["scale"] for n in scaled], scaler.scale_, rtol=RTOL)
 
@@ -195,7 +179,7 @@ FITTED
     expected = scaler.transform(imputer.transform(as_matrix(test, names)))
     np.testing.assert_allclose(as_matrix(read_output(apply_out), names), expected, rtol=RTOL, atol=1e-12)
     # The applying run records what it reused.
-    reused = fitted(apply_out)["steps"]
+    reused = fitted_steps(apply_out)
     assert [s["reused_from"] for s in reused] == [str(uri), str(uri)]
 
     # A standardize over other columns has no entry to reuse: exit 2, naming the step.
@@ -224,7 +208,7 @@ def test_huge_offsets_keep_the_variance_exact(weir, tmp_path):
     rng = np.random.default_rng(5)
     values = 1e12 + rng.random(5_000)
     _, out = run_single_column(weir, tmp_path, values, '[[step]]\nop = "standardize"\ncolumns = ["x"]')
-    var = params_of(out, 1)["x"]["var"]
+    var = fitted_column_params(out, 1)["x"]["var"]
     exact = statistics.pvariance(values.tolist())  # exact rational arithmetic, then rounded
     assert abs(var - exact) <= 1e-9 * exact, (var, exact)
     naive = np.mean(values**2) - np.mean(values) ** 2
@@ -233,7 +217,7 @@ def test_huge_offsets_keep_the_variance_exact(weir, tmp_path):
 
 def test_constant_column_scales_by_one(weir, tmp_path):
     _, out = run_single_column(weir, tmp_path, [3.5] * 7 + [None], '[[step]]\nop = "standardize"\ncolumns = ["x"]')
-    assert params_of(out, 1)["x"]["scale"] == 1.0
+    assert fitted_column_params(out, 1)["x"]["scale"] == 1.0
     got = read_output(out).column("x").to_pylist()  # part files in worker order
     assert sorted(got, key=lambda v: v is None) == [0.0] * 7 + [None]
 
@@ -281,7 +265,7 @@ def test_median_of_a_large_column_is_within_the_sketch_rank_bound(weir, tmp_path
     out = tmp_path / "out"
     job = write_job(tmp_path / "job.toml", f'name = "big"\n[source]\nuri = "{src}"\n[[step]]\nop = "impute"\ncolumns = ["x"]\nstrategy = "median"\n[sink]\nuri = "{out}"\n')
     weir("run", job, "-p", "2", "-w", "2", check=0)
-    entry = params_of(out, 1)["x"]
+    entry = fitted_column_params(out, 1)["x"]
     assert entry["exact"] is False and entry["count"] == len(values)
     ordered = np.sort(values)
     lo, hi = np.searchsorted(ordered, entry["value"], "left"), np.searchsorted(ordered, entry["value"], "right")

@@ -1,36 +1,70 @@
 """`weir worker --hostfile`: two processes started by hand form one cluster."""
 
 import json
-import socket
 import subprocess
+import time
 
 from conftest import WEIR_BIN, read_output, write_job
-from test_local_jobs import CLEAN_JOB, assert_committed, assert_same_rows, clean_reference
+from helpers import CLEAN_JOB, assert_committed, assert_same_rows, clean_reference, free_port
+
+# A hostfile process binds its own line's host:port and connects to the other lines' ports
+# (engine/src/cluster.rs), so every port must be known before any process starts: port 0
+# cannot be used here, unlike `weir run -p`, whose processes bind port 0 themselves and tell
+# their launcher. The ports come from `free_port`, which releases each port before the
+# processes bind it, so another program may take one in between: that process then exits
+# with "Address already in use", and the whole cluster is started again on new ports. A
+# cluster that never connected has not touched the output (the lease is taken after the
+# processes connect), so starting again is safe.
+START_ATTEMPTS = 3
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def run_hostfile_cluster(job, directory, processes=2, workers=2, timeout=120):
+    """Runs `job` as `processes` hostfile processes of `workers` workers on 127.0.0.1 and
+    returns each process's (exit code, stdout, stderr); starts the cluster again on new ports
+    when a process could not bind its port (see above)."""
+    for attempt in range(START_ATTEMPTS):
+        ports = []
+        while len(ports) < processes:  # two port-0 binds in a row may get the same port
+            port = free_port()
+            if port not in ports:
+                ports.append(port)
+        hostfile = directory / f"hosts-{attempt}"
+        hostfile.write_text("".join(f"127.0.0.1:{port}\n" for port in ports))
+        logs = [(directory / f"process-{attempt}-{i}.out", directory / f"process-{attempt}-{i}.err") for i in range(processes)]
+        procs = []
+        try:
+            for i, (out, err) in enumerate(logs):
+                args = [WEIR_BIN, "worker", job, "--hostfile", hostfile, "--process", i, "--workers", workers, "--json"]
+                with open(out, "w") as stdout, open(err, "w") as stderr:
+                    procs.append(subprocess.Popen([str(a) for a in args], stdout=stdout, stderr=stderr))
+            deadline = time.monotonic() + timeout
+            while True:
+                codes = [p.poll() for p in procs]
+                results = [(code, out.read_text(), err.read_text()) for code, (out, err) in zip(codes, logs)]
+                could_not_bind = any(
+                    code not in (None, 0) and "cannot listen on" in stderr and "Address already in use" in stderr
+                    for code, _, stderr in results
+                )
+                if could_not_bind or None not in codes:
+                    break
+                assert time.monotonic() < deadline, f"the hostfile processes did not finish in {timeout} s: {results}"
+                time.sleep(0.05)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait(timeout=30)
+        if not could_not_bind:
+            return results
+    raise AssertionError(f"no start of {START_ATTEMPTS} could bind its ports; the last: {results}")
 
 
 def test_two_hostfile_processes_run_one_job(tmp_path, events_dir):
     out = tmp_path / "out"
     job = write_job(tmp_path / "job.toml", CLEAN_JOB.format(src=events_dir, out=out, mode="error_if_exists"))
-    hostfile = tmp_path / "hosts"
-    hostfile.write_text(f"127.0.0.1:{free_port()}\n127.0.0.1:{free_port()}\n")
-    procs = [
-        subprocess.Popen(
-            [str(WEIR_BIN), "worker", str(job), "--hostfile", str(hostfile), "--process", str(i), "--workers", "2", "--json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outputs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
-    summary = json.loads(outputs[0][0])
+    results = run_hostfile_cluster(job, tmp_path)
+    assert [code for code, _, _ in results] == [0, 0], results
+    summary = json.loads(results[0][1])
     want = clean_reference(events_dir)
     assert summary["rows_out"] == want.num_rows
     assert_same_rows(read_output(out), want)

@@ -1,108 +1,21 @@
 """End-to-end tests of `weir run` on the local store, checked against pyarrow.
 
-The reference output of every job is computed here with pyarrow.compute from the same
-input files, never from Weir's own output.
+The reference output of every job is computed with pyarrow from the same input files (the
+clean-events job's with pyarrow.compute, by `clean_reference` in helpers.py), never from
+Weir's own output.
 """
 
 import json
 import math
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from conftest import data_files, read_inputs, read_output, write_job
-
-CLEAN_JOB = """
-name = "clean-events"
-
-[source]
-uri = "{src}"
-columns = ["id", "age", "income", "country", "score", "email"]
-batch_size = 700
-
-[[step]]
-op = "cast"
-columns = {{ age = "float64", score = "float64" }}
-on_error = "null"
-
-[[step]]
-op = "filter"
-expr = "age >= 18 and (country in ('DE', 'FR') or income is not null)"
-
-[[step]]
-op = "rename"
-columns = {{ email = "contact" }}
-
-[[step]]
-op = "drop_nulls"
-columns = ["score"]
-
-[[step]]
-op = "select"
-columns = ["id", "age", "income", "country", "score", "contact"]
-
-[sink]
-uri = "{out}"
-mode = "{mode}"
-"""
+from helpers import CLEAN_JOB, SHAPES_1_4_AND_2X2, assert_committed, assert_same_rows, clean_reference, shape_id
 
 
-def parse_float(text):
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return value
-
-
-def clean_reference(src) -> pa.Table:
-    """The CLEAN_JOB computed with pyarrow, with SQL's three-valued logic spelled out."""
-    table = read_inputs(src)
-    age = pc.cast(table["age"], pa.float64())
-    score = pa.array([parse_float(s) for s in table["score"].to_pylist()], type=pa.float64())
-    country = table["country"]
-    in_list = pc.if_else(pc.is_null(country), pa.scalar(None, pa.bool_()), pc.is_in(country, value_set=pa.array(["DE", "FR"])))
-    keep = pc.and_kleene(pc.greater_equal(age, 18.0), pc.or_kleene(in_list, pc.is_valid(table["income"])))
-    keep = pc.and_kleene(keep, pc.is_valid(score))
-    out = pa.table(
-        {
-            "id": table["id"],
-            "age": age,
-            "income": table["income"],
-            "country": country,
-            "score": score,
-            "contact": table["email"],
-        }
-    )
-    return out.filter(keep)
-
-
-def assert_same_rows(got: pa.Table, want: pa.Table):
-    assert got.column_names == want.column_names
-    got, want = got.sort_by("id"), want.sort_by("id")
-    assert got.num_rows == want.num_rows
-    for name in want.column_names:
-        assert got[name].type == want[name].type, name
-        assert got[name].to_pylist() == want[name].to_pylist(), name
-
-
-def assert_committed(out, expected_rows):
-    assert (out / "_SUCCESS").exists()
-    manifest = json.loads((out / "_weir" / "manifest.json").read_text())
-    listed = sorted(f["path"] for f in manifest["files"])
-    on_disk = sorted(str(p.relative_to(out)) for p in data_files(out))
-    assert listed == on_disk, "the manifest lists exactly the data files present"
-    for f in manifest["files"]:
-        meta = pq.ParquetFile(out / f["path"]).metadata
-        assert meta.num_rows == f["rows"]
-        assert (out / f["path"]).stat().st_size == f["bytes"]
-    assert manifest["rows"] == expected_rows
-    return manifest
-
-
-@pytest.mark.parametrize("shape", [["-w", "1"], ["-w", "4"], ["-p", "2", "-w", "2"]], ids=["1worker", "4workers", "2procs-x-2workers"])
+@pytest.mark.parametrize("shape", SHAPES_1_4_AND_2X2, ids=shape_id)
 def test_clean_job_matches_pyarrow_whatever_the_cluster_shape(weir, tmp_path, events_dir, shape):
     out = tmp_path / "out"
     job = write_job(tmp_path / "job.toml", CLEAN_JOB.format(src=events_dir, out=out, mode="error_if_exists"))

@@ -6,14 +6,14 @@ output directory, Polars, plain filesystem walks) and compares it with rows comp
 the input with pyarrow, never with values taken from Weir's own output. Tests that SIGKILL
 a run use a small `lease_ttl_s` so the dead run's lease expires quickly.
 
-The helpers at the top are shared with test_output_safety_s3.py.
+The job, the data, their reference, the background runs and the kill loop shared with
+test_output_safety_s3.py are in helpers.py.
 """
 
 import json
 import os
 import random
 import signal
-import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
@@ -25,70 +25,34 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import WEIR_BIN, write_job
+from helpers import (
+    HELD,
+    SHAPES_2_AND_2X1,
+    THRESHOLDS,
+    Run,
+    assert_rows,
+    children_of,
+    hidden,
+    job_file,
+    kill_loop,
+    ls_json,
+    reference,
+    run_at_once,
+    run_retrying,
+    wait_gone,
+    wait_no_processes,
+    write_data,
+)
 
 # Rows of the dataset the long runs read (in batches of 32 rows): big enough that a `-w 2`
 # run of the debug binary takes a second or two (so kills land mid-run), small enough to keep
 # the file quick.
 BIG_ROWS = 800_000
 SMALL_ROWS = 20_000
-THRESHOLDS = (0.25, 0.6)  # two filters, so consecutive committed outputs differ
-HELD = "is held by run"
-
-JOB = """
-name = "output-safety"
-
-[source]
-uri = "{src}"
-batch_size = {batch}
-
-[[step]]
-op = "filter"
-expr = "x >= {threshold}"
-
-[sink]
-uri = "{out}"
-mode = "{mode}"
-row_group_rows = 4096
-{extra}
-"""
-
-
-def job_file(path: Path, src, out, threshold=THRESHOLDS[0], mode="overwrite", ttl=None, batch=32) -> Path:
-    extra = f"lease_ttl_s = {ttl}" if ttl is not None else ""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_job(path, JOB.format(src=src, out=out, threshold=threshold, mode=mode, extra=extra, batch=batch))
 
 
 # ---------------------------------------------------------------------------------------
 # data and references
-
-
-def make_table(rng: np.random.Generator, start: int, rows: int) -> pa.Table:
-    return pa.table(
-        {
-            "id": pa.array(np.arange(start, start + rows, dtype=np.int64)),
-            "x": pa.array(rng.random(rows)),
-            "y": pa.array(rng.normal(size=rows)),
-            "label": pa.array(rng.choice(np.array(["a", "bb", "ccc"]), rows), type=pa.string()),
-        }
-    )
-
-
-def write_data(directory: Path, rows: int, seed: int, files: int = 4, row_group: int = 25_000) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    per = rows // files
-    for index in range(files):
-        n = per if index < files - 1 else rows - per * (files - 1)
-        pq.write_table(make_table(rng, index * per, n), directory / f"data-{index}.parquet", row_group_size=row_group)
-    return directory
-
-
-def reference(src: Path, threshold: float) -> pa.Table:
-    """The rows the job must write, computed from the input files with pyarrow."""
-    table = pa.concat_tables(pq.read_table(f) for f in sorted(src.glob("*.parquet")))
-    return table.filter(pc.greater_equal(table["x"], threshold)).sort_by("id")
 
 
 class Dataset:
@@ -107,20 +71,6 @@ def small(tmp_path_factory):
     return Dataset(write_data(tmp_path_factory.mktemp("small"), SMALL_ROWS, seed=12, row_group=5_000))
 
 
-def assert_rows(got: pa.Table, want: pa.Table, what: str = "output"):
-    """`got` holds exactly the rows of `want` (any order, any string/int representation)."""
-    assert got is not None, f"{what}: nothing was read"
-    assert got.num_rows == want.num_rows, f"{what}: {got.num_rows} rows, expected {want.num_rows}"
-    assert set(got.column_names) == set(want.column_names), f"{what}: columns {got.column_names}"
-    got = got.sort_by("id")
-    for name in want.column_names:
-        if pa.types.is_floating(want.schema.field(name).type) or pa.types.is_integer(want.schema.field(name).type):
-            ok = np.array_equal(got[name].to_numpy(), want[name].to_numpy())
-        else:
-            ok = pc.cast(got[name], pa.string()).combine_chunks().equals(want[name].combine_chunks())
-        assert ok, f"{what}: column {name} differs"
-
-
 def assert_frame_rows(frame: pl.DataFrame, want: pa.Table, what: str = "polars"):
     assert frame.height == want.num_rows, f"{what}: {frame.height} rows, expected {want.num_rows}"
     frame = frame.sort("id")
@@ -134,10 +84,6 @@ def assert_frame_rows(frame: pl.DataFrame, want: pa.Table, what: str = "polars")
 
 # ---------------------------------------------------------------------------------------
 # the output directory, seen from outside
-
-
-def hidden(relative: Path) -> bool:
-    return any(part.startswith(("_", ".")) for part in relative.parts)
 
 
 def visible_files(prefix: Path) -> list:
@@ -228,87 +174,6 @@ def assert_clean_commit(prefix: Path, want: pa.Table, run_id=None):
 # processes
 
 
-class Run:
-    """A `weir run` in the background, its output in files (children inherit stderr)."""
-
-    def __init__(self, job: Path, *args, env=None, cwd=None, logs: Path = None):
-        logs = logs or job.parent
-        stamp = f"{time.monotonic_ns()}"
-        self.out_path, self.err_path = logs / f"run-{stamp}.out", logs / f"run-{stamp}.err"
-        self.args = [str(WEIR_BIN), "run", str(job), *map(str, args), "--quiet"]
-        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
-            self.proc = subprocess.Popen(self.args, stdout=out, stderr=err, env=env, cwd=cwd)
-        self.pid = self.proc.pid
-
-    def wait(self, timeout=120) -> int:
-        return self.proc.wait(timeout=timeout)
-
-    @property
-    def stderr(self) -> str:
-        return self.err_path.read_text()
-
-    def describe(self) -> str:
-        return f"{' '.join(self.args)} -> {self.proc.returncode}\nstderr:\n{self.stderr}"
-
-    def kill(self):
-        """Cleanup: kills this run and any process of it still running (its job path in argv)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-        for pid in processes_with(self.args[2]):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def children_of(pid: int) -> list:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def processes_with(marker: str) -> list:
-    """Live processes whose command line mentions `marker` (a job file's path)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in cmdline and alive(int(entry)):
-            found.append(int(entry))
-    return found
-
-
-def wait_gone(pids, timeout=10.0) -> list:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        left = [p for p in pids if alive(p)]
-        if not left:
-            return []
-        time.sleep(0.05)
-    return [p for p in pids if alive(p)]
-
-
-def wait_no_processes(marker: str, timeout=10.0) -> list:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if not processes_with(marker):
-            return []
-        time.sleep(0.05)
-    return processes_with(marker)
-
-
 def wait_until(predicate, proc: Run, timeout=60.0) -> bool:
     """Polls `predicate` until it holds; False when the run ended first."""
     deadline = time.time() + timeout
@@ -330,24 +195,6 @@ def wait_mid_run(prefix: Path, run: "Run", pause=0.4) -> bool:
         return False
     time.sleep(pause)
     return run.proc.poll() is None and not commit_decisions(prefix)
-
-
-def run_retrying(weir, *args, timeout=20.0, **kwargs):
-    """Runs weir; while it is refused because a (dead) run's lease is still live, retries."""
-    deadline = time.time() + timeout
-    while True:
-        proc = weir(*args, **kwargs)
-        if proc.returncode == 2 and HELD in proc.stderr and time.time() < deadline:
-            time.sleep(0.3)
-            continue
-        return proc
-
-
-def ls_json(weir, uri, *extra, env=None, check=None):
-    proc = weir("ls", uri, "--json", *extra, env=env, timeout=60)
-    if check is not None:
-        assert proc.returncode == check, f"weir ls {uri} --json {extra}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(proc.stdout) if proc.stdout.strip() else None
 
 
 # ---------------------------------------------------------------------------------------
@@ -537,30 +384,6 @@ def test_a_run_id_that_is_not_a_plain_name_is_refused(weir, tmp_path, small, run
 
 # ---------------------------------------------------------------------------------------
 # Concurrent runs
-
-
-def run_at_once(job, tmp_path, stem, count=6, env=None) -> str:
-    """Starts `count` runs of `job` at once (run ids `<stem>0`…) and waits for them all.
-    Exactly one must commit (exit 0); every other exits 2 naming a holder that is one of
-    these runs (a loser may briefly hold a claim it then withdraws), with that run's pid.
-    Returns the winner's run id."""
-    runs = [Run(job, "-w", "2", "--var", f"run_id={stem}{i}", env=env, logs=tmp_path) for i in range(count)]
-    try:
-        codes = [run.wait(timeout=300) for run in runs]
-    finally:
-        for run in runs:
-            run.kill()
-    report = "\n".join(run.describe() for run in runs)
-    winners = [run for run, code in zip(runs, codes) if code == 0]
-    assert len(winners) == 1, report
-    for run, code in zip(runs, codes):
-        if run is winners[0]:
-            continue
-        assert code == 2 and HELD in run.stderr and "since" in run.stderr, report
-        named = run.stderr.split(HELD, 1)[1].split()[0]
-        holders = [other for other in runs if f"run_id={named}" in other.args]
-        assert holders and str(holders[0].pid) in run.stderr, report
-    return winners[0].args[winners[0].args.index("--var") + 1].split("=", 1)[1]
 
 
 def test_of_concurrent_runs_on_one_prefix_exactly_one_commits(weir, tmp_path, big):
@@ -827,85 +650,6 @@ def test_a_signal_while_part_files_are_still_written_commits_nothing(weir, tmp_p
 # Runs killed at random moments
 
 
-SHAPES = (("-w", "2"), ("-p", "2", "-w", "1"))
-
-
-def kill_loop(start_run, check_state, recover, probe, shapes_time, iterations, ttl, rng, log):
-    """Starts runs and kills them at random moments; `check_state` checks the prefix after each.
-
-    start_run(i, shape, threshold, run_id) -> Run; check_state(run_id, threshold, rc, entry,
-    recover) checks the prefix; recover(threshold, run_id) -> the committed threshold after a
-    run that must succeed (used after a kill inside the publish window). Every third iteration
-    aims at the commit instead of a random moment: it waits for probe(run_id, "staged") (part
-    files staged: they appear as the workers finish, just before the commit) or for
-    probe(run_id, "decided") (commit.json written: the publish window) and SIGKILLs then.
-    """
-    for i in range(iterations):
-        shape = SHAPES[(i // 2) % 2]
-        threshold = THRESHOLDS[i % 2]
-        deadline = time.time() + 15
-        attempt = 0
-        while True:
-            run_id = f"k{i}a{attempt}"
-            late = i % 3 == 2
-            run = start_run(i, shape, threshold, run_id)
-            began = time.time()
-            wait = rng.uniform(0, shapes_time[shape])
-            choices = ["SIGKILL", "SIGTERM"] + (["SIGKILL-child"] if "-p" in shape else [])
-            if late:
-                choices = ["SIGKILL"] + (["SIGKILL-child"] if "-p" in shape else [])
-            action = rng.choice(choices)
-            target = rng.choice(["staged", "decided"])
-            try:
-                if late:
-                    limit = began + 2 * shapes_time[shape] + 10
-                    while run.proc.poll() is None and not probe(run_id, target) and time.time() < limit:
-                        time.sleep(0.0005)
-                    time.sleep(rng.choice([0, 0, 0.001, 0.005]))
-                    wait = time.time() - began
-                else:
-                    try:
-                        run.proc.wait(timeout=wait)
-                    except subprocess.TimeoutExpired:
-                        pass
-                kids = children_of(run.pid)
-                if run.proc.poll() is None:
-                    if action == "SIGKILL-child" and kids:
-                        try:
-                            os.kill(rng.choice(kids), signal.SIGKILL)
-                        except ProcessLookupError:  # it had just finished
-                            action = "SIGKILL-child (already gone)"
-                    elif action == "SIGKILL-child":
-                        action = "SIGKILL"
-                        os.kill(run.pid, signal.SIGKILL)
-                    else:
-                        os.kill(run.pid, signal.SIGKILL if action == "SIGKILL" else signal.SIGTERM)
-                else:
-                    action = "none (ended)"
-                rc = run.wait(timeout=120)
-                assert wait_gone(kids, 10) == [], f"iteration {i}: processes of the run outlived it ({action})"
-            finally:
-                run.kill()
-            stderr = run.stderr
-            entry = f"iteration {i}: {' '.join(shape)} x >= {threshold} run {run_id}, waited {wait:.2f}s{f' (until {target})' if late else ''}, {action} -> {rc}"
-            log.append(entry)
-            if rc == 2 and HELD in stderr and time.time() < deadline:
-                attempt += 1
-                time.sleep(0.3)
-                continue
-            allowed = {
-                "SIGKILL": {0, -signal.SIGKILL},
-                "SIGTERM": {0, 143, -signal.SIGTERM},  # -SIGTERM: killed before its handler was set
-                "SIGKILL-child": {0, 1},
-                "SIGKILL-child (already gone)": {0, 1},
-            }.get(action, {0})
-            assert rc in allowed, f"{entry}\n{stderr}\n" + "\n".join(log)
-            check_state(run_id, threshold, rc, entry, recover)
-            if action == "SIGKILL" and rng.random() < 0.5:
-                time.sleep(ttl + 0.2)  # sometimes let the lease expire, sometimes race it
-            break
-
-
 def test_kill_loop_local(weir, tmp_path, big):
     ttl = 2
     rng = random.Random(int(os.environ.get("WEIR_KILL_SEED", "20261130")))  # the moments and signals of the kills
@@ -915,7 +659,7 @@ def test_kill_loop_local(weir, tmp_path, big):
 
     # How long a run takes, per shape, on a scratch prefix.
     shapes_time = {}
-    for n, shape in enumerate(SHAPES):
+    for n, shape in enumerate(SHAPES_2_AND_2X1):
         scratch = job_file(tmp_path / f"scratch-{n}.toml", big.path, tmp_path / f"scratch-{n}", THRESHOLDS[0], ttl=ttl)
         began = time.time()
         weir("run", scratch, *shape, "--quiet", check=0, timeout=180)

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from garage import Garage
-from test_output_safety import (
-    SHAPES,
+from helpers import (
+    SHAPES_2_AND_2X1,
     THRESHOLDS,
     Run,
     assert_rows,
@@ -137,7 +137,7 @@ def test_kill_loop_s3(weir, tmp_path, garage, data):
 
     scratch_bucket = garage.new_bucket("scratch")
     shapes_time = {}
-    for n, shape in enumerate(SHAPES):
+    for n, shape in enumerate(SHAPES_2_AND_2X1):
         scratch = job_file(tmp_path / f"scratch-{n}.toml", data.uri, f"s3://{scratch_bucket}/s{n}/", THRESHOLDS[0], ttl=ttl)
         began = time.time()
         weir("run", scratch, *shape, "--quiet", env=env, check=0, timeout=300)

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
@@ -28,9 +27,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from conftest import read_output, write_dataset, write_job
+from helpers import SHAPES_1_AND_2X2, as_matrix, fitted_step_params, fitted_steps, shape_id
 
-SHAPES = [["-w", "1"], ["-p", "2", "-w", "2"]]
-SHAPE_IDS = ["1worker", "2procs-x-2workers"]
 RTOL = 1e-6
 
 
@@ -39,20 +37,6 @@ def frame(data: np.ndarray, names, dtype=None) -> pa.Table:
     for j, name in enumerate(names):
         columns[name] = pa.array(data[:, j] if dtype is None else data[:, j].astype(dtype))
     return pa.table(columns)
-
-
-def as_matrix(table: pa.Table, names) -> np.ndarray:
-    """Columns as a float matrix with NaN for nulls, rows ordered by `id`."""
-    table = table.sort_by("id")
-    return np.column_stack([table.column(n).to_numpy(zero_copy_only=False).astype(float) for n in names])
-
-
-def fitted_steps(out: Path) -> list:
-    return json.loads((out / "_weir" / "fitted.json").read_text())["steps"]
-
-
-def params_of(out: Path, step: int) -> dict:
-    return next(s for s in fitted_steps(out) if s["step"] == step)["params"]
 
 
 def pca_step(columns, components, **options) -> str:
@@ -155,7 +139,7 @@ def synthetic():
     return frame(data, names), names, data, variances
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("shape", SHAPES_1_AND_2X2, ids=shape_id)
 def test_digits_match_scikit_learn(weir, tmp_path, digits, shape):
     table, names, data = digits
     src = write_dataset(table, tmp_path / "src")
@@ -164,14 +148,14 @@ def test_digits_match_scikit_learn(weir, tmp_path, digits, shape):
     assert result.num_rows == len(data)
     assert result.column_names == ["id"] + [f"pc_{i}" for i in range(64)]
     reference = PCA(n_components=64, svd_solver="full").fit(data)
-    params = params_of(out, 1)
+    params = fitted_step_params(out, 1)
     check_pca(params, result, reference, data, "pc", f"digits {'x'.join(shape)}")
     # Three constant pixels: three components with no variance, finite and unscaled.
     assert np.allclose(params["explained_variance"][-3:], 0, atol=1e-9)
     assert abs(sum(params["explained_variance_ratio"]) - 1) < 1e-12
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("shape", SHAPES_1_AND_2X2, ids=shape_id)
 def test_known_covariance_matches_scikit_learn_plain_and_whitened(weir, tmp_path, synthetic, shape):
     table, names, data, variances = synthetic
     src = write_dataset(table, tmp_path / "src", row_group=1000)
@@ -182,10 +166,10 @@ def test_known_covariance_matches_scikit_learn_plain_and_whitened(weir, tmp_path
     assert result.column_names == ["id", *[f"pc_{i}" for i in range(8)], *[f"w_{i}" for i in range(8)]]
     plain = PCA(n_components=8, svd_solver="full").fit(data)
     whitened = PCA(n_components=8, whiten=True, svd_solver="full").fit(data)
-    check_pca(params_of(out, 1), result, plain, data, "pc", f"synthetic {'x'.join(shape)}")
-    check_pca(params_of(out, 2), result, whitened, data, "w", f"synthetic whitened {'x'.join(shape)}")
+    check_pca(fitted_step_params(out, 1), result, plain, data, "pc", f"synthetic {'x'.join(shape)}")
+    check_pca(fitted_step_params(out, 2), result, whitened, data, "w", f"synthetic whitened {'x'.join(shape)}")
     # The fit sees the sample's covariance, close to the one it was drawn from.
-    np.testing.assert_allclose(params_of(out, 1)["explained_variance"], variances[:8], rtol=0.05)
+    np.testing.assert_allclose(fitted_step_params(out, 1)["explained_variance"], variances[:8], rtol=0.05)
     # Both pca steps read the same inputs and the first writes only pc_*: one shared pass.
     assert [s["step"] for s in fitted_steps(out)] == [1, 2]
 
@@ -196,7 +180,7 @@ def test_a_fraction_keeps_what_scikit_learn_keeps(weir, tmp_path, synthetic):
     steps = pca_step(["f_*"], 0.9, max_components=10, output_type="float32")
     out, _ = run(weir, tmp_path, src, steps, ["-p", "2", "-w", "2"])
     reference = PCA(n_components=0.9, svd_solver="full").fit(data)
-    params = params_of(out, 1)
+    params = fitted_step_params(out, 1)
     # Variances 50, 30, 20, 12, 8 hold 91 % of the 131.5 in all.
     assert params["n_components"] == reference.n_components_ == 5
     result = read_output(out)
@@ -209,15 +193,15 @@ def test_a_fraction_keeps_what_scikit_learn_keeps(weir, tmp_path, synthetic):
     np.testing.assert_allclose(params["explained_variance_ratio"], reference.explained_variance_ratio_, rtol=RTOL)
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("shape", SHAPES_1_AND_2X2, ids=shape_id)
 def test_standardize_then_pca_matches_the_pipeline(weir, tmp_path, digits, shape):
     table, names, data = digits
     src = write_dataset(table, tmp_path / "src")
-    steps = f'[[step]]\nop = "standardize"\ncolumns = ["px_*"]\n' + pca_step(["px_*"], 20)
+    steps = '[[step]]\nop = "standardize"\ncolumns = ["px_*"]\n' + pca_step(["px_*"], 20)
     out, _ = run(weir, tmp_path, src, steps, shape)
     pipeline = make_pipeline(StandardScaler(), PCA(n_components=20, svd_solver="full")).fit(data)
     scaled = pipeline[0].transform(data)
-    check_pca(params_of(out, 2), read_output(out), pipeline[1], scaled, "pc", f"standardize+pca {'x'.join(shape)}",
+    check_pca(fitted_step_params(out, 2), read_output(out), pipeline[1], scaled, "pc", f"standardize+pca {'x'.join(shape)}",
               transformed=pipeline.transform(data))
 
 
@@ -228,7 +212,7 @@ def test_duplicated_and_constant_columns_give_finite_output(weir, tmp_path):
     names = ["a", "a_copy", "b", "constant", "mix"]
     src = write_dataset(frame(data, names), tmp_path / "src", row_group=400)
     out, _ = run(weir, tmp_path, src, pca_step(names, 5, whiten=True), ["-p", "2", "-w", "2"])
-    params = params_of(out, 1)
+    params = fitted_step_params(out, 1)
     result = as_matrix(read_output(out), [f"pc_{i}" for i in range(5)])
     assert np.all(np.isfinite(result)) and np.all(np.isfinite(np.array(params["components"])))
     # Rank 2: two whitened components with unit variance, three with none, left unscaled.
@@ -257,7 +241,7 @@ def test_a_null_is_an_error_naming_the_column_unless_skipped(weir, tmp_path, syn
     reference = PCA(n_components=3, svd_solver="full").fit(complete)
     result = read_output(out)
     assert result.num_rows == rows - 3
-    check_pca(params_of(out, 1), result, reference, complete, "pc", "on_null=skip")
+    check_pca(fitted_step_params(out, 1), result, reference, complete, "pc", "on_null=skip")
 
 
 def test_reuse_on_another_dataset(weir, tmp_path):
@@ -275,7 +259,7 @@ def test_reuse_on_another_dataset(weir, tmp_path):
     want = reference.transform(test)
     assert_close(got, want, RTOL, want.std(axis=0), "reused projections")
     reused = fitted_steps(out)
-    assert reused[0]["reused_from"] == str(uri) and reused[0]["params"] == params_of(fit_out, 1)
+    assert reused[0]["reused_from"] == str(uri) and reused[0]["params"] == fitted_step_params(fit_out, 1)
 
     # Asking for another number of components, or no whitening, is an error naming the step.
     for step, message in [(pca_step(["f_*"], 3, whiten=True, fitted=str(uri)), "hold 4 components"),
@@ -294,4 +278,4 @@ def test_a_thousand_and_twenty_four_columns(weir, tmp_path):
     src = write_dataset(frame(data, names), tmp_path / "src", row_group=400)
     out, _ = run(weir, tmp_path, src, pca_step(["x*"], 6), ["-p", "2", "-w", "2"])
     reference = PCA(n_components=6, svd_solver="full").fit(data)
-    check_pca(params_of(out, 1), read_output(out), reference, data, "pc", "1024 columns")
+    check_pca(fitted_step_params(out, 1), read_output(out), reference, data, "pc", "1024 columns")

@@ -17,6 +17,7 @@ import pytest
 
 from conftest import WEIR_BIN, read_output, write_job
 from garage import SECRET, Garage
+from helpers import SCORE_FEATURES, free_port, helper_mlp, onnx_reference
 
 
 
@@ -179,37 +180,31 @@ def test_a_server_killed_mid_run_fails_cleanly_and_the_rerun_commits(weir, tmp_p
 
 
 def test_a_model_from_a_bucket_scores_like_the_local_file(weir, tmp_path, garage):
-    from test_score import FEATURES, helper_mlp, reference
-
     src, models, dst = garage.new_bucket("src"), garage.new_bucket("models"), garage.new_bucket("dst")
     rng = np.random.default_rng(4)
-    x = rng.normal(size=(500, len(FEATURES)))
+    x = rng.normal(size=(500, len(SCORE_FEATURES)))
     local = tmp_path / "data"
     local.mkdir()
-    pq.write_table(pa.table({"id": np.arange(500), **{n: x[:, j] for j, n in enumerate(FEATURES)}}), local / "x.parquet", row_group_size=128)
+    pq.write_table(pa.table({"id": np.arange(500), **{n: x[:, j] for j, n in enumerate(SCORE_FEATURES)}}), local / "x.parquet", row_group_size=128)
     garage.upload_dir(local, src, "x")
     model = helper_mlp(tmp_path / "mlp.onnx")
     garage.client().put_object(Bucket=models, Key="mlp/v1.onnx", Body=model.read_bytes())
     job = write_job(
         tmp_path / "job.toml",
         f'name = "s3-score"\n[source]\nuri = "s3://{src}/x/"\n[[step]]\nop = "score"\nmodel = "s3://{models}/mlp/v1.onnx"\n'
-        f'inputs = {{ x = {json.dumps(FEATURES)} }}\n[sink]\nuri = "s3://{dst}/scored/"\n',
+        f'inputs = {{ x = {json.dumps(SCORE_FEATURES)} }}\n[sink]\nuri = "s3://{dst}/scored/"\n',
     )
     weir("run", job, "-w", "2", env=garage.env(), check=0)
     got = read_s3_output(garage, dst, "scored").sort_by("id")
     y = np.column_stack([got.column(f"y_{j}").to_numpy() for j in range(3)])
-    np.testing.assert_allclose(y, reference(model, x)["y"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, onnx_reference(model, x)["y"], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("what", ["fitted", "model"])
 def test_a_store_that_cannot_be_reached_for_a_steps_file_is_exit_1_not_bad_input(weir, tmp_path, events_dir, what):
     """Connection refused (nothing listens on the port) is the outside world's failure: a
     retry may cure it, so the exit code is 1, not 2."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     if what == "fitted":
         step = '[[step]]\nop = "standardize"\ncolumns = ["income"]\nfitted = "s3://b/run/_weir/fitted.json"\n'
     else:

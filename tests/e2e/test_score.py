@@ -18,8 +18,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
 from conftest import read_output, write_job
+from helpers import SCORE_FEATURES, helper_mlp, onnx_reference
 
-FEATURES = [f"f{i}" for i in range(6)]
 ROWS = 2_500
 TOL = 1e-5
 
@@ -28,10 +28,10 @@ TOL = 1e-5
 def dataset(tmp_path_factory):
     """Features with an `id`, over three files and several row groups."""
     rng = np.random.default_rng(42)
-    x = rng.normal(size=(ROWS, len(FEATURES)))
+    x = rng.normal(size=(ROWS, len(SCORE_FEATURES)))
     src = tmp_path_factory.mktemp("score") / "src"
     src.mkdir()
-    table = pa.table({"id": np.arange(ROWS), **{name: x[:, j] for j, name in enumerate(FEATURES)}})
+    table = pa.table({"id": np.arange(ROWS), **{name: x[:, j] for j, name in enumerate(SCORE_FEATURES)}})
     for index, (lo, hi) in enumerate([(0, 900), (900, 1_700), (1_700, ROWS)]):
         pq.write_table(table.slice(lo, hi - lo), src / f"part-{index}.parquet", row_group_size=333)
     return src, x
@@ -57,44 +57,14 @@ def sklearn_model(kind: str, x: np.ndarray, path: Path) -> Path:
     return path
 
 
-def helper_mlp(path: Path) -> Path:
-    """A two-layer MLP written node by node: x[N,6] → relu(x·W1 + b1)·W2 + b2 → y[N,3]."""
-    rng = np.random.default_rng(3)
-    w1, b1 = rng.normal(size=(6, 10)).astype(np.float32), rng.normal(size=10).astype(np.float32)
-    w2, b2 = rng.normal(size=(10, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "w1"], ["h0"]),
-            helper.make_node("Add", ["h0", "b1"], ["h1"]),
-            helper.make_node("Relu", ["h1"], ["h2"]),
-            helper.make_node("MatMul", ["h2", "w2"], ["h3"]),
-            helper.make_node("Add", ["h3", "b2"], ["y"]),
-        ],
-        "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
-        initializer=[numpy_helper.from_array(a, n) for a, n in [(w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2")]],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
-    onnx.checker.check_model(model)
-    path.write_bytes(model.SerializeToString())
-    return path
-
-
 def score_job(tmp_path: Path, src: Path, model: Path, extra: str = "", inputs: str = "", name="job.toml") -> Path:
     out = tmp_path / "out"
-    inputs = inputs or f"inputs = {{ {onnx.load(str(model)).graph.input[0].name} = {json.dumps(FEATURES)} }}"
+    inputs = inputs or f"inputs = {{ {onnx.load(str(model)).graph.input[0].name} = {json.dumps(SCORE_FEATURES)} }}"
     return write_job(
         tmp_path / name,
         f'name = "score"\n[source]\nuri = "{src}"\n[[step]]\nop = "score"\nmodel = "{model}"\n{inputs}\n{extra}\n'
         f'[sink]\nuri = "{out}"\nmode = "overwrite"\n',
     )
-
-
-def reference(model: Path, x: np.ndarray) -> dict:
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})))
 
 
 def columns_of(table: pa.Table, output: str, width: int) -> np.ndarray:
@@ -116,7 +86,7 @@ def test_scores_match_onnxruntime_python(weir, tmp_path, dataset, kind, shape, b
     weir("run", job, *shape, check=0)
     result = read_output(tmp_path / "out").sort_by("id")
     assert result.num_rows == ROWS
-    expected = reference(model, x)
+    expected = onnx_reference(model, x)
     for name, values in expected.items():
         values = values.reshape(len(x), -1)
         got = columns_of(result, name, values.shape[1])
@@ -136,8 +106,8 @@ def test_outputs_can_be_named_and_dropped(weir, tmp_path, dataset):
     job = score_job(tmp_path, src, model, extra='outputs = { probabilities = ["p_low", "p_mid", "p_high"] }')
     weir("run", job, check=0)
     result = read_output(tmp_path / "out").sort_by("id")
-    assert result.column_names == ["id", *FEATURES, "p_low", "p_mid", "p_high"]
-    probabilities = reference(model, x)["probabilities"]
+    assert result.column_names == ["id", *SCORE_FEATURES, "p_low", "p_mid", "p_high"]
+    probabilities = onnx_reference(model, x)["probabilities"]
     np.testing.assert_allclose(result.column("p_high").to_numpy(), probabilities[:, 2], rtol=TOL, atol=TOL)
 
 
@@ -145,7 +115,7 @@ def test_nulls_in_inputs_error_skip_or_nan(weir, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     x = np.arange(12, dtype=float).reshape(2, 6)
-    table = pa.table({"id": [0, 1], **{n: pa.array([x[0, j], None if j == 2 else x[1, j]]) for j, n in enumerate(FEATURES)}})
+    table = pa.table({"id": [0, 1], **{n: pa.array([x[0, j], None if j == 2 else x[1, j]]) for j, n in enumerate(SCORE_FEATURES)}})
     pq.write_table(table, src / "x.parquet")
     model = helper_mlp(tmp_path / "m.onnx")
     proc = weir("run", score_job(tmp_path, src, model), check=2)
@@ -156,7 +126,7 @@ def test_nulls_in_inputs_error_skip_or_nan(weir, tmp_path):
     fed = x.copy()
     fed[1, 2] = np.nan
     got = columns_of(read_output(tmp_path / "out"), "y", 3)
-    np.testing.assert_allclose(got, reference(model, fed)["y"], rtol=TOL, atol=TOL, equal_nan=True)
+    np.testing.assert_allclose(got, onnx_reference(model, fed)["y"], rtol=TOL, atol=TOL, equal_nan=True)
 
 
 def test_bad_models_and_mappings_exit_2_with_precise_messages(weir, tmp_path, dataset):
@@ -165,10 +135,10 @@ def test_bad_models_and_mappings_exit_2_with_precise_messages(weir, tmp_path, da
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(model.read_bytes()[:200])
     cases = [
-        (score_job(tmp_path, src, tmp_path / "missing.onnx", inputs=f"inputs = {{ x = {json.dumps(FEATURES)} }}", name="a.toml"), ["missing.onnx"]),
-        (score_job(tmp_path, src, corrupt, inputs=f"inputs = {{ x = {json.dumps(FEATURES)} }}", name="b.toml"), ["corrupt.onnx", "cannot load"]),
-        (score_job(tmp_path, src, model, inputs=f"inputs = {{ features = {json.dumps(FEATURES)} }}", name="c.toml"), ["no input 'features'", "x"]),
-        (score_job(tmp_path, src, model, inputs=f"inputs = {{ x = {json.dumps(FEATURES[:4])} }}", name="d.toml"), ["input 'x'", "[batch, 6]", "[batch, 4]"]),
+        (score_job(tmp_path, src, tmp_path / "missing.onnx", inputs=f"inputs = {{ x = {json.dumps(SCORE_FEATURES)} }}", name="a.toml"), ["missing.onnx"]),
+        (score_job(tmp_path, src, corrupt, inputs=f"inputs = {{ x = {json.dumps(SCORE_FEATURES)} }}", name="b.toml"), ["corrupt.onnx", "cannot load"]),
+        (score_job(tmp_path, src, model, inputs=f"inputs = {{ features = {json.dumps(SCORE_FEATURES)} }}", name="c.toml"), ["no input 'features'", "x"]),
+        (score_job(tmp_path, src, model, inputs=f"inputs = {{ x = {json.dumps(SCORE_FEATURES[:4])} }}", name="d.toml"), ["input 'x'", "[batch, 6]", "[batch, 4]"]),
         (score_job(tmp_path, src, model, inputs='inputs = { x = ["id", "f1", "f2", "f3", "f4", "f5"] }\nsha256 = "00"', name="e.toml"), ["sha256", "pins 00"]),
     ]
     for job, needles in cases:
@@ -182,7 +152,7 @@ def test_bad_models_and_mappings_exit_2_with_precise_messages(weir, tmp_path, da
     # A string column cannot feed a float tensor.
     text_src = tmp_path / "text"
     text_src.mkdir()
-    pq.write_table(pa.table({"id": [0], **{n: ["1.0"] if n == "f0" else [1.0] for n in FEATURES}}), text_src / "t.parquet")
+    pq.write_table(pa.table({"id": [0], **{n: ["1.0"] if n == "f0" else [1.0] for n in SCORE_FEATURES}}), text_src / "t.parquet")
     proc = weir("run", score_job(tmp_path, text_src, model, name="f.toml"), check=2)
     assert "column 'f0'" in proc.stderr and "cast it" in proc.stderr, proc.stderr
 
@@ -245,7 +215,7 @@ uri = "{out}"
     )
     weir("run", job, *shape, check=0)
     result = read_output(out).sort_by("id")
-    expected = reference(model, features)
+    expected = onnx_reference(model, features)
     got = np.column_stack([result.column(c).to_numpy() for c in ["p_benign_0", "p_benign_1"]])
     np.testing.assert_allclose(got, expected["probabilities"], rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(result.column("label").to_numpy(), expected["label"])
@@ -258,7 +228,7 @@ def test_a_missing_onnx_runtime_library_says_how_to_install_it(weir, tmp_path, d
 
     src, _ = dataset
     model = helper_mlp(tmp_path / "m.onnx")
-    job = score_job(tmp_path, src, model, inputs=f"inputs = {{ x = {json.dumps(FEATURES)} }}")
+    job = score_job(tmp_path, src, model, inputs=f"inputs = {{ x = {json.dumps(SCORE_FEATURES)} }}")
     env = dict(os.environ, ORT_DYLIB_PATH=str(tmp_path / "nowhere" / "libonnxruntime.so"))
     proc = weir("run", job, env=env, check=2)
     assert "ORT_DYLIB_PATH" in proc.stderr and "pip install onnxruntime==1.31.1" in proc.stderr, proc.stderr
@@ -327,7 +297,7 @@ def test_score_specs_that_would_misbehave_are_refused(weir, tmp_path, fields, me
     model = helper_mlp(tmp_path / "mlp.onnx")
     src = tmp_path / "src"
     src.mkdir()
-    pq.write_table(pa.table({name: np.arange(4, dtype=np.float32) for name in FEATURES}), src / "x.parquet")
+    pq.write_table(pa.table({name: np.arange(4, dtype=np.float32) for name in SCORE_FEATURES}), src / "x.parquet")
     job = write_job(tmp_path / "job.toml", f'name = "s"\n[source]\nuri = "{src}"\n[[step]]\nop = "score"\nmodel = "{model}"\n{fields}[sink]\nuri = "{tmp_path / "out"}"\n')
     proc = weir("validate", job, check=2)
     assert message in proc.stderr and "step 1 (score)" in proc.stderr, proc.stderr
