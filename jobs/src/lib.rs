@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod launcher;
 pub mod planning;
 pub mod report;
+pub mod service;
 pub mod signals;
 pub mod spec;
 pub mod vars;

@@ -1,4 +1,5 @@
-//! The `weir` command: run, validate and inspect jobs and datasets.
+//! The `weir` command: run, validate and inspect jobs and datasets; run the job service
+//! (`serve`) and talk to it (`submit`, `runs`, `status`, `logs`, `cancel`, `jobs`).
 //!
 //! Exit codes: 0 success; 1 the job failed (a store, the cluster, or Weir itself);
 //! 2 bad input (the job file, its source data, the arguments).
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use weir_engine::{ClusterSetup, JobFailure, ProcessContext, Progress, RunSummary, execute};
+use weir_engine::{ClusterSetup, FailureKind, JobFailure, ProcessContext, Progress, RunSummary, execute};
 use weir_jobs::launcher::{ChildEvent, EventSink, LaunchPlan, join_local_cluster, launch_local, watch_launcher};
 use weir_jobs::planning::{LoadedJob, RunOptions, load_job, plan_job};
 use weir_jobs::report::{OutputMode, ProgressView, SummaryReport};
@@ -35,6 +36,10 @@ struct RunOutput {
     /// After the summary, print where the time went, stage by stage.
     #[arg(long)]
     metrics: bool,
+    /// Write the run's outcome (succeeded, failed with its class, cancelled) as JSON to this
+    /// file when the run ends (the job service reads it).
+    #[arg(long, value_name = "PATH")]
+    result_file: Option<String>,
 }
 
 impl RunOutput {
@@ -119,6 +124,123 @@ enum Command {
     },
     /// Print the schema of a dataset.
     Schema { uri: String },
+    /// Run the job service: an HTTP API to store jobs, submit, follow and cancel runs.
+    Serve {
+        /// Where the service keeps its database, tokens and run logs.
+        #[arg(long, default_value = "weir-service")]
+        state_dir: String,
+        /// Address to listen on (port 0: any free port). Loopback unless told otherwise.
+        #[arg(long, default_value = "127.0.0.1:8470")]
+        listen: std::net::SocketAddr,
+        /// Write the bound address (http://HOST:PORT) to this file once listening.
+        #[arg(long)]
+        address_file: Option<String>,
+        /// Runs at once; the rest wait in the queue.
+        #[arg(long, default_value_t = 2)]
+        max_concurrent_runs: usize,
+        /// Seconds a cancelled run has to stop after SIGTERM before SIGKILL.
+        #[arg(long, default_value_t = 30)]
+        cancel_grace_s: u64,
+        /// Another host name the service answers to (the Host header; repeatable).
+        #[arg(long = "allow-host", value_name = "HOST")]
+        allow_hosts: Vec<String>,
+    },
+    /// Submit a run to the job service: a job file (sent inline) or a stored job's name.
+    Submit {
+        /// A job's TOML file, or the name of a job stored in the service.
+        job: String,
+        #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_pair)]
+        vars: Vec<(String, String)>,
+        /// A stored job's version (default: its current one).
+        #[arg(long)]
+        version: Option<i64>,
+        /// Submitting again with the same key returns the same run instead of a new one.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Wait for the run to end; exit 0 if it succeeded, 2 if it failed on bad input,
+        /// 130 if cancelled, 1 otherwise.
+        #[arg(long)]
+        wait: bool,
+        /// Print the run as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List the service's runs, newest first.
+    Runs {
+        #[arg(long)]
+        job: Option<String>,
+        /// queued, running, succeeded, failed, cancelled or lost.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Show one run of the service.
+    Status {
+        run: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Print a run's log; with --follow, until the run ends.
+    Logs {
+        run: String,
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Cancel a queued or running run.
+    Cancel {
+        run: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Store, list, show and roll back the service's job definitions.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Store a job file as the job's next version (validated first).
+    Put {
+        file: String,
+        /// Variables to validate it with.
+        #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_pair)]
+        vars: Vec<(String, String)>,
+    },
+    /// List the stored jobs.
+    List,
+    /// Show a job's current definition and its versions.
+    Show { name: String },
+    /// Make an earlier version the current one.
+    Rollback { name: String, version: i64 },
+}
+
+/// Where the job service is, and the token to use.
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// The service's address (default: $WEIR_SERVER, else http://127.0.0.1:8470).
+    #[arg(long, global = true)]
+    server: Option<String>,
+    /// A bearer token (default: $WEIR_TOKEN).
+    #[arg(long, global = true)]
+    token: Option<String>,
+    /// A file holding the bearer token.
+    #[arg(long, global = true)]
+    token_file: Option<String>,
 }
 
 /// mimalloc returns freed memory to the system steadily. With glibc's malloc, the
@@ -148,6 +270,10 @@ fn main() -> ExitCode {
     }));
 
     let cli = Cli::parse();
+    let cli = match service_command(cli) {
+        Ok(code) => return code,
+        Err(cli) => *cli,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -166,6 +292,124 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs the service and client commands (which need no stop handling); hands back the
+/// others.
+fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
+    use weir_jobs::service::client::{Client, describe_run, exit_code_of, submission};
+    use weir_jobs::service::{ServeConfig, serve};
+    let client = |server: ServerArgs| Client::new(server.server, server.token, server.token_file);
+    let print_json =
+        |value: &serde_json::Value| println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    let outcome = match cli.command {
+        Command::Serve { state_dir, listen, address_file, max_concurrent_runs, cancel_grace_s, allow_hosts } => {
+            let config = ServeConfig {
+                state_dir: state_dir.into(),
+                listen,
+                address_file: address_file.map(Into::into),
+                max_concurrent_runs,
+                cancel_grace: Duration::from_secs(cancel_grace_s),
+                allow_hosts,
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("weir: cannot start the I/O runtime: {e}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            return Ok(match runtime.block_on(serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    eprintln!("weir: error: {message}");
+                    ExitCode::from(1)
+                }
+            });
+        }
+        Command::Submit { job, vars, version, idempotency_key, wait, json, server } => (|| {
+            let client = client(server)?;
+            let mut run = client.post("/v1/runs", &submission(&job, version, &vars, idempotency_key)?)?;
+            let id = run["id"].as_str().unwrap_or_default().to_string();
+            if !wait {
+                if json {
+                    print_json(&run)
+                } else {
+                    println!("{id}")
+                }
+                return Ok(0);
+            }
+            if !json {
+                eprintln!("weir: submitted run {id}; waiting for it to end");
+            }
+            run = client.wait(&id)?;
+            if json {
+                print_json(&run)
+            } else {
+                println!("{}", describe_run(&run))
+            }
+            Ok(exit_code_of(&run))
+        })(),
+        Command::Runs { job, state, limit, json, server } => (|| {
+            let client = client(server)?;
+            let mut query = vec![format!("limit={limit}")];
+            query.extend(job.map(|job| format!("job={job}")));
+            query.extend(state.map(|state| format!("state={state}")));
+            let runs = client.get(&format!("/v1/runs?{}", query.join("&")))?;
+            if json {
+                print_json(&runs);
+            } else {
+                for run in runs["runs"].as_array().into_iter().flatten() {
+                    println!("{}", describe_run(run));
+                }
+            }
+            Ok(0)
+        })(),
+        Command::Status { run, json, server } => (|| {
+            let run = client(server)?.get(&format!("/v1/runs/{run}"))?;
+            if json {
+                print_json(&run)
+            } else {
+                println!("{}", describe_run(&run))
+            }
+            Ok(0)
+        })(),
+        Command::Logs { run, follow, server } => (|| client(server)?.logs(&run, follow).map(|()| 0))(),
+        Command::Cancel { run, server } => (|| {
+            let run = client(server)?.post(&format!("/v1/runs/{run}/cancel"), &serde_json::json!({}))?;
+            println!("{}", describe_run(&run));
+            Ok(0)
+        })(),
+        Command::Jobs { command, server } => (|| {
+            let client = client(server)?;
+            let reply = match command {
+                JobsCommand::Put { file, vars } => {
+                    let definition =
+                        std::fs::read_to_string(&file).map_err(|error| weir_jobs::service::client::ClientError {
+                            message: format!("cannot read '{file}': {error}"),
+                            exit_code: 2,
+                        })?;
+                    let vars: std::collections::BTreeMap<String, String> = vars.into_iter().collect();
+                    client.post("/v1/jobs", &serde_json::json!({ "definition": definition, "vars": vars }))?
+                }
+                JobsCommand::List => client.get("/v1/jobs")?,
+                JobsCommand::Show { name } => client.get(&format!("/v1/jobs/{name}"))?,
+                JobsCommand::Rollback { name, version } => {
+                    client.post(&format!("/v1/jobs/{name}/rollback"), &serde_json::json!({ "version": version }))?
+                }
+            };
+            print_json(&reply);
+            Ok(0)
+        })(),
+        other => return Err(Box::new(Cli { command: other })),
+    };
+    Ok(match outcome {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(error) => {
+            eprintln!("weir: error: {}", error.message);
+            ExitCode::from(error.exit_code as u8)
+        }
+    })
+}
+
 /// `weir ls` with `--require-committed` on an output that is not committed.
 const EXIT_NOT_COMMITTED: i32 = 3;
 
@@ -181,7 +425,11 @@ fn dispatch(command: Command, runtime: &tokio::runtime::Runtime, stop: &Stop) ->
         Command::Run { job, workers, processes, vars, force, output } => {
             let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
             let shape = Shape { workers: workers.max(1), processes: processes.max(1), force };
-            run(&job, &Variables::new(&vars), shape, output.mode(), runtime, stop)
+            let result = run(&job, &Variables::new(&vars), shape, output.mode(), runtime, stop);
+            if let Some(path) = &output.result_file {
+                write_result_file(path, &result, stop);
+            }
+            result.map(drop)
         }
         Command::Worker { job, hostfile, process, workers, vars, force, output, local_cluster, processes, attempt } => {
             let role = WorkerRole { hostfile, process, processes, workers: workers.max(1), local_cluster };
@@ -206,6 +454,13 @@ fn dispatch(command: Command, runtime: &tokio::runtime::Runtime, stop: &Stop) ->
         }
         Command::Head { uri, rows } => inspected(runtime.block_on(inspect::head(&uri, rows))),
         Command::Schema { uri } => inspected(runtime.block_on(inspect::schema(&uri))),
+        Command::Serve { .. }
+        | Command::Submit { .. }
+        | Command::Runs { .. }
+        | Command::Status { .. }
+        | Command::Logs { .. }
+        | Command::Cancel { .. }
+        | Command::Jobs { .. } => Err(JobFailure::internal("a service command reached the run dispatcher")),
     }
 }
 
@@ -215,6 +470,41 @@ fn failure(error: JobError) -> JobFailure {
 
 fn in_job(job: &LoadedJob) -> impl Fn(JobFailure) -> JobFailure + '_ {
     move |f| JobFailure { kind: f.kind, message: format!("job '{}' failed: {}", job.spec.name, f.message) }
+}
+
+/// Writes a run's outcome for whoever started it (`--result-file`, the job service):
+/// `{"state": "succeeded", "exit_code": 0, …the summary…}` or `{"state": "failed" |
+/// "cancelled", "kind": "user" | "external" | "internal" | "cancelled", "exit_code", "message"}`.
+/// Written to a temporary name and renamed, so a reader never sees half of it.
+fn write_result_file(path: &str, result: &Result<serde_json::Value, JobFailure>, stop: &Stop) {
+    let value = match result {
+        Ok(summary) => {
+            let mut value = serde_json::json!({ "state": "succeeded", "exit_code": 0 });
+            if let (Some(target), Some(summary)) = (value.as_object_mut(), summary.as_object()) {
+                target.extend(summary.clone());
+            }
+            value
+        }
+        Err(failure) => {
+            let kind = match failure.kind {
+                FailureKind::User => "user",
+                FailureKind::External => "external",
+                FailureKind::Internal => "internal",
+                FailureKind::Cancelled => "cancelled",
+            };
+            let cancelled = failure.kind == FailureKind::Cancelled || stop.requested();
+            serde_json::json!({
+                "state": if cancelled { "cancelled" } else { "failed" },
+                "kind": kind,
+                "exit_code": stop.exit_code().unwrap_or_else(|| failure.exit_code()),
+                "message": failure.message,
+            })
+        }
+    };
+    let staged = format!("{path}.staged");
+    if let Err(error) = std::fs::write(&staged, value.to_string()).and_then(|()| std::fs::rename(&staged, path)) {
+        eprintln!("weir: cannot write the result file '{path}': {error}");
+    }
 }
 
 /// The shape of a `weir run`.
@@ -231,7 +521,7 @@ fn run(
     mode: OutputMode,
     runtime: &tokio::runtime::Runtime,
     stop: &Stop,
-) -> Result<(), JobFailure> {
+) -> Result<serde_json::Value, JobFailure> {
     let job = load_job(path, vars).map_err(failure)?;
     let plan = runtime.block_on(plan_job(&job, &RunOptions { attempt: None, force: shape.force })).map_err(failure)?;
     let view = ProgressView::new(plan.shards.len() as u64, mode);
@@ -256,8 +546,9 @@ fn run(
     };
     view.finish();
     let summary = summary.map_err(in_job(&job))?;
-    SummaryReport::new(&job.spec.name, vars.run_id(), output, &summary, view.elapsed()).print(mode);
-    Ok(())
+    let report = SummaryReport::new(&job.spec.name, vars.run_id(), output, &summary, view.elapsed());
+    report.print(mode);
+    Ok(serde_json::to_value(&report).unwrap_or_default())
 }
 
 /// Runs a plan on this process's workers, showing progress on `view` and/or sending it as

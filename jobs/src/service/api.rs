@@ -1,0 +1,518 @@
+//! The HTTP/JSON API under `/v1`, `/healthz` and `/metrics` (README.md, "The job service",
+//! lists every route). Handlers check access first ([`super::auth`]), then validate, then
+//! write to the database, and only then reply.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::{AllowedHosts, authenticate, new_token, require, require_job};
+use super::scheduler::Scheduler;
+use super::store::{Inserted, NewRun, Role, Run, RunFilter, RunState, Store, TokenInfo};
+use crate::planning::{RunOptions, load_job_text, plan_job, sha256_hex};
+use crate::vars::{Variables, new_run_id};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub scheduler: Arc<Scheduler>,
+    pub hosts: AllowedHosts,
+}
+
+/// An error reply: a status and `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into() }
+    }
+
+    pub fn internal(error: impl std::fmt::Display) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+    }
+
+    fn not_found(what: impl std::fmt::Display) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, format!("no {what}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+type Reply = Result<Response, ApiError>;
+
+/// The routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/", get(dashboard))
+        .route("/metrics", get(metrics))
+        .route("/v1/tokens", post(create_token).get(list_tokens))
+        .route("/v1/tokens/{name}", delete(revoke_token))
+        .route("/v1/jobs", post(put_job).get(list_jobs))
+        .route("/v1/jobs/{name}", get(show_job))
+        .route("/v1/jobs/{name}/versions/{version}", get(show_job_version))
+        .route("/v1/jobs/{name}/rollback", post(rollback_job))
+        .route("/v1/runs", post(submit_run).get(list_runs))
+        .route("/v1/runs/{id}", get(show_run))
+        .route("/v1/runs/{id}/logs", get(run_logs))
+        .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/v1/audit", get(audit))
+        .with_state(state)
+}
+
+/// Host/Origin, then the token, then the role.
+fn caller(state: &AppState, headers: &HeaderMap, needed: Role) -> Result<TokenInfo, ApiError> {
+    state.hosts.check(headers)?;
+    let caller = authenticate(&state.store, headers)?;
+    require(&caller, needed)?;
+    Ok(caller)
+}
+
+fn audit_event(
+    state: &AppState,
+    caller: &TokenInfo,
+    action: &str,
+    target: &str,
+    detail: Value,
+) -> Result<(), ApiError> {
+    state.store.audit(&caller.name, action, target, &detail.to_string()).map_err(ApiError::internal)
+}
+
+fn created(value: Value) -> Response {
+    (StatusCode::CREATED, Json(value)).into_response()
+}
+
+/// The dashboard: a static page that reads this API with the user's token. It holds no
+/// data, so it needs no token itself; the Host check still applies.
+async fn dashboard(State(state): State<AppState>, headers: HeaderMap) -> Reply {
+    state.hosts.check(&headers)?;
+    let mut response = Response::new(Body::from(include_str!("dashboard.html")));
+    let set = |response: &mut Response, name: &'static str, value: &'static str| {
+        response.headers_mut().insert(name, HeaderValue::from_static(value));
+    };
+    set(&mut response, "content-type", "text/html; charset=utf-8");
+    set(
+        &mut response,
+        "content-security-policy",
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'; frame-ancestors 'none'",
+    );
+    set(&mut response, "x-frame-options", "DENY");
+    set(&mut response, "referrer-policy", "no-referrer");
+    Ok(response)
+}
+
+// --- tokens ---
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    role: Role,
+    #[serde(default)]
+    jobs: Option<Vec<String>>,
+}
+
+async fn create_token(State(state): State<AppState>, headers: HeaderMap, Json(body): Json<NewToken>) -> Reply {
+    let caller = caller(&state, &headers, Role::Admin)?;
+    if body.name.is_empty() || body.name.len() > 64 {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "a token's name is 1 to 64 characters"));
+    }
+    let token = new_token().map_err(ApiError::internal)?;
+    let inserted = state
+        .store
+        .insert_token(&body.name, &sha256_hex(token.as_bytes()), body.role, body.jobs.as_deref())
+        .map_err(ApiError::internal)?;
+    if !inserted {
+        return Err(ApiError::new(StatusCode::CONFLICT, format!("a token named '{}' exists", body.name)));
+    }
+    audit_event(&state, &caller, "token.create", &body.name, json!({ "role": body.role, "jobs": body.jobs }))?;
+    Ok(created(json!({ "name": body.name, "role": body.role, "jobs": body.jobs, "token": token })))
+}
+
+async fn list_tokens(State(state): State<AppState>, headers: HeaderMap) -> Reply {
+    caller(&state, &headers, Role::Admin)?;
+    let tokens = state.store.tokens().map_err(ApiError::internal)?;
+    Ok(Json(json!({ "tokens": tokens })).into_response())
+}
+
+async fn revoke_token(State(state): State<AppState>, headers: HeaderMap, Path(name): Path<String>) -> Reply {
+    let caller = caller(&state, &headers, Role::Admin)?;
+    if !state.store.revoke_token(&name).map_err(ApiError::internal)? {
+        return Err(ApiError::not_found(format_args!("token '{name}'")));
+    }
+    audit_event(&state, &caller, "token.revoke", &name, json!({}))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// --- jobs ---
+
+/// A definition, checked as `weir validate` checks a file (spec, variables, source, steps).
+/// Returns the job's name and its output URI.
+async fn validate(
+    definition: &str,
+    vars: &BTreeMap<String, String>,
+    run_id: &str,
+) -> Result<(String, String), ApiError> {
+    let mut pairs: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    pairs.push(("run_id".into(), run_id.into()));
+    let variables = Variables::new(&pairs);
+    let definition = definition.to_string();
+    let checked = tokio::task::spawn_blocking(move || {
+        let job = load_job_text("definition", &definition, &variables)?;
+        let handle = tokio::runtime::Handle::current();
+        let plan = handle.block_on(plan_job(&job, &RunOptions::default()))?;
+        Ok::<_, crate::JobError>((job.spec.name.clone(), plan.sink.uri()))
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    checked.map_err(|error| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_failure().message))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobUpload {
+    definition: String,
+    #[serde(default)]
+    vars: BTreeMap<String, String>,
+}
+
+async fn put_job(State(state): State<AppState>, headers: HeaderMap, Json(body): Json<JobUpload>) -> Reply {
+    let caller = caller(&state, &headers, Role::Admin)?;
+    let (name, _) = validate(&body.definition, &body.vars, &new_run_id()).await?;
+    let sha256 = sha256_hex(body.definition.as_bytes());
+    let (version, is_new) =
+        state.store.put_job(&name, &sha256, &body.definition, &caller.name).map_err(ApiError::internal)?;
+    let reply = json!({ "name": name, "version": version, "sha256": sha256, "created": is_new });
+    if is_new {
+        audit_event(&state, &caller, "job.put", &name, json!({ "version": version, "sha256": sha256 }))?;
+        Ok(created(reply))
+    } else {
+        Ok(Json(reply).into_response())
+    }
+}
+
+async fn list_jobs(State(state): State<AppState>, headers: HeaderMap) -> Reply {
+    let caller = caller(&state, &headers, Role::Read)?;
+    let jobs: Vec<Value> = state
+        .store
+        .jobs()
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .filter(|job| caller.may_touch(&job.name))
+        .map(|job| json!({ "name": job.name, "version": job.version, "sha256": job.sha256, "updated_at": job.created_at }))
+        .collect();
+    Ok(Json(json!({ "jobs": jobs })).into_response())
+}
+
+async fn show_job(State(state): State<AppState>, headers: HeaderMap, Path(name): Path<String>) -> Reply {
+    let caller = caller(&state, &headers, Role::Read)?;
+    require_job(&caller, &name)?;
+    let current = state
+        .store
+        .job_version(&name, None)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format_args!("job '{name}'")))?;
+    let versions = state.store.job_versions(&name).map_err(ApiError::internal)?;
+    Ok(Json(json!({
+        "name": name,
+        "version": current.version,
+        "sha256": current.sha256,
+        "definition": current.definition,
+        "versions": versions,
+    }))
+    .into_response())
+}
+
+async fn show_job_version(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((name, version)): Path<(String, i64)>,
+) -> Reply {
+    let caller = caller(&state, &headers, Role::Read)?;
+    require_job(&caller, &name)?;
+    let found = state
+        .store
+        .job_version(&name, Some(version))
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format_args!("version {version} of job '{name}'")))?;
+    Ok(Json(
+        json!({ "name": found.name, "version": found.version, "sha256": found.sha256, "definition": found.definition }),
+    )
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rollback {
+    version: i64,
+}
+
+async fn rollback_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Json(body): Json<Rollback>,
+) -> Reply {
+    let caller = caller(&state, &headers, Role::Admin)?;
+    if !state.store.rollback_job(&name, body.version).map_err(ApiError::internal)? {
+        return Err(ApiError::not_found(format_args!("version {} of job '{name}'", body.version)));
+    }
+    audit_event(&state, &caller, "job.rollback", &name, json!({ "version": body.version }))?;
+    show_job(State(state), headers, Path(name)).await
+}
+
+// --- runs ---
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Submission {
+    #[serde(default)]
+    job: Option<String>,
+    #[serde(default)]
+    version: Option<i64>,
+    #[serde(default)]
+    definition: Option<String>,
+    #[serde(default)]
+    vars: BTreeMap<String, String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    workers: Option<i64>,
+}
+
+async fn submit_run(State(state): State<AppState>, headers: HeaderMap, Json(body): Json<Submission>) -> Reply {
+    let caller = caller(&state, &headers, Role::Submit)?;
+    if body.vars.contains_key("run_id") {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "run_id is the run's id; it cannot be set"));
+    }
+    if body.workers.is_some_and(|w| !(1..=256).contains(&w)) {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "workers must be between 1 and 256"));
+    }
+    let (definition, job_version) = match (&body.job, &body.definition) {
+        (Some(name), None) => {
+            require_job(&caller, name)?;
+            let found = state
+                .store
+                .job_version(name, body.version)
+                .map_err(ApiError::internal)?
+                .ok_or_else(|| ApiError::not_found(format_args!("job '{name}'")))?;
+            (found.definition.unwrap_or_default(), Some(found.version))
+        }
+        (None, Some(definition)) if body.version.is_none() => (definition.clone(), None),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "give either 'job' (a stored job's name, and optionally 'version') or 'definition' (a job's TOML)",
+            ));
+        }
+    };
+    let id = new_run_id();
+    let (name, output_uri) = validate(&definition, &body.vars, &id).await?;
+    require_job(&caller, &name)?;
+    let run = NewRun {
+        id,
+        job: name,
+        job_version,
+        job_sha256: sha256_hex(definition.as_bytes()),
+        definition,
+        vars: body.vars.into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
+        idempotency_key: body.idempotency_key,
+        submitted_by: caller.name.clone(),
+        workers: body.workers,
+        output_uri,
+    };
+    match state.store.insert_run(&run).map_err(ApiError::internal)? {
+        Inserted::New(stored) => {
+            audit_event(
+                &state,
+                &caller,
+                "run.submit",
+                &stored.id,
+                json!({ "job": stored.job, "version": stored.job_version }),
+            )?;
+            state.scheduler.wake();
+            Ok(created(json!(stored)))
+        }
+        Inserted::Existing(existing) => Ok(Json(json!(existing)).into_response()),
+        Inserted::Conflict(other) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("idempotency key already used by run {other} for another definition or other variables"),
+        )),
+    }
+}
+
+async fn list_runs(State(state): State<AppState>, headers: HeaderMap, Query(filter): Query<RunFilter>) -> Reply {
+    let caller = caller(&state, &headers, Role::Read)?;
+    if let Some(wanted) = &filter.state
+        && RunState::parse(wanted).is_none()
+    {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("unknown state '{wanted}'")));
+    }
+    let runs = state.store.runs(&filter, caller.jobs.as_deref()).map_err(ApiError::internal)?;
+    let limit = filter.limit.unwrap_or(50).clamp(1, 500);
+    let next = (runs.len() == limit).then(|| runs.last().map(|run| run.id.clone())).flatten();
+    Ok(Json(json!({ "runs": runs, "next": next })).into_response())
+}
+
+fn find_run(state: &AppState, caller: &TokenInfo, id: &str) -> Result<Run, ApiError> {
+    let run = state
+        .store
+        .run(id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format_args!("run '{id}'")))?;
+    require_job(caller, &run.job)?;
+    Ok(run)
+}
+
+async fn show_run(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+    let caller = caller(&state, &headers, Role::Read)?;
+    Ok(Json(json!(find_run(&state, &caller, &id)?)).into_response())
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    offset: u64,
+    #[serde(default)]
+    follow: bool,
+}
+
+/// Bytes of `path` from `offset` (at most 1 MiB at a time).
+async fn read_from(path: &std::path::Path, offset: u64) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let Ok(mut file) = tokio::fs::File::open(path).await else { return Vec::new() };
+    if file.seek(std::io::SeekFrom::Start(offset)).await.is_err() {
+        return Vec::new();
+    }
+    let mut bytes = Vec::new();
+    let _ = file.take(1 << 20).read_to_end(&mut bytes).await;
+    bytes
+}
+
+async fn run_logs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<LogQuery>,
+) -> Reply {
+    let caller = caller(&state, &headers, Role::Read)?;
+    let run = find_run(&state, &caller, &id)?;
+    let path = state.scheduler.log_path(&run.id);
+    if !query.follow {
+        let bytes = read_from(&path, query.offset).await;
+        let next = query.offset + bytes.len() as u64;
+        let mut response = Response::new(Body::from(bytes));
+        response.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; charset=utf-8"));
+        response.headers_mut().insert("x-weir-next-offset", HeaderValue::from(next));
+        return Ok(response);
+    }
+    // Follow: stream what the log gains until the run is over and the log is drained.
+    let store = state.store.clone();
+    let stream = futures::stream::unfold((query.offset, false), move |(offset, done)| {
+        let (store, path, id) = (store.clone(), path.clone(), id.clone());
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                let finished = store.run(&id).ok().flatten().is_none_or(|run| run.state.is_terminal());
+                let bytes = read_from(&path, offset).await;
+                if !bytes.is_empty() {
+                    let next = offset + bytes.len() as u64;
+                    return Some((Ok::<_, std::io::Error>(bytes), (next, false)));
+                }
+                if finished {
+                    return None;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        }
+    });
+    let mut response = Response::new(Body::from_stream(stream));
+    response.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; charset=utf-8"));
+    Ok(response)
+}
+
+async fn cancel_run(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+    let caller = caller(&state, &headers, Role::Submit)?;
+    let run = find_run(&state, &caller, &id)?;
+    if run.state.is_terminal() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("run {id} has already ended ({})", run.state.as_str()),
+        ));
+    }
+    audit_event(&state, &caller, "run.cancel", &id, json!({ "state": run.state }))?;
+    let cancelled_queued = state.store.cancel_queued(&id).map_err(ApiError::internal)?;
+    if !cancelled_queued {
+        state.store.request_cancel(&id).map_err(ApiError::internal)?;
+        if let Some(running) = state.store.run(&id).map_err(ApiError::internal)? {
+            state.scheduler.cancel_running(&running);
+        }
+    }
+    let run = find_run(&state, &caller, &id)?;
+    Ok(Json(json!(run)).into_response())
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+async fn audit(State(state): State<AppState>, headers: HeaderMap, Query(query): Query<AuditQuery>) -> Reply {
+    caller(&state, &headers, Role::Admin)?;
+    let events = state.store.audit_events(query.limit.unwrap_or(200).clamp(1, 10_000)).map_err(ApiError::internal)?;
+    Ok(Json(json!({ "events": events })).into_response())
+}
+
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Reply {
+    caller(&state, &headers, Role::Read)?;
+    let counts = state.store.counts().map_err(ApiError::internal)?;
+    let mut text = String::from("# HELP weir_runs Runs in the history, by state.\n# TYPE weir_runs gauge\n");
+    for state_name in ["queued", "running", "succeeded", "failed", "cancelled", "lost"] {
+        let count = counts.by_state.iter().find(|(s, _)| s == state_name).map(|(_, n)| *n).unwrap_or(0);
+        text.push_str(&format!("weir_runs{{state=\"{state_name}\"}} {count}\n"));
+    }
+    let queued = counts.by_state.iter().find(|(s, _)| s == "queued").map(|(_, n)| *n).unwrap_or(0);
+    text.push_str(&format!(
+        "# HELP weir_queue_length Runs waiting to start.\n# TYPE weir_queue_length gauge\nweir_queue_length {queued}\n"
+    ));
+    text.push_str(&format!(
+        "# HELP weir_runs_started_total Runs started.\n# TYPE weir_runs_started_total counter\nweir_runs_started_total {}\n",
+        counts.started
+    ));
+    text.push_str(&format!(
+        "# HELP weir_rows_written_total Rows committed by succeeded runs.\n# TYPE weir_rows_written_total counter\nweir_rows_written_total {}\n",
+        counts.rows_written
+    ));
+    text.push_str(&format!(
+        "# HELP weir_run_duration_seconds Durations of finished runs.\n# TYPE weir_run_duration_seconds summary\nweir_run_duration_seconds_sum {}\nweir_run_duration_seconds_count {}\n",
+        counts.duration_sum_s, counts.finished
+    ));
+    let mut response = Response::new(Body::from(text));
+    response.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; version=0.0.4"));
+    Ok(response)
+}

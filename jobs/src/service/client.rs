@@ -1,0 +1,201 @@
+//! The CLI's side of the service: `weir submit`, `runs`, `status`, `logs`, `cancel` and
+//! `jobs`, as HTTP calls (ureq, blocking). The server comes from `--server` or
+//! `WEIR_SERVER` (default `http://127.0.0.1:8470`), the token from `--token`, `WEIR_TOKEN`
+//! or `--token-file`.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// The default address of `weir serve`.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8470";
+
+/// A failure of a client command: the message, and the exit code (2 for the caller's
+/// mistakes, 4xx; 1 for the rest).
+#[derive(Debug)]
+pub struct ClientError {
+    pub message: String,
+    pub exit_code: i32,
+}
+
+impl ClientError {
+    fn other(message: impl Into<String>) -> ClientError {
+        ClientError { message: message.into(), exit_code: 1 }
+    }
+}
+
+/// A connection to a service.
+pub struct Client {
+    server: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// From flags, then the environment.
+    pub fn new(
+        server: Option<String>,
+        token: Option<String>,
+        token_file: Option<String>,
+    ) -> Result<Client, ClientError> {
+        let server = server
+            .or_else(|| std::env::var("WEIR_SERVER").ok())
+            .unwrap_or_else(|| DEFAULT_SERVER.to_string())
+            .trim_end_matches('/')
+            .to_string();
+        let token = match (token, token_file) {
+            (Some(token), _) => Some(token),
+            (None, Some(file)) => Some(
+                std::fs::read_to_string(&file)
+                    .map_err(|error| ClientError::other(format!("cannot read the token file '{file}': {error}")))?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => std::env::var("WEIR_TOKEN").ok(),
+        };
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        Ok(Client { server, token, agent })
+    }
+
+    fn authorised<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(token) => request.header("Authorization", format!("Bearer {token}")),
+            None => request,
+        }
+    }
+
+    fn check(
+        &self,
+        response: ureq::http::Response<ureq::Body>,
+    ) -> Result<ureq::http::Response<ureq::Body>, ClientError> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let mut response = response;
+        let body: Value = response.body_mut().read_json().unwrap_or(Value::Null);
+        let message =
+            body.get("error").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| status.to_string());
+        Err(ClientError { message, exit_code: if status.is_client_error() { 2 } else { 1 } })
+    }
+
+    fn unreachable(&self, error: ureq::Error) -> ClientError {
+        ClientError::other(format!("cannot reach the service at {}: {error}", self.server))
+    }
+
+    /// GET `path` as JSON.
+    pub fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.json_reply(self.authorised(self.agent.get(format!("{}{path}", self.server))).call())
+    }
+
+    /// POST `body` to `path`, JSON both ways.
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.json_reply(self.authorised(self.agent.post(format!("{}{path}", self.server))).send_json(body))
+    }
+
+    fn json_reply(&self, sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Value, ClientError> {
+        let mut response = self.check(sent.map_err(|e| self.unreachable(e))?)?;
+        response
+            .body_mut()
+            .read_json()
+            .map_err(|error| ClientError::other(format!("a reply that is not JSON: {error}")))
+    }
+
+    /// Copies a run's log to stdout; with `follow`, until the run ends.
+    pub fn logs(&self, run: &str, follow: bool) -> Result<(), ClientError> {
+        let url = format!("{}/v1/runs/{run}/logs?offset=0&follow={follow}", self.server);
+        let response = self.authorised(self.agent.get(url)).call().map_err(|e| self.unreachable(e))?;
+        let response = self.check(response)?;
+        let mut reader = response.into_body().into_reader();
+        let mut buffer = [0u8; 8192];
+        let mut out = std::io::stdout();
+        loop {
+            let read = reader
+                .read(&mut buffer)
+                .map_err(|error| ClientError::other(format!("the log stream broke: {error}")))?;
+            if read == 0 {
+                return Ok(());
+            }
+            use std::io::Write;
+            out.write_all(&buffer[..read]).and_then(|()| out.flush()).map_err(|e| ClientError::other(e.to_string()))?;
+        }
+    }
+
+    /// Polls a run until it ends; returns it.
+    pub fn wait(&self, run: &str) -> Result<Value, ClientError> {
+        loop {
+            let current = self.get(&format!("/v1/runs/{run}"))?;
+            let state = current.get("state").and_then(Value::as_str).unwrap_or_default();
+            if !matches!(state, "queued" | "running") {
+                return Ok(current);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+/// The body of `POST /v1/runs` for `target`: an existing file is an inline definition,
+/// anything else a stored job's name.
+pub fn submission(
+    target: &str,
+    version: Option<i64>,
+    vars: &[(String, String)],
+    idempotency_key: Option<String>,
+) -> Result<Value, ClientError> {
+    let vars: BTreeMap<&str, &str> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut body = json!({ "vars": vars });
+    if std::path::Path::new(target).is_file() {
+        let definition = std::fs::read_to_string(target)
+            .map_err(|error| ClientError { message: format!("cannot read '{target}': {error}"), exit_code: 2 })?;
+        body["definition"] = json!(definition);
+    } else {
+        body["job"] = json!(target);
+        if let Some(version) = version {
+            body["version"] = json!(version);
+        }
+    }
+    if let Some(key) = idempotency_key {
+        body["idempotency_key"] = json!(key);
+    }
+    Ok(body)
+}
+
+/// The exit code `weir submit --wait` ends with for a finished run: 0 succeeded, 2 a user
+/// failure, 130 cancelled, 1 otherwise.
+pub fn exit_code_of(run: &Value) -> i32 {
+    match (run.get("state").and_then(Value::as_str), run.get("exit_class").and_then(Value::as_str)) {
+        (Some("succeeded"), _) => 0,
+        (Some("failed"), Some("user")) => 2,
+        (Some("cancelled"), _) => 130,
+        _ => 1,
+    }
+}
+
+/// One line about a run, for people.
+pub fn describe_run(run: &Value) -> String {
+    let text = |key: &str| run.get(key).and_then(Value::as_str).unwrap_or("-").to_string();
+    let number = |key: &str| run.get(key).and_then(Value::as_i64).map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+    let duration =
+        run.get("duration_s").and_then(Value::as_f64).map(|s| format!("{s:.1}s")).unwrap_or_else(|| "-".into());
+    let mut line = format!(
+        "{}  {:<9}  job {} v{}  rows {} → {}  {}  submitted {}",
+        text("id"),
+        text("state"),
+        text("job"),
+        number("job_version"),
+        number("rows_in"),
+        number("rows_out"),
+        duration,
+        text("submitted_at")
+    );
+    if let Some(error) = run.get("error").and_then(Value::as_str) {
+        line.push_str(&format!("\n    {error}"));
+    }
+    line
+}

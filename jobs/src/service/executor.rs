@@ -1,0 +1,161 @@
+//! Where a run's process lives. The service talks to an [`Executor`] only, so that a
+//! Kubernetes executor (a Job per run) can replace [`LocalExecutor`] later.
+//!
+//! [`LocalExecutor`] starts `weir run` as a child of the service, in its own process group
+//! (so that cancelling reaches every process of a `--processes` run, and a signal to the
+//! service's group does not reach the runs), with stdout and stderr appended to the run's
+//! log file. The child writes its outcome to a result file (`weir run --result-file`), which
+//! also lets a restarted service finish a run whose process ended while it was down.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub run_id: String,
+    pub job_file: PathBuf,
+    pub vars: Vec<(String, String)>,
+    pub workers: usize,
+    pub log: PathBuf,
+    pub result: PathBuf,
+}
+
+/// How a run's process ended, as far as the executor saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+    /// A process the service re-attached to after a restart: not its child, so its exit
+    /// status is unknown (the result file tells the outcome).
+    Unknown,
+}
+
+/// A started run's process.
+pub trait RunHandle: Send {
+    fn pid(&self) -> u32;
+    /// Waits for the process to end.
+    fn wait(self: Box<Self>) -> futures::future::BoxFuture<'static, Exit>;
+}
+
+/// Starts runs and signals them.
+pub trait Executor: Send + Sync {
+    fn start(&self, launch: &Launch) -> Result<Box<dyn RunHandle>, String>;
+    /// The process `pid` of run `run_id`, if it still lives (after a restart).
+    fn reattach(&self, run_id: &str, pid: u32) -> Option<Box<dyn RunHandle>>;
+    /// Sends `signal` to the run's process group.
+    fn signal(&self, pid: u32, signal: Signal);
+}
+
+/// Runs as child processes of the service.
+pub struct LocalExecutor {
+    /// The `weir` binary (the service's own).
+    pub binary: PathBuf,
+}
+
+struct ChildHandle {
+    child: tokio::process::Child,
+    pid: u32,
+}
+
+impl RunHandle for ChildHandle {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn wait(mut self: Box<Self>) -> futures::future::BoxFuture<'static, Exit> {
+        Box::pin(async move {
+            use std::os::unix::process::ExitStatusExt;
+            match self.child.wait().await {
+                Ok(status) => match (status.code(), status.signal()) {
+                    (Some(code), _) => Exit::Code(code),
+                    (None, Some(signal)) => Exit::Signal(signal),
+                    (None, None) => Exit::Unknown,
+                },
+                Err(_) => Exit::Unknown,
+            }
+        })
+    }
+}
+
+/// A process the service did not start (re-attached after a restart): polled.
+struct AdoptedHandle {
+    pid: u32,
+}
+
+impl RunHandle for AdoptedHandle {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn wait(self: Box<Self>) -> futures::future::BoxFuture<'static, Exit> {
+        Box::pin(async move {
+            while alive(self.pid) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Exit::Unknown
+        })
+    }
+}
+
+/// Whether process `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses: Z is a zombie, X dead.
+        Ok(stat) => {
+            stat.rsplit_once(')').is_some_and(|(_, rest)| !matches!(rest.trim_start().chars().next(), Some('Z' | 'X')))
+        }
+        Err(_) => false,
+    }
+}
+
+impl Executor for LocalExecutor {
+    fn start(&self, launch: &Launch) -> Result<Box<dyn RunHandle>, String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&launch.log)
+            .map_err(|error| format!("cannot open the log {}: {error}", launch.log.display()))?;
+        let log_too = log.try_clone().map_err(|error| format!("cannot open the log: {error}"))?;
+        let mut command = tokio::process::Command::new(&self.binary);
+        command
+            .arg("run")
+            .arg(&launch.job_file)
+            .arg("--workers")
+            .arg(launch.workers.to_string())
+            .arg("--result-file")
+            .arg(&launch.result)
+            .arg("--var")
+            .arg(format!("run_id={}", launch.run_id));
+        for (key, value) in &launch.vars {
+            command.arg("--var").arg(format!("{key}={value}"));
+        }
+        command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::from(log))
+            .stderr(std::process::Stdio::from(log_too))
+            .process_group(0)
+            .kill_on_drop(false);
+        let child = command.spawn().map_err(|error| format!("cannot start {}: {error}", self.binary.display()))?;
+        let pid = child.id().ok_or("the run's process ended at once")?;
+        Ok(Box::new(ChildHandle { child, pid }))
+    }
+
+    fn reattach(&self, run_id: &str, pid: u32) -> Option<Box<dyn RunHandle>> {
+        // The pid may have been reused: it must still be `weir run` of this run.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let ours = String::from_utf8_lossy(&cmdline).contains(&format!("run_id={run_id}"));
+        (ours && alive(pid)).then(|| Box::new(AdoptedHandle { pid }) as Box<dyn RunHandle>)
+    }
+
+    fn signal(&self, pid: u32, signal: Signal) {
+        let Ok(pid) = i32::try_from(pid) else { return };
+        // The run leads its own group; fall back to the process alone.
+        if killpg(Pid::from_raw(pid), signal).is_err() {
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! `weir serve`: the job service. Teams submit job definitions over HTTP, follow and
+//! cancel runs, and look back at every run; each run is a `weir run` child process
+//! ([`executor`]), queued and watched by the [`scheduler`], recorded in SQLite
+//! ([`store`]), behind bearer tokens with roles ([`auth`]), through the routes of [`api`].
+//! [`client`] is the CLI's side (`weir submit`, `runs`, `status`, `logs`, `cancel`, `jobs`).
+//!
+//! State lives in one folder (`--state-dir`): `weir.db` (the history), `admin.token` (the
+//! first admin token, mode 0600) and `runs/<id>/` (each run's job file, log and result).
+
+pub mod api;
+pub mod auth;
+pub mod client;
+pub mod executor;
+pub mod scheduler;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::{AppState, router};
+use auth::{AllowedHosts, ensure_admin_token};
+use executor::LocalExecutor;
+use scheduler::Scheduler;
+use store::Store;
+
+/// How to run the service.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub state_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Where to write the bound address (`http://HOST:PORT`) once listening.
+    pub address_file: Option<PathBuf>,
+    pub max_concurrent_runs: usize,
+    pub cancel_grace: Duration,
+    /// More `Host` names the service answers to.
+    pub allow_hosts: Vec<String>,
+}
+
+/// Runs the service until SIGINT or SIGTERM. Runs in flight keep running; the next start
+/// re-attaches them.
+pub async fn serve(config: ServeConfig) -> Result<(), String> {
+    let state_dir = &config.state_dir;
+    std::fs::create_dir_all(state_dir.join("runs"))
+        .map_err(|error| format!("cannot create the state folder {}: {error}", state_dir.display()))?;
+    let store = Arc::new(Store::open(&state_dir.join("weir.db")).map_err(|e| e.to_string())?);
+    let token_file = state_dir.join("admin.token");
+    if ensure_admin_token(&store, &token_file)? {
+        eprintln!("weir serve: created an admin token in {} (readable by you only)", token_file.display());
+    }
+    let binary = std::env::current_exe().map_err(|error| format!("cannot find the weir binary: {error}"))?;
+    let executor = Arc::new(LocalExecutor { binary });
+    let scheduler = Scheduler::new(store.clone(), executor, state_dir, config.max_concurrent_runs, config.cancel_grace);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| format!("cannot listen on {}: {error}", config.listen))?;
+    let bound = listener.local_addr().map_err(|error| error.to_string())?;
+    let state = AppState { store, scheduler: scheduler.clone(), hosts: AllowedHosts::new(bound, &config.allow_hosts) };
+    tokio::spawn(scheduler.run());
+    let address = format!("http://{bound}");
+    if let Some(path) = &config.address_file {
+        let staged = path.with_extension("staged");
+        std::fs::write(&staged, &address)
+            .and_then(|()| std::fs::rename(&staged, path))
+            .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    }
+    eprintln!("weir serve: listening on {address}; state in {}", state_dir.display());
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(term) => { term.recv().await; } None => std::future::pending().await } } => {}
+            }
+            eprintln!("weir serve: stopping; runs in flight go on and are re-attached at the next start");
+        })
+        .await
+        .map_err(|error| format!("the server failed: {error}"))
+}

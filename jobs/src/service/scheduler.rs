@@ -1,0 +1,242 @@
+//! The run queue: starts queued runs in submission order while fewer than
+//! `max_concurrent_runs` run, watches each run's process to its end, cancels, and, when the
+//! service starts, reconciles the runs a previous service left `running`.
+//!
+//! A run is moved to `running` in the database before its process starts
+//! ([`Store::claim_next`]); if the service dies between the two, the next start finds a
+//! `running` run without a live process and marks it `lost`. So no run ever starts twice.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::sync::Notify;
+
+use super::executor::{Executor, Exit, Launch, RunHandle};
+use super::store::{Ending, Run, RunState, Store};
+
+/// The queue and the runs in flight.
+pub struct Scheduler {
+    pub store: Arc<Store>,
+    executor: Arc<dyn Executor>,
+    state_dir: PathBuf,
+    max_running: usize,
+    /// Worker threads of a run that does not ask for a number.
+    default_workers: usize,
+    grace: Duration,
+    wake: Notify,
+}
+
+/// What a run's `--result-file` holds (written by `weir run`).
+#[derive(Debug, serde::Deserialize)]
+struct RunResult {
+    state: String,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    exit_code: Option<i64>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    rows_in: Option<i64>,
+    #[serde(default)]
+    rows_out: Option<i64>,
+}
+
+impl Scheduler {
+    pub fn new(
+        store: Arc<Store>,
+        executor: Arc<dyn Executor>,
+        state_dir: &Path,
+        max_running: usize,
+        grace: Duration,
+    ) -> Arc<Scheduler> {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        Arc::new(Scheduler {
+            store,
+            executor,
+            state_dir: state_dir.to_path_buf(),
+            max_running: max_running.max(1),
+            default_workers: (cores / max_running.max(1)).max(1),
+            grace,
+            wake: Notify::new(),
+        })
+    }
+
+    /// The folder of run `id`: its job file, log and result.
+    pub fn run_dir(&self, id: &str) -> PathBuf {
+        self.state_dir.join("runs").join(id)
+    }
+
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.run_dir(id).join("log")
+    }
+
+    /// Wakes the queue (after a submission or a cancellation).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Reconciles what a previous service left running, then runs the queue forever.
+    pub async fn run(self: Arc<Self>) {
+        self.reconcile();
+        loop {
+            loop {
+                match self.store.claim_next(self.max_running) {
+                    Ok(Some(run)) => self.clone().start(run),
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::error!("the queue cannot read the database: {error}");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    /// Runs left `running` by a previous service: re-attached if their process lives, else
+    /// finished from their result file, else lost.
+    fn reconcile(self: &Arc<Self>) {
+        let running = match self.store.runs_in(RunState::Running) {
+            Ok(runs) => runs,
+            Err(error) => {
+                tracing::error!("cannot reconcile the runs in flight: {error}");
+                return;
+            }
+        };
+        for run in running {
+            let handle =
+                run.pid.and_then(|pid| u32::try_from(pid).ok()).and_then(|pid| self.executor.reattach(&run.id, pid));
+            match handle {
+                Some(handle) => {
+                    tracing::info!("re-attached run {} (pid {})", run.id, handle.pid());
+                    self.clone().watch(run.id.clone(), handle);
+                }
+                None if self.run_dir(&run.id).join("result.json").exists() => self.complete(&run.id, Exit::Unknown),
+                None => {
+                    let ending = Ending {
+                        error: Some("the service stopped while the run was in flight, and its process is gone".into()),
+                        ..Ending::default()
+                    };
+                    if let Err(error) = self.store.finish(&run.id, RunState::Lost, &ending) {
+                        tracing::error!("cannot mark run {} lost: {error}", run.id);
+                    }
+                }
+            }
+        }
+    }
+
+    fn start(self: Arc<Self>, run: Run) {
+        let dir = self.run_dir(&run.id);
+        let launch = Launch {
+            run_id: run.id.clone(),
+            job_file: dir.join("job.toml"),
+            vars: run.vars.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect(),
+            workers: run.workers.and_then(|w| usize::try_from(w).ok()).unwrap_or(self.default_workers).max(1),
+            log: dir.join("log"),
+            result: dir.join("result.json"),
+        };
+        let started = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&launch.job_file, &run.definition))
+            .map_err(|error| format!("cannot write {}: {error}", launch.job_file.display()))
+            .and_then(|()| self.executor.start(&launch));
+        match started {
+            Ok(handle) => {
+                if let Err(error) = self.store.set_pid(&run.id, handle.pid()) {
+                    tracing::error!("cannot record the pid of run {}: {error}", run.id);
+                }
+                // A cancel that came between the claim and the start.
+                if self.store.run(&run.id).ok().flatten().is_some_and(|r| r.cancel_requested) {
+                    self.executor.signal(handle.pid(), Signal::SIGTERM);
+                }
+                self.watch(run.id, handle);
+            }
+            Err(error) => {
+                let ending = Ending { exit_class: Some("internal".into()), error: Some(error), ..Ending::default() };
+                if let Err(error) = self.store.finish(&run.id, RunState::Failed, &ending) {
+                    tracing::error!("cannot record the failure of run {}: {error}", run.id);
+                }
+            }
+        }
+    }
+
+    fn watch(self: Arc<Self>, id: String, handle: Box<dyn RunHandle>) {
+        tokio::spawn(async move {
+            let exit = handle.wait().await;
+            self.complete(&id, exit);
+            self.wake();
+        });
+    }
+
+    /// Records how run `id` ended, from its result file and its exit.
+    fn complete(&self, id: &str, exit: Exit) {
+        let result: Option<RunResult> = std::fs::read(self.run_dir(id).join("result.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let cancel_requested = self.store.run(id).ok().flatten().is_some_and(|run| run.cancel_requested);
+        let (state, ending) = match result {
+            Some(result) if result.state == "succeeded" => (
+                RunState::Succeeded,
+                Ending { exit_code: Some(0), rows_in: result.rows_in, rows_out: result.rows_out, ..Ending::default() },
+            ),
+            Some(result) if result.state == "cancelled" || cancel_requested => (
+                RunState::Cancelled,
+                Ending { exit_code: result.exit_code, error: result.message, ..Ending::default() },
+            ),
+            Some(result) => (
+                RunState::Failed,
+                Ending {
+                    exit_class: result.kind.or(Some("internal".into())),
+                    exit_code: result.exit_code,
+                    error: result.message,
+                    ..Ending::default()
+                },
+            ),
+            None if cancel_requested => {
+                (RunState::Cancelled, Ending { error: Some(describe(exit)), ..Ending::default() })
+            }
+            None => (
+                RunState::Failed,
+                Ending {
+                    exit_class: Some("internal".into()),
+                    exit_code: match exit {
+                        Exit::Code(code) => Some(code.into()),
+                        _ => None,
+                    },
+                    error: Some(format!("the run's process ended without a result ({})", describe(exit))),
+                    ..Ending::default()
+                },
+            ),
+        };
+        if let Err(error) = self.store.finish(id, state, &ending) {
+            tracing::error!("cannot record the end of run {id}: {error}");
+        }
+    }
+
+    /// Cancels a running run: SIGTERM to its process group now, SIGKILL after the grace.
+    pub fn cancel_running(self: &Arc<Self>, run: &Run) {
+        let Some(pid) = run.pid.and_then(|pid| u32::try_from(pid).ok()) else { return };
+        self.executor.signal(pid, Signal::SIGTERM);
+        let this = self.clone();
+        let id = run.id.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(this.grace).await;
+            if this.store.run(&id).ok().flatten().is_some_and(|run| run.state == RunState::Running) {
+                this.executor.signal(pid, Signal::SIGKILL);
+            }
+        });
+    }
+}
+
+fn describe(exit: Exit) -> String {
+    match exit {
+        Exit::Code(code) => format!("exit status {code}"),
+        Exit::Signal(signal) => format!("killed by signal {signal}"),
+        Exit::Unknown => "exit status unknown".into(),
+    }
+}

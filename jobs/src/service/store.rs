@@ -1,0 +1,754 @@
+//! The service's history: tokens, versioned job definitions, runs and the audit trail, in
+//! one SQLite database (`STATE/weir.db`) in WAL mode with `synchronous = FULL`, so that
+//! whatever a reply acknowledges is on disk first. One connection behind a mutex: every
+//! statement is short, and SQLite serialises writers anyway.
+//!
+//! Runs move `queued → running → succeeded | failed | cancelled | lost` (or `queued →
+//! cancelled`); [`Store::claim_next`] moves one run to `running` in a transaction before
+//! its process is started, so that no run can start twice, even across a crash.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+
+/// A failure of the history database.
+#[derive(Debug, thiserror::Error)]
+#[error("the service's database: {0}")]
+pub struct StoreError(#[from] rusqlite::Error);
+
+/// What a token may do. Each role can do what the ones before it can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Read,
+    Submit,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Submit => "submit",
+            Role::Admin => "admin",
+        }
+    }
+
+    fn parse(text: &str) -> Role {
+        match text {
+            "admin" => Role::Admin,
+            "submit" => Role::Submit,
+            _ => Role::Read,
+        }
+    }
+}
+
+/// A bearer token as stored: its SHA-256, never the token.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenInfo {
+    pub name: String,
+    pub role: Role,
+    /// The job names the token is limited to; `None`: all.
+    pub jobs: Option<Vec<String>>,
+    pub created_at: String,
+}
+
+impl TokenInfo {
+    /// Whether the token may see and act on runs of `job`.
+    pub fn may_touch(&self, job: &str) -> bool {
+        self.jobs.as_ref().is_none_or(|jobs| jobs.iter().any(|j| j == job))
+    }
+}
+
+/// One version of a stored job.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobVersion {
+    pub name: String,
+    pub version: i64,
+    pub sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub definition: Option<String>,
+    pub created_at: String,
+    pub created_by: String,
+}
+
+/// A run's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Lost,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+            RunState::Lost => "lost",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RunState> {
+        [Self::Queued, Self::Running, Self::Succeeded, Self::Failed, Self::Cancelled, Self::Lost]
+            .into_iter()
+            .find(|state| state.as_str() == text)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, RunState::Queued | RunState::Running)
+    }
+}
+
+/// A run as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub id: String,
+    pub job: String,
+    pub job_version: Option<i64>,
+    pub job_sha256: String,
+    pub state: RunState,
+    /// `user`, `external` or `internal` for a failed run.
+    pub exit_class: Option<String>,
+    pub exit_code: Option<i64>,
+    pub error: Option<String>,
+    pub vars: serde_json::Map<String, serde_json::Value>,
+    pub idempotency_key: Option<String>,
+    pub submitted_by: String,
+    pub submitted_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_s: Option<f64>,
+    pub rows_in: Option<i64>,
+    pub rows_out: Option<i64>,
+    pub output_uri: Option<String>,
+    pub cancel_requested: bool,
+    #[serde(skip)]
+    pub workers: Option<i64>,
+    #[serde(skip)]
+    pub pid: Option<i64>,
+    #[serde(skip)]
+    pub definition: String,
+}
+
+/// A new run, before it is stored.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: String,
+    pub job: String,
+    pub job_version: Option<i64>,
+    pub job_sha256: String,
+    pub definition: String,
+    pub vars: serde_json::Map<String, serde_json::Value>,
+    pub idempotency_key: Option<String>,
+    pub submitted_by: String,
+    pub workers: Option<i64>,
+    pub output_uri: String,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Default)]
+pub struct Ending {
+    pub exit_class: Option<String>,
+    pub exit_code: Option<i64>,
+    pub error: Option<String>,
+    pub rows_in: Option<i64>,
+    pub rows_out: Option<i64>,
+}
+
+/// What [`Store::insert_run`] did.
+pub enum Inserted {
+    New(Box<Run>),
+    /// The idempotency key was used before, for the same definition and variables.
+    Existing(Box<Run>),
+    /// The idempotency key was used before, for something else.
+    Conflict(String),
+}
+
+/// Filters of the run list.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RunFilter {
+    pub job: Option<String>,
+    pub state: Option<String>,
+    pub limit: Option<usize>,
+    /// Runs submitted before this run (paging, newest first).
+    pub before: Option<String>,
+}
+
+/// Counters for `/metrics`.
+pub struct Counts {
+    pub by_state: Vec<(String, i64)>,
+    pub started: i64,
+    pub rows_written: i64,
+    pub duration_sum_s: f64,
+    pub finished: i64,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tokens (
+    name TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    jobs TEXT,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE TABLE IF NOT EXISTS job_versions (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    name TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    job TEXT NOT NULL,
+    job_version INTEGER,
+    job_sha256 TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    vars TEXT NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    state TEXT NOT NULL,
+    exit_class TEXT,
+    exit_code INTEGER,
+    error TEXT,
+    submitted_by TEXT NOT NULL,
+    submitted_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    duration_s REAL,
+    rows_in INTEGER,
+    rows_out INTEGER,
+    output_uri TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    workers INTEGER,
+    pid INTEGER
+);
+CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state, seq);
+CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, seq);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    token TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+";
+
+const RUN_COLUMNS: &str = "id, job, job_version, job_sha256, state, exit_class, exit_code, error, vars, idempotency_key, \
+    submitted_by, submitted_at, started_at, finished_at, duration_s, rows_in, rows_out, output_uri, cancel_requested, \
+    workers, pid, definition";
+
+/// Now, as stored: RFC 3339 UTC with milliseconds (sorts as text).
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn seconds_between(start: &str, end: &str) -> Option<f64> {
+    let start = chrono::DateTime::parse_from_rfc3339(start).ok()?;
+    let end = chrono::DateTime::parse_from_rfc3339(end).ok()?;
+    Some((end - start).num_milliseconds() as f64 / 1000.0)
+}
+
+fn run_from(row: &Row<'_>) -> rusqlite::Result<Run> {
+    let vars: String = row.get(8)?;
+    let state: String = row.get(4)?;
+    Ok(Run {
+        id: row.get(0)?,
+        job: row.get(1)?,
+        job_version: row.get(2)?,
+        job_sha256: row.get(3)?,
+        state: RunState::parse(&state).unwrap_or(RunState::Lost),
+        exit_class: row.get(5)?,
+        exit_code: row.get(6)?,
+        error: row.get(7)?,
+        vars: serde_json::from_str(&vars).unwrap_or_default(),
+        idempotency_key: row.get(9)?,
+        submitted_by: row.get(10)?,
+        submitted_at: row.get(11)?,
+        started_at: row.get(12)?,
+        finished_at: row.get(13)?,
+        duration_s: row.get(14)?,
+        rows_in: row.get(15)?,
+        rows_out: row.get(16)?,
+        output_uri: row.get(17)?,
+        cancel_requested: row.get::<_, i64>(18)? != 0,
+        workers: row.get(19)?,
+        pid: row.get(20)?,
+        definition: row.get(21)?,
+    })
+}
+
+/// The history database.
+pub struct Store {
+    connection: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let connection = Connection::open(path)?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.busy_timeout(std::time::Duration::from_secs(10))?;
+        connection.execute_batch(SCHEMA)?;
+        Ok(Store { connection: Mutex::new(connection) })
+    }
+
+    fn with<T>(&self, work: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let mut connection = self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(work(&mut connection)?)
+    }
+
+    // --- tokens ---
+
+    pub fn token_count(&self) -> Result<i64, StoreError> {
+        self.with(|c| c.query_row("SELECT COUNT(*) FROM tokens", [], |row| row.get(0)))
+    }
+
+    /// Stores a token by its hash; `false` if the name is taken.
+    pub fn insert_token(
+        &self,
+        name: &str,
+        sha256: &str,
+        role: Role,
+        jobs: Option<&[String]>,
+    ) -> Result<bool, StoreError> {
+        let jobs = jobs.map(|jobs| serde_json::to_string(jobs).unwrap_or_default());
+        self.with(|c| {
+            let inserted = c.execute(
+                "INSERT OR IGNORE INTO tokens (name, sha256, role, jobs, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![name, sha256, role.as_str(), jobs, now()],
+            )?;
+            Ok(inserted == 1)
+        })
+    }
+
+    /// The live token with this hash.
+    pub fn token_by_hash(&self, sha256: &str) -> Result<Option<TokenInfo>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT name, role, jobs, created_at FROM tokens WHERE sha256 = ?1 AND revoked_at IS NULL",
+                params![sha256],
+                token_from,
+            )
+            .optional()
+        })
+    }
+
+    pub fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        self.with(|c| {
+            let mut statement =
+                c.prepare("SELECT name, role, jobs, created_at FROM tokens WHERE revoked_at IS NULL ORDER BY name")?;
+            statement.query_map([], token_from)?.collect()
+        })
+    }
+
+    /// Revokes a token; `false` if there is no live token of that name.
+    pub fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let changed = c.execute(
+                "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+                params![name, now()],
+            )?;
+            Ok(changed == 1)
+        })
+    }
+
+    // --- jobs ---
+
+    /// Stores `definition` as the next version of job `name`, unless it is the current
+    /// version already. Returns the version and whether it is new.
+    pub fn put_job(&self, name: &str, sha256: &str, definition: &str, by: &str) -> Result<(i64, bool), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let current: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT j.version, v.sha256 FROM jobs j JOIN job_versions v ON v.name = j.name AND v.version = j.version WHERE j.name = ?1",
+                    params![name],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            if let Some((version, current_sha)) = &current
+                && current_sha == sha256
+            {
+                return Ok((*version, false));
+            }
+            let next: i64 = tx.query_row(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM job_versions WHERE name = ?1",
+                params![name],
+                |row| row.get(0),
+            )?;
+            let at = now();
+            tx.execute(
+                "INSERT INTO job_versions (name, version, sha256, definition, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![name, next, sha256, definition, at, by],
+            )?;
+            tx.execute(
+                "INSERT INTO jobs (name, version, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
+                params![name, next, at],
+            )?;
+            tx.commit()?;
+            Ok((next, true))
+        })
+    }
+
+    /// The current versions of all jobs.
+    pub fn jobs(&self) -> Result<Vec<JobVersion>, StoreError> {
+        self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT v.name, v.version, v.sha256, j.updated_at, v.created_by FROM jobs j
+                 JOIN job_versions v ON v.name = j.name AND v.version = j.version ORDER BY v.name",
+            )?;
+            statement.query_map([], job_version_from)?.collect()
+        })
+    }
+
+    /// A job's version (`None`: the current one), with its definition.
+    pub fn job_version(&self, name: &str, version: Option<i64>) -> Result<Option<JobVersion>, StoreError> {
+        self.with(|c| {
+            let version = match version {
+                Some(version) => Some(version),
+                None => c
+                    .query_row("SELECT version FROM jobs WHERE name = ?1", params![name], |row| row.get(0))
+                    .optional()?,
+            };
+            let Some(version) = version else { return Ok(None) };
+            c.query_row(
+                "SELECT name, version, sha256, definition, created_at, created_by FROM job_versions WHERE name = ?1 AND version = ?2",
+                params![name, version],
+                |row| {
+                    Ok(JobVersion {
+                        name: row.get(0)?,
+                        version: row.get(1)?,
+                        sha256: row.get(2)?,
+                        definition: Some(row.get(3)?),
+                        created_at: row.get(4)?,
+                        created_by: row.get(5)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// Every version of a job, oldest first, without definitions.
+    pub fn job_versions(&self, name: &str) -> Result<Vec<JobVersion>, StoreError> {
+        self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT name, version, sha256, created_at, created_by FROM job_versions WHERE name = ?1 ORDER BY version",
+            )?;
+            statement.query_map(params![name], job_version_from)?.collect()
+        })
+    }
+
+    /// Makes `version` the current version of `name`; `false` if there is no such version.
+    pub fn rollback_job(&self, name: &str, version: i64) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let exists: bool = c.query_row(
+                "SELECT COUNT(*) FROM job_versions WHERE name = ?1 AND version = ?2",
+                params![name, version],
+                |row| row.get::<_, i64>(0).map(|n| n == 1),
+            )?;
+            if exists {
+                c.execute(
+                    "UPDATE jobs SET version = ?2, updated_at = ?3 WHERE name = ?1",
+                    params![name, version, now()],
+                )?;
+            }
+            Ok(exists)
+        })
+    }
+
+    // --- runs ---
+
+    /// Stores a queued run, or finds the run its idempotency key was used for.
+    pub fn insert_run(&self, run: &NewRun) -> Result<Inserted, StoreError> {
+        let vars = serde_json::Value::Object(run.vars.clone()).to_string();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            if let Some(key) = &run.idempotency_key {
+                let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = ?1");
+                if let Some(existing) = tx.query_row(&sql, params![key], run_from).optional()? {
+                    let same = existing.definition == run.definition
+                        && existing.vars == run.vars
+                        && existing.job_version == run.job_version
+                        && existing.job == run.job;
+                    return Ok(if same {
+                        Inserted::Existing(Box::new(existing))
+                    } else {
+                        Inserted::Conflict(existing.id)
+                    });
+                }
+            }
+            tx.execute(
+                "INSERT INTO runs (id, job, job_version, job_sha256, definition, vars, idempotency_key, state, submitted_by, submitted_at, workers, output_uri)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?11)",
+                params![
+                    run.id,
+                    run.job,
+                    run.job_version,
+                    run.job_sha256,
+                    run.definition,
+                    vars,
+                    run.idempotency_key,
+                    run.submitted_by,
+                    now(),
+                    run.workers,
+                    run.output_uri
+                ],
+            )?;
+            let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1");
+            let stored = tx.query_row(&sql, params![run.id], run_from)?;
+            tx.commit()?;
+            Ok(Inserted::New(Box::new(stored)))
+        })
+    }
+
+    pub fn run(&self, id: &str) -> Result<Option<Run>, StoreError> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1");
+        self.with(|c| c.query_row(&sql, params![id], run_from).optional())
+    }
+
+    /// Runs, newest first, filtered; at most `filter.limit` (default 50, at most 500).
+    pub fn runs(&self, filter: &RunFilter, allowed_jobs: Option<&[String]>) -> Result<Vec<Run>, StoreError> {
+        let limit = filter.limit.unwrap_or(50).clamp(1, 500) as i64;
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR job = ?1) AND (?2 IS NULL OR state = ?2)
+             AND (?3 IS NULL OR seq < (SELECT seq FROM runs WHERE id = ?3)) AND (?4 IS NULL OR job IN (SELECT value FROM json_each(?4)))
+             ORDER BY seq DESC LIMIT ?5"
+        );
+        let allowed = allowed_jobs.map(|jobs| serde_json::to_string(jobs).unwrap_or_default());
+        self.with(|c| {
+            let mut statement = c.prepare(&sql)?;
+            statement.query_map(params![filter.job, filter.state, filter.before, allowed, limit], run_from)?.collect()
+        })
+    }
+
+    /// Runs in `state`, oldest first.
+    pub fn runs_in(&self, state: RunState) -> Result<Vec<Run>, StoreError> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = ?1 ORDER BY seq");
+        self.with(|c| {
+            let mut statement = c.prepare(&sql)?;
+            statement.query_map(params![state.as_str()], run_from)?.collect()
+        })
+    }
+
+    /// Moves the oldest queued run to `running` (before its process starts), if fewer than
+    /// `max_running` runs are running.
+    pub fn claim_next(&self, max_running: usize) -> Result<Option<Run>, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let running: i64 =
+                tx.query_row("SELECT COUNT(*) FROM runs WHERE state = 'running'", [], |row| row.get(0))?;
+            if running as usize >= max_running {
+                return Ok(None);
+            }
+            let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'queued' ORDER BY seq LIMIT 1");
+            let Some(mut run) = tx.query_row(&sql, [], run_from).optional()? else { return Ok(None) };
+            let at = now();
+            tx.execute("UPDATE runs SET state = 'running', started_at = ?2 WHERE id = ?1", params![run.id, at])?;
+            tx.commit()?;
+            run.state = RunState::Running;
+            run.started_at = Some(at);
+            Ok(Some(run))
+        })
+    }
+
+    pub fn set_pid(&self, id: &str, pid: u32) -> Result<(), StoreError> {
+        self.with(|c| c.execute("UPDATE runs SET pid = ?2 WHERE id = ?1", params![id, pid]).map(drop))
+    }
+
+    /// Ends a run that is not terminal yet; `false` if it was.
+    pub fn finish(&self, id: &str, state: RunState, ending: &Ending) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let at = now();
+            let started: Option<String> = c
+                .query_row("SELECT started_at FROM runs WHERE id = ?1", params![id], |row| row.get(0))
+                .optional()?
+                .flatten();
+            let duration = started.and_then(|started| seconds_between(&started, &at));
+            let changed = c.execute(
+                "UPDATE runs SET state = ?2, finished_at = ?3, duration_s = ?4, exit_class = ?5, exit_code = ?6, error = ?7,
+                 rows_in = ?8, rows_out = ?9 WHERE id = ?1 AND state IN ('queued', 'running')",
+                params![
+                    id,
+                    state.as_str(),
+                    at,
+                    duration,
+                    ending.exit_class,
+                    ending.exit_code,
+                    ending.error,
+                    ending.rows_in,
+                    ending.rows_out
+                ],
+            )?;
+            Ok(changed == 1)
+        })
+    }
+
+    /// Cancels a run that is still queued (it will never start); `false` if it is not.
+    pub fn cancel_queued(&self, id: &str) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let at = now();
+            let changed = c.execute(
+                "UPDATE runs SET state = 'cancelled', cancel_requested = 1, finished_at = ?2, error = 'cancelled before it started'
+                 WHERE id = ?1 AND state = 'queued'",
+                params![id, at],
+            )?;
+            Ok(changed == 1)
+        })
+    }
+
+    /// Marks a running run as to be cancelled.
+    pub fn request_cancel(&self, id: &str) -> Result<(), StoreError> {
+        self.with(|c| c.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", params![id]).map(drop))
+    }
+
+    pub fn counts(&self) -> Result<Counts, StoreError> {
+        self.with(|c| {
+            let mut statement = c.prepare("SELECT state, COUNT(*) FROM runs GROUP BY state")?;
+            let by_state = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<Result<_, _>>()?;
+            let (started, rows_written, duration_sum_s, finished) = c.query_row(
+                "SELECT COUNT(started_at), COALESCE(SUM(CASE WHEN state = 'succeeded' THEN rows_out END), 0),
+                        COALESCE(SUM(duration_s), 0.0), COUNT(duration_s) FROM runs",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )?;
+            Ok(Counts { by_state, started, rows_written, duration_sum_s, finished })
+        })
+    }
+
+    // --- audit ---
+
+    pub fn audit(&self, token: &str, action: &str, target: &str, detail: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO audit (at, token, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![now(), token, action, target, detail],
+            )
+            .map(drop)
+        })
+    }
+
+    pub fn audit_events(&self, limit: usize) -> Result<Vec<serde_json::Value>, StoreError> {
+        self.with(|c| {
+            let mut statement =
+                c.prepare("SELECT at, token, action, target, detail FROM audit ORDER BY seq DESC LIMIT ?1")?;
+            statement
+                .query_map(params![limit as i64], |row| {
+                    Ok(serde_json::json!({
+                        "at": row.get::<_, String>(0)?,
+                        "token": row.get::<_, String>(1)?,
+                        "action": row.get::<_, String>(2)?,
+                        "target": row.get::<_, String>(3)?,
+                        "detail": row.get::<_, String>(4)?,
+                    }))
+                })?
+                .collect()
+        })
+    }
+}
+
+/// A job version without its definition, from `name, version, sha256, created_at, created_by`.
+fn job_version_from(row: &Row<'_>) -> rusqlite::Result<JobVersion> {
+    Ok(JobVersion {
+        name: row.get(0)?,
+        version: row.get(1)?,
+        sha256: row.get(2)?,
+        definition: None,
+        created_at: row.get(3)?,
+        created_by: row.get(4)?,
+    })
+}
+
+fn token_from(row: &Row<'_>) -> rusqlite::Result<TokenInfo> {
+    let role: String = row.get(1)?;
+    let jobs: Option<String> = row.get(2)?;
+    Ok(TokenInfo {
+        name: row.get(0)?,
+        role: Role::parse(&role),
+        jobs: jobs.and_then(|jobs| serde_json::from_str(&jobs).ok()),
+        created_at: row.get(3)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_run(id: &str, key: Option<&str>, definition: &str) -> NewRun {
+        NewRun {
+            id: id.into(),
+            job: "j".into(),
+            job_version: None,
+            job_sha256: "s".into(),
+            definition: definition.into(),
+            vars: serde_json::Map::new(),
+            idempotency_key: key.map(str::to_string),
+            submitted_by: "admin".into(),
+            workers: None,
+            output_uri: "out/".into(),
+        }
+    }
+
+    #[test]
+    fn runs_are_claimed_once_in_order_up_to_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("weir.db")).unwrap();
+        for id in ["a", "b", "c"] {
+            assert!(matches!(store.insert_run(&new_run(id, None, "x")).unwrap(), Inserted::New(_)));
+        }
+        assert_eq!(store.claim_next(2).unwrap().unwrap().id, "a");
+        assert_eq!(store.claim_next(2).unwrap().unwrap().id, "b");
+        assert!(store.claim_next(2).unwrap().is_none(), "two are running");
+        assert!(store.finish("a", RunState::Succeeded, &Ending::default()).unwrap());
+        assert!(!store.finish("a", RunState::Failed, &Ending::default()).unwrap(), "a terminal run stays");
+        assert_eq!(store.claim_next(2).unwrap().unwrap().id, "c");
+    }
+
+    #[test]
+    fn idempotency_keys_find_the_same_run_or_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("weir.db")).unwrap();
+        assert!(matches!(store.insert_run(&new_run("a", Some("k"), "x")).unwrap(), Inserted::New(_)));
+        assert!(
+            matches!(store.insert_run(&new_run("b", Some("k"), "x")).unwrap(), Inserted::Existing(run) if run.id == "a")
+        );
+        assert!(
+            matches!(store.insert_run(&new_run("c", Some("k"), "y")).unwrap(), Inserted::Conflict(id) if id == "a")
+        );
+    }
+
+    #[test]
+    fn job_versions_count_up_and_roll_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("weir.db")).unwrap();
+        assert_eq!(store.put_job("j", "h1", "one", "admin").unwrap(), (1, true));
+        assert_eq!(store.put_job("j", "h1", "one", "admin").unwrap(), (1, false));
+        assert_eq!(store.put_job("j", "h2", "two", "admin").unwrap(), (2, true));
+        assert!(store.rollback_job("j", 1).unwrap());
+        assert_eq!(store.job_version("j", None).unwrap().unwrap().definition.as_deref(), Some("one"));
+        assert_eq!(store.put_job("j", "h2", "two", "admin").unwrap(), (3, true));
+        assert!(!store.rollback_job("j", 9).unwrap());
+    }
+}
