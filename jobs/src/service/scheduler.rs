@@ -42,6 +42,9 @@ struct RunResult {
     rows_in: Option<i64>,
     #[serde(default)]
     rows_out: Option<i64>,
+    /// Everything else `weir run` reported (files, bytes, seconds, stages…).
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Scheduler {
@@ -182,7 +185,13 @@ impl Scheduler {
         let (state, ending) = match result {
             Some(result) if result.state == "succeeded" => (
                 RunState::Succeeded,
-                Ending { exit_code: Some(0), rows_in: result.rows_in, rows_out: result.rows_out, ..Ending::default() },
+                Ending {
+                    exit_code: Some(0),
+                    rows_in: result.rows_in,
+                    rows_out: result.rows_out,
+                    summary: Some(serde_json::Value::Object(result.rest)),
+                    ..Ending::default()
+                },
             ),
             Some(result) if result.state == "cancelled" || cancel_requested => (
                 RunState::Cancelled,

@@ -132,6 +132,8 @@ pub struct Run {
     pub rows_out: Option<i64>,
     pub output_uri: Option<String>,
     pub cancel_requested: bool,
+    /// A succeeded run's summary, as `weir run --json` prints it (files, bytes, seconds…).
+    pub summary: Option<serde_json::Value>,
     #[serde(skip)]
     pub workers: Option<i64>,
     #[serde(skip)]
@@ -163,6 +165,7 @@ pub struct Ending {
     pub error: Option<String>,
     pub rows_in: Option<i64>,
     pub rows_out: Option<i64>,
+    pub summary: Option<serde_json::Value>,
 }
 
 /// What [`Store::insert_run`] did.
@@ -182,6 +185,10 @@ pub struct RunFilter {
     pub limit: Option<usize>,
     /// Runs submitted before this run (paging, newest first).
     pub before: Option<String>,
+    /// Runs submitted at or after this time (RFC 3339).
+    pub since: Option<String>,
+    /// Runs submitted before this time (RFC 3339).
+    pub until: Option<String>,
 }
 
 /// Counters for `/metrics`.
@@ -192,6 +199,10 @@ pub struct Counts {
     pub duration_sum_s: f64,
     pub finished: i64,
 }
+
+/// The version of [`SCHEMA`], kept in SQLite's `user_version`. A later schema change adds
+/// a migration from each earlier version here.
+const SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tokens (
@@ -239,7 +250,8 @@ CREATE TABLE IF NOT EXISTS runs (
     output_uri TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     workers INTEGER,
-    pid INTEGER
+    pid INTEGER,
+    summary TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state, seq);
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, seq);
@@ -255,7 +267,7 @@ CREATE TABLE IF NOT EXISTS audit (
 
 const RUN_COLUMNS: &str = "id, job, job_version, job_sha256, state, exit_class, exit_code, error, vars, idempotency_key, \
     submitted_by, submitted_at, started_at, finished_at, duration_s, rows_in, rows_out, output_uri, cancel_requested, \
-    workers, pid, definition";
+    workers, pid, definition, summary";
 
 /// Now, as stored: RFC 3339 UTC with milliseconds (sorts as text).
 pub fn now() -> String {
@@ -294,6 +306,7 @@ fn run_from(row: &Row<'_>) -> rusqlite::Result<Run> {
         workers: row.get(19)?,
         pid: row.get(20)?,
         definition: row.get(21)?,
+        summary: row.get::<_, Option<String>>(22)?.and_then(|text| serde_json::from_str(&text).ok()),
     })
 }
 
@@ -309,7 +322,15 @@ impl Store {
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.busy_timeout(std::time::Duration::from_secs(10))?;
+        let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError(rusqlite::Error::InvalidParameterName(format!(
+                "{} was written by a newer Weir (schema {version}; this one knows {SCHEMA_VERSION})",
+                path.display()
+            ))));
+        }
         connection.execute_batch(SCHEMA)?;
+        connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Store { connection: Mutex::new(connection) })
     }
 
@@ -535,6 +556,7 @@ impl Store {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR job = ?1) AND (?2 IS NULL OR state = ?2)
              AND (?3 IS NULL OR seq < (SELECT seq FROM runs WHERE id = ?3)) AND (?4 IS NULL OR job IN (SELECT value FROM json_each(?4)))
+             AND (?6 IS NULL OR submitted_at >= ?6) AND (?7 IS NULL OR submitted_at < ?7)
              ORDER BY seq DESC LIMIT ?5"
         );
         let allowed = allowed_jobs.map(|jobs| serde_json::to_string(jobs).unwrap_or_default());
@@ -589,7 +611,7 @@ impl Store {
             let duration = started.and_then(|started| seconds_between(&started, &at));
             let changed = c.execute(
                 "UPDATE runs SET state = ?2, finished_at = ?3, duration_s = ?4, exit_class = ?5, exit_code = ?6, error = ?7,
-                 rows_in = ?8, rows_out = ?9 WHERE id = ?1 AND state IN ('queued', 'running')",
+                 rows_in = ?8, rows_out = ?9, summary = ?10 WHERE id = ?1 AND state IN ('queued', 'running')",
                 params![
                     id,
                     state.as_str(),
@@ -599,7 +621,8 @@ impl Store {
                     ending.exit_code,
                     ending.error,
                     ending.rows_in,
-                    ending.rows_out
+                    ending.rows_out,
+                    ending.summary.as_ref().map(|summary| summary.to_string())
                 ],
             )?;
             Ok(changed == 1)
