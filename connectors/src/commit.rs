@@ -222,6 +222,7 @@ mod tests {
             weir_version: "test".into(),
             job: JobInfo { name: "t".into(), sha256: String::new() },
             run_id: run_id.into(),
+            variables: Default::default(),
             committed_at: String::new(),
             inputs: vec![],
             files: files.iter().map(|f| PartFile { path: f.to_string(), rows: 1, bytes: 1 }).collect(),

@@ -17,6 +17,9 @@ pub struct Manifest {
     pub weir_version: String,
     pub job: JobInfo,
     pub run_id: String,
+    /// The run's variables (`ds`, `run_id` and every `--var`), as substituted into the job.
+    #[serde(default)]
+    pub variables: std::collections::BTreeMap<String, String>,
     /// RFC 3339 UTC time of the commit.
     pub committed_at: String,
     pub inputs: Vec<InputFile>,
@@ -60,7 +63,7 @@ pub struct ModelInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobInfo {
     pub name: String,
-    /// SHA-256 of the job's TOML after variable substitution.
+    /// SHA-256 of the job's TOML and the values of the variables it names.
     pub sha256: String,
 }
 

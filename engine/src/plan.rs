@@ -44,6 +44,8 @@ pub struct EnginePlan {
     /// SHA-256 of the job's TOML after variable substitution.
     pub job_sha256: String,
     pub run_id: String,
+    /// The run's variables, recorded in the manifest.
+    pub variables: std::collections::BTreeMap<String, String>,
     /// This attempt of the run (`<run_id>.<8 hex>`): names the lease and the staging
     /// directory `_weir/runs/<attempt>/` under the sink.
     pub attempt: String,

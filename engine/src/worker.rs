@@ -261,6 +261,7 @@ fn commit_run(
             weir_version: env!("CARGO_PKG_VERSION").to_string(),
             job: JobInfo { name: plan.job_name.clone(), sha256: plan.job_sha256.clone() },
             run_id: plan.run_id.clone(),
+            variables: plan.variables.clone(),
             committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             inputs: plan
                 .source

@@ -112,6 +112,7 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
         job_name: name,
         job_sha256: job.sha256.clone(),
         run_id: job.vars.run_id().to_string(),
+        variables: job.vars.pairs().into_iter().collect(),
         attempt: options.attempt.clone().unwrap_or_else(|| new_attempt_id(job.vars.run_id())),
         lease_ttl: spec.sink.lease_ttl_s.map(Duration::from_secs).unwrap_or(DEFAULT_LEASE_TTL),
         force: options.force,

@@ -3,6 +3,7 @@ crafted `ds` once switched a job to `mode = "overwrite"` and deleted a committed
 and an oversized value is refused without being printed back."""
 
 import hashlib
+import json
 
 import pyarrow.parquet as pq
 
@@ -65,3 +66,12 @@ def test_values_with_toml_syntax_stay_data(weir, tmp_path, events_dir):
     assert [p.name for p in written] == [value], written
     expected = read_inputs(events_dir).select(["id", "age"]).sort_by("id")
     assert pq.read_table(written[0]).sort_by("id").equals(expected)
+
+
+def test_the_manifest_records_the_variables(weir, tmp_path, events_dir):
+    out = tmp_path / "out"
+    job = write_job(tmp_path / "job.toml", JOB.format(src=events_dir, out=out))
+    weir("run", job, "--var", "ds=2024-02-29", "--var", "region=eu west", "--var", "run_id=R7", check=0)
+    manifest = json.loads((out / "date=2024-02-29" / "_weir" / "manifest.json").read_text())
+    assert manifest["run_id"] == "R7"
+    assert manifest["variables"] == {"ds": "2024-02-29", "region": "eu west", "run_id": "R7"}
