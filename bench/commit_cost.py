@@ -3,7 +3,7 @@ score -> zstd Parquet, `peers.py`'s job) run by two Weir binaries in turn, A B A
 the same data, with whole-process wall times from /usr/bin/time.
 
     python bench/commit_cost.py --baseline OLD_WEIR [--weir NEW_WEIR] [--size M] [--reps 5]
-        [--shape "--processes 2 --workers 1"]
+        [--shape "--processes 2 --workers 1"] [--fresh-output | --evict-outputs]
 
 The baseline is a build of an earlier commit, e.g.
 
@@ -15,6 +15,10 @@ Each run overwrites the previous run's output, as a nightly job does, so the new
 figure includes taking the lease, staging, publishing (renames) and deleting the previous
 output's recorded files. Prints each pair's ratio and the median ratio; writes
 `results/commit-cost-SIZE.json` (`-evicted` with `--evict-outputs`).
+
+`--fresh-output` deletes the previous output before every run, for both binaries, as
+`peers.py` does between its runs: the peers workload exactly as the peers benchmark runs
+it, writing into an empty prefix (`results/commit-cost-SIZE-fresh.json`).
 
 `--evict-outputs` drops the previous outputs' pages from the page cache before every run
 (posix_fadvise DONTNEED; the files stay). The new protocol keeps the previous output until
@@ -28,6 +32,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -66,6 +71,11 @@ def main():
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--shape", default="--processes 2 --workers 1")
     parser.add_argument("--evict-outputs", action="store_true", help="drop previous outputs from the page cache before each run")
+    parser.add_argument(
+        "--fresh-output",
+        action="store_true",
+        help="delete the previous output before each run, as peers.py does (the peers workload as benchmarked)",
+    )
     args = parser.parse_args()
 
     work = BENCH / "data" / f"peers-{args.size}"
@@ -83,6 +93,8 @@ def main():
     outputs = [work / f"out-commit-cost-{name}" for name in runs]
 
     def run(name):
+        if args.fresh_output:
+            shutil.rmtree(work / f"out-commit-cost-{name}", ignore_errors=True)
         if args.evict_outputs:
             for output in outputs:
                 evict(output)
@@ -100,6 +112,7 @@ def main():
         "rows": SIZES[args.size],
         "shape": args.shape,
         "evict_outputs": args.evict_outputs,
+        "fresh_output": args.fresh_output,
         "pairs": pairs,
         "median_baseline_s": statistics.median(p["baseline_s"] for p in pairs),
         "median_new_s": statistics.median(p["new_s"] for p in pairs),
@@ -107,7 +120,7 @@ def main():
     }
     print(json.dumps({k: v for k, v in result.items() if k != "pairs"}, indent=2))
     (BENCH / "results").mkdir(exist_ok=True)
-    suffix = "-evicted" if args.evict_outputs else ""
+    suffix = ("-evicted" if args.evict_outputs else "") + ("-fresh" if args.fresh_output else "")
     (BENCH / "results" / f"commit-cost-{args.size}{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
 
 

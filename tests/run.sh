@@ -17,6 +17,12 @@ if ! command -v garage >/dev/null && [ ! -x "$HOME/.cargo/bin/garage" ]; then
   cargo install garage --locked --version "$GARAGE_VERSION"
 fi
 
+# A real browser for the dashboard's test: Debian's headless Chromium, installed when we
+# may (as root, with apt); elsewhere that one test is skipped.
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+fi
+
 cargo build --bin weir
 cargo test --workspace
 # Fuzzing, bounded: each target (job loader, filter language, Parquet reader) for

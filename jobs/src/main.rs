@@ -492,7 +492,9 @@ fn write_result_file(path: &str, result: &Result<serde_json::Value, JobFailure>,
                 FailureKind::Internal => "internal",
                 FailureKind::Cancelled => "cancelled",
             };
-            let cancelled = failure.kind == FailureKind::Cancelled || stop.requested();
+            // Cancelled by a signal; a failing worker also sets the abort flag, so the flag
+            // alone says nothing.
+            let cancelled = failure.kind == FailureKind::Cancelled || stop.exit_code().is_some();
             serde_json::json!({
                 "state": if cancelled { "cancelled" } else { "failed" },
                 "kind": kind,

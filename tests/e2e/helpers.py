@@ -10,6 +10,9 @@
   (test_local_jobs, test_hostfile).
 - The output commit protocol: its filter job and data, their pyarrow reference, runs in the
   background and the kill loop (test_output_safety, test_output_safety_s3).
+- The job service: `Service` (a `weir serve` started in a folder, stopped with everything
+  it started), `Api` (requests with one token), and the call helpers `expect`,
+  `expect_error`, `submit`, `get_run`, `wait_run` (test_service, test_dashboard).
 
 Fixtures, and the plain helpers most modules use (`write_job`, `read_output`, `data_files`,
 `read_inputs`, ...), stay in conftest.py.
@@ -27,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import requests
 
 from conftest import WEIR_BIN, data_files, read_inputs, write_job
 
@@ -504,3 +508,153 @@ def kill_loop(start_run, check_state, recover, probe, shapes_time, iterations, t
             if action == "SIGKILL" and rng.random() < 0.5:
                 time.sleep(ttl + 0.2)  # sometimes let the lease expire, sometimes race it
             break
+
+
+# ---------------------------------------------------------------------------------------
+# The job service (`weir serve`)
+
+SERVICE_TERMINAL = {"succeeded", "failed", "cancelled", "lost"}
+
+
+def processes_in(folder: Path) -> list:
+    """Live processes (but this one) whose working directory is `folder`: the service and
+    the runs it started there."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        if cwd == str(folder) and alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+class Api:
+    """HTTP calls to the service with one token (or none), through `requests`."""
+
+    def __init__(self, service, token):
+        self.service = service
+        self.session = requests.Session()
+        self.session.trust_env = False  # never a proxy for 127.0.0.1
+        if token is not None:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def request(self, method, path, **kwargs):
+        kwargs.setdefault("timeout", 60)
+        return self.session.request(method, self.service.url + path, **kwargs)
+
+    def get(self, path, **kwargs):
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path, **kwargs):
+        return self.request("POST", path, **kwargs)
+
+    def delete(self, path, **kwargs):
+        return self.request("DELETE", path, **kwargs)
+
+
+class Service:
+    """One `weir serve` in `root` (its working directory), state in `root/state`."""
+
+    def __init__(self, root: Path, flags):
+        self.root = root
+        self.state = root / "state"
+        self.flags = [str(f) for f in flags]
+        self.proc = None
+        self.starts = 0
+        self.url = None
+        self.token = None
+
+    def start(self, timeout=60):
+        address = self.root / "addr"
+        address.unlink(missing_ok=True)  # a restart must not read the previous address
+        self.starts += 1
+        self.log_path = self.root / f"serve-{self.starts}.log"
+        args = [str(WEIR_BIN), "serve", "--state-dir", "state", "--listen", "127.0.0.1:0", "--address-file", "addr", *self.flags]
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(args, cwd=self.root, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while not address.exists():
+            assert self.proc.poll() is None, f"weir serve exited {self.proc.returncode}:\n{self.output}"
+            assert time.time() < deadline, f"no address file after {timeout} s:\n{self.output}"
+            time.sleep(0.02)
+        self.url = address.read_text().strip()
+        self.host = self.url.removeprefix("http://")
+        self.token = (self.state / "admin.token").read_text().strip()
+        self.admin = self.api(self.token)
+        return self
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def api(self, token):
+        return Api(self, token)
+
+    def cli(self, weir, *args, token=None, check=None, timeout=300):
+        """`weir ARGS --server URL --token T`, run in the service's folder."""
+        return weir(*args, "--server", self.url, "--token", token or self.token, cwd=self.root, check=check, timeout=timeout)
+
+    def stop(self):
+        """SIGTERM, then SIGKILL after 15 s; returns the exit status."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=15)
+            return None
+
+    def kill9(self):
+        """SIGKILL to the service's process only (its runs are in their own groups)."""
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=15)
+
+    def close(self):
+        self.stop()
+        leftovers = processes_in(self.root)
+        for pid in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        wait_gone(leftovers, 10)
+
+
+def expect(response, status):
+    """Asserts the status; returns the JSON body (None for an empty one)."""
+    assert response.status_code == status, (
+        f"{response.request.method} {response.request.path_url} -> {response.status_code}, expected {status}: {response.text}"
+    )
+    return response.json() if response.content else None
+
+
+def expect_error(response, status):
+    """Asserts the status and a JSON `{"error": "..."}` body; returns the message."""
+    body = expect(response, status)
+    assert isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"], response.text
+    return body["error"]
+
+
+def submit(api, body, status=201):
+    return expect(api.post("/v1/runs", json=body), status)
+
+
+def get_run(api, run_id):
+    return expect(api.get(f"/v1/runs/{run_id}"), 200)
+
+
+def wait_run(api, run_id, states=SERVICE_TERMINAL, timeout=120.0):
+    """Polls the run until its state is one of `states`; returns it."""
+    deadline = time.time() + timeout
+    while True:
+        run = get_run(api, run_id)
+        if run["state"] in states:
+            return run
+        assert time.time() < deadline, f"run {run_id} still {run['state']} after {timeout} s, expected {states}: {run}"
+        time.sleep(0.1)

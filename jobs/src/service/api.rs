@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -61,6 +62,16 @@ impl IntoResponse for ApiError {
 }
 
 type Reply = Result<Response, ApiError>;
+
+/// A body that is not the JSON a route takes (checked after access, so that a caller
+/// without a token learns nothing about the route).
+fn bad_body(rejection: JsonRejection) -> ApiError {
+    ApiError::new(rejection.status(), rejection.body_text())
+}
+
+fn bad_query(rejection: QueryRejection) -> ApiError {
+    ApiError::new(rejection.status(), rejection.body_text())
+}
 
 /// The routes.
 pub fn router(state: AppState) -> Router {
@@ -134,8 +145,13 @@ struct NewToken {
     jobs: Option<Vec<String>>,
 }
 
-async fn create_token(State(state): State<AppState>, headers: HeaderMap, Json(body): Json<NewToken>) -> Reply {
+async fn create_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<NewToken>, JsonRejection>,
+) -> Reply {
     let caller = caller(&state, &headers, Role::Admin)?;
+    let Json(body) = body.map_err(bad_body)?;
     if body.name.is_empty() || body.name.len() > 64 {
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "a token's name is 1 to 64 characters"));
     }
@@ -198,8 +214,13 @@ struct JobUpload {
     vars: BTreeMap<String, String>,
 }
 
-async fn put_job(State(state): State<AppState>, headers: HeaderMap, Json(body): Json<JobUpload>) -> Reply {
+async fn put_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<JobUpload>, JsonRejection>,
+) -> Reply {
     let caller = caller(&state, &headers, Role::Admin)?;
+    let Json(body) = body.map_err(bad_body)?;
     let (name, _) = validate(&body.definition, &body.vars, &new_run_id()).await?;
     let sha256 = sha256_hex(body.definition.as_bytes());
     let (version, is_new) =
@@ -273,9 +294,10 @@ async fn rollback_job(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    Json(body): Json<Rollback>,
+    body: Result<Json<Rollback>, JsonRejection>,
 ) -> Reply {
     let caller = caller(&state, &headers, Role::Admin)?;
+    let Json(body) = body.map_err(bad_body)?;
     if !state.store.rollback_job(&name, body.version).map_err(ApiError::internal)? {
         return Err(ApiError::not_found(format_args!("version {} of job '{name}'", body.version)));
     }
@@ -302,8 +324,13 @@ struct Submission {
     workers: Option<i64>,
 }
 
-async fn submit_run(State(state): State<AppState>, headers: HeaderMap, Json(body): Json<Submission>) -> Reply {
+async fn submit_run(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<Submission>, JsonRejection>,
+) -> Reply {
     let caller = caller(&state, &headers, Role::Submit)?;
+    let Json(body) = body.map_err(bad_body)?;
     if body.vars.contains_key("run_id") {
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "run_id is the run's id; it cannot be set"));
     }
@@ -363,8 +390,13 @@ async fn submit_run(State(state): State<AppState>, headers: HeaderMap, Json(body
     }
 }
 
-async fn list_runs(State(state): State<AppState>, headers: HeaderMap, Query(filter): Query<RunFilter>) -> Reply {
+async fn list_runs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    filter: Result<Query<RunFilter>, QueryRejection>,
+) -> Reply {
     let caller = caller(&state, &headers, Role::Read)?;
+    let Query(filter) = filter.map_err(bad_query)?;
     if let Some(wanted) = &filter.state
         && RunState::parse(wanted).is_none()
     {
@@ -415,9 +447,10 @@ async fn run_logs(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(query): Query<LogQuery>,
+    query: Result<Query<LogQuery>, QueryRejection>,
 ) -> Reply {
     let caller = caller(&state, &headers, Role::Read)?;
+    let Query(query) = query.map_err(bad_query)?;
     let run = find_run(&state, &caller, &id)?;
     let path = state.scheduler.log_path(&run.id);
     if !query.follow {
@@ -482,8 +515,13 @@ struct AuditQuery {
     limit: Option<usize>,
 }
 
-async fn audit(State(state): State<AppState>, headers: HeaderMap, Query(query): Query<AuditQuery>) -> Reply {
+async fn audit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Reply {
     caller(&state, &headers, Role::Admin)?;
+    let Query(query) = query.map_err(bad_query)?;
     let events = state.store.audit_events(query.limit.unwrap_or(200).clamp(1, 10_000)).map_err(ApiError::internal)?;
     Ok(Json(json!({ "events": events })).into_response())
 }

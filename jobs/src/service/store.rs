@@ -560,9 +560,21 @@ impl Store {
              ORDER BY seq DESC LIMIT ?5"
         );
         let allowed = allowed_jobs.map(|jobs| serde_json::to_string(jobs).unwrap_or_default());
+        // Stored times are UTC with milliseconds and a Z; bring the bounds to the same form
+        // so that they compare as text.
+        let normal = |time: &Option<String>| {
+            time.as_deref().map(|t| {
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .map(|t| t.with_timezone(&chrono::Utc).to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    .unwrap_or_else(|_| t.to_string())
+            })
+        };
+        let (since, until) = (normal(&filter.since), normal(&filter.until));
         self.with(|c| {
             let mut statement = c.prepare(&sql)?;
-            statement.query_map(params![filter.job, filter.state, filter.before, allowed, limit], run_from)?.collect()
+            statement
+                .query_map(params![filter.job, filter.state, filter.before, allowed, limit, since, until], run_from)?
+                .collect()
         })
     }
 
@@ -747,6 +759,27 @@ mod tests {
         assert!(store.finish("a", RunState::Succeeded, &Ending::default()).unwrap());
         assert!(!store.finish("a", RunState::Failed, &Ending::default()).unwrap(), "a terminal run stays");
         assert_eq!(store.claim_next(2).unwrap().unwrap().id, "c");
+    }
+
+    #[test]
+    fn run_lists_filter_and_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("weir.db")).unwrap();
+        for id in ["a", "b", "c"] {
+            store.insert_run(&new_run(id, None, "x")).unwrap();
+        }
+        store.claim_next(1).unwrap();
+        let ids = |runs: Vec<Run>| runs.into_iter().map(|run| run.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.runs(&RunFilter::default(), None).unwrap()), ["c", "b", "a"]);
+        let queued = RunFilter { state: Some("queued".into()), ..RunFilter::default() };
+        assert_eq!(ids(store.runs(&queued, None).unwrap()), ["c", "b"]);
+        let page = RunFilter { before: Some("c".into()), limit: Some(1), ..RunFilter::default() };
+        assert_eq!(ids(store.runs(&page, None).unwrap()), ["b"]);
+        let future = RunFilter { since: Some("2999-01-01T00:00:00+02:00".into()), ..RunFilter::default() };
+        assert!(store.runs(&future, None).unwrap().is_empty());
+        let past = RunFilter { until: Some("2999-01-01T00:00:00Z".into()), ..RunFilter::default() };
+        assert_eq!(store.runs(&past, None).unwrap().len(), 3);
+        assert!(store.runs(&RunFilter::default(), Some(&["other".to_string()])).unwrap().is_empty());
     }
 
     #[test]
