@@ -69,6 +69,7 @@ def main():
     parser.add_argument("--max-concurrent-runs", type=int, default=2)
     parser.add_argument("--rows", type=int, default=500)
     args = parser.parse_args()
+    args.weir = str(Path(args.weir).resolve())
 
     import pyarrow as pa
     import pyarrow.parquet as pq
