@@ -144,6 +144,9 @@ enum Command {
         /// Another host name the service answers to (the Host header; repeatable).
         #[arg(long = "allow-host", value_name = "HOST")]
         allow_hosts: Vec<String>,
+        /// Testing aid: the schedules read the time (RFC 3339) from this file.
+        #[arg(long, hide = true)]
+        clock_file: Option<String>,
     },
     /// Submit a run to the job service: a job file (sent inline) or a stored job's name.
     Submit {
@@ -301,7 +304,15 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
     let print_json =
         |value: &serde_json::Value| println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
     let outcome = match cli.command {
-        Command::Serve { state_dir, listen, address_file, max_concurrent_runs, cancel_grace_s, allow_hosts } => {
+        Command::Serve {
+            state_dir,
+            listen,
+            address_file,
+            max_concurrent_runs,
+            cancel_grace_s,
+            allow_hosts,
+            clock_file,
+        } => {
             let config = ServeConfig {
                 state_dir: state_dir.into(),
                 listen,
@@ -309,6 +320,7 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
                 max_concurrent_runs,
                 cancel_grace: Duration::from_secs(cancel_grace_s),
                 allow_hosts,
+                clock_file: clock_file.map(Into::into),
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(runtime) => runtime,

@@ -26,10 +26,9 @@ pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
 pub struct JobSpec {
     /// `[a-z0-9_-]+`.
     pub name: String,
-    /// Cron expression (UTC) for the job service's scheduler (not yet built); checked when
-    /// the job is loaded, and otherwise ignored by `weir run`, which runs the job once.
+    /// When the job service runs the job by itself; `weir run` ignores it.
     #[serde(default)]
-    pub schedule: Option<String>,
+    pub schedule: Option<ScheduleSpec>,
     pub source: SourceSpec,
     #[serde(default, rename = "step")]
     pub steps: Vec<StepSpec>,
@@ -37,6 +36,55 @@ pub struct JobSpec {
     /// Overrides of the store configuration (never secrets).
     #[serde(default)]
     pub storage: StorageOptions,
+}
+
+/// `[schedule]`: the job service runs the job at each tick of `cron` in `timezone`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    /// 5 fields (minute precision) or 6 (seconds first), as croner reads them.
+    pub cron: String,
+    /// An IANA time zone name (default UTC); ticks follow its daylight-saving rules.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// What to do with ticks the service missed (it was down, the job was held back).
+    #[serde(default)]
+    pub catchup: Catchup,
+    /// With `catchup = "all"`: at most this many missed ticks run, the latest ones (default 30).
+    #[serde(default = "default_max_catchup")]
+    pub max_catchup: usize,
+    /// Scheduled runs of the job that may be queued or running at once (default 1); a
+    /// later tick waits for one to end.
+    #[serde(default = "default_max_active_runs")]
+    pub max_active_runs: usize,
+    /// A paused schedule fires nothing; ticks that pass while paused are skipped for good.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// `schedule.catchup`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Catchup {
+    /// Missed ticks are skipped; only a tick that comes due while the service runs fires.
+    None,
+    /// Of the missed ticks, only the latest runs (the default).
+    #[default]
+    Latest,
+    /// Every missed tick runs, oldest first (at most `max_catchup`, the latest ones).
+    All,
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+fn default_max_catchup() -> usize {
+    30
+}
+
+fn default_max_active_runs() -> usize {
+    1
 }
 
 /// Data formats. Only Parquet, for now.
@@ -115,9 +163,7 @@ impl JobSpec {
             return Err(format!("job name '{}' must match [a-z0-9_-]+", self.name));
         }
         if let Some(schedule) = &self.schedule {
-            schedule
-                .parse::<croner::Cron>()
-                .map_err(|error| format!("schedule '{schedule}' is not a cron expression: {error}"))?;
+            crate::service::schedules::Schedule::new(schedule)?;
         }
         if self.source.batch_size == Some(0) {
             return Err("source.batch_size must be positive".into());
@@ -191,10 +237,13 @@ mode = "overwrite"
 
     #[test]
     fn schedules_are_checked() {
-        let job = JobSpec::from_toml(&format!("schedule = \"0 2 * * *\"\n{JOB}")).unwrap();
+        let with = |table: &str| JobSpec::from_toml(&format!("{JOB}\n[schedule]\n{table}")).unwrap();
+        let job = with("cron = \"0 2 * * *\"\ntimezone = \"Europe/Berlin\"\ncatchup = \"all\"");
         job.check().unwrap();
-        let job = JobSpec::from_toml(&format!("schedule = \"at two\"\n{JOB}")).unwrap();
-        assert!(job.check().unwrap_err().contains("'at two' is not a cron expression"));
+        assert_eq!(job.schedule.unwrap().catchup, Catchup::All);
+        assert!(with("cron = \"at two\"").check().unwrap_err().contains("'at two' is not a cron expression"));
+        assert!(with("cron = \"0 2 * * *\"\ntimezone = \"Mars/Base\"").check().unwrap_err().contains("'Mars/Base'"));
+        assert!(with("cron = \"*/2 * * * * *\"").check().is_ok(), "six fields: seconds");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Job variables: `{{ds}}` (the run date, `YYYY-MM-DD`, UTC today unless given),
-//! `{{run_id}}` (unique per run unless given), and any `--var key=value`. The job's TOML is
+//! `{{run_id}}` (unique per run unless given), and any `--var key=value`; `{{ds_nodash}}`,
+//! `{{interval_start}}`, `{{interval_end}}` and `{{logical_time}}` default to the day `ds`
+//! names (a scheduled run gets its tick's). The job's TOML is
 //! parsed first and variables are then substituted inside its string values, so a value is
 //! always data: it cannot add a key, end a string or change a number.
 
@@ -24,6 +26,19 @@ impl Variables {
         values.insert("run_id".to_string(), new_run_id());
         for (key, value) in overrides {
             values.insert(key.clone(), value.clone());
+        }
+        // What a scheduled run gets from its tick (service/schedules.rs); for other runs, the
+        // day `ds` names.
+        let ds = values.get("ds").cloned().unwrap_or_default();
+        let day = chrono::NaiveDate::parse_from_str(&ds, "%Y-%m-%d").ok();
+        let mut derived = vec![("ds_nodash", ds.replace('-', ""))];
+        if let Some(day) = day {
+            let start = format!("{day}T00:00:00Z");
+            let end = format!("{}T00:00:00Z", day.succ_opt().unwrap_or(day));
+            derived.extend([("interval_start", start), ("interval_end", end.clone()), ("logical_time", end)]);
+        }
+        for (key, value) in derived {
+            values.entry(key.to_string()).or_insert(value);
         }
         Variables { values }
     }

@@ -74,4 +74,13 @@ def test_the_manifest_records_the_variables(weir, tmp_path, events_dir):
     weir("run", job, "--var", "ds=2024-02-29", "--var", "region=eu west", "--var", "run_id=R7", check=0)
     manifest = json.loads((out / "date=2024-02-29" / "_weir" / "manifest.json").read_text())
     assert manifest["run_id"] == "R7"
-    assert manifest["variables"] == {"ds": "2024-02-29", "region": "eu west", "run_id": "R7"}
+    assert manifest["variables"] == {
+        "ds": "2024-02-29",
+        "region": "eu west",
+        "run_id": "R7",
+        # Derived from ds (a schedule's tick sets them otherwise): a leap day's interval.
+        "ds_nodash": "20240229",
+        "interval_start": "2024-02-29T00:00:00Z",
+        "interval_end": "2024-03-01T00:00:00Z",
+        "logical_time": "2024-03-01T00:00:00Z",
+    }

@@ -1,7 +1,8 @@
 //! `weir serve`: the job service. Teams submit job definitions over HTTP, follow and
 //! cancel runs, and look back at every run; each run is a `weir run` child process
 //! ([`executor`]), queued and watched by the [`scheduler`], recorded in SQLite
-//! ([`store`]), behind bearer tokens with roles ([`auth`]), through the routes of [`api`].
+//! ([`store`]), behind bearer tokens with roles ([`auth`]), through the routes of [`api`];
+//! stored jobs with a `[schedule]` run by themselves ([`schedules`]).
 //! [`client`] is the CLI's side (`weir submit`, `runs`, `status`, `logs`, `cancel`, `jobs`).
 //!
 //! State lives in one folder (`--state-dir`): `weir.db` (the history), `admin.token` (the
@@ -12,6 +13,7 @@ pub mod auth;
 pub mod client;
 pub mod executor;
 pub mod scheduler;
+pub mod schedules;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -36,6 +38,8 @@ pub struct ServeConfig {
     pub cancel_grace: Duration,
     /// More `Host` names the service answers to.
     pub allow_hosts: Vec<String>,
+    /// Read the scheduler's time from this file instead of the system clock (tests).
+    pub clock_file: Option<PathBuf>,
 }
 
 /// Runs the service until SIGINT or SIGTERM. Runs in flight keep running; the next start
@@ -51,7 +55,12 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     }
     let binary = std::env::current_exe().map_err(|error| format!("cannot find the weir binary: {error}"))?;
     let executor = Arc::new(LocalExecutor { binary });
-    let scheduler = Scheduler::new(store.clone(), executor, state_dir, config.max_concurrent_runs, config.cancel_grace);
+    let clock: Arc<dyn schedules::Clock> = match &config.clock_file {
+        Some(path) => Arc::new(schedules::FileClock(path.clone())),
+        None => Arc::new(schedules::SystemClock),
+    };
+    let scheduler =
+        Scheduler::new(store.clone(), executor, clock, state_dir, config.max_concurrent_runs, config.cancel_grace);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", config.listen))?;

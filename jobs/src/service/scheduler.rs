@@ -14,12 +14,14 @@ use nix::sys::signal::Signal;
 use tokio::sync::Notify;
 
 use super::executor::{Executor, Exit, Launch, RunHandle};
+use super::schedules::{Clock, schedule_pass};
 use super::store::{Ending, Run, RunState, Store};
 
 /// The queue and the runs in flight.
 pub struct Scheduler {
     pub store: Arc<Store>,
     executor: Arc<dyn Executor>,
+    clock: Arc<dyn Clock>,
     state_dir: PathBuf,
     max_running: usize,
     /// Worker threads of a run that does not ask for a number.
@@ -51,6 +53,7 @@ impl Scheduler {
     pub fn new(
         store: Arc<Store>,
         executor: Arc<dyn Executor>,
+        clock: Arc<dyn Clock>,
         state_dir: &Path,
         max_running: usize,
         grace: Duration,
@@ -59,6 +62,7 @@ impl Scheduler {
         Arc::new(Scheduler {
             store,
             executor,
+            clock,
             state_dir: state_dir.to_path_buf(),
             max_running: max_running.max(1),
             default_workers: (cores / max_running.max(1)).max(1),
@@ -85,6 +89,14 @@ impl Scheduler {
     pub async fn run(self: Arc<Self>) {
         self.reconcile();
         loop {
+            match schedule_pass(&self.store, self.clock.now()) {
+                Ok(pass) => {
+                    for (job, tick) in &pass.submitted {
+                        tracing::info!("scheduled a run of '{job}' for the tick at {tick}");
+                    }
+                }
+                Err(error) => tracing::error!("the schedules cannot read the database: {error}"),
+            }
             loop {
                 match self.store.claim_next(self.max_running) {
                     Ok(Some(run)) => self.clone().start(run),

@@ -255,6 +255,10 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state, seq);
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, seq);
+CREATE TABLE IF NOT EXISTS schedules (
+    job TEXT PRIMARY KEY,
+    last_tick TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at TEXT NOT NULL,
@@ -670,6 +674,38 @@ impl Store {
                 |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
             )?;
             Ok(Counts { by_state, started, rows_written, duration_sum_s, finished })
+        })
+    }
+
+    // --- schedules ---
+
+    /// The last tick handled for `job`'s schedule, if the job was seen with one before.
+    pub fn schedule_last_tick(&self, job: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        let text: Option<String> = self.with(|c| {
+            c.query_row("SELECT last_tick FROM schedules WHERE job = ?1", params![job], |row| row.get(0)).optional()
+        })?;
+        Ok(text.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&chrono::Utc)))
+    }
+
+    pub fn set_schedule_last_tick(&self, job: &str, tick: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+        let tick = tick.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO schedules (job, last_tick) VALUES (?1, ?2) ON CONFLICT (job) DO UPDATE SET last_tick = excluded.last_tick",
+                params![job, tick],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Scheduled runs of `job` that are queued or running.
+    pub fn active_scheduled_runs(&self, job: &str) -> Result<i64, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM runs WHERE job = ?1 AND state IN ('queued', 'running') AND idempotency_key LIKE 'schedule/%'",
+                params![job],
+                |row| row.get(0),
+            )
         })
     }
 

@@ -1,0 +1,434 @@
+//! Schedules: the job service runs every stored job that has a `[schedule]` at each tick of
+//! its cron expression, in its time zone.
+//!
+//! # The rules
+//!
+//! - A tick's **logical time** is the instant cron names; the run covers the **data
+//!   interval** from the tick before it to the tick itself. `{{ds}}` is the date (in the
+//!   schedule's time zone) the interval starts on: a daily 02:00 run processes the previous
+//!   day, as in Airflow. The run also gets `{{ds_nodash}}`, `{{interval_start}}` and
+//!   `{{interval_end}}` (RFC 3339, UTC) and `{{logical_time}}`.
+//! - **Exactly one run per (job, logical time)**, ever: a tick's run is submitted with the
+//!   idempotency key `schedule/JOB/LOGICAL_TIME`, so a tick handled twice (a restart between
+//!   the submission and recording it, a clock that jumps back) finds its run instead of
+//!   making another.
+//! - The service records, per job, the last tick it handled. It only ever looks at ticks
+//!   after that one and up to now: a tick is never handled twice, and ticks that passed
+//!   are caught up by the job's `catchup` policy (`all`: each, oldest first, at most
+//!   `max_catchup`; `latest`: only the latest; `none`: none, but a tick that comes due while
+//!   the service runs, within [`ON_TIME`] of it).
+//! - A job seen for the first time (stored, or given a schedule) starts from now: its past
+//!   is not caught up (a backfill is for that). While `paused`, ticks are skipped for good
+//!   and unpausing fires nothing until the next tick. Editing the cron expression keeps the
+//!   last handled tick, so no tick before it fires again.
+//! - `max_active_runs`: when that many scheduled runs of the job are queued or running,
+//!   later ticks wait (they are not skipped; the catch-up policy applies to them when
+//!   they can go).
+//! - Daylight saving follows croner's documented rules: a fixed-time tick in a
+//!   spring-forward gap fires once, at the first valid time after it; in a fall-back
+//!   overlap it fires once.
+//!
+//! The scheduler reads the time from a [`Clock`], so tests can drive it.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
+
+use super::store::{Inserted, NewRun, Store, StoreError};
+use crate::spec::{Catchup, JobSpec, ScheduleSpec};
+use crate::vars::Variables;
+
+/// How late a tick may be handled and still count as on time for `catchup = "none"`.
+pub const ON_TIME: Duration = Duration::seconds(60);
+
+/// Where the scheduler gets the time.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock read from a file holding an RFC 3339 time (`weir serve --clock-file`, for tests
+/// that drive the scheduler through days in seconds). Falls back to the system clock while
+/// the file is missing or unreadable.
+pub struct FileClock(pub std::path::PathBuf);
+
+impl Clock for FileClock {
+    fn now(&self) -> DateTime<Utc> {
+        std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|text| DateTime::parse_from_rfc3339(text.trim()).ok())
+            .map(|time| time.with_timezone(&Utc))
+            .unwrap_or_else(Utc::now)
+    }
+}
+
+/// A parsed `[schedule]`.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub spec: ScheduleSpec,
+    cron: Cron,
+    zone: Tz,
+}
+
+impl Schedule {
+    /// Parses the cron expression (5 fields, or 6 with seconds first) and the time zone.
+    pub fn new(spec: &ScheduleSpec) -> Result<Schedule, String> {
+        let parser = CronParser::builder().seconds(Seconds::Optional).build();
+        let cron = parser
+            .parse(&spec.cron)
+            .map_err(|error| format!("schedule.cron '{}' is not a cron expression: {error}", spec.cron))?;
+        let zone = Tz::from_str(&spec.timezone).map_err(|_| {
+            format!("schedule.timezone '{}' is not an IANA time zone (e.g. Europe/Berlin)", spec.timezone)
+        })?;
+        if spec.max_active_runs == 0 {
+            return Err("schedule.max_active_runs must be positive".into());
+        }
+        Ok(Schedule { spec: spec.clone(), cron, zone })
+    }
+
+    /// The first tick strictly after `after`.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = after.with_timezone(&self.zone);
+        self.cron.find_next_occurrence(&local, false).ok().map(|tick| tick.with_timezone(&Utc))
+    }
+
+    /// The last tick strictly before `before`.
+    pub fn previous_before(&self, before: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = before.with_timezone(&self.zone);
+        self.cron.find_previous_occurrence(&local, false).ok().map(|tick| tick.with_timezone(&Utc))
+    }
+
+    /// The ticks in `(after, until]`, oldest first; at most `limit`, the latest ones, and
+    /// whether older ones were left out.
+    pub fn ticks_between(
+        &self,
+        after: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> (Vec<DateTime<Utc>>, bool) {
+        let mut ticks = std::collections::VecDeque::new();
+        let mut dropped = false;
+        let mut at = after;
+        while let Some(tick) = self.next_after(at) {
+            if tick > until {
+                break;
+            }
+            ticks.push_back(tick);
+            if ticks.len() > limit {
+                ticks.pop_front();
+                dropped = true;
+            }
+            at = tick;
+        }
+        (ticks.into(), dropped)
+    }
+
+    /// The variables of the run for the tick at `logical`.
+    pub fn variables(&self, logical: DateTime<Utc>) -> BTreeMap<String, String> {
+        let start = self.previous_before(logical).unwrap_or(logical);
+        let ds = start.with_timezone(&self.zone).format("%Y-%m-%d").to_string();
+        BTreeMap::from([
+            ("ds_nodash".to_string(), ds.replace('-', "")),
+            ("ds".to_string(), ds),
+            ("interval_start".to_string(), start.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            ("interval_end".to_string(), logical.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            ("logical_time".to_string(), logical.to_rfc3339_opts(SecondsFormat::Secs, true)),
+        ])
+    }
+}
+
+/// The idempotency key of a tick's run.
+pub fn tick_key(job: &str, logical: DateTime<Utc>) -> String {
+    format!("schedule/{job}/{}", logical.to_rfc3339_opts(SecondsFormat::Secs, true))
+}
+
+/// What one pass over the schedules did, for logs and tests.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// (job, logical time) of the runs submitted.
+    pub submitted: Vec<(String, DateTime<Utc>)>,
+    /// Ticks passed over by the catch-up policy or a pause.
+    pub skipped: usize,
+}
+
+/// One pass: for every stored job with a schedule, submits the runs of the ticks that are
+/// due, by the rules in the module docs.
+pub fn schedule_pass(store: &Store, now: DateTime<Utc>) -> Result<Pass, StoreError> {
+    let mut pass = Pass::default();
+    for job in store.jobs()? {
+        let Some(version) = store.job_version(&job.name, None)? else { continue };
+        let Some(definition) = version.definition else { continue };
+        let Some(schedule) = schedule_of(&definition) else { continue };
+        let Some(last) = store.schedule_last_tick(&job.name)? else {
+            store.set_schedule_last_tick(&job.name, now)?;
+            continue;
+        };
+        if schedule.spec.paused {
+            let (skipped, _) = schedule.ticks_between(last, now, usize::MAX);
+            pass.skipped += skipped.len();
+            if now > last {
+                store.set_schedule_last_tick(&job.name, now)?;
+            }
+            continue;
+        }
+        let limit = match schedule.spec.catchup {
+            Catchup::All => schedule.spec.max_catchup.max(1),
+            Catchup::Latest | Catchup::None => 1,
+        };
+        let (due, dropped) = schedule.ticks_between(last, now, limit);
+        if dropped {
+            // Counted by what is left out: the ticks before the kept ones.
+            let (all, _) = schedule.ticks_between(last, due.first().copied().unwrap_or(now), usize::MAX);
+            pass.skipped += all.len().saturating_sub(1);
+        }
+        for tick in due {
+            if schedule.spec.catchup == Catchup::None && now - tick > ON_TIME {
+                pass.skipped += 1;
+                store.set_schedule_last_tick(&job.name, tick)?;
+                continue;
+            }
+            if store.active_scheduled_runs(&job.name)? >= schedule.spec.max_active_runs as i64 {
+                break;
+            }
+            let vars = schedule.variables(tick);
+            let run = NewRun {
+                id: crate::vars::new_run_id(),
+                job: job.name.clone(),
+                job_version: Some(version.version),
+                job_sha256: version.sha256.clone(),
+                definition: definition.clone(),
+                output_uri: output_uri(&definition, &vars),
+                vars: vars.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect(),
+                idempotency_key: Some(tick_key(&job.name, tick)),
+                submitted_by: "schedule".into(),
+                workers: None,
+            };
+            if let Inserted::New(_) = store.insert_run(&run)? {
+                pass.submitted.push((job.name.clone(), tick));
+            }
+            store.set_schedule_last_tick(&job.name, tick)?;
+        }
+    }
+    Ok(pass)
+}
+
+/// The `[schedule]` of a stored definition, if it has a valid one.
+fn schedule_of(definition: &str) -> Option<Schedule> {
+    let vars = Variables::new(&[]);
+    let document = vars.parse_and_substitute("definition", definition).ok()?;
+    let spec = JobSpec::from_document(document, definition).ok()?;
+    Schedule::new(spec.schedule.as_ref()?).ok()
+}
+
+/// The sink URI the run will write to, as far as it can be known without planning.
+fn output_uri(definition: &str, vars: &BTreeMap<String, String>) -> String {
+    let pairs: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    crate::planning::load_job_text("definition", definition, &Variables::new(&pairs))
+        .map(|job| job.spec.sink.uri)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(cron: &str, zone: &str, catchup: Catchup) -> Schedule {
+        Schedule::new(&ScheduleSpec {
+            cron: cron.into(),
+            timezone: zone.into(),
+            catchup,
+            max_catchup: 30,
+            max_active_runs: 1,
+            paused: false,
+        })
+        .unwrap()
+    }
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+    }
+
+    fn ticks(schedule: &Schedule, from: &str, to: &str) -> Vec<String> {
+        let (ticks, _) = schedule.ticks_between(utc(from), utc(to), usize::MAX);
+        ticks.iter().map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)).collect()
+    }
+
+    #[test]
+    fn berlin_spring_forward_fires_once_after_the_gap_and_autumn_once_in_the_overlap() {
+        // 2026-03-29: 02:00 CET jumps to 03:00 CEST; 02:30 does not exist that night.
+        let nightly = schedule("30 2 * * *", "Europe/Berlin", Catchup::All);
+        assert_eq!(
+            ticks(&nightly, "2026-03-27T12:00:00Z", "2026-03-30T12:00:00Z"),
+            ["2026-03-28T01:30:00Z", "2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"],
+            "the 29th fires once, at 03:00 CEST (the first valid time after the gap)"
+        );
+        // 2026-10-25: 03:00 CEST falls back to 02:00 CET; 02:30 happens twice that night.
+        assert_eq!(
+            ticks(&nightly, "2026-10-23T12:00:00Z", "2026-10-26T12:00:00Z"),
+            ["2026-10-24T00:30:00Z", "2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"],
+            "the 25th fires once"
+        );
+    }
+
+    #[test]
+    fn new_york_daily_ticks_follow_the_wall_clock_across_both_changes() {
+        let daily = schedule("0 2 * * *", "America/New_York", Catchup::All);
+        // 2026-03-08: 02:00 EST jumps to 03:00 EDT.
+        assert_eq!(
+            ticks(&daily, "2026-03-07T00:00:00Z", "2026-03-09T12:00:00Z"),
+            ["2026-03-07T07:00:00Z", "2026-03-08T07:00:00Z", "2026-03-09T06:00:00Z"]
+        );
+        // 2026-11-01: 02:00 EDT falls back to 01:00 EST.
+        assert_eq!(
+            ticks(&daily, "2026-10-31T00:00:00Z", "2026-11-02T12:00:00Z"),
+            ["2026-10-31T06:00:00Z", "2026-11-01T07:00:00Z", "2026-11-02T07:00:00Z"]
+        );
+    }
+
+    #[test]
+    fn ds_is_the_day_the_interval_starts_in_the_schedules_zone() {
+        let nightly = schedule("0 2 * * *", "Europe/Berlin", Catchup::Latest);
+        let vars = nightly.variables(utc("2026-06-10T00:00:00Z"));
+        assert_eq!(vars["ds"], "2026-06-09");
+        assert_eq!(vars["ds_nodash"], "20260609");
+        assert_eq!(vars["interval_start"], "2026-06-09T00:00:00Z");
+        assert_eq!(vars["interval_end"], "2026-06-10T00:00:00Z");
+    }
+
+    fn store_with(definition: &str) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("weir.db")).unwrap();
+        store.put_job("nightly", "h", definition, "admin").unwrap();
+        (dir, store)
+    }
+
+    fn job(schedule: &str) -> String {
+        format!(
+            "name = \"nightly\"\n[schedule]\n{schedule}\n[source]\nuri = \"in/date={{{{ds}}}}/\"\n[sink]\nuri = \"out/date={{{{ds}}}}/\"\n"
+        )
+    }
+
+    fn finish_all(store: &Store) {
+        while let Some(run) = store.claim_next(1000).unwrap() {
+            store.finish(&run.id, super::super::store::RunState::Succeeded, &Default::default()).unwrap();
+        }
+    }
+
+    #[test]
+    fn forty_days_with_a_restart_in_the_middle_run_each_day_once() {
+        let (dir, store) = store_with(&job("cron = \"0 2 * * *\"\ncatchup = \"all\""));
+        let mut now = utc("2026-01-01T12:00:00Z");
+        schedule_pass(&store, now).unwrap(); // first seen: starts from now
+        let mut submitted = Vec::new();
+        for hour in 0..(40 * 24) {
+            now += Duration::hours(1);
+            if hour == 20 * 24 {
+                // A restart: the state is read back from the database.
+                let reopened = Store::open(&dir.path().join("weir.db")).unwrap();
+                submitted.extend(schedule_pass(&reopened, now).unwrap().submitted);
+            } else {
+                submitted.extend(schedule_pass(&store, now).unwrap().submitted);
+            }
+            finish_all(&store);
+        }
+        assert_eq!(submitted.len(), 40);
+        let days: std::collections::BTreeSet<_> = submitted.iter().map(|(_, t)| t.date_naive()).collect();
+        assert_eq!(days.len(), 40, "one run per day");
+        let runs = store.runs(&Default::default(), None).unwrap();
+        let mut ds: Vec<_> = runs.iter().map(|r| r.vars["ds"].as_str().unwrap().to_string()).collect();
+        ds.sort();
+        assert_eq!(ds.first().unwrap(), "2026-01-01", "the 2 Jan 02:00 tick covers 1 Jan");
+        assert_eq!(ds.len(), 40);
+    }
+
+    #[test]
+    fn catch_up_policies_after_a_week_down() {
+        for (catchup, expected) in [("all", 7), ("latest", 1), ("none", 0)] {
+            let (_dir, store) =
+                store_with(&job(&format!("cron = \"0 2 * * *\"\ncatchup = \"{catchup}\"\nmax_active_runs = 10")));
+            let start = utc("2026-02-01T12:00:00Z");
+            schedule_pass(&store, start).unwrap();
+            let pass = schedule_pass(&store, start + Duration::days(7)).unwrap();
+            assert_eq!(pass.submitted.len(), expected, "{catchup}");
+            assert_eq!(pass.submitted.len() + pass.skipped, 7, "{catchup}: every tick handled once");
+            // Handled ticks never come back.
+            assert!(schedule_pass(&store, start + Duration::days(7)).unwrap().submitted.is_empty());
+        }
+    }
+
+    #[test]
+    fn catchup_none_fires_a_tick_that_comes_due_while_running() {
+        let (_dir, store) = store_with(&job("cron = \"0 2 * * *\"\ncatchup = \"none\""));
+        schedule_pass(&store, utc("2026-02-01T12:00:00Z")).unwrap();
+        let pass = schedule_pass(&store, utc("2026-02-02T02:00:05Z")).unwrap();
+        assert_eq!(pass.submitted, [("nightly".to_string(), utc("2026-02-02T02:00:00Z"))]);
+    }
+
+    #[test]
+    fn pausing_skips_and_unpausing_does_not_fire() {
+        let (_dir, store) = store_with(&job("cron = \"0 2 * * *\"\ncatchup = \"all\"\npaused = true"));
+        let start = utc("2026-02-01T12:00:00Z");
+        schedule_pass(&store, start).unwrap();
+        let pass = schedule_pass(&store, start + Duration::days(3)).unwrap();
+        assert!(pass.submitted.is_empty() && pass.skipped == 3);
+        store.put_job("nightly", "h2", &job("cron = \"0 2 * * *\"\ncatchup = \"all\""), "admin").unwrap();
+        assert!(
+            schedule_pass(&store, start + Duration::days(3)).unwrap().submitted.is_empty(),
+            "unpausing fires nothing"
+        );
+        assert_eq!(schedule_pass(&store, start + Duration::days(4)).unwrap().submitted.len(), 1, "the next tick fires");
+    }
+
+    #[test]
+    fn editing_the_cron_does_not_refire_handled_ticks() {
+        let (_dir, store) = store_with(&job("cron = \"0 2 * * *\"\ncatchup = \"all\""));
+        let start = utc("2026-02-01T12:00:00Z");
+        schedule_pass(&store, start).unwrap();
+        assert_eq!(schedule_pass(&store, start + Duration::days(1)).unwrap().submitted.len(), 1);
+        finish_all(&store);
+        // An earlier hour: today's 01:00 lies before the last handled tick (02:00).
+        store.put_job("nightly", "h2", &job("cron = \"0 1 * * *\"\ncatchup = \"all\""), "admin").unwrap();
+        assert!(schedule_pass(&store, start + Duration::days(1)).unwrap().submitted.is_empty());
+        assert_eq!(schedule_pass(&store, start + Duration::days(2)).unwrap().submitted.len(), 1);
+    }
+
+    #[test]
+    fn max_active_runs_holds_later_ticks_back_without_skipping_them() {
+        let (_dir, store) = store_with(&job("cron = \"0 * * * *\"\ncatchup = \"all\"\nmax_active_runs = 2"));
+        let start = utc("2026-02-01T00:30:00Z");
+        schedule_pass(&store, start).unwrap();
+        let first = schedule_pass(&store, start + Duration::hours(5)).unwrap();
+        assert_eq!(first.submitted.len(), 2, "two may be active");
+        finish_all(&store);
+        let second = schedule_pass(&store, start + Duration::hours(5)).unwrap();
+        assert_eq!(second.submitted.len(), 2, "the held ticks go next, none skipped");
+        finish_all(&store);
+        let third = schedule_pass(&store, start + Duration::hours(5)).unwrap();
+        assert_eq!(third.submitted.len(), 1);
+        assert_eq!(third.skipped + second.skipped + first.skipped, 0);
+    }
+
+    #[test]
+    fn a_tick_handled_twice_finds_its_run() {
+        let (_dir, store) = store_with(&job("cron = \"0 2 * * *\"\ncatchup = \"all\"\nmax_active_runs = 5"));
+        let start = utc("2026-02-01T12:00:00Z");
+        schedule_pass(&store, start).unwrap();
+        assert_eq!(schedule_pass(&store, start + Duration::days(2)).unwrap().submitted.len(), 2);
+        // A crash before the last tick was recorded: the state goes back.
+        store.set_schedule_last_tick("nightly", start).unwrap();
+        assert!(schedule_pass(&store, start + Duration::days(2)).unwrap().submitted.is_empty());
+        assert_eq!(store.runs(&Default::default(), None).unwrap().len(), 2);
+    }
+}
