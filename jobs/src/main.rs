@@ -206,6 +206,29 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Run a stored job for a range of past dates (its schedule's ticks, or one a day).
+    Backfill {
+        /// The stored job's name.
+        job: String,
+        /// The first date (YYYY-MM-DD) whose data to process.
+        #[arg(long)]
+        from: String,
+        /// The last date, included.
+        #[arg(long)]
+        to: String,
+        /// Dates that already have a run: none (skip them), failed (run again those whose
+        /// latest run failed, was cancelled or lost), all.
+        #[arg(long, default_value = "none")]
+        reprocess: String,
+        /// Runs of this backfill queued or running at once.
+        #[arg(long, default_value_t = 1)]
+        max_active: usize,
+        /// List the dates and what would run, and submit nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Store, list, show and roll back the service's job definitions.
     Jobs {
         #[command(subcommand)]
@@ -390,6 +413,29 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
             println!("{}", describe_run(&run));
             Ok(0)
         })(),
+        Command::Backfill { job, from, to, reprocess, max_active, dry_run, server } => (|| {
+            let body = serde_json::json!({
+                "from": from, "to": to, "reprocess": reprocess, "max_active": max_active, "dry_run": dry_run,
+            });
+            let reply = client(server)?.post(&format!("/v1/jobs/{job}/backfill"), &body)?;
+            for tick in reply["ticks"].as_array().into_iter().flatten() {
+                let existing = match (tick["existing"].as_str(), tick["existing_run"].as_str()) {
+                    (Some(state), Some(run)) => format!("{state} ({run})"),
+                    _ => "no run yet".into(),
+                };
+                let action = if tick["will_run"].as_bool() == Some(true) { "runs" } else { "skipped" };
+                println!(
+                    "{}  {}  {existing:<40}  {action}",
+                    tick["ds"].as_str().unwrap_or("-"),
+                    tick["logical_time"].as_str().unwrap_or("-")
+                );
+            }
+            match reply["id"].as_str() {
+                Some(id) => println!("backfill {id}: {} run(s), at most {max_active} at a time", reply["runs"]),
+                None => println!("dry run: nothing submitted"),
+            }
+            Ok(0)
+        })(),
         Command::Jobs { command, server } => (|| {
             let client = client(server)?;
             let reply = match command {
@@ -472,6 +518,7 @@ fn dispatch(command: Command, runtime: &tokio::runtime::Runtime, stop: &Stop) ->
         | Command::Status { .. }
         | Command::Logs { .. }
         | Command::Cancel { .. }
+        | Command::Backfill { .. }
         | Command::Jobs { .. } => Err(JobFailure::internal("a service command reached the run dispatcher")),
     }
 }

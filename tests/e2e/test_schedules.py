@@ -1,7 +1,8 @@
 """Schedules in a real `weir serve`: a job stored with a per-second cron fires by itself,
 each tick's run gets the tick's variables and writes what `weir run` writes for them, and a
 `kill -9` of the service between ticks loses no tick and duplicates none (`catchup =
-"all"`). The rules themselves (DST, catch-up policies, pauses, edits, max_active_runs, 40
+"all"`). A backfill of 30 dates runs two at a time after a dry run, and again for the dates
+that failed once their data has landed. The rules themselves (DST, catch-up policies, pauses, edits, max_active_runs, 40
 simulated days with a restart) are tested with a driven clock in
 jobs/src/service/schedules.rs."""
 
@@ -10,6 +11,7 @@ import signal
 import time
 from datetime import datetime, timedelta
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conftest import data_files
@@ -83,3 +85,89 @@ def test_a_per_second_schedule_fires_every_tick_once_across_a_kill_9(tmp_path, e
         got = pq.read_table(data_files(tmp_path / "out" / run["vars"]["ds_nodash"] / run["id"])).sort_by("id")
         want = pq.read_table(data_files(tmp_path / "by-hand" / last["vars"]["ds_nodash"] / last["id"])).sort_by("id")
         assert got.equals(want)
+
+
+DAILY = """name = "daily"
+[source]
+uri = "in/date={{{{ds}}}}/"
+[sink]
+uri = "out/date={{{{ds}}}}/"
+mode = "overwrite"
+"""
+
+
+def write_partition(root, ds, index):
+    part = root / "in" / f"date={ds}"
+    part.mkdir(parents=True, exist_ok=True)
+    table = pa.table({"id": pa.array(range(index * 100, index * 100 + 100), pa.int64()), "day": pa.array([ds] * 100)})
+    pq.write_table(table, part / "part-0.parquet")
+    return table
+
+
+def most_at_once(runs) -> int:
+    spans = [(parse(run["started_at"]), parse(run["finished_at"])) for run in runs]
+    return max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+
+
+def parse(text):
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_a_backfill_of_30_dates_two_at_a_time_then_the_failed_ones(tmp_path, weir):
+    root = tmp_path.resolve()
+    days = [(datetime(2026, 1, 1) + timedelta(days=i)).strftime("%Y-%m-%d") for i in range(30)]
+    missing = {days[4], days[16], days[28]}  # three dates whose data has not landed
+    tables = {ds: write_partition(root, ds, i) for i, ds in enumerate(days) if ds not in missing}
+    service = Service(root, ["--max-concurrent-runs", "4"]).start()
+    try:
+        api = service.admin
+        # Stored after validation with a date whose data is there.
+        job = root / "daily.toml"
+        job.write_text(DAILY.format())
+        service.cli(weir, "jobs", "put", str(job), "--var", f"ds={days[0]}", check=0)
+
+        dry = service.cli(weir, "backfill", "daily", "--from", days[0], "--to", days[-1], "--max-active", "2", "--dry-run", check=0)
+        lines = [line for line in dry.stdout.splitlines() if line[:4] == "2026"]
+        assert [line.split()[0] for line in lines] == days and all(line.endswith("runs") for line in lines)
+        assert "dry run: nothing submitted" in dry.stdout
+        assert expect(api.get("/v1/runs", params={"job": "daily"}), 200)["runs"] == []
+
+        proc = service.cli(weir, "backfill", "daily", "--from", days[0], "--to", days[-1], "--max-active", "2", check=0)
+        assert "30 run(s), at most 2 at a time" in proc.stdout, proc.stdout
+        deadline = time.time() + 300
+        while True:
+            runs = expect(api.get("/v1/runs", params={"job": "daily", "limit": 500}), 200)["runs"]
+            if len(runs) == 30 and all(run["state"] in ("succeeded", "failed") for run in runs):
+                break
+            assert time.time() < deadline, [run["state"] for run in runs]
+            time.sleep(0.3)
+        assert most_at_once(runs) <= 2, "--max-active 2"
+        failed = sorted(run["vars"]["ds"] for run in runs if run["state"] == "failed")
+        assert failed == sorted(missing)
+        assert {run["exit_class"] for run in runs if run["state"] == "failed"} == {"user"}
+
+        # The data lands; only the failed dates run again.
+        for ds in sorted(missing):
+            tables[ds] = write_partition(root, ds, days.index(ds))
+        dry = service.cli(weir, "backfill", "daily", "--from", days[0], "--to", days[-1], "--reprocess", "failed", "--dry-run", check=0)
+        will = [line.split()[0] for line in dry.stdout.splitlines() if line.endswith("runs")]
+        assert will == sorted(missing)
+        service.cli(weir, "backfill", "daily", "--from", days[0], "--to", days[-1], "--reprocess", "failed", "--max-active", "2", check=0)
+        while True:
+            runs = expect(api.get("/v1/runs", params={"job": "daily", "limit": 500}), 200)["runs"]
+            if len(runs) == 33 and all(run["state"] in ("succeeded", "failed") for run in runs):
+                break
+            assert time.time() < deadline, [run["state"] for run in runs]
+            time.sleep(0.3)
+        retried = [run for run in runs if run["submitted_at"] > max(r["submitted_at"] for r in runs if r["vars"]["ds"] not in missing)]
+        assert sorted(run["vars"]["ds"] for run in retried) == sorted(missing)
+        assert all(run["state"] == "succeeded" for run in retried)
+        # A plain backfill over the range now has nothing to do.
+        dry = service.cli(weir, "backfill", "daily", "--from", days[0], "--to", days[-1], "--dry-run", check=0)
+        assert not [line for line in dry.stdout.splitlines() if line.endswith(" runs")]
+    finally:
+        service.close()
+
+    for ds, table in tables.items():
+        got = pq.read_table(data_files(root / "out" / f"date={ds}"), partitioning=None).sort_by("id")
+        assert got.equals(table.sort_by("id")), ds

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{AllowedHosts, authenticate, new_token, require, require_job};
+use super::backfill::{self, Reprocess};
 use super::scheduler::Scheduler;
 use super::store::{Inserted, NewRun, Role, Run, RunFilter, RunState, Store, TokenInfo};
 use crate::planning::{RunOptions, load_job_text, plan_job, sha256_hex};
@@ -85,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{name}", get(show_job))
         .route("/v1/jobs/{name}/versions/{version}", get(show_job_version))
         .route("/v1/jobs/{name}/rollback", post(rollback_job))
+        .route("/v1/jobs/{name}/backfill", post(backfill_job))
         .route("/v1/runs", post(submit_run).get(list_runs))
         .route("/v1/runs/{id}", get(show_run))
         .route("/v1/runs/{id}/logs", get(run_logs))
@@ -303,6 +305,57 @@ async fn rollback_job(
     }
     audit_event(&state, &caller, "job.rollback", &name, json!({ "version": body.version }))?;
     show_job(State(state), headers, Path(name)).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackfillRequest {
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+    #[serde(default)]
+    reprocess: Reprocess,
+    #[serde(default)]
+    max_active: Option<usize>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn backfill_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Result<Json<BackfillRequest>, JsonRejection>,
+) -> Reply {
+    let caller = caller(&state, &headers, Role::Submit)?;
+    let Json(body) = body.map_err(bad_body)?;
+    require_job(&caller, &name)?;
+    let version = state
+        .store
+        .job_version(&name, None)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format_args!("job '{name}'")))?;
+    let definition = version.definition.clone().unwrap_or_default();
+    let ticks = backfill::plan(&state.store, &name, &definition, body.from, body.to, body.reprocess)
+        .map_err(|message| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message))?;
+    if body.dry_run {
+        return Ok(
+            Json(json!({ "job": name, "version": version.version, "dry_run": true, "ticks": ticks })).into_response()
+        );
+    }
+    let max_active = body.max_active.unwrap_or(1).clamp(1, 64);
+    let started = backfill::start(&state.store, &name, version.version, &ticks, max_active, &caller.name)
+        .map_err(ApiError::internal)?;
+    audit_event(
+        &state,
+        &caller,
+        "job.backfill",
+        &name,
+        json!({ "id": started.id, "from": body.from, "to": body.to, "reprocess": body.reprocess, "runs": started.total }),
+    )?;
+    state.scheduler.wake();
+    Ok(created(
+        json!({ "id": started.id, "job": name, "version": version.version, "runs": started.total, "ticks": ticks }),
+    ))
 }
 
 // --- runs ---

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backfill;
 pub mod client;
 pub mod executor;
 pub mod scheduler;

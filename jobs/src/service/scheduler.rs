@@ -97,6 +97,9 @@ impl Scheduler {
                 }
                 Err(error) => tracing::error!("the schedules cannot read the database: {error}"),
             }
+            if let Err(error) = super::backfill::backfill_pass(&self.store) {
+                tracing::error!("the backfills cannot read the database: {error}");
+            }
             loop {
                 match self.store.claim_next(self.max_running) {
                     Ok(Some(run)) => self.clone().start(run),

@@ -38,7 +38,7 @@ use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 
-use super::store::{Inserted, NewRun, Store, StoreError};
+use super::store::{Inserted, JobVersion, NewRun, Store, StoreError};
 use crate::spec::{Catchup, JobSpec, ScheduleSpec};
 use crate::vars::Variables;
 
@@ -169,7 +169,7 @@ pub fn schedule_pass(store: &Store, now: DateTime<Utc>) -> Result<Pass, StoreErr
     let mut pass = Pass::default();
     for job in store.jobs()? {
         let Some(version) = store.job_version(&job.name, None)? else { continue };
-        let Some(definition) = version.definition else { continue };
+        let Some(definition) = version.definition.clone() else { continue };
         let Some(schedule) = schedule_of(&definition) else { continue };
         let Some(last) = store.schedule_last_tick(&job.name)? else {
             store.set_schedule_last_tick(&job.name, now)?;
@@ -202,19 +202,14 @@ pub fn schedule_pass(store: &Store, now: DateTime<Utc>) -> Result<Pass, StoreErr
             if store.active_scheduled_runs(&job.name)? >= schedule.spec.max_active_runs as i64 {
                 break;
             }
-            let vars = schedule.variables(tick);
-            let run = NewRun {
-                id: crate::vars::new_run_id(),
-                job: job.name.clone(),
-                job_version: Some(version.version),
-                job_sha256: version.sha256.clone(),
-                definition: definition.clone(),
-                output_uri: output_uri(&definition, &vars),
-                vars: vars.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect(),
-                idempotency_key: Some(tick_key(&job.name, tick)),
-                submitted_by: "schedule".into(),
-                workers: None,
-            };
+            let run = tick_run(
+                &job.name,
+                &version,
+                &definition,
+                schedule.variables(tick),
+                tick_key(&job.name, tick),
+                "schedule",
+            );
             if let Inserted::New(_) = store.insert_run(&run)? {
                 pass.submitted.push((job.name.clone(), tick));
             }
@@ -224,8 +219,31 @@ pub fn schedule_pass(store: &Store, now: DateTime<Utc>) -> Result<Pass, StoreErr
     Ok(pass)
 }
 
+/// The run of one tick of a stored job's version.
+pub fn tick_run(
+    job: &str,
+    version: &JobVersion,
+    definition: &str,
+    vars: BTreeMap<String, String>,
+    key: String,
+    submitted_by: &str,
+) -> NewRun {
+    NewRun {
+        id: crate::vars::new_run_id(),
+        job: job.to_string(),
+        job_version: Some(version.version),
+        job_sha256: version.sha256.clone(),
+        definition: definition.to_string(),
+        output_uri: output_uri(definition, &vars),
+        vars: vars.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect(),
+        idempotency_key: Some(key),
+        submitted_by: submitted_by.to_string(),
+        workers: None,
+    }
+}
+
 /// The `[schedule]` of a stored definition, if it has a valid one.
-fn schedule_of(definition: &str) -> Option<Schedule> {
+pub fn schedule_of(definition: &str) -> Option<Schedule> {
     let vars = Variables::new(&[]);
     let document = vars.parse_and_substitute("definition", definition).ok()?;
     let spec = JobSpec::from_document(document, definition).ok()?;

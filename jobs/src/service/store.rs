@@ -191,6 +191,18 @@ pub struct RunFilter {
     pub until: Option<String>,
 }
 
+/// A backfill: ticks of a job to submit, a few at a time.
+#[derive(Debug, Clone, Serialize)]
+pub struct Backfill {
+    pub id: String,
+    pub job: String,
+    pub version: i64,
+    pub max_active: i64,
+    /// (logical time, idempotency key) of the ticks not submitted yet, oldest first.
+    pub pending: Vec<(String, String)>,
+    pub total: i64,
+}
+
 /// Counters for `/metrics`.
 pub struct Counts {
     pub by_state: Vec<(String, i64)>,
@@ -258,6 +270,16 @@ CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, seq);
 CREATE TABLE IF NOT EXISTS schedules (
     job TEXT PRIMARY KEY,
     last_tick TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS backfills (
+    id TEXT PRIMARY KEY,
+    job TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    max_active INTEGER NOT NULL,
+    pending TEXT NOT NULL,
+    total INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -707,6 +729,67 @@ impl Store {
                 |row| row.get(0),
             )
         })
+    }
+
+    /// The latest run for a tick: its first run (key `KEY`) or a later attempt (`KEY/…`).
+    pub fn latest_run_for_key(&self, key: &str) -> Result<Option<Run>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = ?1 OR idempotency_key LIKE ?1 || '/%' ORDER BY seq DESC LIMIT 1"
+        );
+        self.with(|c| c.query_row(&sql, params![key], run_from).optional())
+    }
+
+    /// Runs submitted by `who` that are queued or running.
+    pub fn active_runs_by(&self, who: &str) -> Result<i64, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM runs WHERE submitted_by = ?1 AND state IN ('queued', 'running')",
+                params![who],
+                |row| row.get(0),
+            )
+        })
+    }
+
+    // --- backfills ---
+
+    /// Stores a backfill: `ticks` are (logical time, idempotency key) pairs to submit, oldest
+    /// first, at most `max_active` at a time.
+    pub fn insert_backfill(&self, backfill: &Backfill, by: &str) -> Result<(), StoreError> {
+        let pending = serde_json::to_string(&backfill.pending).unwrap_or_default();
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO backfills (id, job, version, max_active, pending, total, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![backfill.id, backfill.job, backfill.version, backfill.max_active, pending, backfill.total, now(), by],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Backfills with ticks still to submit.
+    pub fn pending_backfills(&self) -> Result<Vec<Backfill>, StoreError> {
+        self.with(|c| {
+            let mut statement =
+                c.prepare("SELECT id, job, version, max_active, pending, total FROM backfills WHERE pending != '[]' ORDER BY created_at")?;
+            statement
+                .query_map([], |row| {
+                    let pending: String = row.get(4)?;
+                    Ok(Backfill {
+                        id: row.get(0)?,
+                        job: row.get(1)?,
+                        version: row.get(2)?,
+                        max_active: row.get(3)?,
+                        pending: serde_json::from_str(&pending).unwrap_or_default(),
+                        total: row.get(5)?,
+                    })
+                })?
+                .collect()
+        })
+    }
+
+    /// Records what is left of a backfill's ticks.
+    pub fn set_backfill_pending(&self, id: &str, pending: &[(String, String)]) -> Result<(), StoreError> {
+        let pending = serde_json::to_string(pending).unwrap_or_default();
+        self.with(|c| c.execute("UPDATE backfills SET pending = ?2 WHERE id = ?1", params![id, pending]).map(drop))
     }
 
     // --- audit ---
