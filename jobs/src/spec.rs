@@ -36,7 +36,20 @@ pub struct JobSpec {
     /// Overrides of the store configuration (never secrets).
     #[serde(default)]
     pub storage: StorageOptions,
+    /// The job service retries a run that failed for an External reason (a store or the
+    /// cluster, never bad input) up to this many times (default 0); `weir run` does not.
+    #[serde(default)]
+    pub retries: u32,
+    /// Seconds between a failed attempt and its retry (default 60).
+    #[serde(default)]
+    pub retry_delay_s: Option<u64>,
 }
+
+/// The most retries a job may ask for.
+pub const MAX_RETRIES: u32 = 10;
+
+/// Default seconds between a failed attempt and its retry.
+pub const DEFAULT_RETRY_DELAY_S: u64 = 60;
 
 /// `[schedule]`: the job service runs the job at each tick of `cron` in `timezone`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,6 +177,9 @@ impl JobSpec {
         }
         if let Some(schedule) = &self.schedule {
             crate::service::schedules::Schedule::new(schedule)?;
+        }
+        if self.retries > MAX_RETRIES {
+            return Err(format!("retries is {}; at most {MAX_RETRIES} are allowed", self.retries));
         }
         if self.source.batch_size == Some(0) {
             return Err("source.batch_size must be positive".into());

@@ -559,10 +559,11 @@ class Api:
 class Service:
     """One `weir serve` in `root` (its working directory), state in `root/state`."""
 
-    def __init__(self, root: Path, flags):
+    def __init__(self, root: Path, flags, env=None):
         self.root = root
         self.state = root / "state"
         self.flags = [str(f) for f in flags]
+        self.env = env  # the service's environment (and so its runs'), e.g. a Garage's
         self.proc = None
         self.starts = 0
         self.url = None
@@ -575,7 +576,7 @@ class Service:
         self.log_path = self.root / f"serve-{self.starts}.log"
         args = [str(WEIR_BIN), "serve", "--state-dir", "state", "--listen", "127.0.0.1:0", "--address-file", "addr", *self.flags]
         with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(args, cwd=self.root, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(args, cwd=self.root, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout
         while not address.exists():
             assert self.proc.poll() is None, f"weir serve exited {self.proc.returncode}:\n{self.output}"

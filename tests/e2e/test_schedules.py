@@ -171,3 +171,73 @@ def test_a_backfill_of_30_dates_two_at_a_time_then_the_failed_ones(tmp_path, wei
     for ds, table in tables.items():
         got = pq.read_table(data_files(root / "out" / f"date={ds}"), partitioning=None).sort_by("id")
         assert got.equals(table.sort_by("id")), ds
+
+
+RETRIED = """name = "retried"
+retries = 2
+retry_delay_s = 4
+[source]
+uri = "s3://{bucket}/in/date={{{{ds}}}}/"
+[sink]
+uri = "out/date={{{{ds}}}}/"
+[storage]
+max_retries = 1
+retry_timeout_s = 2
+"""
+
+
+def test_external_failures_are_retried_and_bad_input_is_not(tmp_path):
+    from garage import Garage
+
+    root = tmp_path.resolve()
+    server = Garage(root / "garage").start()
+    try:
+        bucket = server.new_bucket("retried")
+        table = pa.table({"id": pa.array(range(50), pa.int64())})
+        pq.write_table(table, root / "part-0.parquet")
+        server.client().put_object(Bucket=bucket, Key="in/date=2026-01-05/part-0.parquet", Body=(root / "part-0.parquet").read_bytes())
+        service = Service(root, [], env=server.env()).start()
+        try:
+            api = service.admin
+            expect(api.post("/v1/jobs", json={"definition": RETRIED.format(bucket=bucket), "vars": {"ds": "2026-01-05"}}), 201)
+            server.stop()  # the store goes away: the first attempt fails for an External reason
+            expect(api.post("/v1/jobs/retried/backfill", json={"from": "2026-01-05", "to": "2026-01-05"}), 201)
+            deadline = time.time() + 120
+            while True:
+                runs = expect(api.get("/v1/runs", params={"job": "retried"}), 200)["runs"]
+                if runs and runs[-1]["state"] == "failed":
+                    break
+                assert time.time() < deadline, runs
+                time.sleep(0.2)
+            first = runs[-1]
+            assert first["exit_class"] == "external" and first["attempt"] == 1, first
+            server.start()  # back before the retry is due
+            while True:
+                runs = expect(api.get("/v1/runs", params={"job": "retried"}), 200)["runs"]
+                if len(runs) == 2 and runs[0]["state"] in ("succeeded", "failed"):
+                    break
+                assert time.time() < deadline, runs
+                time.sleep(0.2)
+            retry = runs[0]
+            assert retry["state"] == "succeeded", retry
+            assert retry["attempt"] == 2 and retry["retry_of"] == first["id"]
+            assert parse(retry["started_at"]) - parse(first["finished_at"]) >= timedelta(seconds=4), "retry_delay_s"
+            assert retry["vars"] == first["vars"]
+            got = pq.read_table(data_files(root / "out" / "date=2026-01-05"), partitioning=None)
+            assert got.sort_by("id").equals(table)
+
+            # Bad input (a date whose partition does not exist) fails once, unretried.
+            expect(api.post("/v1/jobs/retried/backfill", json={"from": "2026-01-06", "to": "2026-01-06"}), 201)
+            while True:
+                runs = expect(api.get("/v1/runs", params={"job": "retried"}), 200)["runs"]
+                if len(runs) == 3 and runs[0]["state"] in ("succeeded", "failed"):
+                    break
+                assert time.time() < deadline, runs
+                time.sleep(0.2)
+            assert runs[0]["state"] == "failed" and runs[0]["exit_class"] == "user"
+            time.sleep(6)
+            assert len(expect(api.get("/v1/runs", params={"job": "retried"}), 200)["runs"]) == 3, "no retry of bad input"
+        finally:
+            service.close()
+    finally:
+        server.stop()

@@ -422,6 +422,9 @@ async fn submit_run(
         submitted_by: caller.name.clone(),
         workers: body.workers,
         output_uri,
+        attempt: 1,
+        retry_of: None,
+        not_before: None,
     };
     match state.store.insert_run(&run).map_err(ApiError::internal)? {
         Inserted::New(stored) => {

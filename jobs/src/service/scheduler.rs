@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use super::executor::{Executor, Exit, Launch, RunHandle};
 use super::schedules::{Clock, schedule_pass};
-use super::store::{Ending, Run, RunState, Store};
+use super::store::{Ending, NewRun, Run, RunState, Store};
 
 /// The queue and the runs in flight.
 pub struct Scheduler {
@@ -237,8 +237,42 @@ impl Scheduler {
                 },
             ),
         };
-        if let Err(error) = self.store.finish(id, state, &ending) {
-            tracing::error!("cannot record the end of run {id}: {error}");
+        let retry = state == RunState::Failed && ending.exit_class.as_deref() == Some("external");
+        match self.store.finish(id, state, &ending) {
+            Ok(true) if retry => self.retry(id),
+            Ok(_) => {}
+            Err(error) => tracing::error!("cannot record the end of run {id}: {error}"),
+        }
+    }
+
+    /// Queues the next attempt of a run that failed for an External reason, if its job's
+    /// `retries` allow one, to start `retry_delay_s` from now. Every attempt is its own run.
+    fn retry(&self, id: &str) {
+        let Ok(Some(failed)) = self.store.run(id) else { return };
+        let (retries, delay) = retry_policy(&failed.definition);
+        if failed.attempt > i64::from(retries) {
+            return;
+        }
+        let first = failed.retry_of.clone().unwrap_or_else(|| failed.id.clone());
+        let not_before = chrono::Utc::now() + chrono::Duration::seconds(delay as i64);
+        let next = NewRun {
+            id: crate::vars::new_run_id(),
+            job: failed.job.clone(),
+            job_version: failed.job_version,
+            job_sha256: failed.job_sha256.clone(),
+            definition: failed.definition.clone(),
+            vars: failed.vars.clone(),
+            idempotency_key: failed.idempotency_key.as_ref().map(|key| format!("{key}/attempt-{}", failed.attempt + 1)),
+            submitted_by: failed.submitted_by.clone(),
+            workers: failed.workers,
+            output_uri: failed.output_uri.clone().unwrap_or_default(),
+            attempt: failed.attempt + 1,
+            retry_of: Some(first),
+            not_before: Some(not_before.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        };
+        match self.store.insert_run(&next) {
+            Ok(_) => tracing::info!("run {id} failed for an external reason; attempt {} queued", next.attempt),
+            Err(error) => tracing::error!("cannot queue a retry of run {id}: {error}"),
         }
     }
 
@@ -255,6 +289,16 @@ impl Scheduler {
             }
         });
     }
+}
+
+/// A definition's `retries` and `retry_delay_s` (none when it cannot be read).
+fn retry_policy(definition: &str) -> (u32, u64) {
+    let vars = crate::vars::Variables::new(&[]);
+    vars.parse_and_substitute("definition", definition)
+        .ok()
+        .and_then(|document| crate::spec::JobSpec::from_document(document, definition).ok())
+        .map(|spec| (spec.retries, spec.retry_delay_s.unwrap_or(crate::spec::DEFAULT_RETRY_DELAY_S)))
+        .unwrap_or((0, 0))
 }
 
 fn describe(exit: Exit) -> String {

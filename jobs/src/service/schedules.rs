@@ -239,6 +239,9 @@ pub fn tick_run(
         idempotency_key: Some(key),
         submitted_by: submitted_by.to_string(),
         workers: None,
+        attempt: 1,
+        retry_of: None,
+        not_before: None,
     }
 }
 

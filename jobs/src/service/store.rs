@@ -134,6 +134,12 @@ pub struct Run {
     pub cancel_requested: bool,
     /// A succeeded run's summary, as `weir run --json` prints it (files, bytes, seconds…).
     pub summary: Option<serde_json::Value>,
+    /// 1 for a run as submitted; 2, 3… for its retries.
+    pub attempt: i64,
+    /// The run this one retries.
+    pub retry_of: Option<String>,
+    /// A retry starts no earlier than this.
+    pub not_before: Option<String>,
     #[serde(skip)]
     pub workers: Option<i64>,
     #[serde(skip)]
@@ -155,6 +161,9 @@ pub struct NewRun {
     pub submitted_by: String,
     pub workers: Option<i64>,
     pub output_uri: String,
+    pub attempt: i64,
+    pub retry_of: Option<String>,
+    pub not_before: Option<String>,
 }
 
 /// How a run ended.
@@ -214,7 +223,15 @@ pub struct Counts {
 
 /// The version of [`SCHEMA`], kept in SQLite's `user_version`. A later schema change adds
 /// a migration from each earlier version here.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// From each earlier schema version to the next.
+const MIGRATIONS: [(i64, &str); 1] = [(
+    1,
+    "ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
+     ALTER TABLE runs ADD COLUMN retry_of TEXT;
+     ALTER TABLE runs ADD COLUMN not_before TEXT;",
+)];
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tokens (
@@ -263,7 +280,10 @@ CREATE TABLE IF NOT EXISTS runs (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     workers INTEGER,
     pid INTEGER,
-    summary TEXT
+    summary TEXT,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    retry_of TEXT,
+    not_before TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state, seq);
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, seq);
@@ -293,7 +313,7 @@ CREATE TABLE IF NOT EXISTS audit (
 
 const RUN_COLUMNS: &str = "id, job, job_version, job_sha256, state, exit_class, exit_code, error, vars, idempotency_key, \
     submitted_by, submitted_at, started_at, finished_at, duration_s, rows_in, rows_out, output_uri, cancel_requested, \
-    workers, pid, definition, summary";
+    workers, pid, definition, summary, attempt, retry_of, not_before";
 
 /// Now, as stored: RFC 3339 UTC with milliseconds (sorts as text).
 pub fn now() -> String {
@@ -333,6 +353,9 @@ fn run_from(row: &Row<'_>) -> rusqlite::Result<Run> {
         pid: row.get(20)?,
         definition: row.get(21)?,
         summary: row.get::<_, Option<String>>(22)?.and_then(|text| serde_json::from_str(&text).ok()),
+        attempt: row.get(23)?,
+        retry_of: row.get(24)?,
+        not_before: row.get(25)?,
     })
 }
 
@@ -354,6 +377,11 @@ impl Store {
                 "{} was written by a newer Weir (schema {version}; this one knows {SCHEMA_VERSION})",
                 path.display()
             ))));
+        }
+        for (from, migration) in MIGRATIONS {
+            if version == from {
+                connection.execute_batch(migration)?;
+            }
         }
         connection.execute_batch(SCHEMA)?;
         connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -548,8 +576,9 @@ impl Store {
                 }
             }
             tx.execute(
-                "INSERT INTO runs (id, job, job_version, job_sha256, definition, vars, idempotency_key, state, submitted_by, submitted_at, workers, output_uri)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?11)",
+                "INSERT INTO runs (id, job, job_version, job_sha256, definition, vars, idempotency_key, state, submitted_by, submitted_at, workers, output_uri,
+                                   attempt, retry_of, not_before)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 params![
                     run.id,
                     run.job,
@@ -561,7 +590,10 @@ impl Store {
                     run.submitted_by,
                     now(),
                     run.workers,
-                    run.output_uri
+                    run.output_uri,
+                    run.attempt,
+                    run.retry_of,
+                    run.not_before
                 ],
             )?;
             let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1");
@@ -623,9 +655,11 @@ impl Store {
             if running as usize >= max_running {
                 return Ok(None);
             }
-            let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'queued' ORDER BY seq LIMIT 1");
-            let Some(mut run) = tx.query_row(&sql, [], run_from).optional()? else { return Ok(None) };
             let at = now();
+            let sql = format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE state = 'queued' AND (not_before IS NULL OR not_before <= ?1) ORDER BY seq LIMIT 1"
+            );
+            let Some(mut run) = tx.query_row(&sql, params![at], run_from).optional()? else { return Ok(None) };
             tx.execute("UPDATE runs SET state = 'running', started_at = ?2 WHERE id = ?1", params![run.id, at])?;
             tx.commit()?;
             run.state = RunState::Running;
@@ -862,6 +896,9 @@ mod tests {
             submitted_by: "admin".into(),
             workers: None,
             output_uri: "out/".into(),
+            attempt: 1,
+            retry_of: None,
+            not_before: None,
         }
     }
 
@@ -878,6 +915,34 @@ mod tests {
         assert!(store.finish("a", RunState::Succeeded, &Ending::default()).unwrap());
         assert!(!store.finish("a", RunState::Failed, &Ending::default()).unwrap(), "a terminal run stays");
         assert_eq!(store.claim_next(2).unwrap().unwrap().id, "c");
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.db");
+        {
+            let old = Connection::open(&path).unwrap();
+            let v1 = SCHEMA
+                .replace(",\n    attempt INTEGER NOT NULL DEFAULT 1,\n    retry_of TEXT,\n    not_before TEXT\n", "\n");
+            assert_ne!(v1, SCHEMA);
+            old.execute_batch(&v1).unwrap();
+            old.execute(
+                "INSERT INTO runs (id, job, job_sha256, definition, vars, state, submitted_by, submitted_at) VALUES ('old', 'j', 's', 'd', '{}', 'succeeded', 'a', 't')",
+                [],
+            )
+            .unwrap();
+            old.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let old = store.run("old").unwrap().unwrap();
+        assert_eq!((old.attempt, old.retry_of), (1, None));
+        assert!(matches!(store.insert_run(&new_run("new", None, "x")).unwrap(), Inserted::New(_)));
+        drop(store);
+        let newer = Connection::open(&path).unwrap();
+        newer.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        drop(newer);
+        assert!(Store::open(&path).is_err(), "a newer schema is refused");
     }
 
     #[test]
