@@ -9,7 +9,7 @@ pub enum ConnectorError {
     #[error("invalid URI '{uri}': {reason}")]
     InvalidUri { uri: String, reason: String },
 
-    #[error("no data files at '{uri}' (nothing there, or only hidden files starting with '_' or '.')")]
+    #[error("input not ready: no data files at '{uri}' (nothing there, or only hidden files starting with '_' or '.')")]
     NoDataFiles { uri: String },
 
     #[error("'{uri}' is not a readable Parquet file: {source}")]

@@ -18,6 +18,9 @@ pub enum FailureKind {
     /// The run was stopped (a signal, or the launcher went away) before it committed; the
     /// binary exits 130 after SIGINT, 143 after SIGTERM, 1 otherwise.
     Cancelled,
+    /// The source holds no data yet (a partition that has not landed): exit code 4. Not bad
+    /// input: the job service retries it while the job's `wait_for_input_s` lasts.
+    InputNotReady,
 }
 
 /// A failed run.
@@ -64,10 +67,12 @@ impl JobFailure {
         JobFailure { kind, message: error.to_string() }
     }
 
-    /// The process exit code for this failure: 2 for bad input, 1 otherwise.
+    /// The process exit code for this failure: 2 for bad input, 4 for input not ready, 1
+    /// otherwise.
     pub fn exit_code(&self) -> i32 {
         match self.kind {
             FailureKind::User => 2,
+            FailureKind::InputNotReady => 4,
             FailureKind::External | FailureKind::Internal | FailureKind::Cancelled => 1,
         }
     }

@@ -59,6 +59,11 @@ impl JobError {
     /// The failure to report for this error.
     pub fn to_failure(&self) -> JobFailure {
         let kind = match self {
+            JobError::Connector { what: "source", source, .. }
+                if matches!(**source, ConnectorError::NoDataFiles { .. }) =>
+            {
+                FailureKind::InputNotReady
+            }
             JobError::Connector { source, .. } | JobError::StepInput { source, .. } if !source.is_user_error() => {
                 FailureKind::External
             }

@@ -2,7 +2,7 @@
 //! (`serve`) and talk to it (`submit`, `runs`, `status`, `logs`, `cancel`, `jobs`).
 //!
 //! Exit codes: 0 success; 1 the job failed (a store, the cluster, or Weir itself);
-//! 2 bad input (the job file, its source data, the arguments).
+//! 2 bad input (the job file, its source data, the arguments); 4 the input is not there yet.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -550,6 +550,7 @@ fn write_result_file(path: &str, result: &Result<serde_json::Value, JobFailure>,
                 FailureKind::External => "external",
                 FailureKind::Internal => "internal",
                 FailureKind::Cancelled => "cancelled",
+                FailureKind::InputNotReady => "input_not_ready",
             };
             // Cancelled by a signal; a failing worker also sets the abort flag, so the flag
             // alone says nothing.

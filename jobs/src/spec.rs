@@ -43,6 +43,10 @@ pub struct JobSpec {
     /// Seconds between a failed attempt and its retry (default 60).
     #[serde(default)]
     pub retry_delay_s: Option<u64>,
+    /// The job service waits this long, from the first attempt, for a source that has no
+    /// data yet ("input not ready"), trying again every `retry_delay_s` (default 0: no wait).
+    #[serde(default)]
+    pub wait_for_input_s: u64,
 }
 
 /// The most retries a job may ask for.

@@ -93,9 +93,12 @@ def test_unknown_op_and_unknown_field(weir, tmp_path, events_dir):
     assert "column" in err and "line" in err
 
 
-def test_missing_source(weir, tmp_path):
-    err = run_bad(weir, tmp_path, tmp_path / "nowhere")
-    assert "nowhere" in err and "no data files" in err
+def test_a_source_with_no_data_yet_is_input_not_ready_exit_4(weir, tmp_path):
+    out = tmp_path / "out"
+    job = write_job(tmp_path / "job.toml", JOB.format(src=tmp_path / "nowhere", out=out, steps=""))
+    proc = weir("run", job, check=4)
+    assert "input not ready" in proc.stderr and "nowhere" in proc.stderr and "panicked" not in proc.stderr, proc.stderr
+    assert not out.exists()
 
 
 def test_sink_inside_source_is_refused(weir, tmp_path, events_dir):

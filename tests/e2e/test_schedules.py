@@ -144,7 +144,8 @@ def test_a_backfill_of_30_dates_two_at_a_time_then_the_failed_ones(tmp_path, wei
         assert most_at_once(runs) <= 2, "--max-active 2"
         failed = sorted(run["vars"]["ds"] for run in runs if run["state"] == "failed")
         assert failed == sorted(missing)
-        assert {run["exit_class"] for run in runs if run["state"] == "failed"} == {"user"}
+        # Their data had not landed: "input not ready" (the job does not wait for it).
+        assert {run["exit_class"] for run in runs if run["state"] == "failed"} == {"input_not_ready"}
 
         # The data lands; only the failed dates run again.
         for ds in sorted(missing):
@@ -226,7 +227,8 @@ def test_external_failures_are_retried_and_bad_input_is_not(tmp_path):
             got = pq.read_table(data_files(root / "out" / "date=2026-01-05"), partitioning=None)
             assert got.sort_by("id").equals(table)
 
-            # Bad input (a date whose partition does not exist) fails once, unretried.
+            # Bad input (a partition holding a file that is not Parquet) fails once, unretried.
+            server.client().put_object(Bucket=bucket, Key="in/date=2026-01-06/part-0.parquet", Body=b"not parquet")
             expect(api.post("/v1/jobs/retried/backfill", json={"from": "2026-01-06", "to": "2026-01-06"}), 201)
             while True:
                 runs = expect(api.get("/v1/runs", params={"job": "retried"}), 200)["runs"]
@@ -241,3 +243,50 @@ def test_external_failures_are_retried_and_bad_input_is_not(tmp_path):
             service.close()
     finally:
         server.stop()
+
+
+WAITING = """name = "waiting"
+wait_for_input_s = 60
+retry_delay_s = 2
+[source]
+uri = "in/date={{{{ds}}}}/"
+[sink]
+uri = "out/date={{{{ds}}}}/"
+"""
+
+
+def test_a_run_waits_for_its_input_to_land(tmp_path, weir):
+    root = tmp_path.resolve()
+    service = Service(root, []).start()
+    try:
+        api = service.admin
+        # Stored although today's partition is not there: not ready is not invalid.
+        expect(api.post("/v1/jobs", json={"definition": WAITING.format()}), 201)
+        expect(api.post("/v1/jobs/waiting/backfill", json={"from": "2026-02-01", "to": "2026-02-01"}), 201)
+        deadline = time.time() + 120
+        while True:
+            runs = expect(api.get("/v1/runs", params={"job": "waiting"}), 200)["runs"]
+            if runs and runs[-1]["state"] == "failed":
+                break
+            assert time.time() < deadline, runs
+            time.sleep(0.2)
+        assert runs[-1]["exit_class"] == "input_not_ready" and runs[-1]["exit_code"] == 4, runs[-1]
+        assert "input not ready" in runs[-1]["error"]
+        table = write_partition(root, "2026-02-01", 0)  # the data lands
+        while True:
+            runs = expect(api.get("/v1/runs", params={"job": "waiting"}), 200)["runs"]
+            if runs[0]["state"] == "succeeded":
+                break
+            assert time.time() < deadline, [(r["state"], r["exit_class"]) for r in runs]
+            time.sleep(0.2)
+        assert runs[0]["attempt"] == len(runs) >= 2 and {r["retry_of"] for r in runs[:-1]} == {runs[-1]["id"]}
+        assert all(r["exit_class"] == "input_not_ready" for r in runs[1:])
+        got = pq.read_table(data_files(root / "out" / "date=2026-02-01"), partitioning=None)
+        assert got.sort_by("id").equals(table.sort_by("id"))
+        # Submitted with `weir submit --wait` for a date that never lands: exit 4 once the wait is over.
+        job = root / "short.toml"
+        job.write_text(WAITING.format().replace("wait_for_input_s = 60", "wait_for_input_s = 3").replace('"waiting"', '"short"'))
+        proc = service.cli(weir, "submit", str(job), "--var", "ds=2030-01-01", "--wait", check=4)
+        assert "input not ready" in proc.stdout, proc.stdout
+    finally:
+        service.close()

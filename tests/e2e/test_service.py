@@ -554,8 +554,9 @@ def test_an_unauthenticated_request_is_401_whatever_its_body(serve):
 BAD_DEFINITIONS = {
     # binding the steps: the message is validate's, word for word
     "unknown-column": 'name = "bad"\n\n[source]\nuri = "small"\n\n[[step]]\nop = "select"\ncolumns = ["nope"]\n\n[sink]\nuri = "out/bad"\n',
-    # opening the source (relative to the service's working directory)
-    "missing-source": 'name = "bad"\n\n[source]\nuri = "no-such-folder/"\n\n[sink]\nuri = "out/bad"\n',
+    # opening the source (relative to the service's working directory): not Parquet. (A
+    # source with no data yet is not refused: it is "input not ready", see test_schedules.)
+    "corrupt-source": 'name = "bad"\n\n[source]\nuri = "not-parquet.txt"\n\n[sink]\nuri = "out/bad"\n',
     # TOML syntax: validate names the file, the service 'definition'
     "toml-syntax": 'name = "bad"\n\n[source\nuri = "small"\n',
     # an unknown op is a TOML error too (with the line and column)
@@ -569,6 +570,7 @@ BAD_DEFINITIONS = {
 def test_a_bad_definition_is_refused_with_validates_message_and_nothing_is_stored(serve, weir, small, tmp_path, case):
     svc = serve()
     text = BAD_DEFINITIONS[case]
+    (tmp_path / "not-parquet.txt").write_text("not a Parquet file at all")
     job = write_job(tmp_path / f"{case}.toml", text)
     checked = weir("validate", job.name, cwd=tmp_path, check=2)
     prefix = "weir: error: "

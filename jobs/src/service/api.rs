@@ -22,6 +22,7 @@ use super::scheduler::Scheduler;
 use super::store::{Inserted, NewRun, Role, Run, RunFilter, RunState, Store, TokenInfo};
 use crate::planning::{RunOptions, load_job_text, plan_job, sha256_hex};
 use crate::vars::{Variables, new_run_id};
+use weir_engine::FailureKind;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -186,8 +187,8 @@ async fn revoke_token(State(state): State<AppState>, headers: HeaderMap, Path(na
 
 // --- jobs ---
 
-/// A definition, checked as `weir validate` checks a file (spec, variables, source, steps).
-/// Returns the job's name and its output URI.
+/// A definition, checked as `weir validate` checks a file (spec, variables, source, steps),
+/// except that a source with no data yet passes. Returns the job's name and its output URI.
 async fn validate(
     definition: &str,
     vars: &BTreeMap<String, String>,
@@ -200,12 +201,23 @@ async fn validate(
     let checked = tokio::task::spawn_blocking(move || {
         let job = load_job_text("definition", &definition, &variables)?;
         let handle = tokio::runtime::Handle::current();
-        let plan = handle.block_on(plan_job(&job, &RunOptions::default()))?;
-        Ok::<_, crate::JobError>((job.spec.name.clone(), plan.sink.uri()))
+        match handle.block_on(plan_job(&job, &RunOptions::default())) {
+            Ok(plan) => Ok((job.spec.name.clone(), plan.sink.uri())),
+            // A source that has not landed yet is no reason to refuse: the run waits for it
+            // (the job's wait_for_input_s).
+            Err(error) if error.to_failure().kind == FailureKind::InputNotReady => {
+                let sink = weir_connectors::Location::parse(&job.spec.sink.uri, &job.spec.storage)
+                    .map(|location| location.uri())
+                    .unwrap_or_else(|_| job.spec.sink.uri.clone());
+                Ok((job.spec.name.clone(), sink))
+            }
+            Err(error) => Err(error),
+        }
     })
     .await
     .map_err(ApiError::internal)?;
-    checked.map_err(|error| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_failure().message))
+    checked
+        .map_err(|error: crate::JobError| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_failure().message))
 }
 
 #[derive(Deserialize)]

@@ -167,11 +167,12 @@ pub fn submission(
 }
 
 /// The exit code `weir submit --wait` ends with for a finished run: 0 succeeded, 2 a user
-/// failure, 130 cancelled, 1 otherwise.
+/// failure, 4 input not ready, 130 cancelled, 1 otherwise.
 pub fn exit_code_of(run: &Value) -> i32 {
     match (run.get("state").and_then(Value::as_str), run.get("exit_class").and_then(Value::as_str)) {
         (Some("succeeded"), _) => 0,
         (Some("failed"), Some("user")) => 2,
+        (Some("failed"), Some("input_not_ready")) => 4,
         (Some("cancelled"), _) => 130,
         _ => 1,
     }

@@ -237,7 +237,8 @@ impl Scheduler {
                 },
             ),
         };
-        let retry = state == RunState::Failed && ending.exit_class.as_deref() == Some("external");
+        let retry = state == RunState::Failed
+            && matches!(ending.exit_class.as_deref(), Some("external") | Some("input_not_ready"));
         match self.store.finish(id, state, &ending) {
             Ok(true) if retry => self.retry(id),
             Ok(_) => {}
@@ -246,14 +247,27 @@ impl Scheduler {
     }
 
     /// Queues the next attempt of a run that failed for an External reason, if its job's
-    /// `retries` allow one, to start `retry_delay_s` from now. Every attempt is its own run.
+    /// `retries` allow one, or because its input was not ready, while its job's
+    /// `wait_for_input_s` (from the first attempt) lasts; to start `retry_delay_s` from now.
+    /// Every attempt is its own run.
     fn retry(&self, id: &str) {
         let Ok(Some(failed)) = self.store.run(id) else { return };
-        let (retries, delay) = retry_policy(&failed.definition);
-        if failed.attempt > i64::from(retries) {
+        let policy = retry_policy(&failed.definition);
+        let first = failed.retry_of.clone().unwrap_or_else(|| failed.id.clone());
+        let again = if failed.exit_class.as_deref() == Some("input_not_ready") {
+            let started = self.store.run(&first).ok().flatten().and_then(|run| run.started_at);
+            let waited = started
+                .and_then(|at| chrono::DateTime::parse_from_rfc3339(&at).ok())
+                .map(|at| (chrono::Utc::now() - at.with_timezone(&chrono::Utc)).num_seconds().max(0) as u64)
+                .unwrap_or(u64::MAX);
+            waited.saturating_add(policy.delay_s) <= policy.wait_for_input_s
+        } else {
+            failed.attempt <= i64::from(policy.retries)
+        };
+        if !again {
             return;
         }
-        let first = failed.retry_of.clone().unwrap_or_else(|| failed.id.clone());
+        let delay = policy.delay_s;
         let not_before = chrono::Utc::now() + chrono::Duration::seconds(delay as i64);
         let next = NewRun {
             id: crate::vars::new_run_id(),
@@ -291,14 +305,27 @@ impl Scheduler {
     }
 }
 
-/// A definition's `retries` and `retry_delay_s` (none when it cannot be read).
-fn retry_policy(definition: &str) -> (u32, u64) {
+/// When a job's failed runs are tried again.
+#[derive(Debug, Default)]
+struct RetryPolicy {
+    retries: u32,
+    delay_s: u64,
+    wait_for_input_s: u64,
+}
+
+/// A definition's `retries`, `retry_delay_s` and `wait_for_input_s` (none when it cannot
+/// be read).
+fn retry_policy(definition: &str) -> RetryPolicy {
     let vars = crate::vars::Variables::new(&[]);
     vars.parse_and_substitute("definition", definition)
         .ok()
         .and_then(|document| crate::spec::JobSpec::from_document(document, definition).ok())
-        .map(|spec| (spec.retries, spec.retry_delay_s.unwrap_or(crate::spec::DEFAULT_RETRY_DELAY_S)))
-        .unwrap_or((0, 0))
+        .map(|spec| RetryPolicy {
+            retries: spec.retries,
+            delay_s: spec.retry_delay_s.unwrap_or(crate::spec::DEFAULT_RETRY_DELAY_S),
+            wait_for_input_s: spec.wait_for_input_s,
+        })
+        .unwrap_or_default()
 }
 
 fn describe(exit: Exit) -> String {
