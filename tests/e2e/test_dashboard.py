@@ -1,6 +1,6 @@
 """The service's dashboard in a real browser: Debian's headless Chromium loads the page,
 signs in with a token passed once in the address, and renders the runs, a run's log, the
-job versions and the charts from the live API. The DOM it ends with is checked against the
+job versions, the schedules with their ticks and the charts from the live API. The DOM it ends with is checked against the
 API's own answers; screenshots go to $WEIR_SCREENSHOTS when set (the README's come from
 there)."""
 
@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -81,8 +82,29 @@ def test_the_dashboard_shows_runs_logs_jobs_and_charts(service, tmp_path, events
     page = html.unescape(browse(f"{service.url}/?view=jobs#token={service.token}"))
     assert "dash — current version 1" in page and 'columns = ["id", "age"]' in page
 
+    # Schedules: the settings, the next ticks, and each tick's runs (two backfilled dates).
+    nightly = definition.replace('name = "dash"', 'name = "nightly"\n[schedule]\ncron = "0 2 * * *"\ntimezone = "Europe/Berlin"')
+    assert api.post("/v1/jobs", json={"definition": nightly}).status_code == 201
+    assert api.post("/v1/jobs/nightly/backfill", json={"from": "2026-03-28", "to": "2026-03-29", "max_active": 2}).status_code == 201
+    ticks = None
+    for _ in range(600):
+        ticks = [r for r in api.get("/v1/runs", params={"job": "nightly"}).json()["runs"] if r["state"] == "succeeded"]
+        if len(ticks) == 2:
+            break
+        time.sleep(0.1)
+    assert len(ticks) == 2
+    overview = api.get("/v1/schedules").json()["schedules"]
+    assert [(s["job"], s["cron"], s["timezone"], len(s["next_ticks"])) for s in overview] == [("nightly", "0 2 * * *", "Europe/Berlin", 3)]
+    page = html.unescape(browse(f"{service.url}/?view=schedules#token={service.token}"))
+    assert "nightly — 0 2 * * * (Europe/Berlin)" in page and overview[0]["next_ticks"][0] in page
+    for tick in ticks:
+        assert tick["vars"]["logical_time"] in page and tick["id"] in page
+    # The spring-forward night: the tick covering 28 March fired at 03:00 CEST (01:00 UTC).
+    assert "2026-03-29T01:00:00Z" in page
+
     # Trends: one point per succeeded run on each of the two charts.
     page = browse(f"{service.url}/?view=chart#token={service.token}")
+    runs = [run for run in api.get("/v1/runs", params={"state": "succeeded"}).json()["runs"]]
     assert page.count("<circle") == 2 * len(runs), page[-1500:]
 
     # A page from another site cannot use the token: the API refuses a foreign Origin.
@@ -91,7 +113,7 @@ def test_the_dashboard_shows_runs_logs_jobs_and_charts(service, tmp_path, events
     shots = os.environ.get("WEIR_SCREENSHOTS")
     if shots:
         Path(shots).mkdir(parents=True, exist_ok=True)
-        for name, query in [("runs", ""), ("run", f"?run={ids[0]}"), ("jobs", "?view=jobs"), ("trends", "?view=chart")]:
+        for name, query in [("runs", ""), ("run", f"?run={ids[0]}"), ("jobs", "?view=jobs"), ("schedules", "?view=schedules"), ("trends", "?view=chart")]:
             target = Path(shots).resolve() / f"dashboard-{name}.png"
             browse(f"{service.url}/{query}#token={service.token}", f"--screenshot={target}")
             assert target.stat().st_size > 10_000

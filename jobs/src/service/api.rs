@@ -93,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/logs", get(run_logs))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/audit", get(audit))
+        .route("/v1/schedules", get(list_schedules))
         .with_state(state)
 }
 
@@ -575,6 +576,14 @@ async fn cancel_run(State(state): State<AppState>, headers: HeaderMap, Path(id):
     }
     let run = find_run(&state, &caller, &id)?;
     Ok(Json(json!(run)).into_response())
+}
+
+async fn list_schedules(State(state): State<AppState>, headers: HeaderMap) -> Reply {
+    let caller = caller(&state, &headers, Role::Read)?;
+    let now = state.scheduler.now();
+    let schedules =
+        super::schedules::overview(&state.store, now, |job| caller.may_touch(job)).map_err(ApiError::internal)?;
+    Ok(Json(json!({ "schedules": schedules })).into_response())
 }
 
 #[derive(Deserialize)]

@@ -80,6 +80,11 @@ impl Scheduler {
         self.run_dir(id).join("log")
     }
 
+    /// The scheduler's time (its clock's).
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
     /// Wakes the queue (after a submission or a cancellation).
     pub fn wake(&self) {
         self.wake.notify_one();

@@ -245,6 +245,45 @@ pub fn tick_run(
     }
 }
 
+/// What `GET /v1/schedules` shows of each stored job with a schedule: its settings, the
+/// last tick handled and the next few ticks.
+pub fn overview(
+    store: &Store,
+    now: DateTime<Utc>,
+    allowed: impl Fn(&str) -> bool,
+) -> Result<Vec<serde_json::Value>, StoreError> {
+    let mut schedules = Vec::new();
+    for job in store.jobs()? {
+        if !allowed(&job.name) {
+            continue;
+        }
+        let Some(definition) = store.job_version(&job.name, None)?.and_then(|version| version.definition) else {
+            continue;
+        };
+        let Some(schedule) = schedule_of(&definition) else { continue };
+        let last = store.schedule_last_tick(&job.name)?;
+        let mut next = Vec::new();
+        let mut at = last.map_or(now, |last| last.max(now));
+        while next.len() < 3 {
+            let Some(tick) = schedule.next_after(at) else { break };
+            next.push(tick.to_rfc3339_opts(SecondsFormat::Secs, true));
+            at = tick;
+        }
+        schedules.push(serde_json::json!({
+            "job": job.name,
+            "version": job.version,
+            "cron": schedule.spec.cron,
+            "timezone": schedule.spec.timezone,
+            "catchup": schedule.spec.catchup,
+            "max_active_runs": schedule.spec.max_active_runs,
+            "paused": schedule.spec.paused,
+            "last_tick": last.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            "next_ticks": if schedule.spec.paused { Vec::new() } else { next },
+        }));
+    }
+    Ok(schedules)
+}
+
 /// The `[schedule]` of a stored definition, if it has a valid one.
 pub fn schedule_of(definition: &str) -> Option<Schedule> {
     let vars = Variables::new(&[]);
