@@ -392,6 +392,12 @@ async fn renew(output: Location, path: Path, ttl: Duration, last_renewed: Arc<Mu
     }
 }
 
+/// The attempts of run `run_id` (`<run_id>.<8 hex>`) that left a directory under `output`.
+pub async fn attempts_of_run(output: &Location, run_id: &str) -> Result<Vec<String>, ConnectorError> {
+    let prefix = format!("{run_id}.");
+    Ok(list_attempts(output).await?.into_keys().filter(|attempt| attempt.starts_with(&prefix)).collect())
+}
+
 /// Deletes everything in `_weir/runs/<attempt>/`, the claim last: what a launcher does for
 /// a run whose processes it had to kill. Only the attempt's own directory is touched.
 pub async fn remove_attempt(output: &Location, attempt: &str) -> Result<(), ConnectorError> {

@@ -717,6 +717,8 @@ def test_a_run_whose_process_died_with_the_service_is_lost_and_the_queue_drains(
     before = get_run(svc.admin, slow["id"])
     pids = run_pids(slow["id"])
     assert pids
+    staged = [p for p in (out / "_weir" / "runs").iterdir() if p.name.startswith(slow["id"] + ".")]
+    assert staged, "the run had staged its part file under its attempt's directory"
 
     svc.kill9()
     group = os.getpgid(pids[0])
@@ -726,8 +728,9 @@ def test_a_run_whose_process_died_with_the_service_is_lost_and_the_queue_drains(
     svc.start()
 
     lost = wait_run(svc.admin, slow["id"], timeout=60)
-    assert lost["state"] in ("lost", "failed"), lost
-    assert lost["error"], "the run says why"
+    assert lost["state"] == "lost", lost
+    assert "what it had staged was removed" in lost["error"], lost["error"]
+    assert not any(p.exists() for p in staged), "the lost run's staged files are gone"
     assert lost["started_at"] == before["started_at"] and lost["finished_at"] is not None
     for q in queued:
         assert wait_run(svc.admin, q["id"])["state"] == "succeeded"

@@ -92,7 +92,7 @@ impl Scheduler {
 
     /// Reconciles what a previous service left running, then runs the queue forever.
     pub async fn run(self: Arc<Self>) {
-        self.reconcile();
+        self.reconcile().await;
         loop {
             match schedule_pass(&self.store, self.clock.now()) {
                 Ok(pass) => {
@@ -124,7 +124,7 @@ impl Scheduler {
 
     /// Runs left `running` by a previous service: re-attached if their process lives, else
     /// finished from their result file, else lost.
-    fn reconcile(self: &Arc<Self>) {
+    async fn reconcile(self: &Arc<Self>) {
         let running = match self.store.runs_in(RunState::Running) {
             Ok(runs) => runs,
             Err(error) => {
@@ -142,12 +142,39 @@ impl Scheduler {
                 }
                 None if self.run_dir(&run.id).join("result.json").exists() => self.complete(&run.id, Exit::Unknown),
                 None => {
-                    let ending = Ending {
-                        error: Some("the service stopped while the run was in flight, and its process is gone".into()),
-                        ..Ending::default()
+                    let (state, ending) = match clean_up_lost_run(&run).await {
+                        Ok(true) => (
+                            RunState::Succeeded,
+                            Ending {
+                                exit_code: Some(0),
+                                error: Some(
+                                    "the run's process ended while publishing its decided commit; the service completed it".into(),
+                                ),
+                                ..Ending::default()
+                            },
+                        ),
+                        Ok(false) => (
+                            RunState::Lost,
+                            Ending {
+                                error: Some(
+                                    "the service stopped while the run was in flight, and its process is gone; what it had staged was removed"
+                                        .into(),
+                                ),
+                                ..Ending::default()
+                            },
+                        ),
+                        Err(cleanup) => (
+                            RunState::Lost,
+                            Ending {
+                                error: Some(format!(
+                                    "the service stopped while the run was in flight, and its process is gone; what it staged could not be removed ({cleanup}); the next run on its output removes it once its lease expires"
+                                )),
+                                ..Ending::default()
+                            },
+                        ),
                     };
-                    if let Err(error) = self.store.finish(&run.id, RunState::Lost, &ending) {
-                        tracing::error!("cannot mark run {} lost: {error}", run.id);
+                    if let Err(error) = self.store.finish(&run.id, state, &ending) {
+                        tracing::error!("cannot record the end of run {}: {error}", run.id);
                     }
                 }
             }
@@ -308,6 +335,26 @@ impl Scheduler {
             }
         });
     }
+}
+
+/// For a run whose process died with the service: completes a commit it had decided (then
+/// the output is committed: `Ok(true)`), else removes what it staged under its output's
+/// `_weir/runs/<run_id>.*/` (`Ok(false)`). Only the run's own attempt directories are touched.
+async fn clean_up_lost_run(run: &Run) -> Result<bool, String> {
+    let mut pairs: Vec<(String, String)> =
+        run.vars.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect();
+    pairs.push(("run_id".into(), run.id.clone()));
+    let job = crate::planning::load_job_text("definition", &run.definition, &crate::vars::Variables::new(&pairs))
+        .map_err(|error| error.to_string())?;
+    let output = weir_connectors::Location::parse(&job.spec.sink.uri, &job.spec.storage).map_err(|e| e.to_string())?;
+    let mut committed = false;
+    for attempt in weir_connectors::lease::attempts_of_run(&output, &run.id).await.map_err(|e| e.to_string())? {
+        if weir_connectors::commit::complete_decided(&output, &attempt).await.map_err(|e| e.to_string())?.is_some() {
+            committed = true;
+        }
+        weir_connectors::lease::remove_attempt(&output, &attempt).await.map_err(|e| e.to_string())?;
+    }
+    Ok(committed)
 }
 
 /// When a job's failed runs are tried again.
