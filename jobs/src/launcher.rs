@@ -109,6 +109,8 @@ pub struct LaunchPlan<'a> {
     pub workers: usize,
     /// `--force`, passed on to every child.
     pub force: bool,
+    /// `--base-dir`, passed on to every child.
+    pub base_dir: Option<&'a std::path::Path>,
     pub sink: Location,
     /// The attempt id every child uses (the leader's lease and staging directory).
     pub attempt: String,
@@ -133,6 +135,9 @@ pub fn launch_local(plan: LaunchPlan<'_>, view: &ProgressView) -> Result<RunSumm
             .args(["--attempt", &plan.attempt]);
         if plan.force {
             command.arg("--force");
+        }
+        if let Some(base) = plan.base_dir {
+            command.arg("--base-dir").arg(base);
         }
         for (key, value) in plan.vars.pairs() {
             command.arg("--var").arg(format!("{key}={value}"));

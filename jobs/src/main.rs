@@ -40,6 +40,10 @@ struct RunOutput {
     /// file when the run ends (the job service reads it).
     #[arg(long, value_name = "PATH")]
     result_file: Option<String>,
+    /// Resolve relative paths in the job against this folder instead of the job file's
+    /// (the job service runs stored jobs from its own working directory).
+    #[arg(long, value_name = "DIR")]
+    base_dir: Option<String>,
 }
 
 impl RunOutput {
@@ -482,7 +486,12 @@ fn dispatch(command: Command, runtime: &tokio::runtime::Runtime, stop: &Stop) ->
     match command {
         Command::Run { job, workers, processes, vars, force, output } => {
             let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-            let shape = Shape { workers: workers.max(1), processes: processes.max(1), force };
+            let shape = Shape {
+                workers: workers.max(1),
+                processes: processes.max(1),
+                force,
+                base_dir: output.base_dir.clone(),
+            };
             let result = run(&job, &Variables::new(&vars), shape, output.mode(), runtime, stop);
             if let Some(path) = &output.result_file {
                 write_result_file(path, &result, stop);
@@ -491,7 +500,8 @@ fn dispatch(command: Command, runtime: &tokio::runtime::Runtime, stop: &Stop) ->
         }
         Command::Worker { job, hostfile, process, workers, vars, force, output, local_cluster, processes, attempt } => {
             let role = WorkerRole { hostfile, process, processes, workers: workers.max(1), local_cluster };
-            worker(&job, role, vars, RunOptions { attempt, force }, output.mode(), runtime, stop)
+            let options = RunOptions { attempt, force, base_dir: output.base_dir.clone().map(Into::into) };
+            worker(&job, role, vars, options, output.mode(), runtime, stop)
         }
         Command::Validate { job, vars } => validate(&job, &Variables::new(&vars), runtime),
         Command::Ls { uri, json, require_committed } => {
@@ -574,6 +584,7 @@ struct Shape {
     workers: usize,
     processes: usize,
     force: bool,
+    base_dir: Option<String>,
 }
 
 fn run(
@@ -584,8 +595,10 @@ fn run(
     runtime: &tokio::runtime::Runtime,
     stop: &Stop,
 ) -> Result<serde_json::Value, JobFailure> {
-    let job = load_job(path, vars).map_err(failure)?;
-    let plan = runtime.block_on(plan_job(&job, &RunOptions { attempt: None, force: shape.force })).map_err(failure)?;
+    let base_dir = shape.base_dir.as_ref().map(std::path::PathBuf::from);
+    let job = load_job(path, vars, base_dir.as_deref()).map_err(failure)?;
+    let options = RunOptions { attempt: None, force: shape.force, base_dir: base_dir.clone() };
+    let plan = runtime.block_on(plan_job(&job, &options)).map_err(failure)?;
     let view = ProgressView::new(plan.shards.len() as u64, mode);
     let output = plan.sink.uri();
     let summary = if shape.processes == 1 {
@@ -599,6 +612,7 @@ fn run(
             processes: shape.processes,
             workers: shape.workers,
             force: shape.force,
+            base_dir: base_dir.as_deref(),
             sink,
             attempt,
             runtime,
@@ -722,7 +736,7 @@ fn worker(
     if options.attempt.is_none() {
         options.attempt = Some(format!("{}.{}", vars.run_id(), &hex[..8]));
     }
-    let job = load_job(path, &vars).map_err(failure)?;
+    let job = load_job(path, &vars, options.base_dir.as_deref()).map_err(failure)?;
     let plan = runtime.block_on(plan_job(&job, &options)).map_err(failure)?;
     let output = plan.sink.uri();
     let view = ProgressView::new(plan.shards.len() as u64, if process == 0 { mode } else { OutputMode::SILENT });
@@ -755,7 +769,7 @@ fn local_cluster_worker(
     }
     // The launcher holds our stdin: when it closes (it stopped us, or died), stop.
     watch_launcher(stop.clone());
-    let job = load_job(path, &Variables::new(pairs)).map_err(failure)?;
+    let job = load_job(path, &Variables::new(pairs), options.base_dir.as_deref()).map_err(failure)?;
     let plan = runtime.block_on(plan_job(&job, options)).map_err(failure)?;
     let view = ProgressView::new(0, OutputMode::SILENT);
     let setup = ClusterSetup::LocalProcess { workers, process, addresses, listener };
@@ -763,7 +777,7 @@ fn local_cluster_worker(
 }
 
 fn validate(path: &str, vars: &Variables, runtime: &tokio::runtime::Runtime) -> Result<(), JobFailure> {
-    let job = load_job(path, vars).map_err(failure)?;
+    let job = load_job(path, vars, None).map_err(failure)?;
     let plan = runtime.block_on(plan_job(&job, &RunOptions::default())).map_err(failure)?;
     println!(
         "job '{}' is valid: {} input file(s), {} rows, {} shard(s), {} step(s)",

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use weir_connectors::commit::WriteMode;
+use weir_connectors::commit::{FITTED_FILE, WriteMode, is_committed};
 use weir_connectors::lease::{DEFAULT_LEASE_TTL, check_run_id, new_attempt_id};
 use weir_connectors::parquet_sink::{PartOptions, stored_schema};
 use weir_connectors::parquet_source::ParquetSource;
@@ -44,13 +44,40 @@ pub struct RunOptions {
     pub attempt: Option<String>,
     /// `--force`: skip the overwrite guards ([`check_overwrite_target`]).
     pub force: bool,
+    /// What relative paths in the job are relative to (default: the job file's folder).
+    pub base_dir: Option<std::path::PathBuf>,
 }
 
-/// Reads, substitutes and parses a job file.
-pub fn load_job(path: &str, vars: &Variables) -> Result<LoadedJob, JobError> {
+/// Reads, substitutes and parses a job file. Relative local paths in it (source, sink,
+/// `fitted`, `model`) are resolved against `base`, by default the job file's folder, so
+/// that a job runs the same from any working directory (cron's, a service's).
+pub fn load_job(path: &str, vars: &Variables, base: Option<&std::path::Path>) -> Result<LoadedJob, JobError> {
     check_run_id(vars.run_id()).map_err(|message| JobError::Invalid { job: path.to_string(), message })?;
     let raw = std::fs::read_to_string(path).map_err(|source| JobError::Read { path: path.to_string(), source })?;
-    load_job_text(path, &raw, vars)
+    let mut job = load_job_text(path, &raw, vars)?;
+    let folder = match base {
+        Some(base) => base.to_path_buf(),
+        None => std::path::Path::new(path).parent().map(std::path::Path::to_path_buf).unwrap_or_default(),
+    };
+    let folder = std::path::absolute(&folder).unwrap_or(folder);
+    let spec = &mut job.spec;
+    for uri in [&mut spec.source.uri, &mut spec.sink.uri]
+        .into_iter()
+        .chain(spec.steps.iter_mut().flat_map(|step| step.uris_mut()))
+    {
+        *uri = resolve_relative(uri, &folder);
+    }
+    Ok(job)
+}
+
+/// `uri` joined to `folder` when it is a relative local path; anything with a scheme
+/// (`s3://`, `file://`) or an absolute path is left as it is. A trailing slash is kept.
+pub fn resolve_relative(uri: &str, folder: &std::path::Path) -> String {
+    if uri.is_empty() || uri.contains("://") || std::path::Path::new(uri).is_absolute() {
+        return uri.to_string();
+    }
+    let joined = folder.join(uri).to_string_lossy().into_owned();
+    if uri.ends_with('/') && !joined.ends_with('/') { format!("{joined}/") } else { joined }
 }
 
 /// Substitutes and parses a job's text; `path` names it in errors.
@@ -197,7 +224,7 @@ async fn plan_steps(
                 None => (StepKind::Fit(fit), None),
                 Some(uri) => {
                     if !files.contains_key(&uri) {
-                        let bytes = read_input(&uri, storage).await.map_err(|source| JobError::StepInput {
+                        let bytes = read_fitted(&uri, storage).await.map_err(|source| JobError::StepInput {
                             job: job.to_string(),
                             number,
                             op,
@@ -231,6 +258,28 @@ async fn plan_steps(
         steps.push(PlannedStep { number, op, kind, reused });
     }
     Ok(steps)
+}
+
+/// Reads the fitted parameters `fitted = URI` names: an earlier run's output prefix (its
+/// `_weir/fitted.json`), that file itself, or any other JSON file of that format. An
+/// earlier run's parameters are read only when its output is committed (`_SUCCESS`).
+async fn read_fitted(uri: &str, storage: &weir_connectors::StorageOptions) -> Result<bytes::Bytes, ConnectorError> {
+    let fitted_file = format!("/{FITTED_FILE}");
+    let prefix = match uri.strip_suffix(&fitted_file) {
+        Some(prefix) => Some(prefix.to_string()),
+        None if uri.ends_with(".json") => None,
+        None => Some(uri.trim_end_matches('/').to_string()),
+    };
+    let Some(prefix) = prefix else { return read_input(uri, storage).await };
+    let output = Location::parse(&format!("{prefix}/"), storage)?;
+    if !is_committed(&output).await? {
+        return Err(ConnectorError::Invalid {
+            uri: output.uri(),
+            message: "it is not a committed output (no _SUCCESS): fitted parameters are read only from committed runs"
+                .into(),
+        });
+    }
+    read_input(&format!("{prefix}{fitted_file}"), storage).await
 }
 
 /// Reads a file a step needs (an earlier run's `fitted.json`, a model) from any store.

@@ -64,6 +64,27 @@ pub enum StepSpec {
 }
 
 impl StepSpec {
+    /// The URIs the step reads from (a `fitted` output, a `model`), to resolve relative
+    /// paths against the job file's folder.
+    pub fn uris_mut(&mut self) -> Vec<&mut String> {
+        match self {
+            StepSpec::Impute(spec) => spec.fitted.iter_mut().collect(),
+            StepSpec::Standardize(spec) => spec.fitted.iter_mut().collect(),
+            StepSpec::MinMax(spec) => spec.fitted.iter_mut().collect(),
+            StepSpec::Clip(spec) => spec.fitted.iter_mut().collect(),
+            StepSpec::Pca(spec) => spec.fitted.iter_mut().collect(),
+            StepSpec::Score(spec) => vec![&mut spec.model],
+            StepSpec::Select(_)
+            | StepSpec::Drop(_)
+            | StepSpec::Rename(_)
+            | StepSpec::Cast(_)
+            | StepSpec::Filter(_)
+            | StepSpec::DropNulls(_)
+            | StepSpec::Mask(_)
+            | StepSpec::Dedupe(_) => Vec::new(),
+        }
+    }
+
     /// The `op` name as written in the job.
     pub fn op_name(&self) -> &'static str {
         match self {

@@ -14,7 +14,7 @@ from conftest import REPO, read_output, write_job
 def test_the_demo_job_matches_pandas_and_scikit_learn(weir, tmp_path):
     out = tmp_path / "out"
     text = (REPO / "demo" / "job.toml").read_text()
-    text = text.replace('uri = "demo/data/"', f'uri = "{REPO / "demo" / "data"}/"').replace('uri = "demo/output/"', f'uri = "{out}/"')
+    text = text.replace('uri = "data/"           # relative paths are relative to this file', f'uri = "{REPO / "demo" / "data"}/"').replace('uri = "output/"', f'uri = "{out}/"')
     job = write_job(tmp_path / "demo.toml", text)
     weir("run", job, "-w", "2", check=0)
 

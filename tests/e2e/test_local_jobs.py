@@ -7,6 +7,7 @@ Weir's own output.
 
 import json
 import math
+import shutil
 
 import pyarrow.parquet as pq
 import pytest
@@ -122,3 +123,38 @@ def test_ls_head_and_schema_read_an_output(weir, tmp_path, events_dir):
     rows = [line for line in head.splitlines() if line.startswith("|") and not line.startswith("| id")]
     assert [int(r.split("|")[1]) for r in rows] == first
     assert not math.isnan(float(rows[0].split("|")[2]))
+
+
+@pytest.mark.parametrize("shape", [["-w", "2"], ["-p", "2", "-w", "1"]], ids=shape_id)
+def test_relative_paths_are_relative_to_the_job_file(weir, tmp_path, events_dir, shape):
+    """As cron runs a job: from another working directory. The source, the sink and a
+    `fitted` output named relative to the job file's folder are found there."""
+    project = tmp_path / "project"
+    shutil.copytree(events_dir, project / "data" / "events")
+    (project / "jobs").mkdir()
+    job = write_job(
+        project / "jobs" / "clean.toml",
+        'name = "relative"\n[source]\nuri = "../data/events/"\n[[step]]\nop = "standardize"\ncolumns = ["income"]\n'
+        '[sink]\nuri = "../out/first/"\n',
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    weir("run", job, *shape, cwd=elsewhere, check=0)
+    assert list(elsewhere.iterdir()) == []
+    assert_committed(project / "out" / "first", read_inputs(events_dir).num_rows)
+    # A later job reuses the fitted parameters by a path relative to its own file.
+    reuse = write_job(
+        project / "jobs" / "reuse.toml",
+        'name = "reuse"\n[source]\nuri = "../data/events/"\n[[step]]\nop = "standardize"\ncolumns = ["income"]\n'
+        'fitted = "../out/first/"\n[sink]\nuri = "../out/second/"\n',
+    )
+    weir("run", reuse, *shape, cwd=elsewhere, check=0)
+    first = read_output(project / "out" / "first").sort_by("id")
+    second = read_output(project / "out" / "second").sort_by("id")
+    assert first.equals(second)
+    # `weir validate` from yet another folder agrees.
+    assert "is valid" in weir("validate", reuse, cwd=tmp_path, check=0).stdout
+    # Parameters are reused only from a committed output.
+    (project / "out" / "first" / "_SUCCESS").unlink()
+    refused = weir("run", reuse, *shape, "--var", "x=1", cwd=elsewhere)
+    assert refused.returncode == 2 and "not a committed output" in refused.stderr, refused.stderr

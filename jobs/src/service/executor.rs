@@ -22,6 +22,9 @@ pub struct Launch {
     pub workers: usize,
     pub log: PathBuf,
     pub result: PathBuf,
+    /// What relative paths in the definition are relative to: the service's working
+    /// directory, as when it validated the definition.
+    pub base_dir: PathBuf,
 }
 
 /// How a run's process ended, as far as the executor saw it.
@@ -128,6 +131,8 @@ impl Executor for LocalExecutor {
             .arg(launch.workers.to_string())
             .arg("--result-file")
             .arg(&launch.result)
+            .arg("--base-dir")
+            .arg(&launch.base_dir)
             .arg("--var")
             .arg(format!("run_id={}", launch.run_id));
         for (key, value) in &launch.vars {

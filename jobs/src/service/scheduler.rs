@@ -190,6 +190,7 @@ impl Scheduler {
             workers: run.workers.and_then(|w| usize::try_from(w).ok()).unwrap_or(self.default_workers).max(1),
             log: dir.join("log"),
             result: dir.join("result.json"),
+            base_dir: std::env::current_dir().unwrap_or_default(),
         };
         let started = std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::write(&launch.job_file, &run.definition))
