@@ -188,7 +188,9 @@ pub async fn head(uri: &str, rows: usize) -> Result<String, ConnectorError> {
             break;
         }
     }
-    let table = arrow::util::pretty::pretty_format_batches(&batches)
+    // Nulls print as `null`, so that they differ from empty strings.
+    let options = arrow::util::display::FormatOptions::default().with_null("null");
+    let table = arrow::util::pretty::pretty_format_batches_with_options(&batches, &options)
         .map_err(|e| ConnectorError::Invalid { uri: location.uri(), message: e.to_string() })?;
     Ok(format!("{table}\n"))
 }

@@ -58,7 +58,7 @@ enum Command {
     Run {
         /// The job's TOML file.
         job: String,
-        /// Worker threads per process (default: the number of cores).
+        /// Worker threads per process (default: the cores divided by the processes, at least 1).
         #[arg(long, short = 'w')]
         workers: Option<usize>,
         /// Local processes forming one cluster on 127.0.0.1.
@@ -77,6 +77,7 @@ enum Command {
     },
     /// Run one process of a multi-host cluster (start one per line of the hostfile).
     Worker {
+        /// The job's TOML file (the same on every process).
         job: String,
         /// One host:port per line, one line per process, in process order.
         #[arg(long, required_unless_present = "local_cluster")]
@@ -87,6 +88,7 @@ enum Command {
         /// Worker threads in this process (the same on every process).
         #[arg(long, short = 'w', default_value_t = 1)]
         workers: usize,
+        /// Set a variable used as {{key}} in the job (repeatable; the same on every process).
         #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_pair)]
         vars: Vec<(String, String)>,
         /// DANGEROUS: skip the overwrite guards (see `weir run --help`); pass it to every process.
@@ -105,12 +107,15 @@ enum Command {
     },
     /// Check a job (spec, variables, source schema, steps) without running it.
     Validate {
+        /// The job's TOML file.
         job: String,
+        /// Set a variable used as {{key}} in the job (repeatable).
         #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_pair)]
         vars: Vec<(String, String)>,
     },
     /// List the objects under a URI and whether it is a committed output.
     Ls {
+        /// An output prefix or any folder: a path, file:// or s3://.
         uri: String,
         /// Print the output's status as one JSON object: committed, uncommitted,
         /// in_progress (with the holder) or not_a_weir_output.
@@ -122,12 +127,17 @@ enum Command {
     },
     /// Print the first rows of a dataset.
     Head {
+        /// A Parquet file, a prefix or a glob: a path, file:// or s3://.
         uri: String,
+        /// How many rows.
         #[arg(short = 'n', default_value_t = 10)]
         rows: usize,
     },
     /// Print the schema of a dataset.
-    Schema { uri: String },
+    Schema {
+        /// A Parquet file, a prefix or a glob: a path, file:// or s3://.
+        uri: String,
+    },
     /// Run the job service: an HTTP API to store jobs, submit, follow and cancel runs.
     Serve {
         /// Where the service keeps its database, tokens and run logs.
@@ -164,8 +174,8 @@ enum Command {
         /// Submitting again with the same key returns the same run instead of a new one.
         #[arg(long)]
         idempotency_key: Option<String>,
-        /// Wait for the run to end; exit 0 if it succeeded, 2 if it failed on bad input,
-        /// 130 if cancelled, 1 otherwise.
+        /// Wait for the run to end; exit 0 if it succeeded, 2 if it failed on bad input, 4 if
+        /// its input was not ready, 130 if cancelled, 1 otherwise.
         #[arg(long)]
         wait: bool,
         /// Print the run as JSON.
@@ -176,13 +186,16 @@ enum Command {
     },
     /// List the service's runs, newest first.
     Runs {
+        /// Only the runs of this job.
         #[arg(long)]
         job: Option<String>,
         /// queued, running, succeeded, failed, cancelled or lost.
         #[arg(long)]
         state: Option<String>,
+        /// At most this many.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Print them as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -190,7 +203,9 @@ enum Command {
     },
     /// Show one run of the service.
     Status {
+        /// The run's id.
         run: String,
+        /// Print it as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -198,7 +213,9 @@ enum Command {
     },
     /// Print a run's log; with --follow, until the run ends.
     Logs {
+        /// The run's id.
         run: String,
+        /// Keep printing until the run ends.
         #[arg(long, short = 'f')]
         follow: bool,
         #[command(flatten)]
@@ -206,6 +223,7 @@ enum Command {
     },
     /// Cancel a queued or running run.
     Cancel {
+        /// The run's id.
         run: String,
         #[command(flatten)]
         server: ServerArgs,
@@ -246,6 +264,7 @@ enum Command {
 enum JobsCommand {
     /// Store a job file as the job's next version (validated first).
     Put {
+        /// The job's TOML file.
         file: String,
         /// Variables to validate it with.
         #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_pair)]
@@ -254,9 +273,17 @@ enum JobsCommand {
     /// List the stored jobs.
     List,
     /// Show a job's current definition and its versions.
-    Show { name: String },
+    Show {
+        /// The job's name.
+        name: String,
+    },
     /// Make an earlier version the current one.
-    Rollback { name: String, version: i64 },
+    Rollback {
+        /// The job's name.
+        name: String,
+        /// The version to make current.
+        version: i64,
+    },
 }
 
 /// Where the job service is, and the token to use.
@@ -485,7 +512,9 @@ fn dispatch(command: Command, runtime: &tokio::runtime::Runtime, stop: &Stop) ->
     };
     match command {
         Command::Run { job, workers, processes, vars, force, output } => {
-            let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            // By default the cores are shared out between the processes.
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            let workers = workers.unwrap_or_else(|| (cores / processes.max(1)).max(1));
             let shape = Shape {
                 workers: workers.max(1),
                 processes: processes.max(1),

@@ -9,6 +9,7 @@ import json
 import math
 import shutil
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -158,3 +159,12 @@ def test_relative_paths_are_relative_to_the_job_file(weir, tmp_path, events_dir,
     (project / "out" / "first" / "_SUCCESS").unlink()
     refused = weir("run", reuse, *shape, "--var", "x=1", cwd=elsewhere)
     assert refused.returncode == 2 and "not a committed output" in refused.stderr, refused.stderr
+
+
+def test_head_tells_null_from_the_empty_string(weir, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    pq.write_table(pa.table({"id": [1, 2, 3], "name": ["x", None, ""]}), src / "a.parquet")
+    head = weir("head", src / "a.parquet", check=0).stdout
+    cells = {int(line.split("|")[1]): line.split("|")[2].strip() for line in head.splitlines() if line.startswith("|") and "id" not in line}
+    assert cells == {1: "x", 2: "null", 3: ""}, head
