@@ -58,6 +58,42 @@ pub struct ParquetSource {
     schema: SchemaRef,
 }
 
+/// `source.columns` with each glob (`f_*`, `x?`, `[ab]_id`) replaced by the names of the
+/// first file's columns it matches, in schema order; each column once. A glob that matches
+/// nothing is an error naming it, as in a step's column list.
+fn expand_globs(columns: &[String], schema: &Schema, uri: &str) -> Result<Vec<String>, ConnectorError> {
+    let mut names: Vec<String> = Vec::with_capacity(columns.len());
+    for column in columns {
+        if !column.contains(['*', '?', '[']) {
+            if !names.contains(column) {
+                names.push(column.clone());
+            }
+            continue;
+        }
+        let glob = globset::Glob::new(column)
+            .map_err(|e| ConnectorError::Invalid {
+                uri: uri.to_string(),
+                message: format!("bad column glob '{column}': {e}"),
+            })?
+            .compile_matcher();
+        let matched: Vec<String> =
+            schema.fields().iter().map(|f| f.name().clone()).filter(|name| glob.is_match(name)).collect();
+        if matched.is_empty() {
+            return Err(ConnectorError::MissingColumn {
+                uri: uri.to_string(),
+                column: column.clone(),
+                available: column_names(schema),
+            });
+        }
+        for name in matched {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    Ok(names)
+}
+
 /// The most rows a file may claim (2^40, about 10^12): more is a corrupt footer, and would
 /// cut into more shards than fit in memory.
 pub const MAX_FILE_ROWS: u64 = 1 << 40;
@@ -124,7 +160,7 @@ impl ParquetSource {
             }
         }
         let names: Vec<String> = match columns {
-            Some(columns) => columns.to_vec(),
+            Some(columns) => expand_globs(columns, first_metadata.schema(), &first_uri)?,
             None => first_metadata.schema().fields().iter().map(|f| f.name().clone()).collect(),
         };
 

@@ -168,3 +168,19 @@ def test_head_tells_null_from_the_empty_string(weir, tmp_path):
     head = weir("head", src / "a.parquet", check=0).stdout
     cells = {int(line.split("|")[1]): line.split("|")[2].strip() for line in head.splitlines() if line.startswith("|") and "id" not in line}
     assert cells == {1: "x", 2: "null", 3: ""}, head
+
+
+def test_source_columns_take_globs_like_steps_do(weir, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    table = pa.table({"id": [1, 2], "f_2": [0.5, 1.5], "b": ["x", "y"], "f_1": [2.0, 3.0]})
+    pq.write_table(table, src / "a.parquet")
+    out = tmp_path / "out"
+    job = write_job(tmp_path / "job.toml", f'name = "globs"\n[source]\nuri = "{src}"\ncolumns = ["id", "f_*", "f_1"]\n[sink]\nuri = "{out}"\n')
+    weir("run", job, check=0)
+    got = read_output(out)
+    assert got.column_names == ["id", "f_2", "f_1"], "a glob expands in the file's column order, each column once"
+    assert got.equals(table.select(["id", "f_2", "f_1"]))
+    none = write_job(tmp_path / "none.toml", f'name = "globs"\n[source]\nuri = "{src}"\ncolumns = ["g_*"]\n[sink]\nuri = "{tmp_path / "o2"}"\n')
+    proc = weir("run", none, check=2)
+    assert "g_*" in proc.stderr and "f_1" in proc.stderr, proc.stderr
