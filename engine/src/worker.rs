@@ -82,6 +82,7 @@ fn prepare_run_and_commit(
                 .block_on(async {
                     let lease =
                         Lease::acquire(&plan.sink, Claim::new(&plan.run_id, &plan.attempt, plan.lease_ttl)).await?;
+                    tracing::info!(output = %plan.sink.uri(), attempt = %plan.attempt, "holding the output's lease");
                     match prepare_output(&plan.sink, plan.mode, plan.force).await {
                         Ok(previous) => {
                             *leader.borrow_mut() = LeaderState { lease: Some(lease), previous };
@@ -300,6 +301,12 @@ fn commit_run(
     }
     match runtime.block_on(commit(&plan.sink, &lease, &record)) {
         Ok(()) => {
+            tracing::info!(
+                output = %plan.sink.uri(),
+                rows = record.manifest.rows,
+                files = record.manifest.files.len(),
+                "committed"
+            );
             runtime.block_on(lease.release());
             let manifest = record.manifest;
             Ok(RunSummary {

@@ -23,6 +23,11 @@ use weir_jobs::{JobError, inspect};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines look on stderr: text, or json (one object per line, for log
+    /// collectors). Which lines: RUST_LOG (default `warn`, `info` for `weir serve`), e.g.
+    /// RUST_LOG=info or RUST_LOG=weir_engine=debug.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 #[derive(clap::Args)]
@@ -36,6 +41,10 @@ struct RunOutput {
     /// After the summary, print where the time went, stage by stage.
     #[arg(long)]
     metrics: bool,
+    /// Off a terminal (cron, a service's log), print a progress line every this many
+    /// seconds (shards, rows, rows/s, time left).
+    #[arg(long, default_value_t = 10)]
+    progress_every_s: u64,
     /// Write the run's outcome (succeeded, failed with its class, cancelled) as JSON to this
     /// file when the run ends (the job service reads it).
     #[arg(long, value_name = "PATH")]
@@ -48,7 +57,12 @@ struct RunOutput {
 
 impl RunOutput {
     fn mode(&self) -> OutputMode {
-        OutputMode { quiet: self.quiet || self.json, json: self.json, metrics: self.metrics }
+        OutputMode {
+            quiet: self.quiet || self.json,
+            json: self.json,
+            metrics: self.metrics,
+            progress_every: Duration::from_secs(self.progress_every_s),
+        }
     }
 }
 
@@ -307,13 +321,20 @@ struct ServerArgs {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Colours only on a terminal: a log file or a collector gets plain text.
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         // A panic inside the Parquet decoder is caught at the reader and reported as a
@@ -326,7 +347,6 @@ fn main() -> ExitCode {
         std::process::exit(1);
     }));
 
-    let cli = Cli::parse();
     let cli = match service_command(cli) {
         Ok(code) => return code,
         Err(cli) => *cli,
@@ -488,7 +508,7 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
             print_json(&reply);
             Ok(0)
         })(),
-        other => return Err(Box::new(Cli { command: other })),
+        other => return Err(Box::new(Cli { command: other, log_format: cli.log_format })),
     };
     Ok(match outcome {
         Ok(code) => ExitCode::from(code as u8),

@@ -135,6 +135,14 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
     let output_schema = stored_schema(&output_schema);
     let steps = plan_steps(&name, &spec.steps, bound, &spec.storage).await?;
     let shards = source.shards(spec.source.max_shard_rows.unwrap_or(DEFAULT_MAX_SHARD_ROWS));
+    tracing::info!(
+        job = %name,
+        files = source.files().len(),
+        rows = source.total_rows(),
+        shards = shards.len(),
+        steps = steps.len(),
+        "planned"
+    );
     Ok(EnginePlan {
         job_name: name,
         job_sha256: job.sha256.clone(),

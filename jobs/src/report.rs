@@ -18,25 +18,38 @@ pub struct OutputMode {
     pub json: bool,
     /// Print the per-stage breakdown after the human summary.
     pub metrics: bool,
+    /// Off a terminal, a progress line this often.
+    pub progress_every: Duration,
 }
 
 impl OutputMode {
     /// Nothing on the terminal (processes other than the leader, children of a launcher).
-    pub const SILENT: OutputMode = OutputMode { quiet: true, json: false, metrics: false };
+    pub const SILENT: OutputMode =
+        OutputMode { quiet: true, json: false, metrics: false, progress_every: PROGRESS_LINE_EVERY };
 }
 
-/// A progress display for one run.
+/// A progress display for one run: a bar on a terminal; elsewhere (cron, a service's log)
+/// a line on stderr every `--progress-every-s` ([`PROGRESS_LINE_EVERY`] by default).
 pub struct ProgressView {
     bar: Option<ProgressBar>,
+    /// Off a terminal: the shards to do, how often to print, and when the last line was.
+    lines: Option<(u64, Duration, std::sync::Mutex<Instant>)>,
     started: Instant,
 }
+
+/// How often a run off a terminal prints a progress line.
+pub const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(10);
 
 impl ProgressView {
     /// A bar over `shards` shards, shown only on a terminal and without `--quiet`.
     pub fn new(shards: u64, mode: OutputMode) -> Self {
         let started = Instant::now();
-        if mode.quiet || !std::io::stderr().is_terminal() {
-            return ProgressView { bar: None, started };
+        if mode.quiet {
+            return ProgressView { bar: None, lines: None, started };
+        }
+        if !std::io::stderr().is_terminal() {
+            let lines = (shards, mode.progress_every, std::sync::Mutex::new(started));
+            return ProgressView { bar: None, lines: Some(lines), started };
         }
         let bar = ProgressBar::with_draw_target(Some(shards), ProgressDrawTarget::stderr_with_hz(5));
         bar.set_style(
@@ -44,10 +57,17 @@ impl ProgressView {
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
-        ProgressView { bar: Some(bar), started }
+        ProgressView { bar: Some(bar), lines: None, started }
     }
 
     pub fn update(&self, snapshot: &ProgressSnapshot) {
+        if let Some((shards, every, last)) = &self.lines {
+            let mut last = last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if last.elapsed() >= *every {
+                *last = Instant::now();
+                eprintln!("weir: {}", progress_line(*shards, snapshot, self.started.elapsed()));
+            }
+        }
         if let Some(bar) = &self.bar {
             bar.set_position(snapshot.shards_done);
             let seconds = self.started.elapsed().as_secs_f64().max(1e-3);
@@ -69,6 +89,24 @@ impl ProgressView {
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
+}
+
+/// `12/40 shards (30%), 1.2M rows in, 1.0M out, 250k rows/s, about 34 s left`.
+fn progress_line(shards: u64, snapshot: &ProgressSnapshot, elapsed: Duration) -> String {
+    let seconds = elapsed.as_secs_f64().max(1e-3);
+    let done = snapshot.shards_done.min(shards);
+    let mut line = format!(
+        "progress: {done}/{shards} shards ({}%), {} rows in, {} out, {} rows/s",
+        (done * 100).checked_div(shards).unwrap_or(100),
+        human(snapshot.rows_in),
+        human(snapshot.rows_out),
+        human((snapshot.rows_in as f64 / seconds) as u64)
+    );
+    if done > 0 && done < shards {
+        let left = seconds * (shards - done) as f64 / done as f64;
+        line.push_str(&format!(", about {left:.0} s left"));
+    }
+    line
 }
 
 /// The end-of-run summary, as `--json` prints it.

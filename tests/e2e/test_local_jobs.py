@@ -7,6 +7,7 @@ Weir's own output.
 
 import json
 import math
+import os
 import shutil
 
 import pyarrow as pa
@@ -184,3 +185,25 @@ def test_source_columns_take_globs_like_steps_do(weir, tmp_path):
     none = write_job(tmp_path / "none.toml", f'name = "globs"\n[source]\nuri = "{src}"\ncolumns = ["g_*"]\n[sink]\nuri = "{tmp_path / "o2"}"\n')
     proc = weir("run", none, check=2)
     assert "g_*" in proc.stderr and "f_1" in proc.stderr, proc.stderr
+
+
+def test_logs_and_progress_lines_off_a_terminal(weir, tmp_path, events_dir):
+    """As under cron: stderr is not a terminal. RUST_LOG=info shows what the run does;
+    --log-format json makes those lines JSON; progress lines come every
+    --progress-every-s (0: at every update)."""
+    out = tmp_path / "out"
+    job = write_job(tmp_path / "job.toml", f'name = "logged"\n[source]\nuri = "{events_dir}"\nmax_shard_rows = 2000\n[sink]\nuri = "{out}"\n')
+    env = dict(os.environ, RUST_LOG="info")
+    proc = weir("run", job, "-w", "2", "--progress-every-s", "0", env=env, check=0)
+    lines = proc.stderr.splitlines()
+    assert any("planned" in line and "shards=" in line for line in lines), proc.stderr
+    assert any("committed" in line and f"rows={read_inputs(events_dir).num_rows}" in line for line in lines), proc.stderr
+    progress = [line for line in lines if line.startswith("weir: progress: ")]
+    assert progress and all("shards (" in line and "rows/s" in line for line in progress), proc.stderr
+
+    quiet = weir("run", job, "-w", "2", "--var", "x=1", check=2)  # default: warnings only, no info lines
+    assert "planned" not in quiet.stderr
+
+    proc = weir("run", job, "-w", "2", "--log-format", "json", env=dict(env), check=2)  # exists: refused, but logged
+    events = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert any(event["fields"].get("message") == "planned" and event["level"] == "INFO" for event in events), proc.stderr
