@@ -628,6 +628,16 @@ fn write_result_file(path: &str, result: &Result<serde_json::Value, JobFailure>,
     }
 }
 
+/// Warnings about the plan (a score step after steps refitted in this run), on stderr
+/// unless `--quiet`.
+fn print_warnings(plan: &weir_engine::EnginePlan, mode: OutputMode) {
+    if !mode.quiet {
+        for warning in weir_jobs::planning::refit_warnings(plan) {
+            eprintln!("weir: warning: {warning}");
+        }
+    }
+}
+
 /// The shape of a `weir run`.
 struct Shape {
     workers: usize,
@@ -648,6 +658,7 @@ fn run(
     let job = load_job(path, vars, base_dir.as_deref()).map_err(failure)?;
     let options = RunOptions { attempt: None, force: shape.force, base_dir: base_dir.clone() };
     let plan = runtime.block_on(plan_job(&job, &options)).map_err(failure)?;
+    print_warnings(&plan, mode);
     let view = ProgressView::new(plan.shards.len() as u64, mode);
     let output = plan.sink.uri();
     let summary = if shape.processes == 1 {
@@ -787,6 +798,9 @@ fn worker(
     }
     let job = load_job(path, &vars, options.base_dir.as_deref()).map_err(failure)?;
     let plan = runtime.block_on(plan_job(&job, &options)).map_err(failure)?;
+    if process == 0 {
+        print_warnings(&plan, mode);
+    }
     let output = plan.sink.uri();
     let view = ProgressView::new(plan.shards.len() as u64, if process == 0 { mode } else { OutputMode::SILENT });
     let setup = ClusterSetup::Hosts { workers, process, addresses };
@@ -828,6 +842,9 @@ fn local_cluster_worker(
 fn validate(path: &str, vars: &Variables, runtime: &tokio::runtime::Runtime) -> Result<(), JobFailure> {
     let job = load_job(path, vars, None).map_err(failure)?;
     let plan = runtime.block_on(plan_job(&job, &RunOptions::default())).map_err(failure)?;
+    for warning in weir_jobs::planning::refit_warnings(&plan) {
+        println!("warning: {warning}");
+    }
     println!(
         "job '{}' is valid: {} input file(s), {} rows, {} shard(s), {} step(s)",
         job.spec.name,

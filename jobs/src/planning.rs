@@ -83,8 +83,14 @@ pub fn resolve_relative(uri: &str, folder: &std::path::Path) -> String {
 /// Substitutes and parses a job's text; `path` names it in errors.
 pub fn load_job_text(path: &str, raw: &str, vars: &Variables) -> Result<LoadedJob, JobError> {
     let document = vars.parse_and_substitute(path, raw)?;
-    let spec =
+    let mut spec =
         JobSpec::from_document(document, raw).map_err(|message| JobError::Toml { path: path.to_string(), message })?;
+    // A job-level `fitted` applies to every fitted step that names none of its own.
+    if let Some(fitted) = &spec.fitted {
+        for slot in spec.steps.iter_mut().filter_map(StepSpec::fitted_mut) {
+            slot.get_or_insert_with(|| fitted.clone());
+        }
+    }
     spec.check().map_err(|message| JobError::Invalid { job: spec.name.clone(), message })?;
     let mut hashed = raw.to_string();
     for (name, value) in vars.pairs() {
@@ -166,6 +172,32 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
         cache_bytes: spec.source.cache_mb.unwrap_or(DEFAULT_CACHE_MB).saturating_mul(1 << 20),
         models,
     })
+}
+
+/// A warning for each `score` step that comes after steps fitting their parameters on this
+/// run's own input: a model trained on features from other parameters (the training
+/// run's) scores these differently, and nightly refits drift silently.
+pub fn refit_warnings(plan: &EnginePlan) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for score in plan.steps.iter().filter(|step| step.op == "score") {
+        let refitted: Vec<String> = plan
+            .steps
+            .iter()
+            .filter(|step| step.number < score.number && matches!(step.kind, StepKind::Fit(_)))
+            .map(|step| format!("{} ({})", step.number, step.op))
+            .collect();
+        if !refitted.is_empty() {
+            warnings.push(format!(
+                "job '{}', step {} (score) scores features that step(s) {} fit on this run's own input; a model \
+                 trained on features from other parameters scores them differently. To reuse the training run's \
+                 parameters, set fitted = \"<its output>\" (for the whole job, or per step)",
+                plan.job_name,
+                score.number,
+                refitted.join(", ")
+            ));
+        }
+    }
+    warnings
 }
 
 /// Refuses an overwrite of a place that is almost certainly not a dedicated output

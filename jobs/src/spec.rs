@@ -26,6 +26,10 @@ pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
 pub struct JobSpec {
     /// `[a-z0-9_-]+`.
     pub name: String,
+    /// Reuse the fitted parameters of this earlier run's output (or `fitted.json`) in every
+    /// fitted step that does not name its own `fitted`.
+    #[serde(default)]
+    pub fitted: Option<String>,
     /// When the job service runs the job by itself; `weir run` ignores it.
     #[serde(default)]
     pub schedule: Option<ScheduleSpec>,

@@ -68,20 +68,21 @@ impl StepSpec {
     /// paths against the job file's folder.
     pub fn uris_mut(&mut self) -> Vec<&mut String> {
         match self {
-            StepSpec::Impute(spec) => spec.fitted.iter_mut().collect(),
-            StepSpec::Standardize(spec) => spec.fitted.iter_mut().collect(),
-            StepSpec::MinMax(spec) => spec.fitted.iter_mut().collect(),
-            StepSpec::Clip(spec) => spec.fitted.iter_mut().collect(),
-            StepSpec::Pca(spec) => spec.fitted.iter_mut().collect(),
             StepSpec::Score(spec) => vec![&mut spec.model],
-            StepSpec::Select(_)
-            | StepSpec::Drop(_)
-            | StepSpec::Rename(_)
-            | StepSpec::Cast(_)
-            | StepSpec::Filter(_)
-            | StepSpec::DropNulls(_)
-            | StepSpec::Mask(_)
-            | StepSpec::Dedupe(_) => Vec::new(),
+            other => other.fitted_mut().and_then(Option::as_mut).into_iter().collect(),
+        }
+    }
+
+    /// The `fitted = "URI"` of a fitted op (impute, standardize, minmax, clip, pca); `None`
+    /// for the others.
+    pub fn fitted_mut(&mut self) -> Option<&mut Option<String>> {
+        match self {
+            StepSpec::Impute(spec) => Some(&mut spec.fitted),
+            StepSpec::Standardize(spec) => Some(&mut spec.fitted),
+            StepSpec::MinMax(spec) => Some(&mut spec.fitted),
+            StepSpec::Clip(spec) => Some(&mut spec.fitted),
+            StepSpec::Pca(spec) => Some(&mut spec.fitted),
+            _ => None,
         }
     }
 
