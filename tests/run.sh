@@ -29,4 +29,4 @@ cargo test --workspace
 # WEIR_FUZZ_SECONDS (default 60); any panic, abort or hang fails the run. Under an 8 GiB
 # address-space limit, so that a runaway allocation aborts instead of swapping.
 (ulimit -v 8388608 && cargo run --quiet -p weir-fuzz -- all --seconds "${WEIR_FUZZ_SECONDS:-60}")
-.venv/bin/python -m pytest tests/e2e -q -p no:cacheprovider "$@"
+.venv/bin/python -m pytest tests/e2e -q -rs -p no:cacheprovider "$@"

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::lease::{COMMIT_FILE, Lease, RUNS_DIR};
 use crate::listing::list_all;
 use crate::manifest::Manifest;
-use crate::objects::{delete_objects, read_json};
+use crate::objects::{delete_local_put_leftovers, delete_objects, read_json};
 use crate::{ConnectorError, Location};
 
 /// Name of the commit marker.
@@ -137,6 +137,10 @@ pub async fn commit(output: &Location, lease: &Lease, record: &CommitRecord) -> 
 /// finds an interrupted commit can complete it.
 pub async fn publish(output: &Location, record: &CommitRecord) -> Result<(), ConnectorError> {
     delete_objects(output, &[output.join(SUCCESS_FILE)]).await?;
+    // What a writer killed during an earlier publication left half-written.
+    for file in [FITTED_FILE, MANIFEST_FILE, SUCCESS_FILE] {
+        delete_local_put_leftovers(output, &output.join(file))?;
+    }
     let finals: Vec<&str> = record.publish.iter().map(|(_, to)| to.as_str()).collect();
     let old: Vec<Path> = record
         .delete
@@ -302,5 +306,26 @@ mod tests {
         );
         publish(&output, &record).await.unwrap();
         assert!(dir.path().join("part-00000-new.parquet").exists());
+    }
+
+    #[tokio::test]
+    async fn publish_removes_what_a_killed_put_left_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = Location::parse(dir.path().to_str().unwrap(), &StorageOptions::default()).unwrap();
+        touch(dir.path(), "_weir/manifest.json#1");
+        touch(dir.path(), "_SUCCESS#12");
+        touch(dir.path(), "_weir/manifest.json#notes");
+        touch(dir.path(), "_weir/runs/r.00000001/part-00000.parquet");
+        let record = CommitRecord {
+            manifest: manifest("r", &["part-00000-r.parquet"]),
+            fitted: None,
+            delete: vec![],
+            publish: vec![("_weir/runs/r.00000001/part-00000.parquet".into(), "part-00000-r.parquet".into())],
+        };
+        publish(&output, &record).await.unwrap();
+        assert!(!dir.path().join("_weir/manifest.json#1").exists());
+        assert!(!dir.path().join("_SUCCESS#12").exists());
+        assert!(dir.path().join("_weir/manifest.json#notes").exists(), "not a put's leftover: kept");
+        assert!(dir.path().join("_SUCCESS").exists() && dir.path().join("_weir/manifest.json").exists());
     }
 }

@@ -82,6 +82,37 @@ pub fn delete_local_leftovers(output: &Location, directory: &Path) -> Result<(),
     Ok(())
 }
 
+/// On the local filesystem, deletes what a killed `put` of `path` left beside it
+/// (object_store writes `NAME#N` and renames it to `NAME`; listings hide such files). Only
+/// regular files named exactly `NAME#` followed by digits are touched, never through a
+/// symlink. Does nothing on other stores.
+pub fn delete_local_put_leftovers(output: &Location, path: &Path) -> Result<(), ConnectorError> {
+    let Some(root) = output.local_path() else { return Ok(()) };
+    let target = std::path::PathBuf::from(format!("/{path}"));
+    let (Some(directory), Some(name)) = (target.parent(), target.file_name().and_then(|n| n.to_str())) else {
+        return Ok(());
+    };
+    let Ok(entries) = std::fs::read_dir(directory) else { return Ok(()) };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(suffix) = file_name.to_str().and_then(|f| f.strip_prefix(name)).and_then(|f| f.strip_prefix('#'))
+        else {
+            continue;
+        };
+        if suffix.is_empty()
+            || !suffix.bytes().all(|b| b.is_ascii_digit())
+            || !entry.file_type().is_ok_and(|t| t.is_file())
+        {
+            continue;
+        }
+        delete_local(&root, &entry.path()).map_err(|e| ConnectorError::Invalid {
+            uri: format!("file://{}", entry.path().display()),
+            message: format!("cannot delete: {e}"),
+        })?;
+    }
+    Ok(())
+}
+
 /// Deletes the file `target` under the directory `root` unless a component from `root`
 /// down to `target` is a symlink; removes the directories this leaves empty.
 fn delete_local(root: &std::path::Path, target: &std::path::Path) -> std::io::Result<()> {

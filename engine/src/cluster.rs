@@ -8,11 +8,23 @@
 //! the lower-numbered processes and accepts the higher-numbered ones on the listener it
 //! holds, and the connected sockets are handed to timely as they are (timely's own
 //! connection code would print to stdout, which `--json` owns).
+//!
+//! Before a socket is handed to timely, its two ends shake hands ([`Handshake`]): the
+//! connecting process sends a magic, its index and the run's attempt id; the accepting
+//! one answers with a random nonce; the connecting one proves it knows the cluster's
+//! secret with an HMAC-SHA256 over the nonce, the attempt and its index. A connection
+//! from another attempt (a stale process of an earlier run), with the wrong secret, or
+//! that says nothing within a few seconds is refused and closed, and the cluster keeps
+//! waiting for the right one. Processes that have not connected by the deadline are
+//! named in the error.
 
 use std::any::Any;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 
 use timely::CommunicationConfig;
 use timely::communication::Hooks;
@@ -21,8 +33,112 @@ use timely::communication::allocator::{AllocatorBuilder, ProcessBuilder};
 
 use crate::JobFailure;
 
-/// How long processes wait for each other to connect.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long processes wait for each other to connect, by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long one side of a handshake waits for the other's next message.
+const HANDSHAKE_STEP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The first bytes of a handshake (and its version).
+const MAGIC: &[u8; 8] = b"WEIRCLU1";
+
+/// The longest attempt id a handshake carries.
+const MAX_ATTEMPT_BYTES: usize = 256;
+
+/// What the processes of one cluster share and prove to each other when they connect.
+#[derive(Clone)]
+pub struct Handshake {
+    /// The run's attempt id: processes of another attempt are refused.
+    pub attempt: String,
+    /// The cluster's shared secret (`WEIR_CLUSTER_SECRET`); empty when none was given.
+    pub secret: Vec<u8>,
+    /// How long to wait for every peer.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Handshake({}, {} s)", self.attempt, self.timeout.as_secs())
+    }
+}
+
+impl Handshake {
+    fn proof(&self, nonce: &[u8; 16], index: u64) -> [u8; 32] {
+        // HMAC takes a key of any length; an empty one still binds the attempt and index.
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        mac.update(MAGIC);
+        mac.update(nonce);
+        mac.update(self.attempt.as_bytes());
+        mac.update(&index.to_le_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The connecting side: sends who it is, answers the nonce, reads the verdict.
+    fn join(&self, stream: &mut TcpStream, me: usize) -> std::io::Result<bool> {
+        stream.set_read_timeout(Some(HANDSHAKE_STEP_TIMEOUT))?;
+        let attempt = self.attempt.as_bytes();
+        let mut hello = Vec::with_capacity(8 + 8 + 4 + attempt.len());
+        hello.extend_from_slice(MAGIC);
+        hello.extend_from_slice(&(me as u64).to_le_bytes());
+        hello.extend_from_slice(&(attempt.len() as u32).to_le_bytes());
+        hello.extend_from_slice(attempt);
+        stream.write_all(&hello)?;
+        let mut nonce = [0u8; 16];
+        stream.read_exact(&mut nonce)?;
+        stream.write_all(&self.proof(&nonce, me as u64))?;
+        let mut verdict = [0u8; 1];
+        stream.read_exact(&mut verdict)?;
+        stream.set_read_timeout(None)?;
+        Ok(verdict[0] == 1)
+    }
+
+    /// The accepting side: the index of a peer that proved itself and that `wanted`, or why
+    /// it was refused.
+    fn admit(&self, stream: &mut TcpStream, wanted: &dyn Fn(usize) -> bool) -> Result<usize, String> {
+        let io = |e: std::io::Error| format!("the handshake broke off ({e})");
+        stream.set_read_timeout(Some(HANDSHAKE_STEP_TIMEOUT)).map_err(io)?;
+        let mut header = [0u8; 20];
+        stream.read_exact(&mut header).map_err(io)?;
+        if &header[..8] != MAGIC {
+            return Err("it is not a Weir process of this version".into());
+        }
+        let index = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
+        let length = u32::from_le_bytes(header[16..20].try_into().unwrap_or_default()) as usize;
+        if length > MAX_ATTEMPT_BYTES {
+            return Err("its attempt id is too long".into());
+        }
+        let mut attempt = vec![0u8; length];
+        stream.read_exact(&mut attempt).map_err(io)?;
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).map_err(|e| format!("no randomness for a nonce: {e}"))?;
+        stream.write_all(&nonce).map_err(io)?;
+        let mut proof = [0u8; 32];
+        stream.read_exact(&mut proof).map_err(io)?;
+        let refuse = |stream: &mut TcpStream, why: String| {
+            let _ = stream.write_all(&[0]);
+            Err(why)
+        };
+        if attempt != self.attempt.as_bytes() {
+            let theirs = String::from_utf8_lossy(&attempt).into_owned();
+            return refuse(stream, format!("it belongs to another attempt ({theirs}; this one is {})", self.attempt));
+        }
+        // Constant-time comparison through the MAC's own verification.
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        mac.update(MAGIC);
+        mac.update(&nonce);
+        mac.update(&attempt);
+        mac.update(&index.to_le_bytes());
+        if mac.verify_slice(&proof).is_err() {
+            return refuse(stream, "its proof of the cluster secret is wrong (WEIR_CLUSTER_SECRET differs)".into());
+        }
+        if !usize::try_from(index).is_ok_and(wanted) {
+            return refuse(stream, format!("it says it is process {index}, which is not one this process waits for"));
+        }
+        stream.write_all(&[1]).map_err(io)?;
+        stream.set_read_timeout(None).map_err(io)?;
+        Ok(index as usize)
+    }
+}
 
 /// The shape of the cluster this process belongs to.
 #[derive(Debug)]
@@ -60,7 +176,7 @@ impl ClusterSetup {
     }
 
     /// Connects the cluster and returns timely's allocator builders, one per worker thread.
-    pub fn connect(self) -> Result<(Vec<AllocatorBuilder>, Box<dyn Any + Send>), JobFailure> {
+    pub fn connect(self, handshake: &Handshake) -> Result<(Vec<AllocatorBuilder>, Box<dyn Any + Send>), JobFailure> {
         let failed = |e: String| JobFailure::external(format!("cannot connect the cluster: {e}"));
         match self {
             ClusterSetup::SingleProcess { workers } => {
@@ -71,10 +187,10 @@ impl ClusterSetup {
                     addresses.get(process).ok_or_else(|| failed(format!("no address for process {process}")))?;
                 let listener =
                     TcpListener::bind(address).map_err(|e| failed(format!("cannot listen on {address}: {e}")))?;
-                ClusterSetup::LocalProcess { workers, process, addresses, listener }.connect()
+                ClusterSetup::LocalProcess { workers, process, addresses, listener }.connect(handshake)
             }
             ClusterSetup::LocalProcess { workers, process, addresses, listener } => {
-                let sockets = connect_peers(&listener, &addresses, process).map_err(|e| failed(e.to_string()))?;
+                let sockets = connect_peers(&listener, &addresses, process, handshake).map_err(failed)?;
                 let hooks = Hooks::default();
                 let process_builders = ProcessBuilder::new_typed_vector(workers.max(1), hooks.refill.clone(), None);
                 let (builders, guard) =
@@ -86,47 +202,133 @@ impl ClusterSetup {
     }
 }
 
-/// Connects to processes `0..me` and accepts `me+1..` on `listener`; each connection starts
-/// with the connecting process's index as 8 little-endian bytes.
-fn connect_peers(listener: &TcpListener, addresses: &[String], me: usize) -> std::io::Result<Vec<Option<TcpStream>>> {
-    let deadline = Instant::now() + CONNECT_TIMEOUT;
+/// Connects to processes `0..me` and accepts `me+1..` on `listener`, shaking hands with
+/// each; refused connections are closed and waited past. Fails naming the processes that
+/// have not connected by the deadline.
+fn connect_peers(
+    listener: &TcpListener,
+    addresses: &[String],
+    me: usize,
+    handshake: &Handshake,
+) -> Result<Vec<Option<TcpStream>>, String> {
+    let deadline = Instant::now() + handshake.timeout;
+    let late = |sockets: &[Option<TcpStream>]| {
+        let missing: Vec<String> = sockets
+            .iter()
+            .enumerate()
+            .filter(|(index, socket)| *index != me && socket.is_none())
+            .map(|(index, _)| format!("process {index} ({})", addresses[index]))
+            .collect();
+        format!("{} did not connect within {} s", missing.join(", "), handshake.timeout.as_secs())
+    };
     let mut sockets: Vec<Option<TcpStream>> = (0..addresses.len()).map(|_| None).collect();
-    for (index, address) in addresses.iter().enumerate().take(me) {
-        let mut stream = loop {
-            match TcpStream::connect(address) {
-                Ok(stream) => break stream,
-                Err(error) if Instant::now() > deadline => return Err(error),
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+    for index in 0..me {
+        let address = &addresses[index];
+        loop {
+            if Instant::now() > deadline {
+                return Err(late(&sockets));
             }
-        };
-        stream.set_nodelay(true)?;
-        stream.write_all(&(me as u64).to_le_bytes())?;
-        sockets[index] = Some(stream);
+            let Ok(mut stream) = TcpStream::connect(address) else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            stream.set_nodelay(true).map_err(|e| e.to_string())?;
+            match handshake.join(&mut stream, me) {
+                Ok(true) => {
+                    sockets[index] = Some(stream);
+                    break;
+                }
+                Ok(false) => {
+                    return Err(format!(
+                        "process {index} ({address}) refused this one: their attempt or cluster secret (WEIR_CLUSTER_SECRET) differ"
+                    ));
+                }
+                // Not up yet, or restarting: try again until the deadline.
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
     }
-    listener.set_nonblocking(true)?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let mut missing = addresses.len() - me - 1;
     while missing > 0 {
         match listener.accept() {
-            Ok((mut stream, _)) => {
-                stream.set_nonblocking(false)?;
-                stream.set_nodelay(true)?;
-                let mut index = [0u8; 8];
-                stream.read_exact(&mut index)?;
-                let index = u64::from_le_bytes(index) as usize;
-                if index <= me || index >= addresses.len() || sockets[index].is_some() {
-                    return Err(std::io::Error::other(format!("unexpected connection from process {index}")));
+            Ok((mut stream, from)) => {
+                let set_up = stream.set_nonblocking(false).and_then(|()| stream.set_nodelay(true));
+                let wanted = |index: usize| index > me && index < addresses.len() && sockets[index].is_none();
+                match set_up.map_err(|e| e.to_string()).and_then(|()| handshake.admit(&mut stream, &wanted)) {
+                    Ok(index) => {
+                        sockets[index] = Some(stream);
+                        missing -= 1;
+                    }
+                    Err(why) => tracing::warn!(%from, "refused a connection to the cluster: {why}"),
                 }
-                sockets[index] = Some(stream);
-                missing -= 1;
             }
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
                 if Instant::now() > deadline {
-                    return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "peers did not connect in time"));
+                    return Err(late(&sockets));
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(error) => return Err(error),
+            Err(error) => return Err(error.to_string()),
         }
     }
     Ok(sockets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handshake(attempt: &str, secret: &[u8]) -> Handshake {
+        Handshake { attempt: attempt.into(), secret: secret.to_vec(), timeout: Duration::from_secs(5) }
+    }
+
+    /// Process 0 listens; process 1 (and intruders) connect.
+    fn listen() -> (TcpListener, Vec<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        (listener, vec![address, "127.0.0.1:1".into()])
+    }
+
+    #[test]
+    fn the_right_peer_joins_and_intruders_are_refused_while_the_cluster_waits() {
+        let (listener, addresses) = listen();
+        let target = addresses[0].clone();
+        let intruders = std::thread::spawn(move || {
+            let try_join = |h: Handshake| {
+                let mut stream = TcpStream::connect(&target).unwrap();
+                h.join(&mut stream, 1)
+            };
+            let stale = try_join(handshake("run-1.old", b"s3cret")).unwrap();
+            let wrong_secret = try_join(handshake("run-1.new", b"guess")).unwrap();
+            let mut silent = TcpStream::connect(&target).unwrap();
+            silent.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+            let right = try_join(handshake("run-1.new", b"s3cret")).unwrap();
+            (stale, wrong_secret, right)
+        });
+        let sockets = connect_peers(&listener, &addresses, 0, &handshake("run-1.new", b"s3cret")).unwrap();
+        assert!(sockets[1].is_some());
+        assert_eq!(intruders.join().unwrap(), (false, false, true));
+    }
+
+    #[test]
+    fn a_peer_that_never_comes_is_named_after_the_deadline() {
+        let (listener, addresses) = listen();
+        let short = Handshake { timeout: Duration::from_millis(300), ..handshake("a", b"") };
+        let error = connect_peers(&listener, &addresses, 0, &short).unwrap_err();
+        assert!(error.contains("process 1 (127.0.0.1:1) did not connect within 0 s"), "{error}");
+    }
+
+    #[test]
+    fn a_joiner_refused_by_its_peer_says_so() {
+        let (first, second) = (TcpListener::bind("127.0.0.1:0").unwrap(), TcpListener::bind("127.0.0.1:0").unwrap());
+        let addresses = vec![first.local_addr().unwrap().to_string(), second.local_addr().unwrap().to_string()];
+        let theirs = addresses.clone();
+        let peer = std::thread::spawn(move || {
+            connect_peers(&first, &theirs, 0, &Handshake { timeout: Duration::from_secs(2), ..handshake("a", b"one") })
+        });
+        let error = connect_peers(&second, &addresses, 1, &handshake("a", b"two")).unwrap_err();
+        assert!(error.contains("process 0") && error.contains("refused this one"), "{error}");
+        assert!(peer.join().unwrap().is_err(), "process 0 is still waiting for a process 1 it can trust");
+    }
 }

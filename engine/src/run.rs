@@ -22,6 +22,11 @@ pub struct ProcessContext {
     pub abort: Arc<AtomicBool>,
     /// Called once per failing worker, as soon as it fails (before the run winds down).
     pub on_failure: Arc<dyn Fn(&JobFailure) + Send + Sync>,
+    /// The cluster's shared secret (`WEIR_CLUSTER_SECRET`), proven by every process that
+    /// joins; empty when none was given.
+    pub cluster_secret: Vec<u8>,
+    /// How long the processes of a cluster wait for each other.
+    pub connect_timeout: std::time::Duration,
 }
 
 /// The outcome of a committed run, known to every worker.
@@ -41,7 +46,12 @@ pub struct RunSummary {
 /// once the run is committed or has failed everywhere.
 pub fn execute(plan: SharedPlan, setup: ClusterSetup, context: ProcessContext) -> Result<RunSummary, JobFailure> {
     let cluster = ClusterInfo { processes: setup.processes(), workers_per_process: setup.workers_per_process() };
-    let (builders, others) = setup.connect()?;
+    let handshake = crate::cluster::Handshake {
+        attempt: plan.attempt.clone(),
+        secret: context.cluster_secret.clone(),
+        timeout: context.connect_timeout,
+    };
+    let (builders, others) = setup.connect(&handshake)?;
     let guards = timely::execute::execute_from(builders, others, WorkerConfig::default(), move |worker| {
         run_worker(worker, &plan, &context, &cluster)
     })

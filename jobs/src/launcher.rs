@@ -31,6 +31,10 @@ use crate::report::ProgressView;
 use crate::signals::Stop;
 use crate::vars::Variables;
 
+/// The environment variable holding a cluster's shared secret. A launcher whose
+/// environment has none gives its children a fresh random one.
+pub const CLUSTER_SECRET_ENV: &str = "WEIR_CLUSTER_SECRET";
+
 /// How long children have to report their ports.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long stopped children have to clean up and exit before they are killed.
@@ -123,6 +127,15 @@ pub fn launch_local(plan: LaunchPlan<'_>, view: &ProgressView) -> Result<RunSumm
     let exe = std::env::current_exe().map_err(|e| JobFailure::internal(format!("cannot find the weir binary: {e}")))?;
     let (sender, receiver) = mpsc::channel();
     let mut children: Vec<Child> = Vec::with_capacity(plan.processes);
+    let secret = match std::env::var(CLUSTER_SECRET_ENV) {
+        Ok(secret) if !secret.is_empty() => secret,
+        _ => {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes)
+                .map_err(|e| JobFailure::internal(format!("no randomness for a cluster secret: {e}")))?;
+            crate::planning::hex(&bytes)
+        }
+    };
     for process in 0..plan.processes {
         let mut command = Command::new(&exe);
         command
@@ -142,6 +155,7 @@ pub fn launch_local(plan: LaunchPlan<'_>, view: &ProgressView) -> Result<RunSumm
         for (key, value) in plan.vars.pairs() {
             command.arg("--var").arg(format!("{key}={value}"));
         }
+        command.env(CLUSTER_SECRET_ENV, &secret);
         command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = match command.spawn() {
             Ok(child) => child,

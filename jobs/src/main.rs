@@ -519,6 +519,9 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
     })
 }
 
+/// The environment variable holding a cluster's shared secret (see engine/src/cluster.rs).
+const CLUSTER_SECRET_ENV: &str = weir_jobs::launcher::CLUSTER_SECRET_ENV;
+
 /// `weir ls` with `--require-committed` on an output that is not committed.
 const EXIT_NOT_COMMITTED: i32 = 3;
 
@@ -708,6 +711,12 @@ fn run_in_process(
                 events.send(&ChildEvent::Failed(failure.clone()));
             }
         }),
+        cluster_secret: std::env::var(CLUSTER_SECRET_ENV).unwrap_or_default().into_bytes(),
+        connect_timeout: std::env::var("WEIR_CONNECT_TIMEOUT_S")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(weir_engine::cluster::DEFAULT_CONNECT_TIMEOUT),
     };
     let finished = Arc::new(AtomicBool::new(false));
     let outcome = std::thread::scope(|scope| {

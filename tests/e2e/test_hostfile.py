@@ -1,6 +1,7 @@
 """`weir worker --hostfile`: two processes started by hand form one cluster."""
 
 import json
+import os
 import subprocess
 import time
 
@@ -70,3 +71,51 @@ def test_two_hostfile_processes_run_one_job(tmp_path, events_dir):
     assert_same_rows(read_output(out), want)
     manifest = assert_committed(out, want.num_rows)
     assert manifest["cluster"] == {"processes": 2, "workers_per_process": 2}
+
+
+def start_worker(job, hostfile, process, secret, directory, name, timeout_s="20"):
+    env = dict(os.environ, WEIR_CLUSTER_SECRET=secret, WEIR_CONNECT_TIMEOUT_S=timeout_s)
+    out, err = directory / f"{name}.out", directory / f"{name}.err"
+    args = [WEIR_BIN, "worker", job, "--hostfile", hostfile, "--process", process, "--workers", "1", "--json"]
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        proc = subprocess.Popen([str(a) for a in args], stdout=stdout, stderr=stderr, env=env)
+    return proc, err
+
+
+def two_process_cluster(tmp_path, events_dir):
+    """A job and a hostfile of two processes on 127.0.0.1."""
+    out = tmp_path / "out"
+    job = write_job(tmp_path / "job.toml", CLEAN_JOB.format(src=events_dir, out=out, mode="error_if_exists"))
+    ports = [free_port(), free_port()]
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("".join(f"127.0.0.1:{port}\n" for port in ports))
+    return out, job, hostfile, ports
+
+
+def test_a_process_with_the_wrong_secret_is_refused_and_the_run_goes_on(tmp_path, events_dir):
+    out, job, hostfile, _ = two_process_cluster(tmp_path, events_dir)
+    first, first_err = start_worker(job, hostfile, 0, "the-secret", tmp_path, "first")
+    try:
+        rogue, rogue_err = start_worker(job, hostfile, 1, "a-guess", tmp_path, "rogue")
+        assert rogue.wait(timeout=60) != 0
+        assert "process 0" in rogue_err.read_text() and "refused this one" in rogue_err.read_text(), rogue_err.read_text()
+        assert first.poll() is None, "process 0 keeps waiting for a process 1 it can trust"
+        second, _ = start_worker(job, hostfile, 1, "the-secret", tmp_path, "second")
+        assert second.wait(timeout=120) == 0 and first.wait(timeout=120) == 0, first_err.read_text()
+    finally:
+        for proc in (first,):
+            if proc.poll() is None:
+                proc.kill()
+    assert "refused a connection to the cluster" in first_err.read_text() and "secret" in first_err.read_text()
+    assert_committed(out, clean_reference(events_dir).num_rows)
+    assert_same_rows(read_output(out), clean_reference(events_dir))
+
+
+def test_a_process_that_never_comes_is_named_within_the_deadline(tmp_path, events_dir):
+    out, job, hostfile, ports = two_process_cluster(tmp_path, events_dir)
+    started = time.monotonic()
+    alone, err = start_worker(job, hostfile, 0, "s", tmp_path, "alone", timeout_s="3")
+    assert alone.wait(timeout=60) == 1
+    assert time.monotonic() - started < 30
+    assert f"process 1 (127.0.0.1:{ports[1]}) did not connect within 3 s" in err.read_text(), err.read_text()
+    assert not out.exists() or not (out / "_SUCCESS").exists()

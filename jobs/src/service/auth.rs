@@ -26,7 +26,7 @@ use crate::planning::sha256_hex;
 pub fn new_token() -> Result<String, String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|error| format!("no randomness for a token: {error}"))?;
-    Ok(format!("weir_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+    Ok(format!("weir_{}", crate::planning::hex(&bytes)))
 }
 
 /// Creates the first admin token if the service has no token at all, writing it to
