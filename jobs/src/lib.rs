@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod inspect;
+pub mod kubernetes;
 pub mod launcher;
 pub mod planning;
 pub mod report;

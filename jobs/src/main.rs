@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use weir_engine::{ClusterSetup, FailureKind, JobFailure, ProcessContext, Progress, RunSummary, execute};
+use weir_jobs::kubernetes::KubernetesCluster;
 use weir_jobs::launcher::{ChildEvent, EventSink, LaunchPlan, join_local_cluster, launch_local, watch_launcher};
 use weir_jobs::planning::{LoadedJob, RunOptions, load_job, plan_job};
 use weir_jobs::report::{OutputMode, ProgressView, SummaryReport};
@@ -93,12 +94,14 @@ enum Command {
     Worker {
         /// The job's TOML file (the same on every process).
         job: String,
-        /// One host:port per line, one line per process, in process order.
+        /// One host:port per line, one line per process, in process order; or `kubernetes`:
+        /// built from the environment of a Kubernetes Indexed Job (see `weir hostfile`).
         #[arg(long, required_unless_present = "local_cluster")]
         hostfile: Option<String>,
-        /// This process's index (its line in the hostfile, from 0).
-        #[arg(long)]
-        process: usize,
+        /// This process's index (its line in the hostfile, from 0); with `--hostfile
+        /// kubernetes`, JOB_COMPLETION_INDEX.
+        #[arg(long, required_unless_present = "hostfile")]
+        process: Option<usize>,
         /// Worker threads in this process (the same on every process).
         #[arg(long, short = 'w', default_value_t = 1)]
         workers: usize,
@@ -119,6 +122,10 @@ enum Command {
         #[arg(long, hide = true)]
         attempt: Option<String>,
     },
+    /// Print the hostfile that a Kubernetes Indexed Job's environment describes
+    /// (JOB_COMPLETION_INDEX, WEIR_PROCESSES, WEIR_JOB_NAME, WEIR_CLUSTER_SERVICE,
+    /// WEIR_NAMESPACE, WEIR_CLUSTER_PORT): what `weir worker --hostfile kubernetes` uses.
+    Hostfile,
     /// Check a job (spec, variables, source schema, steps) without running it.
     Validate {
         /// The job's TOML file.
@@ -551,7 +558,13 @@ fn dispatch(command: Command, runtime: &tokio::runtime::Runtime, stop: &Stop) ->
             result.map(drop)
         }
         Command::Worker { job, hostfile, process, workers, vars, force, output, local_cluster, processes, attempt } => {
-            let role = WorkerRole { hostfile, process, processes, workers: workers.max(1), local_cluster };
+            let role = WorkerRole {
+                hostfile,
+                process: process.unwrap_or(0),
+                processes,
+                workers: workers.max(1),
+                local_cluster,
+            };
             let options = RunOptions { attempt, force, base_dir: output.base_dir.clone().map(Into::into) };
             worker(&job, role, vars, options, output.mode(), runtime, stop)
         }
@@ -574,6 +587,11 @@ fn dispatch(command: Command, runtime: &tokio::runtime::Runtime, stop: &Stop) ->
         }
         Command::Head { uri, rows } => inspected(runtime.block_on(inspect::head(&uri, rows))),
         Command::Schema { uri } => inspected(runtime.block_on(inspect::schema(&uri))),
+        Command::Hostfile => {
+            let cluster = KubernetesCluster::from_env(|name| std::env::var(name).ok()).map_err(JobFailure::user)?;
+            print!("{}", cluster.hostfile());
+            Ok(())
+        }
         Command::Serve { .. }
         | Command::Submit { .. }
         | Command::Runs { .. }
@@ -780,8 +798,17 @@ fn worker(
         return outcome.map(|_| ());
     }
     let hostfile = hostfile.unwrap_or_default();
-    let hosts = std::fs::read_to_string(&hostfile)
-        .map_err(|e| JobFailure::user(format!("cannot read hostfile '{hostfile}': {e}")))?;
+    let kubernetes = if hostfile == "kubernetes" {
+        Some(KubernetesCluster::from_env(|name| std::env::var(name).ok()).map_err(JobFailure::user)?)
+    } else {
+        None
+    };
+    let process = kubernetes.as_ref().map_or(process, |cluster| cluster.process);
+    let hosts = match &kubernetes {
+        Some(cluster) => cluster.hostfile(),
+        None => std::fs::read_to_string(&hostfile)
+            .map_err(|e| JobFailure::user(format!("cannot read hostfile '{hostfile}': {e}")))?,
+    };
     let addresses: Vec<String> = hosts
         .lines()
         .map(str::trim)
@@ -812,7 +839,15 @@ fn worker(
     }
     let output = plan.sink.uri();
     let view = ProgressView::new(plan.shards.len() as u64, if process == 0 { mode } else { OutputMode::SILENT });
-    let setup = ClusterSetup::Hosts { workers, process, addresses };
+    let setup = match &kubernetes {
+        // A pod listens on all its interfaces: its own DNS name may not resolve yet.
+        Some(cluster) => {
+            let listener = std::net::TcpListener::bind(("0.0.0.0", cluster.port))
+                .map_err(|e| JobFailure::external(format!("cannot listen on port {}: {e}", cluster.port)))?;
+            ClusterSetup::LocalProcess { workers, process, addresses, listener }
+        }
+        None => ClusterSetup::Hosts { workers, process, addresses },
+    };
     let summary = run_in_process(plan, setup, runtime, &view, None, stop);
     view.finish();
     let summary = summary.map_err(in_job(&job))?;
