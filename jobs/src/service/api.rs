@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::auth::{AllowedHosts, authenticate, new_token, require, require_job};
 use super::backfill::{self, Reprocess};
 use super::scheduler::Scheduler;
-use super::store::{Inserted, NewRun, Role, Run, RunFilter, RunState, Store, TokenInfo};
+use super::store::{Inserted, JobVersion, NewRun, Role, Run, RunFilter, RunState, Store, TokenInfo};
 use crate::planning::{RunOptions, load_job_text, plan_job, sha256_hex};
 use crate::vars::{Variables, new_run_id};
 use weir_engine::FailureKind;
@@ -265,11 +265,7 @@ async fn list_jobs(State(state): State<AppState>, headers: HeaderMap) -> Reply {
 async fn show_job(State(state): State<AppState>, headers: HeaderMap, Path(name): Path<String>) -> Reply {
     let caller = caller(&state, &headers, Role::Read)?;
     require_job(&caller, &name)?;
-    let current = state
-        .store
-        .job_version(&name, None)
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::not_found(format_args!("job '{name}'")))?;
+    let current = stored_job(&state, &name, None)?;
     let versions = state.store.job_versions(&name).map_err(ApiError::internal)?;
     Ok(Json(json!({
         "name": name,
@@ -288,11 +284,7 @@ async fn show_job_version(
 ) -> Reply {
     let caller = caller(&state, &headers, Role::Read)?;
     require_job(&caller, &name)?;
-    let found = state
-        .store
-        .job_version(&name, Some(version))
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::not_found(format_args!("version {version} of job '{name}'")))?;
+    let found = stored_job(&state, &name, Some(version))?;
     Ok(Json(
         json!({ "name": found.name, "version": found.version, "sha256": found.sha256, "definition": found.definition }),
     )
@@ -342,11 +334,7 @@ async fn backfill_job(
     let caller = caller(&state, &headers, Role::Submit)?;
     let Json(body) = body.map_err(bad_body)?;
     require_job(&caller, &name)?;
-    let version = state
-        .store
-        .job_version(&name, None)
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::not_found(format_args!("job '{name}'")))?;
+    let version = stored_job(&state, &name, None)?;
     let definition = version.definition.clone().unwrap_or_default();
     let ticks = backfill::plan(&state.store, &name, &definition, body.from, body.to, body.reprocess)
         .map_err(|message| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message))?;
@@ -406,11 +394,7 @@ async fn submit_run(
     let (definition, job_version) = match (&body.job, &body.definition) {
         (Some(name), None) => {
             require_job(&caller, name)?;
-            let found = state
-                .store
-                .job_version(name, body.version)
-                .map_err(ApiError::internal)?
-                .ok_or_else(|| ApiError::not_found(format_args!("job '{name}'")))?;
+            let found = stored_job(&state, name, body.version)?;
             (found.definition.unwrap_or_default(), Some(found.version))
         }
         (None, Some(definition)) if body.version.is_none() => (definition.clone(), None),
@@ -475,6 +459,14 @@ async fn list_runs(
     let limit = filter.limit.unwrap_or(50).clamp(1, 500);
     let next = (runs.len() == limit).then(|| runs.last().map(|run| run.id.clone())).flatten();
     Ok(Json(json!({ "runs": runs, "next": next })).into_response())
+}
+
+/// A stored job's version (`None`: the current one), or 404.
+fn stored_job(state: &AppState, name: &str, version: Option<i64>) -> Result<JobVersion, ApiError> {
+    state.store.job_version(name, version).map_err(ApiError::internal)?.ok_or_else(|| match version {
+        Some(version) => ApiError::not_found(format_args!("version {version} of job '{name}'")),
+        None => ApiError::not_found(format_args!("job '{name}'")),
+    })
 }
 
 fn find_run(state: &AppState, caller: &TokenInfo, id: &str) -> Result<Run, ApiError> {
