@@ -324,17 +324,32 @@ impl Lease {
             delete_attempt(&self.output, attempt).await?;
         }
         // On local disk, a directory holding only hidden upload files (`NAME#N`) does not
-        // show in listings at all.
+        // show in listings at all. It may be a live run writing its first claim right now:
+        // only one untouched for longer than this lease's time to live is a dead run's.
         if let Some(runs) = self.output.local_path().map(|root| root.join(RUNS_DIR)) {
             for entry in std::fs::read_dir(&runs).into_iter().flatten().flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if !attempts.contains_key(&name) && entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                if !attempts.contains_key(&name)
+                    && entry.file_type().is_ok_and(|kind| kind.is_dir())
+                    && untouched_for(&entry.path(), self.ttl)
+                {
                     delete_local_leftovers(&self.output, &self.output.join(&format!("{RUNS_DIR}/{name}")))?;
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Whether nothing in the local directory `path` (nor the directory itself) was modified in
+/// the last `age`.
+fn untouched_for(path: &std::path::Path, age: Duration) -> bool {
+    let recent =
+        |meta: std::fs::Metadata| meta.modified().ok().and_then(|at| at.elapsed().ok()).is_none_or(|since| since < age);
+    if std::fs::metadata(path).map(recent).unwrap_or(true) {
+        return false;
+    }
+    !std::fs::read_dir(path).into_iter().flatten().flatten().any(|entry| entry.metadata().map(recent).unwrap_or(true))
 }
 
 /// Decides whether the attempt that just wrote `mine` wins: `None`, or the claim of the
