@@ -167,7 +167,7 @@ enum Command {
         /// Address to listen on (port 0: any free port). Loopback unless told otherwise.
         #[arg(long, default_value = "127.0.0.1:8470")]
         listen: std::net::SocketAddr,
-        /// Write the bound address (http://HOST:PORT) to this file once listening.
+        /// Write the bound address (http://HOST:PORT, https:// with TLS) to this file once listening.
         #[arg(long)]
         address_file: Option<String>,
         /// Runs at once; the rest wait in the queue.
@@ -179,6 +179,12 @@ enum Command {
         /// Another host name the service answers to (the Host header; repeatable).
         #[arg(long = "allow-host", value_name = "HOST")]
         allow_hosts: Vec<String>,
+        /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<String>,
+        /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<String>,
         /// Testing aid: the schedules read the time (RFC 3339) from this file.
         #[arg(long, hide = true)]
         clock_file: Option<String>,
@@ -319,6 +325,10 @@ struct ServerArgs {
     /// A file holding the bearer token.
     #[arg(long, global = true)]
     token_file: Option<String>,
+    /// Trust the service's certificate through this CA (PEM) instead of the system's web roots
+    /// (default: $WEIR_CA_CERT).
+    #[arg(long, global = true)]
+    ca_cert: Option<String>,
 }
 
 /// mimalloc returns freed memory to the system steadily. With glibc's malloc, the
@@ -381,7 +391,7 @@ fn main() -> ExitCode {
 fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
     use weir_jobs::service::client::{Client, describe_run, exit_code_of, submission};
     use weir_jobs::service::{ServeConfig, serve};
-    let client = |server: ServerArgs| Client::new(server.server, server.token, server.token_file);
+    let client = |server: ServerArgs| Client::new(server.server, server.token, server.token_file, server.ca_cert);
     let print_json =
         |value: &serde_json::Value| println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
     let outcome = match cli.command {
@@ -392,8 +402,13 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
             max_concurrent_runs,
             cancel_grace_s,
             allow_hosts,
+            tls_cert,
+            tls_key,
             clock_file,
         } => {
+            let tls = tls_cert
+                .zip(tls_key)
+                .map(|(cert, key)| weir_jobs::service::TlsFiles { cert: cert.into(), key: key.into() });
             let config = ServeConfig {
                 state_dir: state_dir.into(),
                 listen,
@@ -402,6 +417,7 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
                 cancel_grace: Duration::from_secs(cancel_grace_s),
                 allow_hosts,
                 clock_file: clock_file.map(Into::into),
+                tls,
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(runtime) => runtime,

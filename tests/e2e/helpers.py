@@ -539,6 +539,8 @@ class Api:
         self.service = service
         self.session = requests.Session()
         self.session.trust_env = False  # never a proxy for 127.0.0.1
+        if service.ca is not None:
+            self.session.verify = str(service.ca)
         if token is not None:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
@@ -559,8 +561,9 @@ class Api:
 class Service:
     """One `weir serve` in `root` (its working directory), state in `root/state`."""
 
-    def __init__(self, root: Path, flags, env=None):
+    def __init__(self, root: Path, flags, env=None, ca=None):
         self.root = root
+        self.ca = ca  # the CA (PEM) that clients trust, for a service started with TLS
         self.state = root / "state"
         self.flags = [str(f) for f in flags]
         self.env = env  # the service's environment (and so its runs'), e.g. a Garage's
@@ -583,7 +586,7 @@ class Service:
             assert time.time() < deadline, f"no address file after {timeout} s:\n{self.output}"
             time.sleep(0.02)
         self.url = address.read_text().strip()
-        self.host = self.url.removeprefix("http://")
+        self.host = self.url.split("://", 1)[1]
         self.token = (self.state / "admin.token").read_text().strip()
         self.admin = self.api(self.token)
         return self
@@ -597,7 +600,8 @@ class Service:
 
     def cli(self, weir, *args, token=None, check=None, timeout=300):
         """`weir ARGS --server URL --token T`, run in the service's folder."""
-        return weir(*args, "--server", self.url, "--token", token or self.token, cwd=self.root, check=check, timeout=timeout)
+        trust = ["--ca-cert", str(self.ca)] if self.ca is not None else []
+        return weir(*args, "--server", self.url, "--token", token or self.token, *trust, cwd=self.root, check=check, timeout=timeout)
 
     def stop(self):
         """SIGTERM, then SIGKILL after 15 s; returns the exit status."""

@@ -1,7 +1,8 @@
 //! The CLI's side of the service: `weir submit`, `runs`, `status`, `logs`, `cancel` and
 //! `jobs`, as HTTP calls (ureq, blocking). The server comes from `--server` or
 //! `WEIR_SERVER` (default `http://127.0.0.1:8470`), the token from `--token`, `WEIR_TOKEN`
-//! or `--token-file`.
+//! or `--token-file`; an `https://` server's certificate is checked against the web's roots,
+//! or against `--ca-cert` / `WEIR_CA_CERT` when given.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -39,6 +40,7 @@ impl Client {
         server: Option<String>,
         token: Option<String>,
         token_file: Option<String>,
+        ca_cert: Option<String>,
     ) -> Result<Client, ClientError> {
         let server = server
             .or_else(|| std::env::var("WEIR_SERVER").ok())
@@ -55,9 +57,14 @@ impl Client {
             ),
             (None, None) => std::env::var("WEIR_TOKEN").ok(),
         };
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(path) = ca_cert.or_else(|| std::env::var("WEIR_CA_CERT").ok()) {
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&read_ca_certs(&path)?));
+        }
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(10)))
+            .tls_config(tls.build())
             .build()
             .into();
         Ok(Client { server, token, agent })
@@ -199,4 +206,22 @@ pub fn describe_run(run: &Value) -> String {
         line.push_str(&format!("\n    {error}"));
     }
     line
+}
+
+/// The CA certificates (PEM) a client trusts for an `https://` service.
+fn read_ca_certs(path: &str) -> Result<Vec<ureq::tls::Certificate<'static>>, ClientError> {
+    let pem = std::fs::read(path)
+        .map_err(|error| ClientError::other(format!("cannot read the CA certificate '{path}': {error}")))?;
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
+            Ok(_) => None,
+            Err(error) => Some(Err(error)),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|error| ClientError::other(format!("cannot read the CA certificate '{path}': {error}")))?;
+    if certs.is_empty() {
+        return Err(ClientError::other(format!("the CA certificate '{path}' holds no PEM certificate")));
+    }
+    Ok(certs)
 }

@@ -5,6 +5,8 @@
 //! stored jobs with a `[schedule]` run by themselves ([`schedules`]).
 //! [`client`] is the CLI's side (`weir submit`, `runs`, `status`, `logs`, `cancel`, `jobs`).
 //!
+//! Plain HTTP on loopback by default; HTTPS with `--tls-cert` and `--tls-key` ([`tls`]).
+//!
 //! State lives in one folder (`--state-dir`): `weir.db` (the history), `admin.token` (the
 //! first admin token, mode 0600) and `runs/<id>/` (each run's job file, log and result).
 
@@ -16,6 +18,7 @@ pub mod executor;
 pub mod scheduler;
 pub mod schedules;
 pub mod store;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +30,7 @@ use auth::{AllowedHosts, ensure_admin_token};
 use executor::LocalExecutor;
 use scheduler::Scheduler;
 use store::Store;
+pub use tls::TlsFiles;
 
 /// How to run the service.
 #[derive(Debug, Clone)]
@@ -41,11 +45,15 @@ pub struct ServeConfig {
     pub allow_hosts: Vec<String>,
     /// Read the scheduler's time from this file instead of the system clock (tests).
     pub clock_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate and key instead of plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Runs the service until SIGINT or SIGTERM. Runs in flight keep running; the next start
 /// re-attaches them.
 pub async fn serve(config: ServeConfig) -> Result<(), String> {
+    // Read first, so that a bad certificate stops the start before anything is created.
+    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
     let state_dir = &config.state_dir;
     std::fs::create_dir_all(state_dir.join("runs"))
         .map_err(|error| format!("cannot create the state folder {}: {error}", state_dir.display()))?;
@@ -68,7 +76,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     let bound = listener.local_addr().map_err(|error| error.to_string())?;
     let state = AppState { store, scheduler: scheduler.clone(), hosts: AllowedHosts::new(bound, &config.allow_hosts) };
     tokio::spawn(scheduler.run());
-    let address = format!("http://{bound}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let address = format!("{scheme}://{bound}");
     if let Some(path) = &config.address_file {
         let staged = path.with_extension("staged");
         std::fs::write(&staged, &address)
@@ -76,15 +85,35 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
             .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
     }
     eprintln!("weir serve: listening on {address}; state in {}", state_dir.display());
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(term) => { term.recv().await; } None => std::future::pending().await } } => {}
-            }
-            eprintln!("weir serve: stopping; runs in flight go on and are re-attached at the next start");
-        })
-        .await
-        .map_err(|error| format!("the server failed: {error}"))
+    let app = router(state);
+    match tls {
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(stop_signal())
+            .await
+            .map_err(|error| format!("the server failed: {error}")),
+        Some(tls) => {
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                stop_signal().await;
+                stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+            });
+            let listener = listener.into_std().map_err(|error| error.to_string())?;
+            axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(tls))
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
+                .map_err(|error| format!("the server failed: {error}"))
+        }
+    }
+}
+
+/// Resolves at SIGINT or SIGTERM.
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(term) => { term.recv().await; } None => std::future::pending().await } } => {}
+    }
+    eprintln!("weir serve: stopping; runs in flight go on and are re-attached at the next start");
 }
