@@ -6,7 +6,8 @@
 //! 2. [`prepare_output`] checks the prefix against `sink.mode`: with `error_if_exists`, any
 //!    visible object or a manifest is an error; with `overwrite`, every visible object must
 //!    be recorded in the committed manifest (unless forced), and that manifest is kept to
-//!    know what to delete. Nothing is deleted yet.
+//!    know what to delete; `append` checks the same and keeps that manifest to extend it.
+//!    Nothing is deleted yet.
 //! 3. Workers write their part files under the run's own hidden directory
 //!    `_weir/runs/<attempt>/`, which no Parquet reader looks into (a `_` path component).
 //! 4. [`commit`] (once, after every worker reported success, with the lease checked):
@@ -48,6 +49,9 @@ pub enum WriteMode {
     ErrorIfExists,
     /// Replace the committed output.
     Overwrite,
+    /// Add this run's part files to the committed output, leaving its files in place, and
+    /// commit a new manifest generation listing both (Spark's `append`).
+    Append,
 }
 
 /// A decided commit: everything [`publish`] needs, so that another run can complete it.
@@ -98,7 +102,7 @@ pub async fn prepare_output(
                 None => Ok(None),
             }
         }
-        WriteMode::Overwrite => {
+        WriteMode::Overwrite | WriteMode::Append => {
             let recorded: Vec<&str> = manifest.iter().flat_map(|m| m.files.iter().map(|f| f.path.as_str())).collect();
             if let Some(foreign) = visible.iter().find(|name| !recorded.contains(&name.as_str())) {
                 if !force {
@@ -184,6 +188,46 @@ pub async fn complete_decided(output: &Location, attempt: &str) -> Result<Option
     Ok(Some(record.manifest))
 }
 
+/// Checks, under the lease, that appending `new_files` with `schema` to the committed
+/// output `previous` is sound: the schemas are equal (column names, types and
+/// nullability, in order), and the committed files include none of run `run_id` (part
+/// files are named `part-NNNNN-<run_id>.parquet`, so publishing a run id used twice would
+/// replace committed files).
+pub fn check_append(
+    output: &Location,
+    previous: &Manifest,
+    schema: &[crate::manifest::ColumnInfo],
+    run_id: &str,
+) -> Result<(), ConnectorError> {
+    let conflict = |message: String| Err(ConnectorError::AppendConflict { uri: output.uri(), message });
+    if previous.schema.len() != schema.len() {
+        let names = |columns: &[crate::manifest::ColumnInfo]| {
+            columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+        };
+        return conflict(format!(
+            "the committed output has the columns [{}], this run writes [{}]",
+            names(&previous.schema),
+            names(schema)
+        ));
+    }
+    for (committed, new) in previous.schema.iter().zip(schema) {
+        if committed != new {
+            return conflict(format!(
+                "the committed output's column '{}' is {} (nullable: {}), this run writes '{}' as {} (nullable: {})",
+                committed.name, committed.data_type, committed.nullable, new.name, new.data_type, new.nullable
+            ));
+        }
+    }
+    let suffix = format!("-{run_id}.parquet");
+    if let Some(taken) = previous.files.iter().find(|f| f.path.starts_with("part-") && f.path.ends_with(&suffix)) {
+        return conflict(format!(
+            "it already holds '{}' from a run with the id '{run_id}'; give this run another run id",
+            taken.path
+        ));
+    }
+    Ok(())
+}
+
 /// A name Weir gives part files: `part-` at the top of the prefix, no directories.
 fn is_part_name(name: &str) -> bool {
     name.starts_with("part-") && !name.contains('/') && !name.contains("..")
@@ -237,6 +281,8 @@ mod tests {
             models: vec![],
             stages: vec![],
             passes: 1,
+            generation: 1,
+            ledger: vec![],
         }
     }
 

@@ -42,6 +42,14 @@ pub enum ConnectorError {
     )]
     ForeignObject { uri: String, object: String },
 
+    #[error("cannot append to '{uri}': {message}")]
+    AppendConflict { uri: String, message: String },
+
+    #[error(
+        "output '{uri}' moved on while this run planned: generation {now} is committed, this run chose its new input files against generation {base}; run again"
+    )]
+    OutputMoved { uri: String, base: u64, now: u64 },
+
     #[error(
         "refusing to overwrite '{uri}': {reason}; choose a dedicated output directory (or pass --force, which is dangerous)"
     )]
@@ -98,7 +106,10 @@ impl ConnectorError {
                     .is_some_and(|status| (400..500).contains(&status) && status != 408 && status != 429)
                     || io_error(source).is_some_and(is_user_io_error)
             }
-            ConnectorError::Write { .. } | ConnectorError::LeaseLost { .. } => false,
+            // A concurrent or interrupted commit: running again helps.
+            ConnectorError::Write { .. } | ConnectorError::LeaseLost { .. } | ConnectorError::OutputMoved { .. } => {
+                false
+            }
             _ => true,
         }
     }

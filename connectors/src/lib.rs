@@ -9,6 +9,7 @@ pub mod commit;
 pub mod decoder_guard;
 pub mod error;
 pub mod lease;
+pub mod ledger;
 pub mod listing;
 pub mod location;
 pub mod manifest;

@@ -16,6 +16,16 @@ use crate::{ConnectorError, Location};
 pub struct DataFile {
     pub path: Path,
     pub size: u64,
+    /// What tells this version of the file from another one at the same path: the store's
+    /// ETag, or its last-modified time when it gives none.
+    pub version: String,
+}
+
+impl DataFile {
+    fn of(meta: ObjectMeta) -> DataFile {
+        let version = meta.e_tag.clone().unwrap_or_else(|| meta.last_modified.to_rfc3339());
+        DataFile { path: meta.location, size: meta.size, version }
+    }
 }
 
 /// True when the part of `path` below `prefix` has a hidden component.
@@ -45,19 +55,19 @@ pub async fn list_data_files(location: &Location) -> Result<Vec<DataFile>, Conne
         list_glob(location).await?
     } else {
         match location.store().head(location.path()).await {
-            Ok(meta) if !location.trailing_slash => vec![DataFile { path: meta.location, size: meta.size }],
+            Ok(meta) if !location.trailing_slash => vec![DataFile::of(meta)],
             Ok(_) | Err(object_store::Error::NotFound { .. }) => list_all(location, location.path())
                 .await?
                 .into_iter()
                 .filter(|meta| !is_hidden(&meta.location, location.path()))
-                .map(|meta| DataFile { path: meta.location, size: meta.size })
+                .map(DataFile::of)
                 .collect(),
             // A local directory answers `head` with an error of its own kind: list it.
             Err(_) => list_all(location, location.path())
                 .await?
                 .into_iter()
                 .filter(|meta| !is_hidden(&meta.location, location.path()))
-                .map(|meta| DataFile { path: meta.location, size: meta.size })
+                .map(DataFile::of)
                 .collect(),
         }
     };
@@ -82,7 +92,7 @@ async fn list_glob(location: &Location) -> Result<Vec<DataFile>, ConnectorError>
         .await?
         .into_iter()
         .filter(|meta| glob.is_match(meta.location.as_ref()) && !is_hidden(&meta.location, &prefix))
-        .map(|meta| DataFile { path: meta.location, size: meta.size })
+        .map(DataFile::of)
         .collect())
 }
 

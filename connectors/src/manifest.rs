@@ -22,10 +22,23 @@ pub struct Manifest {
     pub variables: std::collections::BTreeMap<String, String>,
     /// RFC 3339 UTC time of the commit.
     pub committed_at: String,
+    /// The input files this run read.
     pub inputs: Vec<InputFile>,
+    /// Every part file of the output: with `sink.mode = "append"`, the earlier runs' files
+    /// as well as this run's.
     pub files: Vec<PartFile>,
+    /// Rows and bytes of all of `files`.
     pub rows: u64,
     pub bytes: u64,
+    /// 1 for the first commit to the prefix, one more for every commit after it (the
+    /// previous manifest's generation + 1, whatever its mode). Manifests written before
+    /// generations were counted read as 1.
+    #[serde(default = "first_generation")]
+    pub generation: u64,
+    /// For an incremental source (`source.incremental`), every input file processed into
+    /// this output so far, by any run: what the next run skips.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ledger: Vec<LedgerEntry>,
     pub schema: Vec<ColumnInfo>,
     pub cluster: ClusterInfo,
     /// The models the job scored with.
@@ -65,6 +78,19 @@ pub struct JobInfo {
     pub name: String,
     /// SHA-256 of the job's TOML and the values of the variables it names.
     pub sha256: String,
+}
+
+fn first_generation() -> u64 {
+    1
+}
+
+/// An input file processed into an output, with the version it had then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub uri: String,
+    pub bytes: u64,
+    /// The store's ETag, or the file's modification time when the store gives no ETag.
+    pub version: String,
 }
 
 /// An input file that was read.

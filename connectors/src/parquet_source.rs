@@ -32,6 +32,8 @@ pub struct SourceFile {
     pub uri: String,
     pub path: Path,
     pub size: u64,
+    /// The listing's ETag or modification time (see [`DataFile::version`]).
+    pub version: String,
     pub rows: u64,
     metadata: ArrowReaderMetadata,
     /// Root column indices (in file order) of the projected columns.
@@ -139,6 +141,19 @@ impl ParquetSource {
     /// (projected) schema. `columns` projects and orders the columns; `None` keeps all.
     pub async fn open(location: &Location, columns: Option<&[String]>) -> Result<Self, ConnectorError> {
         let data_files = list_data_files(location).await?;
+        ParquetSource::open_files(location, data_files, columns).await
+    }
+
+    /// Like [`ParquetSource::open`], for data files already listed (an incremental run's
+    /// new files). `data_files` must not be empty.
+    pub async fn open_files(
+        location: &Location,
+        data_files: Vec<DataFile>,
+        columns: Option<&[String]>,
+    ) -> Result<Self, ConnectorError> {
+        if data_files.is_empty() {
+            return Err(ConnectorError::NoDataFiles { uri: location.uri() });
+        }
         let footers: Vec<(DataFile, ArrowReaderMetadata)> = futures::stream::iter(data_files)
             .map(|file| async move {
                 let metadata = read_footer(location, &file).await?;
@@ -233,7 +248,16 @@ impl ParquetSource {
             let reorder = indices.iter().map(|index| projection.binary_search(index).unwrap_or_default()).collect();
             let rows = footer_rows(&metadata, file.size)
                 .map_err(|message| ConnectorError::Invalid { uri: uri.clone(), message })?;
-            files.push(SourceFile { uri, path: file.path, size: file.size, rows, metadata, projection, reorder });
+            files.push(SourceFile {
+                uri,
+                path: file.path,
+                size: file.size,
+                version: file.version,
+                rows,
+                metadata,
+                projection,
+                reorder,
+            });
         }
         Ok(ParquetSource { location: location.clone(), files, schema: Arc::new(Schema::new(fields)) })
     }

@@ -71,6 +71,10 @@ pub struct EnginePlan {
     pub cache_bytes: u64,
     /// The models of the job's `score` steps, for the manifest.
     pub models: Vec<weir_connectors::manifest::ModelInfo>,
+    /// For an incremental source: the generation of the committed output whose ledger
+    /// chose `source`'s files (0: no committed output). The commit round refuses to go on
+    /// if the output has moved on since, and records the files in the new ledger.
+    pub incremental_base: Option<u64>,
 }
 
 impl EnginePlan {
@@ -84,6 +88,19 @@ impl EnginePlan {
     /// recursive glob such as `PREFIX/**/*.parquet` does not pick it up.
     pub fn staged_part_name(&self, worker: usize) -> String {
         format!("{}/{}/part-{worker:05}.staged", weir_connectors::lease::RUNS_DIR, self.attempt)
+    }
+
+    /// A digest of what this process planned to read (each file with its version, the
+    /// shards, the incremental base): every process of a cluster must plan the same, and a
+    /// source that changed between their plannings would make them differ.
+    pub fn input_digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for file in self.source.files() {
+            hasher.update(format!("{}\n{}\n{}\n{}\n", file.uri, file.size, file.version, file.rows));
+        }
+        hasher.update(format!("{} shards; base {:?}", self.shards.len(), self.incremental_base));
+        hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect()
     }
 
     /// The name a worker's part file is published under, relative to the sink.

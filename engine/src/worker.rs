@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
 use timely::worker::Worker;
 
-use weir_connectors::commit::{CommitFailure, CommitRecord, commit, prepare_output};
+use weir_connectors::ConnectorError;
+use weir_connectors::commit::{CommitFailure, CommitRecord, WriteMode, check_append, commit, prepare_output};
 use weir_connectors::lease::{Claim, Lease};
 use weir_connectors::manifest::{
-    ClusterInfo, InputFile, JobInfo, MANIFEST_FORMAT_VERSION, Manifest, StageTime, describe_schema,
+    ClusterInfo, InputFile, JobInfo, LedgerEntry, MANIFEST_FORMAT_VERSION, Manifest, StageTime, describe_schema,
 };
 use weir_connectors::parquet_sink::{PartFile, PartWriter};
 use weir_operators::fit::{FITTED_FORMAT_VERSION, FittedFile, FittedStep};
@@ -23,7 +24,7 @@ use crate::cache::SourceCache;
 use crate::chain::Chain;
 use crate::metrics::{Stage, WorkerMetrics, sum_reports};
 use crate::pass::run_pass;
-use crate::plan::{SharedPlan, StepKind};
+use crate::plan::{EnginePlan, SharedPlan, StepKind};
 use crate::rounds::leader_round;
 use crate::run::{ProcessContext, RunSummary};
 use crate::stages::{dedupe_stage, fit_group, fit_stage};
@@ -77,13 +78,23 @@ fn prepare_run_and_commit(
 ) -> Result<RunSummary, JobFailure> {
     let prepared = {
         let (plan, runtime, leader) = (plan.clone(), context.runtime.clone(), leader.clone());
-        leader_round(worker, (), move |_: Vec<()>| {
+        leader_round(worker, plan.input_digest(), move |digests: Vec<String>| {
+            if digests.iter().any(|digest| digest != &digests[0]) {
+                return Err(JobFailure::external(format!(
+                    "the processes of the cluster planned different inputs: the source '{}' changed while they planned; run again",
+                    plan.source.location().uri()
+                )));
+            }
             runtime
                 .block_on(async {
                     let lease =
                         Lease::acquire(&plan.sink, Claim::new(&plan.run_id, &plan.attempt, plan.lease_ttl)).await?;
                     tracing::info!(output = %plan.sink.uri(), attempt = %plan.attempt, "holding the output's lease");
-                    match prepare_output(&plan.sink, plan.mode, plan.force).await {
+                    let prepared = match prepare_output(&plan.sink, plan.mode, plan.force).await {
+                        Ok(previous) => check_previous(&plan, previous.as_ref()).map(|()| previous),
+                        Err(error) => Err(error),
+                    };
+                    match prepared {
                         Ok(previous) => {
                             *leader.borrow_mut() = LeaderState { lease: Some(lease), previous };
                             Ok(())
@@ -210,6 +221,24 @@ fn write_batch(
     Ok(())
 }
 
+/// Checks, under the lease, what an append or an incremental run needs of the committed
+/// output: the generation its new files were chosen against is still the committed one
+/// (no run appended in between), and the output takes this run's schema and file names.
+fn check_previous(plan: &EnginePlan, previous: Option<&Manifest>) -> Result<(), ConnectorError> {
+    if let Some(base) = plan.incremental_base {
+        let now = previous.map_or(0, |manifest| manifest.generation);
+        if now != base {
+            return Err(ConnectorError::OutputMoved { uri: plan.sink.uri(), base, now });
+        }
+    }
+    match (plan.mode, previous) {
+        (WriteMode::Append, Some(previous)) => {
+            check_append(&plan.sink, previous, &describe_schema(&plan.output_schema), &plan.run_id)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The leader's side of the commit round: commit only if every worker succeeded and the
 /// run was not cancelled; otherwise delete what the run staged.
 fn commit_run(
@@ -255,8 +284,31 @@ fn commit_run(
             staged.push((0, empty.finish().await?));
         }
         staged.sort_by_key(|(worker, _)| *worker);
-        let files: Vec<PartFile> =
+        let new_files: Vec<PartFile> =
             staged.iter().map(|(worker, part)| PartFile { path: plan.part_name(*worker), ..part.clone() }).collect();
+        let previous = state.previous.as_ref();
+        // Append keeps the committed files (and, for an incremental source, the ledger);
+        // overwrite replaces them.
+        let (kept, delete) = match plan.mode {
+            WriteMode::Append => (previous.map(|m| m.files.clone()).unwrap_or_default(), vec![]),
+            WriteMode::Overwrite | WriteMode::ErrorIfExists => {
+                (vec![], previous.iter().flat_map(|m| m.files.iter().map(|f| f.path.clone())).collect())
+            }
+        };
+        let mut ledger = match plan.mode {
+            WriteMode::Append => previous.map(|m| m.ledger.clone()).unwrap_or_default(),
+            _ => vec![],
+        };
+        if plan.incremental_base.is_some() {
+            ledger.extend(plan.source.files().iter().map(|f| LedgerEntry {
+                uri: f.uri.clone(),
+                bytes: f.size,
+                version: f.version.clone(),
+            }));
+        }
+        let this_run =
+            (new_files.iter().map(|f| f.rows).sum(), new_files.iter().map(|f| f.bytes).sum(), new_files.len());
+        let files: Vec<PartFile> = kept.into_iter().chain(new_files).collect();
         let manifest = Manifest {
             format_version: MANIFEST_FORMAT_VERSION,
             weir_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -273,6 +325,8 @@ fn commit_run(
             rows: files.iter().map(|f| f.rows).sum(),
             bytes: files.iter().map(|f| f.bytes).sum(),
             files,
+            generation: previous.map_or(1, |m| m.generation + 1),
+            ledger,
             schema: describe_schema(&plan.output_schema),
             cluster: cluster.clone(),
             models: plan.models.clone(),
@@ -281,14 +335,14 @@ fn commit_run(
         };
         let record = CommitRecord {
             fitted,
-            delete: state.previous.iter().flat_map(|m| m.files.iter().map(|f| f.path.clone())).collect(),
+            delete,
             publish: staged.iter().map(|(worker, part)| (part.path.clone(), plan.part_name(*worker))).collect(),
             manifest,
         };
-        Ok::<_, weir_connectors::ConnectorError>(record)
+        Ok::<_, weir_connectors::ConnectorError>((record, this_run))
     });
-    let record = match outcome {
-        Ok(record) => record,
+    let (record, (rows_written, bytes_written, files_written)) = match outcome {
+        Ok(done) => done,
         Err(error) => {
             runtime.block_on(lease.release());
             return Err(JobFailure::from_connector(&error));
@@ -308,12 +362,14 @@ fn commit_run(
                 "committed"
             );
             runtime.block_on(lease.release());
-            let manifest = record.manifest;
+            let mut manifest = record.manifest;
+            // This run's files are the last ones (the only ones but with append).
+            let files = manifest.files.split_off(manifest.files.len() - files_written);
             Ok(RunSummary {
                 rows_in,
-                rows_out: manifest.rows,
-                bytes: manifest.bytes,
-                files: manifest.files,
+                rows_out: rows_written,
+                bytes: bytes_written,
+                files,
                 stages: manifest.stages,
                 passes: manifest.passes,
             })

@@ -47,6 +47,12 @@ pub enum JobError {
         source: Box<ConnectorError>,
     },
 
+    /// Not a failure: an incremental run found no new input files.
+    #[error(
+        "job '{job}': nothing new in source '{source_uri}': its {processed} file(s) are all in the output's ledger; nothing committed"
+    )]
+    NothingNew { job: String, source_uri: String, processed: usize },
+
     #[error("job '{job}', {source}")]
     Step {
         job: String,

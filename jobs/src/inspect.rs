@@ -58,6 +58,8 @@ pub struct OutputStatus {
     pub run_id: Option<String>,
     pub rows: Option<u64>,
     pub files: Vec<String>,
+    /// The committed manifest's generation: 1 for the first commit, one more per commit.
+    pub generation: Option<u64>,
     pub holder: Option<Holder>,
     /// A run killed while publishing left its decision; the next run completes it.
     pub interrupted_commit: Option<String>,
@@ -106,6 +108,7 @@ pub async fn status(uri: &str) -> Result<OutputStatus, ConnectorError> {
         run_id: manifest.as_ref().map(|m| m.run_id.clone()),
         rows: manifest.as_ref().map(|m| m.rows),
         files: manifest.iter().flat_map(|m| m.files.iter().map(|f| f.path.clone())).collect(),
+        generation: manifest.as_ref().map(|m| m.generation),
         holder: leases.holder.map(|c| Holder {
             run_id: c.run_id,
             attempt: c.attempt,

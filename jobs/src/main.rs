@@ -694,7 +694,11 @@ fn run(
     let base_dir = shape.base_dir.as_ref().map(std::path::PathBuf::from);
     let job = load_job(path, vars, base_dir.as_deref()).map_err(failure)?;
     let options = RunOptions { attempt: None, force: shape.force, base_dir: base_dir.clone() };
-    let plan = runtime.block_on(plan_job(&job, &options)).map_err(failure)?;
+    let plan = match runtime.block_on(plan_job(&job, &options)) {
+        Ok(plan) => plan,
+        Err(nothing @ JobError::NothingNew { .. }) => return Ok(nothing_new(&job, &nothing, mode)),
+        Err(error) => return Err(failure(error)),
+    };
     print_warnings(&plan, mode);
     let view = ProgressView::new(plan.shards.len() as u64, mode);
     let output = plan.sink.uri();
@@ -849,7 +853,17 @@ fn worker(
         options.attempt = Some(format!("{}.{}", vars.run_id(), &hex[..8]));
     }
     let job = load_job(path, &vars, options.base_dir.as_deref()).map_err(failure)?;
-    let plan = runtime.block_on(plan_job(&job, &options)).map_err(failure)?;
+    let plan = match runtime.block_on(plan_job(&job, &options)) {
+        Ok(plan) => plan,
+        Err(nothing @ JobError::NothingNew { .. }) => {
+            // Every process sees the same ledger; process 0 says so.
+            if process == 0 {
+                nothing_new(&job, &nothing, mode);
+            }
+            return Ok(());
+        }
+        Err(error) => return Err(failure(error)),
+    };
     if process == 0 {
         print_warnings(&plan, mode);
     }
@@ -899,9 +913,38 @@ fn local_cluster_worker(
     run_in_process(plan, setup, runtime, &view, Some(events.clone()), stop)
 }
 
+/// An incremental run with no new input: a success that commits nothing. Says so on
+/// stderr (or as JSON on stdout with `--json`; nothing with `--quiet`) and returns the
+/// run's summary for the result file.
+fn nothing_new(job: &LoadedJob, nothing: &JobError, mode: OutputMode) -> serde_json::Value {
+    let summary = serde_json::json!({
+        "job": job.spec.name,
+        "run_id": job.vars.run_id(),
+        "output": job.spec.sink.uri,
+        "rows_in": 0,
+        "rows_out": 0,
+        "files": 0,
+        "bytes": 0,
+        "nothing_new": true,
+    });
+    if mode.json {
+        println!("{summary}");
+    } else if !mode.quiet {
+        eprintln!("weir: {nothing}");
+    }
+    summary
+}
+
 fn validate(path: &str, vars: &Variables, runtime: &tokio::runtime::Runtime) -> Result<(), JobFailure> {
     let job = load_job(path, vars, None).map_err(failure)?;
-    let plan = runtime.block_on(plan_job(&job, &RunOptions::default())).map_err(failure)?;
+    let plan = match runtime.block_on(plan_job(&job, &RunOptions::default())) {
+        Ok(plan) => plan,
+        Err(nothing @ JobError::NothingNew { .. }) => {
+            println!("job '{}' is valid; {nothing}", job.spec.name);
+            return Ok(());
+        }
+        Err(error) => return Err(failure(error)),
+    };
     for warning in weir_jobs::planning::refit_warnings(&plan) {
         println!("warning: {warning}");
     }

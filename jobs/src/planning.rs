@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use weir_connectors::commit::{FITTED_FILE, WriteMode, is_committed};
 use weir_connectors::lease::{DEFAULT_LEASE_TTL, check_run_id, new_attempt_id};
+use weir_connectors::ledger::{self, committed_manifest};
+use weir_connectors::listing::list_data_files;
 use weir_connectors::parquet_sink::{PartOptions, stored_schema};
 use weir_connectors::parquet_source::ParquetSource;
 use weir_connectors::{ConnectorError, Location};
@@ -21,7 +23,9 @@ use weir_operators::step::BindError;
 use weir_operators::{BindContext, Bound, OpError, StepSpec, bind_steps};
 
 use crate::JobError;
-use crate::spec::{DEFAULT_BATCH_SIZE, DEFAULT_CACHE_MB, DEFAULT_MAX_SHARD_ROWS, DEFAULT_ROW_GROUP_ROWS, JobSpec};
+use crate::spec::{
+    DEFAULT_BATCH_SIZE, DEFAULT_CACHE_MB, DEFAULT_MAX_SHARD_ROWS, DEFAULT_ROW_GROUP_ROWS, JobSpec, OnChanged,
+};
 use crate::vars::Variables;
 
 /// Batches a worker may have read but not yet written (the backpressure window).
@@ -137,8 +141,14 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
     if spec.sink.mode == WriteMode::Overwrite && !options.force {
         check_overwrite_target(&sink, &source_location, &job.path).map_err(connector("sink"))?;
     }
-    let source =
-        ParquetSource::open(&source_location, spec.source.columns.as_deref()).await.map_err(connector("source"))?;
+    let (source, incremental_base) = if spec.source.incremental {
+        let (source, base) = open_incremental(&name, &source_location, &sink, spec).await?;
+        (source, Some(base))
+    } else {
+        let source =
+            ParquetSource::open(&source_location, spec.source.columns.as_deref()).await.map_err(connector("source"))?;
+        (source, None)
+    };
     let (context, models) = fetch_models(spec).await?;
     let bound = bind_steps(&spec.steps, source.schema(), &context)
         .map_err(|source| JobError::Step { job: name.clone(), source: Box::new(source) })?;
@@ -176,7 +186,71 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
         max_batches_in_flight: MAX_BATCHES_IN_FLIGHT,
         cache_bytes: spec.source.cache_mb.unwrap_or(DEFAULT_CACHE_MB).saturating_mul(1 << 20),
         models,
+        incremental_base,
     })
+}
+
+/// An incremental source: the listed files that the committed output's ledger does not
+/// hold yet, and the generation of that output (0 when none is committed). The commit
+/// round checks, under the lease, that the generation is still the same.
+async fn open_incremental(
+    job: &str,
+    source: &Location,
+    sink: &Location,
+    spec: &JobSpec,
+) -> Result<(ParquetSource, u64), JobError> {
+    let connector =
+        |what: &'static str| move |error| JobError::Connector { job: job.to_string(), what, source: Box::new(error) };
+    let files = list_data_files(source).await.map_err(connector("source"))?;
+    let previous = committed_manifest(sink).await.map_err(connector("sink"))?;
+    let (base, ledger) = previous.map_or((0, vec![]), |manifest| (manifest.generation, manifest.ledger));
+    let selection = ledger::select(source, files, &ledger);
+    if !selection.changed.is_empty() {
+        let list = selection
+            .changed
+            .iter()
+            .map(|c| {
+                format!(
+                    "'{}' ({} bytes, version {}; processed at {} bytes, version {})",
+                    c.uri, c.bytes, c.version, c.was.bytes, c.was.version
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        match spec.source.on_changed.unwrap_or_default() {
+            OnChanged::Fail => {
+                return Err(JobError::Invalid {
+                    job: job.to_string(),
+                    message: format!(
+                        "source '{}': {} file(s) changed since their rows were added to the output: {list}; an incremental run never processes a file twice: restore them, write new data to new files, or set source.on_changed = \"skip\"",
+                        source.uri(),
+                        selection.changed.len()
+                    ),
+                });
+            }
+            OnChanged::Skip => {
+                tracing::warn!(job, "skipping changed input files (source.on_changed = \"skip\"): {list}")
+            }
+        }
+    }
+    if selection.new.is_empty() {
+        return Err(JobError::NothingNew {
+            job: job.to_string(),
+            source_uri: source.uri(),
+            processed: selection.processed + selection.changed.len(),
+        });
+    }
+    tracing::info!(
+        job,
+        new = selection.new.len(),
+        processed = selection.processed,
+        generation = base,
+        "incremental source"
+    );
+    let opened = ParquetSource::open_files(source, selection.new, spec.source.columns.as_deref())
+        .await
+        .map_err(connector("source"))?;
+    Ok((opened, base))
 }
 
 /// A warning for each `score` step that comes after steps fitting their parameters on this

@@ -138,6 +138,24 @@ pub struct SourceSpec {
     /// cache off (default 1024).
     #[serde(default)]
     pub cache_mb: Option<u64>,
+    /// Read only the files not processed into the output before: the output's manifest
+    /// keeps a ledger of every input file (URI, size, ETag or modification time) whose rows
+    /// it holds. Needs `sink.mode = "append"`.
+    #[serde(default)]
+    pub incremental: bool,
+    /// What an incremental run does when a file it processed before has changed: `fail`
+    /// (default: exit 2 naming it, nothing committed) or `skip` (a warning; it is not read).
+    #[serde(default)]
+    pub on_changed: Option<OnChanged>,
+}
+
+/// `source.on_changed`: an incremental source's answer to a processed file that changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnChanged {
+    #[default]
+    Fail,
+    Skip,
 }
 
 /// `[sink]`.
@@ -200,6 +218,15 @@ impl JobSpec {
         }
         if self.sink.lease_ttl_s == Some(0) {
             return Err("sink.lease_ttl_s must be positive".into());
+        }
+        if self.source.incremental && self.sink.mode != WriteMode::Append {
+            return Err(
+                "source.incremental needs sink.mode = \"append\": each run adds the rows of the new files to the output"
+                    .into(),
+            );
+        }
+        if self.source.on_changed.is_some() && !self.source.incremental {
+            return Err("source.on_changed applies only to an incremental source (source.incremental = true)".into());
         }
         Ok(())
     }

@@ -1,18 +1,20 @@
 """Schedules in a real `weir serve`: a job stored with a per-second cron fires by itself,
-each tick's run gets the tick's variables and writes what `weir run` writes for them, and a
-`kill -9` of the service between ticks loses no tick and duplicates none (`catchup =
-"all"`). A backfill of 30 dates runs two at a time after a dry run, and again for the dates
+each tick's run reads its `date={{ds}}` partition and writes what `weir run` writes for
+the same variables, and a `kill -9` of the service between ticks loses no tick and
+duplicates none (`catchup = "all"`), with the data on local disk and in Garage. A backfill of 30 dates runs two at a time after a dry run, and again for the dates
 that failed once their data has landed. The rules themselves (DST, catch-up policies, pauses, edits, max_active_runs, 40
 simulated days with a restart) are tested with a driven clock in
 jobs/src/service/schedules.rs."""
 
 import os
+import shutil
 import signal
 import time
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from conftest import data_files
 from helpers import Service, expect, wait_run
@@ -23,13 +25,13 @@ cron = "*/2 * * * * *"
 catchup = "all"
 max_active_runs = 4
 [source]
-uri = "{src}"
+uri = "{src}/date={{{{ds}}}}/"
 columns = ["id", "age"]
 [[step]]
 op = "filter"
 expr = "id >= 0"
 [sink]
-uri = "out/{{{{ds_nodash}}}}/{{{{run_id}}}}"
+uri = "{out}/{{{{ds_nodash}}}}/{{{{run_id}}}}"
 """
 
 
@@ -38,12 +40,65 @@ def scheduled_runs(api):
     return sorted(runs, key=lambda run: run["vars"]["logical_time"])
 
 
-def test_a_per_second_schedule_fires_every_tick_once_across_a_kill_9(tmp_path, events_dir, weir):
-    service = Service(tmp_path.resolve(), ["--max-concurrent-runs", "2"]).start()
+def partition_dates():
+    """The dates a tick's data interval may start on while the test runs (UTC), so that the
+    source has a `date=` partition for every tick, even across midnight."""
+    today = datetime.now(timezone.utc).date()
+    return [(today + timedelta(days=d)).isoformat() for d in (-1, 0, 1)]
+
+
+class LocalStore:
+    """Partitions under the service's folder; outputs read from disk."""
+
+    def __init__(self, root, events_dir):
+        self.root = root
+        for ds in partition_dates():
+            shutil.copytree(events_dir, root / "in" / f"date={ds}")
+        self.src, self.out, self.env = "in", "out", None
+
+    def by_hand_out(self):
+        return "by-hand"
+
+    def read(self, prefix: str, ds_nodash: str, run_id: str) -> pa.Table:
+        return pq.read_table(data_files(self.root / prefix / ds_nodash / run_id)).sort_by("id")
+
+
+class GarageStore:
+    """Partitions and outputs in two Garage buckets; outputs read back with boto3."""
+
+    def __init__(self, garage, events_dir):
+        self.garage = garage
+        self.src_bucket, self.dst_bucket = garage.new_bucket("night-src"), garage.new_bucket("night-dst")
+        for ds in partition_dates():
+            garage.upload_dir(events_dir, self.src_bucket, f"in/date={ds}")
+        self.src, self.out = f"s3://{self.src_bucket}/in", f"s3://{self.dst_bucket}/out"
+        self.env = garage.env()
+
+    def by_hand_out(self):
+        return f"s3://{self.dst_bucket}/by-hand"
+
+    def read(self, prefix: str, ds_nodash: str, run_id: str) -> pa.Table:
+        root = "out" if prefix == "out" else "by-hand"
+        keys = self.garage.keys(self.dst_bucket, f"{root}/{ds_nodash}/{run_id}/")
+        assert f"{root}/{ds_nodash}/{run_id}/_SUCCESS" in keys, keys
+        client = self.garage.client()
+        parts = [
+            pq.read_table(pa.BufferReader(client.get_object(Bucket=self.dst_bucket, Key=key)["Body"].read()))
+            for key in keys
+            if key.endswith(".parquet") and "/_" not in key
+        ]
+        return pa.concat_tables(parts).sort_by("id")
+
+
+@pytest.mark.parametrize("store", ["local", "garage"])
+def test_a_per_second_schedule_fires_every_tick_once_across_a_kill_9(tmp_path, events_dir, weir, store, request):
+    root = tmp_path.resolve()
+    data = LocalStore(root, events_dir) if store == "local" else GarageStore(request.getfixturevalue("garage"), events_dir)
+    service = Service(root, ["--max-concurrent-runs", "2"], env=data.env).start()
     try:
         api = service.admin
-        definition = JOB.format(src=events_dir)
-        expect(api.post("/v1/jobs", json={"definition": definition}), 201)
+        definition = JOB.format(src=data.src, out=data.out)
+        expect(api.post("/v1/jobs", json={"definition": definition, "vars": {"ds": partition_dates()[1]}}), 201)
         deadline = time.time() + 120
         while len(scheduled_runs(api)) < 4:
             assert time.time() < deadline, "the schedule did not fire"
@@ -58,7 +113,8 @@ def test_a_per_second_schedule_fires_every_tick_once_across_a_kill_9(tmp_path, e
         while len(scheduled_runs(api)) < 10:
             assert time.time() < deadline, f"only {len(scheduled_runs(api))} ticks ran"
             time.sleep(0.2)
-        expect(api.post("/v1/jobs", json={"definition": definition.replace('cron = "*/2 * * * * *"', 'cron = "0 0 1 1 *"')}), 201)
+        paused = definition.replace('cron = "*/2 * * * * *"', 'cron = "0 0 1 1 *"')
+        expect(api.post("/v1/jobs", json={"definition": paused, "vars": {"ds": partition_dates()[1]}}), 201)
         runs = [wait_run(api, run["id"]) for run in scheduled_runs(api)]
     finally:
         service.close()
@@ -77,14 +133,17 @@ def test_a_per_second_schedule_fires_every_tick_once_across_a_kill_9(tmp_path, e
         assert run["vars"]["ds"] == start.strftime("%Y-%m-%d") and run["vars"]["ds_nodash"] == start.strftime("%Y%m%d")
 
     # Each run's output is what `weir run` writes for the same variables.
-    last = runs[-1]
-    job = tmp_path / "by-hand.toml"
-    job.write_text(definition.replace("out/", "by-hand/"))
-    weir("run", job, *[arg for key, value in last["vars"].items() for arg in ("--var", f"{key}={value}")], "--var", f"run_id={last['id']}", cwd=tmp_path, check=0)
-    for run in (runs[0], last):
-        got = pq.read_table(data_files(tmp_path / "out" / run["vars"]["ds_nodash"] / run["id"])).sort_by("id")
-        want = pq.read_table(data_files(tmp_path / "by-hand" / last["vars"]["ds_nodash"] / last["id"])).sort_by("id")
-        assert got.equals(want)
+    by_hand = {}
+    for run in (runs[0], runs[-1]):
+        job = root / f"by-hand-{run['id']}.toml"
+        job.write_text(JOB.format(src=data.src, out=data.by_hand_out()))
+        variables = [arg for key, value in run["vars"].items() for arg in ("--var", f"{key}={value}")]
+        weir("run", job, *variables, "--var", f"run_id={run['id']}", cwd=root, env=data.env, check=0)
+        by_hand[run["id"]] = data.read("by-hand", run["vars"]["ds_nodash"], run["id"])
+    for run in runs:
+        got = data.read("out", run["vars"]["ds_nodash"], run["id"])
+        want = by_hand.get(run["id"], by_hand[runs[-1]["id"]])
+        assert got.num_rows > 0 and got.equals(want)
 
 
 DAILY = """name = "daily"
