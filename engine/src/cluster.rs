@@ -202,6 +202,26 @@ impl ClusterSetup {
     }
 }
 
+/// How long a connection to a peer may go without any sign of life (an ACK of data sent,
+/// or of a keepalive probe while idle) before it fails. A busy peer still answers: the
+/// kernel acknowledges, not the application. Only a dead host or a cut link stays silent.
+pub const PEER_SILENCE_LIMIT: Duration = Duration::from_secs(10);
+
+/// Makes a silent peer an error within [`PEER_SILENCE_LIMIT`]: TCP keepalive probes after
+/// 4 s idle, every second, 6 of them; and `TCP_USER_TIMEOUT` for data left unacknowledged.
+/// Timely's network threads stop the process on a connection's error (its "timely
+/// communication error" panic, which the binary reports as a lost peer), so a run with a
+/// lost peer fails instead of waiting forever.
+fn watch_peer(stream: &TcpStream) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(4))
+        .with_interval(Duration::from_secs(1))
+        .with_retries(6);
+    socket.set_tcp_keepalive(&keepalive)?;
+    socket.set_tcp_user_timeout(Some(PEER_SILENCE_LIMIT))
+}
+
 /// Connects to processes `0..me` and accepts `me+1..` on `listener`, shaking hands with
 /// each; refused connections are closed and waited past. Fails naming the processes that
 /// have not connected by the deadline.
@@ -232,7 +252,7 @@ fn connect_peers(
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
             };
-            stream.set_nodelay(true).map_err(|e| e.to_string())?;
+            stream.set_nodelay(true).and_then(|()| watch_peer(&stream)).map_err(|e| e.to_string())?;
             match handshake.join(&mut stream, me) {
                 Ok(true) => {
                     sockets[index] = Some(stream);
@@ -253,7 +273,10 @@ fn connect_peers(
     while missing > 0 {
         match listener.accept() {
             Ok((mut stream, from)) => {
-                let set_up = stream.set_nonblocking(false).and_then(|()| stream.set_nodelay(true));
+                let set_up = stream
+                    .set_nonblocking(false)
+                    .and_then(|()| stream.set_nodelay(true))
+                    .and_then(|()| watch_peer(&stream));
                 let wanted = |index: usize| index > me && index < addresses.len() && sockets[index].is_none();
                 match set_up.map_err(|e| e.to_string()).and_then(|()| handshake.admit(&mut stream, &wanted)) {
                     Ok(index) => {

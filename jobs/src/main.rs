@@ -359,6 +359,21 @@ fn main() -> ExitCode {
         if weir_connectors::decoder_guard::in_parquet_decoder() {
             return;
         }
+        // Timely's network threads panic with this prefix when a connection to another
+        // process of the cluster breaks: a peer died, or the link went silent for longer
+        // than weir_engine::cluster::PEER_SILENCE_LIMIT. Not a bug: the run stops.
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("timely communication error") {
+            eprintln!(
+                "weir: error: lost the connection to another process of the cluster ({message}); the run stops, uncommitted (a commit it had already decided is completed by the next run on the output)"
+            );
+            std::process::exit(1);
+        }
         default_hook(info);
         eprintln!("weir: internal error (a bug in Weir); the run was not committed");
         std::process::exit(1);

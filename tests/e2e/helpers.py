@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import requests
 
-from conftest import WEIR_BIN, data_files, read_inputs, write_job
+from conftest import REPO, WEIR_BIN, data_files, read_inputs, write_job
 
 # ---------------------------------------------------------------------------------------
 # Cluster shapes: each is the flags of `weir run` for one shape. `-w N` is one process of N
@@ -95,6 +95,27 @@ def as_matrix(table: pa.Table, names) -> np.ndarray:
     """Columns as a float matrix with NaN for nulls, rows ordered by `id`."""
     table = table.sort_by("id")
     return np.column_stack([table.column(n).to_numpy(zero_copy_only=False).astype(float) for n in names])
+
+
+# ---------------------------------------------------------------------------------------
+# deploy/kubernetes/cluster-job.yaml (test_deploy, test_multihost)
+
+
+def cluster_job_manifest() -> tuple:
+    """The headless Service and the Indexed Job of deploy/kubernetes/cluster-job.yaml."""
+    import yaml
+
+    service, job = [doc for doc in yaml.safe_load_all((REPO / "deploy" / "kubernetes" / "cluster-job.yaml").read_text()) if doc]
+    return service, job
+
+
+def cluster_job_pod_env(index: int, namespace: str) -> dict:
+    """The environment the Indexed Job gives the pod of completion index `index` in
+    `namespace` (the manifest's literal values; the index and namespace as Kubernetes sets
+    them)."""
+    _, job = cluster_job_manifest()
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    return {**{k: v for k, v in env.items() if v is not None}, "JOB_COMPLETION_INDEX": str(index), "WEIR_NAMESPACE": namespace}
 
 
 # ---------------------------------------------------------------------------------------
