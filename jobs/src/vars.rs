@@ -192,12 +192,66 @@ pub fn toml_message(mut error: toml::de::Error, text: &str) -> String {
         let window = &bytes[span.start.saturating_sub(2).min(bytes.len())..(span.end + 2).min(bytes.len())];
         window.windows(2).any(|pair| pair == b"{{")
     });
+    if let Some(message) = unknown_field_at_its_line(&error, text) {
+        return message;
+    }
     error.set_input(Some(text));
     let mut message = error.to_string().trim_end().to_string();
     if near_variable {
         message.push_str("\n(variables such as {{ds}} stand only inside quoted strings)");
     }
     message
+}
+
+/// An unknown field inside a `[[step]]` is reported by serde at the steps' header (an op is
+/// an internally tagged enum, whose fields serde buffers without their positions). Points
+/// the error at the field's own line instead: the first `[[step]]` whose body alone fails
+/// to deserialize with the same message, then the line of that key in it.
+fn unknown_field_at_its_line(error: &toml::de::Error, text: &str) -> Option<String> {
+    let span = error.span()?;
+    let field = error.message().strip_prefix("unknown field `")?.split('`').next()?;
+    if !text.get(span.clone())?.starts_with("[[step]]") {
+        return None;
+    }
+    // (offset of the body, body) of every [[step]] section.
+    let mut sections: Vec<(usize, String)> = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let header = line.trim();
+        if header.starts_with('[') {
+            if header == "[[step]]" {
+                sections.push((offset + line.len(), String::new()));
+            } else {
+                sections.push((usize::MAX, String::new()));
+            }
+        } else if let Some((_, body)) = sections.last_mut() {
+            body.push_str(line);
+        }
+        offset += line.len();
+    }
+    let (body_offset, body) = sections.into_iter().filter(|(at, _)| *at != usize::MAX).find(|(_, body)| {
+        toml::from_str::<weir_operators::StepSpec>(body).is_err_and(|e| e.message() == error.message())
+    })?;
+    let mut offset = body_offset;
+    for line in body.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let key = trimmed.split('=').next().unwrap_or_default().trim().trim_matches(['"', '\'']);
+        if trimmed.contains('=') && key == field {
+            let start = offset + (line.len() - trimmed.len());
+            let number = text[..start].matches('\n').count() + 1;
+            let column = start - text[..start].rfind('\n').map_or(0, |i| i + 1) + 1;
+            let pad = " ".repeat(number.to_string().len());
+            return Some(format!(
+                "TOML parse error at line {number}, column {column}\n{pad} |\n{number} | {}\n{pad} | {}{}\n{}",
+                line.trim_end(),
+                " ".repeat(column - 1),
+                "^".repeat(key.len().max(1)),
+                error.message().trim_end()
+            ));
+        }
+        offset += line.len();
+    }
+    None
 }
 
 /// Parses `key=value`.
@@ -225,6 +279,14 @@ mod tests {
     fn uri(vars: &Variables, text: &str) -> String {
         let document = vars.parse_and_substitute("job.toml", text).unwrap();
         document.get_ref().get("uri").and_then(|value| value.get_ref().as_str()).unwrap().to_string()
+    }
+
+    #[test]
+    fn an_unknown_step_field_is_reported_at_its_own_line() {
+        let text = "name = \"t\"\n[source]\nuri = \"d\"\n[[step]]\nop = \"filter\"\nexpr = \"x > 1\"\n[[step]]\nop = \"impute\"\ncolumns = [\"x\"]\n  expr = \"mean\"\n[sink]\nuri = \"o\"\n";
+        let error = crate::spec::JobSpec::from_toml(text).unwrap_err();
+        assert!(error.contains("line 10, column 3") && error.contains("10 |   expr = \"mean\""), "{error}");
+        assert!(error.contains("unknown field `expr`"), "{error}");
     }
 
     #[test]

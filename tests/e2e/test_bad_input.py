@@ -89,8 +89,13 @@ def test_bad_toml_gives_line_and_column(weir, tmp_path, events_dir):
 def test_unknown_op_and_unknown_field(weir, tmp_path, events_dir):
     err = run_bad(weir, tmp_path, events_dir, steps='[[step]]\nop = "normalise"\ncolumns = ["age"]')
     assert "normalise" in err
-    err = run_bad(weir, tmp_path, events_dir, steps='[[step]]\nop = "select"\ncolumns = ["id"]\ncolumn = ["x"]')
-    assert "column" in err and "line" in err
+    steps = '[[step]]\nop = "filter"\nexpr = "age > 0"\n\n[[step]]\nop = "select"\ncolumns = ["id"]\n  expr = "x"'
+    text = JOB.format(src=events_dir, out=tmp_path / "out", steps=steps)
+    err = run_bad(weir, tmp_path, events_dir, job_text=text)
+    # The mistyped field's own line (the select's `expr`, not the filter's), not its table's.
+    line = text.splitlines().index('  expr = "x"') + 1
+    assert f"line {line}, column 3" in err and f'{line} |   expr = "x"' in err, err
+    assert "unknown field `expr`, expected `columns`" in err, err
 
 
 def test_a_source_with_no_data_yet_is_input_not_ready_exit_4(weir, tmp_path):
