@@ -197,6 +197,7 @@ pub fn check_append(
     output: &Location,
     previous: &Manifest,
     schema: &[crate::manifest::ColumnInfo],
+    partition_by: &[String],
     run_id: &str,
 ) -> Result<(), ConnectorError> {
     let conflict = |message: String| Err(ConnectorError::AppendConflict { uri: output.uri(), message });
@@ -218,8 +219,17 @@ pub fn check_append(
             ));
         }
     }
+    if previous.partition_by != partition_by {
+        return conflict(format!(
+            "the committed output is partitioned by {:?}, this run by {partition_by:?}",
+            previous.partition_by
+        ));
+    }
     let suffix = format!("-{run_id}.parquet");
-    if let Some(taken) = previous.files.iter().find(|f| f.path.starts_with("part-") && f.path.ends_with(&suffix)) {
+    let file_name = |path: &str| path.rsplit('/').next().unwrap_or_default().to_string();
+    if let Some(taken) =
+        previous.files.iter().find(|f| file_name(&f.path).starts_with("part-") && f.path.ends_with(&suffix))
+    {
         return conflict(format!(
             "it already holds '{}' from a run with the id '{run_id}'; give this run another run id",
             taken.path
@@ -228,9 +238,14 @@ pub fn check_append(
     Ok(())
 }
 
-/// A name Weir gives part files: `part-` at the top of the prefix, no directories.
+/// A name Weir gives part files: `part-…` at the top of the prefix, or in partition
+/// folders (`k=v/…`, see [`crate::partitions::is_partition_folder`]).
 fn is_part_name(name: &str) -> bool {
-    name.starts_with("part-") && !name.contains('/') && !name.contains("..")
+    let (folder, file) = match name.rsplit_once('/') {
+        Some((folder, file)) => (Some(folder), file),
+        None => (None, name),
+    };
+    file.starts_with("part-") && !file.contains("..") && folder.is_none_or(crate::partitions::is_partition_folder)
 }
 
 /// Whether the output at `output` is committed (has `_SUCCESS`).
@@ -281,6 +296,7 @@ mod tests {
             models: vec![],
             stages: vec![],
             passes: 1,
+            partition_by: vec![],
             generation: 1,
             ledger: vec![],
         }

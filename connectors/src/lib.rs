@@ -17,6 +17,7 @@ pub mod object_reader;
 pub mod objects;
 pub mod parquet_sink;
 pub mod parquet_source;
+pub mod partitions;
 #[cfg(test)]
 mod test_support;
 

@@ -77,6 +77,17 @@ pub async fn list_data_files(location: &Location) -> Result<Vec<DataFile>, Conne
     Ok(files)
 }
 
+/// The root of the dataset `location` names: the longest prefix free of glob characters
+/// for a glob, else the location itself. Partition folders are read below it.
+pub fn dataset_root(location: &Location) -> Path {
+    let pattern = location.path().as_ref();
+    if !pattern.contains(['*', '?', '[']) {
+        return location.path().clone();
+    }
+    let fixed: Vec<&str> = pattern.split('/').take_while(|part| !part.contains(['*', '?', '['])).collect();
+    Path::from_iter(fixed.iter().copied())
+}
+
 /// Lists the objects matching a glob: the store is listed from the longest prefix free of
 /// glob characters, and `*` does not cross `/`.
 async fn list_glob(location: &Location) -> Result<Vec<DataFile>, ConnectorError> {
@@ -86,8 +97,7 @@ async fn list_glob(location: &Location) -> Result<Vec<DataFile>, ConnectorError>
         .build()
         .map_err(|e| ConnectorError::InvalidUri { uri: location.uri(), reason: e.to_string() })?
         .compile_matcher();
-    let fixed: Vec<&str> = pattern.split('/').take_while(|part| !part.contains(['*', '?', '['])).collect();
-    let prefix = Path::from_iter(fixed.iter().copied());
+    let prefix = dataset_root(location);
     Ok(list_all(location, &prefix)
         .await?
         .into_iter()

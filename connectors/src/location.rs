@@ -19,7 +19,7 @@ use std::time::Duration;
 use object_store::aws::AmazonS3Builder;
 use object_store::aws::AmazonS3ConfigKey;
 use object_store::local::LocalFileSystem;
-use object_store::path::Path;
+use object_store::path::{Path, PathPart};
 use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
 use serde::{Deserialize, Serialize};
 
@@ -114,8 +114,14 @@ impl Location {
     }
 
     /// The path of `relative` (`a/b.parquet`) under this location.
+    /// Parts are taken as they are (as a listing returns them: `k=a%2Fb` stays that key),
+    /// and encoded only where a part is not a valid key part (`.`, `..`, control characters).
     pub fn join(&self, relative: &str) -> Path {
-        relative.split('/').filter(|part| !part.is_empty()).fold(self.path.clone(), |path, part| path.join(part))
+        let parts = relative
+            .split('/')
+            .filter(|part| !part.is_empty())
+            .map(|part| PathPart::parse(part).unwrap_or_else(|_| PathPart::from(part)));
+        Path::from_iter(self.path.parts().chain(parts))
     }
 
     /// The same store at another path.

@@ -39,7 +39,11 @@ pub struct Manifest {
     /// this output so far, by any run: what the next run skips.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ledger: Vec<LedgerEntry>,
+    /// The output's columns (with the partition columns, which the files do not store).
     pub schema: Vec<ColumnInfo>,
+    /// `sink.partition_by`: the columns of the `k=v/` folders the files lie in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition_by: Vec<String>,
     pub cluster: ClusterInfo,
     /// The models the job scored with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -26,6 +26,17 @@ pub async fn read_json<T: DeserializeOwned>(output: &Location, path: &Path) -> R
         .map_err(|e| ConnectorError::Invalid { uri, message: format!("not a valid Weir file: {e}") })
 }
 
+/// Writes `bytes` as the object `location` names, in one put: readers see all of it or
+/// the previous object.
+pub async fn put_object(location: &Location, bytes: Vec<u8>) -> Result<(), ConnectorError> {
+    location
+        .store()
+        .put(location.path(), object_store::PutPayload::from(bytes))
+        .await
+        .map(|_| ())
+        .map_err(|e| ConnectorError::store(location.uri(), e))
+}
+
 /// Deletes exactly `paths` (objects under `output`); objects already gone are fine.
 pub async fn delete_objects(output: &Location, paths: &[Path]) -> Result<(), ConnectorError> {
     if paths.is_empty() {
@@ -61,13 +72,17 @@ pub async fn delete_objects(output: &Location, paths: &[Path]) -> Result<(), Con
 pub fn delete_local_leftovers(output: &Location, directory: &Path) -> Result<(), ConnectorError> {
     let Some(root) = output.local_path() else { return Ok(()) };
     let start = std::path::PathBuf::from(format!("/{directory}"));
-    let mut pending = vec![start];
+    let mut pending = vec![start.clone()];
     let mut files = Vec::new();
+    let mut directories = Vec::new();
     while let Some(current) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&current) else { continue };
         for entry in entries.flatten() {
             match entry.file_type() {
-                Ok(kind) if kind.is_dir() => pending.push(entry.path()),
+                Ok(kind) if kind.is_dir() => {
+                    pending.push(entry.path());
+                    directories.push(entry.path());
+                }
                 Ok(kind) if kind.is_file() => files.push(entry.path()),
                 _ => {}
             }
@@ -78,6 +93,19 @@ pub fn delete_local_leftovers(output: &Location, directory: &Path) -> Result<(),
             uri: format!("file://{}", file.display()),
             message: format!("cannot delete: {e}"),
         })?;
+    }
+    // Folders emptied by publishing (renamed away) or above: deepest first; `remove_dir`
+    // removes only empty ones, and symlinks were never entered.
+    directories.sort_by_key(|directory| std::cmp::Reverse(directory.components().count()));
+    for directory in directories {
+        let _ = std::fs::remove_dir(directory);
+    }
+    let mut parent = Some(start.as_path());
+    while let Some(directory) = parent {
+        if directory == root || !directory.starts_with(&root) || std::fs::remove_dir(directory).is_err() {
+            break;
+        }
+        parent = directory.parent();
     }
     Ok(())
 }

@@ -19,8 +19,9 @@ use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowS
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 
 use crate::decoder_guard::{GuardedFuture, GuardedStream};
-use crate::listing::{DataFile, list_data_files};
+use crate::listing::{DataFile, dataset_root, list_data_files};
 use crate::object_reader::StoreFileReader;
+use crate::partitions::{self, Partitioning, Partitions};
 use crate::{ConnectorError, Location};
 
 /// How many footers are fetched at once when a source is opened.
@@ -40,6 +41,8 @@ pub struct SourceFile {
     projection: Vec<usize>,
     /// Maps the decoder's output columns (file order) to the source schema's order.
     reorder: Vec<usize>,
+    /// The values of the source's partition columns (the schema's last ones) for this file.
+    partition_values: Vec<Option<String>>,
 }
 
 /// A unit of work: rows `offset .. offset + rows` of one row group of one file.
@@ -139,9 +142,15 @@ fn footer_rows(metadata: &ArrowReaderMetadata, file_size: u64) -> Result<u64, St
 impl ParquetSource {
     /// Lists the dataset, reads every footer once, and checks that the files agree on the
     /// (projected) schema. `columns` projects and orders the columns; `None` keeps all.
-    pub async fn open(location: &Location, columns: Option<&[String]>) -> Result<Self, ConnectorError> {
+    /// With `Partitioning::Hive`, `key=value` folders become columns after the files' own
+    /// ([`crate::partitions`]).
+    pub async fn open(
+        location: &Location,
+        columns: Option<&[String]>,
+        partitioning: Partitioning,
+    ) -> Result<Self, ConnectorError> {
         let data_files = list_data_files(location).await?;
-        ParquetSource::open_files(location, data_files, columns).await
+        ParquetSource::open_files(location, data_files, columns, partitioning).await
     }
 
     /// Like [`ParquetSource::open`], for data files already listed (an incremental run's
@@ -150,10 +159,18 @@ impl ParquetSource {
         location: &Location,
         data_files: Vec<DataFile>,
         columns: Option<&[String]>,
+        partitioning: Partitioning,
     ) -> Result<Self, ConnectorError> {
         if data_files.is_empty() {
             return Err(ConnectorError::NoDataFiles { uri: location.uri() });
         }
+        let partitions = match partitioning {
+            Partitioning::Hive => {
+                let paths: Vec<Path> = data_files.iter().map(|f| f.path.clone()).collect();
+                partitions::infer(&dataset_root(location), &paths, |path| location.uri_of(path))?
+            }
+            Partitioning::None => Partitions::default(),
+        };
         let footers: Vec<(DataFile, ArrowReaderMetadata)> = futures::stream::iter(data_files)
             .map(|file| async move {
                 let metadata = read_footer(location, &file).await?;
@@ -174,10 +191,34 @@ impl ParquetSource {
                 });
             }
         }
-        let names: Vec<String> = match columns {
-            Some(columns) => expand_globs(columns, first_metadata.schema(), &first_uri)?,
-            None => first_metadata.schema().fields().iter().map(|f| f.name().clone()).collect(),
+        if let Some(key) = partitions.fields.iter().find(|key| first_metadata.schema().index_of(key.name()).is_ok()) {
+            return Err(ConnectorError::Invalid {
+                uri: first_uri,
+                message: format!(
+                    "its column '{}' is also a partition folder's key; rename one, or set source.partitioning = \"none\"",
+                    key.name()
+                ),
+            });
+        }
+        // Globs and names in `columns` may pick partition columns too.
+        let mut visible = first_metadata.schema().fields().iter().map(|f| f.as_ref().clone()).collect::<Vec<_>>();
+        visible.extend(partitions.fields.iter().cloned());
+        let picked: Vec<String> = match columns {
+            Some(columns) => expand_globs(columns, &Schema::new(visible), &first_uri)?,
+            None => visible.iter().map(|f| f.name().clone()).collect(),
         };
+        let is_key = |name: &String| partitions.fields.iter().any(|f| f.name() == name);
+        let names: Vec<String> = picked.iter().filter(|name| !is_key(name)).cloned().collect();
+        // Partition columns come after the files' columns, in folder order.
+        let keys: Vec<usize> =
+            (0..partitions.fields.len()).filter(|&i| picked.contains(partitions.fields[i].name())).collect();
+        if names.is_empty() {
+            return Err(ConnectorError::Invalid {
+                uri: location.uri(),
+                message: "source.columns picks only partition columns; name at least one column stored in the files"
+                    .into(),
+            });
+        }
 
         let mut fields: Vec<Field> = Vec::with_capacity(names.len());
         let mut field_origin: Vec<String> = Vec::with_capacity(names.len());
@@ -248,6 +289,7 @@ impl ParquetSource {
             let reorder = indices.iter().map(|index| projection.binary_search(index).unwrap_or_default()).collect();
             let rows = footer_rows(&metadata, file.size)
                 .map_err(|message| ConnectorError::Invalid { uri: uri.clone(), message })?;
+            let partition_values = keys.iter().map(|&k| partitions.values[files.len()][k].clone()).collect();
             files.push(SourceFile {
                 uri,
                 path: file.path,
@@ -257,8 +299,10 @@ impl ParquetSource {
                 metadata,
                 projection,
                 reorder,
+                partition_values,
             });
         }
+        fields.extend(keys.iter().map(|&k| partitions.fields[k].clone()));
         Ok(ParquetSource { location: location.clone(), files, schema: Arc::new(Schema::new(fields)) })
     }
 
@@ -330,10 +374,11 @@ impl ParquetSource {
         let stream = GuardedStream::new(stream.boxed());
         let schema = self.schema.clone();
         let reorder = file.reorder.clone();
+        let partition_values = file.partition_values.clone();
         Ok(stream
             .map(move |batch| {
                 let batch = batch.map_err(|source| row_group_error(&uri, row_group, source))?;
-                let columns = reorder
+                let mut columns: Vec<_> = reorder
                     .iter()
                     .zip(schema.fields())
                     .map(|(&i, field)| match batch.column(i) {
@@ -343,6 +388,10 @@ impl ParquetSource {
                         column => column.clone(),
                     })
                     .collect();
+                let keys = &schema.fields()[reorder.len()..];
+                for (field, value) in keys.iter().zip(&partition_values) {
+                    columns.push(partitions::constant_column(field, value.as_deref(), batch.num_rows()));
+                }
                 RecordBatch::try_new_with_options(
                     schema.clone(),
                     columns,
@@ -418,7 +467,7 @@ mod tests {
 
     async fn open(dir: &std::path::Path, columns: Option<&[String]>) -> ParquetSource {
         let location = Location::parse(dir.to_str().unwrap(), &StorageOptions::default()).unwrap();
-        ParquetSource::open(&location, columns).await.unwrap()
+        ParquetSource::open(&location, columns, Partitioning::Hive).await.unwrap()
     }
 
     #[tokio::test]
@@ -481,7 +530,7 @@ mod tests {
             .unwrap();
         writer.close().unwrap();
         let location = Location::parse(dir.path().to_str().unwrap(), &StorageOptions::default()).unwrap();
-        let message = ParquetSource::open(&location, None).await.unwrap_err().to_string();
+        let message = ParquetSource::open(&location, None, Partitioning::Hive).await.unwrap_err().to_string();
         assert!(
             message.contains("a.parquet") && message.contains("b.parquet") && message.contains("'id'"),
             "{message}"
@@ -495,7 +544,7 @@ mod tests {
         let bytes = std::fs::read(dir.path().join("a.parquet")).unwrap();
         std::fs::write(dir.path().join("b.parquet"), &bytes[..bytes.len() / 2]).unwrap();
         let location = Location::parse(dir.path().to_str().unwrap(), &StorageOptions::default()).unwrap();
-        let err = ParquetSource::open(&location, None).await.unwrap_err();
+        let err = ParquetSource::open(&location, None, Partitioning::Hive).await.unwrap_err();
         assert!(err.is_user_error());
         assert!(err.to_string().contains("b.parquet"), "{err}");
     }

@@ -29,6 +29,7 @@ pub mod plan;
 pub mod progress;
 pub mod rounds;
 pub mod run;
+mod sink;
 mod stages;
 mod worker;
 

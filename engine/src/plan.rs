@@ -58,8 +58,12 @@ pub struct EnginePlan {
     /// All shards of the source; shard `i` belongs to global worker `i % peers`.
     pub shards: Vec<Shard>,
     pub steps: Vec<PlannedStep>,
-    /// The schema of the rows written.
+    /// The schema of the rows the steps produce (the output's columns).
     pub output_schema: SchemaRef,
+    /// `sink.partition_by`: columns whose values name the folders rows are written to.
+    pub partition_by: Vec<String>,
+    /// The schema stored in the part files: `output_schema` without the partition columns.
+    pub file_schema: SchemaRef,
     pub sink: Location,
     pub mode: WriteMode,
     pub part_options: PartOptions,
@@ -71,6 +75,13 @@ pub struct EnginePlan {
     pub cache_bytes: u64,
     /// The models of the job's `score` steps, for the manifest.
     pub models: Vec<weir_connectors::manifest::ModelInfo>,
+    /// `score` steps pinned to fitted parameters (`fitted_sha256`): (the score step's
+    /// number, the SHA-256). Checked once the steps before it are fitted, before any row is
+    /// written.
+    pub pins: Vec<(usize, String)>,
+    /// `weir fit`: run only the fitting stages and write `fitted.json` here, with no output
+    /// and no lease.
+    pub fit_output: Option<Location>,
     /// For an incremental source: the generation of the committed output whose ledger
     /// chose `source`'s files (0: no committed output). The commit round refuses to go on
     /// if the output has moved on since, and records the files in the new ledger.
@@ -86,8 +97,13 @@ impl EnginePlan {
     /// Where a worker stages its part file until the commit, relative to the sink. Besides
     /// the hidden `_weir` component, the name lacks the `.parquet` extension, so even a
     /// recursive glob such as `PREFIX/**/*.parquet` does not pick it up.
-    pub fn staged_part_name(&self, worker: usize) -> String {
-        format!("{}/{}/part-{worker:05}.staged", weir_connectors::lease::RUNS_DIR, self.attempt)
+    /// `folder` is the rows' partition folder (`k=v/…`), or `""`.
+    pub fn staged_part_name(&self, worker: usize, folder: &str) -> String {
+        let runs = weir_connectors::lease::RUNS_DIR;
+        match folder {
+            "" => format!("{runs}/{}/part-{worker:05}.staged", self.attempt),
+            folder => format!("{runs}/{}/{folder}/part-{worker:05}.staged", self.attempt),
+        }
     }
 
     /// A digest of what this process planned to read (each file with its version, the
@@ -104,8 +120,11 @@ impl EnginePlan {
     }
 
     /// The name a worker's part file is published under, relative to the sink.
-    pub fn part_name(&self, worker: usize) -> String {
-        format!("part-{worker:05}-{}.parquet", self.run_id)
+    pub fn part_name(&self, worker: usize, folder: &str) -> String {
+        match folder {
+            "" => format!("part-{worker:05}-{}.parquet", self.run_id),
+            folder => format!("{folder}/part-{worker:05}-{}.parquet", self.run_id),
+        }
     }
 }
 

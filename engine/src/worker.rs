@@ -17,7 +17,7 @@ use weir_connectors::manifest::{
     ClusterInfo, InputFile, JobInfo, LedgerEntry, MANIFEST_FORMAT_VERSION, Manifest, StageTime, describe_schema,
 };
 use weir_connectors::parquet_sink::{PartFile, PartWriter};
-use weir_operators::fit::{FITTED_FORMAT_VERSION, FittedFile, FittedStep};
+use weir_operators::fit::{FITTED_FORMAT_VERSION, FittedFile, FittedStep, params_sha256};
 
 use crate::JobFailure;
 use crate::cache::SourceCache;
@@ -27,6 +27,7 @@ use crate::pass::run_pass;
 use crate::plan::{EnginePlan, SharedPlan, StepKind};
 use crate::rounds::leader_round;
 use crate::run::{ProcessContext, RunSummary};
+use crate::sink::{StagedPart, WorkerSink};
 use crate::stages::{dedupe_stage, fit_group, fit_stage};
 
 /// What a worker reports to the leader after its final pass.
@@ -35,7 +36,7 @@ struct WorkerReport {
     /// The global index of the worker.
     worker: usize,
     rows_in: u64,
-    part: Option<PartFile>,
+    parts: Vec<StagedPart>,
     /// This worker's clocks ([`crate::metrics`]).
     stages: Vec<StageTime>,
     passes: u32,
@@ -85,6 +86,9 @@ fn prepare_run_and_commit(
                     plan.source.location().uri()
                 )));
             }
+            if plan.fit_output.is_some() {
+                return Ok(()); // `weir fit` writes no output: no lease, nothing to prepare.
+            }
             runtime
                 .block_on(async {
                     let lease =
@@ -114,6 +118,17 @@ fn prepare_run_and_commit(
     let cache = SourceCache::new(plan.cache_bytes / cluster.workers_per_process.max(1) as u64);
     let chain = Rc::new(Chain::new(metrics, cache));
     let fitted = build_chain(worker, plan, context, &chain)?;
+    // Every worker has the same fitted parameters, so all stop here alike on a bad pin.
+    check_pins(plan, &fitted)?;
+    if let Some(target) = &plan.fit_output {
+        let (plan, context, target) = (plan.clone(), context.clone(), target.clone());
+        let stages = chain.metrics().report();
+        let passes = chain.metrics().passes();
+        return leader_round(worker, (), move |_: Vec<()>| {
+            write_fitted_file(&plan, &context, &target, fitted, stages, passes)
+        })
+        .ok_or_else(lost_round)?;
+    }
     let report = final_pass(worker, plan, context, chain);
 
     let (plan, context, cluster, leader) = (plan.clone(), context.clone(), cluster.clone(), leader.clone());
@@ -165,59 +180,38 @@ fn final_pass(
     chain: Rc<Chain>,
 ) -> Result<WorkerReport, JobFailure> {
     let index = worker.index();
-    let writer: Rc<RefCell<Option<PartWriter>>> = Rc::new(RefCell::new(None));
+    let sink = Rc::new(RefCell::new(WorkerSink::new(index)));
     let metrics = chain.metrics().clone();
     let consumer = {
-        let (plan, context, writer, metrics) = (plan.clone(), context.clone(), writer.clone(), metrics.clone());
+        let (plan, context, sink, metrics) = (plan.clone(), context.clone(), sink.clone(), metrics.clone());
         Box::new(move |item: crate::chain::SourceBatch| {
-            metrics.time(Stage::Write, || write_batch(&plan, &context, &writer, index, &item.batch))
+            metrics.time(Stage::Write, || write_batch(&plan, &context, &sink, &item.batch))
         })
     };
     let outcome = run_pass(worker, plan, context, chain, consumer, true);
-    let open_writer = writer.borrow_mut().take();
+    let sink = std::mem::replace(&mut *sink.borrow_mut(), WorkerSink::new(index));
     let rows_in = match outcome {
         Ok(rows_in) => rows_in,
         Err(failure) => {
-            if let Some(open_writer) = open_writer {
-                context.runtime.block_on(open_writer.abort());
-            }
+            context.runtime.block_on(sink.abort());
             return Err(failure);
         }
     };
-    let part = match open_writer {
-        Some(open_writer) => Some(
-            metrics
-                .time(Stage::Write, || context.runtime.block_on(open_writer.finish()))
-                .map_err(|e| JobFailure::from_connector(&e))?,
-        ),
-        None => None,
-    };
-    Ok(WorkerReport { worker: index, rows_in, part, stages: metrics.report(), passes: metrics.passes() })
+    let parts = metrics
+        .time(Stage::Write, || context.runtime.block_on(sink.finish()))
+        .map_err(|e| JobFailure::from_connector(&e))?;
+    Ok(WorkerReport { worker: index, rows_in, parts, stages: metrics.report(), passes: metrics.passes() })
 }
 
-/// Appends a batch to the worker's part file, opening it on the first batch.
+/// Appends a batch to the worker's part file(s), opening them as needed.
 fn write_batch(
     plan: &SharedPlan,
     context: &ProcessContext,
-    writer: &RefCell<Option<PartWriter>>,
-    worker: usize,
+    sink: &RefCell<WorkerSink>,
     batch: &RecordBatch,
 ) -> Result<(), JobFailure> {
-    let mut writer = writer.borrow_mut();
-    if writer.is_none() {
-        let created = PartWriter::create(
-            &plan.sink,
-            &plan.staged_part_name(worker),
-            plan.output_schema.clone(),
-            plan.part_options,
-        )
-        .map_err(|e| JobFailure::from_connector(&e))?;
-        *writer = Some(created);
-    }
-    if let Some(open) = writer.as_mut() {
-        context.runtime.block_on(open.write(batch)).map_err(|e| JobFailure::from_connector(&e))?;
-        context.progress.rows_written(batch.num_rows());
-    }
+    context.runtime.block_on(sink.borrow_mut().write(plan, batch)).map_err(|e| JobFailure::from_connector(&e))?;
+    context.progress.rows_written(batch.num_rows());
     Ok(())
 }
 
@@ -233,7 +227,7 @@ fn check_previous(plan: &EnginePlan, previous: Option<&Manifest>) -> Result<(), 
     }
     match (plan.mode, previous) {
         (WriteMode::Append, Some(previous)) => {
-            check_append(&plan.sink, previous, &describe_schema(&plan.output_schema), &plan.run_id)
+            check_append(&plan.sink, previous, &describe_schema(&plan.output_schema), &plan.partition_by, &plan.run_id)
         }
         _ => Ok(()),
     }
@@ -270,22 +264,25 @@ fn commit_run(
     let rows_in = reports.iter().map(|r| r.rows_in).sum();
     let passes = reports.iter().map(|r| r.passes).max().unwrap_or(0);
     let stages = sum_reports(reports.iter().map(|r| r.stages.clone()));
-    let mut staged: Vec<(usize, PartFile)> =
-        reports.into_iter().filter_map(|r| r.part.map(|part| (r.worker, part))).collect();
+    let mut staged: Vec<(usize, StagedPart)> =
+        reports.into_iter().flat_map(|r| r.parts.into_iter().map(move |part| (r.worker, part))).collect();
     let outcome = runtime.block_on(async {
-        if staged.is_empty() {
-            // No rows at all: one empty part file still tells readers the schema.
+        if staged.is_empty() && plan.partition_by.is_empty() {
+            // No rows at all: one empty part file still tells readers the schema. (A
+            // partitioned output then has no folder, so no file.)
             let empty = PartWriter::create(
                 &plan.sink,
-                &plan.staged_part_name(0),
-                plan.output_schema.clone(),
+                &plan.staged_part_name(0, ""),
+                plan.file_schema.clone(),
                 plan.part_options,
             )?;
-            staged.push((0, empty.finish().await?));
+            staged.push((0, StagedPart { folder: String::new(), part: empty.finish().await? }));
         }
-        staged.sort_by_key(|(worker, _)| *worker);
-        let new_files: Vec<PartFile> =
-            staged.iter().map(|(worker, part)| PartFile { path: plan.part_name(*worker), ..part.clone() }).collect();
+        staged.sort_by(|(a_worker, a), (b_worker, b)| (&a.folder, a_worker).cmp(&(&b.folder, b_worker)));
+        let new_files: Vec<PartFile> = staged
+            .iter()
+            .map(|(worker, staged)| PartFile { path: plan.part_name(*worker, &staged.folder), ..staged.part.clone() })
+            .collect();
         let previous = state.previous.as_ref();
         // Append keeps the committed files (and, for an incremental source, the ledger);
         // overwrite replaces them.
@@ -328,6 +325,7 @@ fn commit_run(
             generation: previous.map_or(1, |m| m.generation + 1),
             ledger,
             schema: describe_schema(&plan.output_schema),
+            partition_by: plan.partition_by.clone(),
             cluster: cluster.clone(),
             models: plan.models.clone(),
             stages,
@@ -336,7 +334,10 @@ fn commit_run(
         let record = CommitRecord {
             fitted,
             delete,
-            publish: staged.iter().map(|(worker, part)| (part.path.clone(), plan.part_name(*worker))).collect(),
+            publish: staged
+                .iter()
+                .map(|(worker, staged)| (staged.part.path.clone(), plan.part_name(*worker, &staged.folder)))
+                .collect(),
             manifest,
         };
         Ok::<_, weir_connectors::ConnectorError>((record, this_run))
@@ -388,6 +389,40 @@ fn commit_run(
 
 /// `_weir/fitted.json` of this run. A parameter serde_json cannot write (a bug: parameters
 /// are checked finite when fitted) fails the run rather than commit an empty file.
+/// Fails the run if a pinned `score` step's fitted steps before it have parameters other
+/// than those its model was trained on.
+fn check_pins(plan: &EnginePlan, fitted: &[FittedStep]) -> Result<(), JobFailure> {
+    for (step, pinned) in &plan.pins {
+        let before: Vec<FittedStep> = fitted.iter().filter(|f| f.step < *step).cloned().collect();
+        let got = params_sha256(&before);
+        if !got.eq_ignore_ascii_case(pinned) {
+            return Err(JobFailure::user(format!(
+                "step {step} (score): its model was trained on fitted parameters with SHA-256 {pinned}, but the fitted steps before it have {got}{}; reuse the training run's parameters with fitted = \"…\", or train the model again",
+                if before.iter().any(|f| f.reused_from.is_none()) { " (refitted on this run's input)" } else { "" }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `weir fit`'s leader: writes the fitted parameters to `target` (one put: all or nothing).
+fn write_fitted_file(
+    plan: &SharedPlan,
+    context: &ProcessContext,
+    target: &weir_connectors::Location,
+    fitted: Vec<FittedStep>,
+    stages: Vec<StageTime>,
+    passes: u32,
+) -> Result<RunSummary, JobFailure> {
+    let json = fitted_json(plan, fitted)?;
+    let bytes = json.len() as u64;
+    context
+        .runtime
+        .block_on(weir_connectors::objects::put_object(target, json.into_bytes()))
+        .map_err(|e| JobFailure::from_connector(&e))?;
+    Ok(RunSummary { rows_in: 0, rows_out: 0, bytes, files: vec![], stages, passes })
+}
+
 fn fitted_json(plan: &SharedPlan, steps: Vec<FittedStep>) -> Result<String, JobFailure> {
     let file = FittedFile {
         format_version: FITTED_FORMAT_VERSION,

@@ -12,6 +12,7 @@ use weir_connectors::listing::list_all;
 use weir_connectors::manifest::Manifest;
 use weir_connectors::objects::read_json;
 use weir_connectors::parquet_source::ParquetSource;
+use weir_connectors::partitions::Partitioning;
 use weir_connectors::{ConnectorError, Location, StorageOptions};
 
 /// What a prefix holds, as far as Weir's commit protocol goes.
@@ -160,7 +161,7 @@ pub async fn ls(uri: &str, status: &OutputStatus) -> Result<String, ConnectorErr
 /// The dataset's schema, row and file counts.
 pub async fn schema(uri: &str) -> Result<String, ConnectorError> {
     let location = Location::parse(uri, &StorageOptions::default())?;
-    let source = ParquetSource::open(&location, None).await?;
+    let source = ParquetSource::open(&location, None, Partitioning::Hive).await?;
     let mut out = String::new();
     for field in source.schema().fields() {
         let nullable = if field.is_nullable() { "" } else { " not null" };
@@ -173,7 +174,7 @@ pub async fn schema(uri: &str) -> Result<String, ConnectorError> {
 /// The first `rows` rows of the dataset (files in path order), as a table.
 pub async fn head(uri: &str, rows: usize) -> Result<String, ConnectorError> {
     let location = Location::parse(uri, &StorageOptions::default())?;
-    let source = ParquetSource::open(&location, None).await?;
+    let source = ParquetSource::open(&location, None, Partitioning::Hive).await?;
     let mut batches: Vec<RecordBatch> = Vec::new();
     let mut remaining = rows;
     'shards: for shard in source.shards(u64::MAX) {

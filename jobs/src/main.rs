@@ -126,6 +126,25 @@ enum Command {
     /// (JOB_COMPLETION_INDEX, WEIR_PROCESSES, WEIR_JOB_NAME, WEIR_CLUSTER_SERVICE,
     /// WEIR_NAMESPACE, WEIR_CLUSTER_PORT): what `weir worker --hostfile kubernetes` uses.
     Hostfile,
+    /// Run only a job's fitting passes and write its fitted parameters (fitted.json) to a
+    /// file, for later runs to reuse with `fitted = "FILE"`; prints their SHA-256, which a
+    /// `score` step's `fitted_sha256` pins a model to.
+    Fit {
+        /// The job's TOML file.
+        job: String,
+        /// Where to write fitted.json: a path, file:// or s3:// URI.
+        #[arg(long, short = 'o')]
+        output: String,
+        /// Replace the file if it exists.
+        #[arg(long)]
+        overwrite: bool,
+        /// Worker threads (default: the cores).
+        #[arg(long, short = 'w')]
+        workers: Option<usize>,
+        /// Set a variable used as {{key}} in the job (repeatable).
+        #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_pair)]
+        vars: Vec<(String, String)>,
+    },
     /// Check a job (spec, variables, source schema, steps) without running it.
     Validate {
         /// The job's TOML file.
@@ -596,10 +615,15 @@ fn dispatch(command: Command, runtime: &tokio::runtime::Runtime, stop: &Stop) ->
                 workers: workers.max(1),
                 local_cluster,
             };
-            let options = RunOptions { attempt, force, base_dir: output.base_dir.clone().map(Into::into) };
+            let options =
+                RunOptions { attempt, force, base_dir: output.base_dir.clone().map(Into::into), fit_output: None };
             worker(&job, role, vars, options, output.mode(), runtime, stop)
         }
         Command::Validate { job, vars } => validate(&job, &Variables::new(&vars), runtime),
+        Command::Fit { job, output, overwrite, workers, vars } => {
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            fit(&job, &output, overwrite, workers.unwrap_or(cores).max(1), &Variables::new(&vars), runtime, stop)
+        }
         Command::Ls { uri, json, require_committed } => {
             let status = runtime.block_on(inspect::status(&uri)).map_err(|e| JobFailure::from_connector(&e))?;
             let printed = if json {
@@ -708,7 +732,7 @@ fn run(
 ) -> Result<serde_json::Value, JobFailure> {
     let base_dir = shape.base_dir.as_ref().map(std::path::PathBuf::from);
     let job = load_job(path, vars, base_dir.as_deref()).map_err(failure)?;
-    let options = RunOptions { attempt: None, force: shape.force, base_dir: base_dir.clone() };
+    let options = RunOptions { attempt: None, force: shape.force, base_dir: base_dir.clone(), fit_output: None };
     let plan = match runtime.block_on(plan_job(&job, &options)) {
         Ok(plan) => plan,
         Err(nothing @ JobError::NothingNew { .. }) => return Ok(nothing_new(&job, &nothing, mode)),
@@ -948,6 +972,43 @@ fn nothing_new(job: &LoadedJob, nothing: &JobError, mode: OutputMode) -> serde_j
         eprintln!("weir: {nothing}");
     }
     summary
+}
+
+/// `weir fit`: the fitting passes of a job in this process, then fitted.json to `output`.
+fn fit(
+    path: &str,
+    output: &str,
+    overwrite: bool,
+    workers: usize,
+    vars: &Variables,
+    runtime: &tokio::runtime::Runtime,
+    stop: &Stop,
+) -> Result<(), JobFailure> {
+    let job = load_job(path, vars, None).map_err(failure)?;
+    let target =
+        weir_connectors::Location::parse(output, &job.spec.storage).map_err(|e| JobFailure::from_connector(&e))?;
+    if !overwrite && runtime.block_on(object_store::ObjectStoreExt::head(target.store(), target.path())).is_ok() {
+        return Err(JobFailure::user(format!("'{}' exists; pass --overwrite to replace it", target.uri())));
+    }
+    let options = RunOptions { fit_output: Some(output.to_string()), ..RunOptions::default() };
+    let plan = runtime.block_on(plan_job(&job, &options)).map_err(failure)?;
+    let view = ProgressView::new(plan.shards.len() as u64, OutputMode::SILENT);
+    let summary = run_in_process(plan, ClusterSetup::SingleProcess { workers }, runtime, &view, None, stop)
+        .map_err(in_job(&job))?;
+    let written = runtime
+        .block_on(weir_connectors::objects::read_json::<weir_operators::fit::FittedFile>(&target, target.path()))
+        .map_err(|e| JobFailure::from_connector(&e))?
+        .ok_or_else(|| JobFailure::internal("the fitted parameters just written cannot be read back"))?;
+    println!(
+        "job '{}': fitted {} step(s) in {} pass(es) into {} ({} bytes)\nfitted parameters SHA-256: {}",
+        job.spec.name,
+        written.steps.len(),
+        summary.passes,
+        target.uri(),
+        summary.bytes,
+        weir_operators::fit::params_sha256(&written.steps)
+    );
+    Ok(())
 }
 
 fn validate(path: &str, vars: &Variables, runtime: &tokio::runtime::Runtime) -> Result<(), JobFailure> {

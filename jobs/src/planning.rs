@@ -18,7 +18,7 @@ use weir_connectors::{ConnectorError, Location};
 use weir_connectors::manifest::ModelInfo;
 use weir_connectors::object_reader::read_object;
 use weir_engine::{EnginePlan, PlannedStep, StepKind};
-use weir_operators::fit::{FittedFile, FittedStep};
+use weir_operators::fit::{FittedFile, FittedStep, params_sha256};
 use weir_operators::step::BindError;
 use weir_operators::{BindContext, Bound, OpError, StepSpec, bind_steps};
 
@@ -50,6 +50,8 @@ pub struct RunOptions {
     pub force: bool,
     /// What relative paths in the job are relative to (default: the job file's folder).
     pub base_dir: Option<std::path::PathBuf>,
+    /// `weir fit`: where to write `fitted.json`; the run then only fits.
+    pub fit_output: Option<String>,
 }
 
 /// Reads, substitutes and parses a job file. Relative local paths in it (source, sink,
@@ -145,8 +147,9 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
         let (source, base) = open_incremental(&name, &source_location, &sink, spec).await?;
         (source, Some(base))
     } else {
-        let source =
-            ParquetSource::open(&source_location, spec.source.columns.as_deref()).await.map_err(connector("source"))?;
+        let source = ParquetSource::open(&source_location, spec.source.columns.as_deref(), spec.source.partitioning)
+            .await
+            .map_err(connector("source"))?;
         (source, None)
     };
     let (context, models) = fetch_models(spec).await?;
@@ -154,7 +157,21 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
         .map_err(|source| JobError::Step { job: name.clone(), source: Box::new(source) })?;
     let output_schema = bound.last().map(|step| step.output_schema()).unwrap_or_else(|| source.schema().clone());
     let output_schema = stored_schema(&output_schema);
+    let file_schema = partitioned_file_schema(&name, &output_schema, &spec.sink.partition_by)?;
     let steps = plan_steps(&name, &spec.steps, bound, &spec.storage).await?;
+    let pins = check_pins_at_planning(&name, spec, &steps)?;
+    let fit_output = match &options.fit_output {
+        None => None,
+        Some(uri) => {
+            if !steps.iter().any(|step| matches!(step.kind, StepKind::Fit(_)) || step.reused.is_some()) {
+                return Err(JobError::Invalid {
+                    job: name.clone(),
+                    message: "it has no fitted step (impute, standardize, minmax, clip, pca): nothing to fit".into(),
+                });
+            }
+            Some(Location::parse(uri, &spec.storage).map_err(connector("fitted output"))?)
+        }
+    };
     let shards = source.shards(spec.source.max_shard_rows.unwrap_or(DEFAULT_MAX_SHARD_ROWS));
     tracing::info!(
         job = %name,
@@ -176,6 +193,8 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
         shards,
         steps,
         output_schema,
+        partition_by: spec.sink.partition_by.clone(),
+        file_schema,
         sink,
         mode: spec.sink.mode,
         part_options: PartOptions {
@@ -187,7 +206,69 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
         cache_bytes: spec.source.cache_mb.unwrap_or(DEFAULT_CACHE_MB).saturating_mul(1 << 20),
         models,
         incremental_base,
+        pins,
+        fit_output,
     })
+}
+
+/// The `score` steps pinned to fitted parameters (`fitted_sha256`), as (step number,
+/// SHA-256). A pin whose fitted steps are all reused (`fitted = "…"`) is checked here
+/// already, so that `weir validate` reports it; the others are checked by the engine once
+/// fitted.
+fn check_pins_at_planning(job: &str, spec: &JobSpec, steps: &[PlannedStep]) -> Result<Vec<(usize, String)>, JobError> {
+    let mut pins = Vec::new();
+    for (index, step) in spec.steps.iter().enumerate() {
+        let Some(pinned) = step.fitted_pin() else { continue };
+        let number = index + 1;
+        let before: Vec<&PlannedStep> = steps.iter().filter(|s| s.number < number).collect();
+        let all_reused = before.iter().all(|s| !matches!(s.kind, StepKind::Fit(_)));
+        if all_reused {
+            let reused: Vec<FittedStep> = before.iter().filter_map(|s| s.reused.clone()).collect();
+            let got = params_sha256(&reused);
+            if !got.eq_ignore_ascii_case(pinned) {
+                return Err(JobError::Invalid {
+                    job: job.to_string(),
+                    message: format!(
+                        "step {number} (score): its model was trained on fitted parameters with SHA-256 {pinned}, but the fitted parameters this job reuses have {got}"
+                    ),
+                });
+            }
+        }
+        pins.push((number, pinned.to_string()));
+    }
+    Ok(pins)
+}
+
+/// The schema of the part files of an output partitioned by `partition_by`: the output's
+/// columns but those. Each partition column must be an output column of a type whose
+/// values name folders exactly, and at least one column must be left for the files.
+fn partitioned_file_schema(
+    job: &str,
+    output: &arrow::datatypes::SchemaRef,
+    partition_by: &[String],
+) -> Result<arrow::datatypes::SchemaRef, JobError> {
+    let invalid = |message: String| JobError::Invalid { job: job.to_string(), message };
+    for (index, name) in partition_by.iter().enumerate() {
+        if partition_by[..index].contains(name) {
+            return Err(invalid(format!("sink.partition_by names '{name}' twice")));
+        }
+        let field = output.field_with_name(name).map_err(|_| {
+            let columns: Vec<&str> = output.fields().iter().map(|f| f.name().as_str()).collect();
+            invalid(format!("sink.partition_by: no output column '{name}'; the output has: {}", columns.join(", ")))
+        })?;
+        if !weir_connectors::partitions::can_partition_by(field.data_type()) {
+            return Err(invalid(format!(
+                "sink.partition_by: column '{name}' is {}; partition by integer, string, date or boolean columns",
+                field.data_type()
+            )));
+        }
+    }
+    let kept: Vec<arrow::datatypes::FieldRef> =
+        output.fields().iter().filter(|f| !partition_by.contains(f.name())).cloned().collect();
+    if kept.is_empty() {
+        return Err(invalid("sink.partition_by takes every output column; the files would hold none".into()));
+    }
+    Ok(std::sync::Arc::new(arrow::datatypes::Schema::new(kept)))
 }
 
 /// An incremental source: the listed files that the committed output's ledger does not
@@ -247,9 +328,10 @@ async fn open_incremental(
         generation = base,
         "incremental source"
     );
-    let opened = ParquetSource::open_files(source, selection.new, spec.source.columns.as_deref())
-        .await
-        .map_err(connector("source"))?;
+    let opened =
+        ParquetSource::open_files(source, selection.new, spec.source.columns.as_deref(), spec.source.partitioning)
+            .await
+            .map_err(connector("source"))?;
     Ok((opened, base))
 }
 

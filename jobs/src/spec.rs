@@ -7,6 +7,7 @@ use toml::de::DeTable;
 use weir_connectors::StorageOptions;
 use weir_connectors::commit::WriteMode;
 use weir_connectors::parquet_sink::Codec;
+use weir_connectors::partitions::Partitioning;
 use weir_operators::StepSpec;
 
 use crate::vars::toml_message;
@@ -138,6 +139,10 @@ pub struct SourceSpec {
     /// cache off (default 1024).
     #[serde(default)]
     pub cache_mb: Option<u64>,
+    /// `hive` (default): `key=value` folders below the source's root are typed columns,
+    /// after the files' own; `none`: they are not.
+    #[serde(default)]
+    pub partitioning: Partitioning,
     /// Read only the files not processed into the output before: the output's manifest
     /// keeps a ledger of every input file (URI, size, ETag or modification time) whose rows
     /// it holds. Needs `sink.mode = "append"`.
@@ -170,6 +175,10 @@ pub struct SinkSpec {
     pub compression: Codec,
     #[serde(default)]
     pub mode: WriteMode,
+    /// Write rows into `k=v/` folders by these columns' values (Hive style); the files do
+    /// not store them. Integer, string, date and boolean columns.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
     /// Rows per row group in the part files (default 131,072).
     #[serde(default)]
     pub row_group_rows: Option<usize>,

@@ -167,6 +167,18 @@ pub struct FittedStep {
     pub params: serde_json::Value,
 }
 
+/// The SHA-256 (hex) that identifies fitted parameters, for pinning a model to the ones it
+/// was trained on (`score`'s `fitted_sha256`): over each step's op, strategy, columns and
+/// parameters, in order, as compact JSON; not over step numbers, run ids or where reused
+/// parameters came from, so a run that reuses a fit gets the fit's hash.
+pub fn params_sha256(steps: &[FittedStep]) -> String {
+    use sha2::{Digest, Sha256};
+    let canonical: Vec<serde_json::Value> =
+        steps.iter().map(|s| serde_json::json!([s.op, s.strategy, s.columns, s.params])).collect();
+    let digest = Sha256::digest(serde_json::Value::Array(canonical).to_string().as_bytes());
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 impl FittedFile {
     /// Parses a `fitted.json`; `uri` names it in errors.
     pub fn parse(uri: &str, bytes: &[u8]) -> Result<FittedFile, OpError> {

@@ -114,6 +114,10 @@ pub struct ScoreSpec {
     /// Expected SHA-256 (hex) of the model file.
     #[serde(default)]
     pub sha256: Option<String>,
+    /// The SHA-256 of the fitted parameters the model was trained on (as `weir fit` prints
+    /// it): the run fails if the fitted steps before this one end up with others.
+    #[serde(default)]
+    pub fitted_sha256: Option<String>,
     /// Model input name → columns.
     pub inputs: BTreeMap<String, Columns>,
     /// Model output name → column(s); all outputs under their own names when absent.

@@ -86,6 +86,14 @@ impl StepSpec {
         }
     }
 
+    /// The fitted parameters' SHA-256 a `score` step is pinned to (`fitted_sha256`).
+    pub fn fitted_pin(&self) -> Option<&str> {
+        match self {
+            StepSpec::Score(spec) => spec.fitted_sha256.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The `op` name as written in the job.
     pub fn op_name(&self) -> &'static str {
         match self {

@@ -13,6 +13,7 @@ use arrow::array::{
 use arrow::datatypes::{Int32Type, SchemaRef};
 use futures::StreamExt;
 use weir_connectors::parquet_source::ParquetSource;
+use weir_connectors::partitions::Partitioning;
 use weir_connectors::{Location, StorageOptions};
 use weir_jobs::planning::load_job_text;
 use weir_jobs::vars::Variables;
@@ -288,7 +289,7 @@ impl ParquetTarget {
     }
 
     async fn read(location: &Location, columns: Option<&[String]>) -> Result<Option<Vec<String>>, ()> {
-        let source = ParquetSource::open(location, columns).await.map_err(|_| ())?;
+        let source = ParquetSource::open(location, columns, Partitioning::None).await.map_err(|_| ())?;
         let mut rows = 0u64;
         for shard in source.shards(16) {
             let mut stream = source.read_shard(&shard, 7).map_err(|_| ())?;
