@@ -40,7 +40,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const HANDSHAKE_STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The first bytes of a handshake (and its version).
-const MAGIC: &[u8; 8] = b"WEIRCLU1";
+const MAGIC: &[u8; 8] = b"WEIRCLU2";
 
 /// The longest attempt id a handshake carries.
 const MAX_ATTEMPT_BYTES: usize = 256;
@@ -52,6 +52,8 @@ pub struct Handshake {
     pub attempt: String,
     /// The cluster's shared secret (`WEIR_CLUSTER_SECRET`); empty when none was given.
     pub secret: Vec<u8>,
+    /// Worker threads per process: every process of a cluster must run as many.
+    pub workers: usize,
     /// How long to wait for every peer.
     pub timeout: Duration,
 }
@@ -70,6 +72,7 @@ impl Handshake {
         mac.update(nonce);
         mac.update(self.attempt.as_bytes());
         mac.update(&index.to_le_bytes());
+        mac.update(&(self.workers as u64).to_le_bytes());
         mac.finalize().into_bytes().into()
     }
 
@@ -77,9 +80,10 @@ impl Handshake {
     fn join(&self, stream: &mut TcpStream, me: usize) -> std::io::Result<bool> {
         stream.set_read_timeout(Some(HANDSHAKE_STEP_TIMEOUT))?;
         let attempt = self.attempt.as_bytes();
-        let mut hello = Vec::with_capacity(8 + 8 + 4 + attempt.len());
+        let mut hello = Vec::with_capacity(8 + 8 + 8 + 4 + attempt.len());
         hello.extend_from_slice(MAGIC);
         hello.extend_from_slice(&(me as u64).to_le_bytes());
+        hello.extend_from_slice(&(self.workers as u64).to_le_bytes());
         hello.extend_from_slice(&(attempt.len() as u32).to_le_bytes());
         hello.extend_from_slice(attempt);
         stream.write_all(&hello)?;
@@ -97,13 +101,14 @@ impl Handshake {
     fn admit(&self, stream: &mut TcpStream, wanted: &dyn Fn(usize) -> bool) -> Result<usize, String> {
         let io = |e: std::io::Error| format!("the handshake broke off ({e})");
         stream.set_read_timeout(Some(HANDSHAKE_STEP_TIMEOUT)).map_err(io)?;
-        let mut header = [0u8; 20];
+        let mut header = [0u8; 28];
         stream.read_exact(&mut header).map_err(io)?;
         if &header[..8] != MAGIC {
             return Err("it is not a Weir process of this version".into());
         }
         let index = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
-        let length = u32::from_le_bytes(header[16..20].try_into().unwrap_or_default()) as usize;
+        let workers = u64::from_le_bytes(header[16..24].try_into().unwrap_or_default());
+        let length = u32::from_le_bytes(header[24..28].try_into().unwrap_or_default()) as usize;
         if length > MAX_ATTEMPT_BYTES {
             return Err("its attempt id is too long".into());
         }
@@ -128,8 +133,18 @@ impl Handshake {
         mac.update(&nonce);
         mac.update(&attempt);
         mac.update(&index.to_le_bytes());
+        mac.update(&workers.to_le_bytes());
         if mac.verify_slice(&proof).is_err() {
             return refuse(stream, "its proof of the cluster secret is wrong (WEIR_CLUSTER_SECRET differs)".into());
+        }
+        if workers != self.workers as u64 {
+            return refuse(
+                stream,
+                format!(
+                    "it runs {workers} worker(s), this process {}; every process of a cluster needs the same --workers",
+                    self.workers
+                ),
+            );
         }
         if !usize::try_from(index).is_ok_and(wanted) {
             return refuse(stream, format!("it says it is process {index}, which is not one this process waits for"));
@@ -260,7 +275,7 @@ fn connect_peers(
                 }
                 Ok(false) => {
                     return Err(format!(
-                        "process {index} ({address}) refused this one: their attempt or cluster secret (WEIR_CLUSTER_SECRET) differ"
+                        "process {index} ({address}) refused this one: their attempt, cluster secret (WEIR_CLUSTER_SECRET) or --workers differ (its log says which)"
                     ));
                 }
                 // Not up yet, or restarting: try again until the deadline.
@@ -303,7 +318,7 @@ mod tests {
     use super::*;
 
     fn handshake(attempt: &str, secret: &[u8]) -> Handshake {
-        Handshake { attempt: attempt.into(), secret: secret.to_vec(), timeout: Duration::from_secs(5) }
+        Handshake { attempt: attempt.into(), secret: secret.to_vec(), workers: 1, timeout: Duration::from_secs(5) }
     }
 
     /// Process 0 listens; process 1 (and intruders) connect.
@@ -328,17 +343,18 @@ mod tests {
             };
             let stale = try_join(handshake("run-1.old", b"s3cret"));
             let wrong_secret = try_join(handshake("run-1.new", b"guess"));
+            let other_width = try_join(Handshake { workers: 4, ..handshake("run-1.new", b"s3cret") });
             // Says something that is not a handshake, then nothing: refused after a step's timeout.
             let mut silent = TcpStream::connect(&target).unwrap();
             silent.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
             // The real process 1, which retries until process 0 gets to it.
             let joined = connect_peers(&second, &theirs, 1, &ours).map(|sockets| sockets[0].is_some());
             drop(silent);
-            (stale, wrong_secret, joined)
+            (stale, wrong_secret, other_width, joined)
         });
         let sockets = connect_peers(&first, &addresses, 0, &patient("run-1.new", b"s3cret")).unwrap();
         assert!(sockets[1].is_some());
-        assert_eq!(intruders_then_peer.join().unwrap(), (false, false, Ok(true)));
+        assert_eq!(intruders_then_peer.join().unwrap(), (false, false, false, Ok(true)));
     }
 
     #[test]

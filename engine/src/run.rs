@@ -49,6 +49,7 @@ pub fn execute(plan: SharedPlan, setup: ClusterSetup, context: ProcessContext) -
     let handshake = crate::cluster::Handshake {
         attempt: plan.attempt.clone(),
         secret: context.cluster_secret.clone(),
+        workers: setup.workers_per_process(),
         timeout: context.connect_timeout,
     };
     let (builders, others) = setup.connect(&handshake)?;

@@ -102,9 +102,10 @@ enum Command {
         /// kubernetes`, JOB_COMPLETION_INDEX.
         #[arg(long, required_unless_present = "hostfile")]
         process: Option<usize>,
-        /// Worker threads in this process (the same on every process).
-        #[arg(long, short = 'w', default_value_t = 1)]
-        workers: usize,
+        /// Worker threads in this process (default: the cores, as for `weir run`). Every
+        /// process of a cluster must run as many: a process with another count is refused.
+        #[arg(long, short = 'w')]
+        workers: Option<usize>,
         /// Set a variable used as {{key}} in the job (repeatable; the same on every process).
         #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_pair)]
         vars: Vec<(String, String)>,
@@ -612,7 +613,9 @@ fn dispatch(command: Command, runtime: &tokio::runtime::Runtime, stop: &Stop) ->
                 hostfile,
                 process: process.unwrap_or(0),
                 processes,
-                workers: workers.max(1),
+                workers: workers
+                    .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+                    .max(1),
                 local_cluster,
             };
             let options =

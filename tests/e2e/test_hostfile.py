@@ -73,10 +73,10 @@ def test_two_hostfile_processes_run_one_job(tmp_path, events_dir):
     assert manifest["cluster"] == {"processes": 2, "workers_per_process": 2}
 
 
-def start_worker(job, hostfile, process, secret, directory, name, timeout_s="20"):
+def start_worker(job, hostfile, process, secret, directory, name, timeout_s="20", workers="1"):
     env = dict(os.environ, WEIR_CLUSTER_SECRET=secret, WEIR_CONNECT_TIMEOUT_S=timeout_s)
     out, err = directory / f"{name}.out", directory / f"{name}.err"
-    args = [WEIR_BIN, "worker", job, "--hostfile", hostfile, "--process", process, "--workers", "1", "--json"]
+    args = [WEIR_BIN, "worker", job, "--hostfile", hostfile, "--process", process, "--workers", workers, "--json"]
     with open(out, "w") as stdout, open(err, "w") as stderr:
         proc = subprocess.Popen([str(a) for a in args], stdout=stdout, stderr=stderr, env=env)
     return proc, err
@@ -109,6 +109,26 @@ def test_a_process_with_the_wrong_secret_is_refused_and_the_run_goes_on(tmp_path
     assert "refused a connection to the cluster" in first_err.read_text() and "secret" in first_err.read_text()
     assert_committed(out, clean_reference(events_dir).num_rows)
     assert_same_rows(read_output(out), clean_reference(events_dir))
+
+
+def test_a_process_with_another_worker_count_is_refused_by_name(tmp_path, events_dir):
+    out, job, hostfile, _ = two_process_cluster(tmp_path, events_dir)
+    first, first_err = start_worker(job, hostfile, 0, "s", tmp_path, "first")
+    try:
+        wide, wide_err = start_worker(job, hostfile, 1, "s", tmp_path, "wide", workers="3")
+        assert wide.wait(timeout=60) != 0
+        assert "refused this one" in wide_err.read_text() and "--workers" in wide_err.read_text(), wide_err.read_text()
+        deadline = time.monotonic() + 10
+        while "needs the same --workers" not in first_err.read_text():
+            assert time.monotonic() < deadline, first_err.read_text()
+            time.sleep(0.05)
+        assert "it runs 3 worker(s), this process 1" in first_err.read_text()
+        second, _ = start_worker(job, hostfile, 1, "s", tmp_path, "second")
+        assert second.wait(timeout=120) == 0 and first.wait(timeout=120) == 0, first_err.read_text()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert_committed(out, clean_reference(events_dir).num_rows)
 
 
 def test_a_process_that_never_comes_is_named_within_the_deadline(tmp_path, events_dir):
