@@ -3,7 +3,9 @@
 //! - A *fit stage* fits one or more fitted steps: a pass folds every batch (as it leaves the
 //!   chain built so far) into each step's partial; a leader round gathers the partials on
 //!   worker 0, which merges them, finishes them into parameters and broadcasts those back;
-//!   every worker then adds the fitted steps to its chain. Consecutive fitted steps share a
+//!   every worker then adds the fitted steps to its chain. A step may ask for more passes
+//!   over the same input first (an exact quantile's search): the leader then broadcasts the
+//!   partials of its next pass instead of its parameters. Consecutive fitted steps share a
 //!   pass when that is exactly equivalent: no step of the group reads a column an earlier
 //!   one writes, and only the group's last step may drop rows.
 //! - A *dedupe stage* feeds every row's key and rank, located by `(shard, position)`, into
@@ -19,6 +21,7 @@ use std::ops::Range;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use timely::worker::Worker;
 use weir_operators::fit::{FittedStep, Partial};
 use weir_operators::{FitStep, OpError};
@@ -67,8 +70,19 @@ fn fit_failure(plan: &EnginePlan, index: usize, error: &OpError) -> JobFailure {
     if error.is_user_error() { JobFailure::user(message) } else { JobFailure::internal(message) }
 }
 
+/// The outcome of one pass of a fit stage, broadcast by the leader: the parameters of the
+/// steps fitted by now (JSON), and the partials of those that need another pass (an exact
+/// quantile's search).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FitRound {
+    params: Vec<Option<String>>,
+    next: Vec<Option<Partial>>,
+}
+
 /// Runs a fit stage over `group` (see the module documentation) and returns the fitted
-/// steps' entries for `fitted.json`.
+/// steps' entries for `fitted.json`. A step that needs more than one pass
+/// ([`FitStep::next_pass`]) gets them, over the same input, before any step of the group
+/// joins the chain.
 pub(crate) fn fit_stage(
     worker: &mut Worker,
     plan: &SharedPlan,
@@ -76,36 +90,48 @@ pub(crate) fn fit_stage(
     chain: &Rc<Chain>,
     group: Range<usize>,
 ) -> Result<Vec<FittedStep>, JobFailure> {
-    let fitters: Vec<&dyn FitStep> = group.clone().filter_map(|i| fitter(plan, i)).collect();
-    let partials: Rc<RefCell<Vec<Partial>>> = Rc::new(RefCell::new(fitters.iter().map(|f| f.new_partial()).collect()));
-    let consumer = {
-        let (plan, partials, group, metrics) = (plan.clone(), partials.clone(), group.clone(), chain.metrics().clone());
-        Box::new(move |item: crate::chain::SourceBatch| {
-            let mut partials = partials.borrow_mut();
-            for (index, partial) in group.clone().zip(partials.iter_mut()) {
-                let (Some(fit), step) = (fitter(&plan, index), &plan.steps[index]) else { continue };
-                let stage = Stage::Step { number: step.number, op: step.op, work: StepWork::Fold };
-                metrics
-                    .time(stage, || fit.fold(partial, &item.batch))
-                    .map_err(|e| step_failure(&plan, step.number, step.op, item.shard, &e))?;
+    let mut next: Vec<Option<Partial>> = group.clone().map(|i| fitter(plan, i).map(|f| f.new_partial())).collect();
+    let mut params: Vec<Option<String>> = vec![None; group.len()];
+    while next.iter().any(Option::is_some) {
+        let partials: Rc<RefCell<Vec<Option<Partial>>>> = Rc::new(RefCell::new(std::mem::take(&mut next)));
+        let consumer = {
+            let (plan, partials, group, metrics) =
+                (plan.clone(), partials.clone(), group.clone(), chain.metrics().clone());
+            Box::new(move |item: crate::chain::SourceBatch| {
+                let mut partials = partials.borrow_mut();
+                for (index, partial) in group.clone().zip(partials.iter_mut()) {
+                    let (Some(fit), Some(partial), step) = (fitter(&plan, index), partial.as_mut(), &plan.steps[index])
+                    else {
+                        continue;
+                    };
+                    let stage = Stage::Step { number: step.number, op: step.op, work: StepWork::Fold };
+                    metrics
+                        .time(stage, || fit.fold(partial, &item.batch))
+                        .map_err(|e| step_failure(&plan, step.number, step.op, item.shard, &e))?;
+                }
+                Ok(())
+            })
+        };
+        let outcome = run_pass(worker, plan, context, chain.clone(), consumer, false);
+        let contribution = outcome.map(|_| partials.take());
+        let (leader_plan, leader_group, leader_metrics) = (plan.clone(), group.clone(), chain.metrics().clone());
+        let round: Result<FitRound, JobFailure> =
+            leader_round(worker, contribution, move |contributions: Vec<Result<Vec<Option<Partial>>, JobFailure>>| {
+                finish_fits(&leader_plan, leader_group, contributions, &leader_metrics)
+            })
+            .ok_or_else(lost_round)?;
+        let round = round?;
+        for (slot, fitted) in params.iter_mut().zip(round.params) {
+            if fitted.is_some() {
+                *slot = fitted;
             }
-            Ok(())
-        })
-    };
-    let outcome = run_pass(worker, plan, context, chain.clone(), consumer, false);
-    let contribution = outcome.map(|_| partials.take());
-
-    let (leader_plan, leader_group, leader_metrics) = (plan.clone(), group.clone(), chain.metrics().clone());
-    let params: Result<Vec<String>, JobFailure> =
-        leader_round(worker, contribution, move |contributions: Vec<Result<Vec<Partial>, JobFailure>>| {
-            finish_fits(&leader_plan, leader_group, contributions, &leader_metrics)
-        })
-        .ok_or_else(lost_round)?;
-    let params = params?;
+        }
+        next = round.next;
+    }
 
     let mut entries = Vec::new();
     for (index, json) in group.zip(params) {
-        let (Some(fit), step) = (fitter(plan, index), &plan.steps[index]) else { continue };
+        let (Some(fit), Some(json), step) = (fitter(plan, index), json, &plan.steps[index]) else { continue };
         let value: serde_json::Value = serde_json::from_str(&json)
             .map_err(|e| JobFailure::internal(format!("step {}: fitted parameters do not parse: {e}", step.number)))?;
         let mapped = fit.with_params(&value).map_err(|e| fit_failure(plan, index, &e))?;
@@ -122,13 +148,14 @@ pub(crate) fn fit_stage(
     Ok(entries)
 }
 
-/// The leader's side of a fit stage: merge every worker's partials and finish them.
+/// The leader's side of a fit pass: merge every worker's partials, then for each step
+/// either finish them into parameters or hand out the partials of its next pass.
 fn finish_fits(
     plan: &EnginePlan,
     group: Range<usize>,
-    contributions: Vec<Result<Vec<Partial>, JobFailure>>,
+    contributions: Vec<Result<Vec<Option<Partial>>, JobFailure>>,
     metrics: &WorkerMetrics,
-) -> Result<Vec<String>, JobFailure> {
+) -> Result<FitRound, JobFailure> {
     let finish_stage = |index: usize| {
         let step = &plan.steps[index];
         Stage::Step { number: step.number, op: step.op, work: StepWork::Finish }
@@ -136,13 +163,15 @@ fn finish_fits(
     if let Some(failure) = JobFailure::first_cause(contributions.iter().filter_map(|c| c.as_ref().err())) {
         return Err(failure);
     }
-    let mut merged: Option<Vec<Partial>> = None;
+    let mut merged: Option<Vec<Option<Partial>>> = None;
     for partials in contributions.into_iter().flatten() {
         match merged.as_mut() {
             None => merged = Some(partials),
             Some(merged) => {
                 for ((index, into), other) in group.clone().zip(merged.iter_mut()).zip(partials) {
-                    let Some(fit) = fitter(plan, index) else { continue };
+                    let (Some(fit), Some(into), Some(other)) = (fitter(plan, index), into.as_mut(), other) else {
+                        continue;
+                    };
                     metrics
                         .time(finish_stage(index), || fit.merge(into, other))
                         .map_err(|e| fit_failure(plan, index, &e))?;
@@ -151,15 +180,32 @@ fn finish_fits(
         }
     }
     let merged = merged.ok_or_else(|| JobFailure::internal("a fit stage gathered no partials"))?;
-    group
-        .zip(merged)
-        .map(|(index, partial)| {
-            let fit = fitter(plan, index).ok_or_else(|| JobFailure::internal("a fit group holds a non-fitted step"))?;
-            let params =
-                metrics.time(finish_stage(index), || fit.finish(partial)).map_err(|e| fit_failure(plan, index, &e))?;
-            Ok(params.to_string())
-        })
-        .collect()
+    let mut round = FitRound { params: Vec::new(), next: Vec::new() };
+    for (index, partial) in group.zip(merged) {
+        let Some(mut partial) = partial else {
+            round.params.push(None);
+            round.next.push(None);
+            continue;
+        };
+        let fit = fitter(plan, index).ok_or_else(|| JobFailure::internal("a fit group holds a non-fitted step"))?;
+        let next = metrics
+            .time(finish_stage(index), || fit.next_pass(&mut partial))
+            .map_err(|e| fit_failure(plan, index, &e))?;
+        match next {
+            Some(next) => {
+                round.params.push(None);
+                round.next.push(Some(next));
+            }
+            None => {
+                let params = metrics
+                    .time(finish_stage(index), || fit.finish(partial))
+                    .map_err(|e| fit_failure(plan, index, &e))?;
+                round.params.push(Some(params.to_string()));
+                round.next.push(None);
+            }
+        }
+    }
+    Ok(round)
 }
 
 /// Runs the dedupe stage of the step at `index` (see the module documentation) and adds

@@ -25,7 +25,8 @@ use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::fit::{
-    FitStep, FloatTransform, NumericColumns, Partial, all_missing, column_params, numeric_step_schema, params_json,
+    FitStep, FloatTransform, NumericColumns, Partial, all_missing, column_params, exact_quantiles_next_pass,
+    numeric_step_schema, params_json,
 };
 use crate::quantile_sketch::QuantileSketch;
 use crate::{BoundStep, OpError};
@@ -45,6 +46,10 @@ pub struct ClipSpec {
     /// Reuse the bounds of an earlier run's `_weir/fitted.json`.
     #[serde(default)]
     pub fitted: Option<String>,
+    /// With `quantiles`: the exact quantiles (`numpy.quantile`) at any size, found in later
+    /// passes ([`crate::exact_quantile`]) when the sketch could not hold every value.
+    #[serde(default)]
+    pub exact: bool,
 }
 
 /// What [`ClipSpec::bind`] gives: fixed bounds map at once; quantile bounds are fitted.
@@ -68,11 +73,14 @@ impl ClipSpec {
                         "quantiles = [{low}, {high}] must be within [0, 1], low <= high"
                     )));
                 }
-                Ok(BoundClip::Fitted(ClipFit { columns, quantiles, fitted: self.fitted.clone() }))
+                Ok(BoundClip::Fitted(ClipFit { columns, quantiles, fitted: self.fitted.clone(), exact: self.exact }))
             }
             None => {
                 if self.fitted.is_some() {
                     return Err(OpError::InvalidSpec("fixed bounds are not fitted, so they take no `fitted`".into()));
+                }
+                if self.exact {
+                    return Err(OpError::InvalidSpec("`exact` is for fitted `quantiles`, not fixed bounds".into()));
                 }
                 let lower = self.lower.unwrap_or(f64::NEG_INFINITY);
                 let upper = self.upper.unwrap_or(f64::INFINITY);
@@ -95,6 +103,7 @@ pub struct ClipFit {
     columns: NumericColumns,
     quantiles: [f64; 2],
     fitted: Option<String>,
+    exact: bool,
 }
 
 /// One column's fitted bounds, as saved in `fitted.json` (`null`: no bound).
@@ -125,29 +134,61 @@ impl FitStep for ClipFit {
     }
 
     fn fold(&self, partial: &mut Partial, batch: &RecordBatch) -> Result<(), OpError> {
-        self.columns.fold_each(batch, partial.sketches()?, QuantileSketch::extend_from_slice)
+        match partial {
+            Partial::Exact(searches) => self.columns.fold_each(batch, searches, |search, values| {
+                if let Some(search) = search {
+                    search.fold(values);
+                }
+            }),
+            partial => self.columns.fold_each(batch, partial.sketches()?, QuantileSketch::extend_from_slice),
+        }
     }
 
     fn merge(&self, into: &mut Partial, other: Partial) -> Result<(), OpError> {
-        let Partial::Sketches(other) = other else {
-            return Err(OpError::Internal("clip got a partial that is not sketches".into()));
-        };
-        into.sketches()?.iter_mut().zip(other).for_each(|(a, b)| a.merge(b));
+        match other {
+            Partial::Sketches(other) => into.sketches()?.iter_mut().zip(other).for_each(|(a, b)| a.merge(b)),
+            Partial::Exact(other) => {
+                for (a, b) in into.exact()?.iter_mut().zip(other) {
+                    if let (Some(a), Some(b)) = (a, b) {
+                        a.merge(b);
+                    }
+                }
+            }
+            _ => return Err(OpError::Internal("clip got a partial it does not fold".into())),
+        }
         Ok(())
+    }
+
+    fn next_pass(&self, merged: &mut Partial) -> Result<Option<Partial>, OpError> {
+        if self.exact {
+            return exact_quantiles_next_pass(merged, &self.quantiles);
+        }
+        Ok(None)
     }
 
     fn finish(&self, mut partial: Partial) -> Result<serde_json::Value, OpError> {
         let finite = |v: f64| v.is_finite().then_some(v);
+        let [low, high] = self.quantiles;
+        // (lower, upper, count, exact) per column, from the searches or the sketches.
+        let found: Vec<(Option<f64>, Option<f64>, u64, bool)> = match &mut partial {
+            Partial::Exact(searches) => searches
+                .iter()
+                .map(|search| match search {
+                    Some(s) => (s.quantile(low), s.quantile(high), s.count(), true),
+                    None => (None, None, 0, true),
+                })
+                .collect(),
+            partial => partial
+                .sketches()?
+                .iter()
+                .map(|s| (s.quantile(low), s.quantile(high), s.count(), s.is_exact()))
+                .collect(),
+        };
         let mut bounds = Vec::new();
-        for (sketch, column) in partial.sketches()?.iter().zip(&self.columns.names) {
-            let lower = sketch.quantile(self.quantiles[0]).ok_or_else(|| all_missing(column, "quantiles"))?;
-            let upper = sketch.quantile(self.quantiles[1]).ok_or_else(|| all_missing(column, "quantiles"))?;
-            bounds.push(ColumnBounds {
-                lower: finite(lower),
-                upper: finite(upper),
-                count: sketch.count(),
-                exact: sketch.is_exact(),
-            });
+        for ((lower, upper, count, exact), column) in found.into_iter().zip(&self.columns.names) {
+            let lower = lower.ok_or_else(|| all_missing(column, "quantiles"))?;
+            let upper = upper.ok_or_else(|| all_missing(column, "quantiles"))?;
+            bounds.push(ColumnBounds { lower: finite(lower), upper: finite(upper), count, exact });
         }
         let mut extra = serde_json::Map::new();
         extra.insert("quantiles".to_string(), serde_json::json!(self.quantiles));
@@ -190,7 +231,14 @@ mod tests {
 
     #[test]
     fn fixed_bounds_keep_nulls_and_nan() {
-        let spec = ClipSpec { columns: vec!["x".into()], lower: Some(0.0), upper: None, quantiles: None, fitted: None };
+        let spec = ClipSpec {
+            columns: vec!["x".into()],
+            lower: Some(0.0),
+            upper: None,
+            quantiles: None,
+            fitted: None,
+            exact: false,
+        };
         let BoundClip::Fixed(step) = spec.bind(&batch(vec![]).schema()).unwrap() else { panic!() };
         let out = step.apply(batch(vec![Some(-2.0), None, Some(f64::NAN), Some(f64::INFINITY)])).unwrap();
         let x = out.column(0).as_primitive::<Float64Type>();
@@ -207,6 +255,7 @@ mod tests {
             upper: None,
             quantiles: Some([0.015, 0.9]),
             fitted: None,
+            exact: false,
         };
         let BoundClip::Fitted(fit) = spec.bind(&batch(vec![]).schema()).unwrap() else { panic!() };
         let mut partial = fit.new_partial();
@@ -221,11 +270,23 @@ mod tests {
     #[test]
     fn bad_bounds_are_refused() {
         let schema = batch(vec![]).schema();
-        let spec =
-            ClipSpec { columns: vec!["x".into()], lower: Some(2.0), upper: Some(1.0), quantiles: None, fitted: None };
+        let spec = ClipSpec {
+            columns: vec!["x".into()],
+            lower: Some(2.0),
+            upper: Some(1.0),
+            quantiles: None,
+            fitted: None,
+            exact: false,
+        };
         assert!(spec.bind(&schema).is_err());
-        let spec =
-            ClipSpec { columns: vec!["x".into()], lower: None, upper: None, quantiles: Some([0.9, 0.1]), fitted: None };
+        let spec = ClipSpec {
+            columns: vec!["x".into()],
+            lower: None,
+            upper: None,
+            quantiles: Some([0.9, 0.1]),
+            fitted: None,
+            exact: false,
+        };
         assert!(spec.bind(&schema).is_err());
     }
 }

@@ -27,6 +27,7 @@ use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+use crate::exact_quantile::{COLLECT_LIMIT, ExactQuantiles};
 use crate::pca::CoMoments;
 use crate::quantile_sketch::QuantileSketch;
 use crate::stats::{Moments, Range, ValueCounts};
@@ -72,6 +73,15 @@ pub trait FitStep: Send + Sync + std::fmt::Debug {
     /// Merges `other` into `into`.
     fn merge(&self, into: &mut Partial, other: Partial) -> Result<(), OpError>;
 
+    /// For a fit that needs another pass over the same input (an exact quantile): given the
+    /// merged partial of the pass just made (which it may update, e.g. with what it found),
+    /// the empty partial every worker folds the next pass into; `None` when
+    /// [`FitStep::finish`] can conclude from `merged`.
+    fn next_pass(&self, merged: &mut Partial) -> Result<Option<Partial>, OpError> {
+        let _ = merged;
+        Ok(None)
+    }
+
     /// Turns the merged partial of the whole input into parameters. Errors are the data's:
     /// a column with no value to fit on, or an infinity where a finite value is needed.
     fn finish(&self, partial: Partial) -> Result<serde_json::Value, OpError>;
@@ -90,6 +100,33 @@ pub enum Partial {
     Counts(Vec<ValueCounts>),
     /// One set of co-moments over all the step's columns (`pca`).
     CoMoments(CoMoments),
+    /// The searches of exact quantiles over later passes, per column (`None`: the column
+    /// has no value).
+    Exact(Vec<Option<ExactQuantiles>>),
+}
+
+/// The shared `next_pass` of fitted quantiles with `exact = true` (impute's median, clip's
+/// bounds): after the sketch pass, plan the searches (a column whose sketch held every value
+/// needs none); after a search pass, advance them; another pass while any goes on.
+pub fn exact_quantiles_next_pass(merged: &mut Partial, quantiles: &[f64]) -> Result<Option<Partial>, OpError> {
+    let searches: &mut Vec<Option<ExactQuantiles>> = match merged {
+        Partial::Sketches(sketches) => {
+            let planned: Vec<Option<ExactQuantiles>> =
+                sketches.iter().map(|sketch| ExactQuantiles::plan(sketch, quantiles, COLLECT_LIMIT)).collect();
+            if planned.iter().flatten().all(ExactQuantiles::done) {
+                return Ok(None); // every sketch held all its values: they answer exactly
+            }
+            // Columns whose sketch held every value carry their answers along.
+            return Ok(Some(Partial::Exact(planned)));
+        }
+        Partial::Exact(searches) => searches,
+        other => return Err(wrong_partial("sketches or exact quantile searches", other)),
+    };
+    let mut more = false;
+    for search in searches.iter_mut().flatten() {
+        more |= !search.advance();
+    }
+    Ok(more.then(|| Partial::Exact(searches.clone())))
 }
 
 impl Partial {
@@ -121,6 +158,13 @@ impl Partial {
         }
     }
 
+    pub fn exact(&mut self) -> Result<&mut Vec<Option<ExactQuantiles>>, OpError> {
+        match self {
+            Partial::Exact(inner) => Ok(inner),
+            other => Err(wrong_partial("exact quantile searches", other)),
+        }
+    }
+
     pub fn co_moments(&mut self) -> Result<&mut CoMoments, OpError> {
         match self {
             Partial::CoMoments(inner) => Ok(inner),
@@ -136,6 +180,7 @@ fn wrong_partial(expected: &str, found: &Partial) -> OpError {
         Partial::Sketches(_) => "sketches",
         Partial::Counts(_) => "counts",
         Partial::CoMoments(_) => "co-moments",
+        Partial::Exact(_) => "exact quantile searches",
     };
     OpError::Internal(format!("a fitted step expected a partial of {expected}, got {found}"))
 }

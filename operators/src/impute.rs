@@ -36,8 +36,8 @@ use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::fit::{
-    FitStep, Partial, all_missing, as_f64, column_params, float_output_type, names, no_infinity, numeric_columns,
-    params_json, replace_columns, schema_with_types,
+    FitStep, Partial, all_missing, as_f64, column_params, exact_quantiles_next_pass, float_output_type, names,
+    no_infinity, numeric_columns, params_json, replace_columns, schema_with_types,
 };
 use crate::quantile_sketch::QuantileSketch;
 use crate::stats::{ModeValue, Moments, ValueCounts, present_values};
@@ -87,6 +87,10 @@ pub struct ImputeSpec {
     /// Reuse the fill values of an earlier run's `_weir/fitted.json`.
     #[serde(default)]
     pub fitted: Option<String>,
+    /// With `strategy = "median"`: the exact median (`numpy.median`) at any size, found in
+    /// later passes ([`crate::exact_quantile`]) when the sketch could not hold every value.
+    #[serde(default)]
+    pub exact: bool,
 }
 
 /// What [`ImputeSpec::bind`] gives: a constant fill maps at once; the others are fitted.
@@ -105,6 +109,12 @@ impl ImputeSpec {
         if strategy != ImputeStrategy::Constant && self.value.is_some() {
             return Err(OpError::InvalidSpec(format!(
                 "`value` is only for strategy = \"constant\", not \"{}\"",
+                strategy.name()
+            )));
+        }
+        if self.exact && strategy != ImputeStrategy::Median {
+            return Err(OpError::InvalidSpec(format!(
+                "`exact` is for strategy = \"median\", not \"{}\"",
                 strategy.name()
             )));
         }
@@ -148,6 +158,7 @@ impl ImputeSpec {
             output: schema_with_types(input, &output_types),
             output_types: output_types.into_iter().map(|(_, t)| t).collect(),
             fitted: self.fitted.clone(),
+            exact: self.exact,
         };
         match &self.value {
             Some(value) => {
@@ -182,6 +193,8 @@ pub struct ImputeFit {
     output_types: Vec<DataType>,
     output: SchemaRef,
     fitted: Option<String>,
+    /// `exact = true`: the median by exact selection over passes.
+    exact: bool,
 }
 
 /// One column's fitted fill value, as saved in `fitted.json`.
@@ -257,7 +270,14 @@ impl FitStep for ImputeFit {
                 }
                 ImputeStrategy::Median => {
                     present_values(&as_f64(column)?, &mut values);
-                    partial.sketches()?[position].extend_from_slice(&values);
+                    match &mut *partial {
+                        Partial::Exact(searches) => {
+                            if let Some(search) = &mut searches[position] {
+                                search.fold(&values);
+                            }
+                        }
+                        other => other.sketches()?[position].extend_from_slice(&values),
+                    }
                 }
                 ImputeStrategy::MostFrequent | ImputeStrategy::Constant => {
                     partial.counts()?[position].fold(column)?;
@@ -271,6 +291,13 @@ impl FitStep for ImputeFit {
         match other {
             Partial::Moments(other) => into.moments()?.iter_mut().zip(&other).for_each(|(a, b)| a.merge(b)),
             Partial::Sketches(other) => into.sketches()?.iter_mut().zip(other).for_each(|(a, b)| a.merge(b)),
+            Partial::Exact(other) => {
+                for (a, b) in into.exact()?.iter_mut().zip(other) {
+                    if let (Some(a), Some(b)) = (a, b) {
+                        a.merge(b);
+                    }
+                }
+            }
             Partial::Counts(other) => {
                 for (a, b) in into.counts()?.iter_mut().zip(other) {
                     a.merge(b)?;
@@ -279,6 +306,13 @@ impl FitStep for ImputeFit {
             _ => return Err(OpError::Internal("impute got a partial it does not fold".into())),
         }
         Ok(())
+    }
+
+    fn next_pass(&self, merged: &mut Partial) -> Result<Option<Partial>, OpError> {
+        if self.exact {
+            return exact_quantiles_next_pass(merged, &[0.5]);
+        }
+        Ok(None)
     }
 
     fn finish(&self, mut partial: Partial) -> Result<serde_json::Value, OpError> {
@@ -294,14 +328,19 @@ impl FitStep for ImputeFit {
                     ColumnFill { value: serde_json::json!(moments.mean()), count: moments.count, exact: None }
                 }
                 ImputeStrategy::Median => {
-                    let sketch = &partial.sketches()?[position];
-                    let median = sketch.quantile(0.5).ok_or_else(|| all_missing(column, "median"))?;
+                    let (median, count, exact) = match &mut partial {
+                        Partial::Exact(searches) => match &searches[position] {
+                            Some(search) => (search.quantile(0.5), search.count(), true),
+                            None => (None, 0, true),
+                        },
+                        partial => {
+                            let sketch = &partial.sketches()?[position];
+                            (sketch.quantile(0.5), sketch.count(), sketch.is_exact())
+                        }
+                    };
+                    let median = median.ok_or_else(|| all_missing(column, "median"))?;
                     no_infinity(column, "median", median.is_infinite())?;
-                    ColumnFill {
-                        value: serde_json::json!(median),
-                        count: sketch.count(),
-                        exact: Some(sketch.is_exact()),
-                    }
+                    ColumnFill { value: serde_json::json!(median), count, exact: Some(exact) }
                 }
                 ImputeStrategy::MostFrequent | ImputeStrategy::Constant => {
                     let counts = &partial.counts()?[position];
@@ -435,7 +474,13 @@ mod tests {
     }
 
     fn spec(columns: &[&str], strategy: ImputeStrategy, value: Option<ConstantValue>) -> ImputeSpec {
-        ImputeSpec { columns: columns.iter().map(|c| c.to_string()).collect(), strategy, value, fitted: None }
+        ImputeSpec {
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            strategy,
+            value,
+            fitted: None,
+            exact: false,
+        }
     }
 
     fn fit_and_apply(spec: &ImputeSpec, batches: &[RecordBatch]) -> (serde_json::Value, RecordBatch) {

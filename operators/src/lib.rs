@@ -17,6 +17,7 @@ pub mod dedupe;
 pub mod drop_columns;
 pub mod drop_nulls;
 pub mod error;
+pub mod exact_quantile;
 pub mod filter;
 pub mod fit;
 pub mod impute;

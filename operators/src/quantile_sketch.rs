@@ -124,6 +124,15 @@ impl QuantileSketch {
         self.count
     }
 
+    /// Every value's key, sorted, while the sketch holds them all ([`Self::is_exact`]).
+    pub(crate) fn sorted_keys_if_exact(&self) -> Option<Vec<u64>> {
+        self.is_exact().then(|| {
+            let mut keys = self.levels[0].clone();
+            keys.sort_unstable();
+            keys
+        })
+    }
+
     /// True while the sketch still holds every value it was given (no compaction happened).
     pub fn is_exact(&self) -> bool {
         self.levels.len() == 1
@@ -266,7 +275,7 @@ fn value_at(items: &[(u64, u64)], position: u64) -> f64 {
 /// Interpolates from `a` towards `b` (`a ≤ b`) by `t` in `[0, 1)` like numpy's `'linear'`
 /// quantile, or averages them like `numpy.median` when `median` (then `t` is 0.5), with the
 /// infinite cases resolved as described on [`QuantileSketch::quantile`].
-fn interpolate(a: f64, b: f64, t: f64, median: bool) -> f64 {
+pub(crate) fn interpolate(a: f64, b: f64, t: f64, median: bool) -> f64 {
     if t == 0.0 || a == b {
         return a;
     }
@@ -289,13 +298,13 @@ fn interpolate(a: f64, b: f64, t: f64, median: bool) -> f64 {
 }
 
 /// Maps a non-NaN `f64` to a `u64` with the same order (−∞ lowest, −0.0 just below +0.0).
-fn to_key(value: f64) -> u64 {
+pub(crate) fn to_key(value: f64) -> u64 {
     let bits = value.to_bits();
     if bits >> 63 == 1 { !bits } else { bits | (1 << 63) }
 }
 
 /// Inverse of [`to_key`].
-fn from_key(key: u64) -> f64 {
+pub(crate) fn from_key(key: u64) -> f64 {
     if key >> 63 == 1 { f64::from_bits(key & !(1 << 63)) } else { f64::from_bits(!key) }
 }
 

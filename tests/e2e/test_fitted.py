@@ -272,3 +272,55 @@ def test_median_of_a_large_column_is_within_the_sketch_rank_bound(weir, tmp_path
     middle = (len(values) - 1) / 2
     rank_error = max(0.0, lo - middle, middle - hi) / len(values)
     assert rank_error <= 0.001, rank_error
+
+
+@pytest.mark.parametrize("shape", SHAPES_1_AND_2X2, ids=shape_id)
+def test_exact_median_and_quantiles_equal_numpy_at_every_shape(weir, tmp_path, shape):
+    """`exact = true`: beyond the sketch's 8192 values, the median and the clip bounds are
+    found by selection over more passes, equal to numpy.median / numpy.quantile exactly,
+    whatever the split among workers (nulls, NaN and many ties included)."""
+    rng = np.random.default_rng(23)
+    n = 120_001
+    x = np.round(rng.lognormal(3.0, 1.2, n), 2)  # rounding makes ties
+    x[rng.random(n) < 0.02] = np.nan
+    y = rng.normal(0, 1, n)
+    mask = rng.random(n) < 0.03
+    src = tmp_path / "src"
+    src.mkdir()
+    table = pa.table({"id": np.arange(n), "x": x, "y": pa.array(y, mask=mask)})
+    for index, piece in enumerate(np.array_split(np.arange(n), 4)):
+        pq.write_table(table.take(piece), src / f"part-{index}.parquet", row_group_size=9_000)
+    out = tmp_path / "out"
+    steps = (
+        '[[step]]\nop = "impute"\ncolumns = ["x", "y"]\nstrategy = "median"\nexact = true\n'
+        '[[step]]\nop = "clip"\ncolumns = ["x", "y"]\nquantiles = [0.013, 0.987]\nexact = true\n'
+    )
+    job = write_job(tmp_path / "job.toml", f'name = "exact"\n[source]\nuri = "{src}"\n{steps}[sink]\nuri = "{out}"\n')
+    weir("run", job, *shape, check=0)
+    fills, bounds = fitted_column_params(out, 1), fitted_column_params(out, 2)
+    present = {"x": x[~np.isnan(x)], "y": y[~mask]}
+    for name, values in present.items():
+        assert fills[name]["exact"] is True and fills[name]["count"] == len(values)
+        assert fills[name]["value"] == float(np.median(values)), name
+        imputed = np.where(np.isnan(x), np.median(values), x) if name == "x" else np.where(mask, np.median(values), y)
+        lo, hi = np.quantile(imputed, [0.013, 0.987])
+        assert bounds[name]["exact"] is True
+        assert (bounds[name]["lower"], bounds[name]["upper"]) == (float(lo), float(hi)), name
+    manifest = json.loads((out / "_weir" / "manifest.json").read_text())
+    assert manifest["passes"] >= 4, "each exact step took at least one pass more than its sketch"
+
+
+@pytest.mark.parametrize(
+    "step, message",
+    [
+        ('op = "impute"\ncolumns = ["x"]\nstrategy = "mean"\nexact = true', '`exact` is for strategy = "median"'),
+        ('op = "clip"\ncolumns = ["x"]\nlower = 0.0\nexact = true', "`exact` is for fitted `quantiles`"),
+    ],
+)
+def test_exact_where_it_means_nothing_is_refused(weir, tmp_path, step, message):
+    src = tmp_path / "src"
+    src.mkdir()
+    pq.write_table(pa.table({"x": [1.0, 2.0]}), src / "a.parquet")
+    job = write_job(tmp_path / "job.toml", f'name = "e"\n[source]\nuri = "{src}"\n[[step]]\n{step}\n[sink]\nuri = "{tmp_path / "out"}"\n')
+    proc = weir("validate", job, check=2)
+    assert "step 1" in proc.stderr and message in proc.stderr, proc.stderr
