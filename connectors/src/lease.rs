@@ -47,19 +47,16 @@ use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
-use crate::commit::{CommitRecord, publish};
 use crate::listing::list_all;
 use crate::objects::{delete_local_leftovers, delete_objects, read_json};
+pub use crate::publication::{COMMIT_FILE, RUNS_DIR};
+use crate::publication::{CommitRecord, publish};
 use crate::{ConnectorError, Location};
 
-/// Where attempts keep their claims, heartbeats and staged files, under the output prefix.
-pub const RUNS_DIR: &str = "_weir/runs";
 /// The claim's file name in an attempt's directory.
 pub const CLAIM_FILE: &str = "claim.json";
 /// The heartbeat's file name in an attempt's directory.
 pub const HEARTBEAT_FILE: &str = "heartbeat";
-/// A decided commit's file name in an attempt's directory.
-pub const COMMIT_FILE: &str = "commit.json";
 /// Default time to live of a lease (`sink.lease_ttl_s`).
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
 /// How long an attempt waits for tied claimants to decide (rule 4) before giving up.

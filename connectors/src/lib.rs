@@ -18,6 +18,7 @@ pub mod objects;
 pub mod parquet_sink;
 pub mod parquet_source;
 pub mod partitions;
+pub mod publication;
 #[cfg(test)]
 mod test_support;
 

@@ -21,6 +21,7 @@
 mod cache;
 mod chain;
 pub mod cluster;
+pub mod context;
 mod dedupe;
 pub mod failure;
 mod metrics;
@@ -34,7 +35,8 @@ mod stages;
 mod worker;
 
 pub use cluster::ClusterSetup;
+pub use context::{ProcessContext, RunSummary};
 pub use failure::{FailureKind, JobFailure};
 pub use plan::{EnginePlan, PlannedStep, StepKind};
 pub use progress::{Progress, ProgressSnapshot};
-pub use run::{ProcessContext, RunSummary, execute};
+pub use run::execute;

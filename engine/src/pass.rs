@@ -27,10 +27,10 @@ use timely::worker::Worker;
 use crate::JobFailure;
 use crate::cache::CacheUse;
 use crate::chain::{Chain, SourceBatch};
+use crate::context::ProcessContext;
 use crate::metrics::Stage;
 use crate::plan::SharedPlan;
 use crate::rounds::PARK;
-use crate::run::ProcessContext;
 
 /// What a pass does with each mapped batch.
 pub(crate) type Consumer = Box<dyn FnMut(SourceBatch) -> Result<(), JobFailure>>;
@@ -51,19 +51,30 @@ enum ShardBatches {
     Store(BoxStream<'static, Result<RecordBatch, weir_connectors::ConnectorError>>),
 }
 
-/// Runs one pass (see the module documentation) and returns the rows read. `last` says
-/// whether this is the final pass: the one the progress counters follow, and the one that
-/// releases the cache instead of filling it.
+/// Which pass a run makes over its shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PassKind {
+    /// A fit or dedupe stage's pass: it fills the cache for the passes after it.
+    Stage,
+    /// The final pass into the sink: the one the progress counters follow; it releases each
+    /// cached shard as it reads it.
+    Final,
+}
+
+/// Runs one pass of `kind` (see the module documentation) and returns the rows read.
 pub(crate) fn run_pass(
     worker: &mut Worker,
     plan: &SharedPlan,
     context: &ProcessContext,
     chain: Rc<Chain>,
     consumer: Consumer,
-    last: bool,
+    kind: PassKind,
 ) -> Result<u64, JobFailure> {
-    let progress = last;
-    let usage = if last { CacheUse::Drain } else { CacheUse::Fill };
+    let progress = kind == PassKind::Final;
+    let usage = match kind {
+        PassKind::Stage => CacheUse::Fill,
+        PassKind::Final => CacheUse::Drain,
+    };
     let index = worker.index();
     let peers = worker.peers();
     let failure: Rc<RefCell<Option<JobFailure>>> = Rc::new(RefCell::new(None));

@@ -16,15 +16,17 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::worker::Worker;
 
+use crate::JobFailure;
+
 /// How long a waiting worker parks between checks for messages.
 pub(crate) const PARK: Duration = Duration::from_millis(5);
 
 /// Runs one leader round; see the module documentation. Every worker must call it, in the
 /// same order relative to its other rounds. `leader` runs on worker 0 only and gets the
 /// contributions in worker order, so what it computes does not depend on which worker's
-/// message arrived first (merged floating-point statistics are then reproducible). Returns `None`
-/// only if the cluster lost the result, which the protocol rules out.
-pub fn leader_round<T, R, F>(worker: &mut Worker, contribution: T, leader: F) -> Option<R>
+/// message arrived first (merged floating-point statistics are then reproducible). Fails
+/// only if the cluster lost the result, which the protocol rules out (an internal error).
+pub fn leader_round<T, R, F>(worker: &mut Worker, contribution: T, leader: F) -> Result<R, JobFailure>
 where
     T: Serialize + for<'a> Deserialize<'a> + Clone + Send + 'static,
     R: Serialize + for<'a> Deserialize<'a> + Clone + Send + 'static,
@@ -74,5 +76,5 @@ where
     while result.borrow().is_none() && worker.has_dataflows() {
         worker.step_or_park(Some(PARK));
     }
-    result.take()
+    result.take().ok_or_else(|| JobFailure::internal("a leader round ended without a result"))
 }

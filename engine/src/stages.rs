@@ -28,16 +28,12 @@ use weir_operators::{FitStep, OpError};
 
 use crate::JobFailure;
 use crate::chain::{Chain, KeptRows, RowCursor, step_failure};
+use crate::context::ProcessContext;
 use crate::dedupe::{DedupeRecord, KeyedDedupe};
 use crate::metrics::{Stage, StepWork, WorkerMetrics};
-use crate::pass::run_pass;
+use crate::pass::{PassKind, run_pass};
 use crate::plan::{EnginePlan, SharedPlan, StepKind};
 use crate::rounds::leader_round;
-use crate::run::ProcessContext;
-
-fn lost_round() -> JobFailure {
-    JobFailure::internal("a leader round ended without a result")
-}
 
 fn fitter(plan: &EnginePlan, index: usize) -> Option<&dyn FitStep> {
     match &plan.steps[index].kind {
@@ -112,14 +108,13 @@ pub(crate) fn fit_stage(
                 Ok(())
             })
         };
-        let outcome = run_pass(worker, plan, context, chain.clone(), consumer, false);
+        let outcome = run_pass(worker, plan, context, chain.clone(), consumer, PassKind::Stage);
         let contribution = outcome.map(|_| partials.take());
         let (leader_plan, leader_group, leader_metrics) = (plan.clone(), group.clone(), chain.metrics().clone());
         let round: Result<FitRound, JobFailure> =
             leader_round(worker, contribution, move |contributions: Vec<Result<Vec<Option<Partial>>, JobFailure>>| {
                 finish_fits(&leader_plan, leader_group, contributions, &leader_metrics)
-            })
-            .ok_or_else(lost_round)?;
+            })?;
         let round = round?;
         for (slot, fitted) in params.iter_mut().zip(round.params) {
             if fitted.is_some() {
@@ -245,7 +240,7 @@ pub(crate) fn dedupe_stage(
             })
         })
     };
-    let outcome = run_pass(worker, plan, context, chain.clone(), consumer, false);
+    let outcome = run_pass(worker, plan, context, chain.clone(), consumer, PassKind::Stage);
     // Every worker finishes the keyed dataflow, failed or not, so none waits forever.
     let keyed = keyed.take().ok_or_else(|| JobFailure::internal("the dedupe input is gone after its pass"))?;
     let reduce_stage = Stage::Step { number: step.number, op: step.op, work: StepWork::Reduce };
@@ -259,8 +254,7 @@ pub(crate) fn dedupe_stage(
             Some(failure) => Err(failure),
             None => Ok(()),
         },
-    )
-    .ok_or_else(lost_round)?;
+    )?;
     agreed?;
     chain.push_keep(step.number, KeptRows::new(winners));
     Ok(())

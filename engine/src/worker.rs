@@ -22,11 +22,11 @@ use weir_operators::fit::{FITTED_FORMAT_VERSION, FittedFile, FittedStep, params_
 use crate::JobFailure;
 use crate::cache::SourceCache;
 use crate::chain::Chain;
+use crate::context::{ProcessContext, RunSummary};
 use crate::metrics::{Stage, WorkerMetrics, sum_reports};
-use crate::pass::run_pass;
+use crate::pass::{PassKind, run_pass};
 use crate::plan::{EnginePlan, SharedPlan, StepKind};
 use crate::rounds::leader_round;
-use crate::run::{ProcessContext, RunSummary};
 use crate::sink::{StagedPart, WorkerSink};
 use crate::stages::{dedupe_stage, fit_group, fit_stage};
 
@@ -40,10 +40,6 @@ struct WorkerReport {
     /// This worker's clocks ([`crate::metrics`]).
     stages: Vec<StageTime>,
     passes: u32,
-}
-
-fn lost_round() -> JobFailure {
-    JobFailure::internal("a leader round ended without a result")
 }
 
 /// What worker 0 holds between preparing the output and committing it.
@@ -112,7 +108,7 @@ fn prepare_run_and_commit(
                 .map_err(|e| JobFailure::from_connector(&e))
         })
     };
-    prepared.ok_or_else(lost_round)??;
+    prepared??;
 
     let metrics = Rc::new(WorkerMetrics::default());
     let cache = SourceCache::new(plan.cache_bytes / cluster.workers_per_process.max(1) as u64);
@@ -126,8 +122,7 @@ fn prepare_run_and_commit(
         let passes = chain.metrics().passes();
         return leader_round(worker, (), move |_: Vec<()>| {
             write_fitted_file(&plan, &context, &target, fitted, stages, passes)
-        })
-        .ok_or_else(lost_round)?;
+        })?;
     }
     let report = final_pass(worker, plan, context, chain);
 
@@ -135,8 +130,7 @@ fn prepare_run_and_commit(
     leader_round(worker, report, move |reports| {
         let state = std::mem::take(&mut *leader.borrow_mut());
         commit_run(&plan, &context, &cluster, fitted, reports, state)
-    })
-    .ok_or_else(lost_round)?
+    })?
 }
 
 /// Goes through the plan's steps, running a stage for each fitted step (group) and each
@@ -188,7 +182,7 @@ fn final_pass(
             metrics.time(Stage::Write, || write_batch(&plan, &context, &sink, &item.batch))
         })
     };
-    let outcome = run_pass(worker, plan, context, chain, consumer, true);
+    let outcome = run_pass(worker, plan, context, chain, consumer, PassKind::Final);
     let sink = std::mem::replace(&mut *sink.borrow_mut(), WorkerSink::new(index));
     let rows_in = match outcome {
         Ok(rows_in) => rows_in,

@@ -9,6 +9,7 @@ pub mod kubernetes;
 pub mod launcher;
 pub mod planning;
 pub mod report;
+pub mod schedule;
 pub mod service;
 pub mod signals;
 pub mod spec;

@@ -1,6 +1,7 @@
 //! The job definition as written in TOML. Unknown fields are errors; defaults follow Spark
 //! where the design is silent (`sink.mode = "error_if_exists"`).
 
+pub use crate::schedule::{Catchup, ScheduleSpec};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use toml::de::DeTable;
@@ -59,55 +60,6 @@ pub const MAX_RETRIES: u32 = 10;
 
 /// Default seconds between a failed attempt and its retry.
 pub const DEFAULT_RETRY_DELAY_S: u64 = 60;
-
-/// `[schedule]`: the job service runs the job at each tick of `cron` in `timezone`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleSpec {
-    /// 5 fields (minute precision) or 6 (seconds first), as croner reads them.
-    pub cron: String,
-    /// An IANA time zone name (default UTC); ticks follow its daylight-saving rules.
-    #[serde(default = "default_timezone")]
-    pub timezone: String,
-    /// What to do with ticks the service missed (it was down, the job was held back).
-    #[serde(default)]
-    pub catchup: Catchup,
-    /// With `catchup = "all"`: at most this many missed ticks run, the latest ones (default 30).
-    #[serde(default = "default_max_catchup")]
-    pub max_catchup: usize,
-    /// Scheduled runs of the job that may be queued or running at once (default 1); a
-    /// later tick waits for one to end.
-    #[serde(default = "default_max_active_runs")]
-    pub max_active_runs: usize,
-    /// A paused schedule fires nothing; ticks that pass while paused are skipped for good.
-    #[serde(default)]
-    pub paused: bool,
-}
-
-/// `schedule.catchup`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Catchup {
-    /// Missed ticks are skipped; only a tick that comes due while the service runs fires.
-    None,
-    /// Of the missed ticks, only the latest runs (the default).
-    #[default]
-    Latest,
-    /// Every missed tick runs, oldest first (at most `max_catchup`, the latest ones).
-    All,
-}
-
-fn default_timezone() -> String {
-    "UTC".into()
-}
-
-fn default_max_catchup() -> usize {
-    30
-}
-
-fn default_max_active_runs() -> usize {
-    1
-}
 
 /// Data formats. Only Parquet, for now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -211,7 +163,7 @@ impl JobSpec {
             return Err(format!("job name '{}' must match [a-z0-9_-]+", self.name));
         }
         if let Some(schedule) = &self.schedule {
-            crate::service::schedules::Schedule::new(schedule)?;
+            crate::schedule::Schedule::new(schedule)?;
         }
         if self.retries > MAX_RETRIES {
             return Err(format!("retries is {}; at most {MAX_RETRIES} are allowed", self.retries));

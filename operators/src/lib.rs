@@ -13,6 +13,7 @@
 
 pub mod cast;
 pub mod clip;
+pub mod co_moments;
 pub mod dedupe;
 pub mod drop_columns;
 pub mod drop_nulls;
@@ -20,6 +21,8 @@ pub mod error;
 pub mod exact_quantile;
 pub mod filter;
 pub mod fit;
+pub mod fit_columns;
+pub mod fitted_file;
 pub mod impute;
 pub mod mask;
 pub mod minmax;

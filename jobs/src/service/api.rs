@@ -16,6 +16,7 @@ use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::api_error::ApiError;
 use super::auth::{AllowedHosts, authenticate, new_token, require, require_job};
 use super::backfill::{self, Reprocess};
 use super::scheduler::Scheduler;
@@ -30,37 +31,6 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub scheduler: Arc<Scheduler>,
     pub hosts: AllowedHosts,
-}
-
-/// An error reply: a status and `{"error": message}`.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into() }
-    }
-
-    pub fn internal(error: impl std::fmt::Display) -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
-    }
-
-    fn not_found(what: impl std::fmt::Display) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, format!("no {what}"))
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
-        }
-        response
-    }
 }
 
 type Reply = Result<Response, ApiError>;

@@ -18,7 +18,7 @@ use std::path::Path;
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
 
-use super::api::ApiError;
+use super::api_error::ApiError;
 use super::store::{Role, Store, TokenInfo};
 use crate::planning::sha256_hex;
 

@@ -11,6 +11,7 @@
 //! first admin token, mode 0600) and `runs/<id>/` (each run's job file, log and result).
 
 pub mod api;
+pub mod api_error;
 pub mod auth;
 pub mod backfill;
 pub mod client;

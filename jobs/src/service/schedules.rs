@@ -31,15 +31,12 @@
 //! The scheduler reads the time from a [`Clock`], so tests can drive it.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use chrono_tz::Tz;
-use croner::Cron;
-use croner::parser::{CronParser, Seconds};
 
 use super::store::{Inserted, JobVersion, NewRun, Store, StoreError};
-use crate::spec::{Catchup, JobSpec, ScheduleSpec};
+pub use crate::schedule::Schedule;
+use crate::spec::{Catchup, JobSpec};
 use crate::vars::Variables;
 
 /// How late a tick may be handled and still count as on time for `catchup = "none"`.
@@ -71,81 +68,6 @@ impl Clock for FileClock {
             .and_then(|text| DateTime::parse_from_rfc3339(text.trim()).ok())
             .map(|time| time.with_timezone(&Utc))
             .unwrap_or_else(Utc::now)
-    }
-}
-
-/// A parsed `[schedule]`.
-#[derive(Debug, Clone)]
-pub struct Schedule {
-    pub spec: ScheduleSpec,
-    cron: Cron,
-    zone: Tz,
-}
-
-impl Schedule {
-    /// Parses the cron expression (5 fields, or 6 with seconds first) and the time zone.
-    pub fn new(spec: &ScheduleSpec) -> Result<Schedule, String> {
-        let parser = CronParser::builder().seconds(Seconds::Optional).build();
-        let cron = parser
-            .parse(&spec.cron)
-            .map_err(|error| format!("schedule.cron '{}' is not a cron expression: {error}", spec.cron))?;
-        let zone = Tz::from_str(&spec.timezone).map_err(|_| {
-            format!("schedule.timezone '{}' is not an IANA time zone (e.g. Europe/Berlin)", spec.timezone)
-        })?;
-        if spec.max_active_runs == 0 {
-            return Err("schedule.max_active_runs must be positive".into());
-        }
-        Ok(Schedule { spec: spec.clone(), cron, zone })
-    }
-
-    /// The first tick strictly after `after`.
-    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let local = after.with_timezone(&self.zone);
-        self.cron.find_next_occurrence(&local, false).ok().map(|tick| tick.with_timezone(&Utc))
-    }
-
-    /// The last tick strictly before `before`.
-    pub fn previous_before(&self, before: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let local = before.with_timezone(&self.zone);
-        self.cron.find_previous_occurrence(&local, false).ok().map(|tick| tick.with_timezone(&Utc))
-    }
-
-    /// The ticks in `(after, until]`, oldest first; at most `limit`, the latest ones, and
-    /// whether older ones were left out.
-    pub fn ticks_between(
-        &self,
-        after: DateTime<Utc>,
-        until: DateTime<Utc>,
-        limit: usize,
-    ) -> (Vec<DateTime<Utc>>, bool) {
-        let mut ticks = std::collections::VecDeque::new();
-        let mut dropped = false;
-        let mut at = after;
-        while let Some(tick) = self.next_after(at) {
-            if tick > until {
-                break;
-            }
-            ticks.push_back(tick);
-            if ticks.len() > limit {
-                ticks.pop_front();
-                dropped = true;
-            }
-            at = tick;
-        }
-        (ticks.into(), dropped)
-    }
-
-    /// The variables of the run for the tick at `logical`.
-    pub fn variables(&self, logical: DateTime<Utc>) -> BTreeMap<String, String> {
-        let start = self.previous_before(logical).unwrap_or(logical);
-        let ds = start.with_timezone(&self.zone).format("%Y-%m-%d").to_string();
-        BTreeMap::from([
-            ("ds_nodash".to_string(), ds.replace('-', "")),
-            ("ds".to_string(), ds),
-            ("interval_start".to_string(), start.to_rfc3339_opts(SecondsFormat::Secs, true)),
-            ("interval_end".to_string(), logical.to_rfc3339_opts(SecondsFormat::Secs, true)),
-            ("logical_time".to_string(), logical.to_rfc3339_opts(SecondsFormat::Secs, true)),
-        ])
     }
 }
 
@@ -303,6 +225,7 @@ fn output_uri(definition: &str, vars: &BTreeMap<String, String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schedule::ScheduleSpec;
 
     fn schedule(cron: &str, zone: &str, catchup: Catchup) -> Schedule {
         Schedule::new(&ScheduleSpec {

@@ -1,0 +1,115 @@
+//! Publishing a decided commit ([`CommitRecord`], [`publish`]): the steps that make a run's
+//! staged files the output, each idempotent, so that whoever finds an interrupted
+//! publication (the run's launcher, or the next run to take the lease) can complete it.
+//! Also the names of the output's own files. [`crate::commit`] decides commits; this module
+//! carries them out, below both it and [`crate::lease`], which completes dead runs' ones.
+
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::Manifest;
+use crate::objects::{delete_local_put_leftovers, delete_objects, read_json};
+use crate::{ConnectorError, Location};
+
+/// Where runs keep their claims, heartbeats and staged files, relative to the output.
+pub const RUNS_DIR: &str = "_weir/runs";
+/// A run's decided commit, in its attempt's directory.
+pub const COMMIT_FILE: &str = "commit.json";
+
+/// Name of the commit marker.
+pub const SUCCESS_FILE: &str = "_SUCCESS";
+/// Path of the manifest, relative to the output prefix.
+pub const MANIFEST_FILE: &str = "_weir/manifest.json";
+/// Path of the fitted parameters, relative to the output prefix.
+pub const FITTED_FILE: &str = "_weir/fitted.json";
+
+/// A decided commit: everything [`publish`] needs, so that another run can complete it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitRecord {
+    pub manifest: Manifest,
+    /// The content of `_weir/fitted.json`, when the job has fitted steps.
+    pub fitted: Option<String>,
+    /// Files of the previous output to delete, relative to the prefix.
+    pub delete: Vec<String>,
+    /// `(staged, final)` paths, relative to the prefix.
+    pub publish: Vec<(String, String)>,
+}
+
+/// Carries out a decided commit. Idempotent: a step already done is skipped, so a run that
+/// finds an interrupted commit can complete it.
+pub async fn publish(output: &Location, record: &CommitRecord) -> Result<(), ConnectorError> {
+    delete_objects(output, &[output.join(SUCCESS_FILE)]).await?;
+    // What a writer killed during an earlier publication left half-written.
+    for file in [FITTED_FILE, MANIFEST_FILE, SUCCESS_FILE] {
+        delete_local_put_leftovers(output, &output.join(file))?;
+    }
+    let finals: Vec<&str> = record.publish.iter().map(|(_, to)| to.as_str()).collect();
+    let old: Vec<Path> = record
+        .delete
+        .iter()
+        .filter(|name| !finals.contains(&name.as_str()) && is_part_name(name))
+        .map(|name| output.join(name))
+        .collect();
+    delete_objects(output, &old).await?;
+    for (staged, published) in &record.publish {
+        if !staged.starts_with(RUNS_DIR) || !is_part_name(published) {
+            return Err(ConnectorError::Invalid {
+                uri: output.uri(),
+                message: format!("bad commit entry {staged} -> {published}"),
+            });
+        }
+        let (from, to) = (output.join(staged), output.join(published));
+        match output.store().rename(&from, &to).await {
+            Ok(()) => {}
+            // Moved by an earlier, interrupted publication.
+            Err(object_store::Error::NotFound { .. }) if exists(output, &to).await? => {}
+            Err(e) => return Err(ConnectorError::store(output.uri_of(&from), e)),
+        }
+    }
+    match &record.fitted {
+        Some(fitted) => put(output, &output.join(FITTED_FILE), fitted.clone().into_bytes()).await?,
+        None => delete_objects(output, &[output.join(FITTED_FILE)]).await?,
+    }
+    let manifest = serde_json::to_vec_pretty(&record.manifest)
+        .map_err(|e| ConnectorError::Invalid { uri: output.uri(), message: e.to_string() })?;
+    put(output, &output.join(MANIFEST_FILE), manifest).await?;
+    put(output, &output.join(SUCCESS_FILE), Vec::new()).await
+}
+
+/// Completes the commit that `attempt` decided, if it decided one: what a launcher does
+/// when the process that was publishing died. Returns the committed manifest.
+pub async fn complete_decided(output: &Location, attempt: &str) -> Result<Option<Manifest>, ConnectorError> {
+    let decision = output.join(&format!("{RUNS_DIR}/{attempt}/{COMMIT_FILE}"));
+    let Some(record) = read_json::<CommitRecord>(output, &decision).await? else { return Ok(None) };
+    publish(output, &record).await?;
+    delete_objects(output, &[decision]).await?;
+    Ok(Some(record.manifest))
+}
+
+/// A name Weir gives part files: `part-…` at the top of the prefix, or in partition
+/// folders (`k=v/…`, see [`crate::partitions::is_partition_folder`]).
+fn is_part_name(name: &str) -> bool {
+    let (folder, file) = match name.rsplit_once('/') {
+        Some((folder, file)) => (Some(folder), file),
+        None => (None, name),
+    };
+    file.starts_with("part-") && !file.contains("..") && folder.is_none_or(crate::partitions::is_partition_folder)
+}
+
+pub(crate) async fn exists(output: &Location, path: &Path) -> Result<bool, ConnectorError> {
+    match output.store().head(path).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(ConnectorError::store(output.uri_of(path), e)),
+    }
+}
+
+pub(crate) async fn put(output: &Location, path: &Path, bytes: Vec<u8>) -> Result<(), ConnectorError> {
+    output
+        .store()
+        .put(path, PutPayload::from(bytes))
+        .await
+        .map_err(|e| ConnectorError::store(output.uri_of(path), e))?;
+    Ok(())
+}
