@@ -734,12 +734,10 @@ fn run(
     stop: &Stop,
 ) -> Result<serde_json::Value, JobFailure> {
     let base_dir = shape.base_dir.as_ref().map(std::path::PathBuf::from);
-    let job = load_job(path, vars, base_dir.as_deref()).map_err(failure)?;
     let options = RunOptions { attempt: None, force: shape.force, base_dir: base_dir.clone(), fit_output: None };
-    let plan = match runtime.block_on(plan_job(&job, &options)) {
-        Ok(plan) => plan,
-        Err(nothing @ JobError::NothingNew { .. }) => return Ok(nothing_new(&job, &nothing, mode)),
-        Err(error) => return Err(failure(error)),
+    let (job, plan) = match load_and_plan(path, vars, &options, runtime)? {
+        (job, Planned::Run(plan)) => (job, *plan),
+        (job, Planned::NothingNew(nothing)) => return Ok(nothing_new(&job, &nothing, mode)),
     };
     print_warnings(&plan, mode);
     let view = ProgressView::new(plan.shards.len() as u64, mode);
@@ -894,17 +892,15 @@ fn worker(
     if options.attempt.is_none() {
         options.attempt = Some(format!("{}.{}", vars.run_id(), &hex[..8]));
     }
-    let job = load_job(path, &vars, options.base_dir.as_deref()).map_err(failure)?;
-    let plan = match runtime.block_on(plan_job(&job, &options)) {
-        Ok(plan) => plan,
-        Err(nothing @ JobError::NothingNew { .. }) => {
+    let (job, plan) = match load_and_plan(path, &vars, &options, runtime)? {
+        (job, Planned::Run(plan)) => (job, *plan),
+        (job, Planned::NothingNew(nothing)) => {
             // Every process sees the same ledger; process 0 says so.
             if process == 0 {
                 nothing_new(&job, &nothing, mode);
             }
             return Ok(());
         }
-        Err(error) => return Err(failure(error)),
     };
     if process == 0 {
         print_warnings(&plan, mode);
@@ -948,8 +944,11 @@ fn local_cluster_worker(
     }
     // The launcher holds our stdin: when it closes (it stopped us, or died), stop.
     watch_launcher(stop.clone());
-    let job = load_job(path, &Variables::new(pairs), options.base_dir.as_deref()).map_err(failure)?;
-    let plan = runtime.block_on(plan_job(&job, options)).map_err(failure)?;
+    let plan = match load_and_plan(path, &Variables::new(pairs), options, runtime)? {
+        (_, Planned::Run(plan)) => *plan,
+        // The launcher planned first and found new files; the output moved on since.
+        (_, Planned::NothingNew(nothing)) => return Err(failure(nothing)),
+    };
     let view = ProgressView::new(0, OutputMode::SILENT);
     let setup = ClusterSetup::LocalProcess { workers, process, addresses, listener };
     run_in_process(plan, setup, runtime, &view, Some(events.clone()), stop)
@@ -1014,15 +1013,36 @@ fn fit(
     Ok(())
 }
 
+/// What planning a job gives: a plan to run, or (an incremental source) nothing new to read.
+enum Planned {
+    Run(Box<weir_engine::EnginePlan>),
+    NothingNew(JobError),
+}
+
+/// Loads a job file and plans it: what `run`, `worker`, a local cluster's processes and
+/// `validate` all begin with.
+fn load_and_plan(
+    path: &str,
+    vars: &Variables,
+    options: &RunOptions,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<(LoadedJob, Planned), JobFailure> {
+    let job = load_job(path, vars, options.base_dir.as_deref()).map_err(failure)?;
+    let planned = match runtime.block_on(plan_job(&job, options)) {
+        Ok(plan) => Planned::Run(Box::new(plan)),
+        Err(nothing @ JobError::NothingNew { .. }) => Planned::NothingNew(nothing),
+        Err(error) => return Err(failure(error)),
+    };
+    Ok((job, planned))
+}
+
 fn validate(path: &str, vars: &Variables, runtime: &tokio::runtime::Runtime) -> Result<(), JobFailure> {
-    let job = load_job(path, vars, None).map_err(failure)?;
-    let plan = match runtime.block_on(plan_job(&job, &RunOptions::default())) {
-        Ok(plan) => plan,
-        Err(nothing @ JobError::NothingNew { .. }) => {
+    let (job, plan) = match load_and_plan(path, vars, &RunOptions::default(), runtime)? {
+        (job, Planned::Run(plan)) => (job, *plan),
+        (job, Planned::NothingNew(nothing)) => {
             println!("job '{}' is valid; {nothing}", job.spec.name);
             return Ok(());
         }
-        Err(error) => return Err(failure(error)),
     };
     for warning in weir_jobs::planning::refit_warnings(&plan) {
         println!("warning: {warning}");
