@@ -4,6 +4,12 @@
 //! column chunks with `get_ranges`, which coalesces nearby ranges and fetches them
 //! concurrently, so only the projected columns of the wanted row groups cross the wire.
 //! Small objects that are read whole (a `fitted.json`) use [`read_object`].
+//!
+//! Why not parquet's own `ParquetObjectReader`: parquet 60 deprecates it ("Implement
+//! `AsyncFileReader` directly instead"; apache/arrow-rs#10308), which is what this is: the
+//! same ranged reads and footer prefetch in a few lines, with errors left as the store's
+//! own `object_store::Error` so that `parquet_source` can tell a store failure from a
+//! corrupt file.
 
 use std::ops::Range;
 use std::sync::Arc;
