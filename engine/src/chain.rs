@@ -9,7 +9,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use arrow::array::BooleanArray;
@@ -18,7 +17,6 @@ use arrow::record_batch::RecordBatch;
 use weir_operators::{BoundStep, OpError};
 
 use crate::JobFailure;
-use crate::cache::SourceCache;
 use crate::metrics::{Stage, StepWork, WorkerMetrics};
 use crate::plan::EnginePlan;
 
@@ -96,27 +94,13 @@ struct ChainStep {
 }
 
 /// The chain of one worker; see the module documentation. Steps join between passes
-/// (through a shared reference, as a pass's dataflow holds one too). It also carries what
-/// else the worker keeps from pass to pass: its clocks and its source cache.
+/// (through a shared reference, as a pass's dataflow holds one too).
+#[derive(Default)]
 pub(crate) struct Chain {
     steps: RefCell<Vec<ChainStep>>,
-    metrics: Rc<WorkerMetrics>,
-    cache: SourceCache,
 }
 
 impl Chain {
-    pub fn new(metrics: Rc<WorkerMetrics>, cache: SourceCache) -> Self {
-        Chain { steps: RefCell::default(), metrics, cache }
-    }
-
-    pub fn metrics(&self) -> &Rc<WorkerMetrics> {
-        &self.metrics
-    }
-
-    pub fn cache(&self) -> &SourceCache {
-        &self.cache
-    }
-
     pub fn push_map(&self, number: usize, op: &'static str, step: Arc<dyn BoundStep>) {
         self.steps.borrow_mut().push(ChainStep { number, op, link: Link::Map(step) });
     }
@@ -136,12 +120,17 @@ impl Chain {
         }
     }
 
-    /// Applies every step to one batch; `None` when no row is left.
-    pub fn apply(&self, plan: &EnginePlan, item: SourceBatch) -> Result<Option<SourceBatch>, JobFailure> {
+    /// Applies every step to one batch, timing each on `metrics`; `None` when no row is left.
+    pub fn apply(
+        &self,
+        plan: &EnginePlan,
+        metrics: &WorkerMetrics,
+        item: SourceBatch,
+    ) -> Result<Option<SourceBatch>, JobFailure> {
         let mut batch = item.batch;
         for step in self.steps.borrow().iter() {
             let stage = Stage::Step { number: step.number, op: step.op, work: StepWork::Apply };
-            batch = self.metrics.time(stage, || match &step.link {
+            batch = metrics.time(stage, || match &step.link {
                 Link::Map(map) => {
                     map.apply(batch).map_err(|error| step_failure(plan, step.number, step.op, item.shard, &error))
                 }

@@ -32,6 +32,7 @@ pub mod rounds;
 pub mod run;
 mod sink;
 mod stages;
+mod state;
 mod worker;
 
 pub use cluster::ClusterSetup;

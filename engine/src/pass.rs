@@ -26,11 +26,12 @@ use timely::worker::Worker;
 
 use crate::JobFailure;
 use crate::cache::CacheUse;
-use crate::chain::{Chain, SourceBatch};
+use crate::chain::SourceBatch;
 use crate::context::ProcessContext;
 use crate::metrics::Stage;
 use crate::plan::SharedPlan;
 use crate::rounds::PARK;
+use crate::state::WorkerState;
 
 /// What a pass does with each mapped batch.
 pub(crate) type Consumer = Box<dyn FnMut(SourceBatch) -> Result<(), JobFailure>>;
@@ -66,7 +67,7 @@ pub(crate) fn run_pass(
     worker: &mut Worker,
     plan: &SharedPlan,
     context: &ProcessContext,
-    chain: Rc<Chain>,
+    state: Rc<WorkerState>,
     consumer: Consumer,
     kind: PassKind,
 ) -> Result<u64, JobFailure> {
@@ -80,10 +81,9 @@ pub(crate) fn run_pass(
     let failure: Rc<RefCell<Option<JobFailure>>> = Rc::new(RefCell::new(None));
     let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<SourceBatch>>>::new();
     let probe = ProbeHandle::new();
-    chain.rewind();
-    let metrics = chain.metrics().clone();
-    metrics.pass_started();
-    let cache_chain = chain.clone();
+    state.chain.rewind();
+    state.metrics.pass_started();
+    let step_state = state.clone();
 
     worker.dataflow::<u64, _, _>(|scope| {
         let (step_plan, step_failure, step_context) = (plan.clone(), failure.clone(), context.clone());
@@ -98,7 +98,7 @@ pub(crate) fn run_pass(
                             if step_failure.borrow().is_some() {
                                 continue;
                             }
-                            match chain.apply(&step_plan, item) {
+                            match step_state.chain.apply(&step_plan, &step_state.metrics, item) {
                                 Ok(Some(mapped)) => session.give(mapped),
                                 Ok(None) => {}
                                 Err(failure) => record(&step_failure, &step_context, failure),
@@ -134,7 +134,7 @@ pub(crate) fn run_pass(
         if failure.borrow().is_some() || context.abort.load(Ordering::Relaxed) {
             break;
         }
-        let cache = cache_chain.cache();
+        let cache = &state.cache;
         // Opening the shard's stream counts as reading its first batch.
         let mut started = Instant::now();
         let (mut batches, stage) = match cache.take(shard.index, usage) {
@@ -157,7 +157,7 @@ pub(crate) fn run_pass(
                 ShardBatches::Store(stream) => context.runtime.block_on(stream.next()),
             };
             let Some(next) = next else { break };
-            metrics.add(stage, started.elapsed());
+            state.metrics.add(stage, started.elapsed());
             let batch = match next {
                 Ok(batch) => batch,
                 Err(error) => {

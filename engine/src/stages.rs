@@ -27,13 +27,14 @@ use weir_operators::fit::{FittedStep, Partial};
 use weir_operators::{FitStep, OpError};
 
 use crate::JobFailure;
-use crate::chain::{Chain, KeptRows, RowCursor, step_failure};
+use crate::chain::{KeptRows, RowCursor, step_failure};
 use crate::context::ProcessContext;
 use crate::dedupe::{DedupeRecord, KeyedDedupe};
 use crate::metrics::{Stage, StepWork, WorkerMetrics};
 use crate::pass::{PassKind, run_pass};
 use crate::plan::{EnginePlan, SharedPlan, StepKind};
 use crate::rounds::leader_round;
+use crate::state::WorkerState;
 
 fn fitter(plan: &EnginePlan, index: usize) -> Option<&dyn FitStep> {
     match &plan.steps[index].kind {
@@ -83,7 +84,7 @@ pub(crate) fn fit_stage(
     worker: &mut Worker,
     plan: &SharedPlan,
     context: &ProcessContext,
-    chain: &Rc<Chain>,
+    state: &Rc<WorkerState>,
     group: Range<usize>,
 ) -> Result<Vec<FittedStep>, JobFailure> {
     let mut next: Vec<Option<Partial>> = group.clone().map(|i| fitter(plan, i).map(|f| f.new_partial())).collect();
@@ -91,8 +92,7 @@ pub(crate) fn fit_stage(
     while next.iter().any(Option::is_some) {
         let partials: Rc<RefCell<Vec<Option<Partial>>>> = Rc::new(RefCell::new(std::mem::take(&mut next)));
         let consumer = {
-            let (plan, partials, group, metrics) =
-                (plan.clone(), partials.clone(), group.clone(), chain.metrics().clone());
+            let (plan, partials, group, state) = (plan.clone(), partials.clone(), group.clone(), state.clone());
             Box::new(move |item: crate::chain::SourceBatch| {
                 let mut partials = partials.borrow_mut();
                 for (index, partial) in group.clone().zip(partials.iter_mut()) {
@@ -101,19 +101,20 @@ pub(crate) fn fit_stage(
                         continue;
                     };
                     let stage = Stage::Step { number: step.number, op: step.op, work: StepWork::Fold };
-                    metrics
+                    state
+                        .metrics
                         .time(stage, || fit.fold(partial, &item.batch))
                         .map_err(|e| step_failure(&plan, step.number, step.op, item.shard, &e))?;
                 }
                 Ok(())
             })
         };
-        let outcome = run_pass(worker, plan, context, chain.clone(), consumer, PassKind::Stage);
+        let outcome = run_pass(worker, plan, context, state.clone(), consumer, PassKind::Stage);
         let contribution = outcome.map(|_| partials.take());
-        let (leader_plan, leader_group, leader_metrics) = (plan.clone(), group.clone(), chain.metrics().clone());
+        let (leader_plan, leader_group, leader_state) = (plan.clone(), group.clone(), state.clone());
         let round: Result<FitRound, JobFailure> =
             leader_round(worker, contribution, move |contributions: Vec<Result<Vec<Option<Partial>>, JobFailure>>| {
-                finish_fits(&leader_plan, leader_group, contributions, &leader_metrics)
+                finish_fits(&leader_plan, leader_group, contributions, &leader_state.metrics)
             })?;
         let round = round?;
         for (slot, fitted) in params.iter_mut().zip(round.params) {
@@ -130,7 +131,7 @@ pub(crate) fn fit_stage(
         let value: serde_json::Value = serde_json::from_str(&json)
             .map_err(|e| JobFailure::internal(format!("step {}: fitted parameters do not parse: {e}", step.number)))?;
         let mapped = fit.with_params(&value).map_err(|e| fit_failure(plan, index, &e))?;
-        chain.push_map(step.number, step.op, Arc::from(mapped));
+        state.chain.push_map(step.number, step.op, Arc::from(mapped));
         entries.push(FittedStep {
             step: step.number,
             op: step.op.to_string(),
@@ -209,19 +210,19 @@ pub(crate) fn dedupe_stage(
     worker: &mut Worker,
     plan: &SharedPlan,
     context: &ProcessContext,
-    chain: &Rc<Chain>,
+    state: &Rc<WorkerState>,
     index: usize,
 ) -> Result<(), JobFailure> {
     let step = &plan.steps[index];
     let keyed = Rc::new(RefCell::new(Some(KeyedDedupe::build(worker))));
     let keys_stage = Stage::Step { number: step.number, op: step.op, work: StepWork::Keys };
     let consumer = {
-        let (plan, keyed, metrics) = (plan.clone(), keyed.clone(), chain.metrics().clone());
+        let (plan, keyed, state) = (plan.clone(), keyed.clone(), state.clone());
         let cursor = RowCursor::default();
         Box::new(move |item: crate::chain::SourceBatch| {
             let step = &plan.steps[index];
             let StepKind::Dedupe(dedupe) = &step.kind else { return Ok(()) };
-            metrics.time(keys_stage, || {
+            state.metrics.time(keys_stage, || {
                 let encoded = dedupe
                     .encode(&item.batch)
                     .map_err(|e| step_failure(&plan, step.number, step.op, item.shard, &e))?;
@@ -240,11 +241,11 @@ pub(crate) fn dedupe_stage(
             })
         })
     };
-    let outcome = run_pass(worker, plan, context, chain.clone(), consumer, PassKind::Stage);
+    let outcome = run_pass(worker, plan, context, state.clone(), consumer, PassKind::Stage);
     // Every worker finishes the keyed dataflow, failed or not, so none waits forever.
     let keyed = keyed.take().ok_or_else(|| JobFailure::internal("the dedupe input is gone after its pass"))?;
     let reduce_stage = Stage::Step { number: step.number, op: step.op, work: StepWork::Reduce };
-    let winners = chain.metrics().time(reduce_stage, || keyed.finish(worker));
+    let winners = state.metrics.time(reduce_stage, || keyed.finish(worker));
     let agreed: Result<(), JobFailure> = leader_round(
         worker,
         outcome.map(|_| ()),
@@ -256,6 +257,6 @@ pub(crate) fn dedupe_stage(
         },
     )?;
     agreed?;
-    chain.push_keep(step.number, KeptRows::new(winners));
+    state.chain.push_keep(step.number, KeptRows::new(winners));
     Ok(())
 }

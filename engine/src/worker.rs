@@ -21,14 +21,14 @@ use weir_operators::fit::{FITTED_FORMAT_VERSION, FittedFile, FittedStep, params_
 
 use crate::JobFailure;
 use crate::cache::SourceCache;
-use crate::chain::Chain;
 use crate::context::{ProcessContext, RunSummary};
-use crate::metrics::{Stage, WorkerMetrics, sum_reports};
+use crate::metrics::{Stage, sum_reports};
 use crate::pass::{PassKind, run_pass};
 use crate::plan::{EnginePlan, SharedPlan, StepKind};
 use crate::rounds::leader_round;
 use crate::sink::{StagedPart, WorkerSink};
 use crate::stages::{dedupe_stage, fit_group, fit_stage};
+use crate::state::WorkerState;
 
 /// What a worker reports to the leader after its final pass.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,21 +110,19 @@ fn prepare_run_and_commit(
     };
     prepared??;
 
-    let metrics = Rc::new(WorkerMetrics::default());
-    let cache = SourceCache::new(plan.cache_bytes / cluster.workers_per_process.max(1) as u64);
-    let chain = Rc::new(Chain::new(metrics, cache));
-    let fitted = build_chain(worker, plan, context, &chain)?;
+    let state = WorkerState::new(SourceCache::new(plan.cache_bytes / cluster.workers_per_process.max(1) as u64));
+    let fitted = build_chain(worker, plan, context, &state)?;
     // Every worker has the same fitted parameters, so all stop here alike on a bad pin.
     check_pins(plan, &fitted)?;
     if let Some(target) = &plan.fit_output {
         let (plan, context, target) = (plan.clone(), context.clone(), target.clone());
-        let stages = chain.metrics().report();
-        let passes = chain.metrics().passes();
+        let stages = state.metrics.report();
+        let passes = state.metrics.passes();
         return leader_round(worker, (), move |_: Vec<()>| {
             write_fitted_file(&plan, &context, &target, fitted, stages, passes)
         })?;
     }
-    let report = final_pass(worker, plan, context, chain);
+    let report = final_pass(worker, plan, context, state);
 
     let (plan, context, cluster, leader) = (plan.clone(), context.clone(), cluster.clone(), leader.clone());
     leader_round(worker, report, move |reports| {
@@ -140,7 +138,7 @@ fn build_chain(
     worker: &mut Worker,
     plan: &SharedPlan,
     context: &ProcessContext,
-    chain: &Rc<Chain>,
+    state: &Rc<WorkerState>,
 ) -> Result<Vec<FittedStep>, JobFailure> {
     let mut fitted = Vec::new();
     let mut index = 0;
@@ -148,17 +146,17 @@ fn build_chain(
         let step = &plan.steps[index];
         match &step.kind {
             StepKind::Map(map) => {
-                chain.push_map(step.number, step.op, map.clone());
+                state.chain.push_map(step.number, step.op, map.clone());
                 fitted.extend(step.reused.clone());
                 index += 1;
             }
             StepKind::Fit(_) => {
                 let group = fit_group(plan, index);
                 index = group.end;
-                fitted.extend(fit_stage(worker, plan, context, chain, group)?);
+                fitted.extend(fit_stage(worker, plan, context, state, group)?);
             }
             StepKind::Dedupe(_) => {
-                dedupe_stage(worker, plan, context, chain, index)?;
+                dedupe_stage(worker, plan, context, state, index)?;
                 index += 1;
             }
         }
@@ -171,18 +169,18 @@ fn final_pass(
     worker: &mut Worker,
     plan: &SharedPlan,
     context: &ProcessContext,
-    chain: Rc<Chain>,
+    state: Rc<WorkerState>,
 ) -> Result<WorkerReport, JobFailure> {
     let index = worker.index();
     let sink = Rc::new(RefCell::new(WorkerSink::new(index)));
-    let metrics = chain.metrics().clone();
     let consumer = {
-        let (plan, context, sink, metrics) = (plan.clone(), context.clone(), sink.clone(), metrics.clone());
+        let (plan, context, sink, state) = (plan.clone(), context.clone(), sink.clone(), state.clone());
         Box::new(move |item: crate::chain::SourceBatch| {
-            metrics.time(Stage::Write, || write_batch(&plan, &context, &sink, &item.batch))
+            state.metrics.time(Stage::Write, || write_batch(&plan, &context, &sink, &item.batch))
         })
     };
-    let outcome = run_pass(worker, plan, context, chain, consumer, PassKind::Final);
+    let outcome = run_pass(worker, plan, context, state.clone(), consumer, PassKind::Final);
+    let metrics = &state.metrics;
     let sink = std::mem::replace(&mut *sink.borrow_mut(), WorkerSink::new(index));
     let rows_in = match outcome {
         Ok(rows_in) => rows_in,
