@@ -421,7 +421,7 @@ async fn plan_steps(
         let (kind, reused) = match bound {
             Bound::Map(step) => (StepKind::Map(Arc::from(step)), None),
             Bound::Dedupe(dedupe) => (StepKind::Dedupe(dedupe), None),
-            Bound::Fit(fit) => match fit.fitted_uri().map(str::to_string) {
+            Bound::Fit(fit) => match spec.fitted().map(str::to_string) {
                 None => (StepKind::Fit(fit), None),
                 Some(uri) => {
                     if !files.contains_key(&uri) {

@@ -73,7 +73,7 @@ impl ClipSpec {
                         "quantiles = [{low}, {high}] must be within [0, 1], low <= high"
                     )));
                 }
-                Ok(BoundClip::Fitted(ClipFit { columns, quantiles, fitted: self.fitted.clone(), exact: self.exact }))
+                Ok(BoundClip::Fitted(ClipFit { columns, quantiles, exact: self.exact }))
             }
             None => {
                 if self.fitted.is_some() {
@@ -102,7 +102,6 @@ impl ClipSpec {
 pub struct ClipFit {
     columns: NumericColumns,
     quantiles: [f64; 2],
-    fitted: Option<String>,
     exact: bool,
 }
 
@@ -125,9 +124,6 @@ impl FitStep for ClipFit {
         self.columns.names.clone()
     }
 
-    fn fitted_uri(&self) -> Option<&str> {
-        self.fitted.as_deref()
-    }
 
     fn new_partial(&self) -> Partial {
         Partial::Sketches(vec![QuantileSketch::new(); self.columns.names.len()])

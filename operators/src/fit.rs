@@ -63,9 +63,6 @@ pub trait FitStep: Send + Sync + std::fmt::Debug {
         true
     }
 
-    /// The `fitted = "URI"` this step reuses, if any.
-    fn fitted_uri(&self) -> Option<&str>;
-
     /// An empty partial for one worker.
     fn new_partial(&self) -> Partial;
 

@@ -157,7 +157,6 @@ impl ImputeSpec {
             input_types: output_types.iter().map(|(i, _)| input.field(*i).data_type().clone()).collect(),
             output: schema_with_types(input, &output_types),
             output_types: output_types.into_iter().map(|(_, t)| t).collect(),
-            fitted: self.fitted.clone(),
             exact: self.exact,
         };
         match &self.value {
@@ -192,7 +191,6 @@ pub struct ImputeFit {
     input_types: Vec<DataType>,
     output_types: Vec<DataType>,
     output: SchemaRef,
-    fitted: Option<String>,
     /// `exact = true`: the median by exact selection over passes.
     exact: bool,
 }
@@ -244,9 +242,6 @@ impl FitStep for ImputeFit {
         self.columns.clone()
     }
 
-    fn fitted_uri(&self) -> Option<&str> {
-        self.fitted.as_deref()
-    }
 
     fn new_partial(&self) -> Partial {
         let n = self.columns.len();

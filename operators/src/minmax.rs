@@ -53,7 +53,6 @@ impl MinMaxSpec {
         Ok(MinMaxFit {
             columns: numeric_step_schema(&self.columns, input, "minmax")?,
             range: self.range,
-            fitted: self.fitted.clone(),
         })
     }
 }
@@ -63,7 +62,6 @@ impl MinMaxSpec {
 pub struct MinMaxFit {
     columns: NumericColumns,
     range: [f64; 2],
-    fitted: Option<String>,
 }
 
 /// One column's fitted parameters, as saved in `fitted.json`.
@@ -85,9 +83,6 @@ impl FitStep for MinMaxFit {
         self.columns.names.clone()
     }
 
-    fn fitted_uri(&self) -> Option<&str> {
-        self.fitted.as_deref()
-    }
 
     fn new_partial(&self) -> Partial {
         Partial::Ranges(vec![Range::default(); self.columns.names.len()])

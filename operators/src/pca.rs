@@ -225,7 +225,6 @@ impl PcaSpec {
             output_type: self.output_type,
             on_null: self.on_null,
             output: Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())),
-            fitted: self.fitted.clone(),
         })
     }
 }
@@ -249,7 +248,6 @@ pub struct PcaFit {
     output_type: PcaOutputType,
     on_null: OnNull,
     output: SchemaRef,
-    fitted: Option<String>,
 }
 
 /// What `fitted.json` holds for a `pca` step.
@@ -392,9 +390,6 @@ impl FitStep for PcaFit {
         self.on_null == OnNull::Error
     }
 
-    fn fitted_uri(&self) -> Option<&str> {
-        self.fitted.as_deref()
-    }
 
     fn new_partial(&self) -> Partial {
         Partial::CoMoments(CoMoments::new(self.names.len()))

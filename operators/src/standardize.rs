@@ -40,7 +40,6 @@ impl StandardizeSpec {
     pub fn bind(&self, input: &SchemaRef) -> Result<StandardizeFit, OpError> {
         Ok(StandardizeFit {
             columns: numeric_step_schema(&self.columns, input, "standardize")?,
-            fitted: self.fitted.clone(),
         })
     }
 }
@@ -49,7 +48,6 @@ impl StandardizeSpec {
 #[derive(Debug)]
 pub struct StandardizeFit {
     columns: NumericColumns,
-    fitted: Option<String>,
 }
 
 /// One column's fitted parameters, as saved in `fitted.json`.
@@ -79,9 +77,6 @@ impl FitStep for StandardizeFit {
         self.columns.names.clone()
     }
 
-    fn fitted_uri(&self) -> Option<&str> {
-        self.fitted.as_deref()
-    }
 
     fn new_partial(&self) -> Partial {
         Partial::Moments(vec![Moments::default(); self.columns.names.len()])

@@ -86,6 +86,19 @@ impl StepSpec {
         }
     }
 
+    /// The `fitted = "URI"` of a fitted op, if it reuses parameters: the one place the
+    /// planner learns it (the bound fitted step does not carry it).
+    pub fn fitted(&self) -> Option<&str> {
+        match self {
+            StepSpec::Impute(spec) => spec.fitted.as_deref(),
+            StepSpec::Standardize(spec) => spec.fitted.as_deref(),
+            StepSpec::MinMax(spec) => spec.fitted.as_deref(),
+            StepSpec::Clip(spec) => spec.fitted.as_deref(),
+            StepSpec::Pca(spec) => spec.fitted.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The fitted parameters' SHA-256 a `score` step is pinned to (`fitted_sha256`).
     pub fn fitted_pin(&self) -> Option<&str> {
         match self {
@@ -226,7 +239,7 @@ fn check_masked_not_fitted(
     let masked: Vec<&str> = masked.iter().map(|&i| schema.field(i).name().as_str()).collect();
     for (index, step) in bound.iter().enumerate() {
         let Bound::Fit(fit) = step else { continue };
-        if fit.fitted_uri().is_some() {
+        if steps[index].fitted().is_some() {
             continue;
         }
         if let Some(column) = fit.columns().into_iter().find(|c| masked.contains(&c.as_str())) {
