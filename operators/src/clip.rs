@@ -124,7 +124,6 @@ impl FitStep for ClipFit {
         self.columns.names.clone()
     }
 
-
     fn new_partial(&self) -> Partial {
         Partial::Sketches(vec![QuantileSketch::new(); self.columns.names.len()])
     }

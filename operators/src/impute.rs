@@ -242,7 +242,6 @@ impl FitStep for ImputeFit {
         self.columns.clone()
     }
 
-
     fn new_partial(&self) -> Partial {
         let n = self.columns.len();
         match self.strategy {

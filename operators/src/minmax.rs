@@ -50,10 +50,7 @@ impl MinMaxSpec {
         if !(lo.is_finite() && hi.is_finite() && lo < hi) {
             return Err(OpError::InvalidSpec(format!("range = [{lo}, {hi}] must be two finite numbers, low < high")));
         }
-        Ok(MinMaxFit {
-            columns: numeric_step_schema(&self.columns, input, "minmax")?,
-            range: self.range,
-        })
+        Ok(MinMaxFit { columns: numeric_step_schema(&self.columns, input, "minmax")?, range: self.range })
     }
 }
 
@@ -82,7 +79,6 @@ impl FitStep for MinMaxFit {
     fn columns(&self) -> Vec<String> {
         self.columns.names.clone()
     }
-
 
     fn new_partial(&self) -> Partial {
         Partial::Ranges(vec![Range::default(); self.columns.names.len()])

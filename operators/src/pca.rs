@@ -390,7 +390,6 @@ impl FitStep for PcaFit {
         self.on_null == OnNull::Error
     }
 
-
     fn new_partial(&self) -> Partial {
         Partial::CoMoments(CoMoments::new(self.names.len()))
     }

@@ -38,9 +38,7 @@ pub struct StandardizeSpec {
 
 impl StandardizeSpec {
     pub fn bind(&self, input: &SchemaRef) -> Result<StandardizeFit, OpError> {
-        Ok(StandardizeFit {
-            columns: numeric_step_schema(&self.columns, input, "standardize")?,
-        })
+        Ok(StandardizeFit { columns: numeric_step_schema(&self.columns, input, "standardize")? })
     }
 }
 
@@ -76,7 +74,6 @@ impl FitStep for StandardizeFit {
     fn columns(&self) -> Vec<String> {
         self.columns.names.clone()
     }
-
 
     fn new_partial(&self) -> Partial {
         Partial::Moments(vec![Moments::default(); self.columns.names.len()])
