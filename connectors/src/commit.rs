@@ -180,7 +180,8 @@ pub async fn is_committed(output: &Location) -> Result<bool, ConnectorError> {
 mod tests {
     use super::*;
     use crate::StorageOptions;
-    use crate::lease::{Claim, DEFAULT_LEASE_TTL};
+    use crate::claim::Claim;
+    use crate::lease::DEFAULT_LEASE_TTL;
     use crate::manifest::{ClusterInfo, JobInfo, MANIFEST_FORMAT_VERSION};
     use crate::parquet_sink::PartFile;
     use crate::test_support::touch;

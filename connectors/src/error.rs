@@ -59,7 +59,7 @@ pub enum ConnectorError {
         "output '{uri}' is held by run {} (attempt {}, host {}, pid {}) since {}; wait for it to finish, or for its lease to expire if it was killed",
         .holder.run_id, .holder.attempt, .holder.host, .holder.pid, .holder.since
     )]
-    Held { uri: String, holder: Box<crate::lease::Claim> },
+    Held { uri: String, holder: Box<crate::claim::Claim> },
 
     #[error("lost the lease on output '{uri}' (attempt {attempt}): {why}; nothing was published")]
     LeaseLost { uri: String, attempt: String, why: String },

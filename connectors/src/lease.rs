@@ -45,8 +45,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
-use serde::{Deserialize, Serialize};
 
+use crate::claim::Claim;
 use crate::listing::list_all;
 use crate::objects::{delete_local_leftovers, delete_objects, read_json};
 pub use crate::publication::{COMMIT_FILE, RUNS_DIR};
@@ -61,42 +61,6 @@ pub const HEARTBEAT_FILE: &str = "heartbeat";
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
 /// How long an attempt waits for tied claimants to decide (rule 4) before giving up.
 const TIE_WAIT: Duration = Duration::from_secs(10);
-
-/// Who asks for (or holds) an output prefix; the content of `claim.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claim {
-    pub run_id: String,
-    pub attempt: String,
-    pub host: String,
-    pub pid: u32,
-    /// RFC 3339 UTC time the attempt started, by its own clock (for people to read).
-    pub since: String,
-    pub ttl_s: u64,
-}
-
-impl Claim {
-    /// A claim for a new attempt of `run_id` by this process.
-    pub fn new(run_id: &str, attempt: &str, ttl: Duration) -> Claim {
-        Claim {
-            run_id: run_id.to_string(),
-            attempt: attempt.to_string(),
-            host: host_name(),
-            pid: std::process::id(),
-            since: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            ttl_s: ttl.as_secs().max(1),
-        }
-    }
-}
-
-/// This machine's host name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`).
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_string())
-        .ok()
-        .filter(|name| !name.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".to_string())
-}
 
 /// A fresh attempt id for `run_id`: `<run_id>.<8 hex digits>`.
 pub fn new_attempt_id(run_id: &str) -> String {

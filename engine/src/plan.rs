@@ -8,9 +8,10 @@ use weir_connectors::Location;
 use weir_connectors::commit::WriteMode;
 use weir_connectors::parquet_sink::PartOptions;
 use weir_connectors::parquet_source::{ParquetSource, Shard};
+use weir_operators::BoundStep;
 use weir_operators::dedupe::Dedupe;
-use weir_operators::fit::FittedStep;
-use weir_operators::{BoundStep, FitStep};
+use weir_operators::fit::FitStep;
+use weir_operators::fitted_file::FittedStep;
 
 /// A step bound to its input schema, with what error messages need to name it.
 #[derive(Debug)]

@@ -23,8 +23,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use timely::worker::Worker;
-use weir_operators::fit::{FittedStep, Partial};
-use weir_operators::{FitStep, OpError};
+use weir_operators::OpError;
+use weir_operators::fit::{FitStep, Partial};
+use weir_operators::fitted_file::FittedStep;
 
 use crate::JobFailure;
 use crate::chain::{KeptRows, RowCursor, step_failure};
@@ -48,12 +49,13 @@ pub(crate) fn fit_group(plan: &EnginePlan, start: usize) -> Range<usize> {
     let mut rewritten: HashSet<String> = HashSet::new();
     let mut end = start;
     while let Some(fit) = plan.steps.get(end).and_then(|_| fitter(plan, end)) {
-        if fit.columns().iter().any(|c| rewritten.contains(c)) {
+        let shape = fit.shape();
+        if shape.columns.iter().any(|c| rewritten.contains(c)) {
             break;
         }
-        rewritten.extend(fit.written_columns());
+        rewritten.extend(shape.written.iter().cloned());
         end += 1;
-        if !fit.keeps_every_row() {
+        if !shape.keeps_every_row {
             break;
         }
     }
@@ -67,13 +69,49 @@ fn fit_failure(plan: &EnginePlan, index: usize, error: &OpError) -> JobFailure {
     if error.is_user_error() { JobFailure::user(message) } else { JobFailure::internal(message) }
 }
 
+/// A partial as it travels between workers ([`FitStep::encode`]).
+type EncodedPartial = Vec<u8>;
+
 /// The outcome of one pass of a fit stage, broadcast by the leader: the parameters of the
-/// steps fitted by now (JSON), and the partials of those that need another pass (an exact
-/// quantile's search).
+/// steps fitted by now (JSON), and the encoded partials of those that need another pass (an
+/// exact quantile's search).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct FitRound {
     params: Vec<Option<String>>,
-    next: Vec<Option<Partial>>,
+    next: Vec<Option<EncodedPartial>>,
+}
+
+/// Applies `convert` to the item of each fitted step of `group` that has one (encoding
+/// partials for a leader round, decoding them after).
+fn per_fit<A, B>(
+    plan: &EnginePlan,
+    group: Range<usize>,
+    items: Vec<Option<A>>,
+    convert: impl Fn(&dyn FitStep, A) -> Result<B, OpError>,
+) -> Result<Vec<Option<B>>, JobFailure> {
+    group
+        .zip(items)
+        .map(|(index, item)| match (fitter(plan, index), item) {
+            (Some(fit), Some(item)) => convert(fit, item).map(Some).map_err(|e| fit_failure(plan, index, &e)),
+            _ => Ok(None),
+        })
+        .collect()
+}
+
+fn encode_all(
+    plan: &EnginePlan,
+    group: Range<usize>,
+    partials: Vec<Option<Partial>>,
+) -> Result<Vec<Option<EncodedPartial>>, JobFailure> {
+    per_fit(plan, group, partials, |fit, partial| fit.encode(&partial))
+}
+
+fn decode_all(
+    plan: &EnginePlan,
+    group: Range<usize>,
+    encoded: Vec<Option<EncodedPartial>>,
+) -> Result<Vec<Option<Partial>>, JobFailure> {
+    per_fit(plan, group, encoded, |fit, bytes| fit.decode(&bytes))
 }
 
 /// Runs a fit stage over `group` (see the module documentation) and returns the fitted
@@ -110,19 +148,22 @@ pub(crate) fn fit_stage(
             })
         };
         let outcome = run_pass(worker, plan, context, state.clone(), consumer, PassKind::Stage);
-        let contribution = outcome.map(|_| partials.take());
+        let contribution = outcome.and_then(|_| encode_all(plan, group.clone(), partials.take()));
         let (leader_plan, leader_group, leader_state) = (plan.clone(), group.clone(), state.clone());
-        let round: Result<FitRound, JobFailure> =
-            leader_round(worker, contribution, move |contributions: Vec<Result<Vec<Option<Partial>>, JobFailure>>| {
+        let round: Result<FitRound, JobFailure> = leader_round(
+            worker,
+            contribution,
+            move |contributions: Vec<Result<Vec<Option<EncodedPartial>>, JobFailure>>| {
                 finish_fits(&leader_plan, leader_group, contributions, &leader_state.metrics)
-            })?;
+            },
+        )?;
         let round = round?;
         for (slot, fitted) in params.iter_mut().zip(round.params) {
             if fitted.is_some() {
                 *slot = fitted;
             }
         }
-        next = round.next;
+        next = decode_all(plan, group.clone(), round.next)?;
     }
 
     let mut entries = Vec::new();
@@ -135,8 +176,8 @@ pub(crate) fn fit_stage(
         entries.push(FittedStep {
             step: step.number,
             op: step.op.to_string(),
-            strategy: fit.strategy(),
-            columns: fit.columns(),
+            strategy: fit.shape().strategy.clone(),
+            columns: fit.shape().columns.clone(),
             reused_from: None,
             params: value,
         });
@@ -149,7 +190,7 @@ pub(crate) fn fit_stage(
 fn finish_fits(
     plan: &EnginePlan,
     group: Range<usize>,
-    contributions: Vec<Result<Vec<Option<Partial>>, JobFailure>>,
+    contributions: Vec<Result<Vec<Option<EncodedPartial>>, JobFailure>>,
     metrics: &WorkerMetrics,
 ) -> Result<FitRound, JobFailure> {
     let finish_stage = |index: usize| {
@@ -160,7 +201,8 @@ fn finish_fits(
         return Err(failure);
     }
     let mut merged: Option<Vec<Option<Partial>>> = None;
-    for partials in contributions.into_iter().flatten() {
+    for encoded in contributions.into_iter().flatten() {
+        let partials = decode_all(plan, group.clone(), encoded)?;
         match merged.as_mut() {
             None => merged = Some(partials),
             Some(merged) => {
@@ -190,7 +232,7 @@ fn finish_fits(
         match next {
             Some(next) => {
                 round.params.push(None);
-                round.next.push(Some(next));
+                round.next.push(Some(fit.encode(&next).map_err(|e| fit_failure(plan, index, &e))?));
             }
             None => {
                 let params = metrics

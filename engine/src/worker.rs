@@ -11,13 +11,14 @@ use std::sync::atomic::Ordering;
 use timely::worker::Worker;
 
 use weir_connectors::ConnectorError;
+use weir_connectors::claim::Claim;
 use weir_connectors::commit::{CommitFailure, CommitRecord, WriteMode, check_append, commit, prepare_output};
-use weir_connectors::lease::{Claim, Lease};
+use weir_connectors::lease::Lease;
 use weir_connectors::manifest::{
     ClusterInfo, InputFile, JobInfo, LedgerEntry, MANIFEST_FORMAT_VERSION, Manifest, StageTime, describe_schema,
 };
 use weir_connectors::parquet_sink::{PartFile, PartWriter};
-use weir_operators::fit::{FITTED_FORMAT_VERSION, FittedFile, FittedStep, params_sha256};
+use weir_operators::fitted_file::{FITTED_FORMAT_VERSION, FittedFile, FittedStep, params_sha256};
 
 use crate::JobFailure;
 use crate::cache::SourceCache;

@@ -998,7 +998,10 @@ fn fit(
     let summary = run_in_process(plan, ClusterSetup::SingleProcess { workers }, runtime, &view, None, stop)
         .map_err(in_job(&job))?;
     let written = runtime
-        .block_on(weir_connectors::objects::read_json::<weir_operators::fit::FittedFile>(&target, target.path()))
+        .block_on(weir_connectors::objects::read_json::<weir_operators::fitted_file::FittedFile>(
+            &target,
+            target.path(),
+        ))
         .map_err(|e| JobFailure::from_connector(&e))?
         .ok_or_else(|| JobFailure::internal("the fitted parameters just written cannot be read back"))?;
     println!(
@@ -1008,7 +1011,7 @@ fn fit(
         summary.passes,
         target.uri(),
         summary.bytes,
-        weir_operators::fit::params_sha256(&written.steps)
+        weir_operators::fitted_file::params_sha256(&written.steps)
     );
     Ok(())
 }

@@ -18,7 +18,7 @@ use weir_connectors::{ConnectorError, Location};
 use weir_connectors::manifest::ModelInfo;
 use weir_connectors::object_reader::read_object;
 use weir_engine::{EnginePlan, PlannedStep, StepKind};
-use weir_operators::fit::{FittedFile, FittedStep, params_sha256};
+use weir_operators::fitted_file::{FittedFile, FittedStep, params_sha256};
 use weir_operators::step::BindError;
 use weir_operators::{BindContext, Bound, OpError, StepSpec, bind_steps};
 
@@ -436,9 +436,9 @@ async fn plan_steps(
                         files.insert(uri.clone(), file);
                     }
                     let file = &files[&uri];
-                    let columns = fit.columns();
+                    let columns = fit.shape().columns.clone();
                     let occurrence = occurrences.entry((uri.clone(), op, columns.clone())).or_default();
-                    let strategy = fit.strategy();
+                    let strategy = fit.shape().strategy.clone();
                     let entry = file.find(&uri, op, strategy.as_deref(), &columns, *occurrence).map_err(step_error)?;
                     *occurrence += 1;
                     let step = fit.with_params(&entry.params).map_err(|e| {

@@ -24,11 +24,9 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
-use crate::fit::{
-    FitStep, FloatTransform, NumericColumns, Partial, all_missing, column_params, exact_quantiles_next_pass,
-    numeric_step_schema, params_json,
-};
-use crate::quantile_sketch::QuantileSketch;
+use crate::exact_quantile::ColumnQuantiles;
+use crate::fit::{Fit, FitShape};
+use crate::fit_columns::{FloatTransform, NumericColumns, PerColumn, all_missing, numeric_step_schema};
 use crate::{BoundStep, OpError};
 
 /// `op = "clip"`.
@@ -105,7 +103,16 @@ pub struct ClipFit {
     exact: bool,
 }
 
-/// One column's fitted bounds, as saved in `fitted.json` (`null`: no bound).
+/// The fitted bounds, as saved in `fitted.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClipParams {
+    /// The quantiles they were fitted at.
+    quantiles: [f64; 2],
+    #[serde(flatten)]
+    columns: PerColumn<ColumnBounds>,
+}
+
+/// One column's fitted bounds (`null`: no bound).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct ColumnBounds {
     lower: Option<f64>,
@@ -115,91 +122,61 @@ struct ColumnBounds {
     exact: bool,
 }
 
-impl FitStep for ClipFit {
-    fn output_schema(&self) -> SchemaRef {
-        self.columns.output.clone()
+impl Fit for ClipFit {
+    type Partial = ColumnQuantiles;
+    type Params = ClipParams;
+
+    fn shape(&self) -> FitShape {
+        self.columns.shape()
     }
 
-    fn columns(&self) -> Vec<String> {
-        self.columns.names.clone()
+    fn new_partial(&self) -> ColumnQuantiles {
+        ColumnQuantiles::new(self.columns.names.len())
     }
 
-    fn new_partial(&self) -> Partial {
-        Partial::Sketches(vec![QuantileSketch::new(); self.columns.names.len()])
-    }
-
-    fn fold(&self, partial: &mut Partial, batch: &RecordBatch) -> Result<(), OpError> {
-        match partial {
-            Partial::Exact(searches) => self.columns.fold_each(batch, searches, |search, values| {
-                if let Some(search) = search {
-                    search.fold(values);
-                }
-            }),
-            partial => self.columns.fold_each(batch, partial.sketches()?, QuantileSketch::extend_from_slice),
-        }
-    }
-
-    fn merge(&self, into: &mut Partial, other: Partial) -> Result<(), OpError> {
-        match other {
-            Partial::Sketches(other) => into.sketches()?.iter_mut().zip(other).for_each(|(a, b)| a.merge(b)),
-            Partial::Exact(other) => {
-                for (a, b) in into.exact()?.iter_mut().zip(other) {
-                    if let (Some(a), Some(b)) = (a, b) {
-                        a.merge(b);
-                    }
-                }
-            }
-            _ => return Err(OpError::Internal("clip got a partial it does not fold".into())),
+    fn fold(&self, partial: &mut ColumnQuantiles, batch: &RecordBatch) -> Result<(), OpError> {
+        let mut values = Vec::new();
+        for position in 0..self.columns.names.len() {
+            self.columns.present(batch, position, &mut values)?;
+            partial.fold(position, &values);
         }
         Ok(())
     }
 
-    fn next_pass(&self, merged: &mut Partial) -> Result<Option<Partial>, OpError> {
-        if self.exact {
-            return exact_quantiles_next_pass(merged, &self.quantiles);
-        }
-        Ok(None)
+    fn merge(&self, into: &mut ColumnQuantiles, other: ColumnQuantiles) -> Result<(), OpError> {
+        into.merge(other)
     }
 
-    fn finish(&self, mut partial: Partial) -> Result<serde_json::Value, OpError> {
+    fn next_pass(&self, merged: &mut ColumnQuantiles) -> Result<Option<ColumnQuantiles>, OpError> {
+        Ok(if self.exact { merged.next_pass(&self.quantiles) } else { None })
+    }
+
+    fn finish(&self, partial: ColumnQuantiles) -> Result<ClipParams, OpError> {
         let finite = |v: f64| v.is_finite().then_some(v);
         let [low, high] = self.quantiles;
-        // (lower, upper, count, exact) per column, from the searches or the sketches.
-        let found: Vec<(Option<f64>, Option<f64>, u64, bool)> = match &mut partial {
-            Partial::Exact(searches) => searches
-                .iter()
-                .map(|search| match search {
-                    Some(s) => (s.quantile(low), s.quantile(high), s.count(), true),
-                    None => (None, None, 0, true),
-                })
-                .collect(),
-            partial => partial
-                .sketches()?
-                .iter()
-                .map(|s| (s.quantile(low), s.quantile(high), s.count(), s.is_exact()))
-                .collect(),
-        };
         let mut bounds = Vec::new();
-        for ((lower, upper, count, exact), column) in found.into_iter().zip(&self.columns.names) {
-            let lower = lower.ok_or_else(|| all_missing(column, "quantiles"))?;
-            let upper = upper.ok_or_else(|| all_missing(column, "quantiles"))?;
-            bounds.push(ColumnBounds { lower: finite(lower), upper: finite(upper), count, exact });
+        for (position, column) in self.columns.names.iter().enumerate() {
+            let (lower, upper) = (partial.found(position, low), partial.found(position, high));
+            let lower_value = lower.value.ok_or_else(|| all_missing(column, "quantiles"))?;
+            let upper_value = upper.value.ok_or_else(|| all_missing(column, "quantiles"))?;
+            bounds.push(ColumnBounds {
+                lower: finite(lower_value),
+                upper: finite(upper_value),
+                count: lower.count,
+                exact: lower.exact,
+            });
         }
-        let mut extra = serde_json::Map::new();
-        extra.insert("quantiles".to_string(), serde_json::json!(self.quantiles));
-        params_json(&self.columns.names, &bounds, extra)
+        Ok(ClipParams { quantiles: self.quantiles, columns: PerColumn::new(&self.columns.names, bounds) })
     }
 
-    fn with_params(&self, params: &serde_json::Value) -> Result<Box<dyn BoundStep>, OpError> {
-        let saved: Option<[f64; 2]> = params.get("quantiles").and_then(|q| serde_json::from_value(q.clone()).ok());
-        if saved != Some(self.quantiles) {
+    fn with_params(&self, params: ClipParams) -> Result<Box<dyn BoundStep>, OpError> {
+        if params.quantiles != self.quantiles {
             return Err(OpError::InvalidSpec(format!(
-                "the fitted bounds are for quantiles {}, this step asks for {:?}",
-                params.get("quantiles").map(|q| q.to_string()).unwrap_or_else(|| "(none)".into()),
-                self.quantiles
+                "the fitted bounds are for quantiles {:?}, this step asks for {:?}",
+                params.quantiles, self.quantiles
             )));
         }
-        let bounds: Vec<ColumnBounds> = column_params(params, &self.columns.names)?;
+        let bounds = params.columns.ordered(&self.columns.names)?;
         Ok(self.columns.map(
             bounds
                 .iter()
@@ -253,6 +230,7 @@ mod tests {
             exact: false,
         };
         let BoundClip::Fitted(fit) = spec.bind(&batch(vec![]).schema()).unwrap() else { panic!() };
+        let fit = crate::fit::erase(fit);
         let mut partial = fit.new_partial();
         fit.fold(&mut partial, &batch(values)).unwrap();
         let params = fit.finish(partial).unwrap();

@@ -245,6 +245,100 @@ impl ExactQuantiles {
     }
 }
 
+/// The partial of a fitted step that needs quantiles of each of its columns (impute's
+/// median, clip's bounds): sketches in the first pass, then, with `exact = true` and a sketch
+/// that could not hold every value, the exact searches of the later passes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ColumnQuantiles {
+    Sketches(Vec<QuantileSketch>),
+    /// Per column; `None` for a column with no value.
+    Exact(Vec<Option<ExactQuantiles>>),
+}
+
+/// What a fit learned of one column's quantile.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FoundQuantile {
+    /// `None` when the column has no value.
+    pub value: Option<f64>,
+    /// Present values in the column.
+    pub count: u64,
+    /// Whether `value` is exact (a sketch that held every value, or a finished search).
+    pub exact: bool,
+}
+
+impl ColumnQuantiles {
+    /// The first pass's partial: one empty sketch per column.
+    pub fn new(columns: usize) -> ColumnQuantiles {
+        ColumnQuantiles::Sketches(vec![QuantileSketch::new(); columns])
+    }
+
+    /// Folds the present values of the column at `position`.
+    pub fn fold(&mut self, position: usize, values: &[f64]) {
+        match self {
+            ColumnQuantiles::Sketches(sketches) => sketches[position].extend_from_slice(values),
+            ColumnQuantiles::Exact(searches) => {
+                if let Some(search) = &mut searches[position] {
+                    search.fold(values);
+                }
+            }
+        }
+    }
+
+    /// Merges another worker's partial of the same pass.
+    pub fn merge(&mut self, other: ColumnQuantiles) -> Result<(), crate::OpError> {
+        match (self, other) {
+            (ColumnQuantiles::Sketches(into), ColumnQuantiles::Sketches(other)) => {
+                into.iter_mut().zip(other).for_each(|(a, b)| a.merge(b));
+            }
+            (ColumnQuantiles::Exact(into), ColumnQuantiles::Exact(other)) => {
+                for (a, b) in into.iter_mut().zip(other) {
+                    if let (Some(a), Some(b)) = (a, b) {
+                        a.merge(b);
+                    }
+                }
+            }
+            _ => return Err(crate::OpError::Internal("partials of two different quantile passes".into())),
+        }
+        Ok(())
+    }
+
+    /// [`crate::fit::Fit::next_pass`] for exact `quantiles`: after the sketch pass, plan the
+    /// searches (a column whose sketch held every value needs none); after a search pass,
+    /// advance them; another pass while any goes on.
+    pub fn next_pass(&mut self, quantiles: &[f64]) -> Option<ColumnQuantiles> {
+        match self {
+            ColumnQuantiles::Sketches(sketches) => {
+                let planned: Vec<Option<ExactQuantiles>> =
+                    sketches.iter().map(|sketch| ExactQuantiles::plan(sketch, quantiles, COLLECT_LIMIT)).collect();
+                // Every sketch held all its values: they answer exactly. Otherwise the columns
+                // whose sketch did carry their answers along.
+                (!planned.iter().flatten().all(ExactQuantiles::done)).then_some(ColumnQuantiles::Exact(planned))
+            }
+            ColumnQuantiles::Exact(searches) => {
+                let mut more = false;
+                for search in searches.iter_mut().flatten() {
+                    more |= !search.advance();
+                }
+                more.then(|| ColumnQuantiles::Exact(searches.clone()))
+            }
+        }
+    }
+
+    /// The `q`-quantile of the column at `position`, from the sketch or the search.
+    pub fn found(&self, position: usize, q: f64) -> FoundQuantile {
+        match self {
+            ColumnQuantiles::Sketches(sketches) => {
+                let sketch = &sketches[position];
+                FoundQuantile { value: sketch.quantile(q), count: sketch.count(), exact: sketch.is_exact() }
+            }
+            ColumnQuantiles::Exact(searches) => match &searches[position] {
+                Some(search) => FoundQuantile { value: search.quantile(q), count: search.count(), exact: true },
+                None => FoundQuantile { value: None, count: 0, exact: true },
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,197 +2,215 @@
 //!
 //! A fitted step (`impute` mean/median/most_frequent, `standardize`, `minmax`, `clip` with
 //! quantiles, `pca`) cannot map a batch before it has seen the data. Bound to its input
-//! schema it is a [`FitStep`], which the engine drives in four moves:
+//! schema it implements [`Fit`], with its own partial and parameter types, which the engine
+//! drives in four moves:
 //!
-//! 1. every worker starts from [`FitStep::new_partial`] and folds each of its batches into
-//!    it ([`FitStep::fold`]): counts, Welford/Chan moments, min/max, quantile sketches,
-//!    co-moments;
-//! 2. the partials travel to one worker and are merged there ([`FitStep::merge`]);
-//! 3. the merged partial is finished into parameters ([`FitStep::finish`]), plain JSON that
-//!    is broadcast back to every worker and saved in `_weir/fitted.json`;
-//! 4. every worker turns the parameters into an ordinary [`BoundStep`]
-//!    ([`FitStep::with_params`]).
+//! 1. every worker starts from [`Fit::new_partial`] and folds each of its batches into it
+//!    ([`Fit::fold`]): counts, Welford/Chan moments, min/max, quantile sketches, co-moments;
+//! 2. the partials travel to one worker and are merged there ([`Fit::merge`]);
+//! 3. the merged partial is finished into parameters ([`Fit::finish`]), which are broadcast
+//!    back to every worker and saved in `_weir/fitted.json` as JSON;
+//! 4. every worker turns the parameters into an ordinary [`BoundStep`] ([`Fit::with_params`]).
 //!
-//! A step given `fitted = "URI"` skips 1–3: its parameters come from the [`FittedFile`] of
-//! an earlier run, matched by [`FittedFile::find`].
+//! A fit that needs more passes over the same input (an exact quantile) says so in
+//! [`Fit::next_pass`]. A step given `fitted = "URI"` skips 1–3: the planner reads its
+//! parameters from the [`crate::fitted_file::FittedFile`] of an earlier run.
 //!
-//! A fitted step says which columns it reads ([`FitStep::columns`]) and which its output
-//! changes ([`FitStep::written_columns`]), and whether it keeps every row; that is what lets
-//! the engine fit several of them in one pass when doing so is exactly equivalent.
+//! The engine sees every fitted step through one object-safe adapter, [`FitStep`], made by
+//! [`erase`]: partials become opaque [`Partial`]s, encoded with bincode (exact for every
+//! `f64`, NaN included) when they cross workers, and parameters become JSON. Adding a fitted
+//! op is its own file (spec, `bind`, `impl Fit`, parity test) plus its line in the
+//! [`crate::step`] registry.
+
+use std::any::Any;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use crate::co_moments::CoMoments;
-use crate::exact_quantile::{COLLECT_LIMIT, ExactQuantiles};
-use crate::quantile_sketch::QuantileSketch;
-use crate::stats::{Moments, Range, ValueCounts};
 use crate::{BoundStep, OpError};
 
-// The `fitted.json` format and the column helpers fitted ops share live in files of their
-// own; they are re-exported here, where the fitted ops look for them.
-pub use crate::fit_columns::{
-    FloatColumnsMap, FloatTransform, NumericColumns, all_missing, as_f64, column_params, float_output_type, is_numeric,
-    names, no_infinity, numeric_columns, numeric_step_schema, params_json, replace_columns, schema_with_types,
-};
-pub use crate::fitted_file::{FITTED_FORMAT_VERSION, FittedFile, FittedStep, params_sha256};
-
-/// A fitted step bound to its input schema, before its parameters are known.
-pub trait FitStep: Send + Sync + std::fmt::Debug {
-    /// The schema of the batches the fitted step will return (known before fitting).
-    fn output_schema(&self) -> SchemaRef;
-
-    /// The strategy, for the ops that have one (`impute`); checked when parameters are reused.
-    fn strategy(&self) -> Option<String> {
-        None
-    }
-
-    /// The columns the step reads, in order (for most fitted steps, also the ones it rewrites).
-    fn columns(&self) -> Vec<String>;
-
+/// What the engine and the planner need to know of a fitted step before fitting it.
+#[derive(Debug, Clone)]
+pub struct FitShape {
+    /// The schema of the batches the fitted step will return.
+    pub output: SchemaRef,
+    /// The columns the step reads, in order (for most fitted steps also the ones it rewrites).
+    pub columns: Vec<String>,
     /// Every column the step's output adds, rewrites or removes. The engine fits a later
     /// step in the same pass only if it reads none of them.
-    fn written_columns(&self) -> Vec<String> {
-        self.columns()
-    }
+    pub written: Vec<String>,
+    /// Whether the step maps rows one to one. A step that may drop rows ends its fit pass:
+    /// later steps must be fitted on what it leaves.
+    pub keeps_every_row: bool,
+    /// The strategy, for the ops that have one (`impute`); checked when parameters are reused.
+    pub strategy: Option<String>,
+}
 
-    /// Whether the step maps rows one to one (no row dropped). A step that may drop rows
-    /// ends its fit pass: later steps must be fitted on what it leaves.
-    fn keeps_every_row(&self) -> bool {
-        true
+impl FitShape {
+    /// A step that rewrites the columns it reads, keeps every row and has no strategy.
+    pub fn rewriting(output: SchemaRef, columns: Vec<String>) -> FitShape {
+        FitShape { output, written: columns.clone(), columns, keeps_every_row: true, strategy: None }
     }
+}
+
+/// A fitted step bound to its input schema, before its parameters are known; see the module
+/// documentation.
+pub trait Fit: Send + Sync + std::fmt::Debug + 'static {
+    /// What one worker has folded so far. It crosses processes, so it serialises.
+    type Partial: Serialize + DeserializeOwned + Send + 'static;
+    /// The fitted parameters, saved in `fitted.json`.
+    type Params: Serialize + DeserializeOwned;
+
+    fn shape(&self) -> FitShape;
 
     /// An empty partial for one worker.
-    fn new_partial(&self) -> Partial;
+    fn new_partial(&self) -> Self::Partial;
 
     /// Folds one batch of the step's input schema into `partial`.
-    fn fold(&self, partial: &mut Partial, batch: &RecordBatch) -> Result<(), OpError>;
+    fn fold(&self, partial: &mut Self::Partial, batch: &RecordBatch) -> Result<(), OpError>;
 
     /// Merges `other` into `into`.
-    fn merge(&self, into: &mut Partial, other: Partial) -> Result<(), OpError>;
+    fn merge(&self, into: &mut Self::Partial, other: Self::Partial) -> Result<(), OpError>;
 
     /// For a fit that needs another pass over the same input (an exact quantile): given the
-    /// merged partial of the pass just made (which it may update, e.g. with what it found),
-    /// the empty partial every worker folds the next pass into; `None` when
-    /// [`FitStep::finish`] can conclude from `merged`.
-    fn next_pass(&self, merged: &mut Partial) -> Result<Option<Partial>, OpError> {
+    /// merged partial of the pass just made (which it may update with what it found), the
+    /// empty partial every worker folds the next pass into; `None` when [`Fit::finish`] can
+    /// conclude from `merged`.
+    fn next_pass(&self, merged: &mut Self::Partial) -> Result<Option<Self::Partial>, OpError> {
         let _ = merged;
         Ok(None)
     }
 
     /// Turns the merged partial of the whole input into parameters. Errors are the data's:
     /// a column with no value to fit on, or an infinity where a finite value is needed.
+    fn finish(&self, partial: Self::Partial) -> Result<Self::Params, OpError>;
+
+    /// The step that applies `params` (from [`Fit::finish`] or a `fitted.json`). Parameters
+    /// that do not fit this step (another column set, range, …) are an error.
+    fn with_params(&self, params: Self::Params) -> Result<Box<dyn BoundStep>, OpError>;
+}
+
+/// A partial of some fitted step, opaque to the engine: only the [`FitStep`] that made it
+/// can fold into it, merge it, encode it or finish it.
+pub struct Partial(Box<dyn Any + Send>);
+
+impl std::fmt::Debug for Partial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Partial(..)")
+    }
+}
+
+/// A fitted step as the engine drives it: [`Fit`] with its types erased.
+pub trait FitStep: Send + Sync + std::fmt::Debug {
+    fn shape(&self) -> &FitShape;
+    fn new_partial(&self) -> Partial;
+    fn fold(&self, partial: &mut Partial, batch: &RecordBatch) -> Result<(), OpError>;
+    fn merge(&self, into: &mut Partial, other: Partial) -> Result<(), OpError>;
+    fn next_pass(&self, merged: &mut Partial) -> Result<Option<Partial>, OpError>;
+    /// The parameters as JSON, the form `fitted.json` holds.
     fn finish(&self, partial: Partial) -> Result<serde_json::Value, OpError>;
-
-    /// The step that applies `params` (from [`FitStep::finish`] or a `fitted.json`).
-    /// Parameters that do not fit this step (another column set, range, …) are an error.
+    /// The step that applies parameters read back from JSON; parameters of another shape
+    /// are an error.
     fn with_params(&self, params: &serde_json::Value) -> Result<Box<dyn BoundStep>, OpError>;
+    /// The bytes a partial travels as between workers.
+    fn encode(&self, partial: &Partial) -> Result<Vec<u8>, OpError>;
+    fn decode(&self, bytes: &[u8]) -> Result<Partial, OpError>;
 }
 
-/// What one worker has folded so far: one entry per column of the step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Partial {
-    Moments(Vec<Moments>),
-    Ranges(Vec<Range>),
-    Sketches(Vec<QuantileSketch>),
-    Counts(Vec<ValueCounts>),
-    /// One set of co-moments over all the step's columns (`pca`).
-    CoMoments(CoMoments),
-    /// The searches of exact quantiles over later passes, per column (`None`: the column
-    /// has no value).
-    Exact(Vec<Option<ExactQuantiles>>),
+/// The engine's view of a typed fitted step.
+pub fn erase<F: Fit>(fit: F) -> Box<dyn FitStep> {
+    let shape = fit.shape();
+    Box::new(Erased { fit, shape })
 }
 
-/// The shared `next_pass` of fitted quantiles with `exact = true` (impute's median, clip's
-/// bounds): after the sketch pass, plan the searches (a column whose sketch held every value
-/// needs none); after a search pass, advance them; another pass while any goes on.
-pub fn exact_quantiles_next_pass(merged: &mut Partial, quantiles: &[f64]) -> Result<Option<Partial>, OpError> {
-    let searches: &mut Vec<Option<ExactQuantiles>> = match merged {
-        Partial::Sketches(sketches) => {
-            let planned: Vec<Option<ExactQuantiles>> =
-                sketches.iter().map(|sketch| ExactQuantiles::plan(sketch, quantiles, COLLECT_LIMIT)).collect();
-            if planned.iter().flatten().all(ExactQuantiles::done) {
-                return Ok(None); // every sketch held all its values: they answer exactly
-            }
-            // Columns whose sketch held every value carry their answers along.
-            return Ok(Some(Partial::Exact(planned)));
-        }
-        Partial::Exact(searches) => searches,
-        other => return Err(wrong_partial("sketches or exact quantile searches", other)),
-    };
-    let mut more = false;
-    for search in searches.iter_mut().flatten() {
-        more |= !search.advance();
-    }
-    Ok(more.then(|| Partial::Exact(searches.clone())))
+#[derive(Debug)]
+struct Erased<F> {
+    fit: F,
+    shape: FitShape,
 }
 
-impl Partial {
-    pub fn moments(&mut self) -> Result<&mut Vec<Moments>, OpError> {
-        match self {
-            Partial::Moments(inner) => Ok(inner),
-            other => Err(wrong_partial("moments", other)),
-        }
+impl<F: Fit> Erased<F> {
+    fn typed<'a>(&self, partial: &'a mut Partial) -> Result<&'a mut F::Partial, OpError> {
+        partial.0.downcast_mut::<F::Partial>().ok_or_else(foreign_partial)
     }
 
-    pub fn ranges(&mut self) -> Result<&mut Vec<Range>, OpError> {
-        match self {
-            Partial::Ranges(inner) => Ok(inner),
-            other => Err(wrong_partial("ranges", other)),
-        }
-    }
-
-    pub fn sketches(&mut self) -> Result<&mut Vec<QuantileSketch>, OpError> {
-        match self {
-            Partial::Sketches(inner) => Ok(inner),
-            other => Err(wrong_partial("sketches", other)),
-        }
-    }
-
-    pub fn counts(&mut self) -> Result<&mut Vec<ValueCounts>, OpError> {
-        match self {
-            Partial::Counts(inner) => Ok(inner),
-            other => Err(wrong_partial("counts", other)),
-        }
-    }
-
-    pub fn exact(&mut self) -> Result<&mut Vec<Option<ExactQuantiles>>, OpError> {
-        match self {
-            Partial::Exact(inner) => Ok(inner),
-            other => Err(wrong_partial("exact quantile searches", other)),
-        }
-    }
-
-    pub fn co_moments(&mut self) -> Result<&mut CoMoments, OpError> {
-        match self {
-            Partial::CoMoments(inner) => Ok(inner),
-            other => Err(wrong_partial("co-moments", other)),
-        }
+    fn owned(&self, partial: Partial) -> Result<F::Partial, OpError> {
+        partial.0.downcast::<F::Partial>().map(|typed| *typed).map_err(|_| foreign_partial())
     }
 }
 
-fn wrong_partial(expected: &str, found: &Partial) -> OpError {
-    let found = match found {
-        Partial::Moments(_) => "moments",
-        Partial::Ranges(_) => "ranges",
-        Partial::Sketches(_) => "sketches",
-        Partial::Counts(_) => "counts",
-        Partial::CoMoments(_) => "co-moments",
-        Partial::Exact(_) => "exact quantile searches",
-    };
-    OpError::Internal(format!("a fitted step expected a partial of {expected}, got {found}"))
+fn foreign_partial() -> OpError {
+    OpError::Internal("a fitted step was given another step's partial".into())
+}
+
+impl<F: Fit> FitStep for Erased<F> {
+    fn shape(&self) -> &FitShape {
+        &self.shape
+    }
+
+    fn new_partial(&self) -> Partial {
+        Partial(Box::new(self.fit.new_partial()))
+    }
+
+    fn fold(&self, partial: &mut Partial, batch: &RecordBatch) -> Result<(), OpError> {
+        self.fit.fold(self.typed(partial)?, batch)
+    }
+
+    fn merge(&self, into: &mut Partial, other: Partial) -> Result<(), OpError> {
+        let other = self.owned(other)?;
+        self.fit.merge(self.typed(into)?, other)
+    }
+
+    fn next_pass(&self, merged: &mut Partial) -> Result<Option<Partial>, OpError> {
+        Ok(self.fit.next_pass(self.typed(merged)?)?.map(|next| Partial(Box::new(next))))
+    }
+
+    fn finish(&self, partial: Partial) -> Result<serde_json::Value, OpError> {
+        let params = self.fit.finish(self.owned(partial)?)?;
+        serde_json::to_value(&params).map_err(|e| OpError::Internal(format!("fitted parameters do not serialise: {e}")))
+    }
+
+    fn with_params(&self, params: &serde_json::Value) -> Result<Box<dyn BoundStep>, OpError> {
+        let typed: F::Params = serde_json::from_value(params.clone())
+            .map_err(|e| OpError::InvalidSpec(format!("the fitted parameters are malformed for this step: {e}")))?;
+        self.fit.with_params(typed)
+    }
+
+    fn encode(&self, partial: &Partial) -> Result<Vec<u8>, OpError> {
+        let typed = partial.0.downcast_ref::<F::Partial>().ok_or_else(foreign_partial)?;
+        bincode::serialize(typed).map_err(|e| OpError::Internal(format!("a fit's partial does not encode: {e}")))
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<Partial, OpError> {
+        let typed: F::Partial = bincode::deserialize(bytes)
+            .map_err(|e| OpError::Internal(format!("a fit's partial does not decode: {e}")))?;
+        Ok(Partial(Box::new(typed)))
+    }
 }
 
 /// Fits `fit` the way the engine does, in one process: each batch folded into its own
-/// partial (as if on its own worker), the partials merged, then finished. For unit tests.
+/// partial (as if on its own worker), encoded and decoded as between processes, the
+/// partials merged, more passes while the step asks for them, then finished. For unit tests.
 #[cfg(test)]
 pub(crate) fn fit_in_process(fit: &dyn FitStep, batches: &[RecordBatch]) -> serde_json::Value {
-    let mut total = fit.new_partial();
-    for batch in batches {
-        let mut partial = fit.new_partial();
-        fit.fold(&mut partial, batch).unwrap();
-        fit.merge(&mut total, partial).unwrap();
+    let mut template = fit.encode(&fit.new_partial()).unwrap();
+    loop {
+        let mut merged: Option<Partial> = None;
+        for batch in batches {
+            let mut partial = fit.decode(&template).unwrap();
+            fit.fold(&mut partial, batch).unwrap();
+            let travelled = fit.decode(&fit.encode(&partial).unwrap()).unwrap();
+            match merged.as_mut() {
+                None => merged = Some(travelled),
+                Some(merged) => fit.merge(merged, travelled).unwrap(),
+            }
+        }
+        let mut merged = merged.expect("fit_in_process needs at least one batch");
+        match fit.next_pass(&mut merged).unwrap() {
+            Some(next) => template = fit.encode(&next).unwrap(),
+            None => return fit.finish(merged).unwrap(),
+        }
     }
-    fit.finish(total).unwrap()
 }

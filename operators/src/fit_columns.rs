@@ -2,6 +2,7 @@
 //! output types and schemas, the per-column parameter format of `fitted.json`, and the one
 //! float map ([`FloatColumnsMap`]) that standardize, minmax and clip apply once fitted.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
@@ -82,42 +83,29 @@ pub fn names(schema: &Schema, indices: &[usize]) -> Vec<String> {
     indices.iter().map(|&i| schema.field(i).name().clone()).collect()
 }
 
-/// Reads `params["columns"][name]` for every column, deserialized as `T`; a missing column
-/// or a malformed entry is an error naming it.
-pub fn column_params<T: for<'a> Deserialize<'a>>(
-    params: &serde_json::Value,
-    columns: &[String],
-) -> Result<Vec<T>, OpError> {
-    let table = params
-        .get("columns")
-        .and_then(|c| c.as_object())
-        .ok_or_else(|| OpError::InvalidSpec("fitted parameters have no \"columns\" table".to_string()))?;
-    columns
-        .iter()
-        .map(|name| {
-            let entry = table
-                .get(name)
-                .ok_or_else(|| OpError::InvalidSpec(format!("fitted parameters have no entry for column '{name}'")))?;
-            serde_json::from_value(entry.clone())
-                .map_err(|e| OpError::InvalidSpec(format!("fitted parameters of column '{name}': {e}")))
-        })
-        .collect()
+/// Parameters with one entry per column, as `fitted.json` holds them:
+/// `{"columns": {name: entry, …}}` (ops with more parameters flatten this into theirs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerColumn<T> {
+    pub columns: BTreeMap<String, T>,
 }
 
-/// Builds `{"columns": {name: entry, …}}` plus `extra` fields.
-pub fn params_json<T: Serialize>(
-    columns: &[String],
-    entries: &[T],
-    extra: serde_json::Map<String, serde_json::Value>,
-) -> Result<serde_json::Value, OpError> {
-    let mut table = serde_json::Map::new();
-    for (name, entry) in columns.iter().zip(entries) {
-        let value = serde_json::to_value(entry).map_err(|e| OpError::Internal(e.to_string()))?;
-        table.insert(name.clone(), value);
+impl<T> PerColumn<T> {
+    pub fn new(names: &[String], entries: Vec<T>) -> PerColumn<T> {
+        PerColumn { columns: names.iter().cloned().zip(entries).collect() }
     }
-    let mut object = extra;
-    object.insert("columns".to_string(), serde_json::Value::Object(table));
-    Ok(serde_json::Value::Object(object))
+
+    /// The entries of `names`, in that order; a missing column is an error naming it.
+    pub fn ordered(&self, names: &[String]) -> Result<Vec<&T>, OpError> {
+        names
+            .iter()
+            .map(|name| {
+                self.columns
+                    .get(name)
+                    .ok_or_else(|| OpError::InvalidSpec(format!("fitted parameters have no entry for column '{name}'")))
+            })
+            .collect()
+    }
 }
 
 /// A fitted value that must be finite (a mean, a bound): an infinity in the data makes
@@ -214,6 +202,11 @@ pub struct NumericColumns {
 }
 
 impl NumericColumns {
+    /// The fit shape of a step that rewrites these columns in place.
+    pub fn shape(&self) -> crate::fit::FitShape {
+        crate::fit::FitShape::rewriting(self.output.clone(), self.names.clone())
+    }
+
     /// The present (non-null, non-NaN) values of column `position` of `batch`, found by name.
     pub fn present(&self, batch: &RecordBatch, position: usize, into: &mut Vec<f64>) -> Result<(), OpError> {
         let name = &self.names[position];

@@ -14,7 +14,7 @@
 //! - `mean` and `median` need numeric columns and write floats: integer columns become
 //!   `Float64`, float columns keep their width. The mean is fitted with Chan-merged moments
 //!   (an infinity in the column is an error, as in scikit-learn); the median with a
-//!   mergeable quantile sketch that is exact up to [`QuantileSketch::K`] values and within
+//!   mergeable quantile sketch that is exact up to [`QuantileSketch::K`](crate::quantile_sketch::QuantileSketch::K) values and within
 //!   a rank error of 0.001 beyond (Spark's `Imputer` default), where infinities are
 //!   ordinary values.
 //! - `most_frequent` and `constant` keep the column's type, so integer columns stay
@@ -35,11 +35,12 @@ use arrow::datatypes::{DataType, Float32Type, Float64Type, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
-use crate::fit::{
-    FitStep, Partial, all_missing, as_f64, column_params, exact_quantiles_next_pass, float_output_type, names,
-    no_infinity, numeric_columns, params_json, replace_columns, schema_with_types,
+use crate::exact_quantile::ColumnQuantiles;
+use crate::fit::{Fit, FitShape};
+use crate::fit_columns::{
+    PerColumn, all_missing, as_f64, float_output_type, names, no_infinity, numeric_columns, replace_columns,
+    schema_with_types,
 };
-use crate::quantile_sketch::QuantileSketch;
 use crate::stats::{ModeValue, Moments, ValueCounts, present_values};
 use crate::{BoundStep, OpError, selector};
 
@@ -195,9 +196,17 @@ pub struct ImputeFit {
     exact: bool,
 }
 
+/// What one worker has folded, by strategy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ImputePartial {
+    Moments(Vec<Moments>),
+    Quantiles(ColumnQuantiles),
+    Counts(Vec<ValueCounts>),
+}
+
 /// One column's fitted fill value, as saved in `fitted.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct ColumnFill {
+pub struct ColumnFill {
     /// The fill value, in the column's kind (a number or a string).
     value: serde_json::Value,
     /// Non-missing values the fit saw.
@@ -229,115 +238,92 @@ impl ImputeFit {
     }
 }
 
-impl FitStep for ImputeFit {
-    fn output_schema(&self) -> SchemaRef {
-        self.output.clone()
+impl Fit for ImputeFit {
+    type Partial = ImputePartial;
+    type Params = PerColumn<ColumnFill>;
+
+    fn shape(&self) -> FitShape {
+        FitShape {
+            strategy: Some(self.strategy.name().to_string()),
+            ..FitShape::rewriting(self.output.clone(), self.columns.clone())
+        }
     }
 
-    fn strategy(&self) -> Option<String> {
-        Some(self.strategy.name().to_string())
-    }
-
-    fn columns(&self) -> Vec<String> {
-        self.columns.clone()
-    }
-
-    fn new_partial(&self) -> Partial {
+    fn new_partial(&self) -> ImputePartial {
         let n = self.columns.len();
         match self.strategy {
-            ImputeStrategy::Mean => Partial::Moments(vec![Moments::default(); n]),
-            ImputeStrategy::Median => Partial::Sketches(vec![QuantileSketch::new(); n]),
-            ImputeStrategy::MostFrequent | ImputeStrategy::Constant => Partial::Counts(
+            ImputeStrategy::Mean => ImputePartial::Moments(vec![Moments::default(); n]),
+            ImputeStrategy::Median => ImputePartial::Quantiles(ColumnQuantiles::new(n)),
+            ImputeStrategy::MostFrequent | ImputeStrategy::Constant => ImputePartial::Counts(
                 self.input_types.iter().map(|t| ValueCounts::for_type(t).expect("checked at bind")).collect(),
             ),
         }
     }
 
-    fn fold(&self, partial: &mut Partial, batch: &RecordBatch) -> Result<(), OpError> {
+    fn fold(&self, partial: &mut ImputePartial, batch: &RecordBatch) -> Result<(), OpError> {
         let mut values = Vec::new();
         for position in 0..self.columns.len() {
             let column = self.column_of(batch, position)?;
-            match self.strategy {
-                ImputeStrategy::Mean => {
+            match partial {
+                ImputePartial::Moments(moments) => {
                     present_values(&as_f64(column)?, &mut values);
-                    partial.moments()?[position].fold(&values);
+                    moments[position].fold(&values);
                 }
-                ImputeStrategy::Median => {
+                ImputePartial::Quantiles(quantiles) => {
                     present_values(&as_f64(column)?, &mut values);
-                    match &mut *partial {
-                        Partial::Exact(searches) => {
-                            if let Some(search) = &mut searches[position] {
-                                search.fold(&values);
-                            }
-                        }
-                        other => other.sketches()?[position].extend_from_slice(&values),
-                    }
+                    quantiles.fold(position, &values);
                 }
-                ImputeStrategy::MostFrequent | ImputeStrategy::Constant => {
-                    partial.counts()?[position].fold(column)?;
-                }
+                ImputePartial::Counts(counts) => counts[position].fold(column)?,
             }
         }
         Ok(())
     }
 
-    fn merge(&self, into: &mut Partial, other: Partial) -> Result<(), OpError> {
-        match other {
-            Partial::Moments(other) => into.moments()?.iter_mut().zip(&other).for_each(|(a, b)| a.merge(b)),
-            Partial::Sketches(other) => into.sketches()?.iter_mut().zip(other).for_each(|(a, b)| a.merge(b)),
-            Partial::Exact(other) => {
-                for (a, b) in into.exact()?.iter_mut().zip(other) {
-                    if let (Some(a), Some(b)) = (a, b) {
-                        a.merge(b);
-                    }
-                }
+    fn merge(&self, into: &mut ImputePartial, other: ImputePartial) -> Result<(), OpError> {
+        match (into, other) {
+            (ImputePartial::Moments(into), ImputePartial::Moments(other)) => {
+                into.iter_mut().zip(&other).for_each(|(a, b)| a.merge(b))
             }
-            Partial::Counts(other) => {
-                for (a, b) in into.counts()?.iter_mut().zip(other) {
+            (ImputePartial::Quantiles(into), ImputePartial::Quantiles(other)) => into.merge(other)?,
+            (ImputePartial::Counts(into), ImputePartial::Counts(other)) => {
+                for (a, b) in into.iter_mut().zip(other) {
                     a.merge(b)?;
                 }
             }
-            _ => return Err(OpError::Internal("impute got a partial it does not fold".into())),
+            _ => return Err(OpError::Internal("impute got partials of two strategies".into())),
         }
         Ok(())
     }
 
-    fn next_pass(&self, merged: &mut Partial) -> Result<Option<Partial>, OpError> {
-        if self.exact {
-            return exact_quantiles_next_pass(merged, &[0.5]);
-        }
-        Ok(None)
+    fn next_pass(&self, merged: &mut ImputePartial) -> Result<Option<ImputePartial>, OpError> {
+        Ok(match merged {
+            ImputePartial::Quantiles(quantiles) if self.exact => {
+                quantiles.next_pass(&[0.5]).map(ImputePartial::Quantiles)
+            }
+            _ => None,
+        })
     }
 
-    fn finish(&self, mut partial: Partial) -> Result<serde_json::Value, OpError> {
+    fn finish(&self, partial: ImputePartial) -> Result<PerColumn<ColumnFill>, OpError> {
         let mut fills = Vec::with_capacity(self.columns.len());
         for (position, column) in self.columns.iter().enumerate() {
-            let fill = match self.strategy {
-                ImputeStrategy::Mean => {
-                    let moments = partial.moments()?[position];
+            let fill = match &partial {
+                ImputePartial::Moments(moments) => {
+                    let moments = moments[position];
                     no_infinity(column, "mean", moments.infinite)?;
                     if moments.count == 0 {
                         return Err(all_missing(column, "mean"));
                     }
                     ColumnFill { value: serde_json::json!(moments.mean()), count: moments.count, exact: None }
                 }
-                ImputeStrategy::Median => {
-                    let (median, count, exact) = match &mut partial {
-                        Partial::Exact(searches) => match &searches[position] {
-                            Some(search) => (search.quantile(0.5), search.count(), true),
-                            None => (None, 0, true),
-                        },
-                        partial => {
-                            let sketch = &partial.sketches()?[position];
-                            (sketch.quantile(0.5), sketch.count(), sketch.is_exact())
-                        }
-                    };
-                    let median = median.ok_or_else(|| all_missing(column, "median"))?;
+                ImputePartial::Quantiles(quantiles) => {
+                    let found = quantiles.found(position, 0.5);
+                    let median = found.value.ok_or_else(|| all_missing(column, "median"))?;
                     no_infinity(column, "median", median.is_infinite())?;
-                    ColumnFill { value: serde_json::json!(median), count, exact: Some(exact) }
+                    ColumnFill { value: serde_json::json!(median), count: found.count, exact: Some(found.exact) }
                 }
-                ImputeStrategy::MostFrequent | ImputeStrategy::Constant => {
-                    let counts = &partial.counts()?[position];
+                ImputePartial::Counts(counts) => {
+                    let counts = &counts[position];
                     let mode = counts.mode().ok_or_else(|| all_missing(column, "most frequent value"))?;
                     let value = match mode {
                         ModeValue::Int(v) => serde_json::json!(v),
@@ -353,11 +339,11 @@ impl FitStep for ImputeFit {
             };
             fills.push(fill);
         }
-        params_json(&self.columns, &fills, serde_json::Map::new())
+        Ok(PerColumn::new(&self.columns, fills))
     }
 
-    fn with_params(&self, params: &serde_json::Value) -> Result<Box<dyn BoundStep>, OpError> {
-        let fills: Vec<ColumnFill> = column_params(params, &self.columns)?;
+    fn with_params(&self, params: PerColumn<ColumnFill>) -> Result<Box<dyn BoundStep>, OpError> {
+        let fills = params.ordered(&self.columns)?;
         let scalars = fills
             .iter()
             .zip(&self.output_types)
@@ -479,7 +465,8 @@ mod tests {
 
     fn fit_and_apply(spec: &ImputeSpec, batches: &[RecordBatch]) -> (serde_json::Value, RecordBatch) {
         let BoundImpute::Fitted(fit) = spec.bind(&batches[0].schema()).unwrap() else { panic!("not fitted") };
-        let params = crate::fit::fit_in_process(&fit, batches);
+        let fit = crate::fit::erase(fit);
+        let params = crate::fit::fit_in_process(fit.as_ref(), batches);
         let step = fit.with_params(&params).unwrap();
         (params, step.apply(batches[0].clone()).unwrap())
     }
@@ -536,10 +523,31 @@ mod tests {
         let BoundImpute::Fitted(fit) = spec(&["x"], ImputeStrategy::Median, None).bind(&empty.schema()).unwrap() else {
             panic!()
         };
+        let fit = crate::fit::erase(fit);
         let mut partial = fit.new_partial();
         fit.fold(&mut partial, &empty).unwrap();
         let err = fit.finish(partial).unwrap_err().to_string();
         assert!(err.contains("column 'x'") && err.contains("no non-missing value"), "{err}");
+    }
+
+    #[test]
+    fn exact_median_past_the_sketch_equals_the_sorted_middle() {
+        // 30,001 values, beyond what one sketch holds, with ties, split over three workers.
+        let values: Vec<f64> = (0..30_001u64).map(|i| ((i * 7_919) % 10_007) as f64 / 4.0).collect();
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, true)]));
+        let batches: Vec<RecordBatch> = values
+            .chunks(10_001)
+            .map(|chunk| {
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(Float64Array::from(chunk.to_vec()))]).unwrap()
+            })
+            .collect();
+        let mut exact = spec(&["x"], ImputeStrategy::Median, None);
+        exact.exact = true;
+        let (params, _) = fit_and_apply(&exact, &batches);
+        let mut sorted = values.clone();
+        sorted.sort_by(f64::total_cmp);
+        assert_eq!(params["columns"]["x"]["value"], serde_json::json!(sorted[15_000]));
+        assert_eq!(params["columns"]["x"]["exact"], serde_json::json!(true));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //!
 //! [`RecordBatch`]: arrow::record_batch::RecordBatch
 
+pub mod bound_step;
 pub mod cast;
 pub mod clip;
 pub mod co_moments;
@@ -38,6 +39,7 @@ pub mod stats;
 pub mod step;
 pub mod types;
 
+pub use bound_step::BoundStep;
 pub use error::OpError;
 pub use fit::FitStep;
-pub use step::{BindContext, Bound, BoundStep, StepSpec, bind_steps};
+pub use step::{BindContext, Bound, StepSpec, bind_steps};

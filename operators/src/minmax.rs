@@ -20,10 +20,8 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
-use crate::fit::{
-    FitStep, FloatTransform, NumericColumns, Partial, all_missing, column_params, no_infinity, numeric_step_schema,
-    params_json,
-};
+use crate::fit::{Fit, FitShape};
+use crate::fit_columns::{FloatTransform, NumericColumns, PerColumn, all_missing, no_infinity, numeric_step_schema};
 use crate::stats::Range;
 use crate::{BoundStep, OpError};
 
@@ -61,7 +59,16 @@ pub struct MinMaxFit {
     range: [f64; 2],
 }
 
-/// One column's fitted parameters, as saved in `fitted.json`.
+/// The fitted parameters, as saved in `fitted.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MinMaxParams {
+    /// The target range they were fitted for.
+    range: [f64; 2],
+    #[serde(flatten)]
+    columns: PerColumn<ColumnRange>,
+}
+
+/// One column's fitted parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct ColumnRange {
     data_min: f64,
@@ -71,32 +78,31 @@ struct ColumnRange {
     count: u64,
 }
 
-impl FitStep for MinMaxFit {
-    fn output_schema(&self) -> SchemaRef {
-        self.columns.output.clone()
+impl Fit for MinMaxFit {
+    type Partial = Vec<Range>;
+    type Params = MinMaxParams;
+
+    fn shape(&self) -> FitShape {
+        self.columns.shape()
     }
 
-    fn columns(&self) -> Vec<String> {
-        self.columns.names.clone()
+    fn new_partial(&self) -> Vec<Range> {
+        vec![Range::default(); self.columns.names.len()]
     }
 
-    fn new_partial(&self) -> Partial {
-        Partial::Ranges(vec![Range::default(); self.columns.names.len()])
+    fn fold(&self, partial: &mut Vec<Range>, batch: &RecordBatch) -> Result<(), OpError> {
+        self.columns.fold_each(batch, partial, Range::fold)
     }
 
-    fn fold(&self, partial: &mut Partial, batch: &RecordBatch) -> Result<(), OpError> {
-        self.columns.fold_each(batch, partial.ranges()?, Range::fold)
-    }
-
-    fn merge(&self, into: &mut Partial, mut other: Partial) -> Result<(), OpError> {
-        into.ranges()?.iter_mut().zip(other.ranges()?.iter()).for_each(|(a, b)| a.merge(b));
+    fn merge(&self, into: &mut Vec<Range>, other: Vec<Range>) -> Result<(), OpError> {
+        into.iter_mut().zip(&other).for_each(|(a, b)| a.merge(b));
         Ok(())
     }
 
-    fn finish(&self, mut partial: Partial) -> Result<serde_json::Value, OpError> {
+    fn finish(&self, partial: Vec<Range>) -> Result<MinMaxParams, OpError> {
         let [lo, hi] = self.range;
         let mut fitted = Vec::new();
-        for (range, column) in partial.ranges()?.iter().zip(&self.columns.names) {
+        for (range, column) in partial.iter().zip(&self.columns.names) {
             if range.count == 0 {
                 return Err(all_missing(column, "minimum and maximum"));
             }
@@ -107,21 +113,17 @@ impl FitStep for MinMaxFit {
             let offset = lo - range.min * scale;
             fitted.push(ColumnRange { data_min: range.min, data_max: range.max, scale, offset, count: range.count });
         }
-        let mut extra = serde_json::Map::new();
-        extra.insert("range".to_string(), serde_json::json!(self.range));
-        params_json(&self.columns.names, &fitted, extra)
+        Ok(MinMaxParams { range: self.range, columns: PerColumn::new(&self.columns.names, fitted) })
     }
 
-    fn with_params(&self, params: &serde_json::Value) -> Result<Box<dyn BoundStep>, OpError> {
-        let saved: Option<[f64; 2]> = params.get("range").and_then(|r| serde_json::from_value(r.clone()).ok());
-        if saved != Some(self.range) {
+    fn with_params(&self, params: MinMaxParams) -> Result<Box<dyn BoundStep>, OpError> {
+        if params.range != self.range {
             return Err(OpError::InvalidSpec(format!(
-                "the fitted parameters are for range {}, this step asks for {:?}",
-                params.get("range").map(|r| r.to_string()).unwrap_or_else(|| "(none)".into()),
-                self.range
+                "the fitted parameters are for range {:?}, this step asks for {:?}",
+                params.range, self.range
             )));
         }
-        let ranges: Vec<ColumnRange> = column_params(params, &self.columns.names)?;
+        let ranges = params.columns.ordered(&self.columns.names)?;
         Ok(self
             .columns
             .map(ranges.iter().map(|r| FloatTransform::Linear { scale: r.scale, offset: r.offset }).collect()))
@@ -144,7 +146,7 @@ mod tests {
         )
         .unwrap();
         let spec = MinMaxSpec { columns: vec!["x".into()], range: [-1.0, 1.0], fitted: None };
-        let fit = spec.bind(&schema).unwrap();
+        let fit = crate::fit::erase(spec.bind(&schema).unwrap());
         let mut partial = fit.new_partial();
         fit.fold(&mut partial, &batch).unwrap();
         let params = fit.finish(partial).unwrap();
@@ -152,7 +154,7 @@ mod tests {
         let x = out.column(0).as_primitive::<Float64Type>();
         assert_eq!((x.value(0), x.value(2), x.value(3)), (-1.0, 1.0, 0.0));
         assert!(x.is_null(1));
-        let other = MinMaxSpec { range: [0.0, 1.0], ..spec }.bind(&schema).unwrap();
+        let other = crate::fit::erase(MinMaxSpec { range: [0.0, 1.0], ..spec }.bind(&schema).unwrap());
         let err = other.with_params(&params).unwrap_err().to_string();
         assert!(err.contains("range"), "{err}");
     }

@@ -72,7 +72,8 @@ use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 use serde::{Deserialize, Serialize};
 
 use crate::co_moments::CoMoments;
-use crate::fit::{FitStep, Partial, as_f64, names, numeric_columns};
+use crate::fit::{Fit, FitShape};
+use crate::fit_columns::{as_f64, names, numeric_columns};
 use crate::{BoundStep, OpError};
 
 /// A whitened component whose variance is at most this share of the largest one is left
@@ -230,7 +231,7 @@ impl PcaSpec {
 }
 
 /// A `pca` step bound to its input, before its components are fitted.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PcaFit {
     names: Vec<String>,
     indices: Vec<usize>,
@@ -371,41 +372,37 @@ impl PcaFit {
     }
 }
 
-impl FitStep for PcaFit {
-    fn output_schema(&self) -> SchemaRef {
-        self.output.clone()
-    }
+impl Fit for PcaFit {
+    type Partial = CoMoments;
+    type Params = PcaParams;
 
-    fn columns(&self) -> Vec<String> {
-        self.names.clone()
-    }
-
-    fn written_columns(&self) -> Vec<String> {
+    fn shape(&self) -> FitShape {
         let mut written = if self.keep_inputs { Vec::new() } else { self.names.clone() };
         written.extend(self.output_names.iter().cloned());
-        written
+        FitShape {
+            output: self.output.clone(),
+            columns: self.names.clone(),
+            written,
+            keeps_every_row: self.on_null == OnNull::Error,
+            strategy: None,
+        }
     }
 
-    fn keeps_every_row(&self) -> bool {
-        self.on_null == OnNull::Error
+    fn new_partial(&self) -> CoMoments {
+        CoMoments::new(self.names.len())
     }
 
-    fn new_partial(&self) -> Partial {
-        Partial::CoMoments(CoMoments::new(self.names.len()))
-    }
-
-    fn fold(&self, partial: &mut Partial, batch: &RecordBatch) -> Result<(), OpError> {
+    fn fold(&self, partial: &mut CoMoments, batch: &RecordBatch) -> Result<(), OpError> {
         let (columns, _) = read_inputs(batch, &self.indices, &self.names, self.on_null)?;
         let slices: Vec<&[f64]> = columns.iter().map(|c| c.values().as_ref()).collect();
-        partial.co_moments()?.fold(&slices)
+        partial.fold(&slices)
     }
 
-    fn merge(&self, into: &mut Partial, mut other: Partial) -> Result<(), OpError> {
-        into.co_moments()?.merge(other.co_moments()?)
+    fn merge(&self, into: &mut CoMoments, other: CoMoments) -> Result<(), OpError> {
+        into.merge(&other)
     }
 
-    fn finish(&self, mut partial: Partial) -> Result<serde_json::Value, OpError> {
-        let moments = partial.co_moments()?;
+    fn finish(&self, moments: CoMoments) -> Result<PcaParams, OpError> {
         let (d, n) = (moments.dim(), moments.count);
         if n < 2 {
             return Err(OpError::InvalidSpec(format!(
@@ -472,12 +469,10 @@ impl FitStep for PcaFit {
             n_samples: n,
             whiten: self.whiten,
         };
-        serde_json::to_value(&params).map_err(|e| OpError::Internal(e.to_string()))
+        Ok(params)
     }
 
-    fn with_params(&self, params: &serde_json::Value) -> Result<Box<dyn BoundStep>, OpError> {
-        let params: PcaParams = serde_json::from_value(params.clone())
-            .map_err(|e| OpError::InvalidSpec(format!("the pca parameters do not parse: {e}")))?;
+    fn with_params(&self, params: PcaParams) -> Result<Box<dyn BoundStep>, OpError> {
         self.check_params(&params)?;
         let (d, k) = (self.names.len(), params.components.len());
         let largest = params.explained_variance.first().copied().unwrap_or(0.0);
@@ -612,7 +607,8 @@ mod tests {
 
     /// Fits `fit` on `batches`, each folded into its own partial (one per worker) and merged.
     fn fit_params(fit: &PcaFit, batches: &[RecordBatch]) -> PcaParams {
-        serde_json::from_value(crate::fit::fit_in_process(fit, batches)).unwrap()
+        let erased = crate::fit::erase(fit.clone());
+        serde_json::from_value(crate::fit::fit_in_process(erased.as_ref(), batches)).unwrap()
     }
 
     fn column(batch: &RecordBatch, name: &str) -> Vec<f64> {
@@ -693,7 +689,7 @@ mod tests {
         assert!(close(params.mean[0], 10.0, 1e-14) && close(params.mean[1], -5.0, 1e-14));
         assert_eq!((params.n_samples, params.n_components), (4, 2));
 
-        let step = fit.with_params(&serde_json::to_value(&params).unwrap()).unwrap();
+        let step = fit.with_params(params.clone()).unwrap();
         let out = step.apply(batch(&data)).unwrap();
         let schema = out.schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
@@ -728,7 +724,7 @@ mod tests {
             assert!(params.explained_variance[3] < 1e-12 * params.explained_variance[0]);
             let ratio: f64 = params.explained_variance_ratio.iter().sum();
             assert!(close(ratio, 1.0, 1e-12));
-            let out = fit.with_params(&serde_json::to_value(&params).unwrap()).unwrap().apply(batch(&rows)).unwrap();
+            let out = fit.with_params(params.clone()).unwrap().apply(batch(&rows)).unwrap();
             for i in 0..4 {
                 let values = column(&out, &format!("pc_{i}"));
                 assert!(values.iter().all(|v| v.is_finite()), "pc_{i}");
@@ -750,7 +746,7 @@ mod tests {
         let fit = spec.bind(&batch(&data).schema()).unwrap();
         let params = fit_params(&fit, &[batch(&data)]);
         assert!(params.whiten);
-        let out = fit.with_params(&serde_json::to_value(&params).unwrap()).unwrap().apply(batch(&data)).unwrap();
+        let out = fit.with_params(params.clone()).unwrap().apply(batch(&data)).unwrap();
         assert_eq!(out.num_columns(), 5);
         assert_eq!(out.schema().field(3).data_type(), &DataType::Float32);
         for name in ["pc_0", "pc_1"] {
@@ -771,10 +767,10 @@ mod tests {
             let mut spec = spec(Components::Fraction(fraction));
             spec.max_components = Some(2);
             let fit = spec.bind(&schema).unwrap();
-            assert!(fit.output_schema().field_with_name("pc_1").unwrap().is_nullable());
+            assert!(fit.shape().output.field_with_name("pc_1").unwrap().is_nullable());
             let params = fit_params(&fit, &[batch(&data)]);
             assert_eq!(params.n_components, kept, "{fraction}");
-            let out = fit.with_params(&serde_json::to_value(&params).unwrap()).unwrap().apply(batch(&data)).unwrap();
+            let out = fit.with_params(params.clone()).unwrap().apply(batch(&data)).unwrap();
             assert_eq!(out.column_by_name("pc_1").unwrap().null_count(), if kept == 1 { 4 } else { 0 });
             assert_eq!(out.column_by_name("pc_0").unwrap().null_count(), 0);
         }
@@ -856,14 +852,14 @@ mod tests {
         let mut skip = spec(Components::Count(1));
         skip.on_null = OnNull::Skip;
         let fit = skip.bind(&schema).unwrap();
-        assert!(!fit.keeps_every_row());
+        assert!(!fit.shape().keeps_every_row);
         let params = fit_params(&fit, std::slice::from_ref(&with_gaps));
         assert_eq!(params.n_samples, 3);
         // Rows 0, 3, 4 remain: x0 = 1, 4, 5 and x1 = 1, 5, 4.
         assert!(close(params.mean[0], 10.0 / 3.0, 1e-15) && close(params.mean[1], 10.0 / 3.0, 1e-15));
-        let out = fit.with_params(&serde_json::to_value(&params).unwrap()).unwrap().apply(with_gaps).unwrap();
+        let out = fit.with_params(params.clone()).unwrap().apply(with_gaps).unwrap();
         assert_eq!(out.num_rows(), 3);
-        assert_eq!(fit.written_columns(), ["x0", "x1", "pc_0"]);
+        assert_eq!(fit.shape().written, ["x0", "x1", "pc_0"]);
         let inf = batch(&[vec![1.0, f64::INFINITY], vec![2.0, 3.0]]);
         let fit = spec(Components::Count(1)).bind(&inf.schema()).unwrap();
         let err = fit.fold(&mut fit.new_partial(), &inf).unwrap_err().to_string();
@@ -879,19 +875,23 @@ mod tests {
         let schema = batch(&data).schema();
         let fit = spec(Components::Count(2)).bind(&schema).unwrap();
         let params = serde_json::to_value(fit_params(&fit, &[batch(&data)])).unwrap();
-        let err = spec(Components::Count(1)).bind(&schema).unwrap().with_params(&params).unwrap_err().to_string();
+        let fit = crate::fit::erase(fit);
+        let err = crate::fit::erase(spec(Components::Count(1)).bind(&schema).unwrap())
+            .with_params(&params)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("hold 2 components") && err.contains("components = 1"), "{err}");
         let mut whiten = spec(Components::Count(2));
         whiten.whiten = true;
-        let err = whiten.bind(&schema).unwrap().with_params(&params).unwrap_err().to_string();
+        let err = crate::fit::erase(whiten.bind(&schema).unwrap()).with_params(&params).unwrap_err().to_string();
         assert!(err.contains("whiten = false"), "{err}");
         let mut other = spec(Components::Count(1));
         other.columns = vec!["x1".into()];
-        let err = other.bind(&schema).unwrap().with_params(&params).unwrap_err().to_string();
+        let err = crate::fit::erase(other.bind(&schema).unwrap()).with_params(&params).unwrap_err().to_string();
         assert!(err.contains("[x0, x1]") && err.contains("[x1]"), "{err}");
         let mut fraction = spec(Components::Fraction(0.5));
         fraction.max_components = Some(2);
-        assert!(fraction.bind(&schema).unwrap().with_params(&params).is_ok());
+        assert!(crate::fit::erase(fraction.bind(&schema).unwrap()).with_params(&params).is_ok());
         let mut broken = params.clone();
         broken["mean"] = serde_json::json!([1.0]);
         assert!(fit.with_params(&broken).unwrap_err().to_string().contains("malformed"));
@@ -925,7 +925,7 @@ mod tests {
             let other: f64 = component.iter().zip(&params.components[(a + 1) % 8]).map(|(x, y)| x * y).sum();
             assert!(other.abs() < 1e-10);
         }
-        let out = fit.with_params(&serde_json::to_value(&params).unwrap()).unwrap().apply(batch).unwrap();
+        let out = fit.with_params(params.clone()).unwrap().apply(batch).unwrap();
         assert_eq!(out.num_columns(), 8);
         assert!(column(&out, "pc_7").iter().all(|v| v.is_finite()));
     }

@@ -19,10 +19,8 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
-use crate::fit::{
-    FitStep, FloatTransform, NumericColumns, Partial, all_missing, column_params, no_infinity, numeric_step_schema,
-    params_json,
-};
+use crate::fit::{Fit, FitShape};
+use crate::fit_columns::{FloatTransform, NumericColumns, PerColumn, all_missing, no_infinity, numeric_step_schema};
 use crate::stats::Moments;
 use crate::{BoundStep, OpError};
 
@@ -50,7 +48,7 @@ pub struct StandardizeFit {
 
 /// One column's fitted parameters, as saved in `fitted.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct ColumnScale {
+pub struct ColumnScale {
     mean: f64,
     /// Population variance (ddof = 0).
     var: f64,
@@ -66,31 +64,30 @@ fn is_constant(var: f64, mean: f64, count: u64) -> bool {
     var <= upper_bound
 }
 
-impl FitStep for StandardizeFit {
-    fn output_schema(&self) -> SchemaRef {
-        self.columns.output.clone()
+impl Fit for StandardizeFit {
+    type Partial = Vec<Moments>;
+    type Params = PerColumn<ColumnScale>;
+
+    fn shape(&self) -> FitShape {
+        self.columns.shape()
     }
 
-    fn columns(&self) -> Vec<String> {
-        self.columns.names.clone()
+    fn new_partial(&self) -> Vec<Moments> {
+        vec![Moments::default(); self.columns.names.len()]
     }
 
-    fn new_partial(&self) -> Partial {
-        Partial::Moments(vec![Moments::default(); self.columns.names.len()])
+    fn fold(&self, partial: &mut Vec<Moments>, batch: &RecordBatch) -> Result<(), OpError> {
+        self.columns.fold_each(batch, partial, Moments::fold)
     }
 
-    fn fold(&self, partial: &mut Partial, batch: &RecordBatch) -> Result<(), OpError> {
-        self.columns.fold_each(batch, partial.moments()?, Moments::fold)
-    }
-
-    fn merge(&self, into: &mut Partial, mut other: Partial) -> Result<(), OpError> {
-        into.moments()?.iter_mut().zip(other.moments()?.iter()).for_each(|(a, b)| a.merge(b));
+    fn merge(&self, into: &mut Vec<Moments>, other: Vec<Moments>) -> Result<(), OpError> {
+        into.iter_mut().zip(&other).for_each(|(a, b)| a.merge(b));
         Ok(())
     }
 
-    fn finish(&self, mut partial: Partial) -> Result<serde_json::Value, OpError> {
+    fn finish(&self, partial: Vec<Moments>) -> Result<PerColumn<ColumnScale>, OpError> {
         let mut scales = Vec::new();
-        for (moments, column) in partial.moments()?.iter().zip(&self.columns.names) {
+        for (moments, column) in partial.iter().zip(&self.columns.names) {
             no_infinity(column, "mean and variance", moments.infinite)?;
             if moments.count == 0 {
                 return Err(all_missing(column, "mean and variance"));
@@ -99,11 +96,11 @@ impl FitStep for StandardizeFit {
             let scale = if is_constant(var, moments.mean(), moments.count) { 1.0 } else { var.sqrt() };
             scales.push(ColumnScale { mean: moments.mean(), var, scale, count: moments.count });
         }
-        params_json(&self.columns.names, &scales, serde_json::Map::new())
+        Ok(PerColumn::new(&self.columns.names, scales))
     }
 
-    fn with_params(&self, params: &serde_json::Value) -> Result<Box<dyn BoundStep>, OpError> {
-        let scales: Vec<ColumnScale> = column_params(params, &self.columns.names)?;
+    fn with_params(&self, params: PerColumn<ColumnScale>) -> Result<Box<dyn BoundStep>, OpError> {
+        let scales = params.ordered(&self.columns.names)?;
         Ok(self
             .columns
             .map(scales.iter().map(|s| FloatTransform::Standardize { mean: s.mean, scale: s.scale }).collect()))
@@ -119,8 +116,8 @@ mod tests {
 
     fn fit(batches: &[RecordBatch]) -> (serde_json::Value, Box<dyn BoundStep>) {
         let spec = StandardizeSpec { columns: vec!["*".into()], fitted: None };
-        let fit = spec.bind(&batches[0].schema()).unwrap();
-        let params = crate::fit::fit_in_process(&fit, batches);
+        let fit = crate::fit::erase(spec.bind(&batches[0].schema()).unwrap());
+        let params = crate::fit::fit_in_process(fit.as_ref(), batches);
         let step = fit.with_params(&params).unwrap();
         (params, step)
     }

@@ -1,24 +1,22 @@
-//! The operator registry: one [`StepSpec`] variant per `op = "…"`; the [`BoundStep`]
-//! trait every map operator implements once bound to its input schema; and [`Bound`], what
-//! binding gives: a map step, a fitted step that must see the data first ([`FitStep`]), or
-//! a keyed dedupe that the engine runs across workers.
+//! The operator registry: one [`StepSpec`] variant per `op = "…"`, and [`Bound`], what
+//! binding gives: a map step ([`BoundStep`]), a fitted step that must see the data first
+//! ([`FitStep`]), or a keyed dedupe that the engine runs across workers.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
-use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::OpError;
+use crate::bound_step::BoundStep;
 use crate::cast::CastSpec;
 use crate::clip::{BoundClip, ClipSpec};
 use crate::dedupe::{Dedupe, DedupeSpec};
 use crate::drop_columns::DropSpec;
 use crate::drop_nulls::DropNullsSpec;
 use crate::filter::FilterSpec;
-use crate::fit::FitStep;
+use crate::fit::{FitStep, erase};
 use crate::impute::{BoundImpute, ImputeSpec};
 use crate::mask::MaskSpec;
 use crate::minmax::MinMaxSpec;
@@ -27,20 +25,6 @@ use crate::rename::RenameSpec;
 use crate::score::ScoreSpec;
 use crate::select::SelectSpec;
 use crate::standardize::StandardizeSpec;
-
-/// A stateless map step bound to the schema that reaches it.
-///
-/// Contract: `apply` is a pure function of the batch (no I/O, no state between batches),
-/// does no per-row allocation, and preserves the order of the rows it keeps. Its output
-/// always has exactly [`BoundStep::output_schema`]. It must not panic on any batch of the
-/// bound input schema: bad values become an [`OpError`] naming the column.
-pub trait BoundStep: Send + Sync + fmt::Debug {
-    /// The schema of every batch `apply` returns.
-    fn output_schema(&self) -> SchemaRef;
-
-    /// Maps one batch.
-    fn apply(&self, batch: RecordBatch) -> Result<RecordBatch, OpError>;
-}
 
 /// One `[[step]]` of a job, as written in the job's TOML (`op` selects the variant).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,16 +124,16 @@ impl StepSpec {
             StepSpec::Mask(spec) => Bound::Map(Box::new(spec.bind(input)?)),
             StepSpec::Impute(spec) => match spec.bind(input)? {
                 BoundImpute::Constant(step) => Bound::Map(Box::new(step)),
-                BoundImpute::Fitted(fit) => Bound::Fit(Box::new(fit)),
+                BoundImpute::Fitted(fit) => Bound::Fit(erase(fit)),
             },
-            StepSpec::Standardize(spec) => Bound::Fit(Box::new(spec.bind(input)?)),
-            StepSpec::MinMax(spec) => Bound::Fit(Box::new(spec.bind(input)?)),
+            StepSpec::Standardize(spec) => Bound::Fit(erase(spec.bind(input)?)),
+            StepSpec::MinMax(spec) => Bound::Fit(erase(spec.bind(input)?)),
             StepSpec::Clip(spec) => match spec.bind(input)? {
                 BoundClip::Fixed(step) => Bound::Map(step),
-                BoundClip::Fitted(fit) => Bound::Fit(Box::new(fit)),
+                BoundClip::Fitted(fit) => Bound::Fit(erase(fit)),
             },
             StepSpec::Dedupe(spec) => Bound::Dedupe(spec.bind(input)?),
-            StepSpec::Pca(spec) => Bound::Fit(Box::new(spec.bind(input)?)),
+            StepSpec::Pca(spec) => Bound::Fit(erase(spec.bind(input)?)),
             StepSpec::Score(spec) => {
                 let model = context.models.get(&spec.model).cloned().ok_or_else(|| {
                     OpError::Internal(format!("model '{}' was not fetched before binding", spec.model))
@@ -183,7 +167,7 @@ impl Bound {
     pub fn output_schema(&self) -> SchemaRef {
         match self {
             Bound::Map(step) => step.output_schema(),
-            Bound::Fit(fit) => fit.output_schema(),
+            Bound::Fit(fit) => fit.shape().output.clone(),
             Bound::Dedupe(dedupe) => dedupe.output_schema(),
         }
     }
@@ -242,7 +226,7 @@ fn check_masked_not_fitted(
         if steps[index].fitted().is_some() {
             continue;
         }
-        if let Some(column) = fit.columns().into_iter().find(|c| masked.contains(&c.as_str())) {
+        if let Some(column) = fit.shape().columns.iter().find(|c| masked.contains(&c.as_str())) {
             return Err(BindError {
                 number: index + 1,
                 op: steps[index].op_name(),
