@@ -132,8 +132,20 @@ pub fn check_append(
     schema: &[crate::manifest::ColumnInfo],
     partition_by: &[String],
     run_id: &str,
+    encryption: Option<&crate::encryption::SinkEncryption>,
 ) -> Result<(), ConnectorError> {
     let conflict = |message: String| Err(ConnectorError::AppendConflict { uri: output.uri(), message });
+    if previous.encryption.as_ref() != encryption {
+        let describe = |e: Option<&crate::encryption::SinkEncryption>| match e {
+            None => "no encryption".to_string(),
+            Some(e) => format!("encryption under keys {:?}", e.key_ids()),
+        };
+        return conflict(format!(
+            "the committed output has {}, this run would add files with {}; append with the same [sink.encryption]",
+            describe(previous.encryption.as_ref()),
+            describe(encryption)
+        ));
+    }
     if previous.schema.len() != schema.len() {
         let names = |columns: &[crate::manifest::ColumnInfo]| {
             columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
@@ -206,6 +218,7 @@ mod tests {
             partition_by: vec![],
             generation: 1,
             ledger: vec![],
+            encryption: None,
         }
     }
 

@@ -19,6 +19,17 @@ pub enum ConnectorError {
         source: ParquetError,
     },
 
+    #[error(
+        "'{uri}' is encrypted: add [source.decryption] to the job to read it (its keys come from WEIR_KEY_<ID> or WEIR_KEY_DIR)"
+    )]
+    Encrypted { uri: String },
+
+    #[error("'{uri}' is encrypted and cannot be decrypted: {message}")]
+    Decryption { uri: String, message: String },
+
+    #[error("sink.encryption: {0}")]
+    SinkKey(#[from] crate::keys::KeyError),
+
     #[error("'{uri}', row group {row_group}: cannot decode: {source}")]
     CorruptRowGroup {
         uri: String,

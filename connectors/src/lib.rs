@@ -8,7 +8,10 @@
 pub mod claim;
 pub mod commit;
 pub mod decoder_guard;
+pub mod encryption;
 pub mod error;
+pub mod keys;
+pub mod kms;
 pub mod lease;
 pub mod ledger;
 pub mod listing;

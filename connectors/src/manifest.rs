@@ -45,6 +45,9 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partition_by: Vec<String>,
     pub cluster: ClusterInfo,
+    /// `sink.encryption`: the key ids the part files are encrypted under (never a key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<crate::encryption::SinkEncryption>,
     /// The models the job scored with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<ModelInfo>,

@@ -61,12 +61,14 @@ impl AsyncFileReader for StoreFileReader {
 
     fn get_metadata<'a>(
         &'a mut self,
-        _options: Option<&'a ArrowReaderOptions>,
+        options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, Result<Arc<ParquetMetaData>>> {
         let size = self.size;
+        let decryption = options.and_then(|o| o.file_decryption_properties()).cloned();
         async move {
             let metadata = ParquetMetaDataReader::new()
                 .with_prefetch_hint(Some(FOOTER_PREFETCH))
+                .with_decryption_properties(decryption)
                 .load_and_finish(self, size)
                 .await?;
             Ok(Arc::new(metadata))

@@ -16,6 +16,8 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
+use crate::encryption::SinkEncryption;
+use crate::keys::KeySource;
 use crate::{ConnectorError, Location};
 
 /// Bytes of one upload part (S3 wants at least 5 MiB per part but the last).
@@ -50,11 +52,13 @@ impl Codec {
 }
 
 /// How part files are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartOptions {
     pub codec: Codec,
     /// Rows per row group.
     pub row_group_rows: usize,
+    /// `[sink.encryption]`: Parquet modular encryption ([`crate::encryption`]).
+    pub encryption: Option<Arc<SinkEncryption>>,
 }
 
 /// A finished part file, as the manifest records it.
@@ -98,11 +102,14 @@ pub struct PartWriter {
 impl PartWriter {
     /// Starts `name` (relative to `output`). Nothing is visible in the store until the
     /// first upload part fills, and the object is complete only after [`PartWriter::finish`].
+    /// `identity` is the path the file will be published at, relative to the output: an
+    /// encrypted file's AAD prefix (`weir/<identity>`).
     pub fn create(
         output: &Location,
         name: &str,
+        identity: &str,
         schema: SchemaRef,
-        options: PartOptions,
+        options: &PartOptions,
     ) -> Result<Self, ConnectorError> {
         let schema = stored_schema(&schema);
         let path: Path = output.join(name);
@@ -118,6 +125,12 @@ impl PartWriter {
             if field.data_type().is_floating() {
                 properties = properties.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
             }
+        }
+        if let Some(encryption) = &options.encryption {
+            let keys = KeySource::from_env();
+            let aad_prefix = format!("weir/{identity}");
+            properties =
+                properties.with_file_encryption_properties(encryption.file_properties(&keys, &schema, &aad_prefix)?);
         }
         let properties = properties.build();
         let upload = BufWriter::with_capacity(output.store().clone(), path, UPLOAD_PART_BYTES)

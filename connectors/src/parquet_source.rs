@@ -19,6 +19,7 @@ use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowS
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 
 use crate::decoder_guard::{GuardedFuture, GuardedStream};
+use crate::encryption::{Decryptor, KEY_ERROR_MARK};
 use crate::listing::{DataFile, dataset_root, list_data_files};
 use crate::object_reader::StoreFileReader;
 use crate::partitions::{self, Partitioning, Partitions};
@@ -61,6 +62,8 @@ pub struct ParquetSource {
     location: Location,
     files: Vec<SourceFile>,
     schema: SchemaRef,
+    /// How the files are decrypted (`[source.decryption]`), for the errors of later reads.
+    decryptor: Option<Decryptor>,
 }
 
 /// `source.columns` with each glob (`f_*`, `x?`, `[ab]_id`) replaced by the names of the
@@ -148,9 +151,10 @@ impl ParquetSource {
         location: &Location,
         columns: Option<&[String]>,
         partitioning: Partitioning,
+        decryptor: Option<&Decryptor>,
     ) -> Result<Self, ConnectorError> {
         let data_files = list_data_files(location).await?;
-        ParquetSource::open_files(location, data_files, columns, partitioning).await
+        ParquetSource::open_files(location, data_files, columns, partitioning, decryptor).await
     }
 
     /// Like [`ParquetSource::open`], for data files already listed (an incremental run's
@@ -160,6 +164,7 @@ impl ParquetSource {
         data_files: Vec<DataFile>,
         columns: Option<&[String]>,
         partitioning: Partitioning,
+        decryptor: Option<&Decryptor>,
     ) -> Result<Self, ConnectorError> {
         if data_files.is_empty() {
             return Err(ConnectorError::NoDataFiles { uri: location.uri() });
@@ -173,7 +178,7 @@ impl ParquetSource {
         };
         let footers: Vec<(DataFile, ArrowReaderMetadata)> = futures::stream::iter(data_files)
             .map(|file| async move {
-                let metadata = read_footer(location, &file).await?;
+                let metadata = read_footer(location, &file, decryptor).await?;
                 Ok::<_, ConnectorError>((file, metadata))
             })
             .buffered(FOOTER_CONCURRENCY)
@@ -286,6 +291,11 @@ impl ParquetSource {
             }
             let mut projection = indices.clone();
             projection.sort_unstable();
+            if let Some(decryptor) = decryptor {
+                decryptor
+                    .check_columns(metadata.metadata(), &projection)
+                    .map_err(|message| ConnectorError::Decryption { uri: uri.clone(), message })?;
+            }
             let reorder = indices.iter().map(|index| projection.binary_search(index).unwrap_or_default()).collect();
             let rows = footer_rows(&metadata, file.size)
                 .map_err(|message| ConnectorError::Invalid { uri: uri.clone(), message })?;
@@ -303,7 +313,12 @@ impl ParquetSource {
             });
         }
         fields.extend(keys.iter().map(|&k| partitions.fields[k].clone()));
-        Ok(ParquetSource { location: location.clone(), files, schema: Arc::new(Schema::new(fields)) })
+        Ok(ParquetSource {
+            location: location.clone(),
+            files,
+            schema: Arc::new(Schema::new(fields)),
+            decryptor: decryptor.cloned(),
+        })
     }
 
     /// The schema of every batch the source yields.
@@ -370,14 +385,15 @@ impl ParquetSource {
         }
         let uri = file.uri.clone();
         let row_group = shard.row_group;
-        let stream = builder.build().map_err(|source| row_group_error(&uri, row_group, source))?;
+        let decryptor = self.decryptor.clone();
+        let stream = builder.build().map_err(|source| row_group_error(&uri, row_group, source, decryptor.as_ref()))?;
         let stream = GuardedStream::new(stream.boxed());
         let schema = self.schema.clone();
         let reorder = file.reorder.clone();
         let partition_values = file.partition_values.clone();
         Ok(stream
             .map(move |batch| {
-                let batch = batch.map_err(|source| row_group_error(&uri, row_group, source))?;
+                let batch = batch.map_err(|source| row_group_error(&uri, row_group, source, decryptor.as_ref()))?;
                 let mut columns: Vec<_> = reorder
                     .iter()
                     .zip(schema.fields())
@@ -403,10 +419,52 @@ impl ParquetSource {
     }
 }
 
+/// The error of a file that is encrypted and read without the means to decrypt it (no
+/// `[source.decryption]`, a missing or wrong key, a tampered file), if `source` is one.
+fn decryption_error(
+    uri: &str,
+    source: &parquet::errors::ParquetError,
+    decryptor: Option<&Decryptor>,
+) -> Option<ConnectorError> {
+    let text = source.to_string();
+    if let Some(at) = text.find(KEY_ERROR_MARK) {
+        let message = text[at + KEY_ERROR_MARK.len()..].to_string();
+        return Some(ConnectorError::Decryption { uri: uri.to_string(), message });
+    }
+    let lower = text.to_lowercase();
+    let signature = lower.contains("signature verification failed");
+    if !(signature || lower.contains("encrypt") || lower.contains("decrypt")) {
+        return None;
+    }
+    Some(match decryptor {
+        None => ConnectorError::Encrypted { uri: uri.to_string() },
+        Some(decryptor) => {
+            let keys = decryptor.keys_asked();
+            let keys = if keys.is_empty() { "none".to_string() } else { keys.join("', '") };
+            // A signature mismatch lists both MACs, which say nothing to a reader.
+            let what = if signature { "its plaintext footer's signature does not verify".to_string() } else { text };
+            ConnectorError::Decryption {
+                uri: uri.to_string(),
+                message: format!(
+                    "{what} with key(s) '{keys}': a wrong key, or the file was changed after it was written"
+                ),
+            }
+        }
+    })
+}
+
 /// A failure decoding a row group: the store's, when reading the bytes failed (a server
-/// gone, a timeout: retried by the store already, and not the data's fault), else the
-/// file's.
-fn row_group_error(uri: &str, row_group: usize, source: parquet::errors::ParquetError) -> ConnectorError {
+/// gone, a timeout: retried by the store already, and not the data's fault), a decryption
+/// failure, else the file's.
+fn row_group_error(
+    uri: &str,
+    row_group: usize,
+    source: parquet::errors::ParquetError,
+    decryptor: Option<&Decryptor>,
+) -> ConnectorError {
+    if let Some(error) = decryption_error(uri, &source, decryptor) {
+        return error;
+    }
     match source {
         parquet::errors::ParquetError::External(inner) => match inner.downcast::<object_store::Error>() {
             Ok(store_error) => ConnectorError::store(uri, *store_error),
@@ -424,11 +482,28 @@ fn column_names(schema: &Schema) -> String {
     schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
 }
 
-async fn read_footer(location: &Location, file: &DataFile) -> Result<ArrowReaderMetadata, ConnectorError> {
+async fn read_footer(
+    location: &Location,
+    file: &DataFile,
+    decryptor: Option<&Decryptor>,
+) -> Result<ArrowReaderMetadata, ConnectorError> {
     let uri = location.uri_of(&file.path);
     let mut reader = StoreFileReader::new(location.store().clone(), file.path.clone(), file.size);
-    let load = async move { ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new()).await };
-    GuardedFuture::new(load).await.map_err(|source| match source {
+    let mut options = ArrowReaderOptions::new();
+    if let Some(decryptor) = decryptor {
+        options = options.with_file_decryption_properties(decryptor.properties().clone());
+    }
+    let load = async move { ArrowReaderMetadata::load_async(&mut reader, options).await };
+    let loaded = GuardedFuture::new(load).await;
+    loaded.map_err(|source| match decryption_error(&uri, &source, decryptor) {
+        Some(error) => error,
+        None => footer_error(uri, source),
+    })
+}
+
+/// A failure reading a footer: the store's, or the file's.
+fn footer_error(uri: String, source: parquet::errors::ParquetError) -> ConnectorError {
+    match source {
         parquet::errors::ParquetError::External(inner) => match inner.downcast::<object_store::Error>() {
             Ok(store_error) => ConnectorError::store(uri, *store_error),
             Err(inner) => {
@@ -436,7 +511,7 @@ async fn read_footer(location: &Location, file: &DataFile) -> Result<ArrowReader
             }
         },
         source => ConnectorError::CorruptParquet { uri, source },
-    })
+    }
 }
 
 #[cfg(test)]
@@ -467,7 +542,7 @@ mod tests {
 
     async fn open(dir: &std::path::Path, columns: Option<&[String]>) -> ParquetSource {
         let location = Location::parse(dir.to_str().unwrap(), &StorageOptions::default()).unwrap();
-        ParquetSource::open(&location, columns, Partitioning::Hive).await.unwrap()
+        ParquetSource::open(&location, columns, Partitioning::Hive, None).await.unwrap()
     }
 
     #[tokio::test]
@@ -530,7 +605,7 @@ mod tests {
             .unwrap();
         writer.close().unwrap();
         let location = Location::parse(dir.path().to_str().unwrap(), &StorageOptions::default()).unwrap();
-        let message = ParquetSource::open(&location, None, Partitioning::Hive).await.unwrap_err().to_string();
+        let message = ParquetSource::open(&location, None, Partitioning::Hive, None).await.unwrap_err().to_string();
         assert!(
             message.contains("a.parquet") && message.contains("b.parquet") && message.contains("'id'"),
             "{message}"
@@ -544,7 +619,7 @@ mod tests {
         let bytes = std::fs::read(dir.path().join("a.parquet")).unwrap();
         std::fs::write(dir.path().join("b.parquet"), &bytes[..bytes.len() / 2]).unwrap();
         let location = Location::parse(dir.path().to_str().unwrap(), &StorageOptions::default()).unwrap();
-        let err = ParquetSource::open(&location, None, Partitioning::Hive).await.unwrap_err();
+        let err = ParquetSource::open(&location, None, Partitioning::Hive, None).await.unwrap_err();
         assert!(err.is_user_error());
         assert!(err.to_string().contains("b.parquet"), "{err}");
     }

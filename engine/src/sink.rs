@@ -103,7 +103,9 @@ impl WorkerSink {
                     });
                 }
                 let name = plan.staged_part_name(self.worker, folder);
-                let writer = PartWriter::create(&plan.sink, &name, plan.file_schema.clone(), plan.part_options)?;
+                let identity = plan.part_name(self.worker, folder);
+                let writer =
+                    PartWriter::create(&plan.sink, &name, &identity, plan.file_schema.clone(), &plan.part_options)?;
                 self.writers.push((folder.to_string(), writer));
                 self.by_folder.insert(folder.to_string(), self.writers.len() - 1);
                 self.writers.len() - 1

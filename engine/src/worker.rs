@@ -219,9 +219,14 @@ fn check_previous(plan: &EnginePlan, previous: Option<&Manifest>) -> Result<(), 
         }
     }
     match (plan.mode, previous) {
-        (WriteMode::Append, Some(previous)) => {
-            check_append(&plan.sink, previous, &describe_schema(&plan.output_schema), &plan.partition_by, &plan.run_id)
-        }
+        (WriteMode::Append, Some(previous)) => check_append(
+            &plan.sink,
+            previous,
+            &describe_schema(&plan.output_schema),
+            &plan.partition_by,
+            &plan.run_id,
+            plan.part_options.encryption.as_deref(),
+        ),
         _ => Ok(()),
     }
 }
@@ -266,8 +271,9 @@ fn commit_run(
             let empty = PartWriter::create(
                 &plan.sink,
                 &plan.staged_part_name(0, ""),
+                &plan.part_name(0, ""),
                 plan.file_schema.clone(),
-                plan.part_options,
+                &plan.part_options,
             )?;
             staged.push((0, StagedPart { folder: String::new(), part: empty.finish().await? }));
         }
@@ -320,6 +326,7 @@ fn commit_run(
             schema: describe_schema(&plan.output_schema),
             partition_by: plan.partition_by.clone(),
             cluster: cluster.clone(),
+            encryption: plan.part_options.encryption.as_deref().cloned(),
             models: plan.models.clone(),
             stages,
             passes,

@@ -84,7 +84,7 @@ struct Steps {
 /// The plan the jobs layer would make for `steps` (TOML `[[step]]` tables) from `src` to `out`.
 fn plan(runtime: &tokio::runtime::Runtime, src: &Path, out: &Path, steps: &str, run_id: &str) -> EnginePlan {
     let source_location = Location::parse(src.to_str().unwrap(), &StorageOptions::default()).unwrap();
-    let source = runtime.block_on(ParquetSource::open(&source_location, None, Partitioning::Hive)).unwrap();
+    let source = runtime.block_on(ParquetSource::open(&source_location, None, Partitioning::Hive, None)).unwrap();
     let specs: Steps = toml::from_str(steps).unwrap();
     let bound = bind_steps(&specs.step, source.schema(), &BindContext::default()).unwrap();
     let output_schema = bound.last().map(|b| b.output_schema()).unwrap_or_else(|| source.schema().clone());
@@ -120,7 +120,7 @@ fn plan(runtime: &tokio::runtime::Runtime, src: &Path, out: &Path, steps: &str, 
         file_schema: output_schema,
         sink: Location::parse(out.to_str().unwrap(), &StorageOptions::default()).unwrap(),
         mode: WriteMode::Overwrite,
-        part_options: PartOptions { codec: Codec::default(), row_group_rows: 1_000 },
+        part_options: PartOptions { codec: Codec::default(), row_group_rows: 1_000, encryption: None },
         batch_size: 128,
         max_batches_in_flight: 4,
         cache_bytes: 64 << 20,

@@ -7,6 +7,8 @@ use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use serde::Serialize;
 use weir_connectors::commit::{MANIFEST_FILE, SUCCESS_FILE, is_committed};
+use weir_connectors::encryption::{Decryptor, SourceDecryption};
+use weir_connectors::keys::KeySource;
 use weir_connectors::lease::lease_state;
 use weir_connectors::listing::list_all;
 use weir_connectors::manifest::Manifest;
@@ -158,10 +160,17 @@ pub async fn ls(uri: &str, status: &OutputStatus) -> Result<String, ConnectorErr
     Ok(out)
 }
 
+/// `head` and `schema` read encrypted files with the keys of the environment
+/// (`WEIR_KEY_<ID>`, `WEIR_KEY_DIR`); without them they say the file is encrypted.
+fn inspect_decryptor(location: &Location) -> Result<Decryptor, ConnectorError> {
+    Decryptor::new(&SourceDecryption::default(), KeySource::from_env())
+        .map_err(|message| ConnectorError::Invalid { uri: location.uri(), message })
+}
+
 /// The dataset's schema, row and file counts.
 pub async fn schema(uri: &str) -> Result<String, ConnectorError> {
     let location = Location::parse(uri, &StorageOptions::default())?;
-    let source = ParquetSource::open(&location, None, Partitioning::Hive).await?;
+    let source = ParquetSource::open(&location, None, Partitioning::Hive, Some(&inspect_decryptor(&location)?)).await?;
     let mut out = String::new();
     for field in source.schema().fields() {
         let nullable = if field.is_nullable() { "" } else { " not null" };
@@ -174,7 +183,7 @@ pub async fn schema(uri: &str) -> Result<String, ConnectorError> {
 /// The first `rows` rows of the dataset (files in path order), as a table.
 pub async fn head(uri: &str, rows: usize) -> Result<String, ConnectorError> {
     let location = Location::parse(uri, &StorageOptions::default())?;
-    let source = ParquetSource::open(&location, None, Partitioning::Hive).await?;
+    let source = ParquetSource::open(&location, None, Partitioning::Hive, Some(&inspect_decryptor(&location)?)).await?;
     let mut batches: Vec<RecordBatch> = Vec::new();
     let mut remaining = rows;
     'shards: for shard in source.shards(u64::MAX) {

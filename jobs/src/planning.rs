@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use weir_connectors::commit::{FITTED_FILE, WriteMode, is_committed};
+use weir_connectors::encryption::Decryptor;
+use weir_connectors::keys::KeySource;
 use weir_connectors::lease::{DEFAULT_LEASE_TTL, check_run_id, new_attempt_id};
 use weir_connectors::ledger::{self, committed_manifest};
 use weir_connectors::listing::list_data_files;
@@ -143,13 +145,19 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
     if spec.sink.mode == WriteMode::Overwrite && !options.force {
         check_overwrite_target(&sink, &source_location, &job.path).map_err(connector("sink"))?;
     }
+    let decryptor = source_decryptor(&name, spec)?;
     let (source, incremental_base) = if spec.source.incremental {
-        let (source, base) = open_incremental(&name, &source_location, &sink, spec).await?;
+        let (source, base) = open_incremental(&name, &source_location, &sink, spec, decryptor.as_ref()).await?;
         (source, Some(base))
     } else {
-        let source = ParquetSource::open(&source_location, spec.source.columns.as_deref(), spec.source.partitioning)
-            .await
-            .map_err(connector("source"))?;
+        let source = ParquetSource::open(
+            &source_location,
+            spec.source.columns.as_deref(),
+            spec.source.partitioning,
+            decryptor.as_ref(),
+        )
+        .await
+        .map_err(connector("source"))?;
         (source, None)
     };
     let (context, models) = fetch_models(spec).await?;
@@ -158,6 +166,13 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
     let output_schema = bound.last().map(|step| step.output_schema()).unwrap_or_else(|| source.schema().clone());
     let output_schema = stored_schema(&output_schema);
     let file_schema = partitioned_file_schema(&name, &output_schema, &spec.sink.partition_by)?;
+    if let Some(encryption) = &spec.sink.encryption {
+        encryption.check(&file_schema, &spec.sink.partition_by).map_err(|message| JobError::Invalid {
+            job: name.clone(),
+            message: format!("sink.encryption: {message}"),
+        })?;
+        encryption.check_keys(&KeySource::from_env()).map_err(|e| connector("sink")(ConnectorError::SinkKey(e)))?;
+    }
     let steps = plan_steps(&name, &spec.steps, bound, &spec.storage).await?;
     let pins = check_pins_at_planning(&name, spec, &steps)?;
     let fit_output = match &options.fit_output {
@@ -200,6 +215,7 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
         part_options: PartOptions {
             codec: spec.sink.compression,
             row_group_rows: spec.sink.row_group_rows.unwrap_or(DEFAULT_ROW_GROUP_ROWS),
+            encryption: spec.sink.encryption.clone().map(Arc::new),
         },
         batch_size: spec.source.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
         max_batches_in_flight: MAX_BATCHES_IN_FLIGHT,
@@ -279,6 +295,7 @@ async fn open_incremental(
     source: &Location,
     sink: &Location,
     spec: &JobSpec,
+    decryptor: Option<&Decryptor>,
 ) -> Result<(ParquetSource, u64), JobError> {
     let connector =
         |what: &'static str| move |error| JobError::Connector { job: job.to_string(), what, source: Box::new(error) };
@@ -328,11 +345,26 @@ async fn open_incremental(
         generation = base,
         "incremental source"
     );
-    let opened =
-        ParquetSource::open_files(source, selection.new, spec.source.columns.as_deref(), spec.source.partitioning)
-            .await
-            .map_err(connector("source"))?;
+    let opened = ParquetSource::open_files(
+        source,
+        selection.new,
+        spec.source.columns.as_deref(),
+        spec.source.partitioning,
+        decryptor,
+    )
+    .await
+    .map_err(connector("source"))?;
     Ok((opened, base))
+}
+
+/// The decryption of the source's files when the job has `[source.decryption]`.
+fn source_decryptor(job: &str, spec: &JobSpec) -> Result<Option<Decryptor>, JobError> {
+    spec.source
+        .decryption
+        .as_ref()
+        .map(|decryption| Decryptor::new(decryption, KeySource::from_env()))
+        .transpose()
+        .map_err(|message| JobError::Invalid { job: job.to_string(), message })
 }
 
 /// A warning for each `score` step that comes after steps fitting their parameters on this

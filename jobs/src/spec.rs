@@ -7,6 +7,7 @@ use toml::Spanned;
 use toml::de::DeTable;
 use weir_connectors::StorageOptions;
 use weir_connectors::commit::WriteMode;
+use weir_connectors::encryption::{SinkEncryption, SourceDecryption};
 use weir_connectors::parquet_sink::Codec;
 use weir_connectors::partitions::Partitioning;
 use weir_operators::StepSpec;
@@ -104,6 +105,10 @@ pub struct SourceSpec {
     /// (default: exit 2 naming it, nothing committed) or `skip` (a warning; it is not read).
     #[serde(default)]
     pub on_changed: Option<OnChanged>,
+    /// `[source.decryption]`: the input files may be Parquet-encrypted; their keys come
+    /// from `WEIR_KEY_<ID>` or `WEIR_KEY_DIR`, never from the job.
+    #[serde(default)]
+    pub decryption: Option<SourceDecryption>,
 }
 
 /// `source.on_changed`: an incremental source's answer to a processed file that changed.
@@ -138,6 +143,9 @@ pub struct SinkSpec {
     /// long a killed run keeps others from the prefix.
     #[serde(default)]
     pub lease_ttl_s: Option<u64>,
+    /// `[sink.encryption]`: Parquet modular encryption of the part files, by key ids.
+    #[serde(default)]
+    pub encryption: Option<SinkEncryption>,
 }
 
 impl JobSpec {

@@ -289,7 +289,7 @@ impl ParquetTarget {
     }
 
     async fn read(location: &Location, columns: Option<&[String]>) -> Result<Option<Vec<String>>, ()> {
-        let source = ParquetSource::open(location, columns, Partitioning::None).await.map_err(|_| ())?;
+        let source = ParquetSource::open(location, columns, Partitioning::None, None).await.map_err(|_| ())?;
         let mut rows = 0u64;
         for shard in source.shards(16) {
             let mut stream = source.read_shard(&shard, 7).map_err(|_| ())?;

@@ -1,0 +1,674 @@
+"""Parquet modular encryption: `[sink.encryption]` on the way out, `[source.decryption]` on
+the way in, checked against pyarrow's own encryption (`pyarrow.parquet.encryption`).
+
+The reference here is pyarrow's `CryptoFactory` with `TestKms`, a KMS client that wraps a
+data key exactly as Weir's local KMS is specified to: base64(nonce || AES-GCM(master key,
+data key, aad = master key id)), with `cryptography`'s AESGCM. The master keys are random
+bytes made per test and given to Weir only through its environment (`WEIR_KEY_<ID>` as
+base64, or a `WEIR_KEY_DIR` folder), never in a job file.
+
+- Weir writes (kms mode, encrypted and plaintext footer): pyarrow decrypts every part file
+  to the input's rows; a reader with only the footer key reads `id`/`amount` but not `email`;
+  without keys nothing (encrypted footer) or only the schema (plaintext footer) is readable;
+  no value of the input is in the files' bytes; the key metadata is PKMT1 key material whose
+  data keys unwrap with the master keys, fresh per file and per key.
+- Direct mode: Weir writes and Weir reads back; a wrong data key is refused.
+- pyarrow writes (single and double wrapping, both footer modes), Weir reads and filters.
+- Keys from `WEIR_KEY_DIR`; the environment wins over the folder; odd key ids map to
+  `WEIR_KEY_<ID>` names.
+- Bad input (wrong, missing or malformed keys, a tampered file, an encrypted input without
+  `[source.decryption]`) exits 2 with a message naming the key and file, and commits nothing.
+- No key (master or data, raw, base64, hex or as a Rust byte list) reaches stdout, stderr,
+  the manifest, `fitted.json`, a result file, or (raw) a part file.
+- A round trip through Garage (S3), and `weir head` / `weir schema` on encrypted outputs.
+"""
+
+import base64
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pyarrow.parquet.encryption as pe
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from conftest import data_files, read_output, write_job
+
+HERE = Path(__file__).resolve().parent
+COLUMNS = ["id", "email", "ssn", "amount"]
+PII = ["email", "ssn"]
+SELECT = '[[step]]\nop = "select"\ncolumns = ["id", "email", "ssn", "amount"]\n'
+POSITIVE = '[[step]]\nop = "filter"\nexpr = "amount > 0"\n'
+EMAIL = re.compile(r"user\d+\.[0-9a-f]{8}@example\.com")
+
+# ---------------------------------------------------------------------------------------
+# Keys, the test KMS and pyarrow's encryption
+
+
+def new_keys(*key_ids, size=16) -> dict:
+    """Fresh random AES keys, one per key id."""
+    return {key_id: os.urandom(size) for key_id in key_ids}
+
+
+def b64(key: bytes) -> str:
+    return base64.b64encode(key).decode()
+
+
+def env_name(key_id: str) -> str:
+    """The variable Weir reads a key id from: upper-cased, every non-alphanumeric char `_`."""
+    return "WEIR_KEY_" + "".join(c.upper() if c.isascii() and c.isalnum() else "_" for c in key_id)
+
+
+def weir_env(keys=None, base=None, **extra) -> dict:
+    """An environment for weir: `base` (default os.environ) without any WEIR_KEY_* variable
+    (WEIR_KEY_DIR included), plus `WEIR_KEY_<ID>` = base64 for each of `keys`, plus `extra`."""
+    env = {k: v for k, v in (base if base is not None else os.environ).items() if not k.startswith("WEIR_KEY_")}
+    for key_id, key in (keys or {}).items():
+        env[env_name(key_id)] = b64(key)
+    env.update(extra)
+    return env
+
+
+def kms_wrap(master: bytes, master_id: str, data_key: bytes) -> str:
+    """Weir's local KMS: base64(nonce || AES-GCM(master, data key, aad = master id))."""
+    nonce = os.urandom(12)
+    return b64(nonce + AESGCM(master).encrypt(nonce, data_key, master_id.encode()))
+
+
+def kms_unwrap(master: bytes, master_id: str, wrapped: str) -> bytes:
+    raw = base64.b64decode(wrapped)
+    return AESGCM(master).decrypt(raw[:12], raw[12:], master_id.encode())
+
+
+class TestKms(pe.KmsClient):
+    """A pyarrow KMS client holding master keys in a dict, wrapping like Weir's local KMS."""
+
+    __test__ = False  # not a test class for pytest
+
+    def __init__(self, master_keys: dict):
+        pe.KmsClient.__init__(self)
+        self.master_keys = master_keys
+
+    def wrap_key(self, key_bytes, master_key_identifier):
+        return kms_wrap(self.master_keys[master_key_identifier], master_key_identifier, key_bytes)
+
+    def unwrap_key(self, wrapped_key, master_key_identifier):
+        if master_key_identifier not in self.master_keys:
+            raise KeyError(f"the test KMS holds no master key {master_key_identifier!r}")
+        return kms_unwrap(self.master_keys[master_key_identifier], master_key_identifier, wrapped_key)
+
+
+def crypto_factory(master_keys: dict) -> pe.CryptoFactory:
+    """A fresh factory (pyarrow caches clients and keys per factory and token)."""
+    return pe.CryptoFactory(lambda config: TestKms(master_keys))
+
+
+def decryption_properties(master_keys: dict):
+    return crypto_factory(master_keys).file_decryption_properties(pe.KmsConnectionConfig(), pe.DecryptionConfiguration())
+
+
+def encryption_properties(master_keys: dict, column_keys=None, plaintext_footer=False, double_wrapping=True):
+    """pyarrow's encryption of one file: footer key "footer", `column_keys` (default pii)."""
+    config = pe.EncryptionConfiguration(
+        footer_key="footer",
+        column_keys=column_keys or {"pii": PII},
+        plaintext_footer=plaintext_footer,
+        double_wrapping=double_wrapping,
+    )
+    return crypto_factory(master_keys).file_encryption_properties(pe.KmsConnectionConfig(), config)
+
+
+# ---------------------------------------------------------------------------------------
+# Data, jobs and outputs
+
+
+def make_table(rows=2_000, seed=7) -> pa.Table:
+    """id, email (unique, some null), ssn, amount (either sign, some null)."""
+    rng = np.random.default_rng(seed)
+    ids = np.arange(rows, dtype=np.int64)
+    tags = rng.integers(0, 2**32, rows)
+    emails = [f"user{i}.{t:08x}@example.com" for i, t in zip(ids, tags)]
+    ssns = [f"{a:03d}-{b:02d}-{c:04d}" for a, b, c in zip(rng.integers(100, 900, rows), rng.integers(10, 99, rows), rng.integers(0, 10_000, rows))]
+    return pa.table(
+        {
+            "id": pa.array(ids),
+            "email": pa.array(emails, type=pa.string(), mask=rng.random(rows) < 0.05),
+            "ssn": pa.array(ssns, type=pa.string()),
+            "amount": pa.array(rng.normal(0, 100, rows), mask=rng.random(rows) < 0.05),
+        }
+    )
+
+
+def write_source(table: pa.Table, directory: Path, files=2, row_group=250, encryption=None, stem="enc") -> list:
+    """`table` split over `files` files `<stem>-<i>.parquet`; `encryption()` gives each file
+    its own pyarrow encryption properties (fresh data keys), or None for plain files."""
+    directory.mkdir(parents=True)
+    bounds = np.linspace(0, table.num_rows, files + 1).astype(int)
+    paths = []
+    for index, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        path = directory / f"{stem}-{index}.parquet"
+        extra = {"encryption_properties": encryption()} if encryption else {}
+        pq.write_table(table.slice(lo, hi - lo), path, row_group_size=row_group, **extra)
+        paths.append(path)
+    return paths
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(value)
+
+
+def toml_table(header: str, fields: dict) -> str:
+    return f"[{header}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in fields.items())
+
+
+def job_toml(name, src, out, steps=SELECT, sink=None, encryption=None, decryption=None, storage=None) -> str:
+    """A job: `encryption` (fields over footer "footer" + pii columns) adds [sink.encryption],
+    `decryption` (a dict, may be empty) adds [source.decryption]."""
+    text = f'name = "{name}"\n' + toml_table("source", {"uri": str(src)})
+    if decryption is not None:
+        text += toml_table("source.decryption", decryption)
+    text += steps + toml_table("sink", {"uri": str(out), **(sink or {})})
+    if encryption is not None:
+        text += toml_table("sink.encryption", {"footer_key": "footer", "column_keys": {"pii": PII}, **encryption})
+    if storage:
+        text += toml_table("storage", storage)
+    return text
+
+
+def run_job(weir, tmp_path, stem, text, env, *args, check=None):
+    job = write_job(tmp_path / f"{stem}.toml", text)
+    return weir("run", job, "-w", "2", *args, env=env, check=check)
+
+
+def manifest(prefix: Path) -> dict:
+    return json.loads((prefix / "_weir" / "manifest.json").read_text())
+
+
+def part_files(prefix: Path) -> list:
+    """The part files an output's manifest lists."""
+    return [prefix / f["path"] for f in manifest(prefix)["files"]]
+
+
+def read_encrypted(files, master_keys: dict) -> pa.Table:
+    """pyarrow decrypts and reads each file (a path or bytes) with the test KMS."""
+    properties = decryption_properties(master_keys)
+    tables = []
+    for f in files:
+        source = pa.BufferReader(f) if isinstance(f, bytes) else f
+        tables.append(pq.ParquetFile(source, decryption_properties=properties).read())
+    return pa.concat_tables(tables)
+
+
+def assert_nothing_committed(out: Path, proc):
+    assert "panicked" not in proc.stderr, proc.stderr
+    assert not (out / "_SUCCESS").exists(), proc.stderr
+    assert not out.exists() or data_files(out) == [], f"part files visible after a failed run: {data_files(out)}"
+
+
+def assert_the_encryption_is_recorded(prefix: Path, plaintext_footer: bool, keys: str, column_keys=None):
+    """The manifest names the keys by id only."""
+    recorded = manifest(prefix)["encryption"]
+    assert recorded["footer_key"] == "footer", recorded
+    assert recorded["column_keys"] == (column_keys or {"pii": PII}), recorded
+    assert recorded["plaintext_footer"] is plaintext_footer, recorded
+    assert recorded["keys"] == keys, recorded
+
+
+def key_materials(raw: bytes) -> list:
+    """The PKMT1 key-material JSON objects stored in a Parquet file's plaintext bytes (the
+    footer key's in FileCryptoMetaData; with a plaintext footer, the columns' keys too)."""
+    return [json.loads(m) for m in re.findall(rb'\{[^{}]*"keyMaterialType"[^{}]*\}', raw)]
+
+
+def leaked_values(raw: bytes, table: pa.Table) -> list:
+    """Values of the input found in the bytes of a file: emails, ssns, and amounts as 8-byte
+    little-endian doubles (meaningful for files written with compression = "none")."""
+    found = [v for v in table["email"].to_pylist() if v is not None and v.encode() in raw]
+    found += [v for v in table["ssn"].to_pylist() if v.encode() in raw]
+    found += [v for v in table["amount"].to_pylist() if v is not None and np.float64(v).tobytes() in raw]
+    return found
+
+
+def secret_forms(secret: bytes) -> dict:
+    """The ways a key might be printed: raw, base64 (std and url-safe, padding off), hex,
+    and Rust's `{:?}` of a byte slice."""
+    return {
+        "raw": secret,
+        "base64": base64.b64encode(secret).rstrip(b"="),
+        "base64url": base64.urlsafe_b64encode(secret).rstrip(b"="),
+        "hex": secret.hex().encode(),
+        "HEX": secret.hex().upper().encode(),
+        "bytes-debug": ", ".join(str(b) for b in secret).encode(),
+    }
+
+
+def find_secrets(blob, secrets: dict, raw_only=False) -> list:
+    """Which secrets (name -> bytes) occur in `blob` (str or bytes), and in which form."""
+    data = blob.encode() if isinstance(blob, str) else blob
+    hits = []
+    for name, secret in secrets.items():
+        for form, text in secret_forms(secret).items():
+            if (not raw_only or form == "raw") and text in data:
+                hits.append(f"{name} ({form})")
+    return hits
+
+
+# pyarrow, in a child process, reads `columns` of one file with the master keys it is given
+# on stdin (none: no decryption properties) and writes them to a plain file. A child, because
+# pyarrow may abort the whole process (C++ terminate) when a key is missing for metadata it
+# decrypts lazily; the parent must survive that to report it.
+CHILD_READER = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import pyarrow as pa, pyarrow.parquet as pq
+from test_encryption import decryption_properties
+keys = json.loads(sys.stdin.read())
+properties = decryption_properties({k: bytes.fromhex(v) for k, v in keys.items()}) if keys is not None else None
+reader = pq.ParquetFile(sys.argv[2], decryption_properties=properties)
+batches = list(reader.iter_batches(columns=sys.argv[3].split(",")))
+pq.write_table(pa.Table.from_batches(batches), sys.argv[4])
+"""
+
+
+def read_in_child(path: Path, columns, master_keys, out: Path):
+    """Runs CHILD_READER; returns the completed process (out written on success)."""
+    keys = None if master_keys is None else {k: v.hex() for k, v in master_keys.items()}
+    return subprocess.run(
+        [sys.executable, "-c", CHILD_READER, str(HERE), str(path), ",".join(columns), str(out)],
+        input=json.dumps(keys),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def tamper(path: Path, master_keys: dict, column="email", row_group=1):
+    """Flips 8 bytes in the middle of one encrypted column chunk of a pyarrow-written file."""
+    meta = pq.ParquetFile(path, decryption_properties=decryption_properties(master_keys)).metadata
+    chunk = meta.row_group(row_group).column(meta.schema.names.index(column))
+    start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+    middle = start + chunk.total_compressed_size // 2
+    raw = bytearray(path.read_bytes())
+    for i in range(middle, middle + 8):
+        raw[i] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+# ---------------------------------------------------------------------------------------
+# The test KMS itself
+
+
+def test_the_test_kms_round_trips_a_file_through_pyarrow(tmp_path):
+    """The reference is sound: pyarrow with TestKms writes and reads back an encrypted file,
+    its key material unwraps with `kms_unwrap`, and a wrong master key is refused."""
+    table = make_table(300)
+    keys = new_keys("footer", "pii")
+    path = tmp_path / "t.parquet"
+    pq.write_table(table, path, encryption_properties=encryption_properties(keys, plaintext_footer=True, double_wrapping=False))
+    assert read_encrypted([path], keys).equals(table)
+    materials = key_materials(path.read_bytes())
+    assert {m["masterKeyID"] for m in materials} == {"footer", "pii"}
+    for m in materials:
+        assert len(kms_unwrap(keys[m["masterKeyID"]], m["masterKeyID"], m["wrappedDEK"])) == 16
+    child = read_in_child(path, ["email"], {**keys, "pii": os.urandom(16)}, tmp_path / "x.parquet")
+    assert child.returncode != 0 and not (tmp_path / "x.parquet").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Weir writes
+
+
+@pytest.mark.parametrize("plaintext_footer", [False, True], ids=["encrypted-footer", "plaintext-footer"])
+def test_weir_writes_and_pyarrow_decrypts(weir, tmp_path, plaintext_footer):
+    """Weir's encrypted part files (kms mode) decrypt with pyarrow and the test KMS to exactly
+    the input's rows; a reader with only the footer master key reads id and amount but not
+    email; without keys the file is unreadable (encrypted footer) or only its schema is
+    (plaintext footer); no input value is in the bytes; the key metadata is PKMT1 material
+    (internal, single wrapping) whose data keys unwrap with Weir's KMS scheme and are fresh
+    per file and per key; the manifest names the keys by id only."""
+    table = make_table()
+    src = tmp_path / "src"
+    write_source(table, src)
+    keys = new_keys("footer", "pii")
+    out = tmp_path / "out"
+    text = job_toml("enc-write", src, out, sink={"compression": "none"}, encryption={"plaintext_footer": plaintext_footer})
+    run_job(weir, tmp_path, "write", text, weir_env(keys), check=0)
+    assert (out / "_SUCCESS").exists()
+    assert_the_encryption_is_recorded(out, plaintext_footer, "kms")
+    files = part_files(out)
+    assert files
+
+    got = read_encrypted(files, keys)
+    assert got.sort_by("id").equals(table), "pyarrow decrypts Weir's output to the input"
+
+    data_keys = {}  # (file, master key id) -> the data keys found
+    for path in files:
+        raw = path.read_bytes()
+        assert raw[-4:] == (b"PAR1" if plaintext_footer else b"PARE"), path
+        assert leaked_values(raw, table) == [], f"{path.name} holds plaintext values"
+        materials = key_materials(raw)
+        assert any(m.get("masterKeyID") == "footer" for m in materials), materials
+        if plaintext_footer:
+            assert any(m.get("masterKeyID") == "pii" for m in materials), materials
+        for m in materials:
+            assert m["keyMaterialType"] == "PKMT1" and m["internalStorage"] is True, m
+            assert m["doubleWrapping"] is False and m["masterKeyID"] in keys, m
+            assert m.get("isFooterKey", False) is (m["masterKeyID"] == "footer"), m
+            data_key = kms_unwrap(keys[m["masterKeyID"]], m["masterKeyID"], m["wrappedDEK"])
+            assert len(data_key) == 16, m
+            data_keys.setdefault((path.name, m["masterKeyID"]), set()).add(data_key)
+        assert not find_secrets(raw, keys, raw_only=True), "no master key in a part file"
+
+        # Only the footer master key: id and amount (under the footer key) read, email does not.
+        footer_only = {"footer": keys["footer"]}
+        part = pq.ParquetFile(path, decryption_properties=decryption_properties(keys)).read()
+        child = read_in_child(path, ["id", "amount"], footer_only, tmp_path / "ids.parquet")
+        assert child.returncode == 0, child.stderr
+        assert pq.read_table(tmp_path / "ids.parquet").equals(part.select(["id", "amount"]))
+        child = read_in_child(path, ["email"], footer_only, tmp_path / "emails.parquet")
+        assert child.returncode != 0 and not (tmp_path / "emails.parquet").exists(), "email needs the pii key"
+
+        # No keys at all.
+        if plaintext_footer:
+            assert pq.read_schema(path).names == COLUMNS
+            child = read_in_child(path, ["id"], None, tmp_path / "plain-id.parquet")
+            assert child.returncode != 0, "id is encrypted under the footer key"
+        else:
+            with pytest.raises(OSError):
+                pq.ParquetFile(path)
+    groups = list(data_keys.values())
+    for i, a in enumerate(groups):
+        for b in groups[i + 1 :]:
+            assert not a & b, "a data key is reused across files or keys"
+
+
+def test_direct_mode_round_trips_through_weir(weir, tmp_path):
+    """keys = "direct": the key ids name data keys used as they are. Weir writes encrypted
+    files (no KMS key material in them, unreadable without keys), reads them back with
+    [source.decryption] to exactly the input's rows, and refuses a wrong data key (exit 2,
+    naming pii and the file) without committing."""
+    table = make_table()
+    src = tmp_path / "src"
+    write_source(table, src)
+    keys = new_keys("footer", "pii")
+    enc = tmp_path / "enc"
+    text = job_toml("direct-write", src, enc, sink={"compression": "none"}, encryption={"keys": "direct"})
+    run_job(weir, tmp_path, "write", text, weir_env(keys), check=0)
+    assert_the_encryption_is_recorded(enc, False, "direct")
+    files = part_files(enc)
+    for path in files:
+        raw = path.read_bytes()
+        assert raw[-4:] == b"PARE"
+        assert key_materials(raw) == [], "direct mode writes key ids, not KMS key material"
+        assert leaked_values(raw, table) == []
+        assert not find_secrets(raw, keys, raw_only=True)
+        with pytest.raises(OSError):
+            pq.ParquetFile(path)
+
+    back = tmp_path / "back"
+    text = job_toml("direct-read", enc, back, decryption={})
+    run_job(weir, tmp_path, "read", text, weir_env(keys), check=0)
+    assert read_output(back).sort_by("id").equals(table)
+
+    wrong = tmp_path / "wrong"
+    text = job_toml("direct-wrong", enc, wrong, decryption={})
+    proc = run_job(weir, tmp_path, "wrong", text, weir_env({**keys, "pii": os.urandom(16)}), check=2)
+    assert "pii" in proc.stderr and any(f.name in proc.stderr for f in files), proc.stderr
+    assert_nothing_committed(wrong, proc)
+
+
+@pytest.mark.parametrize("plaintext_footer", [False, True], ids=["encrypted-footer", "plaintext-footer"])
+@pytest.mark.parametrize("double_wrapping", [False, True], ids=["single-wrapping", "double-wrapping"])
+def test_weir_reads_what_pyarrow_encrypted(weir, tmp_path, double_wrapping, plaintext_footer):
+    """Files pyarrow encrypted with its KMS framework (footer key + pii column key, single or
+    double wrapping, either footer mode) are read by Weir with [source.decryption] and the
+    master keys in its environment; `amount > 0` gives exactly pyarrow's filtered rows,
+    written unencrypted."""
+    table = make_table()
+    keys = new_keys("footer", "pii")
+    src = tmp_path / "src"
+    write_source(table, src, encryption=lambda: encryption_properties(keys, plaintext_footer=plaintext_footer, double_wrapping=double_wrapping))
+    assert read_encrypted(sorted(src.iterdir()), keys).equals(table)
+    out = tmp_path / "out"
+    run_job(weir, tmp_path, "read", job_toml("pyarrow-in", src, out, steps=POSITIVE, decryption={}), weir_env(keys), check=0)
+    expected = table.filter(pc.greater(table["amount"], 0)).sort_by("id")
+    got = read_output(out).sort_by("id")
+    assert got.num_rows == expected.num_rows > 0
+    assert got.equals(expected)
+    assert not manifest(out).get("encryption"), "an output without [sink.encryption] is plain"
+    for path in part_files(out):
+        assert path.read_bytes()[-4:] == b"PAR1"
+
+
+def test_keys_from_a_key_dir_and_the_environment_wins(weir, tmp_path):
+    """Keys come from WEIR_KEY_DIR/<id> when no WEIR_KEY_<ID> is set; a key id with a dot
+    ("pii.v1") is read from WEIR_KEY_PII_V1; the variable wins over the folder's file
+    (pyarrow decrypts with the variable's key, not the file's)."""
+    table = make_table(600)
+    src = tmp_path / "src"
+    write_source(table, src)
+    keys = new_keys("footer", "pii.v1")
+    column_keys = {"pii.v1": PII}
+    encryption = {"column_keys": column_keys}
+
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    for key_id, key in keys.items():
+        (folder / key_id).write_text(b64(key))
+    out = tmp_path / "from-dir"
+    run_job(weir, tmp_path, "dir", job_toml("key-dir", src, out, encryption=encryption), weir_env(WEIR_KEY_DIR=str(folder)), check=0)
+    assert_the_encryption_is_recorded(out, False, "kms", column_keys)
+    assert read_encrypted(part_files(out), keys).sort_by("id").equals(table)
+
+    stale = tmp_path / "stale-keys"
+    stale.mkdir()
+    (stale / "footer").write_text(b64(keys["footer"]))
+    (stale / "pii.v1").write_text(b64(os.urandom(16)))
+    out = tmp_path / "env-wins"
+    env = weir_env(WEIR_KEY_DIR=str(stale), WEIR_KEY_PII_V1=b64(keys["pii.v1"]))
+    assert env_name("pii.v1") == "WEIR_KEY_PII_V1"
+    run_job(weir, tmp_path, "env", job_toml("env-wins", src, out, encryption=encryption), env, check=0)
+    assert read_encrypted(part_files(out), keys).sort_by("id").equals(table)
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input
+
+
+NEGATIVE_CASES = [
+    "wrong-master-key",
+    "missing-key-read",
+    "missing-key-write",
+    "short-key-write",
+    "not-base64-write",
+    "tampered-input",
+    "no-source-decryption",
+]
+
+
+@pytest.mark.parametrize("case", NEGATIVE_CASES)
+def test_bad_keys_and_bad_inputs_exit_2_and_commit_nothing(weir, tmp_path, case):
+    """Each of these is bad input: exit 2, a message that names the key id (and the file
+    where one is read), never a panic, and nothing committed (no _SUCCESS, no part file).
+    - wrong-master-key: WEIR_KEY_PII holds another key than pyarrow wrapped pii's data key with;
+    - missing-key-read / -write: no WEIR_KEY_PII (the message says WEIR_KEY_);
+    - short-key-write / not-base64-write: WEIR_KEY_PII is not base64 of 16, 24 or 32 bytes;
+    - tampered-input: 8 bytes flipped in an encrypted column chunk (pyarrow refuses it too);
+    - no-source-decryption: encrypted input and correct keys, but no [source.decryption]."""
+    table = make_table(1_000)
+    keys = new_keys("footer", "pii")
+    src = tmp_path / "src"
+    out = tmp_path / "out"
+    reads = case in ("wrong-master-key", "missing-key-read", "tampered-input", "no-source-decryption")
+    if reads:
+        files = write_source(table, src, encryption=lambda: encryption_properties(keys, double_wrapping=False))
+        text = job_toml("bad-read", src, out, decryption=None if case == "no-source-decryption" else {})
+    else:
+        write_source(table, src)
+        text = job_toml("bad-write", src, out, encryption={})
+
+    env = weir_env(keys)
+    if case == "wrong-master-key":
+        env = weir_env({**keys, "pii": os.urandom(16)})
+    elif case in ("missing-key-read", "missing-key-write"):
+        env = weir_env({"footer": keys["footer"]})
+    elif case == "short-key-write":
+        env = weir_env(keys, WEIR_KEY_PII=b64(os.urandom(10)))
+    elif case == "not-base64-write":
+        env = weir_env(keys, WEIR_KEY_PII="not base64 at all!")
+    elif case == "tampered-input":
+        tamper(files[1], keys)
+        with pytest.raises(OSError):
+            pq.ParquetFile(files[1], decryption_properties=decryption_properties(keys)).read()
+
+    proc = run_job(weir, tmp_path, case, text, env, check=2)
+    err = proc.stderr
+    if case == "wrong-master-key":
+        assert "pii" in err and any(f.name in err for f in files), err
+    elif case == "missing-key-read":
+        assert "pii" in err and "WEIR_KEY_" in err, err
+        assert any(f.name in err for f in files) or "email" in err or "ssn" in err, err
+    elif case == "missing-key-write":
+        assert "pii" in err and "WEIR_KEY_" in err, err
+    elif case in ("short-key-write", "not-base64-write"):
+        assert "pii" in err or "WEIR_KEY_PII" in err, err
+    elif case == "tampered-input":
+        assert files[1].name in err, err
+    elif case == "no-source-decryption":
+        assert "encrypted" in err.lower() and "source.decryption" in err, err
+    assert_nothing_committed(out, proc)
+
+
+# ---------------------------------------------------------------------------------------
+# Secrets
+
+
+def test_no_key_reaches_logs_outputs_or_part_files(weir, tmp_path):
+    """With RUST_LOG=debug, --json and --metrics, a successful encrypted run (with a fitted
+    step, so fitted.json exists), `weir head` on its output, and two failed runs (a wrong
+    master key while reading, a malformed key while writing) print no master key, no wrong
+    or malformed key and no data key of the part files, in any common encoding, on stdout,
+    stderr, in the manifest, fitted.json or the result file; part files hold none of them raw."""
+    table = make_table()
+    src = tmp_path / "src"
+    write_source(table, src)
+    keys = new_keys("footer", "pii")
+    out = tmp_path / "out"
+    steps = SELECT + '[[step]]\nop = "standardize"\ncolumns = ["amount"]\n'
+    text = job_toml("secrets", src, out, steps=steps, sink={"compression": "none"}, encryption={"plaintext_footer": True})
+    result = tmp_path / "result.json"
+    env = weir_env(keys, RUST_LOG="debug")
+    proc = run_job(weir, tmp_path, "secrets", text, env, "--json", "--metrics", "--result-file", result, check=0)
+    texts = {"run stdout": proc.stdout, "run stderr": proc.stderr}
+    for path in sorted((out / "_weir").rglob("*")):
+        if path.is_file():
+            texts[str(path.relative_to(out))] = path.read_bytes()
+    assert "_weir/manifest.json" in texts and "_weir/fitted.json" in texts, sorted(texts)
+    if result.exists():
+        texts["result file"] = result.read_bytes()
+    head = weir("head", out, "-n", "5", env=env, check=0)
+    texts["head stdout"], texts["head stderr"] = head.stdout, head.stderr
+
+    secrets = {f"master key {k}": v for k, v in keys.items()}
+    files = part_files(out)
+    for path in files:
+        materials = key_materials(path.read_bytes())
+        assert {m["masterKeyID"] for m in materials} == {"footer", "pii"}, "a plaintext footer shows every key's material"
+        for i, m in enumerate(materials):
+            secrets[f"data key {i} ({m['masterKeyID']}) of {path.name}"] = kms_unwrap(keys[m["masterKeyID"]], m["masterKeyID"], m["wrappedDEK"])
+
+    # Failed runs: a wrong master key for pii while reading pyarrow's files, a short key while writing.
+    enc_src = tmp_path / "enc-src"
+    write_source(table, enc_src, encryption=lambda: encryption_properties(keys))
+    wrong = os.urandom(16)
+    secrets["wrong pii key"] = wrong
+    failed = run_job(weir, tmp_path, "wrong", job_toml("wrong", enc_src, tmp_path / "wrong-out", decryption={}), weir_env({**keys, "pii": wrong}, RUST_LOG="debug"), check=2)
+    texts["wrong-key stdout"], texts["wrong-key stderr"] = failed.stdout, failed.stderr
+    short = os.urandom(10)
+    secrets["malformed pii key"] = short
+    failed = run_job(weir, tmp_path, "short", text.replace(str(out), str(tmp_path / "short-out")), weir_env(keys, WEIR_KEY_PII=b64(short), RUST_LOG="debug"), check=2)
+    texts["short-key stdout"], texts["short-key stderr"] = failed.stdout, failed.stderr
+
+    for name, blob in texts.items():
+        assert find_secrets(blob, secrets) == [], f"{name} shows a key"
+    for path in files:
+        assert find_secrets(path.read_bytes(), secrets, raw_only=True) == [], f"{path.name} holds a key in clear"
+
+
+# ---------------------------------------------------------------------------------------
+# S3 and the CLI readers
+
+
+def test_encrypted_round_trip_through_garage(weir, tmp_path, garage):
+    """Weir writes encrypted part files to s3:// (Garage); the objects, fetched with boto3,
+    decrypt with pyarrow and the test KMS to the input's rows; Weir reads them back from
+    the bucket with [source.decryption]; the manifest holds no key."""
+    table = make_table()
+    src = tmp_path / "src"
+    write_source(table, src)
+    keys = new_keys("footer", "pii")
+    bucket = garage.new_bucket("enc")
+    env = weir_env(keys, base=garage.env())
+    sink = f"s3://{bucket}/enc/"
+    proc = run_job(weir, tmp_path, "s3-write", job_toml("s3-enc", src, sink, encryption={}), env, check=0)
+    listed = garage.keys(bucket, "enc/")
+    assert "enc/_SUCCESS" in listed, listed
+    client = garage.client()
+    manifest_bytes = client.get_object(Bucket=bucket, Key="enc/_weir/manifest.json")["Body"].read()
+    recorded = json.loads(manifest_bytes)
+    assert recorded["encryption"]["footer_key"] == "footer" and recorded["encryption"]["keys"] == "kms"
+    bodies = [client.get_object(Bucket=bucket, Key=f"enc/{f['path']}")["Body"].read() for f in recorded["files"]]
+    assert bodies and all(body[-4:] == b"PARE" for body in bodies)
+    assert read_encrypted(bodies, keys).sort_by("id").equals(table)
+    for body in bodies:
+        with pytest.raises(OSError):
+            pq.ParquetFile(io.BytesIO(body))
+    assert find_secrets(manifest_bytes, keys) == [] and find_secrets(proc.stdout + proc.stderr, keys) == []
+
+    back = tmp_path / "back"
+    run_job(weir, tmp_path, "s3-read", job_toml("s3-back", sink, back, decryption={}), env, check=0)
+    assert read_output(back).sort_by("id").equals(table)
+
+
+def test_head_and_schema_read_encrypted_outputs_with_keys_only(weir, tmp_path):
+    """`weir head` and `weir schema` print an encrypted output's rows and schema when the
+    keys are in the environment; without them they fail, saying the file is encrypted, and
+    print no value."""
+    table = make_table()
+    src = tmp_path / "src"
+    write_source(table, src)
+    keys = new_keys("footer", "pii")
+    out = tmp_path / "out"
+    run_job(weir, tmp_path, "write", job_toml("head-enc", src, out, encryption={}), weir_env(keys), check=0)
+    emails = set(v for v in table["email"].to_pylist() if v is not None)
+
+    head = weir("head", out, "-n", "5", env=weir_env(keys), check=0)
+    assert "email" in head.stdout and "ssn" in head.stdout and "amount" in head.stdout, head.stdout
+    shown = EMAIL.findall(head.stdout)
+    assert shown and set(shown) <= emails, head.stdout
+    schema = weir("schema", out, env=weir_env(keys), check=0)
+    for line in ("id: Int64", "email: Utf8", "ssn: Utf8", "amount: Float64"):
+        assert line in schema.stdout, schema.stdout
+
+    for command in (["head", out, "-n", "5"], ["schema", out]):
+        proc = weir(*command, env=weir_env())
+        assert proc.returncode != 0, proc.stdout
+        assert "encrypted" in (proc.stdout + proc.stderr).lower(), proc.stderr
+        assert "panicked" not in proc.stderr, proc.stderr
+        assert not EMAIL.search(proc.stdout + proc.stderr)
