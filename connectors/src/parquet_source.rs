@@ -433,7 +433,9 @@ fn decryption_error(
     }
     let lower = text.to_lowercase();
     let signature = lower.contains("signature verification failed");
-    if !(signature || lower.contains("encrypt") || lower.contains("decrypt")) {
+    // ring's one error, when a page or page header fails AES-GCM authentication.
+    let authentication = text.contains("ring::error::Unspecified");
+    if !(signature || authentication || lower.contains("encrypt") || lower.contains("decrypt")) {
         return None;
     }
     Some(match decryptor {
@@ -442,7 +444,13 @@ fn decryption_error(
             let keys = decryptor.keys_asked();
             let keys = if keys.is_empty() { "none".to_string() } else { keys.join("', '") };
             // A signature mismatch lists both MACs, which say nothing to a reader.
-            let what = if signature { "its plaintext footer's signature does not verify".to_string() } else { text };
+            let what = if signature {
+                "its plaintext footer's signature does not verify".to_string()
+            } else if authentication {
+                "a page fails AES-GCM authentication".to_string()
+            } else {
+                text
+            };
             ConnectorError::Decryption {
                 uri: uri.to_string(),
                 message: format!(

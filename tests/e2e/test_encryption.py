@@ -8,14 +8,15 @@ bytes made per test and given to Weir only through its environment (`WEIR_KEY_<I
 base64, or a `WEIR_KEY_DIR` folder), never in a job file.
 
 - Weir writes (kms mode, encrypted and plaintext footer): pyarrow decrypts every part file
-  to the input's rows; a reader with only the footer key reads `id`/`amount` but not `email`;
-  without keys nothing (encrypted footer) or only the schema (plaintext footer) is readable;
-  no value of the input is in the files' bytes; the key metadata is PKMT1 key material whose
-  data keys unwrap with the master keys, fresh per file and per key.
+  to the input's rows (a plaintext footer's signature is also checked independently); a
+  reader with only the footer key reads `id`/`amount` but not `email`; without keys nothing
+  (encrypted footer) or only the schema (plaintext footer) is readable; no value of the input
+  is in the files' bytes; the key metadata is PKMT1 key material whose data keys unwrap with
+  the master keys, fresh per file and per key.
 - Direct mode: Weir writes and Weir reads back; a wrong data key is refused.
 - pyarrow writes (single and double wrapping, both footer modes), Weir reads and filters.
 - Keys from `WEIR_KEY_DIR`; the environment wins over the folder; odd key ids map to
-  `WEIR_KEY_<ID>` names.
+  `WEIR_KEY_<ID>` names; keys of 16 or 32 bytes (24 refused).
 - Bad input (wrong, missing or malformed keys, a tampered file, an encrypted input without
   `[source.decryption]`) exits 2 with a message naming the key and file, and commits nothing.
 - No key (master or data, raw, base64, hex or as a Rust byte list) reaches stdout, stderr,
@@ -177,7 +178,7 @@ def toml_table(header: str, fields: dict) -> str:
     return f"[{header}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in fields.items())
 
 
-def job_toml(name, src, out, steps=SELECT, sink=None, encryption=None, decryption=None, storage=None) -> str:
+def job_toml(name, src, out, steps=SELECT, sink=None, encryption=None, decryption=None) -> str:
     """A job: `encryption` (fields over footer "footer" + pii columns) adds [sink.encryption],
     `decryption` (a dict, may be empty) adds [source.decryption]."""
     text = f'name = "{name}"\n' + toml_table("source", {"uri": str(src)})
@@ -186,8 +187,6 @@ def job_toml(name, src, out, steps=SELECT, sink=None, encryption=None, decryptio
     text += steps + toml_table("sink", {"uri": str(out), **(sink or {})})
     if encryption is not None:
         text += toml_table("sink.encryption", {"footer_key": "footer", "column_keys": {"pii": PII}, **encryption})
-    if storage:
-        text += toml_table("storage", storage)
     return text
 
 
@@ -234,6 +233,111 @@ def key_materials(raw: bytes) -> list:
     """The PKMT1 key-material JSON objects stored in a Parquet file's plaintext bytes (the
     footer key's in FileCryptoMetaData; with a plaintext footer, the columns' keys too)."""
     return [json.loads(m) for m in re.findall(rb'\{[^{}]*"keyMaterialType"[^{}]*\}', raw)]
+
+
+def read_compact_struct(data: bytes) -> dict:
+    """A minimal reader of Thrift's compact protocol: the struct at the start of `data` as
+    {field id: value} (nested structs as dicts, lists as lists, binary as bytes)."""
+    pos = 0
+
+    def varint():
+        nonlocal pos
+        result = shift = 0
+        while True:
+            byte = data[pos]
+            pos += 1
+            result |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return result
+
+    def zigzag():
+        v = varint()
+        return (v >> 1) ^ -(v & 1)
+
+    def value(kind):
+        nonlocal pos
+        if kind in (1, 2):  # a bool field: its value is its type
+            return kind == 1
+        if kind == 3:
+            pos += 1
+            return data[pos - 1]
+        if kind in (4, 5, 6):
+            return zigzag()
+        if kind == 7:
+            pos += 8
+            return data[pos - 8 : pos]
+        if kind == 8:
+            n = varint()
+            pos += n
+            return data[pos - n : pos]
+        if kind in (9, 10):
+            header = data[pos]
+            pos += 1
+            n, element = header >> 4, header & 15
+            if n == 15:
+                n = varint()
+            items = []
+            for _ in range(n):
+                if element in (1, 2):
+                    items.append(data[pos] == 1)
+                    pos += 1
+                else:
+                    items.append(value(element))
+            return items
+        if kind == 11:
+            n = varint()
+            if not n:
+                return {}
+            kinds = data[pos]
+            pos += 1
+            return dict((value(kinds >> 4), value(kinds & 15)) for _ in range(n))
+        if kind == 12:
+            return struct()
+        raise ValueError(f"thrift compact type {kind}")
+
+    def struct():
+        nonlocal pos
+        fields, last = {}, 0
+        while True:
+            header = data[pos]
+            pos += 1
+            if header == 0:
+                return fields
+            delta, kind = header >> 4, header & 15
+            last = last + delta if delta else zigzag()
+            fields[last] = value(kind)
+
+    return struct()
+
+
+def plaintext_footer_signature_ok(raw: bytes, master_keys: dict) -> bool:
+    """Checks a plaintext footer's signature over the bytes as written, independently of any
+    Parquet library: the FileMetaData is followed by a nonce and an AES-GCM tag made with the
+    footer data key (unwrapped from footer_signing_key_metadata, field 9) and the footer AAD,
+    aad_prefix || aad_file_unique || 0 (from encryption_algorithm.AES_GCM_V1, field 8)."""
+    length = int.from_bytes(raw[-8:-4], "little")
+    footer = raw[-8 - length : -8]
+    metadata, nonce, tag = footer[:-28], footer[-28:-16], footer[-16:]
+    fields = read_compact_struct(metadata)
+    gcm = fields[8][1]
+    material = json.loads(fields[9])
+    assert material["isFooterKey"] is True, material
+    data_key = kms_unwrap(master_keys[material["masterKeyID"]], material["masterKeyID"], material["wrappedDEK"])
+    aad = gcm.get(1, b"") + gcm[2] + b"\x00"
+    return AESGCM(data_key).encrypt(nonce, metadata, aad)[-16:] == tag
+
+
+# pyarrow before apache/arrow#48859 (GH-48858) checks a plaintext footer's signature over its
+# own re-serialization of the footer, which drops what its Thrift code does not know, such as
+# the IEEE_754_TOTAL_ORDER column order that arrow-rs writes for float columns; pyarrow 26.0.1
+# reads these files.
+OLD_PYARROW_SIGNATURE = (
+    "pyarrow {version} refuses the plaintext footer's signature, which verifies over the bytes as "
+    "written (checked above): parquet-cpp before apache/arrow#48859 re-serializes the footer to "
+    "check it and drops the IEEE_754_TOTAL_ORDER column order of float columns; a newer pyarrow "
+    "(26.0.1 reads these files) is needed in tests/requirements.txt\n{error}"
+)
 
 
 def leaked_values(raw: bytes, table: pa.Table) -> list:
@@ -316,7 +420,8 @@ def tamper(path: Path, master_keys: dict, column="email", row_group=1):
 
 def test_the_test_kms_round_trips_a_file_through_pyarrow(tmp_path):
     """The reference is sound: pyarrow with TestKms writes and reads back an encrypted file,
-    its key material unwraps with `kms_unwrap`, and a wrong master key is refused."""
+    its key material unwraps with `kms_unwrap`, a wrong master key is refused, and
+    `plaintext_footer_signature_ok` accepts pyarrow's signed footer and refuses a changed one."""
     table = make_table(300)
     keys = new_keys("footer", "pii")
     path = tmp_path / "t.parquet"
@@ -328,6 +433,11 @@ def test_the_test_kms_round_trips_a_file_through_pyarrow(tmp_path):
         assert len(kms_unwrap(keys[m["masterKeyID"]], m["masterKeyID"], m["wrappedDEK"])) == 16
     child = read_in_child(path, ["email"], {**keys, "pii": os.urandom(16)}, tmp_path / "x.parquet")
     assert child.returncode != 0 and not (tmp_path / "x.parquet").exists()
+    raw = path.read_bytes()
+    assert plaintext_footer_signature_ok(raw, keys)
+    nonce_at = len(raw) - 8 - 28
+    changed = raw[:nonce_at] + bytes([raw[nonce_at] ^ 1]) + raw[nonce_at + 1 :]
+    assert not plaintext_footer_signature_ok(changed, keys)
 
 
 # ---------------------------------------------------------------------------------------
@@ -339,9 +449,10 @@ def test_weir_writes_and_pyarrow_decrypts(weir, tmp_path, plaintext_footer):
     """Weir's encrypted part files (kms mode) decrypt with pyarrow and the test KMS to exactly
     the input's rows; a reader with only the footer master key reads id and amount but not
     email; without keys the file is unreadable (encrypted footer) or only its schema is
-    (plaintext footer); no input value is in the bytes; the key metadata is PKMT1 material
-    (internal, single wrapping) whose data keys unwrap with Weir's KMS scheme and are fresh
-    per file and per key; the manifest names the keys by id only."""
+    (plaintext footer, whose signature is also checked here over the bytes as written); no
+    input value is in the bytes; the key metadata is PKMT1 material (internal, single
+    wrapping) whose data keys unwrap with Weir's KMS scheme and are fresh per file and per
+    key; the manifest names the keys by id only."""
     table = make_table()
     src = tmp_path / "src"
     write_source(table, src)
@@ -354,35 +465,24 @@ def test_weir_writes_and_pyarrow_decrypts(weir, tmp_path, plaintext_footer):
     files = part_files(out)
     assert files
 
-    got = read_encrypted(files, keys)
-    assert got.sort_by("id").equals(table), "pyarrow decrypts Weir's output to the input"
-
     data_keys = {}  # (file, master key id) -> the data keys found
     for path in files:
         raw = path.read_bytes()
         assert raw[-4:] == (b"PAR1" if plaintext_footer else b"PARE"), path
         assert leaked_values(raw, table) == [], f"{path.name} holds plaintext values"
+        assert not find_secrets(raw, keys, raw_only=True), "no master key in a part file"
         materials = key_materials(raw)
-        assert any(m.get("masterKeyID") == "footer" for m in materials), materials
-        if plaintext_footer:
-            assert any(m.get("masterKeyID") == "pii" for m in materials), materials
+        footer_materials = [m for m in materials if m.get("isFooterKey")]
+        assert len(footer_materials) == 1 and footer_materials[0]["masterKeyID"] == "footer", materials
+        if plaintext_footer:  # the columns' key material is in the plaintext footer too
+            assert {m["masterKeyID"] for m in materials} == {"footer", "pii"}, materials
+            assert plaintext_footer_signature_ok(raw, keys), f"{path.name}: the footer's signature"
         for m in materials:
             assert m["keyMaterialType"] == "PKMT1" and m["internalStorage"] is True, m
             assert m["doubleWrapping"] is False and m["masterKeyID"] in keys, m
-            assert m.get("isFooterKey", False) is (m["masterKeyID"] == "footer"), m
             data_key = kms_unwrap(keys[m["masterKeyID"]], m["masterKeyID"], m["wrappedDEK"])
             assert len(data_key) == 16, m
             data_keys.setdefault((path.name, m["masterKeyID"]), set()).add(data_key)
-        assert not find_secrets(raw, keys, raw_only=True), "no master key in a part file"
-
-        # Only the footer master key: id and amount (under the footer key) read, email does not.
-        footer_only = {"footer": keys["footer"]}
-        part = pq.ParquetFile(path, decryption_properties=decryption_properties(keys)).read()
-        child = read_in_child(path, ["id", "amount"], footer_only, tmp_path / "ids.parquet")
-        assert child.returncode == 0, child.stderr
-        assert pq.read_table(tmp_path / "ids.parquet").equals(part.select(["id", "amount"]))
-        child = read_in_child(path, ["email"], footer_only, tmp_path / "emails.parquet")
-        assert child.returncode != 0 and not (tmp_path / "emails.parquet").exists(), "email needs the pii key"
 
         # No keys at all.
         if plaintext_footer:
@@ -396,6 +496,24 @@ def test_weir_writes_and_pyarrow_decrypts(weir, tmp_path, plaintext_footer):
     for i, a in enumerate(groups):
         for b in groups[i + 1 :]:
             assert not a & b, "a data key is reused across files or keys"
+
+    try:
+        got = read_encrypted(files, keys)
+    except pa.ArrowInvalid as error:
+        if not (plaintext_footer and "signature verification failed" in str(error)):
+            raise
+        pytest.fail(OLD_PYARROW_SIGNATURE.format(version=pa.__version__, error=error))
+    assert got.sort_by("id").equals(table), "pyarrow decrypts Weir's output to the input"
+
+    # Only the footer master key: id and amount (under the footer key) read, email does not.
+    footer_only = {"footer": keys["footer"]}
+    for path in files:
+        part = pq.ParquetFile(path, decryption_properties=decryption_properties(keys)).read()
+        child = read_in_child(path, ["id", "amount"], footer_only, tmp_path / "ids.parquet")
+        assert child.returncode == 0, child.stderr
+        assert pq.read_table(tmp_path / "ids.parquet").equals(part.select(["id", "amount"]))
+        child = read_in_child(path, ["email"], footer_only, tmp_path / "emails.parquet")
+        assert child.returncode != 0 and not (tmp_path / "emails.parquet").exists(), "email needs the pii key"
 
 
 def test_direct_mode_round_trips_through_weir(weir, tmp_path):
@@ -487,6 +605,31 @@ def test_keys_from_a_key_dir_and_the_environment_wins(weir, tmp_path):
     assert read_encrypted(part_files(out), keys).sort_by("id").equals(table)
 
 
+@pytest.mark.parametrize("size", [16, 24, 32], ids=["aes128", "aes192", "aes256"])
+def test_master_keys_of_16_or_32_bytes(weir, tmp_path, size):
+    """Master keys of 16 and 32 bytes (AES-128, AES-256: what Parquet's AES-GCM readers
+    support) wrap the data keys, which stay 16 bytes, and pyarrow decrypts the output to the
+    input's rows; a 24-byte key is refused (exit 2, naming the key and its variable),
+    and nothing is committed."""
+    table = make_table(500)
+    src = tmp_path / "src"
+    write_source(table, src)
+    keys = new_keys("footer", "pii", size=size)
+    out = tmp_path / "out"
+    text = job_toml("key-length", src, out, encryption={})
+    if size == 24:
+        proc = run_job(weir, tmp_path, "write", text, weir_env(keys), check=2)
+        assert "footer" in proc.stderr and "WEIR_KEY_FOOTER" in proc.stderr and "24" in proc.stderr, proc.stderr
+        assert_nothing_committed(out, proc)
+        return
+    run_job(weir, tmp_path, "write", text, weir_env(keys), check=0)
+    files = part_files(out)
+    for path in files:
+        (material,) = key_materials(path.read_bytes())
+        assert len(kms_unwrap(keys["footer"], "footer", material["wrappedDEK"])) == 16
+    assert read_encrypted(files, keys).sort_by("id").equals(table)
+
+
 # ---------------------------------------------------------------------------------------
 # Bad input
 
@@ -508,7 +651,7 @@ def test_bad_keys_and_bad_inputs_exit_2_and_commit_nothing(weir, tmp_path, case)
     where one is read), never a panic, and nothing committed (no _SUCCESS, no part file).
     - wrong-master-key: WEIR_KEY_PII holds another key than pyarrow wrapped pii's data key with;
     - missing-key-read / -write: no WEIR_KEY_PII (the message says WEIR_KEY_);
-    - short-key-write / not-base64-write: WEIR_KEY_PII is not base64 of 16, 24 or 32 bytes;
+    - short-key-write / not-base64-write: WEIR_KEY_PII is not base64 of 16 or 32 bytes;
     - tampered-input: 8 bytes flipped in an encrypted column chunk (pyarrow refuses it too);
     - no-source-decryption: encrypted input and correct keys, but no [source.decryption]."""
     table = make_table(1_000)
