@@ -179,6 +179,9 @@ pub struct SourceDecryption {
 pub struct Decryptor {
     properties: Arc<FileDecryptionProperties>,
     retriever: Arc<EnvRetriever>,
+    /// Whether [`Decryptor::check_columns`] looks for the column keys (not for readers of
+    /// the schema alone).
+    check_column_keys: bool,
 }
 
 impl Decryptor {
@@ -189,7 +192,14 @@ impl Decryptor {
             builder = builder.with_aad_prefix(prefix.as_bytes().to_vec());
         }
         let properties = builder.build().map_err(|e| format!("source.decryption: {e}"))?;
-        Ok(Decryptor { properties, retriever })
+        Ok(Decryptor { properties, retriever, check_column_keys: true })
+    }
+
+    /// A decryptor for reading footers only (`weir schema`): columns under keys the
+    /// environment lacks are no error.
+    pub fn for_schema_only(mut self) -> Decryptor {
+        self.check_column_keys = false;
+        self
     }
 
     pub fn properties(&self) -> &Arc<FileDecryptionProperties> {
@@ -200,7 +210,7 @@ impl Decryptor {
     /// columns) that a file's `metadata` holds can be found, so that a column a job needs
     /// but cannot decrypt is named before anything is read.
     pub fn check_columns(&self, metadata: &ParquetMetaData, roots: &[usize]) -> Result<(), String> {
-        let Some(row_group) = metadata.row_groups().first() else { return Ok(()) };
+        let Some(row_group) = metadata.row_groups().first().filter(|_| self.check_column_keys) else { return Ok(()) };
         let schema = metadata.file_metadata().schema_descr();
         for (leaf, column) in row_group.columns().iter().enumerate() {
             if !roots.contains(&schema.get_column_root_idx(leaf)) {

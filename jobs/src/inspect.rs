@@ -170,7 +170,13 @@ fn inspect_decryptor(location: &Location) -> Result<Decryptor, ConnectorError> {
 /// The dataset's schema, row and file counts.
 pub async fn schema(uri: &str) -> Result<String, ConnectorError> {
     let location = Location::parse(uri, &StorageOptions::default())?;
-    let source = ParquetSource::open(&location, None, Partitioning::Hive, Some(&inspect_decryptor(&location)?)).await?;
+    let source = ParquetSource::open(
+        &location,
+        None,
+        Partitioning::Hive,
+        Some(&inspect_decryptor(&location)?.for_schema_only()),
+    )
+    .await?;
     let mut out = String::new();
     for field in source.schema().fields() {
         let nullable = if field.is_nullable() { "" } else { " not null" };
