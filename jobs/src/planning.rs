@@ -527,30 +527,31 @@ async fn fetch_models(spec: &JobSpec) -> Result<(BindContext, Vec<ModelInfo>), J
     let mut context = BindContext::default();
     let mut models: Vec<ModelInfo> = Vec::new();
     for (index, step) in spec.steps.iter().enumerate() {
-        let StepSpec::Score(score) = step else { continue };
+        let Some((uri, pin)) = step.model() else { continue };
+        let op = step.op_name();
         let step_error = |source: OpError| JobError::Step {
             job: spec.name.clone(),
-            source: Box::new(BindError { number: index + 1, op: "score", source }),
+            source: Box::new(BindError { number: index + 1, op, source }),
         };
-        if !context.models.contains_key(&score.model) {
-            let bytes = read_input(&score.model, &spec.storage).await.map_err(|source| JobError::StepInput {
+        if !context.models.contains_key(uri) {
+            let bytes = read_input(uri, &spec.storage).await.map_err(|source| JobError::StepInput {
                 job: spec.name.clone(),
                 number: index + 1,
-                op: "score",
+                op,
                 what: "model",
                 source: Box::new(source),
             })?;
             let sha256 = sha256_hex(&bytes);
-            models.push(ModelInfo { uri: score.model.clone(), sha256, bytes: bytes.len() as u64 });
-            context.models.insert(score.model.clone(), std::sync::Arc::from(bytes.as_ref()));
+            models.push(ModelInfo { uri: uri.to_string(), sha256, bytes: bytes.len() as u64 });
+            context.models.insert(uri.to_string(), std::sync::Arc::from(bytes.as_ref()));
         }
-        let info = models.iter().find(|m| m.uri == score.model).expect("fetched above");
-        if let Some(pin) = &score.sha256
+        let info = models.iter().find(|m| m.uri == uri).expect("fetched above");
+        if let Some(pin) = pin
             && !pin.eq_ignore_ascii_case(&info.sha256)
         {
             return Err(step_error(OpError::InvalidSpec(format!(
-                "model '{}' has sha256 {}, but the step pins {pin}",
-                score.model, info.sha256
+                "model '{uri}' has sha256 {}, but the step pins {pin}",
+                info.sha256
             ))));
         }
     }

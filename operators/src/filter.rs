@@ -106,6 +106,13 @@ pub struct Filter {
     schema: SchemaRef,
 }
 
+impl Filter {
+    /// Which rows of `batch` the predicate keeps (a null result keeps none).
+    pub fn mask(&self, batch: &RecordBatch) -> Result<BooleanArray, OpError> {
+        self.predicate.evaluate(batch)
+    }
+}
+
 impl BoundStep for Filter {
     fn output_schema(&self) -> SchemaRef {
         self.schema.clone()

@@ -234,7 +234,7 @@ impl ScoreSpec {
                     .into(),
             ));
         }
-        let session = new_session(self, &model)?;
+        let session = new_session(&self.model, &model, self.optimization_level, self.intra_op_threads)?;
         let inputs = self.bind_inputs(input, &session)?;
         let outputs = self.bind_outputs(input, &session)?;
         let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -423,18 +423,24 @@ impl ScoreSpec {
     }
 }
 
-fn new_session(spec: &ScoreSpec, model: &[u8]) -> Result<Session, OpError> {
+/// A session of `model` (named `model_name` in errors), ready to run.
+pub(crate) fn new_session(
+    model_name: &str,
+    model: &[u8],
+    optimization_level: OptimizationLevel,
+    intra_op_threads: usize,
+) -> Result<Session, OpError> {
     let environment = onnx_runtime::environment()?;
-    let level = match spec.optimization_level {
+    let level = match optimization_level {
         OptimizationLevel::Disable => GraphOptimizationLevel::Disable,
         OptimizationLevel::Basic => GraphOptimizationLevel::Level1,
         OptimizationLevel::Extended => GraphOptimizationLevel::Level2,
         OptimizationLevel::All => GraphOptimizationLevel::All,
     };
-    let failed = |e: &dyn std::fmt::Display| model_error(&spec.model, format!("ONNX Runtime cannot load it: {e}"));
+    let failed = |e: &dyn std::fmt::Display| model_error(model_name, format!("ONNX Runtime cannot load it: {e}"));
     let builder = Session::builder(environment).map_err(|e| failed(&e))?;
     let builder = builder.with_optimization_level(level).map_err(|e| failed(&e))?;
-    let mut builder = builder.with_intra_threads(spec.intra_op_threads).map_err(|e| failed(&e))?;
+    let mut builder = builder.with_intra_threads(intra_op_threads).map_err(|e| failed(&e))?;
     builder.commit_from_memory(model).map_err(|e| failed(&e))
 }
 
@@ -448,7 +454,12 @@ impl Score {
         let mut session =
             match self.sessions.lock().map_err(|_| OpError::Internal("session pool poisoned".into()))?.pop() {
                 Some(session) => session,
-                None => new_session(&self.spec, &self.model)?,
+                None => new_session(
+                    &self.spec.model,
+                    &self.model,
+                    self.spec.optimization_level,
+                    self.spec.intra_op_threads,
+                )?,
             };
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         {

@@ -15,6 +15,7 @@ use crate::clip::{BoundClip, ClipSpec};
 use crate::dedupe::{Dedupe, DedupeSpec};
 use crate::drop_columns::DropSpec;
 use crate::drop_nulls::DropNullsSpec;
+use crate::explain::ExplainSpec;
 use crate::filter::FilterSpec;
 use crate::fit::{FitStep, erase};
 use crate::impute::{BoundImpute, ImputeSpec};
@@ -45,6 +46,7 @@ pub enum StepSpec {
     Dedupe(DedupeSpec),
     Pca(PcaSpec),
     Score(ScoreSpec),
+    Explain(ExplainSpec),
 }
 
 impl StepSpec {
@@ -53,7 +55,17 @@ impl StepSpec {
     pub fn uris_mut(&mut self) -> Vec<&mut String> {
         match self {
             StepSpec::Score(spec) => vec![&mut spec.model],
+            StepSpec::Explain(spec) => [Some(&mut spec.model), spec.fitted.as_mut()].into_iter().flatten().collect(),
             other => other.fitted_mut().and_then(Option::as_mut).into_iter().collect(),
+        }
+    }
+
+    /// The model a `score` or `explain` step runs, and the SHA-256 it pins, if any.
+    pub fn model(&self) -> Option<(&str, Option<&str>)> {
+        match self {
+            StepSpec::Score(spec) => Some((&spec.model, spec.sha256.as_deref())),
+            StepSpec::Explain(spec) => Some((&spec.model, spec.sha256.as_deref())),
+            _ => None,
         }
     }
 
@@ -66,6 +78,7 @@ impl StepSpec {
             StepSpec::MinMax(spec) => Some(&mut spec.fitted),
             StepSpec::Clip(spec) => Some(&mut spec.fitted),
             StepSpec::Pca(spec) => Some(&mut spec.fitted),
+            StepSpec::Explain(spec) => Some(&mut spec.fitted),
             _ => None,
         }
     }
@@ -79,6 +92,7 @@ impl StepSpec {
             StepSpec::MinMax(spec) => spec.fitted.as_deref(),
             StepSpec::Clip(spec) => spec.fitted.as_deref(),
             StepSpec::Pca(spec) => spec.fitted.as_deref(),
+            StepSpec::Explain(spec) => spec.fitted.as_deref(),
             _ => None,
         }
     }
@@ -108,6 +122,7 @@ impl StepSpec {
             StepSpec::Dedupe(_) => "dedupe",
             StepSpec::Pca(_) => "pca",
             StepSpec::Score(_) => "score",
+            StepSpec::Explain(_) => "explain",
         }
     }
 
@@ -139,6 +154,12 @@ impl StepSpec {
                     OpError::Internal(format!("model '{}' was not fetched before binding", spec.model))
                 })?;
                 Bound::Map(Box::new(spec.bind(input, model)?))
+            }
+            StepSpec::Explain(spec) => {
+                let model = context.models.get(&spec.model).cloned().ok_or_else(|| {
+                    OpError::Internal(format!("model '{}' was not fetched before binding", spec.model))
+                })?;
+                Bound::Fit(erase(spec.bind(input, model)?))
             }
         })
     }

@@ -1,0 +1,533 @@
+//! `explain`: per-row Shapley attributions of one ONNX model output.
+//!
+//! ```toml
+//! [[step]]
+//! op = "explain"
+//! model = "s3://models/churn/v3.onnx"   # fetched once per process, as for `score`
+//! features = ["pc_*", "age"]            # the columns of the model's one [batch, F] input
+//! output = "probabilities"              # the model output explained (default: its only one)
+//! output_index = 1                      # its column, for a [batch, k] output (k > 1)
+//! method = "auto"                       # auto | exact | permutation
+//! max_evals = 512                       # coalitions a row may cost (auto and permutation)
+//! background = 100                      # background rows, sampled from the step's input
+//! seed = 0
+//! fraction = 0.01                       # explain about this share of the rows (default 1)
+//! where = "segment = 'enterprise'"      # explain only the rows this filter expression keeps
+//! prefix = "shap_"                      # output columns: shap_<feature>, shap_base, shap_residual
+//! # fitted = "…"                        # reuse the background of an earlier run
+//! ```
+//!
+//! The attributions are interventional Shapley values against the background
+//! ([`crate::shapley`]): `shap_<feature>` for each feature, `shap_base` (the model's mean
+//! output over the background) and `shap_residual` (output − base − Σ attributions, zero up
+//! to rounding: every method is exactly additive). All are `Float64`, appended after the
+//! input's columns; rows not explained (outside `where` or `fraction`, or with a null or NaN
+//! feature) get nulls. `where` takes the `filter` step's expressions.
+//!
+//! Methods: `exact` enumerates every coalition (`2^F` of them, each over the background:
+//! `2^F · B` model rows a row; at most 16 features). `permutation` estimates them with
+//! antithetic pairs of random feature orders, `max_evals / (2 (F − 1))` pairs, so about
+//! `max_evals` coalitions a row (`· B` model rows), converging to the exact values as the
+//! budget grows. `auto` is `exact` when `2^F ≤ max_evals`, else `permutation`. Orders come
+//! from `seed`, so results are reproducible and do not depend on the cluster's shape.
+//!
+//! The background is fitted like any fitted step: every worker keeps the rows (without a
+//! null or NaN feature) with the smallest hashes of their feature values and `seed` (a
+//! bottom-k sample), the leader merges them, and the `background` rows with the smallest
+//! hashes are saved in `fitted.json`. The sample depends only on the rows' values, never
+//! on how they were split among workers. `fraction` picks rows by the same kind of hash.
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use ort::session::{Session, SessionInputValue};
+use ort::value::{Tensor, TensorElementType, ValueType};
+use serde::{Deserialize, Serialize};
+
+use crate::filter::{Filter, FilterSpec};
+use crate::fit::{Fit, FitShape};
+use crate::fit_columns::numeric_columns;
+use crate::score::{OptimizationLevel, new_session};
+use crate::shapley::{self, Attribution, Evaluate};
+use crate::{BoundStep, OpError};
+
+fn default_max_evals() -> usize {
+    512
+}
+
+fn default_background() -> usize {
+    100
+}
+
+fn default_prefix() -> String {
+    "shap_".to_string()
+}
+
+/// How the attributions are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExplainMethod {
+    #[default]
+    Auto,
+    Exact,
+    Permutation,
+}
+
+/// `op = "explain"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainSpec {
+    pub model: String,
+    /// Expected SHA-256 (hex) of the model file.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    pub features: Vec<String>,
+    #[serde(default)]
+    pub output: Option<String>,
+    #[serde(default)]
+    pub output_index: Option<usize>,
+    #[serde(default)]
+    pub method: ExplainMethod,
+    #[serde(default = "default_max_evals")]
+    pub max_evals: usize,
+    #[serde(default = "default_background")]
+    pub background: usize,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub fraction: Option<f64>,
+    /// Explain only the rows this `filter` expression keeps.
+    #[serde(default, rename = "where")]
+    pub where_expr: Option<String>,
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Reuse the background of an earlier run's `_weir/fitted.json`.
+    #[serde(default)]
+    pub fitted: Option<String>,
+}
+
+/// The model's one input and the output explained, checked at bind.
+#[derive(Debug, Clone)]
+struct ModelShape {
+    input: String,
+    input_f32: bool,
+    output: String,
+    output_f32: bool,
+    /// Columns of the output: 1 for `[batch]` or `[batch, 1]`.
+    output_width: usize,
+    output_index: usize,
+}
+
+fn model_error(model: &str, message: impl std::fmt::Display) -> OpError {
+    OpError::InvalidSpec(format!("model '{model}': {message}"))
+}
+
+impl ExplainSpec {
+    /// Binds the step to `input` and the model's bytes, checking the features, the model's
+    /// input and the output explained before any data is read.
+    pub fn bind(&self, input: &SchemaRef, model: Arc<[u8]>) -> Result<ExplainFit, OpError> {
+        if self.background == 0 || self.max_evals == 0 {
+            return Err(OpError::InvalidSpec("background and max_evals must be at least 1".into()));
+        }
+        if let Some(fraction) = self.fraction
+            && !(fraction > 0.0 && fraction <= 1.0)
+        {
+            return Err(OpError::InvalidSpec(format!("fraction = {fraction} must be in (0, 1]")));
+        }
+        let indices = numeric_columns(&self.features, input, "explain")?;
+        let selection =
+            self.where_expr.as_ref().map(|expr| FilterSpec { expr: expr.clone() }.bind(input)).transpose()?;
+        let features: Vec<String> = indices.iter().map(|&i| input.field(i).name().clone()).collect();
+        if self.method == ExplainMethod::Exact && features.len() > shapley::MAX_EXACT_FEATURES {
+            return Err(OpError::InvalidSpec(format!(
+                "method = \"exact\" enumerates 2^F coalitions; {} features are more than {}: use \"permutation\"",
+                features.len(),
+                shapley::MAX_EXACT_FEATURES
+            )));
+        }
+        let shape = self.model_shape(&new_session(&self.model, &model, OptimizationLevel::All, 1)?, features.len())?;
+        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut names: Vec<String> = features.iter().map(|f| format!("{}{f}", self.prefix)).collect();
+        names.push(format!("{}base", self.prefix));
+        names.push(format!("{}residual", self.prefix));
+        for name in &names {
+            if input.field_with_name(name).is_ok() || fields.iter().filter(|f| f.name() == name).count() > 0 {
+                return Err(OpError::InvalidSpec(format!(
+                    "output column '{name}' already exists; choose another prefix"
+                )));
+            }
+            fields.push(Field::new(name, DataType::Float64, true));
+        }
+        Ok(ExplainFit {
+            spec: self.clone(),
+            model,
+            shape,
+            features,
+            indices,
+            written: names,
+            selection: selection.map(Arc::new),
+            output: Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())),
+        })
+    }
+
+    fn model_shape(&self, session: &Session, width: usize) -> Result<ModelShape, OpError> {
+        let [input] = session.inputs() else {
+            return Err(model_error(&self.model, "explain needs a model with exactly one input"));
+        };
+        let ValueType::Tensor { ty, shape, .. } = input.dtype() else {
+            return Err(model_error(&self.model, format!("input '{}' is not a tensor", input.name())));
+        };
+        let input_f32 = match ty {
+            TensorElementType::Float32 => true,
+            TensorElementType::Float64 => false,
+            other => {
+                return Err(model_error(
+                    &self.model,
+                    format!("input '{}' is {other}; explain feeds float or double", input.name()),
+                ));
+            }
+        };
+        if shape.len() != 2 || (shape[1] != -1 && shape[1] != width as i64) {
+            return Err(model_error(
+                &self.model,
+                format!("input '{}' has shape {shape:?}; the {width} features give [batch, {width}]", input.name()),
+            ));
+        }
+        let floats: Vec<_> = session
+            .outputs()
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o.dtype(),
+                    ValueType::Tensor { ty: TensorElementType::Float32 | TensorElementType::Float64, .. }
+                )
+            })
+            .collect();
+        let outlet = match &self.output {
+            Some(name) => session.outputs().iter().find(|o| o.name() == name).ok_or_else(|| {
+                let names: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+                model_error(&self.model, format!("has no output '{name}'; its outputs are: {}", names.join(", ")))
+            })?,
+            None => match floats.as_slice() {
+                [only] => *only,
+                _ => return Err(model_error(&self.model, "has several float outputs; name one in `output`")),
+            },
+        };
+        let ValueType::Tensor { ty, shape, .. } = outlet.dtype() else {
+            return Err(model_error(&self.model, format!("output '{}' is not a tensor", outlet.name())));
+        };
+        let output_f32 = match ty {
+            TensorElementType::Float32 => true,
+            TensorElementType::Float64 => false,
+            other => {
+                return Err(model_error(
+                    &self.model,
+                    format!("output '{}' is {other}; explain attributes a float output", outlet.name()),
+                ));
+            }
+        };
+        let output_width = match (shape.len(), shape.get(1).copied()) {
+            (1, _) => 1,
+            (2, Some(k)) if k >= 1 => k as usize,
+            _ => {
+                return Err(model_error(
+                    &self.model,
+                    format!("output '{}' has shape {shape:?}; explain needs [batch] or [batch, k]", outlet.name()),
+                ));
+            }
+        };
+        let output_index = match (self.output_index, output_width) {
+            (Some(i), k) if i < k => i,
+            (Some(i), k) => {
+                return Err(model_error(
+                    &self.model,
+                    format!("output_index = {i}, but output '{}' has {k} columns", outlet.name()),
+                ));
+            }
+            (None, 1) => 0,
+            (None, k) => {
+                return Err(model_error(
+                    &self.model,
+                    format!("output '{}' has {k} columns; choose one with output_index", outlet.name()),
+                ));
+            }
+        };
+        Ok(ModelShape {
+            input: input.name().to_string(),
+            input_f32,
+            output: outlet.name().to_string(),
+            output_f32,
+            output_width,
+            output_index,
+        })
+    }
+}
+
+/// An `explain` step bound to its input and model, before its background is sampled.
+pub struct ExplainFit {
+    spec: ExplainSpec,
+    model: Arc<[u8]>,
+    shape: ModelShape,
+    features: Vec<String>,
+    indices: Vec<usize>,
+    written: Vec<String>,
+    /// `where`: the rows to explain.
+    selection: Option<Arc<Filter>>,
+    output: SchemaRef,
+}
+
+impl std::fmt::Debug for ExplainFit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExplainFit").field("model", &self.spec.model).field("features", &self.features).finish()
+    }
+}
+
+/// A bottom-k sample of rows by hash: `(hash, features)`, sorted by hash, at most
+/// `background` long.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackgroundSample {
+    rows: Vec<(u64, Vec<f64>)>,
+}
+
+/// The fitted background, as saved in `fitted.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExplainParams {
+    pub features: Vec<String>,
+    pub background: Vec<Vec<f64>>,
+}
+
+/// A row's hash: SplitMix64 over `seed` and its values' bits.
+fn row_hash(seed: u64, values: &[f64]) -> u64 {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    values.iter().fold(mix(seed ^ 0x5EED), |h, v| mix(h ^ v.to_bits().wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+}
+
+/// The features of `batch` as `f64` rows; `None` for a row with a null or NaN feature.
+fn feature_rows(batch: &RecordBatch, indices: &[usize]) -> Result<Vec<Option<Vec<f64>>>, OpError> {
+    let columns: Vec<Float64Array> = indices
+        .iter()
+        .map(|&i| Ok(cast(batch.column(i), &DataType::Float64)?.as_primitive::<Float64Type>().clone()))
+        .collect::<Result<_, OpError>>()?;
+    Ok((0..batch.num_rows())
+        .map(|r| {
+            let row: Vec<f64> = columns.iter().map(|c| if c.is_null(r) { f64::NAN } else { c.value(r) }).collect();
+            row.iter().all(|v| !v.is_nan()).then_some(row)
+        })
+        .collect())
+}
+
+impl Fit for ExplainFit {
+    type Partial = BackgroundSample;
+    type Params = ExplainParams;
+
+    fn shape(&self) -> FitShape {
+        FitShape {
+            output: self.output.clone(),
+            columns: self.features.clone(),
+            written: self.written.clone(),
+            keeps_every_row: true,
+            strategy: None,
+        }
+    }
+
+    fn new_partial(&self) -> BackgroundSample {
+        BackgroundSample { rows: Vec::new() }
+    }
+
+    fn fold(&self, partial: &mut BackgroundSample, batch: &RecordBatch) -> Result<(), OpError> {
+        let rows = feature_rows(batch, &self.indices)?;
+        partial.rows.extend(rows.into_iter().flatten().map(|row| (row_hash(self.spec.seed, &row), row)));
+        self.keep_smallest(partial);
+        Ok(())
+    }
+
+    fn merge(&self, into: &mut BackgroundSample, other: BackgroundSample) -> Result<(), OpError> {
+        into.rows.extend(other.rows);
+        self.keep_smallest(into);
+        Ok(())
+    }
+
+    fn finish(&self, partial: BackgroundSample) -> Result<ExplainParams, OpError> {
+        if partial.rows.is_empty() {
+            return Err(OpError::InvalidSpec(
+                "no row without a null or NaN feature reached the step: there is no background to explain against"
+                    .into(),
+            ));
+        }
+        Ok(ExplainParams {
+            features: self.features.clone(),
+            background: partial.rows.into_iter().map(|(_, row)| row).collect(),
+        })
+    }
+
+    fn with_params(&self, params: ExplainParams) -> Result<Box<dyn BoundStep>, OpError> {
+        if params.features != self.features {
+            return Err(OpError::InvalidSpec(format!(
+                "the fitted background is over features [{}], this step explains [{}]",
+                params.features.join(", "),
+                self.features.join(", ")
+            )));
+        }
+        if params.background.is_empty() || params.background.iter().any(|row| row.len() != self.features.len()) {
+            return Err(OpError::InvalidSpec(format!(
+                "the fitted background must hold rows of {} values",
+                self.features.len()
+            )));
+        }
+        let session = new_session(&self.spec.model, &self.model, OptimizationLevel::All, 1)?;
+        Ok(Box::new(Explain {
+            spec: self.spec.clone(),
+            model: self.model.clone(),
+            shape: self.shape.clone(),
+            indices: self.indices.clone(),
+            selection: self.selection.clone(),
+            background: params.background,
+            output: self.output.clone(),
+            sessions: Mutex::new(vec![session]),
+        }))
+    }
+}
+
+impl ExplainFit {
+    /// Keeps the `background` rows of smallest hash (ties by value, so the sample does not
+    /// depend on the order rows came in).
+    fn keep_smallest(&self, sample: &mut BackgroundSample) {
+        sample.rows.sort_by(|(ha, a), (hb, b)| {
+            ha.cmp(hb).then_with(|| {
+                a.iter().zip(b).map(|(x, y)| x.total_cmp(y)).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
+            })
+        });
+        sample.rows.truncate(self.spec.background);
+    }
+}
+
+/// An `explain` step with its background: appends the attributions to each batch.
+pub struct Explain {
+    spec: ExplainSpec,
+    model: Arc<[u8]>,
+    shape: ModelShape,
+    indices: Vec<usize>,
+    selection: Option<Arc<Filter>>,
+    background: Vec<Vec<f64>>,
+    output: SchemaRef,
+    /// Idle sessions; a worker takes one (or builds one) for each batch.
+    sessions: Mutex<Vec<Session>>,
+}
+
+impl std::fmt::Debug for Explain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Explain").field("model", &self.spec.model).field("output", &self.output).finish()
+    }
+}
+
+/// The model output being explained, through one session.
+struct SessionModel<'a> {
+    session: Mutex<&'a mut Session>,
+    shape: &'a ModelShape,
+    model: &'a str,
+}
+
+impl Evaluate for SessionModel<'_> {
+    fn evaluate(&self, rows: &[f64], width: usize) -> Result<Vec<f64>, OpError> {
+        let count = rows.len() / width.max(1);
+        let failed = |e: ort::Error| model_error(self.model, format!("ONNX Runtime failed while explaining: {e}"));
+        let shape = vec![count as i64, width as i64];
+        let input: SessionInputValue<'static> = if self.shape.input_f32 {
+            Tensor::from_array((shape, rows.iter().map(|&v| v as f32).collect::<Vec<f32>>())).map_err(failed)?.into()
+        } else {
+            Tensor::from_array((shape, rows.to_vec())).map_err(failed)?.into()
+        };
+        let mut session = self.session.lock().map_err(|_| OpError::Internal("session poisoned".into()))?;
+        let outputs = session.run(vec![(Cow::Owned(self.shape.input.clone()), input)]).map_err(failed)?;
+        let value = outputs
+            .get(self.shape.output.as_str())
+            .ok_or_else(|| model_error(self.model, format!("gave no output '{}'", self.shape.output)))?;
+        let (k, index) = (self.shape.output_width, self.shape.output_index);
+        let picked: Vec<f64> = if self.shape.output_f32 {
+            let (_, data) = value.try_extract_tensor::<f32>().map_err(failed)?;
+            data.iter().skip(index).step_by(k).map(|&v| v as f64).collect()
+        } else {
+            let (_, data) = value.try_extract_tensor::<f64>().map_err(failed)?;
+            data.iter().skip(index).step_by(k).copied().collect()
+        };
+        if picked.len() != count {
+            return Err(model_error(
+                self.model,
+                format!("output '{}' gave {} values for {count} rows", self.shape.output, picked.len()),
+            ));
+        }
+        Ok(picked)
+    }
+}
+
+impl Explain {
+    fn attributions(&self, session: &mut Session, rows: &[Vec<f64>]) -> Result<Vec<Attribution>, OpError> {
+        let model = SessionModel { session: Mutex::new(session), shape: &self.shape, model: &self.spec.model };
+        let width = self.indices.len();
+        let exact = match self.spec.method {
+            ExplainMethod::Exact => true,
+            ExplainMethod::Permutation => false,
+            ExplainMethod::Auto => width <= shapley::MAX_EXACT_FEATURES && (1usize << width) <= self.spec.max_evals,
+        };
+        if exact {
+            shapley::exact(&model, rows, &self.background)
+        } else {
+            let pairs = shapley::pairs_for_budget(self.spec.max_evals, width);
+            shapley::permutation(&model, rows, &self.background, pairs, self.spec.seed)
+        }
+    }
+}
+
+impl BoundStep for Explain {
+    fn output_schema(&self) -> SchemaRef {
+        self.output.clone()
+    }
+
+    fn apply(&self, batch: RecordBatch) -> Result<RecordBatch, OpError> {
+        let rows = feature_rows(&batch, &self.indices)?;
+        let fraction = self.spec.fraction.unwrap_or(1.0);
+        let selected = self.selection.as_ref().map(|filter| filter.mask(&batch)).transpose()?;
+        // Rows explained: complete, kept by `where`, and within `fraction` by hash.
+        let picked: Vec<usize> = (0..rows.len())
+            .filter(|&r| selected.as_ref().is_none_or(|mask| mask.is_valid(r) && mask.value(r)))
+            .filter(|&r| {
+                rows[r].as_ref().is_some_and(|row| {
+                    fraction >= 1.0 || (row_hash(self.spec.seed ^ 0xF2AC, row) as f64) < fraction * u64::MAX as f64
+                })
+            })
+            .collect();
+        let explained: Vec<Vec<f64>> = picked.iter().filter_map(|&r| rows[r].clone()).collect();
+        let attributions = if explained.is_empty() {
+            Vec::new()
+        } else {
+            let mut session =
+                match self.sessions.lock().map_err(|_| OpError::Internal("session pool poisoned".into()))?.pop() {
+                    Some(session) => session,
+                    None => new_session(&self.spec.model, &self.model, OptimizationLevel::All, 1)?,
+                };
+            let found = self.attributions(&mut session, &explained);
+            self.sessions.lock().map_err(|_| OpError::Internal("session pool poisoned".into()))?.push(session);
+            found?
+        };
+        let width = self.indices.len();
+        let mut columns: Vec<Vec<Option<f64>>> = vec![vec![None; batch.num_rows()]; width + 2];
+        for (&r, attribution) in picked.iter().zip(&attributions) {
+            for (j, value) in attribution.values.iter().enumerate() {
+                columns[j][r] = Some(*value);
+            }
+            columns[width][r] = Some(attribution.base);
+            columns[width + 1][r] = Some(attribution.residual());
+        }
+        let mut arrays: Vec<ArrayRef> = batch.columns().to_vec();
+        arrays.extend(columns.into_iter().map(|c| Arc::new(Float64Array::from(c)) as ArrayRef));
+        Ok(RecordBatch::try_new(self.output.clone(), arrays)?)
+    }
+}
