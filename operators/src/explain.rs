@@ -9,7 +9,7 @@
 //! output_index = 1                      # its column, for a [batch, k] output (k > 1)
 //! method = "auto"                       # auto | exact | permutation
 //! max_evals = 512                       # coalitions a row may cost (auto and permutation)
-//! background = 100                      # background rows, sampled from the step's input
+//! background = 100                      # background rows, sampled from the step's input (≤ 10,000)
 //! seed = 0
 //! fraction = 0.01                       # explain about this share of the rows (default 1)
 //! where = "segment = 'enterprise'"      # explain only the rows this filter expression keeps
@@ -54,6 +54,9 @@ use crate::fit_columns::numeric_columns;
 use crate::score::{OptimizationLevel, new_session};
 use crate::shapley::{self, Attribution, Evaluate};
 use crate::{BoundStep, OpError};
+
+/// The most background rows a step may ask for.
+pub const MAX_BACKGROUND: usize = 10_000;
 
 fn default_max_evals() -> usize {
     512
@@ -132,6 +135,12 @@ impl ExplainSpec {
     pub fn bind(&self, input: &SchemaRef, model: Arc<[u8]>) -> Result<ExplainFit, OpError> {
         if self.background == 0 || self.max_evals == 0 {
             return Err(OpError::InvalidSpec("background and max_evals must be at least 1".into()));
+        }
+        if self.background > MAX_BACKGROUND {
+            return Err(OpError::InvalidSpec(format!(
+                "background = {} is more than {MAX_BACKGROUND} rows; every coalition of every row is evaluated over each",
+                self.background
+            )));
         }
         if let Some(fraction) = self.fraction
             && !(fraction > 0.0 && fraction <= 1.0)

@@ -54,7 +54,8 @@ impl Attribution {
 const BLOCK_ROWS: usize = 1 << 18;
 
 /// Evaluates `v(S)` for each row of `rows` and each coalition of `coalitions` (a mask per
-/// feature), in blocks of rows: `result[r][c]`.
+/// feature): `result[r][c]`. The (row, coalition) pairs go to the model in blocks of about
+/// [`BLOCK_ROWS`] model rows, so memory stays bounded whatever the number of coalitions.
 fn coalition_values(
     model: &dyn Evaluate,
     rows: &[Vec<f64>],
@@ -62,28 +63,26 @@ fn coalition_values(
     coalitions: &[Vec<bool>],
 ) -> Result<Vec<Vec<f64>>, OpError> {
     let width = background.first().map_or(0, Vec::len);
-    let per_row = coalitions.len() * background.len();
-    let rows_per_block = (BLOCK_ROWS / per_row.max(1)).max(1);
-    let mut values = Vec::with_capacity(rows.len());
-    for block in rows.chunks(rows_per_block) {
-        let mut matrix = Vec::with_capacity(block.len() * per_row * width);
-        for x in block {
-            for coalition in coalitions {
-                for b in background {
-                    matrix.extend((0..width).map(|j| if coalition[j] { x[j] } else { b[j] }));
-                }
+    let pairs_per_block = (BLOCK_ROWS / background.len().max(1)).max(1);
+    let pairs: Vec<(usize, usize)> = (0..rows.len()).flat_map(|r| (0..coalitions.len()).map(move |c| (r, c))).collect();
+    let mut values = vec![Vec::with_capacity(coalitions.len()); rows.len()];
+    for block in pairs.chunks(pairs_per_block) {
+        let mut matrix = Vec::with_capacity(block.len() * background.len() * width);
+        for &(r, c) in block {
+            for b in background {
+                matrix.extend((0..width).map(|j| if coalitions[c][j] { rows[r][j] } else { b[j] }));
             }
         }
         let out = model.evaluate(&matrix, width)?;
-        if out.len() != block.len() * per_row {
+        if out.len() != block.len() * background.len() {
             return Err(OpError::Internal(format!(
                 "the model gave {} values for {} rows",
                 out.len(),
-                block.len() * per_row
+                block.len() * background.len()
             )));
         }
-        for row in out.chunks(per_row) {
-            values.push(row.chunks(background.len()).map(mean).collect());
+        for (&(r, _), chunk) in block.iter().zip(out.chunks(background.len())) {
+            values[r].push(mean(chunk));
         }
     }
     Ok(values)
@@ -243,6 +242,30 @@ mod tests {
                 assert!((attribution.values[j] - w[j] * (x[j] - mean_b)).abs() < 1e-12);
             }
             assert!(attribution.residual().abs() < 1e-12, "{attribution:?}");
+        }
+    }
+
+    #[test]
+    fn a_background_larger_than_a_block_splits_the_work_and_changes_nothing() {
+        // 70,000 background rows: 3 (row, coalition) pairs a model call, so the 2 × 16 pairs
+        // take 11 calls, plus 2 for the base value and the outputs.
+        let background: Vec<Vec<f64>> =
+            (0..70_000).map(|i| (0..4).map(|j| ((i * 7 + j * 13) % 97) as f64 / 10.0).collect()).collect();
+        let rows = vec![vec![1.5, 2.0, -0.5, 1.0], vec![-1.0, 0.5, 4.0, 2.0]];
+        let calls = std::cell::Cell::new(0);
+        let counted = |z: &[f64], width: usize| {
+            calls.set(calls.get() + 1);
+            model(z, width)
+        };
+        let found = exact(&counted, &rows, &background).unwrap();
+        assert_eq!(calls.get(), 2 + 32usize.div_ceil(3));
+        let w = [0.5, -2.0, 3.0, 0.25];
+        for (x, attribution) in rows.iter().zip(&found) {
+            for j in 2..4 {
+                let mean_b = background.iter().map(|b| b[j]).sum::<f64>() / background.len() as f64;
+                assert!((attribution.values[j] - w[j] * (x[j] - mean_b)).abs() < 1e-9);
+            }
+            assert!(attribution.residual().abs() < 1e-9, "{attribution:?}");
         }
     }
 
