@@ -7,7 +7,7 @@
 //! features = ["pc_*", "age"]            # the columns of the model's one [batch, F] input
 //! output = "probabilities"              # the model output explained (default: its only one)
 //! output_index = 1                      # its column, for a [batch, k] output (k > 1)
-//! method = "auto"                       # auto | exact | permutation
+//! method = "auto"                       # auto | linear | exact | permutation
 //! max_evals = 512                       # coalitions a row may cost (auto and permutation)
 //! background = 100                      # background rows, sampled from the step's input (≤ 10,000)
 //! seed = 0
@@ -24,11 +24,16 @@
 //! input's columns; rows not explained (outside `where` or `fraction`, or with a null or NaN
 //! feature) get nulls. `where` takes the `filter` step's expressions.
 //!
-//! Methods: `exact` enumerates every coalition (`2^F` of them, each over the background:
+//! Methods: `linear`, for a model that is one ONNX `LinearRegressor` or `LinearClassifier`
+//! node, reads its coefficients from the graph ([`crate::onnx_graph`]): `φ_j = w_j (x_j −
+//! mean_b b_j)`, exactly, for the output's raw score (the margin, before a `LOGISTIC` or
+//! `SOFTMAX` post-transform: what `shap.LinearExplainer` explains), with no model call.
+//! `exact` enumerates every coalition (`2^F` of them, each over the background:
 //! `2^F · B` model rows a row; at most 16 features). `permutation` estimates them with
 //! antithetic pairs of random feature orders, `max_evals / (2 (F − 1))` pairs, so about
 //! `max_evals` coalitions a row (`· B` model rows), converging to the exact values as the
-//! budget grows. `auto` is `exact` when `2^F ≤ max_evals`, else `permutation`. Orders come
+//! budget grows. `auto` is `linear` for a linear model without a post-transform (its output
+//! is the raw score), else `exact` when `2^F ≤ max_evals`, else `permutation`. Orders come
 //! from `seed`, so results are reproducible and do not depend on the cluster's shape.
 //!
 //! The background is fitted like any fitted step: every worker keeps the rows (without a
@@ -76,6 +81,7 @@ fn default_prefix() -> String {
 pub enum ExplainMethod {
     #[default]
     Auto,
+    Linear,
     Exact,
     Permutation,
 }
@@ -159,6 +165,17 @@ impl ExplainSpec {
             )));
         }
         let shape = self.model_shape(&new_session(&self.model, &model, OptimizationLevel::All, 1)?, features.len())?;
+        let linear = linear_model(&model, &shape, features.len());
+        if self.method == ExplainMethod::Linear && linear.is_none() {
+            return Err(model_error(
+                &self.model,
+                format!(
+                    "method = \"linear\" needs a model that is one LinearRegressor or LinearClassifier node from \
+                     input '{}' to output '{}'; use \"exact\" or \"permutation\"",
+                    shape.input, shape.output
+                ),
+            ));
+        }
         let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
         let mut names: Vec<String> = features.iter().map(|f| format!("{}{f}", self.prefix)).collect();
         names.push(format!("{}base", self.prefix));
@@ -178,6 +195,7 @@ impl ExplainSpec {
             features,
             indices,
             written: names,
+            linear,
             selection: selection.map(Arc::new),
             output: Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())),
         })
@@ -284,6 +302,8 @@ pub struct ExplainFit {
     features: Vec<String>,
     indices: Vec<usize>,
     written: Vec<String>,
+    /// The model's coefficients, when it is one linear node.
+    linear: Option<LinearModel>,
     /// `where`: the rows to explain.
     selection: Option<Arc<Filter>>,
     output: SchemaRef,
@@ -397,6 +417,7 @@ impl Fit for ExplainFit {
             model: self.model.clone(),
             shape: self.shape.clone(),
             indices: self.indices.clone(),
+            linear: self.linear.clone(),
             selection: self.selection.clone(),
             background: params.background,
             output: self.output.clone(),
@@ -418,12 +439,73 @@ impl ExplainFit {
     }
 }
 
+/// The explained output of a model that is one `LinearRegressor` or `LinearClassifier`
+/// node: its raw score is `weights · x + intercept`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearModel {
+    weights: Vec<f64>,
+    intercept: f64,
+    /// Whether the output is the raw score itself (no post-transform).
+    raw_output: bool,
+}
+
+impl LinearModel {
+    /// Exact interventional Shapley values of the raw score: `w_j (x_j − mean_b b_j)`.
+    fn attributions(&self, rows: &[Vec<f64>], background: &[Vec<f64>]) -> Vec<Attribution> {
+        let count = background.len() as f64;
+        let means: Vec<f64> =
+            (0..self.weights.len()).map(|j| background.iter().map(|b| b[j]).sum::<f64>() / count).collect();
+        let score = |x: &[f64]| self.weights.iter().zip(x).map(|(w, v)| w * v).sum::<f64>() + self.intercept;
+        let base = background.iter().map(|b| score(b)).sum::<f64>() / count;
+        rows.iter()
+            .map(|x| Attribution {
+                values: self.weights.iter().zip(x).zip(&means).map(|((w, v), m)| w * (v - m)).collect(),
+                base,
+                output: score(x),
+            })
+            .collect()
+    }
+}
+
+/// The linear model behind `shape`'s output, when the graph is exactly one linear node from
+/// the model's input to it; `None` otherwise (or for a graph Weir cannot read).
+fn linear_model(model: &[u8], shape: &ModelShape, width: usize) -> Option<LinearModel> {
+    let nodes = crate::onnx_graph::nodes(model).ok()?;
+    let [node] = nodes.as_slice() else { return None };
+    let scores = match (node.op_type.as_str(), node.domain.as_str()) {
+        ("LinearClassifier", "ai.onnx.ml") => node.outputs.get(1)?,
+        ("LinearRegressor", "ai.onnx.ml") => node.outputs.first()?,
+        _ => return None,
+    };
+    if node.inputs.first() != Some(&shape.input) || scores != &shape.output {
+        return None;
+    }
+    let coefficients = &node.attribute("coefficients")?.floats;
+    let targets = coefficients.len() / width.max(1);
+    if targets != shape.output_width || coefficients.len() != targets * width {
+        return None;
+    }
+    let k = shape.output_index;
+    let intercept = match node.attribute("intercepts") {
+        Some(intercepts) if intercepts.floats.len() == targets => intercepts.floats[k] as f64,
+        Some(_) => return None,
+        None => 0.0,
+    };
+    let transform = node.attribute("post_transform").and_then(|a| a.s.clone()).unwrap_or_default();
+    Some(LinearModel {
+        weights: coefficients[k * width..(k + 1) * width].iter().map(|&w| w as f64).collect(),
+        intercept,
+        raw_output: transform.is_empty() || transform == b"NONE",
+    })
+}
+
 /// An `explain` step with its background: appends the attributions to each batch.
 pub struct Explain {
     spec: ExplainSpec,
     model: Arc<[u8]>,
     shape: ModelShape,
     indices: Vec<usize>,
+    linear: Option<LinearModel>,
     selection: Option<Arc<Filter>>,
     background: Vec<Vec<f64>>,
     output: SchemaRef,
@@ -478,12 +560,21 @@ impl Evaluate for SessionModel<'_> {
 }
 
 impl Explain {
+    /// Whether the linear method explains the rows (no model call is needed then).
+    fn uses_linear(&self) -> Option<&LinearModel> {
+        self.linear.as_ref().filter(|linear| match self.spec.method {
+            ExplainMethod::Linear => true,
+            ExplainMethod::Auto => linear.raw_output,
+            _ => false,
+        })
+    }
+
     fn attributions(&self, session: &mut Session, rows: &[Vec<f64>]) -> Result<Vec<Attribution>, OpError> {
         let model = SessionModel { session: Mutex::new(session), shape: &self.shape, model: &self.spec.model };
         let width = self.indices.len();
         let exact = match self.spec.method {
             ExplainMethod::Exact => true,
-            ExplainMethod::Permutation => false,
+            ExplainMethod::Permutation | ExplainMethod::Linear => false,
             ExplainMethod::Auto => width <= shapley::MAX_EXACT_FEATURES && (1usize << width) <= self.spec.max_evals,
         };
         if exact {
@@ -516,6 +607,8 @@ impl BoundStep for Explain {
         let explained: Vec<Vec<f64>> = picked.iter().filter_map(|&r| rows[r].clone()).collect();
         let attributions = if explained.is_empty() {
             Vec::new()
+        } else if let Some(linear) = self.uses_linear() {
+            linear.attributions(&explained, &self.background)
         } else {
             let mut session =
                 match self.sessions.lock().map_err(|_| OpError::Internal("session pool poisoned".into()))?.pop() {

@@ -28,6 +28,7 @@ pub mod fitted_file;
 pub mod impute;
 pub mod mask;
 pub mod minmax;
+pub mod onnx_graph;
 pub mod onnx_runtime;
 pub mod pca;
 pub mod quantile_sketch;

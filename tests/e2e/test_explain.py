@@ -353,6 +353,59 @@ def test_exact_equals_the_shap_packages_exact_explainer(weir, tmp_path, models):
     np.testing.assert_allclose(base, explanation.base_values, rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("kind", ["logistic", "linear-regression"])
+def test_linear_models_equal_the_shap_packages_linear_explainer(weir, tmp_path, kind):
+    """A scikit-learn LogisticRegression or LinearRegression converted with skl2onnx (one
+    LinearClassifier / LinearRegressor node) is explained from its coefficients
+    (method = "linear"; `auto` picks it for the regressor, whose output is the raw score):
+    the attributions and base value equal `shap.LinearExplainer` over
+    `shap.maskers.Independent` with the same background within 1e-5 (for the classifier, of
+    the log-odds, as shap explains it); base + Σ values is the model's raw score; the
+    same at 1 worker and 2 x 2."""
+    import shap
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    rng = np.random.default_rng(606)
+    features = [f"x_{j}" for j in range(5)]
+    table = feature_table(rng, 3_000, features)
+    x_all = matrix(table, features)
+    if kind == "logistic":
+        y = (x_all @ [1.5, -2.0, 0.5, 0.0, 1.0] + rng.normal(size=len(x_all)) > 0).astype(int)
+        model = LogisticRegression().fit(x_all, y)
+        onnx_model = to_onnx(model, x_all[:1].astype(np.float32), options={"zipmap": False})
+        fields = 'output = "probabilities"\noutput_index = 1\nmethod = "linear"\nbackground = 50'
+    else:
+        y = x_all @ [1.5, -2.0, 0.5, 0.0, 1.0] + 3.0 + rng.normal(size=len(x_all))
+        model = LinearRegression().fit(x_all, y)
+        onnx_model = to_onnx(model, x_all[:1].astype(np.float32))
+        fields = 'method = "auto"\nmax_evals = 4\nbackground = 50'
+    model_path = tmp_path / "model.onnx"
+    model_path.write_bytes(onnx_model.SerializeToString())
+    src = write_dataset(table, tmp_path / "src", row_group=200)
+    results = []
+    for shape in SHAPES_1_AND_2X2:
+        out = tmp_path / f"out-{shape_id(shape)}"
+        weir("run", explain_job(tmp_path / f"{shape_id(shape)}.toml", src, out, str(model_path), fields, '["x_*"]'), *shape, check=0)
+        results.append((read_output(out).sort_by("id"), background_of(out, features)))
+    (one, background), (two, _) = results
+    for name in shap_names(features):
+        assert same_column(one.column(name), two.column(name)), f"{name} differs between shapes"
+
+    explainer = shap.LinearExplainer(model, shap.maskers.Independent(background, max_samples=len(background)))
+    x = matrix(one, features)
+    want = explainer.shap_values(x)
+    phi, base, residual, explained = attributions(one, features)
+    assert explained.all()
+    error = np.abs(phi - want).max()
+    assert error < 1e-5, f"max |weir - shap.LinearExplainer| = {error:.2e}"
+    assert np.abs(phi).max() > 0.5
+    np.testing.assert_allclose(base, explainer.expected_value, rtol=0, atol=1e-5)
+    assert np.abs(residual).max() < 1e-9
+    raw = model.decision_function(x) if kind == "logistic" else model.predict(x)
+    np.testing.assert_allclose(base + phi.sum(axis=1), raw, rtol=0, atol=1e-4)
+
+
 # ---------------------------------------------------------------------------------------
 # 2. Permutation sampling converges to the exact values
 
@@ -621,6 +674,7 @@ BAD_SPECS = {
     "exact-20-features": ("sum20", '["x_*"]', 'method = "exact"', ["20 features", "permutation"]),
     "fraction-0": ("float", '["x_*"]', 'output = "y"\noutput_index = 1\nfraction = 0.0', ["fraction = 0", "(0, 1]"]),
     "fraction-1.5": ("float", '["x_*"]', 'output = "y"\noutput_index = 1\nfraction = 1.5', ["fraction = 1.5", "(0, 1]"]),
+    "linear-on-an-mlp": ("double", '["x_0", "x_1", "x_2", "x_3", "x_4", "x_5"]', 'output = "y"\nmethod = "linear"', ['method = "linear"', "LinearRegressor"]),
     "where-unknown-column": ("float", '["x_*"]', 'output = "y"\noutput_index = 1\nwhere = "nope > 1"', ["nope"]),
 }
 
