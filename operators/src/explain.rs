@@ -7,7 +7,7 @@
 //! features = ["pc_*", "age"]            # the columns of the model's one [batch, F] input
 //! output = "probabilities"              # the model output explained (default: its only one)
 //! output_index = 1                      # its column, for a [batch, k] output (k > 1)
-//! method = "auto"                       # auto | linear | exact | permutation
+//! method = "auto"                       # auto | linear | tree | exact | permutation
 //! max_evals = 512                       # coalitions a row may cost (auto and permutation)
 //! background = 100                      # background rows, sampled from the step's input (≤ 10,000)
 //! seed = 0
@@ -28,12 +28,15 @@
 //! node, reads its coefficients from the graph ([`crate::onnx_graph`]): `φ_j = w_j (x_j −
 //! mean_b b_j)`, exactly, for the output's raw score (the margin, before a `LOGISTIC` or
 //! `SOFTMAX` post-transform: what `shap.LinearExplainer` explains), with no model call.
+//! `tree`, for a `TreeEnsembleRegressor` or `TreeEnsembleClassifier`, is interventional
+//! TreeSHAP over the trees read from the graph ([`crate::tree_shap`]), exact, of the same
+//! raw score (`shap.TreeExplainer(feature_perturbation = "interventional")`'s).
 //! `exact` enumerates every coalition (`2^F` of them, each over the background:
 //! `2^F · B` model rows a row; at most 16 features). `permutation` estimates them with
 //! antithetic pairs of random feature orders, `max_evals / (2 (F − 1))` pairs, so about
 //! `max_evals` coalitions a row (`· B` model rows), converging to the exact values as the
-//! budget grows. `auto` is `linear` for a linear model without a post-transform (its output
-//! is the raw score), else `exact` when `2^F ≤ max_evals`, else `permutation`. Orders come
+//! budget grows. `auto` is `linear` or `tree` for such a model without a post-transform (its
+//! output is the raw score), else `exact` when `2^F ≤ max_evals`, else `permutation`. Orders come
 //! from `seed`, so results are reproducible and do not depend on the cluster's shape.
 //!
 //! The background is fitted like any fitted step: every worker keeps the rows (without a
@@ -58,6 +61,7 @@ use crate::fit::{Fit, FitShape};
 use crate::fit_columns::numeric_columns;
 use crate::score::{OptimizationLevel, new_session};
 use crate::shapley::{self, Attribution, Evaluate};
+use crate::tree_shap::{TreeEnsemble, read_ensemble};
 use crate::{BoundStep, OpError};
 
 /// The most background rows a step may ask for.
@@ -82,6 +86,7 @@ pub enum ExplainMethod {
     #[default]
     Auto,
     Linear,
+    Tree,
     Exact,
     Permutation,
 }
@@ -165,16 +170,27 @@ impl ExplainSpec {
             )));
         }
         let shape = self.model_shape(&new_session(&self.model, &model, OptimizationLevel::All, 1)?, features.len())?;
-        let linear = linear_model(&model, &shape, features.len());
-        if self.method == ExplainMethod::Linear && linear.is_none() {
-            return Err(model_error(
-                &self.model,
-                format!(
-                    "method = \"linear\" needs a model that is one LinearRegressor or LinearClassifier node from \
-                     input '{}' to output '{}'; use \"exact\" or \"permutation\"",
-                    shape.input, shape.output
-                ),
-            ));
+        let graph = read_graph(&model, &shape, features.len());
+        let wanted = match self.method {
+            ExplainMethod::Linear => Some(("linear", "one LinearRegressor or LinearClassifier node")),
+            ExplainMethod::Tree => Some(("tree", "one TreeEnsembleRegressor or TreeEnsembleClassifier node")),
+            _ => None,
+        };
+        if let Some((method, needs)) = wanted {
+            let found = matches!(
+                (&graph, self.method),
+                (Some(Structure::Linear(_)), ExplainMethod::Linear) | (Some(Structure::Trees(_)), ExplainMethod::Tree)
+            );
+            if !found {
+                return Err(model_error(
+                    &self.model,
+                    format!(
+                        "method = \"{method}\" needs a model that is {needs} from input '{}' to output '{}' \
+                         (Identity nodes aside); use \"exact\" or \"permutation\"",
+                        shape.input, shape.output
+                    ),
+                ));
+            }
         }
         let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
         let mut names: Vec<String> = features.iter().map(|f| format!("{}{f}", self.prefix)).collect();
@@ -195,7 +211,7 @@ impl ExplainSpec {
             features,
             indices,
             written: names,
-            linear,
+            structure: graph,
             selection: selection.map(Arc::new),
             output: Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())),
         })
@@ -302,8 +318,8 @@ pub struct ExplainFit {
     features: Vec<String>,
     indices: Vec<usize>,
     written: Vec<String>,
-    /// The model's coefficients, when it is one linear node.
-    linear: Option<LinearModel>,
+    /// The model's coefficients or trees, when it is one linear or tree-ensemble node.
+    structure: Option<Structure>,
     /// `where`: the rows to explain.
     selection: Option<Arc<Filter>>,
     output: SchemaRef,
@@ -417,7 +433,7 @@ impl Fit for ExplainFit {
             model: self.model.clone(),
             shape: self.shape.clone(),
             indices: self.indices.clone(),
-            linear: self.linear.clone(),
+            structure: self.structure.clone(),
             selection: self.selection.clone(),
             background: params.background,
             output: self.output.clone(),
@@ -467,17 +483,58 @@ impl LinearModel {
     }
 }
 
-/// The linear model behind `shape`'s output, when the graph is exactly one linear node from
-/// the model's input to it; `None` otherwise (or for a graph Weir cannot read).
-fn linear_model(model: &[u8], shape: &ModelShape, width: usize) -> Option<LinearModel> {
+/// A model Weir can explain from its parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Structure {
+    Linear(LinearModel),
+    Trees(TreeEnsemble),
+}
+
+impl Structure {
+    fn attributions(&self, rows: &[Vec<f64>], background: &[Vec<f64>]) -> Vec<Attribution> {
+        match self {
+            Structure::Linear(linear) => linear.attributions(rows, background),
+            Structure::Trees(trees) => {
+                let width = rows.first().map_or(0, Vec::len);
+                let base = background.iter().map(|r| trees.score(r)).sum::<f64>() / background.len() as f64;
+                rows.iter()
+                    .map(|x| Attribution {
+                        values: trees.attributions(x, background, width),
+                        base,
+                        output: trees.score(x),
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// The structure behind `shape`'s output, when the graph is one linear or tree-ensemble
+/// node from the model's input to it (through Identity nodes); `None` otherwise, or for a
+/// graph Weir cannot read.
+fn read_graph(model: &[u8], shape: &ModelShape, width: usize) -> Option<Structure> {
     let nodes = crate::onnx_graph::nodes(model).ok()?;
-    let [node] = nodes.as_slice() else { return None };
-    let scores = match (node.op_type.as_str(), node.domain.as_str()) {
-        ("LinearClassifier", "ai.onnx.ml") => node.outputs.get(1)?,
-        ("LinearRegressor", "ai.onnx.ml") => node.outputs.first()?,
-        _ => return None,
+    let mut output = shape.output.clone();
+    // Follow Identity nodes back from the explained output.
+    while let Some(identity) = nodes.iter().find(|n| n.op_type == "Identity" && n.outputs.first() == Some(&output)) {
+        output = identity.inputs.first()?.clone();
+    }
+    let [node] = nodes.iter().filter(|n| n.op_type != "Identity").collect::<Vec<_>>()[..] else { return None };
+    if node.inputs.first() != Some(&shape.input) {
+        return None;
+    }
+    let scores = match node.op_type.as_str() {
+        "LinearClassifier" | "TreeEnsembleClassifier" => node.outputs.get(1)?,
+        _ => node.outputs.first()?,
     };
-    if node.inputs.first() != Some(&shape.input) || scores != &shape.output {
+    if scores != &output {
+        return None;
+    }
+    if node.op_type.starts_with("TreeEnsemble") {
+        return read_ensemble(node, shape.output_index, shape.output_width, width).map(Structure::Trees);
+    }
+    let scores_of = |op: &str| matches!(op, "LinearClassifier" | "LinearRegressor");
+    if !scores_of(&node.op_type) || node.domain != "ai.onnx.ml" {
         return None;
     }
     let coefficients = &node.attribute("coefficients")?.floats;
@@ -492,11 +549,11 @@ fn linear_model(model: &[u8], shape: &ModelShape, width: usize) -> Option<Linear
         None => 0.0,
     };
     let transform = node.attribute("post_transform").and_then(|a| a.s.clone()).unwrap_or_default();
-    Some(LinearModel {
+    Some(Structure::Linear(LinearModel {
         weights: coefficients[k * width..(k + 1) * width].iter().map(|&w| w as f64).collect(),
         intercept,
         raw_output: transform.is_empty() || transform == b"NONE",
-    })
+    }))
 }
 
 /// An `explain` step with its background: appends the attributions to each batch.
@@ -505,7 +562,7 @@ pub struct Explain {
     model: Arc<[u8]>,
     shape: ModelShape,
     indices: Vec<usize>,
-    linear: Option<LinearModel>,
+    structure: Option<Structure>,
     selection: Option<Arc<Filter>>,
     background: Vec<Vec<f64>>,
     output: SchemaRef,
@@ -560,11 +617,13 @@ impl Evaluate for SessionModel<'_> {
 }
 
 impl Explain {
-    /// Whether the linear method explains the rows (no model call is needed then).
-    fn uses_linear(&self) -> Option<&LinearModel> {
-        self.linear.as_ref().filter(|linear| match self.spec.method {
-            ExplainMethod::Linear => true,
-            ExplainMethod::Auto => linear.raw_output,
+    /// The model structure that explains the rows without calling the model, if the method
+    /// (or `auto`) uses it.
+    fn uses_structure(&self) -> Option<&Structure> {
+        self.structure.as_ref().filter(|structure| match (self.spec.method, structure) {
+            (ExplainMethod::Linear, Structure::Linear(_)) | (ExplainMethod::Tree, Structure::Trees(_)) => true,
+            (ExplainMethod::Auto, Structure::Linear(linear)) => linear.raw_output,
+            (ExplainMethod::Auto, Structure::Trees(trees)) => trees.raw_output,
             _ => false,
         })
     }
@@ -574,7 +633,7 @@ impl Explain {
         let width = self.indices.len();
         let exact = match self.spec.method {
             ExplainMethod::Exact => true,
-            ExplainMethod::Permutation | ExplainMethod::Linear => false,
+            ExplainMethod::Permutation | ExplainMethod::Linear | ExplainMethod::Tree => false,
             ExplainMethod::Auto => width <= shapley::MAX_EXACT_FEATURES && (1usize << width) <= self.spec.max_evals,
         };
         if exact {
@@ -607,8 +666,8 @@ impl BoundStep for Explain {
         let explained: Vec<Vec<f64>> = picked.iter().filter_map(|&r| rows[r].clone()).collect();
         let attributions = if explained.is_empty() {
             Vec::new()
-        } else if let Some(linear) = self.uses_linear() {
-            linear.attributions(&explained, &self.background)
+        } else if let Some(structure) = self.uses_structure() {
+            structure.attributions(&explained, &self.background)
         } else {
             let mut session =
                 match self.sessions.lock().map_err(|_| OpError::Internal("session pool poisoned".into()))?.pop() {

@@ -40,6 +40,7 @@ pub mod shapley;
 pub mod standardize;
 pub mod stats;
 pub mod step;
+pub mod tree_shap;
 pub mod types;
 
 pub use bound_step::BoundStep;

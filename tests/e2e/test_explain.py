@@ -406,6 +406,79 @@ def test_linear_models_equal_the_shap_packages_linear_explainer(weir, tmp_path, 
     np.testing.assert_allclose(base + phi.sum(axis=1), raw, rtol=0, atol=1e-4)
 
 
+TREE_MODELS = ["gradient-boosting-classifier", "gradient-boosting-regressor", "random-forest-classifier", "random-forest-regressor"]
+
+
+@pytest.mark.parametrize("kind", TREE_MODELS)
+def test_tree_ensembles_equal_the_shap_packages_interventional_tree_explainer(weir, tmp_path, kind):
+    """scikit-learn gradient boosting and random forest classifiers and regressors converted
+    with skl2onnx (TreeEnsembleClassifier / TreeEnsembleRegressor) are explained by
+    interventional TreeSHAP over the trees read from the graph: attributions and base value
+    equal `shap.TreeExplainer(model, background, feature_perturbation="interventional")`
+    within 1e-5 (the raw score: log-odds for gradient boosting, as shap explains it, the
+    probability of class 1 for the forest), additivity holds, and 1 worker equals 2 x 2.
+    `auto` picks the tree method when the output is the raw score (no post-transform); the
+    gradient boosting classifier's probabilities go through a sigmoid, so it asks for
+    method = "tree"."""
+    import shap
+    from skl2onnx import to_onnx
+    from sklearn.ensemble import (
+        GradientBoostingClassifier,
+        GradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
+
+    rng = np.random.default_rng(707)
+    features = [f"x_{j}" for j in range(6)]
+    table = feature_table(rng, 2_000, features)
+    x_all = matrix(table, features)
+    signal = x_all @ [1.5, -2.0, 0.5, 0.0, 1.0, 0.7] + x_all[:, 0] * x_all[:, 1]
+    classifier = "classifier" in kind
+    y = (signal + rng.normal(size=len(x_all)) > 0).astype(int) if classifier else signal
+    model = {
+        "gradient-boosting-classifier": GradientBoostingClassifier(n_estimators=40, max_depth=3, random_state=0),
+        "gradient-boosting-regressor": GradientBoostingRegressor(n_estimators=40, max_depth=3, random_state=0),
+        "random-forest-classifier": RandomForestClassifier(n_estimators=15, max_depth=5, random_state=0),
+        "random-forest-regressor": RandomForestRegressor(n_estimators=15, max_depth=5, random_state=0),
+    }[kind].fit(x_all.astype(np.float32), y)
+    options = {"zipmap": False} if classifier else None
+    onnx_model = to_onnx(model, x_all[:1].astype(np.float32), options=options)
+    model_path = tmp_path / "model.onnx"
+    model_path.write_bytes(onnx_model.SerializeToString())
+    method = "tree" if kind == "gradient-boosting-classifier" else "auto"
+    fields = f'method = "{method}"\nmax_evals = 4\nbackground = 40'
+    if classifier:
+        fields = 'output = "probabilities"\noutput_index = 1\n' + fields
+    src = write_dataset(table, tmp_path / "src", row_group=250)
+    results = []
+    for shape in SHAPES_1_AND_2X2:
+        out = tmp_path / f"out-{shape_id(shape)}"
+        job = explain_job(tmp_path / f"{shape_id(shape)}.toml", src, out, str(model_path), fields)
+        weir("run", job, *shape, check=0)
+        results.append((read_output(out).sort_by("id"), background_of(out, features)))
+    (one, background), (two, _) = results
+    for name in shap_names(features):
+        assert same_column(one.column(name), two.column(name)), f"{name} differs between shapes"
+
+    explainer = shap.TreeExplainer(model, data=background, feature_perturbation="interventional")
+    x = matrix(one, features)
+    want = explainer.shap_values(x.astype(np.float32), check_additivity=False)
+    expected = np.atleast_1d(explainer.expected_value)
+    if classifier and kind.startswith("random"):
+        want, expected = want[..., 1], expected[1]
+    else:
+        expected = expected[0]
+    phi, base, residual, explained = attributions(one, features)
+    assert explained.all()
+    error = np.abs(phi - want).max()
+    print(f"{kind}: max |weir - shap.TreeExplainer| = {error:.2e}")
+    assert error < 1e-5, f"max |weir - shap.TreeExplainer| = {error:.2e}"
+    assert np.abs(phi).max() > 0.05
+    np.testing.assert_allclose(base, expected, rtol=0, atol=1e-5)
+    assert np.abs(residual).max() < 1e-9
+
+
 # ---------------------------------------------------------------------------------------
 # 2. Permutation sampling converges to the exact values
 
@@ -675,6 +748,7 @@ BAD_SPECS = {
     "fraction-0": ("float", '["x_*"]', 'output = "y"\noutput_index = 1\nfraction = 0.0', ["fraction = 0", "(0, 1]"]),
     "fraction-1.5": ("float", '["x_*"]', 'output = "y"\noutput_index = 1\nfraction = 1.5', ["fraction = 1.5", "(0, 1]"]),
     "linear-on-an-mlp": ("double", '["x_0", "x_1", "x_2", "x_3", "x_4", "x_5"]', 'output = "y"\nmethod = "linear"', ['method = "linear"', "LinearRegressor"]),
+    "tree-on-an-mlp": ("double", '["x_0", "x_1", "x_2", "x_3", "x_4", "x_5"]', 'output = "y"\nmethod = "tree"', ['method = "tree"', "TreeEnsembleRegressor"]),
     "where-unknown-column": ("float", '["x_*"]', 'output = "y"\noutput_index = 1\nwhere = "nope > 1"', ["nope"]),
 }
 
