@@ -9,7 +9,10 @@ Weir runs the peers job (impute -> standardize -> PCA 8) with `explain` in place
 `score`, once per method (`exact`: 2^8 = 256 coalitions a row; `permutation` with
 `max_evals = 512`: 36 antithetic pairs, 504 coalitions a row), explaining `--fraction` of
 the rows. Its rate is the explained rows over the worker seconds of the `explain` stage
-(`weir run --json`), times the workers: the rate of the whole machine. `shap` then explains
+(`weir run --json`), times the workers: the rate of the whole machine. Then a gradient
+boosting regressor (100 trees, depth 4) and a linear regression fitted to the MLP's scores
+of the explained rows are explained the same way by the `tree` and `linear` methods, next to
+`shap.TreeExplainer` (interventional) and `shap.LinearExplainer`. `shap` then explains
 `--shap-rows` of the same rows (their `pc_*` values read back from Weir's output) against the
 background Weir fitted (read from `fitted.json`): `shap.explainers.Exact` and
 `shap.explainers.Permutation` (same `max_evals`) over `shap.maskers.Independent`, the model
@@ -139,7 +142,46 @@ def main():
             results["shap"][name]["max_abs_difference_to_weir"] = float(np.max(np.abs(explanation.values - weir_exact)))
         print(f"shap {name}: {results['shap'][name]}", flush=True)
 
-    for method in ("exact", "permutation"):
+    # Models read from the graph: a gradient boosting regressor (100 trees of depth 4) and a
+    # linear regression, both fitted with scikit-learn to the MLP's scores of the explained
+    # rows, explained by Weir's tree and linear methods and shap's TreeExplainer
+    # (interventional) and LinearExplainer, with the same background.
+    from skl2onnx import to_onnx
+    from sklearn.ensemble import GradientBoostingRegressor
+    from sklearn.linear_model import LinearRegression
+
+    every = pq.read_table(outputs["exact"])
+    x_fit = np.column_stack([every.column(f).to_numpy() for f in features])
+    y_fit = f(x_fit)
+    for method, estimator, make_explainer in [
+        ("tree", GradientBoostingRegressor(n_estimators=100, max_depth=4, random_state=0),
+         lambda m: shap.TreeExplainer(m, data=background, feature_perturbation="interventional")),
+        ("linear", LinearRegression(), lambda m: shap.LinearExplainer(m, masker)),
+    ]:
+        fitted_model = estimator.fit(x_fit.astype(np.float32), y_fit)
+        path = work / f"explain-{method}.onnx"
+        path.write_bytes(to_onnx(fitted_model, x_fit[:1].astype(np.float32)).SerializeToString())
+        out = work / f"out-explain-{method}"
+        job_path = work / f"explain-{method}.toml"
+        job_path.write_text(job(data, path, out, method, args.background, args.fraction))
+        results["weir"][method] = weir_rate(args.weir, job_path, out, args.workers)
+        print(f"weir {method}: {results['weir'][method]}", flush=True)
+        rows = pq.read_table(out).sort_by("id").slice(0, args.shap_rows)
+        x_rows = np.column_stack([rows.column(f).to_numpy() for f in features])
+        weir_values = np.column_stack([rows.column(f"shap_{f}").to_numpy() for f in features])
+        explainer = make_explainer(fitted_model)
+        started = time.perf_counter()
+        values = explainer.shap_values(x_rows.astype(np.float32))
+        seconds = time.perf_counter() - started
+        results["shap"][method] = {
+            "rows": len(x_rows),
+            "seconds": seconds,
+            "rows_per_s": len(x_rows) / seconds,
+            "max_abs_difference_to_weir": float(np.max(np.abs(values - weir_values))),
+        }
+        print(f"shap {method}: {results['shap'][method]}", flush=True)
+
+    for method in ("exact", "permutation", "tree", "linear"):
         results[f"ratio_{method}"] = results["weir"][method]["rows_per_s"] / results["shap"][method]["rows_per_s"]
     path = BENCH / "results" / f"explain-{args.size}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")

@@ -355,18 +355,32 @@ fn row_hash(seed: u64, values: &[f64]) -> u64 {
     values.iter().fold(mix(seed ^ 0x5EED), |h, v| mix(h ^ v.to_bits().wrapping_mul(0x9E37_79B9_7F4A_7C15)))
 }
 
-/// The features of `batch` as `f64` rows; `None` for a row with a null or NaN feature.
-fn feature_rows(batch: &RecordBatch, indices: &[usize]) -> Result<Vec<Option<Vec<f64>>>, OpError> {
-    let columns: Vec<Float64Array> = indices
-        .iter()
-        .map(|&i| Ok(cast(batch.column(i), &DataType::Float64)?.as_primitive::<Float64Type>().clone()))
-        .collect::<Result<_, OpError>>()?;
-    Ok((0..batch.num_rows())
-        .map(|r| {
-            let row: Vec<f64> = columns.iter().map(|c| if c.is_null(r) { f64::NAN } else { c.value(r) }).collect();
-            row.iter().all(|v| !v.is_nan()).then_some(row)
-        })
-        .collect())
+/// The feature columns of a batch as `Float64`, read row by row into one reused buffer.
+struct FeatureRows {
+    columns: Vec<Float64Array>,
+    buffer: Vec<f64>,
+}
+
+impl FeatureRows {
+    fn new(batch: &RecordBatch, indices: &[usize]) -> Result<FeatureRows, OpError> {
+        let columns: Vec<Float64Array> = indices
+            .iter()
+            .map(|&i| Ok(cast(batch.column(i), &DataType::Float64)?.as_primitive::<Float64Type>().clone()))
+            .collect::<Result<_, OpError>>()?;
+        Ok(FeatureRows { buffer: vec![0.0; columns.len()], columns })
+    }
+
+    /// Row `r`'s features; `None` when one is null or NaN (such a row is neither sampled
+    /// nor explained).
+    fn row(&mut self, r: usize) -> Option<&[f64]> {
+        for (value, column) in self.buffer.iter_mut().zip(&self.columns) {
+            if column.is_null(r) || column.value(r).is_nan() {
+                return None;
+            }
+            *value = column.value(r);
+        }
+        Some(&self.buffer)
+    }
 }
 
 impl Fit for ExplainFit {
@@ -388,8 +402,20 @@ impl Fit for ExplainFit {
     }
 
     fn fold(&self, partial: &mut BackgroundSample, batch: &RecordBatch) -> Result<(), OpError> {
-        let rows = feature_rows(batch, &self.indices)?;
-        partial.rows.extend(rows.into_iter().flatten().map(|row| (row_hash(self.spec.seed, &row), row)));
+        let mut rows = FeatureRows::new(batch, &self.indices)?;
+        // Once the sample is full, only a row hashing below its largest can enter it.
+        let mut bound = self.sample_bound(partial);
+        for r in 0..batch.num_rows() {
+            let Some(row) = rows.row(r) else { continue };
+            let hash = row_hash(self.spec.seed, row);
+            if hash <= bound {
+                partial.rows.push((hash, row.to_vec()));
+                if partial.rows.len() >= 2 * self.spec.background {
+                    self.keep_smallest(partial);
+                    bound = self.sample_bound(partial);
+                }
+            }
+        }
         self.keep_smallest(partial);
         Ok(())
     }
@@ -443,6 +469,14 @@ impl Fit for ExplainFit {
 }
 
 impl ExplainFit {
+    /// The largest hash that may still enter `sample` (kept sorted by [`Self::keep_smallest`]).
+    fn sample_bound(&self, sample: &BackgroundSample) -> u64 {
+        match sample.rows.get(self.spec.background.saturating_sub(1)) {
+            Some((hash, _)) if sample.rows.len() >= self.spec.background => *hash,
+            _ => u64::MAX,
+        }
+    }
+
     /// Keeps the `background` rows of smallest hash (ties by value, so the sample does not
     /// depend on the order rows came in).
     fn keep_smallest(&self, sample: &mut BackgroundSample) {
@@ -651,19 +685,23 @@ impl BoundStep for Explain {
     }
 
     fn apply(&self, batch: RecordBatch) -> Result<RecordBatch, OpError> {
-        let rows = feature_rows(&batch, &self.indices)?;
+        let mut rows = FeatureRows::new(&batch, &self.indices)?;
         let fraction = self.spec.fraction.unwrap_or(1.0);
         let selected = self.selection.as_ref().map(|filter| filter.mask(&batch)).transpose()?;
-        // Rows explained: complete, kept by `where`, and within `fraction` by hash.
-        let picked: Vec<usize> = (0..rows.len())
-            .filter(|&r| selected.as_ref().is_none_or(|mask| mask.is_valid(r) && mask.value(r)))
-            .filter(|&r| {
-                rows[r].as_ref().is_some_and(|row| {
-                    fraction >= 1.0 || (row_hash(self.spec.seed ^ 0xF2AC, row) as f64) < fraction * u64::MAX as f64
-                })
-            })
-            .collect();
-        let explained: Vec<Vec<f64>> = picked.iter().filter_map(|&r| rows[r].clone()).collect();
+        // Rows explained: kept by `where`, complete, and within `fraction` by hash.
+        let mut picked: Vec<usize> = Vec::new();
+        let mut explained: Vec<Vec<f64>> = Vec::new();
+        for r in 0..batch.num_rows() {
+            if selected.as_ref().is_some_and(|mask| !(mask.is_valid(r) && mask.value(r))) {
+                continue;
+            }
+            let Some(row) = rows.row(r) else { continue };
+            if fraction < 1.0 && (row_hash(self.spec.seed ^ 0xF2AC, row) as f64) >= fraction * u64::MAX as f64 {
+                continue;
+            }
+            picked.push(r);
+            explained.push(row.to_vec());
+        }
         let attributions = if explained.is_empty() {
             Vec::new()
         } else if let Some(structure) = self.uses_structure() {
