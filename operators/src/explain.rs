@@ -59,6 +59,7 @@ use serde::{Deserialize, Serialize};
 use crate::filter::{Filter, FilterSpec};
 use crate::fit::{Fit, FitShape};
 use crate::fit_columns::numeric_columns;
+use crate::onnx_graph::{Graph, Node, Tensor as GraphTensor};
 use crate::score::{OptimizationLevel, new_session};
 use crate::shapley::{self, Attribution, Evaluate};
 use crate::tree_shap::{TreeEnsemble, read_ensemble};
@@ -172,8 +173,13 @@ impl ExplainSpec {
         let shape = self.model_shape(&new_session(&self.model, &model, OptimizationLevel::All, 1)?, features.len())?;
         let graph = read_graph(&model, &shape, features.len());
         let wanted = match self.method {
-            ExplainMethod::Linear => Some(("linear", "one LinearRegressor or LinearClassifier node")),
-            ExplainMethod::Tree => Some(("tree", "one TreeEnsembleRegressor or TreeEnsembleClassifier node")),
+            ExplainMethod::Linear => Some((
+                "linear",
+                "one LinearRegressor or LinearClassifier node, or one affine map (MatMul + Add, Gemm) with an optional Sigmoid or Tanh,",
+            )),
+            ExplainMethod::Tree => {
+                Some(("tree", "one TreeEnsembleRegressor, TreeEnsembleClassifier or TreeEnsemble node"))
+            }
             _ => None,
         };
         if let Some((method, needs)) = wanted {
@@ -547,13 +553,18 @@ impl Structure {
 /// node from the model's input to it (through Identity nodes); `None` otherwise, or for a
 /// graph Weir cannot read.
 fn read_graph(model: &[u8], shape: &ModelShape, width: usize) -> Option<Structure> {
-    let nodes = crate::onnx_graph::nodes(model).ok()?;
+    let graph = crate::onnx_graph::graph(model).ok()?;
+    let nodes = &graph.nodes;
     let mut output = shape.output.clone();
     // Follow Identity nodes back from the explained output.
     while let Some(identity) = nodes.iter().find(|n| n.op_type == "Identity" && n.outputs.first() == Some(&output)) {
         output = identity.inputs.first()?.clone();
     }
-    let [node] = nodes.iter().filter(|n| n.op_type != "Identity").collect::<Vec<_>>()[..] else { return None };
+    let working: Vec<&Node> = nodes.iter().filter(|n| n.op_type != "Identity").collect();
+    if working.len() > 1 || working.first().is_some_and(|n| matches!(n.op_type.as_str(), "MatMul" | "Gemm" | "Add")) {
+        return read_affine(&graph, &working, &output, shape, width).map(Structure::Linear);
+    }
+    let [node] = working[..] else { return None };
     if node.inputs.first() != Some(&shape.input) {
         return None;
     }
@@ -565,7 +576,8 @@ fn read_graph(model: &[u8], shape: &ModelShape, width: usize) -> Option<Structur
         return None;
     }
     if node.op_type.starts_with("TreeEnsemble") {
-        return read_ensemble(node, shape.output_index, shape.output_width, width).map(Structure::Trees);
+        let float32 = shape.input_f32;
+        return read_ensemble(node, shape.output_index, shape.output_width, width, float32).map(Structure::Trees);
     }
     let scores_of = |op: &str| matches!(op, "LinearClassifier" | "LinearRegressor");
     if !scores_of(&node.op_type) || node.domain != "ai.onnx.ml" {
@@ -588,6 +600,67 @@ fn read_graph(model: &[u8], shape: &ModelShape, width: usize) -> Option<Structur
         intercept,
         raw_output: transform.is_empty() || transform == b"NONE",
     }))
+}
+
+/// A graph that is one affine map of the input (`MatMul` then `Add`, or `Gemm`), with
+/// constant weights and bias, optionally followed by an elementwise link (`Sigmoid`, `Tanh`):
+/// the explained column's weights and bias. The link, if any, makes the raw score the
+/// value before it.
+fn read_affine(graph: &Graph, nodes: &[&Node], output: &str, shape: &ModelShape, width: usize) -> Option<LinearModel> {
+    let producer = |name: &str| nodes.iter().copied().find(|n| n.outputs.first().map(String::as_str) == Some(name));
+    let k = shape.output_width;
+    let c = shape.output_index;
+    let mut at = producer(output)?;
+    let mut used = 1;
+    let link = matches!(at.op_type.as_str(), "Sigmoid" | "Tanh");
+    if link {
+        at = producer(at.inputs.first()?)?;
+        used += 1;
+    }
+    // The bias of column `c`, broadcast from [k], [1, k], [1] or a scalar.
+    let bias_of = |tensor: &GraphTensor| match tensor.values.len() {
+        1 => Some(tensor.values[0]),
+        len if len == k => Some(tensor.values[c]),
+        _ => None,
+    };
+    let (weights, intercept) = match at.op_type.as_str() {
+        "Gemm" => {
+            let attribute = |name: &str, default: i64| at.attribute(name).and_then(|a| a.i).unwrap_or(default);
+            let scale = |name: &str| at.attribute(name).and_then(|a| a.f).unwrap_or(1.0) as f64;
+            if at.inputs.first() != Some(&shape.input) || attribute("transA", 0) != 0 {
+                return None;
+            }
+            let w = graph.initializer(at.inputs.get(1)?)?;
+            let weights: Vec<f64> = if attribute("transB", 0) != 0 {
+                (w.dims == [k as i64, width as i64]).then(|| w.values[c * width..(c + 1) * width].to_vec())?
+            } else {
+                (w.dims == [width as i64, k as i64]).then(|| (0..width).map(|j| w.values[j * k + c]).collect())?
+            };
+            let bias = match at.inputs.get(2).filter(|name| !name.is_empty()) {
+                Some(name) => bias_of(graph.initializer(name)?)? * scale("beta"),
+                None => 0.0,
+            };
+            (weights.iter().map(|w| w * scale("alpha")).collect(), bias)
+        }
+        "Add" => {
+            let (product, bias) = match (producer(&at.inputs[0]), at.inputs.get(1)) {
+                (Some(product), Some(bias)) => (product, graph.initializer(bias)?),
+                _ => (producer(at.inputs.get(1)?)?, graph.initializer(&at.inputs[0])?),
+            };
+            used += 1;
+            if product.op_type != "MatMul" || product.inputs.first() != Some(&shape.input) {
+                return None;
+            }
+            let w = graph.initializer(product.inputs.get(1)?)?;
+            if w.dims != [width as i64, k as i64] {
+                return None;
+            }
+            ((0..width).map(|j| w.values[j * k + c]).collect(), bias_of(bias)?)
+        }
+        _ => return None,
+    };
+    // Nothing else may compute the output.
+    (used == nodes.len()).then_some(LinearModel { weights, intercept, raw_output: !link })
 }
 
 /// An `explain` step with its background: appends the attributions to each batch.

@@ -1,6 +1,6 @@
-//! Reading an ONNX model's graph: its nodes, their inputs, outputs and attributes. The
-//! `explain` step uses it to recognise models it can explain exactly from their parameters
-//! (a single `LinearRegressor` or `LinearClassifier`).
+//! Reading an ONNX model's graph: its nodes (inputs, outputs, attributes) and initializers.
+//! The `explain` step uses it to recognise models it can explain exactly from their
+//! parameters (linear models, affine maps, tree ensembles).
 //!
 //! ONNX models are Protocol Buffers (`onnx.proto`). Weir reads the few fields it needs
 //! straight from the wire format (varints, fixed 32/64-bit values and length-delimited
@@ -25,9 +25,32 @@ pub struct Attribute {
     pub f: Option<f32>,
     pub i: Option<i64>,
     pub s: Option<Vec<u8>>,
+    pub t: Option<Tensor>,
     pub floats: Vec<f32>,
     pub ints: Vec<i64>,
     pub strings: Vec<Vec<u8>>,
+}
+
+/// A tensor (an initializer or a tensor attribute) of a numeric type, its values widened to
+/// `f64`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Tensor {
+    pub name: String,
+    pub dims: Vec<i64>,
+    pub values: Vec<f64>,
+}
+
+/// The graph: nodes in order and initializers.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Graph {
+    pub nodes: Vec<Node>,
+    pub initializers: Vec<Tensor>,
+}
+
+impl Graph {
+    pub fn initializer(&self, name: &str) -> Option<&Tensor> {
+        self.initializers.iter().find(|t| t.name == name)
+    }
 }
 
 impl Node {
@@ -38,18 +61,75 @@ impl Node {
 
 /// The nodes of the model's main graph, in order.
 pub fn nodes(model: &[u8]) -> Result<Vec<Node>, String> {
-    let mut nodes = Vec::new();
-    // ModelProto.graph = 7; GraphProto.node = 1.
+    Ok(graph(model)?.nodes)
+}
+
+/// The model's main graph.
+pub fn graph(model: &[u8]) -> Result<Graph, String> {
+    let mut graph = Graph::default();
+    // ModelProto.graph = 7; GraphProto.node = 1, .initializer = 5.
     for (field, value) in fields(model)? {
-        if let (7, Value::Bytes(graph)) = (field, value) {
-            for (field, value) in fields(graph)? {
-                if let (1, Value::Bytes(node)) = (field, value) {
-                    nodes.push(read_node(node)?);
+        if let (7, Value::Bytes(bytes)) = (field, value) {
+            for (field, value) in fields(bytes)? {
+                match (field, value) {
+                    (1, Value::Bytes(node)) => graph.nodes.push(read_node(node)?),
+                    (5, Value::Bytes(tensor)) => graph.initializers.push(read_tensor(tensor)?),
+                    _ => {}
                 }
             }
         }
     }
-    Ok(nodes)
+    Ok(graph)
+}
+
+/// A `TensorProto` of float, double, the integer types or uint8 (its elements as `f64`).
+fn read_tensor(bytes: &[u8]) -> Result<Tensor, String> {
+    let mut tensor = Tensor::default();
+    let (mut data_type, mut raw, mut values) = (0u64, None, Vec::new());
+    for (field, value) in fields(bytes)? {
+        match (field, value) {
+            (1, Value::Varint(v)) => tensor.dims.push(v as i64),
+            (1, Value::Bytes(mut packed)) => {
+                while !packed.is_empty() {
+                    tensor.dims.push(varint(&mut packed)? as i64);
+                }
+            }
+            (2, Value::Varint(v)) => data_type = v,
+            (4, Value::Fixed32(v)) => values.push(f32::from_bits(v) as f64),
+            (4, Value::Bytes(packed)) => values
+                .extend(packed.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default()) as f64)),
+            (5 | 7, Value::Varint(v)) => values.push(v as i64 as f64),
+            (5 | 7, Value::Bytes(mut packed)) => {
+                while !packed.is_empty() {
+                    values.push(varint(&mut packed)? as i64 as f64);
+                }
+            }
+            (8, Value::Bytes(b)) => tensor.name = text(b)?,
+            (9, Value::Bytes(b)) => raw = Some(b),
+            (10, Value::Bytes(packed)) => {
+                values.extend(packed.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default())))
+            }
+            _ => {}
+        }
+    }
+    if let Some(raw) = raw {
+        // TensorProto.DataType: FLOAT 1, UINT8 2, INT8 3, INT32 6, INT64 7, DOUBLE 11.
+        values = match data_type {
+            1 => raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default()) as f64).collect(),
+            11 => raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default())).collect(),
+            2 => raw.iter().map(|&b| b as f64).collect(),
+            3 => raw.iter().map(|&b| b as i8 as f64).collect(),
+            6 => raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap_or_default()) as f64).collect(),
+            7 => raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()) as f64).collect(),
+            other => return Err(format!("tensor '{}' has data type {other}, which Weir does not read", tensor.name)),
+        };
+    }
+    let expected: i64 = tensor.dims.iter().product();
+    if expected < 0 || expected as usize != values.len() {
+        return Err(format!("tensor '{}' holds {} values for dimensions {:?}", tensor.name, values.len(), tensor.dims));
+    }
+    tensor.values = values;
+    Ok(tensor)
 }
 
 fn read_node(bytes: &[u8]) -> Result<Node, String> {
@@ -75,6 +155,7 @@ fn read_attribute(bytes: &[u8]) -> Result<Attribute, String> {
             (2, Value::Fixed32(v)) => attribute.f = Some(f32::from_bits(v)),
             (3, Value::Varint(v)) => attribute.i = Some(v as i64),
             (4, Value::Bytes(b)) => attribute.s = Some(b.to_vec()),
+            (5, Value::Bytes(b)) => attribute.t = Some(read_tensor(b)?),
             (7, Value::Fixed32(v)) => attribute.floats.push(f32::from_bits(v)),
             (7, Value::Bytes(packed)) => {
                 if packed.len() % 4 != 0 {

@@ -1,5 +1,6 @@
 //! Interventional TreeSHAP for ONNX tree ensembles (`TreeEnsembleRegressor` and
-//! `TreeEnsembleClassifier` of `ai.onnx.ml`), read from the model's graph.
+//! `TreeEnsembleClassifier` of `ai.onnx.ml`, and the newer `TreeEnsemble` of opset 5),
+//! read from the model's graph.
 //!
 //! The explained value is one column of the ensemble's raw score: the sum over trees of the
 //! reached leaves' weights for that target or class, plus its base value, before any
@@ -33,7 +34,7 @@ enum Mode {
 
 #[derive(Debug, Clone, PartialEq)]
 enum TreeNode {
-    Split { feature: usize, threshold: f32, mode: Mode, yes: usize, no: usize, missing_yes: bool },
+    Split { feature: usize, threshold: f64, mode: Mode, yes: usize, no: usize, missing_yes: bool },
     Leaf { value: f64 },
 }
 
@@ -45,12 +46,17 @@ pub struct TreeEnsemble {
     base: f64,
     /// Whether the model's output is this raw score itself (no post-transform).
     pub raw_output: bool,
+    /// Whether splits compare in `float`, as ONNX Runtime does for a float model.
+    float32: bool,
 }
 
 /// Reads the ensemble of `node` for output column `column` of `width` columns; `None` when
 /// the node is not a tree ensemble Weir reads (another op, an aggregate other than a sum
 /// or average, malformed attributes).
-pub fn read_ensemble(node: &Node, column: usize, width: usize, features: usize) -> Option<TreeEnsemble> {
+pub fn read_ensemble(node: &Node, column: usize, width: usize, features: usize, float32: bool) -> Option<TreeEnsemble> {
+    if node.op_type == "TreeEnsemble" && node.domain == "ai.onnx.ml" {
+        return read_tree_ensemble(node, column, features, float32);
+    }
     let (prefix, ids) = match (node.op_type.as_str(), node.domain.as_str()) {
         ("TreeEnsembleRegressor", "ai.onnx.ml") => ("target", "target_ids"),
         ("TreeEnsembleClassifier", "ai.onnx.ml") => ("class", "class_ids"),
@@ -133,7 +139,7 @@ pub fn read_ensemble(node: &Node, column: usize, width: usize, features: usize) 
             let feature = usize::try_from(feature_ids[i]).ok().filter(|&f| f < features)?;
             TreeNode::Split {
                 feature,
-                threshold: values[i],
+                threshold: values[i] as f64,
                 mode,
                 yes: *index_of.get(&(tree, yes_ids[i]))?,
                 no: *index_of.get(&(tree, no_ids[i]))?,
@@ -152,7 +158,94 @@ pub fn read_ensemble(node: &Node, column: usize, width: usize, features: usize) 
     }
     let trees = trees.into_iter().map(|tree| root_of(&tree).map(|root| (tree, root))).collect::<Option<Vec<_>>>()?;
     let transform = text("post_transform");
-    Some(TreeEnsemble { trees, base, raw_output: transform.is_empty() || transform == b"NONE" })
+    Some(TreeEnsemble { trees, base, raw_output: transform.is_empty() || transform == b"NONE", float32 })
+}
+
+/// The `TreeEnsemble` op (`ai.onnx.ml` opset 5): nodes of all trees in shared arrays,
+/// `tree_roots` pointing into them, a child being a node or (`nodes_*leafs`) a leaf; leaves
+/// carry a target and a weight; thresholds are a tensor (float or double); no base values.
+fn read_tree_ensemble(node: &Node, column: usize, features: usize, float32: bool) -> Option<TreeEnsemble> {
+    let ints = |name: &str| node.attribute(name).map(|a| a.ints.clone()).unwrap_or_default();
+    let tensor = |name: &str| node.attribute(name).and_then(|a| a.t.as_ref()).map(|t| t.values.clone());
+    let (roots, feature_ids) = (ints("tree_roots"), ints("nodes_featureids"));
+    let (yes_ids, no_ids) = (ints("nodes_truenodeids"), ints("nodes_falsenodeids"));
+    let (yes_leaf, no_leaf) = (ints("nodes_trueleafs"), ints("nodes_falseleafs"));
+    let missing = ints("nodes_missing_value_tracks_true");
+    let (splits, modes) = (tensor("nodes_splits")?, tensor("nodes_modes")?);
+    let (leaf_targets, leaf_weights) = (ints("leaf_targetids"), tensor("leaf_weights")?);
+    let n = feature_ids.len();
+    let lengths = [splits.len(), modes.len(), yes_ids.len(), no_ids.len(), yes_leaf.len(), no_leaf.len()];
+    if n == 0 || lengths.iter().any(|&len| len != n) || !(missing.is_empty() || missing.len() == n) {
+        return None;
+    }
+    if leaf_targets.len() != leaf_weights.len() || roots.is_empty() {
+        return None;
+    }
+    let averaged = match node.attribute("aggregate_function").and_then(|a| a.i).unwrap_or(1) {
+        0 => true,
+        1 => false,
+        _ => return None,
+    };
+    let leaf_value = |i: usize| -> Option<f64> {
+        let weight = *leaf_weights.get(i)?;
+        Some(if *leaf_targets.get(i)? == column as i64 { weight } else { 0.0 })
+    };
+    let count = roots.len() as f64;
+    let mut trees = Vec::with_capacity(roots.len());
+    for &root in &roots {
+        // Copy the tree reachable from its root, nodes first-seen order, refusing loops.
+        let mut built: Vec<TreeNode> = Vec::new();
+        let mut stack: Vec<(usize, Option<(usize, bool)>)> = vec![(usize::try_from(root).ok()?, None)];
+        let mut seen = vec![false; n];
+        while let Some((at, parent)) = stack.pop() {
+            if at >= n || std::mem::replace(&mut seen[at], true) {
+                return None;
+            }
+            let mode = match modes[at] as i64 {
+                0 => Mode::Leq,
+                1 => Mode::Lt,
+                2 => Mode::Gte,
+                3 => Mode::Gt,
+                4 => Mode::Eq,
+                5 => Mode::Neq,
+                _ => return None, // 6: BRANCH_MEMBER, membership sets: not read
+            };
+            let feature = usize::try_from(feature_ids[at]).ok().filter(|&f| f < features)?;
+            let index = built.len();
+            built.push(TreeNode::Split {
+                feature,
+                threshold: splits[at],
+                mode,
+                yes: usize::MAX,
+                no: usize::MAX,
+                missing_yes: missing.get(at).is_some_and(|&m| m != 0),
+            });
+            link(&mut built, parent, index);
+            for (branch, child, is_leaf) in [(false, no_ids[at], no_leaf[at]), (true, yes_ids[at], yes_leaf[at])] {
+                let child = usize::try_from(child).ok()?;
+                if is_leaf != 0 {
+                    let value = leaf_value(child)? / if averaged { count } else { 1.0 };
+                    built.push(TreeNode::Leaf { value });
+                    let leaf = built.len() - 1;
+                    link(&mut built, Some((index, branch)), leaf);
+                } else {
+                    stack.push((child, Some((index, branch))));
+                }
+            }
+        }
+        trees.push((built, 0));
+    }
+    let transform = node.attribute("post_transform").and_then(|a| a.i).unwrap_or(0);
+    Some(TreeEnsemble { trees, base: 0.0, raw_output: transform == 0, float32 })
+}
+
+/// Points `parent`'s true (`branch`) or false child at `child`.
+fn link(tree: &mut [TreeNode], parent: Option<(usize, bool)>, child: usize) {
+    if let Some((parent, branch)) = parent
+        && let TreeNode::Split { yes, no, .. } = &mut tree[parent]
+    {
+        *(if branch { yes } else { no }) = child;
+    }
 }
 
 /// The root of `tree` (the one node no split points to), if the nodes form a tree: every
@@ -182,11 +275,11 @@ fn root_of(tree: &[TreeNode]) -> Option<usize> {
 
 /// Whether `value` takes the split's true branch, compared as ONNX Runtime does (in
 /// `float` for a float model).
-fn goes_yes(value: f64, threshold: f32, mode: Mode, missing_yes: bool) -> bool {
+fn goes_yes(value: f64, threshold: f64, mode: Mode, missing_yes: bool, float32: bool) -> bool {
     if value.is_nan() {
         return missing_yes;
     }
-    let v = value as f32;
+    let (v, threshold) = if float32 { (value as f32 as f64, threshold as f32 as f64) } else { (value, threshold) };
     match mode {
         Mode::Leq => v <= threshold,
         Mode::Lt => v < threshold,
@@ -211,7 +304,8 @@ impl TreeEnsemble {
                         break;
                     }
                     TreeNode::Split { feature, threshold, mode, yes, no, missing_yes } => {
-                        at = if goes_yes(x[*feature], *threshold, *mode, *missing_yes) { *yes } else { *no };
+                        let goes = goes_yes(x[*feature], *threshold, *mode, *missing_yes, self.float32);
+                        at = if goes { *yes } else { *no };
                     }
                 }
             }
@@ -227,7 +321,7 @@ impl TreeEnsemble {
             factorial[k] = factorial[k - 1] * k as f64;
         }
         let mut phi = vec![0.0; features];
-        let mut state = Walk { inside: Vec::new(), outside: Vec::new(), factorial: &factorial };
+        let mut state = Walk { inside: Vec::new(), outside: Vec::new(), factorial: &factorial, float32: self.float32 };
         for r in background {
             for (tree, root) in &self.trees {
                 state.walk(tree, *root, x, r, &mut phi);
@@ -245,6 +339,7 @@ struct Walk<'a> {
     inside: Vec<usize>,
     outside: Vec<usize>,
     factorial: &'a [f64],
+    float32: bool,
 }
 
 impl Walk<'_> {
@@ -267,8 +362,8 @@ impl Walk<'_> {
             }
             TreeNode::Split { feature, threshold, mode, yes, no, missing_yes } => {
                 let child = |goes: bool| if goes { *yes } else { *no };
-                let by_x = child(goes_yes(x[*feature], *threshold, *mode, *missing_yes));
-                let by_r = child(goes_yes(r[*feature], *threshold, *mode, *missing_yes));
+                let by_x = child(goes_yes(x[*feature], *threshold, *mode, *missing_yes, self.float32));
+                let by_r = child(goes_yes(r[*feature], *threshold, *mode, *missing_yes, self.float32));
                 if self.inside.contains(feature) || by_x == by_r {
                     self.walk(tree, by_x, x, r, phi);
                 } else if self.outside.contains(feature) {
@@ -310,6 +405,7 @@ mod tests {
             ],
             base: 0.1,
             raw_output: true,
+            float32: true,
         }
     }
 

@@ -479,6 +479,158 @@ def test_tree_ensembles_equal_the_shap_packages_interventional_tree_explainer(we
     assert np.abs(residual).max() < 1e-9
 
 
+def affine_model(path: Path, kind: str, coef: np.ndarray, intercept: float) -> Path:
+    """`kind`: MatMul + Add + Sigmoid, or one Gemm (transB = 1, alpha 2, beta 0.5) with no link."""
+    f = len(coef)
+    if kind == "matmul-add-sigmoid":
+        nodes = [
+            helper.make_node("MatMul", ["x", "w"], ["m"]),
+            helper.make_node("Add", ["m", "b"], ["z"]),
+            helper.make_node("Sigmoid", ["z"], ["y"]),
+        ]
+        init = {"w": coef.reshape(f, 1), "b": np.array([intercept])}
+    else:
+        nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1, alpha=2.0, beta=0.5)]
+        init = {"w": (coef / 2).reshape(1, f), "b": np.array([intercept * 2])}
+    graph = helper.make_graph(
+        nodes,
+        "affine",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", f])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
+        initializer=[numpy_helper.from_array(v.astype(np.float32), k) for k, v in init.items()],
+    )
+    return save(graph, path)
+
+
+@pytest.mark.parametrize("kind", ["matmul-add-sigmoid", "gemm"])
+def test_affine_graphs_are_explained_from_their_weights(weir, tmp_path, kind):
+    """A graph that is one affine map (MatMul + Add, or Gemm with transB, alpha and beta) with
+    an optional elementwise link is explained by the linear method from the initializers:
+    attributions of the score before the link equal `shap.LinearExplainer` given the same
+    coefficients and the same background within 1e-5; `auto` picks it when there is no
+    link; base + Σ values is the pre-link score, which through the link gives onnxruntime's
+    output."""
+    import shap
+
+    rng = np.random.default_rng(808)
+    features = [f"x_{j}" for j in range(5)]
+    table = feature_table(rng, 1_000, features)
+    coef = np.array([1.5, -2.0, 0.25, 0.0, 0.75], dtype=np.float32).astype(np.float64)
+    intercept = float(np.float32(0.3))
+    model_path = affine_model(tmp_path / "model.onnx", kind, coef, intercept)
+    method = "linear" if kind == "matmul-add-sigmoid" else "auto"
+    src = write_dataset(table, tmp_path / "src", row_group=200)
+    out = tmp_path / "out"
+    weir("run", explain_job(tmp_path / "job.toml", src, out, str(model_path), f'method = "{method}"\nmax_evals = 4\nbackground = 30'), check=0)
+    result = read_output(out).sort_by("id")
+    background = background_of(out, features)
+    x = matrix(result, features)
+    explainer = shap.LinearExplainer((coef, intercept), shap.maskers.Independent(background, max_samples=len(background)))
+    phi, base, residual, explained = attributions(result, features)
+    assert explained.all()
+    error = np.abs(phi - explainer.shap_values(x)).max()
+    assert error < 1e-5, f"max |weir - shap.LinearExplainer| = {error:.2e}"
+    np.testing.assert_allclose(base, explainer.expected_value, rtol=0, atol=1e-5)
+    assert np.abs(residual).max() < 1e-9
+    score = model_fn(model_path, "y")(x)
+    total = base + phi.sum(axis=1)
+    np.testing.assert_allclose(total, x @ coef + intercept, rtol=0, atol=1e-9)
+    linked = 1 / (1 + np.exp(-total)) if kind == "matmul-add-sigmoid" else total
+    np.testing.assert_allclose(linked, score, rtol=0, atol=1e-5)
+
+
+def tree_ensemble_v5(v1_model, path: Path) -> Path:
+    """The skl2onnx TreeEnsembleRegressor of `v1_model` rewritten as the opset-5
+    `TreeEnsemble` op (shared node arrays, tree_roots, leaves apart, tensor attributes), the
+    base value folded into the first tree's leaves."""
+    node = v1_model.graph.node[0]
+    a = {attr.name: helper.get_attribute_value(attr) for attr in node.attribute}
+    modes = [m.decode() for m in a["nodes_modes"]]
+    key = list(zip(a["nodes_treeids"], a["nodes_nodeids"]))
+    interior = {k: i for i, k in enumerate(k for k, m in zip(key, modes) if m != "LEAF")}
+    leaves = {k: i for i, k in enumerate(k for k, m in zip(key, modes) if m == "LEAF")}
+    weights = np.zeros(len(leaves))
+    for t, n, w in zip(a["target_treeids"], a["target_nodeids"], a["target_weights"]):
+        weights[leaves[(t, n)]] += w
+    base = a.get("base_values", [0.0])[0]
+    for (t, n), i in leaves.items():
+        if t == a["nodes_treeids"][0]:
+            weights[i] += base
+    fields = {"feature": [], "split": [], "true": [], "true_leaf": [], "false": [], "false_leaf": []}
+    for k, m, f, v, yes, no in zip(key, modes, a["nodes_featureids"], a["nodes_values"], a["nodes_truenodeids"], a["nodes_falsenodeids"]):
+        if m == "LEAF":
+            continue
+        assert m == "BRANCH_LEQ"
+        fields["feature"].append(f)
+        fields["split"].append(v)
+        for side, child in (("true", yes), ("false", no)):
+            child_key = (k[0], child)
+            is_leaf = child_key in leaves
+            fields[side].append(leaves[child_key] if is_leaf else interior[child_key])
+            fields[f"{side}_leaf"].append(int(is_leaf))
+    trees = sorted(set(a["nodes_treeids"]))
+    v5 = helper.make_node(
+        "TreeEnsemble",
+        ["X"],
+        ["variable"],
+        domain="ai.onnx.ml",
+        tree_roots=[interior[(t, 0)] for t in trees],
+        nodes_featureids=fields["feature"],
+        nodes_splits=numpy_helper.from_array(np.array(fields["split"], dtype=np.float32)),
+        nodes_modes=numpy_helper.from_array(np.zeros(len(fields["feature"]), dtype=np.uint8)),
+        nodes_truenodeids=fields["true"],
+        nodes_trueleafs=fields["true_leaf"],
+        nodes_falsenodeids=fields["false"],
+        nodes_falseleafs=fields["false_leaf"],
+        leaf_targetids=[0] * len(leaves),
+        leaf_weights=numpy_helper.from_array(weights.astype(np.float32)),
+        n_targets=1,
+        aggregate_function=1,
+        post_transform=0,
+    )
+    graph = helper.make_graph([v5], "tree_ensemble_v5", list(v1_model.graph.input), list(v1_model.graph.output))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 5)], ir_version=10)
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_the_opset_5_tree_ensemble_op_equals_the_shap_packages_tree_explainer(weir, tmp_path):
+    """A gradient boosting regressor written as the newer `TreeEnsemble` op (ai.onnx.ml
+    opset 5; onnxruntime gives the same predictions as the skl2onnx model) is explained by
+    interventional TreeSHAP (`auto`) equal to `shap.TreeExplainer` with the same background
+    within 1e-5."""
+    import shap
+    from skl2onnx import to_onnx
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    rng = np.random.default_rng(909)
+    features = [f"x_{j}" for j in range(6)]
+    table = feature_table(rng, 1_500, features)
+    x_all = matrix(table, features).astype(np.float32)
+    y = x_all @ [1.5, -2.0, 0.5, 0.0, 1.0, 0.7] + x_all[:, 0] * x_all[:, 1]
+    model = GradientBoostingRegressor(n_estimators=30, max_depth=3, random_state=0).fit(x_all, y)
+    v1 = to_onnx(model, x_all[:1])
+    path = tree_ensemble_v5(v1, tmp_path / "model.onnx")
+    predictions = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"X": x_all})[0].ravel()
+    np.testing.assert_allclose(predictions, model.predict(x_all), rtol=0, atol=1e-4)
+
+    src = write_dataset(table, tmp_path / "src", row_group=250)
+    out = tmp_path / "out"
+    weir("run", explain_job(tmp_path / "job.toml", src, out, str(path), 'max_evals = 4\nbackground = 30'), check=0)
+    result = read_output(out).sort_by("id")
+    background = background_of(out, features)
+    explainer = shap.TreeExplainer(model, data=background, feature_perturbation="interventional")
+    x = matrix(result, features)
+    want = explainer.shap_values(x.astype(np.float32), check_additivity=False)
+    phi, base, residual, explained = attributions(result, features)
+    assert explained.all()
+    error = np.abs(phi - want).max()
+    assert error < 1e-5, f"max |weir - shap.TreeExplainer| = {error:.2e}"
+    np.testing.assert_allclose(base, np.atleast_1d(explainer.expected_value)[0], rtol=0, atol=1e-5)
+    assert np.abs(residual).max() < 1e-9
+
+
 # ---------------------------------------------------------------------------------------
 # 2. Permutation sampling converges to the exact values
 
