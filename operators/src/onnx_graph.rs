@@ -124,8 +124,8 @@ fn read_tensor(bytes: &[u8]) -> Result<Tensor, String> {
             other => return Err(format!("tensor '{}' has data type {other}, which Weir does not read", tensor.name)),
         };
     }
-    let expected: i64 = tensor.dims.iter().product();
-    if expected < 0 || expected as usize != values.len() {
+    let expected = tensor.dims.iter().try_fold(1usize, |count, &d| count.checked_mul(usize::try_from(d).ok()?));
+    if expected != Some(values.len()) {
         return Err(format!("tensor '{}' holds {} values for dimensions {:?}", tensor.name, values.len(), tensor.dims));
     }
     tensor.values = values;
@@ -263,6 +263,27 @@ mod tests {
 
     fn bytes_field(field: u64, payload: &[u8]) -> Vec<u8> {
         [key(field, 2), encode_varint(payload.len() as u64), payload.to_vec()].concat()
+    }
+
+    #[test]
+    fn tensors_read_raw_and_typed_data_and_refuse_impossible_dimensions() {
+        let raw: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0].iter().flat_map(|f| f.to_le_bytes()).collect();
+        let dims = [key(1, 0), encode_varint(2), key(1, 0), encode_varint(3)].concat();
+        let tensor = [dims.clone(), key(2, 0), encode_varint(1), bytes_field(8, b"w"), bytes_field(9, &raw)].concat();
+        let model = bytes_field(7, &bytes_field(5, &tensor));
+        let graph = graph(&model).unwrap();
+        let w = graph.initializer("w").unwrap();
+        assert_eq!((w.dims.clone(), w.values.clone()), (vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
+        // Dimensions whose product overflows, or disagrees with the data, are errors.
+        let huge = [key(1, 0), encode_varint(i64::MAX as u64), key(1, 0), encode_varint(4)].concat();
+        for dims in [huge, [key(1, 0), encode_varint(5)].concat()] {
+            let tensor = [dims, key(2, 0), encode_varint(1), bytes_field(9, &raw)].concat();
+            assert!(graph_of(&tensor).is_err());
+        }
+    }
+
+    fn graph_of(tensor: &[u8]) -> Result<Graph, String> {
+        graph(&bytes_field(7, &bytes_field(5, tensor)))
     }
 
     #[test]

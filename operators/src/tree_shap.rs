@@ -14,11 +14,17 @@
 //! to each feature of `A` and `−v · |A|! (|B| − 1)! / (|A| + |B|)!` to each of `B`. The
 //! results are averaged over the background, so they add up to `f(x) − mean_r f(r)`
 //! exactly. Nothing depends on the trees' node counts or hit rates, which ONNX leaves
-//! optional. Cost: about `trees × B × 2^(features met on a path)` leaf visits a row.
+//! optional. Each node is visited at most once per (row, background row): a split that
+//! parts `x` and `r` sends one walk down each side, but every subtree still hangs from one
+//! path. Cost: at most `B ×` the ensemble's nodes a row, about `B × trees × depth` in
+//! practice.
 
 use std::collections::HashMap;
 
 use crate::onnx_graph::Node;
+
+/// The deepest tree read (scikit-learn, XGBoost and LightGBM trees are far shallower).
+const MAX_DEPTH: usize = 512;
 
 /// A split's comparison (`nodes_modes`); `Leaf` ends a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,6 +239,7 @@ fn read_tree_ensemble(node: &Node, column: usize, features: usize, float32: bool
                 }
             }
         }
+        root_of(&built)?;
         trees.push((built, 0));
     }
     let transform = node.attribute("post_transform").and_then(|a| a.i).unwrap_or(0);
@@ -261,13 +268,14 @@ fn root_of(tree: &[TreeNode]) -> Option<usize> {
     }
     let root = is_child.iter().position(|child| !child)?;
     let mut seen = vec![false; tree.len()];
-    let mut stack = vec![root];
-    while let Some(at) = stack.pop() {
-        if std::mem::replace(&mut seen[at], true) {
+    let mut stack = vec![(root, 0)];
+    while let Some((at, depth)) = stack.pop() {
+        // The walks recurse once a level: a deeper tree is refused rather than overflow.
+        if depth > MAX_DEPTH || std::mem::replace(&mut seen[at], true) {
             return None;
         }
         if let TreeNode::Split { yes, no, .. } = &tree[at] {
-            stack.extend([*yes, *no]);
+            stack.extend([(*yes, depth + 1), (*no, depth + 1)]);
         }
     }
     Some(root)
@@ -407,6 +415,35 @@ mod tests {
             raw_output: true,
             float32: true,
         }
+    }
+
+    #[test]
+    fn roots_are_found_and_loops_and_very_deep_trees_refused() {
+        // A chain: split i goes to a leaf, or on to the next split.
+        let chain = |depth: usize| -> Vec<TreeNode> {
+            let mut tree = Vec::new();
+            for i in 0..depth {
+                tree.push(TreeNode::Split {
+                    feature: 0,
+                    threshold: 0.0,
+                    mode: Mode::Leq,
+                    yes: 2 * i + 1,
+                    no: 2 * i + 2,
+                    missing_yes: false,
+                });
+                tree.push(TreeNode::Leaf { value: i as f64 });
+            }
+            tree.push(TreeNode::Leaf { value: -1.0 }); // the last split's false side
+            tree
+        };
+        assert_eq!(root_of(&chain(100)), Some(0));
+        assert_eq!(root_of(&chain(MAX_DEPTH + 10)), None);
+        let looped = vec![
+            TreeNode::Split { feature: 0, threshold: 0.0, mode: Mode::Leq, yes: 1, no: 2, missing_yes: false },
+            TreeNode::Split { feature: 0, threshold: 0.0, mode: Mode::Leq, yes: 2, no: 2, missing_yes: false },
+            TreeNode::Leaf { value: 1.0 },
+        ];
+        assert_eq!(root_of(&looped), None);
     }
 
     #[test]
