@@ -144,19 +144,21 @@ impl SinkEncryption {
                 .iter()
                 .flat_map(|(key, columns)| columns.iter().map(move |c| (c.as_str(), key.as_str())))
                 .collect();
+            // A column under the footer key carries column key material for it (wrapped once
+            // a file, not once a column).
+            let footer_column_metadata = match self.keys {
+                KeyMode::Direct => footer_metadata.clone(),
+                KeyMode::Kms => KeyMaterial::wrap(&kms, footer_key, &self.footer_key, false)?,
+            };
             let descriptor = parquet::arrow::ArrowSchemaConverter::new().convert(schema).map_err(build_error)?;
             for leaf in descriptor.columns() {
                 let top = leaf.path().parts()[0].as_str();
-                let key = key_of.get(top).copied().unwrap_or(self.footer_key.as_str());
-                let (bytes, metadata) = &material[key];
-                let metadata = if key == self.footer_key {
-                    // A column under the footer key carries column key material for it.
-                    match self.keys {
-                        KeyMode::Direct => metadata.clone(),
-                        KeyMode::Kms => KeyMaterial::wrap(&kms, bytes, key, false)?,
+                let (bytes, metadata) = match key_of.get(top) {
+                    Some(key) => {
+                        let (bytes, metadata) = &material[key];
+                        (bytes, metadata.clone())
                     }
-                } else {
-                    metadata.clone()
+                    None => (footer_key, footer_column_metadata.clone()),
                 };
                 builder = builder.with_column_key_and_metadata(&leaf.path().string(), bytes.to_vec(), metadata);
             }

@@ -59,13 +59,8 @@ impl KmsClient for LocalKms {
 
     fn unwrap_key(&self, wrapped: &str, master_key_id: &str) -> Result<KeyBytes, KeyError> {
         let master = self.keys.key(master_key_id)?;
-        let error = |why: &str| KeyError { id: master_key_id.to_string(), why: why.to_string() };
-        let sealed = base64::engine::general_purpose::STANDARD
-            .decode(wrapped)
-            .map_err(|_| error("wraps a data key that is not base64"))?;
-        let key = open(master.as_bytes(), &sealed, master_key_id.as_bytes())
-            .map_err(|_| error("does not unwrap this file's data key: it is the wrong master key"))?;
-        KeyBytes::new(key).map_err(|why| error(&format!("unwrapped a data key that {why}")))
+        unwrap_locally(&master, wrapped, master_key_id.as_bytes(), "it is the wrong master key")
+            .map_err(|why| KeyError { id: master_key_id.to_string(), why })
     }
 }
 
@@ -142,13 +137,23 @@ impl KeyMaterial {
             return Err(error("has double-wrapped key material without a key-encryption key"));
         };
         let kek = kms.unwrap_key(wrapped_kek, &self.master_key_id)?;
-        let standard = base64::engine::general_purpose::STANDARD;
-        let kek_id = standard.decode(kek_id).map_err(|_| error("has a key-encryption key id that is not base64"))?;
-        let sealed = standard.decode(&self.wrapped_dek).map_err(|_| error("wraps a data key that is not base64"))?;
-        let key = open(kek.as_bytes(), &sealed, &kek_id)
-            .map_err(|_| error("does not unwrap this file's data key: the key material is damaged"))?;
-        KeyBytes::new(key).map_err(|why| error(&format!("unwrapped a data key that {why}")))
+        let kek_id = base64::engine::general_purpose::STANDARD
+            .decode(kek_id)
+            .map_err(|_| error("has a key-encryption key id that is not base64"))?;
+        unwrap_locally(&kek, &self.wrapped_dek, &kek_id, "the key material is damaged")
+            .map_err(|why| KeyError { id: self.master_key_id.clone(), why })
     }
+}
+
+/// The data key in `wrapped` (`base64(nonce ‖ ciphertext ‖ tag)`), opened with `key` and
+/// `aad`; `failed` says why it would not open.
+fn unwrap_locally(key: &KeyBytes, wrapped: &str, aad: &[u8], failed: &str) -> Result<KeyBytes, String> {
+    let sealed = base64::engine::general_purpose::STANDARD
+        .decode(wrapped)
+        .map_err(|_| "wraps a data key that is not base64".to_string())?;
+    let data_key =
+        open(key.as_bytes(), &sealed, aad).map_err(|_| format!("does not unwrap this file's data key: {failed}"))?;
+    KeyBytes::new(data_key).map_err(|why| format!("unwrapped a data key that {why}"))
 }
 
 fn gcm_key(key: &[u8]) -> Result<LessSafeKey, String> {

@@ -137,6 +137,15 @@ struct ModelShape {
     output_index: usize,
 }
 
+/// For a float tensor, whether it is `float` (else `double`); `None` for other types.
+fn is_f32(ty: &TensorElementType) -> Option<bool> {
+    match ty {
+        TensorElementType::Float32 => Some(true),
+        TensorElementType::Float64 => Some(false),
+        _ => None,
+    }
+}
+
 fn model_error(model: &str, message: impl std::fmt::Display) -> OpError {
     OpError::InvalidSpec(format!("model '{model}': {message}"))
 }
@@ -203,7 +212,7 @@ impl ExplainSpec {
         names.push(format!("{}base", self.prefix));
         names.push(format!("{}residual", self.prefix));
         for name in &names {
-            if input.field_with_name(name).is_ok() || fields.iter().filter(|f| f.name() == name).count() > 0 {
+            if fields.iter().any(|f| f.name() == name) {
                 return Err(OpError::InvalidSpec(format!(
                     "output column '{name}' already exists; choose another prefix"
                 )));
@@ -230,16 +239,9 @@ impl ExplainSpec {
         let ValueType::Tensor { ty, shape, .. } = input.dtype() else {
             return Err(model_error(&self.model, format!("input '{}' is not a tensor", input.name())));
         };
-        let input_f32 = match ty {
-            TensorElementType::Float32 => true,
-            TensorElementType::Float64 => false,
-            other => {
-                return Err(model_error(
-                    &self.model,
-                    format!("input '{}' is {other}; explain feeds float or double", input.name()),
-                ));
-            }
-        };
+        let input_f32 = is_f32(ty).ok_or_else(|| {
+            model_error(&self.model, format!("input '{}' is {ty}; explain feeds float or double", input.name()))
+        })?;
         if shape.len() != 2 || (shape[1] != -1 && shape[1] != width as i64) {
             return Err(model_error(
                 &self.model,
@@ -249,12 +251,7 @@ impl ExplainSpec {
         let floats: Vec<_> = session
             .outputs()
             .iter()
-            .filter(|o| {
-                matches!(
-                    o.dtype(),
-                    ValueType::Tensor { ty: TensorElementType::Float32 | TensorElementType::Float64, .. }
-                )
-            })
+            .filter(|o| matches!(o.dtype(), ValueType::Tensor { ty, .. } if is_f32(ty).is_some()))
             .collect();
         let outlet = match &self.output {
             Some(name) => session.outputs().iter().find(|o| o.name() == name).ok_or_else(|| {
@@ -269,16 +266,9 @@ impl ExplainSpec {
         let ValueType::Tensor { ty, shape, .. } = outlet.dtype() else {
             return Err(model_error(&self.model, format!("output '{}' is not a tensor", outlet.name())));
         };
-        let output_f32 = match ty {
-            TensorElementType::Float32 => true,
-            TensorElementType::Float64 => false,
-            other => {
-                return Err(model_error(
-                    &self.model,
-                    format!("output '{}' is {other}; explain attributes a float output", outlet.name()),
-                ));
-            }
-        };
+        let output_f32 = is_f32(ty).ok_or_else(|| {
+            model_error(&self.model, format!("output '{}' is {ty}; explain attributes a float output", outlet.name()))
+        })?;
         let output_width = match (shape.len(), shape.get(1).copied()) {
             (1, _) => 1,
             (2, Some(k)) if k >= 1 => k as usize,
@@ -353,12 +343,8 @@ pub struct ExplainParams {
 
 /// A row's hash: SplitMix64 over `seed` and its values' bits.
 fn row_hash(seed: u64, values: &[f64]) -> u64 {
-    let mix = |mut z: u64| {
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    values.iter().fold(mix(seed ^ 0x5EED), |h, v| mix(h ^ v.to_bits().wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+    use crate::splitmix::{GAMMA, mix};
+    values.iter().fold(mix(seed ^ 0x5EED), |h, v| mix(h ^ v.to_bits().wrapping_mul(GAMMA)))
 }
 
 /// The feature columns of a batch as `Float64`, read row by row into one reused buffer.

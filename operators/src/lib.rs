@@ -37,6 +37,7 @@ pub mod score;
 pub mod select;
 pub mod selector;
 pub mod shapley;
+pub mod splitmix;
 pub mod standardize;
 pub mod stats;
 pub mod step;

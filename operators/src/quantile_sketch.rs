@@ -215,12 +215,7 @@ impl QuantileSketch {
 
     /// One coin flip (0 or 1) from splitmix64.
     fn next_bit(&mut self) -> usize {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 63) as usize
+        (crate::splitmix::next(&mut self.rng) >> 63) as usize
     }
 
     /// Every retained item as `(key, weight)`, sorted by key.

@@ -20,6 +20,7 @@
 //! not depend on which worker explains it.
 
 use crate::OpError;
+use crate::splitmix;
 
 /// Evaluates the model output being explained on `rows` (row-major, `width` per row).
 pub trait Evaluate {
@@ -141,14 +142,8 @@ pub const MAX_EXACT_FEATURES: usize = 16;
 
 /// `pairs` random feature orders from `seed` (Fisher–Yates over SplitMix64).
 pub fn orders(width: usize, pairs: usize, seed: u64) -> Vec<Vec<usize>> {
-    let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut state = seed ^ splitmix::GAMMA;
+    let mut next = || splitmix::next(&mut state);
     (0..pairs)
         .map(|_| {
             let mut order: Vec<usize> = (0..width).collect();
