@@ -327,6 +327,11 @@ impl ParquetSource {
     }
 
     /// The source's files, in shard order.
+    /// Whether the files are read with `[source.decryption]`.
+    pub fn is_decrypted(&self) -> bool {
+        self.decryptor.is_some()
+    }
+
     pub fn files(&self) -> &[SourceFile] {
         &self.files
     }

@@ -21,6 +21,11 @@ pub(crate) enum Stage {
     Read,
     /// Taking source batches from the cache ([`crate::cache`]).
     ReadCached,
+    /// Reading source batches back from the local spill files ([`crate::cache`]).
+    ReadSpilled,
+    /// Keeping the batches read from the store for later passes: in memory, or written to
+    /// a local spill file.
+    Spill,
     /// Work of the step numbered `number`.
     Step { number: usize, op: &'static str, work: StepWork },
     /// Encoding the output and uploading it.
@@ -34,6 +39,11 @@ pub(crate) enum StepWork {
     Fold,
     /// Merging the partials and computing the parameters (worker 0).
     Finish,
+    /// Folding batches for a chain of fitted steps fitted in one pass, from this step to
+    /// step `last` ([`weir_operators::linear_chain`]).
+    FoldChain { last: usize, last_op: &'static str },
+    /// Merging and finishing such a chain (worker 0).
+    FinishChain { last: usize, last_op: &'static str },
     /// Encoding each row's key for a dedupe.
     Keys,
     /// The keyed reduction that picks each key's winner.
@@ -47,16 +57,23 @@ impl Stage {
         match self {
             Stage::Read => "read (fetch + decode)".to_string(),
             Stage::ReadCached => "read (from the cache)".to_string(),
+            Stage::ReadSpilled => "read (from local spill files)".to_string(),
+            Stage::Spill => "cache (keep in memory or spill to local disk)".to_string(),
             Stage::Write => "write (encode + upload)".to_string(),
             Stage::Step { number, op, work } => {
-                let work = match work {
-                    StepWork::Fold => "fit (fold partials)",
-                    StepWork::Finish => "fit (merge + finish, worker 0)",
-                    StepWork::Keys => "dedupe keys",
-                    StepWork::Reduce => "dedupe reduce",
-                    StepWork::Apply => "apply",
+                let step = |what: &str| format!("step {number} {op}: {what}");
+                let chain = |last: &usize, last_op: &str, what: &str| {
+                    format!("steps {number}-{last} {op} to {last_op}: fit in one pass ({what})")
                 };
-                format!("step {number} {op}: {work}")
+                match work {
+                    StepWork::Fold => step("fit (fold partials)"),
+                    StepWork::Finish => step("fit (merge + finish, worker 0)"),
+                    StepWork::Keys => step("dedupe keys"),
+                    StepWork::Reduce => step("dedupe reduce"),
+                    StepWork::Apply => step("apply"),
+                    StepWork::FoldChain { last, last_op } => chain(last, last_op, "fold partials"),
+                    StepWork::FinishChain { last, last_op } => chain(last, last_op, "merge + finish, worker 0"),
+                }
             }
         }
     }

@@ -2,8 +2,8 @@
 //! batch to a consumer (the Parquet sink, a fitted step's fold, or a dedupe's key feed).
 //! No data crosses workers here.
 //!
-//! Shards come from the store, or from the worker's cache of decoded batches when an
-//! earlier pass kept them ([`crate::cache`]).
+//! Shards come from the store, or from the worker's cache of decoded batches (in memory or
+//! spilled to local disk) when an earlier pass kept them ([`crate::cache`]).
 //!
 //! Pacing: batch `t` enters the dataflow at time `t`; before reading batch `t + 1` the
 //! worker steps until the probe on the consumer shows every batch before `t + 1 - K`
@@ -25,7 +25,7 @@ use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
 use crate::JobFailure;
-use crate::cache::CacheUse;
+use crate::cache::{CacheUse, CachedShard};
 use crate::chain::SourceBatch;
 use crate::context::ProcessContext;
 use crate::metrics::Stage;
@@ -48,7 +48,7 @@ pub(crate) fn record(slot: &RefCell<Option<JobFailure>>, context: &ProcessContex
 
 /// Where a shard's batches come from in this pass.
 enum ShardBatches {
-    Cached(std::vec::IntoIter<RecordBatch>),
+    Cached(CachedShard),
     Store(BoxStream<'static, Result<RecordBatch, weir_connectors::ConnectorError>>),
 }
 
@@ -138,7 +138,10 @@ pub(crate) fn run_pass(
         // Opening the shard's stream counts as reading its first batch.
         let mut started = Instant::now();
         let (mut batches, stage) = match cache.take(shard.index, usage) {
-            Some(cached) => (ShardBatches::Cached(cached.into_iter()), Stage::ReadCached),
+            Some(cached) => {
+                let stage = if cached.spilled() { Stage::ReadSpilled } else { Stage::ReadCached };
+                (ShardBatches::Cached(cached), stage)
+            }
             None => match plan.source.read_shard(shard, plan.batch_size) {
                 Ok(stream) => (ShardBatches::Store(stream), Stage::Read),
                 Err(error) => {
@@ -148,25 +151,27 @@ pub(crate) fn run_pass(
             },
         };
         let mut collector = match batches {
-            ShardBatches::Store(_) => cache.collector(usage),
+            ShardBatches::Store(_) => cache.collector(usage, shard.index),
             ShardBatches::Cached(_) => None,
         };
         loop {
             let next = match &mut batches {
-                ShardBatches::Cached(cached) => cached.next().map(Ok),
-                ShardBatches::Store(stream) => context.runtime.block_on(stream.next()),
+                ShardBatches::Cached(cached) => cached.next().map(|r| r.map_err(JobFailure::external)),
+                ShardBatches::Store(stream) => {
+                    context.runtime.block_on(stream.next()).map(|r| r.map_err(|e| JobFailure::from_connector(&e)))
+                }
             };
             let Some(next) = next else { break };
             state.metrics.add(stage, started.elapsed());
             let batch = match next {
                 Ok(batch) => batch,
                 Err(error) => {
-                    record(&failure, context, JobFailure::from_connector(&error));
+                    record(&failure, context, error);
                     break 'shards;
                 }
             };
             if let Some(collector) = collector.as_mut() {
-                collector.push(&batch);
+                state.metrics.time(Stage::Spill, || collector.push(cache, &batch));
             }
             rows_in += batch.num_rows() as u64;
             if progress {
@@ -186,7 +191,7 @@ pub(crate) fn run_pass(
             started = Instant::now();
         }
         if let Some(collector) = collector {
-            cache.keep(shard.index, collector);
+            state.metrics.time(Stage::Spill, || cache.keep(collector));
         }
         if progress {
             context.progress.shard_done();

@@ -72,8 +72,14 @@ pub struct EnginePlan {
     pub batch_size: usize,
     /// Batches a worker may have read but not yet written.
     pub max_batches_in_flight: u64,
-    /// Bytes of decoded source batches a process keeps between passes ([`crate::cache`]).
+    /// Bytes of decoded source batches a process keeps in memory between passes
+    /// ([`crate::cache`]).
     pub cache_bytes: u64,
+    /// Bytes of decoded source batches a process may spill to local disk between passes,
+    /// past `cache_bytes` (0: none); a source read with decryption never spills.
+    pub spill_bytes: u64,
+    /// Where the spill files go: each worker makes its own temporary directory in it.
+    pub spill_dir: std::path::PathBuf,
     /// The models of the job's `score` steps, for the manifest.
     pub models: Vec<weir_connectors::manifest::ModelInfo>,
     /// `score` steps pinned to fitted parameters (`fitted_sha256`): (the score step's

@@ -6,8 +6,11 @@
 //!   every worker then adds the fitted steps to its chain. A step may ask for more passes
 //!   over the same input first (an exact quantile's search): the leader then broadcasts the
 //!   partials of its next pass instead of its parameters. Consecutive fitted steps share a
-//!   pass when that is exactly equivalent: no step of the group reads a column an earlier
-//!   one writes, and only the group's last step may drop rows.
+//!   pass in two ways ([`fit_group`]): a chain whose statistics compose (`impute →
+//!   standardize | minmax → pca`, [`weir_operators::linear_chain`]) is fitted as one step
+//!   from the statistics of its input; otherwise steps share a pass when that is exactly
+//!   equivalent: no step of the group reads a column an earlier one writes, and only the
+//!   group's last step may drop rows.
 //! - A *dedupe stage* feeds every row's key and rank, located by `(shard, position)`, into
 //!   the keyed differential-dataflow reduction ([`crate::dedupe`]); the winners come back to
 //!   the worker that owns their shard, and the chain gains a filter that keeps them.
@@ -26,6 +29,7 @@ use timely::worker::Worker;
 use weir_operators::OpError;
 use weir_operators::fit::{FitStep, Partial};
 use weir_operators::fitted_file::FittedStep;
+use weir_operators::linear_chain;
 
 use crate::JobFailure;
 use crate::chain::{KeptRows, RowCursor, step_failure};
@@ -33,7 +37,7 @@ use crate::context::ProcessContext;
 use crate::dedupe::{DedupeRecord, KeyedDedupe};
 use crate::metrics::{Stage, StepWork, WorkerMetrics};
 use crate::pass::{PassKind, run_pass};
-use crate::plan::{EnginePlan, SharedPlan, StepKind};
+use crate::plan::{EnginePlan, PlannedStep, SharedPlan, StepKind};
 use crate::rounds::leader_round;
 use crate::state::WorkerState;
 
@@ -44,8 +48,52 @@ fn fitter(plan: &EnginePlan, index: usize) -> Option<&dyn FitStep> {
     }
 }
 
-/// The fitted steps that can share one pass, starting with the fitted step at `start`.
-pub(crate) fn fit_group(plan: &EnginePlan, start: usize) -> Range<usize> {
+/// The fitted steps one fit stage fits.
+#[derive(Debug, Clone)]
+pub(crate) struct FitGroup {
+    /// The plan's steps, all fitted.
+    pub steps: Range<usize>,
+    /// One fit that covers all of `steps` from their input's statistics; `None` when each
+    /// step folds its own partial.
+    chain: Option<Arc<dyn FitStep>>,
+}
+
+impl FitGroup {
+    /// The fits the stage folds, each with the plan index of the (first) step it covers.
+    fn fits<'a>(&'a self, plan: &'a EnginePlan) -> Vec<(usize, &'a dyn FitStep)> {
+        match &self.chain {
+            Some(chain) => vec![(self.steps.start, chain.as_ref())],
+            None => self.steps.clone().filter_map(|i| fitter(plan, i).map(|f| (i, f))).collect(),
+        }
+    }
+
+    /// The clock of `work` (fold or finish) of the fit covering plan step `index`.
+    fn stage(&self, plan: &EnginePlan, index: usize, finish: bool) -> Stage {
+        let step = &plan.steps[index];
+        let work = match (&self.chain, finish) {
+            (Some(_), fold_or_finish) => {
+                let last = &plan.steps[self.steps.end - 1];
+                let (last, last_op) = (last.number, last.op);
+                if fold_or_finish {
+                    StepWork::FinishChain { last, last_op }
+                } else {
+                    StepWork::FoldChain { last, last_op }
+                }
+            }
+            (None, true) => StepWork::Finish,
+            (None, false) => StepWork::Fold,
+        };
+        Stage::Step { number: step.number, op: step.op, work }
+    }
+}
+
+/// The fitted steps that one fit stage fits, starting with the fitted step at `start`: the
+/// longest chain that composes, or else the steps that can share one pass.
+pub(crate) fn fit_group(plan: &EnginePlan, start: usize) -> FitGroup {
+    let run: Vec<&dyn FitStep> = (start..plan.steps.len()).map_while(|i| fitter(plan, i)).collect();
+    if let Some((covered, chain)) = linear_chain::compose(&run) {
+        return FitGroup { steps: start..start + covered, chain: Some(Arc::from(chain)) };
+    }
     let mut rewritten: HashSet<String> = HashSet::new();
     let mut end = start;
     while let Some(fit) = plan.steps.get(end).and_then(|_| fitter(plan, end)) {
@@ -59,12 +107,19 @@ pub(crate) fn fit_group(plan: &EnginePlan, start: usize) -> Range<usize> {
             break;
         }
     }
-    start..end
+    FitGroup { steps: start..end, chain: None }
+}
+
+/// The step an error of the fit covering plan step `index` belongs to (a chain's member),
+/// and the error itself.
+fn failing_step<'a>(plan: &'a EnginePlan, index: usize, error: &'a OpError) -> (&'a PlannedStep, &'a OpError) {
+    let (member, inner) = error.chain_member();
+    (&plan.steps[(index + member).min(plan.steps.len() - 1)], inner)
 }
 
 /// A fitted step's failure outside any one batch (merging or finishing).
 fn fit_failure(plan: &EnginePlan, index: usize, error: &OpError) -> JobFailure {
-    let step = &plan.steps[index];
+    let (step, error) = failing_step(plan, index, error);
     let message = format!("step {} ({}): {error}", step.number, step.op);
     if error.is_user_error() { JobFailure::user(message) } else { JobFailure::internal(message) }
 }
@@ -73,7 +128,7 @@ fn fit_failure(plan: &EnginePlan, index: usize, error: &OpError) -> JobFailure {
 type EncodedPartial = Vec<u8>;
 
 /// The outcome of one pass of a fit stage, broadcast by the leader: the parameters of the
-/// steps fitted by now (JSON), and the encoded partials of those that need another pass (an
+/// fits finished by now (JSON), and the encoded partials of those that need another pass (an
 /// exact quantile's search).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct FitRound {
@@ -81,26 +136,28 @@ struct FitRound {
     next: Vec<Option<EncodedPartial>>,
 }
 
-/// Applies `convert` to the item of each fitted step of `group` that has one (encoding
-/// partials for a leader round, decoding them after).
+/// Applies `convert` to the item of each fit of `group` that has one (encoding partials for
+/// a leader round, decoding them after).
 fn per_fit<A, B>(
     plan: &EnginePlan,
-    group: Range<usize>,
+    group: &FitGroup,
     items: Vec<Option<A>>,
     convert: impl Fn(&dyn FitStep, A) -> Result<B, OpError>,
 ) -> Result<Vec<Option<B>>, JobFailure> {
     group
+        .fits(plan)
+        .into_iter()
         .zip(items)
-        .map(|(index, item)| match (fitter(plan, index), item) {
-            (Some(fit), Some(item)) => convert(fit, item).map(Some).map_err(|e| fit_failure(plan, index, &e)),
-            _ => Ok(None),
+        .map(|((index, fit), item)| match item {
+            Some(item) => convert(fit, item).map(Some).map_err(|e| fit_failure(plan, index, &e)),
+            None => Ok(None),
         })
         .collect()
 }
 
 fn encode_all(
     plan: &EnginePlan,
-    group: Range<usize>,
+    group: &FitGroup,
     partials: Vec<Option<Partial>>,
 ) -> Result<Vec<Option<EncodedPartial>>, JobFailure> {
     per_fit(plan, group, partials, |fit, partial| fit.encode(&partial))
@@ -108,7 +165,7 @@ fn encode_all(
 
 fn decode_all(
     plan: &EnginePlan,
-    group: Range<usize>,
+    group: &FitGroup,
     encoded: Vec<Option<EncodedPartial>>,
 ) -> Result<Vec<Option<Partial>>, JobFailure> {
     per_fit(plan, group, encoded, |fit, bytes| fit.decode(&bytes))
@@ -123,38 +180,36 @@ pub(crate) fn fit_stage(
     plan: &SharedPlan,
     context: &ProcessContext,
     state: &Rc<WorkerState>,
-    group: Range<usize>,
+    group: FitGroup,
 ) -> Result<Vec<FittedStep>, JobFailure> {
-    let mut next: Vec<Option<Partial>> = group.clone().map(|i| fitter(plan, i).map(|f| f.new_partial())).collect();
-    let mut params: Vec<Option<String>> = vec![None; group.len()];
+    let mut next: Vec<Option<Partial>> = group.fits(plan).iter().map(|(_, f)| Some(f.new_partial())).collect();
+    let mut params: Vec<Option<String>> = vec![None; next.len()];
     while next.iter().any(Option::is_some) {
         let partials: Rc<RefCell<Vec<Option<Partial>>>> = Rc::new(RefCell::new(std::mem::take(&mut next)));
         let consumer = {
             let (plan, partials, group, state) = (plan.clone(), partials.clone(), group.clone(), state.clone());
             Box::new(move |item: crate::chain::SourceBatch| {
                 let mut partials = partials.borrow_mut();
-                for (index, partial) in group.clone().zip(partials.iter_mut()) {
-                    let (Some(fit), Some(partial), step) = (fitter(&plan, index), partial.as_mut(), &plan.steps[index])
-                    else {
-                        continue;
-                    };
-                    let stage = Stage::Step { number: step.number, op: step.op, work: StepWork::Fold };
-                    state
-                        .metrics
-                        .time(stage, || fit.fold(partial, &item.batch))
-                        .map_err(|e| step_failure(&plan, step.number, step.op, item.shard, &e))?;
+                for ((index, fit), partial) in group.fits(&plan).into_iter().zip(partials.iter_mut()) {
+                    let Some(partial) = partial.as_mut() else { continue };
+                    state.metrics.time(group.stage(&plan, index, false), || fit.fold(partial, &item.batch)).map_err(
+                        |e| {
+                            let (step, error) = failing_step(&plan, index, &e);
+                            step_failure(&plan, step.number, step.op, item.shard, error)
+                        },
+                    )?;
                 }
                 Ok(())
             })
         };
         let outcome = run_pass(worker, plan, context, state.clone(), consumer, PassKind::Stage);
-        let contribution = outcome.and_then(|_| encode_all(plan, group.clone(), partials.take()));
+        let contribution = outcome.and_then(|_| encode_all(plan, &group, partials.take()));
         let (leader_plan, leader_group, leader_state) = (plan.clone(), group.clone(), state.clone());
         let round: Result<FitRound, JobFailure> = leader_round(
             worker,
             contribution,
             move |contributions: Vec<Result<Vec<Option<EncodedPartial>>, JobFailure>>| {
-                finish_fits(&leader_plan, leader_group, contributions, &leader_state.metrics)
+                finish_fits(&leader_plan, &leader_group, contributions, &leader_state.metrics)
             },
         )?;
         let round = round?;
@@ -163,14 +218,33 @@ pub(crate) fn fit_stage(
                 *slot = fitted;
             }
         }
-        next = decode_all(plan, group.clone(), round.next)?;
+        next = decode_all(plan, &group, round.next)?;
     }
 
-    let mut entries = Vec::new();
-    for (index, json) in group.zip(params) {
-        let (Some(fit), Some(json), step) = (fitter(plan, index), json, &plan.steps[index]) else { continue };
+    // What each step of the group was fitted to: its own parameters, or its share of a
+    // chain's (one entry per member, in step order).
+    let mut fitted: Vec<(usize, serde_json::Value)> = Vec::new();
+    for ((index, _), json) in group.fits(plan).into_iter().zip(params) {
+        let Some(json) = json else { continue };
+        let step = &plan.steps[index];
         let value: serde_json::Value = serde_json::from_str(&json)
             .map_err(|e| JobFailure::internal(format!("step {}: fitted parameters do not parse: {e}", step.number)))?;
+        match (&group.chain, value) {
+            (Some(_), serde_json::Value::Array(members)) if members.len() == group.steps.len() => {
+                fitted.extend(group.steps.clone().zip(members));
+            }
+            (Some(_), _) => {
+                return Err(JobFailure::internal(format!(
+                    "step {}: a chain's parameters do not cover its steps",
+                    step.number
+                )));
+            }
+            (None, value) => fitted.push((index, value)),
+        }
+    }
+    let mut entries = Vec::new();
+    for (index, value) in fitted {
+        let (Some(fit), step) = (fitter(plan, index), &plan.steps[index]) else { continue };
         let mapped = fit.with_params(&value).map_err(|e| fit_failure(plan, index, &e))?;
         state.chain.push_map(step.number, step.op, Arc::from(mapped));
         entries.push(FittedStep {
@@ -185,33 +259,28 @@ pub(crate) fn fit_stage(
     Ok(entries)
 }
 
-/// The leader's side of a fit pass: merge every worker's partials, then for each step
+/// The leader's side of a fit pass: merge every worker's partials, then for each fit
 /// either finish them into parameters or hand out the partials of its next pass.
 fn finish_fits(
     plan: &EnginePlan,
-    group: Range<usize>,
+    group: &FitGroup,
     contributions: Vec<Result<Vec<Option<EncodedPartial>>, JobFailure>>,
     metrics: &WorkerMetrics,
 ) -> Result<FitRound, JobFailure> {
-    let finish_stage = |index: usize| {
-        let step = &plan.steps[index];
-        Stage::Step { number: step.number, op: step.op, work: StepWork::Finish }
-    };
     if let Some(failure) = JobFailure::first_cause(contributions.iter().filter_map(|c| c.as_ref().err())) {
         return Err(failure);
     }
+    let fits = group.fits(plan);
     let mut merged: Option<Vec<Option<Partial>>> = None;
     for encoded in contributions.into_iter().flatten() {
-        let partials = decode_all(plan, group.clone(), encoded)?;
+        let partials = decode_all(plan, group, encoded)?;
         match merged.as_mut() {
             None => merged = Some(partials),
             Some(merged) => {
-                for ((index, into), other) in group.clone().zip(merged.iter_mut()).zip(partials) {
-                    let (Some(fit), Some(into), Some(other)) = (fitter(plan, index), into.as_mut(), other) else {
-                        continue;
-                    };
+                for ((&(index, fit), into), other) in fits.iter().zip(merged.iter_mut()).zip(partials) {
+                    let (Some(into), Some(other)) = (into.as_mut(), other) else { continue };
                     metrics
-                        .time(finish_stage(index), || fit.merge(into, other))
+                        .time(group.stage(plan, index, true), || fit.merge(into, other))
                         .map_err(|e| fit_failure(plan, index, &e))?;
                 }
             }
@@ -219,25 +288,21 @@ fn finish_fits(
     }
     let merged = merged.ok_or_else(|| JobFailure::internal("a fit stage gathered no partials"))?;
     let mut round = FitRound { params: Vec::new(), next: Vec::new() };
-    for (index, partial) in group.zip(merged) {
+    for ((index, fit), partial) in fits.into_iter().zip(merged) {
         let Some(mut partial) = partial else {
             round.params.push(None);
             round.next.push(None);
             continue;
         };
-        let fit = fitter(plan, index).ok_or_else(|| JobFailure::internal("a fit group holds a non-fitted step"))?;
-        let next = metrics
-            .time(finish_stage(index), || fit.next_pass(&mut partial))
-            .map_err(|e| fit_failure(plan, index, &e))?;
+        let stage = group.stage(plan, index, true);
+        let next = metrics.time(stage, || fit.next_pass(&mut partial)).map_err(|e| fit_failure(plan, index, &e))?;
         match next {
             Some(next) => {
                 round.params.push(None);
                 round.next.push(Some(fit.encode(&next).map_err(|e| fit_failure(plan, index, &e))?));
             }
             None => {
-                let params = metrics
-                    .time(finish_stage(index), || fit.finish(partial))
-                    .map_err(|e| fit_failure(plan, index, &e))?;
+                let params = metrics.time(stage, || fit.finish(partial)).map_err(|e| fit_failure(plan, index, &e))?;
                 round.params.push(Some(params.to_string()));
                 round.next.push(None);
             }

@@ -21,7 +21,7 @@ use weir_connectors::parquet_sink::{PartFile, PartWriter};
 use weir_operators::fitted_file::{FITTED_FORMAT_VERSION, FittedFile, FittedStep, params_sha256};
 
 use crate::JobFailure;
-use crate::cache::SourceCache;
+use crate::cache::{SourceCache, SpillOptions};
 use crate::context::{ProcessContext, RunSummary};
 use crate::metrics::{Stage, sum_reports};
 use crate::pass::{PassKind, run_pass};
@@ -111,7 +111,11 @@ fn prepare_run_and_commit(
     };
     prepared??;
 
-    let state = WorkerState::new(SourceCache::new(plan.cache_bytes / cluster.workers_per_process.max(1) as u64));
+    let workers = cluster.workers_per_process.max(1) as u64;
+    // Decrypted plaintext stays in memory or in the store, never on local disk.
+    let spill = (!plan.source.is_decrypted())
+        .then(|| SpillOptions { parent: plan.spill_dir.clone(), budget_bytes: plan.spill_bytes / workers });
+    let state = WorkerState::new(SourceCache::new(plan.cache_bytes / workers, spill));
     let fitted = build_chain(worker, plan, context, &state)?;
     // Every worker has the same fitted parameters, so all stop here alike on a bad pin.
     check_pins(plan, &fitted)?;
@@ -153,7 +157,7 @@ fn build_chain(
             }
             StepKind::Fit(_) => {
                 let group = fit_group(plan, index);
-                index = group.end;
+                index = group.steps.end;
                 fitted.extend(fit_stage(worker, plan, context, state, group)?);
             }
             StepKind::Dedupe(_) => {

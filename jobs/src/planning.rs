@@ -26,7 +26,8 @@ use weir_operators::{BindContext, Bound, OpError, StepSpec, bind_steps};
 
 use crate::JobError;
 use crate::spec::{
-    DEFAULT_BATCH_SIZE, DEFAULT_CACHE_MB, DEFAULT_MAX_SHARD_ROWS, DEFAULT_ROW_GROUP_ROWS, JobSpec, OnChanged,
+    DEFAULT_BATCH_SIZE, DEFAULT_CACHE_MB, DEFAULT_MAX_SHARD_ROWS, DEFAULT_ROW_GROUP_ROWS, DEFAULT_SPILL_MB, JobSpec,
+    OnChanged,
 };
 use crate::vars::Variables;
 
@@ -220,6 +221,8 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
         batch_size: spec.source.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
         max_batches_in_flight: MAX_BATCHES_IN_FLIGHT,
         cache_bytes: spec.source.cache_mb.unwrap_or(DEFAULT_CACHE_MB).saturating_mul(1 << 20),
+        spill_bytes: spec.source.spill_mb.unwrap_or(DEFAULT_SPILL_MB).saturating_mul(1 << 20),
+        spill_dir: spec.source.spill_dir.clone().unwrap_or_else(std::env::temp_dir),
         models,
         incremental_base,
         pins,

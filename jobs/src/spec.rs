@@ -20,6 +20,11 @@ pub const DEFAULT_BATCH_SIZE: usize = 8192;
 pub const DEFAULT_MAX_SHARD_ROWS: u64 = 1 << 20;
 /// Default bytes of decoded source batches a process keeps between passes, in MiB.
 pub const DEFAULT_CACHE_MB: u64 = 1024;
+
+/// Default MiB of decoded batches each process may spill to local disk between passes, past
+/// the in-memory cache: enough for a few hundred million rows of numeric features, bounded
+/// so a run cannot fill a shared disk.
+pub const DEFAULT_SPILL_MB: u64 = 32 * 1024;
 /// Default rows per row group of the part files.
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
 
@@ -92,6 +97,17 @@ pub struct SourceSpec {
     /// cache off (default 1024).
     #[serde(default)]
     pub cache_mb: Option<u64>,
+    /// MiB of decoded batches each process may write to local disk (uncompressed Arrow IPC)
+    /// for the passes after the first, once `cache_mb` is full, so the source is decoded
+    /// once; 0 turns spilling off (default 32768). A source read with `[source.decryption]`
+    /// never spills.
+    #[serde(default)]
+    pub spill_mb: Option<u64>,
+    /// The directory spill files go in (each worker makes its own temporary directory there
+    /// and removes it at the end of the run); default: the system's temporary directory
+    /// (`TMPDIR`).
+    #[serde(default)]
+    pub spill_dir: Option<std::path::PathBuf>,
     /// `hive` (default): `key=value` folders below the source's root are typed columns,
     /// after the files' own; `none`: they are not.
     #[serde(default)]

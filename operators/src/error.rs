@@ -40,13 +40,30 @@ pub enum OpError {
     /// A broken invariant inside Weir (never the user's input).
     #[error("internal error: {0}")]
     Internal(String),
+
+    /// The error of one step of a chain fitted in one pass ([`crate::linear_chain`]);
+    /// `member` counts the chain's steps from 0, so the engine can name the step.
+    #[error("{error}")]
+    InChain { member: usize, error: Box<OpError> },
 }
 
 impl OpError {
     /// True when the cause is the job's spec or its input data (exit code 2), false when
     /// it is a fault of Weir itself.
     pub fn is_user_error(&self) -> bool {
-        !matches!(self, OpError::Arrow(_) | OpError::Internal(_))
+        match self {
+            OpError::InChain { error, .. } => error.is_user_error(),
+            other => !matches!(other, OpError::Arrow(_) | OpError::Internal(_)),
+        }
+    }
+
+    /// Which step of a chain fitted in one pass failed (0 for any other error), and the
+    /// error itself.
+    pub fn chain_member(&self) -> (usize, &OpError) {
+        match self {
+            OpError::InChain { member, error } => (*member, error),
+            other => (0, other),
+        }
     }
 
     /// Builds a [`OpError::FilterExpr`] with a caret under the 0-based character `position`.

@@ -105,6 +105,8 @@ impl std::fmt::Debug for Partial {
 /// A fitted step as the engine drives it: [`Fit`] with its types erased.
 pub trait FitStep: Send + Sync + std::fmt::Debug {
     fn shape(&self) -> &FitShape;
+    /// The typed fit behind the adapter, for [`crate::linear_chain`] to recognise.
+    fn as_any(&self) -> &dyn Any;
     fn new_partial(&self) -> Partial;
     fn fold(&self, partial: &mut Partial, batch: &RecordBatch) -> Result<(), OpError>;
     fn merge(&self, into: &mut Partial, other: Partial) -> Result<(), OpError>;
@@ -148,6 +150,10 @@ fn foreign_partial() -> OpError {
 impl<F: Fit> FitStep for Erased<F> {
     fn shape(&self) -> &FitShape {
         &self.shape
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        &self.fit
     }
 
     fn new_partial(&self) -> Partial {

@@ -137,6 +137,16 @@ pub enum FloatTransform {
 }
 
 impl FloatTransform {
+    /// `(slope, intercept)` of an affine transform (`slope · x + intercept`), `None` for a
+    /// clamp. For fits composed through it ([`crate::linear_chain`]).
+    pub fn affine(self) -> Option<(f64, f64)> {
+        match self {
+            FloatTransform::Standardize { mean, scale } => Some((1.0 / scale, -mean / scale)),
+            FloatTransform::Linear { scale, offset } => Some((scale, offset)),
+            FloatTransform::Clamp { .. } => None,
+        }
+    }
+
     fn apply(self, column: &Float64Array) -> Float64Array {
         match self {
             FloatTransform::Standardize { mean, scale } => column.unary(|x| (x - mean) / scale),

@@ -184,7 +184,7 @@ fn constant_json(value: &ConstantValue) -> serde_json::Value {
 }
 
 /// An `impute` step bound to its input, before its fill values are fitted.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ImputeFit {
     strategy: ImputeStrategy,
     columns: Vec<String>,
@@ -216,7 +216,33 @@ pub struct ColumnFill {
     exact: Option<bool>,
 }
 
+impl ColumnFill {
+    /// The fill value as a number, for a numeric column.
+    pub(crate) fn number(&self) -> Option<f64> {
+        self.value.as_f64()
+    }
+}
+
 impl ImputeFit {
+    pub(crate) fn column_names(&self) -> &[String] {
+        &self.columns
+    }
+
+    /// Whether the fill of every column is one `f64` found in a single pass over `Float64`
+    /// or integer columns (mean, median from the sketch, a numeric most frequent value),
+    /// written without rounding: what [`crate::linear_chain`] can compose through.
+    pub(crate) fn fills_with_one_exact_number(&self) -> bool {
+        let one_pass = match self.strategy {
+            ImputeStrategy::Mean | ImputeStrategy::MostFrequent => true,
+            ImputeStrategy::Median => !self.exact,
+            ImputeStrategy::Constant => false,
+        };
+        let exact_types = self.input_types.iter().zip(&self.output_types).all(|(from, to)| {
+            (from == &DataType::Float64 || from.is_integer()) && (to == &DataType::Float64 || to.is_integer())
+        });
+        one_pass && exact_types
+    }
+
     fn imputed(&self, fills: Vec<ArrayRef>) -> Imputed {
         Imputed {
             output: self.output.clone(),

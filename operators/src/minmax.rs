@@ -53,10 +53,29 @@ impl MinMaxSpec {
 }
 
 /// A `minmax` step bound to its input, before its ranges are fitted.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct MinMaxFit {
     columns: NumericColumns,
     range: [f64; 2],
+}
+
+impl MinMaxFit {
+    pub(crate) fn columns(&self) -> &NumericColumns {
+        &self.columns
+    }
+
+    /// One transform per column, in the step's column order; parameters fitted for another
+    /// target range are an error.
+    pub(crate) fn transforms(&self, params: &MinMaxParams) -> Result<Vec<FloatTransform>, OpError> {
+        if params.range != self.range {
+            return Err(OpError::InvalidSpec(format!(
+                "the fitted parameters are for range {:?}, this step asks for {:?}",
+                params.range, self.range
+            )));
+        }
+        let ranges = params.columns.ordered(&self.columns.names)?;
+        Ok(ranges.iter().map(|r| FloatTransform::Linear { scale: r.scale, offset: r.offset }).collect())
+    }
 }
 
 /// The fitted parameters, as saved in `fitted.json`.
@@ -117,16 +136,7 @@ impl Fit for MinMaxFit {
     }
 
     fn with_params(&self, params: MinMaxParams) -> Result<Box<dyn BoundStep>, OpError> {
-        if params.range != self.range {
-            return Err(OpError::InvalidSpec(format!(
-                "the fitted parameters are for range {:?}, this step asks for {:?}",
-                params.range, self.range
-            )));
-        }
-        let ranges = params.columns.ordered(&self.columns.names)?;
-        Ok(self
-            .columns
-            .map(ranges.iter().map(|r| FloatTransform::Linear { scale: r.scale, offset: r.offset }).collect()))
+        Ok(self.columns.map(self.transforms(&params)?))
     }
 }
 

@@ -208,6 +208,10 @@ impl PcaSpec {
         let mut fields: Vec<Field> = kept.iter().map(|&i| input.field(i).as_ref().clone()).collect();
         fields.extend(output_names.iter().map(|name| Field::new(name, data_type.clone(), nullable)));
         Ok(PcaFit {
+            exact_inputs: indices.iter().all(|&i| {
+                let data_type = input.field(i).data_type();
+                data_type == &DataType::Float64 || data_type.is_integer()
+            }),
             names: names(input, &indices),
             indices,
             kept,
@@ -233,6 +237,8 @@ impl PcaSpec {
 /// A `pca` step bound to its input, before its components are fitted.
 #[derive(Debug, Clone)]
 pub struct PcaFit {
+    /// Whether every input column is `Float64` or an integer (read as `f64` exactly).
+    exact_inputs: bool,
     names: Vec<String>,
     indices: Vec<usize>,
     /// The input columns that pass through, in order.
@@ -268,7 +274,7 @@ pub struct PcaParams {
 }
 
 /// The missing-value error of column `name`.
-fn missing(name: &str, what: &str) -> OpError {
+pub(crate) fn missing(name: &str, what: &str) -> OpError {
     OpError::InvalidSpec(format!(
         "column '{name}' holds a {what}; pca needs every input value (impute it first, or set on_null = \"skip\" \
          to drop such rows)"
@@ -314,15 +320,30 @@ fn read_inputs(
     }
     for (column, name) in columns.iter().zip(names) {
         if column.values().iter().any(|v| v.is_infinite()) {
-            return Err(OpError::InvalidSpec(format!(
-                "column '{name}' holds an infinite value, so pca cannot use it (filter or clip it first)"
-            )));
+            return Err(PcaFit::infinite(name));
         }
     }
     Ok((columns, mask))
 }
 
 impl PcaFit {
+    pub(crate) fn column_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Whether the fit is over every row, on inputs read as `f64` without rounding: what
+    /// [`crate::linear_chain`] can compose into.
+    pub(crate) fn composable(&self) -> bool {
+        self.exact_inputs && self.on_null == OnNull::Error
+    }
+
+    /// The error for an infinite value in column `name`.
+    pub(crate) fn infinite(name: &str) -> OpError {
+        OpError::InvalidSpec(format!(
+            "column '{name}' holds an infinite value, so pca cannot use it (filter or clip it first)"
+        ))
+    }
+
     fn check_params(&self, params: &PcaParams) -> Result<(), OpError> {
         let d = self.names.len();
         if params.columns != self.names {

@@ -41,9 +41,21 @@ impl StandardizeSpec {
 }
 
 /// A `standardize` step bound to its input, before its moments are fitted.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct StandardizeFit {
     columns: NumericColumns,
+}
+
+impl StandardizeFit {
+    pub(crate) fn columns(&self) -> &NumericColumns {
+        &self.columns
+    }
+
+    /// One transform per column, in the step's column order.
+    pub(crate) fn transforms(&self, params: &PerColumn<ColumnScale>) -> Result<Vec<FloatTransform>, OpError> {
+        let scales = params.ordered(&self.columns.names)?;
+        Ok(scales.iter().map(|s| FloatTransform::Standardize { mean: s.mean, scale: s.scale }).collect())
+    }
 }
 
 /// One column's fitted parameters, as saved in `fitted.json`.
@@ -100,10 +112,7 @@ impl Fit for StandardizeFit {
     }
 
     fn with_params(&self, params: PerColumn<ColumnScale>) -> Result<Box<dyn BoundStep>, OpError> {
-        let scales = params.ordered(&self.columns.names)?;
-        Ok(self
-            .columns
-            .map(scales.iter().map(|s| FloatTransform::Standardize { mean: s.mean, scale: s.scale }).collect()))
+        Ok(self.columns.map(self.transforms(&params)?))
     }
 }
 

@@ -1,6 +1,7 @@
 """The source cache and the per-stage metrics.
 
-A job with a dedupe and three fitted steps reads its source five times; with the cache on
+A job with a dedupe and three fitted steps reads its source three times (the dedupe's pass,
+one pass that fits impute → standardize → pca together, the final pass); with the cache on
 (the default), partly on (a budget smaller than the data) or off (`cache_mb = 0`) it must
 write exactly the same rows and values, which pandas and scikit-learn check for the cleaned
 features. The `--json` summary and the manifest report where the time went: the stages
@@ -83,8 +84,8 @@ def test_cache_on_partly_and_off_write_the_same_output(weir, tmp_path, source, s
         out, proc = run(weir, tmp_path, src, shape, cache_mb, "--json")
         summary = json.loads(proc.stdout)
         manifest = json.loads((out / "_weir" / "manifest.json").read_text())
-        # dedupe, impute, standardize, pca, then the final pass.
-        assert summary["passes"] == manifest["passes"] == 5
+        # dedupe; impute, standardize and pca fitted in one pass; then the final pass.
+        assert summary["passes"] == manifest["passes"] == 3
         labels = [s["stage"] for s in manifest["stages"]]
         assert labels == [s["stage"] for s in summary["stages"]]
         assert ("read (from the cache)" in labels) == (cache_mb != 0), labels
@@ -116,10 +117,10 @@ def test_metrics_report_every_stage_within_the_run_time(weir, tmp_path, source):
         "read (from the cache)",
         "step 1 dedupe: dedupe keys",
         "step 1 dedupe: dedupe reduce",
-        "step 2 impute: fit (fold partials)",
-        "step 2 impute: fit (merge + finish, worker 0)",
+        "steps 2-4 impute to pca: fit in one pass (fold partials)",
+        "steps 2-4 impute to pca: fit in one pass (merge + finish, worker 0)",
+        "step 2 impute: apply",
         "step 3 standardize: apply",
-        "step 4 pca: fit (fold partials)",
         "step 4 pca: apply",
         "write (encode + upload)",
     ]:
@@ -134,6 +135,6 @@ def test_metrics_report_every_stage_within_the_run_time(weir, tmp_path, source):
     assert 0 < total <= 2 * summary["seconds"] + 0.05, (total, summary["seconds"])
 
     _, proc = run(weir, tmp_path, src, ["-w", "2"], 0, "--metrics")
-    assert "5 pass(es) over the source" in proc.stderr
+    assert "3 pass(es) over the source" in proc.stderr
     assert "read (fetch + decode)" in proc.stderr and "read (from the cache)" not in proc.stderr
     assert "step 4 pca: apply" in proc.stderr

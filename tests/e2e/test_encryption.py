@@ -167,6 +167,8 @@ def toml_value(value) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return json.dumps(value)
+    if isinstance(value, int):
+        return str(value)
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
@@ -572,6 +574,33 @@ def test_weir_reads_what_pyarrow_encrypted(weir, tmp_path, double_wrapping, plai
     assert not manifest(out).get("encryption"), "an output without [sink.encryption] is plain"
     for path in part_files(out):
         assert path.read_bytes()[-4:] == b"PAR1"
+
+
+def test_a_decrypted_source_is_never_spilled_to_local_disk(weir, tmp_path):
+    """A job that reads an encrypted source twice (a fitted step) with no in-memory cache
+    decodes it from the store in both passes: its plaintext never goes to local spill files
+    (no spill directory is made), and the fit is still right (pandas' mean and std)."""
+    table = make_table()
+    keys = new_keys("footer", "pii")
+    src = tmp_path / "src"
+    write_source(table, src, encryption=lambda: encryption_properties(keys))
+    spill = tmp_path / "spill"
+    out = tmp_path / "out"
+    text = (
+        'name = "no-spill"\n'
+        + toml_table("source", {"uri": str(src), "cache_mb": 0, "spill_dir": str(spill)})
+        + toml_table("source.decryption", {})
+        + '[[step]]\nop = "standardize"\ncolumns = ["amount"]\n'
+        + toml_table("sink", {"uri": str(out)})
+    )
+    proc = run_job(weir, tmp_path, "no-spill", text, weir_env(keys), "--json", check=0)
+    labels = {s["stage"]: s for s in json.loads(proc.stdout)["stages"]}
+    assert "read (from local spill files)" not in labels and "read (from the cache)" not in labels, list(labels)
+    assert not spill.exists(), "a spill directory was made for a decrypted source"
+    amount = table.column("amount").to_pandas()
+    got = read_output(out).sort_by("id").column("amount").to_pandas()
+    expected = ((amount - amount.mean()) / amount.std(ddof=0)).to_numpy()
+    np.testing.assert_allclose(got.to_numpy(), expected, rtol=1e-9, atol=1e-12)
 
 
 def test_keys_from_a_key_dir_and_the_environment_wins(weir, tmp_path):

@@ -1,0 +1,337 @@
+//! [`MaskedCoMoments`]: the cross-products of columns that may have missing values, kept so
+//! that the co-moments of the columns *after* their missing values are filled with
+//! constants (any constants, chosen after the pass) follow exactly. It is what lets
+//! `impute → standardize → pca` be fitted from one pass over the data
+//! ([`crate::linear_chain`]).
+//!
+//! With `P` the presence mask of a batch (1 where a value is present, 0 where it is null or
+//! NaN) and `X` its values centred on a shift `K` (`x − K` where present, 0 where missing),
+//! a batch keeps
+//!
+//! - `G = XᵀX` (one GEMM, as [`crate::co_moments::CoMoments`] does),
+//! - `H = XᵀP` (`H[j, k]` sums column `j` over the rows where `k` is present: its diagonal
+//!   is the column's sum, and the rest is that sum minus column `j` over the rows where `k`
+//!   is missing, a sparse correction),
+//! - `Q = PᵀP` (rows where both columns are present: popcounts of the validity bitmaps),
+//! - the row count and each column's present count.
+//!
+//! Filling column `j`'s missing values with `c_j` makes it `y_j = p_j x_j + (1 − p_j) d_j`
+//! around the shift, with `d_j = c_j − K_j`, so
+//!
+//! `Σ y_j y_k = G_jk + d_k (H_jj − H_jk) + d_j (H_kk − H_kj) + d_j d_k (n − n_j − n_k + Q_jk)`
+//!
+//! and `Σ y_j = H_jj + (n − n_j) d_j`: the co-moments of the filled data, for fills known
+//! only once the pass is over. Each batch is centred on its own present means, so no sum is
+//! large; batches and workers merge by moving to a common shift (`x − K' = (x − K) + p δ`,
+//! `δ = K − K'`: `G' = G + δ_k H_jk + δ_j H_kj + δ_j δ_k Q_jk`, `H' = H + δ_j Q_jk`), exact
+//! algebra on small numbers.
+
+use arrow::array::{Array, Float64Array};
+use faer::linalg::matmul::triangular::BlockStructure;
+use faer::{Accum, MatMut, MatRef, Par};
+use serde::{Deserialize, Serialize};
+
+use crate::OpError;
+use crate::co_moments::CoMoments;
+
+/// See the module documentation. Matrices are `d × d`, column-major; `g` and `q` keep only
+/// their lower triangle (with the diagonal), `h` is full.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaskedCoMoments {
+    rows: u64,
+    shift: Vec<f64>,
+    present: Vec<u64>,
+    g: Vec<f64>,
+    h: Vec<f64>,
+    q: Vec<u64>,
+    /// Whether a column held an infinite value (its co-moments are then meaningless).
+    infinite: Vec<bool>,
+}
+
+impl MaskedCoMoments {
+    pub fn new(d: usize) -> MaskedCoMoments {
+        MaskedCoMoments {
+            rows: 0,
+            shift: vec![0.0; d],
+            present: vec![0; d],
+            g: vec![0.0; d * d],
+            h: vec![0.0; d * d],
+            q: vec![0; d * d],
+            infinite: vec![false; d],
+        }
+    }
+
+    pub fn dim(&self) -> usize {
+        self.shift.len()
+    }
+
+    /// Rows folded so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Whether column `j` held an infinite value.
+    pub fn infinite(&self, j: usize) -> bool {
+        self.infinite[j]
+    }
+
+    /// Folds a batch given as `d` columns of equal length (nulls and NaN are missing).
+    pub fn fold(&mut self, columns: &[&Float64Array]) -> Result<(), OpError> {
+        let d = self.dim();
+        if columns.len() != d {
+            return Err(OpError::Internal(format!("{} columns folded into masked co-moments of {d}", columns.len())));
+        }
+        let rows = columns.first().map_or(0, |c| c.len());
+        if rows == 0 {
+            return Ok(());
+        }
+        if columns.iter().any(|c| c.len() != rows) {
+            return Err(OpError::Internal("masked co-moments folded columns of different lengths".to_string()));
+        }
+        let words = rows.div_ceil(64);
+        let mut batch = MaskedCoMoments::new(d);
+        batch.rows = rows as u64;
+        let mut centred = vec![0.0; rows * d];
+        let mut presence = vec![0u64; words * d];
+        for (j, column) in columns.iter().enumerate() {
+            let bits = &mut presence[j * words..(j + 1) * words];
+            let values = column.values();
+            let (mut count, mut sum) = (0u64, 0.0);
+            for (r, &v) in values.iter().enumerate() {
+                if column.is_valid(r) && !v.is_nan() {
+                    bits[r / 64] |= 1 << (r % 64);
+                    count += 1;
+                    sum += v;
+                    if v.is_infinite() {
+                        batch.infinite[j] = true;
+                    }
+                }
+            }
+            let shift = if count == 0 { 0.0 } else { sum / count as f64 };
+            let shift = if shift.is_finite() { shift } else { 0.0 };
+            let out = &mut centred[j * rows..(j + 1) * rows];
+            let mut residual = 0.0;
+            for (r, (to, &v)) in out.iter_mut().zip(values.iter()).enumerate() {
+                if bits[r / 64] & (1 << (r % 64)) != 0 {
+                    *to = v - shift;
+                    residual += *to;
+                }
+            }
+            batch.shift[j] = shift;
+            batch.present[j] = count;
+            // H's diagonal: the column's centred sum (rounding leaves it near, not at, 0).
+            batch.h[j + j * d] = residual;
+        }
+        // Q: rows where both columns are present.
+        for k in 0..d {
+            let bk = &presence[k * words..(k + 1) * words];
+            for j in k..d {
+                let bj = &presence[j * words..(j + 1) * words];
+                batch.q[j + k * d] = bj.iter().zip(bk).map(|(a, b)| (a & b).count_ones() as u64).sum();
+            }
+        }
+        // H[j, k] = H[j, j] minus column j over the rows where k is missing.
+        for k in 0..d {
+            let bk = &presence[k * words..(k + 1) * words];
+            let mut missing_sums = vec![0.0; d];
+            for (w, &word) in bk.iter().enumerate() {
+                let mut absent = !word;
+                if w + 1 == words && !rows.is_multiple_of(64) {
+                    absent &= (1u64 << (rows % 64)) - 1;
+                }
+                while absent != 0 {
+                    let r = w * 64 + absent.trailing_zeros() as usize;
+                    absent &= absent - 1;
+                    for (j, sum) in missing_sums.iter_mut().enumerate() {
+                        *sum += centred[j * rows + r];
+                    }
+                }
+            }
+            for (j, missing_sum) in missing_sums.iter().enumerate() {
+                if j != k {
+                    batch.h[j + k * d] = batch.h[j + j * d] - missing_sum;
+                }
+            }
+        }
+        let x = MatRef::from_column_major_slice(&centred, rows, d);
+        let g = MatMut::from_column_major_slice_mut(&mut batch.g, d, d);
+        faer::linalg::matmul::triangular::matmul(
+            g,
+            BlockStructure::TriangularLower,
+            Accum::Replace,
+            x.transpose(),
+            BlockStructure::Rectangular,
+            x,
+            BlockStructure::Rectangular,
+            1.0,
+            Par::Seq,
+        );
+        self.merge(batch)
+    }
+
+    /// Moves the statistics to the shift `to` (see the module documentation).
+    fn reshift(&mut self, to: &[f64]) {
+        let d = self.dim();
+        let delta: Vec<f64> = self.shift.iter().zip(to).map(|(from, to)| from - to).collect();
+        if delta.iter().all(|&v| v == 0.0) {
+            return;
+        }
+        let q = |j: usize, k: usize| {
+            let (j, k) = if j >= k { (j, k) } else { (k, j) };
+            self.q[j + k * d] as f64
+        };
+        let mut g = self.g.clone();
+        for k in 0..d {
+            for j in k..d {
+                g[j + k * d] +=
+                    delta[k] * self.h[j + k * d] + delta[j] * self.h[k + j * d] + delta[j] * delta[k] * q(j, k);
+            }
+        }
+        let mut h = self.h.clone();
+        for k in 0..d {
+            for j in 0..d {
+                h[j + k * d] += delta[j] * q(j, k);
+            }
+        }
+        self.g = g;
+        self.h = h;
+        self.shift = to.to_vec();
+    }
+
+    /// Merges `other` in, at this partial's shift.
+    pub fn merge(&mut self, mut other: MaskedCoMoments) -> Result<(), OpError> {
+        if other.dim() != self.dim() {
+            return Err(OpError::Internal(format!(
+                "masked co-moments of {} and {} columns cannot merge",
+                self.dim(),
+                other.dim()
+            )));
+        }
+        if other.rows == 0 {
+            return Ok(());
+        }
+        if self.rows == 0 {
+            *self = other;
+            return Ok(());
+        }
+        other.reshift(&self.shift);
+        self.rows += other.rows;
+        for (a, b) in self.present.iter_mut().zip(&other.present) {
+            *a += b;
+        }
+        for (a, b) in self.g.iter_mut().zip(&other.g) {
+            *a += b;
+        }
+        for (a, b) in self.h.iter_mut().zip(&other.h) {
+            *a += b;
+        }
+        for (a, b) in self.q.iter_mut().zip(&other.q) {
+            *a += b;
+        }
+        for (a, b) in self.infinite.iter_mut().zip(&other.infinite) {
+            *a |= b;
+        }
+        Ok(())
+    }
+
+    /// The co-moments of the columns with their missing values filled: `fills[j]` for a
+    /// column that is filled, `None` for one that has no missing value (or whose missing rows
+    /// count as the shift, which no caller wants: the chain refuses such data first).
+    pub fn filled(&self, fills: &[Option<f64>]) -> CoMoments {
+        let d = self.dim();
+        let n = self.rows as f64;
+        let fill: Vec<f64> = (0..d).map(|j| fills[j].map_or(0.0, |c| c - self.shift[j])).collect();
+        let sum: Vec<f64> = (0..d).map(|j| self.h[j + j * d] + (n - self.present[j] as f64) * fill[j]).collect();
+        let mut m = vec![0.0; d * d];
+        for k in 0..d {
+            for j in k..d {
+                let both_missing = n - self.present[j] as f64 - self.present[k] as f64 + self.q[j + k * d] as f64;
+                let cross = self.g[j + k * d]
+                    + fill[k] * (self.h[j + j * d] - self.h[j + k * d])
+                    + fill[j] * (self.h[k + k * d] - self.h[k + j * d])
+                    + fill[j] * fill[k] * both_missing;
+                m[j + k * d] = cross - sum[j] * sum[k] / n;
+            }
+        }
+        CoMoments { count: self.rows, shift: self.shift.clone(), offset: sum.iter().map(|s| s / n).collect(), m }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The co-moments of `columns` with missing values filled, computed the plain way.
+    fn naive(columns: &[Vec<Option<f64>>], fills: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let d = columns.len();
+        let n = columns[0].len();
+        let filled: Vec<Vec<f64>> = columns
+            .iter()
+            .zip(fills)
+            .map(|(c, f)| c.iter().map(|v| v.filter(|x| !x.is_nan()).unwrap_or(*f)).collect())
+            .collect();
+        let mean: Vec<f64> = filled.iter().map(|c| c.iter().sum::<f64>() / n as f64).collect();
+        let mut m = vec![0.0; d * d];
+        for k in 0..d {
+            for j in k..d {
+                m[j + k * d] = (0..n).map(|r| (filled[j][r] - mean[j]) * (filled[k][r] - mean[k])).sum();
+            }
+        }
+        (mean, m)
+    }
+
+    fn column(seed: u64, n: usize, offset: f64, missing_every: usize) -> Vec<Option<f64>> {
+        let mut state = seed;
+        (0..n)
+            .map(|r| {
+                let v = crate::splitmix::next(&mut state) as f64 / u64::MAX as f64;
+                match (missing_every > 0).then(|| r % missing_every) {
+                    Some(0) => None,
+                    Some(3) if missing_every > 5 => Some(f64::NAN),
+                    _ => Some(offset + v * 10.0 + r as f64 * 1e-3),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn filled_co_moments_match_the_plain_computation_over_batches_and_merges() {
+        let n = 1000;
+        let columns = vec![column(1, n, 1e6, 7), column(2, n, -3.0, 11), column(3, n, 0.0, 0), column(4, n, 50.0, 5)];
+        let fills = [1e6 + 4.0, 2.5, 0.0, -7.0];
+        let arrays: Vec<Float64Array> = columns.iter().map(|c| Float64Array::from(c.clone())).collect();
+        // Three "workers" of uneven batches, merged.
+        let mut total = MaskedCoMoments::new(4);
+        for (lo, hi) in [(0, 130), (130, 131), (131, 600), (600, 1000)] {
+            let mut part = MaskedCoMoments::new(4);
+            let slices: Vec<Float64Array> = arrays.iter().map(|a| a.slice(lo, hi - lo)).collect();
+            let views: Vec<&Float64Array> = slices.iter().collect();
+            part.fold(&views).unwrap();
+            total.merge(part).unwrap();
+        }
+        let fills_used = [Some(fills[0]), Some(fills[1]), None, Some(fills[3])];
+        let got = total.filled(&fills_used);
+        let (mean, m) = naive(&columns, &fills);
+        assert_eq!(got.count, n as u64);
+        for j in 0..4 {
+            assert!((got.mean()[j] - mean[j]).abs() <= 1e-9 * mean[j].abs().max(1.0), "mean {j}");
+            for k in 0..=j {
+                let (a, b) = (got.m[j + k * 4], m[j + k * 4]);
+                assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "m[{j},{k}]: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn infinities_are_flagged_and_empty_batches_change_nothing() {
+        let mut moments = MaskedCoMoments::new(2);
+        let a = Float64Array::from(vec![Some(1.0), Some(f64::INFINITY)]);
+        let b = Float64Array::from(vec![Some(2.0), None]);
+        moments.fold(&[&a, &b]).unwrap();
+        assert!(moments.infinite(0) && !moments.infinite(1));
+        let empty = Float64Array::from(Vec::<f64>::new());
+        moments.fold(&[&empty, &empty]).unwrap();
+        assert_eq!((moments.rows(), &moments.present[..]), (2, &[2, 1][..]));
+        assert!(moments.fold(&[&a]).is_err(), "a wrong column count is an error");
+    }
+}
