@@ -228,6 +228,11 @@ impl ImputeFit {
         &self.columns
     }
 
+    /// Whether the fill is the mean (its partial: the moments of the present values).
+    pub(crate) fn is_mean(&self) -> bool {
+        self.strategy == ImputeStrategy::Mean
+    }
+
     /// Whether the fill of every column is one `f64` found in a single pass over `Float64`
     /// or integer columns (mean, median from the sketch, a numeric most frequent value),
     /// written without rounding: what [`crate::linear_chain`] can compose through.

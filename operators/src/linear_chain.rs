@@ -53,6 +53,17 @@ pub struct LinearChainFit {
     scale: Option<ScaleFit>,
     pca: Option<PcaFit>,
     shape: FitShape,
+    /// For each column of `impute` (a mean) or of `standardize`, its position among
+    /// `pca`'s columns, when every column of that step is one: the moments of its present
+    /// values then come from the masked co-moments, and the step folds nothing of its own.
+    impute_in_pca: Option<Vec<usize>>,
+    scale_in_pca: Option<Vec<usize>>,
+}
+
+/// The position of each of `columns` among `pca`'s, if all are there.
+fn positions_in(columns: &[String], pca: Option<&PcaFit>) -> Option<Vec<usize>> {
+    let among = pca?.column_names();
+    columns.iter().map(|c| among.iter().position(|p| p == c)).collect()
 }
 
 /// What one worker folds for a chain.
@@ -120,7 +131,14 @@ pub fn compose(fits: &[&dyn FitStep]) -> Option<(usize, Box<dyn FitStep>)> {
     }
     let output = shapes.last().map(|s| s.output.clone())?;
     let shape = FitShape { output, columns, written, keeps_every_row: true, strategy: None };
-    Some((members, crate::fit::erase(LinearChainFit { impute, scale, pca, shape })))
+    let impute_in_pca =
+        impute.as_ref().filter(|fit| fit.is_mean()).and_then(|fit| positions_in(fit.column_names(), pca.as_ref()));
+    let scale_in_pca = match &scale {
+        Some(ScaleFit::Standardize(fit)) => positions_in(&fit.columns().names, pca.as_ref()),
+        _ => None,
+    };
+    let chain = LinearChainFit { impute, scale, pca, shape, impute_in_pca, scale_in_pca };
+    Some((members, crate::fit::erase(chain)))
 }
 
 /// Tags an error with the chain member it comes from.
@@ -182,8 +200,8 @@ impl Fit for LinearChainFit {
     fn new_partial(&self) -> ChainPartial {
         ChainPartial {
             rows: 0,
-            impute: self.impute.as_ref().map(|fit| fit.new_partial()),
-            scale: self.scale.as_ref().map(|scale| match scale {
+            impute: self.impute.as_ref().filter(|_| self.impute_in_pca.is_none()).map(|fit| fit.new_partial()),
+            scale: self.scale.as_ref().filter(|_| self.scale_in_pca.is_none()).map(|scale| match scale {
                 ScaleFit::Standardize(fit) => ScalePartial::Moments(fit.new_partial()),
                 ScaleFit::MinMax(fit) => ScalePartial::Ranges(fit.new_partial()),
             }),
@@ -217,6 +235,7 @@ impl Fit for LinearChainFit {
             fit.merge(a, b)?;
         }
         match (&self.scale, into.scale.as_mut(), other.scale) {
+            (Some(_), None, None) => {}
             (Some(ScaleFit::Standardize(fit)), Some(ScalePartial::Moments(a)), Some(ScalePartial::Moments(b))) => {
                 fit.merge(a, b)?
             }
@@ -237,7 +256,20 @@ impl Fit for LinearChainFit {
         let rows = partial.rows;
         let mut params = Vec::new();
         let mut fills: HashMap<&str, f64> = HashMap::new();
-        if let (Some(fit), Some(folded)) = (&self.impute, partial.impute) {
+        let from_pca = |positions: &Vec<usize>| -> Result<Vec<Moments>, OpError> {
+            let masked =
+                partial.pca.as_ref().ok_or_else(|| OpError::Internal("a chain lost its pca partial".into()))?;
+            Ok(positions.iter().map(|&j| masked.present_moments(j)).collect())
+        };
+        let impute_partial = match &self.impute_in_pca {
+            Some(positions) => Some(ImputePartial::Moments(from_pca(positions)?)),
+            None => partial.impute,
+        };
+        let scale_partial = match &self.scale_in_pca {
+            Some(positions) => Some(ScalePartial::Moments(from_pca(positions)?)),
+            None => partial.scale,
+        };
+        if let (Some(fit), Some(folded)) = (&self.impute, impute_partial) {
             let fitted = fit.finish(folded).map_err(in_chain(0))?;
             for (name, fill) in fit.column_names().iter().zip(fitted.ordered(fit.column_names())?) {
                 let value = fill
@@ -249,7 +281,7 @@ impl Fit for LinearChainFit {
         }
         let mut transforms: HashMap<&str, FloatTransform> = HashMap::new();
         let missing_of = |count: u64| rows.saturating_sub(count);
-        match (&self.scale, partial.scale) {
+        match (&self.scale, scale_partial) {
             (Some(ScaleFit::Standardize(fit)), Some(ScalePartial::Moments(mut moments))) => {
                 for (m, name) in moments.iter_mut().zip(&fit.columns().names) {
                     if let Some(&fill) = fills.get(name.as_str())

@@ -33,6 +33,39 @@ use serde::{Deserialize, Serialize};
 
 use crate::OpError;
 use crate::co_moments::CoMoments;
+use crate::stats::Moments;
+
+thread_local! {
+    /// A fold's centred batch and presence bits, kept for the next fold on this thread.
+    static SCRATCH: std::cell::RefCell<(Vec<f64>, Vec<u64>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// The sum of `values`, in eight independent lanes (a dependency chain of one add per
+/// value would cost its latency on every element).
+fn lane_sum(values: &[f64]) -> f64 {
+    let mut lanes = [0.0; 8];
+    let chunks = values.chunks_exact(8);
+    let rest: f64 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
+        }
+    }
+    lanes.iter().sum::<f64>() + rest
+}
+
+/// The sum of `column[r]` over `rows`, in four independent lanes.
+fn lane_sum_at(column: &[f64], rows: &[usize]) -> f64 {
+    let mut lanes = [0.0; 4];
+    let chunks = rows.chunks_exact(4);
+    let rest: f64 = chunks.remainder().iter().map(|&r| column[r]).sum();
+    for chunk in chunks {
+        for (lane, &r) in lanes.iter_mut().zip(chunk) {
+            *lane += column[r];
+        }
+    }
+    lanes.iter().sum::<f64>() + rest
+}
 
 /// See the module documentation. Matrices are `d × d`, column-major; `g` and `q` keep only
 /// their lower triangle (with the diagonal), `h` is full.
@@ -70,6 +103,21 @@ impl MaskedCoMoments {
         self.rows
     }
 
+    /// Count, mean and squared deviations of column `j`'s present values.
+    pub fn present_moments(&self, j: usize) -> Moments {
+        let d = self.dim();
+        let count = self.present[j];
+        let (sum, squares) = (self.h[j + j * d], self.g[j + j * d]);
+        let n = count.max(1) as f64;
+        Moments {
+            count,
+            shift: self.shift[j],
+            offset: sum / n,
+            m2: (squares - sum * sum / n).max(0.0),
+            infinite: self.infinite[j],
+        }
+    }
+
     /// Whether column `j` held an infinite value.
     pub fn infinite(&self, j: usize) -> bool {
         self.infinite[j]
@@ -91,32 +139,49 @@ impl MaskedCoMoments {
         let words = rows.div_ceil(64);
         let mut batch = MaskedCoMoments::new(d);
         batch.rows = rows as u64;
-        let mut centred = vec![0.0; rows * d];
-        let mut presence = vec![0u64; words * d];
+        // Scratch reused from batch to batch: every element is written before it is read.
+        let (mut centred, mut presence) = SCRATCH.with_borrow_mut(std::mem::take);
+        centred.resize(rows * d, 0.0);
+        presence.resize(words * d, 0);
         for (j, column) in columns.iter().enumerate() {
             let bits = &mut presence[j * words..(j + 1) * words];
             let values = column.values();
-            let (mut count, mut sum) = (0u64, 0.0);
-            for (r, &v) in values.iter().enumerate() {
-                if column.is_valid(r) && !v.is_nan() {
-                    bits[r / 64] |= 1 << (r % 64);
-                    count += 1;
-                    sum += v;
-                    if v.is_infinite() {
-                        batch.infinite[j] = true;
+            // Presence, a word at a time from the validity bitmap, less the NaN.
+            match column.nulls() {
+                Some(nulls) => {
+                    let chunks = nulls.inner().bit_chunks();
+                    for (to, word) in bits.iter_mut().zip(chunks.iter()) {
+                        *to = word;
+                    }
+                    if chunks.remainder_len() > 0 {
+                        bits[chunks.chunk_len()] = chunks.remainder_bits();
+                    }
+                }
+                None => {
+                    bits.fill(!0);
+                    if !rows.is_multiple_of(64) {
+                        bits[words - 1] = (1u64 << (rows % 64)) - 1;
                     }
                 }
             }
-            let shift = if count == 0 { 0.0 } else { sum / count as f64 };
-            let shift = if shift.is_finite() { shift } else { 0.0 };
-            let out = &mut centred[j * rows..(j + 1) * rows];
-            let mut residual = 0.0;
-            for (r, (to, &v)) in out.iter_mut().zip(values.iter()).enumerate() {
-                if bits[r / 64] & (1 << (r % 64)) != 0 {
-                    *to = v - shift;
-                    residual += *to;
+            for (r, v) in values.iter().enumerate() {
+                if v.is_nan() {
+                    bits[r / 64] &= !(1u64 << (r % 64));
                 }
             }
+            let present = |r: usize| bits[r / 64] >> (r % 64) & 1 == 1;
+            let count: u64 = bits.iter().map(|w| w.count_ones() as u64).sum();
+            let out = &mut centred[j * rows..(j + 1) * rows];
+            for (r, (to, &v)) in out.iter_mut().zip(values.iter()).enumerate() {
+                *to = if present(r) { v } else { 0.0 };
+            }
+            batch.infinite[j] = out.iter().fold(false, |seen, x| seen | x.is_infinite());
+            let shift = if count == 0 { 0.0 } else { lane_sum(out) / count as f64 };
+            let shift = if shift.is_finite() { shift } else { 0.0 };
+            for (r, to) in out.iter_mut().enumerate() {
+                *to = if present(r) { *to - shift } else { 0.0 };
+            }
+            let residual = lane_sum(out);
             batch.shift[j] = shift;
             batch.present[j] = count;
             // H's diagonal: the column's centred sum (rounding leaves it near, not at, 0).
@@ -130,27 +195,25 @@ impl MaskedCoMoments {
                 batch.q[j + k * d] = bj.iter().zip(bk).map(|(a, b)| (a & b).count_ones() as u64).sum();
             }
         }
-        // H[j, k] = H[j, j] minus column j over the rows where k is missing.
+        // H[j, k] = H[j, j] minus column j over the rows where k is missing (a few percent
+        // of the rows, summed column by column so each read stays within one column).
+        let mut absent_rows = Vec::new();
         for k in 0..d {
-            let bk = &presence[k * words..(k + 1) * words];
-            let mut missing_sums = vec![0.0; d];
-            for (w, &word) in bk.iter().enumerate() {
+            absent_rows.clear();
+            for (w, &word) in presence[k * words..(k + 1) * words].iter().enumerate() {
                 let mut absent = !word;
                 if w + 1 == words && !rows.is_multiple_of(64) {
                     absent &= (1u64 << (rows % 64)) - 1;
                 }
                 while absent != 0 {
-                    let r = w * 64 + absent.trailing_zeros() as usize;
+                    absent_rows.push(w * 64 + absent.trailing_zeros() as usize);
                     absent &= absent - 1;
-                    for (j, sum) in missing_sums.iter_mut().enumerate() {
-                        *sum += centred[j * rows + r];
-                    }
                 }
             }
-            for (j, missing_sum) in missing_sums.iter().enumerate() {
-                if j != k {
-                    batch.h[j + k * d] = batch.h[j + j * d] - missing_sum;
-                }
+            for j in (0..d).filter(|&j| j != k) {
+                let column = &centred[j * rows..(j + 1) * rows];
+                let missing_sum = lane_sum_at(column, &absent_rows);
+                batch.h[j + k * d] = batch.h[j + j * d] - missing_sum;
             }
         }
         let x = MatRef::from_column_major_slice(&centred, rows, d);
@@ -166,6 +229,7 @@ impl MaskedCoMoments {
             1.0,
             Par::Seq,
         );
+        SCRATCH.with_borrow_mut(|scratch| *scratch = (centred, presence));
         self.merge(batch)
     }
 
