@@ -62,7 +62,7 @@ pub struct Manifest {
 /// The time all workers together spent on one stage of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageTime {
-    /// What the time went to, e.g. `read (fetch + decode)` or `step 2 standardize: apply`.
+    /// What the time went to, e.g. `read (wait for fetch + decode)` or `step 2 standardize: apply`.
     pub stage: String,
     /// Seconds summed over the workers (with W workers busy all along, W × wall seconds).
     pub worker_seconds: f64,

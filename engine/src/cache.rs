@@ -16,9 +16,11 @@
 //!
 //! A shard that fits neither is read again from the store in every pass, as it would be
 //! without a cache; so is one whose spill file could not be written (a full disk is a
-//! warning, not a failure). Later passes take shards from memory or the spill file; the
-//! final pass releases each one as soon as it has read it (deleting its file), and a run with
-//! a single pass (no fitted step, no dedupe) caches nothing. The spill directory is removed
+//! warning, not a failure), or that would eat into the disk's reserve (the larger of 2 GiB
+//! and 2% of the file system always stays free for the output and everyone else). Later
+//! passes take shards from memory or the spill file; the final pass releases each one as
+//! soon as it has read it (deleting its file), and a run with a single pass (no fitted step,
+//! no dedupe) caches nothing. The spill directory is removed
 //! when the worker's state is dropped: at the end of the run, on failure, and on a
 //! cancellation (SIGTERM and SIGINT end the run through the same path); only a killed
 //! process (SIGKILL) leaves its `weir-spill-*` directory behind.
@@ -68,6 +70,25 @@ struct Spill {
     files: RefCell<HashMap<usize, (PathBuf, u64)>>,
 }
 
+/// Free space a spill never takes: the larger of this and [`FREE_SHARE`] of the file system,
+/// so that spilling cannot starve the output (or anything else) on a shared disk. Checked
+/// before each batch is spilled; a shard that would cross it is dropped and read again.
+const FREE_FLOOR: u64 = 2 << 30;
+const FREE_SHARE: f64 = 0.02;
+
+/// Whether the file system holding `dir` has room for `bytes` more above its reserve.
+fn room_on_disk(dir: &Path, bytes: u64) -> bool {
+    match nix::sys::statvfs::statvfs(dir) {
+        Ok(stats) => {
+            let block = stats.fragment_size();
+            let (total, available) = (stats.blocks() * block, stats.blocks_available() * block);
+            let reserve = FREE_FLOOR.max((total as f64 * FREE_SHARE) as u64);
+            available.saturating_sub(reserve) >= bytes
+        }
+        Err(_) => false,
+    }
+}
+
 impl Spill {
     /// The path of `shard`'s spill file, making the directory first if needed.
     fn path(&self, shard: usize) -> std::io::Result<PathBuf> {
@@ -101,6 +122,12 @@ impl SourceCache {
             files: RefCell::default(),
         });
         SourceCache { budget: budget_bytes, spill, ..SourceCache::default() }
+    }
+
+    /// Whether `shard` is cached (in memory or spilled).
+    pub fn holds(&self, shard: usize) -> bool {
+        self.shards.borrow().contains_key(&shard)
+            || self.spill.as_ref().is_some_and(|spill| spill.files.borrow().contains_key(&shard))
     }
 
     /// The cached batches of `shard`, if it is cached; `Drain` releases them.
@@ -171,8 +198,9 @@ impl SourceCache {
         }
     }
 
-    /// Opens `shard`'s spill file for writing, writing `held` into it first.
-    fn start_spill(&self, shard: usize, held: &[RecordBatch]) -> Option<Target> {
+    /// Opens `shard`'s spill file for writing, writing `held` into it first; `None` when the
+    /// disk lacks room for a shard of `bytes` (or the file cannot be made).
+    fn start_spill(&self, shard: usize, held: &[RecordBatch], bytes: u64) -> Option<Target> {
         let spill = self.spill.as_ref()?;
         let path = match spill.path(shard) {
             Ok(path) => path,
@@ -181,6 +209,10 @@ impl SourceCache {
                 return None;
             }
         };
+        if !room_on_disk(path.parent().unwrap_or(&spill.parent), bytes) {
+            tracing::debug!(dir = %spill.parent.display(), "the disk is nearly full: not spilling; re-reading from the source instead");
+            return None;
+        }
         let schema = held.first()?.schema();
         let opened = File::create(&path)
             .map_err(ArrowError::from)
@@ -286,12 +318,13 @@ impl ShardCollector {
                 let mut held = std::mem::take(batches);
                 held.push(batch.clone());
                 self.target = match self.bytes <= self.spill_room {
-                    true => cache.start_spill(self.shard, &held).unwrap_or(Target::Dropped),
+                    true => cache.start_spill(self.shard, &held, self.bytes).unwrap_or(Target::Dropped),
                     false => Target::Dropped,
                 };
             }
             Target::Disk { writer, path } => {
-                let failed = if self.bytes > self.spill_room {
+                let full = !room_on_disk(path.parent().unwrap_or(Path::new(".")), batch.get_array_memory_size() as u64);
+                let failed = if self.bytes > self.spill_room || full {
                     let _ = std::fs::remove_file(&*path);
                     true
                 } else if let Err(error) = writer.write(batch) {
@@ -412,6 +445,16 @@ mod tests {
         let dir = cache.spill.as_ref().unwrap().dir.borrow().as_ref().unwrap().path().to_path_buf();
         let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
         assert_eq!(files, vec![std::ffi::OsString::from("shard-1.arrows")]);
+    }
+
+    #[test]
+    fn spills_leave_the_disk_reserve_free() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!room_on_disk(dir.path(), u64::MAX / 4), "no disk has room for 4 EiB");
+        let stats = nix::sys::statvfs::statvfs(dir.path()).unwrap();
+        let available = stats.blocks_available() * stats.fragment_size();
+        assert!(!room_on_disk(dir.path(), available.saturating_sub(FREE_FLOOR / 2)), "the reserve stays free");
+        assert!(!room_on_disk(&dir.path().join("missing"), 1), "an unreadable directory has no room");
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod metrics;
 mod pass;
 pub mod plan;
 pub mod progress;
+mod read_ahead;
 pub mod rounds;
 pub mod run;
 mod sink;

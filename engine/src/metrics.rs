@@ -17,8 +17,12 @@ use weir_connectors::manifest::StageTime;
 /// What a clock times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Stage {
-    /// Fetching and decoding source batches, in every pass.
+    /// Waiting for the next batch fetched and decoded from the store, in every pass (the
+    /// read-ahead does the work, [`crate::read_ahead`]).
     Read,
+    /// The read-ahead's own fetching and decoding, on the process's I/O threads: work that
+    /// overlaps the worker's, so it is not part of the worker's time.
+    ReadAhead,
     /// Taking source batches from the cache ([`crate::cache`]).
     ReadCached,
     /// Reading source batches back from the local spill files ([`crate::cache`]).
@@ -55,7 +59,8 @@ pub(crate) enum StepWork {
 impl Stage {
     fn label(&self) -> String {
         match self {
-            Stage::Read => "read (fetch + decode)".to_string(),
+            Stage::Read => "read (wait for fetch + decode)".to_string(),
+            Stage::ReadAhead => OVERLAPPED_READ.to_string(),
             Stage::ReadCached => "read (from the cache)".to_string(),
             Stage::ReadSpilled => "read (from local spill files)".to_string(),
             Stage::Spill => "cache (keep in memory or spill to local disk)".to_string(),
@@ -78,6 +83,9 @@ impl Stage {
         }
     }
 }
+
+/// The label of the read-ahead's own time (overlapping the workers' clocks).
+pub(crate) const OVERLAPPED_READ: &str = "read ahead (fetch + decode on I/O threads, overlapped)";
 
 /// The label of the time no clock covers.
 pub(crate) const OTHER: &str = "other (rounds, waiting on other workers)";
@@ -128,7 +136,7 @@ impl WorkerMetrics {
     }
 
     /// The clocks so far, in stage order, with the rest of this worker's time since it
-    /// started as [`OTHER`].
+    /// started as [`OTHER`] (the read-ahead's overlapped time does not count against it).
     pub fn report(&self) -> Vec<StageTime> {
         let clocks = self.clocks.borrow();
         let mut stages: Vec<StageTime> = clocks
@@ -139,7 +147,7 @@ impl WorkerMetrics {
                 batches: clock.batches,
             })
             .collect();
-        let timed: f64 = stages.iter().map(|s| s.worker_seconds).sum();
+        let timed: f64 = stages.iter().filter(|s| s.stage != OVERLAPPED_READ).map(|s| s.worker_seconds).sum();
         let other = (self.started.elapsed().as_secs_f64() - timed).max(0.0);
         stages.push(StageTime { stage: OTHER.to_string(), worker_seconds: other, batches: 0 });
         stages
@@ -190,7 +198,7 @@ mod tests {
         assert_eq!(
             labels,
             [
-                "read (fetch + decode)",
+                "read (wait for fetch + decode)",
                 "step 1 impute: fit (merge + finish, worker 0)",
                 "step 1 impute: apply",
                 "step 2 pca: fit (fold partials)",

@@ -14,9 +14,6 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use arrow::record_batch::RecordBatch;
-use futures::StreamExt;
-use futures::stream::BoxStream;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Probe;
@@ -30,8 +27,10 @@ use crate::chain::SourceBatch;
 use crate::context::ProcessContext;
 use crate::metrics::Stage;
 use crate::plan::SharedPlan;
+use crate::read_ahead::ReadAhead;
 use crate::rounds::PARK;
 use crate::state::WorkerState;
+use weir_connectors::parquet_source::Shard;
 
 /// What a pass does with each mapped batch.
 pub(crate) type Consumer = Box<dyn FnMut(SourceBatch) -> Result<(), JobFailure>>;
@@ -49,7 +48,8 @@ pub(crate) fn record(slot: &RefCell<Option<JobFailure>>, context: &ProcessContex
 /// Where a shard's batches come from in this pass.
 enum ShardBatches {
     Cached(CachedShard),
-    Store(BoxStream<'static, Result<RecordBatch, weir_connectors::ConnectorError>>),
+    /// From the store, through the pass's read-ahead.
+    Store,
 }
 
 /// Which pass a run makes over its shards.
@@ -130,36 +130,31 @@ pub(crate) fn run_pass(
 
     let mut rows_in = 0u64;
     let mut time = 0u64;
-    'shards: for shard in plan.shards_of(index, peers) {
+    let shards: Vec<Shard> = plan.shards_of(index, peers).copied().collect();
+    let from_store: Vec<Shard> = shards.iter().filter(|s| !state.cache.holds(s.index)).copied().collect();
+    let mut ahead = (!from_store.is_empty()).then(|| ReadAhead::start(&context.runtime, plan, from_store));
+    'shards: for shard in &shards {
         if failure.borrow().is_some() || context.abort.load(Ordering::Relaxed) {
             break;
         }
         let cache = &state.cache;
-        // Opening the shard's stream counts as reading its first batch.
         let mut started = Instant::now();
         let (mut batches, stage) = match cache.take(shard.index, usage) {
             Some(cached) => {
                 let stage = if cached.spilled() { Stage::ReadSpilled } else { Stage::ReadCached };
                 (ShardBatches::Cached(cached), stage)
             }
-            None => match plan.source.read_shard(shard, plan.batch_size) {
-                Ok(stream) => (ShardBatches::Store(stream), Stage::Read),
-                Err(error) => {
-                    record(&failure, context, JobFailure::from_connector(&error));
-                    break;
-                }
-            },
+            None => (ShardBatches::Store, Stage::Read),
         };
         let mut collector = match batches {
-            ShardBatches::Store(_) => cache.collector(usage, shard.index),
+            ShardBatches::Store => cache.collector(usage, shard.index),
             ShardBatches::Cached(_) => None,
         };
         loop {
-            let next = match &mut batches {
-                ShardBatches::Cached(cached) => cached.next().map(|r| r.map_err(JobFailure::external)),
-                ShardBatches::Store(stream) => {
-                    context.runtime.block_on(stream.next()).map(|r| r.map_err(|e| JobFailure::from_connector(&e)))
-                }
+            let next = match (&mut batches, ahead.as_mut()) {
+                (ShardBatches::Cached(cached), _) => cached.next().map(|r| r.map_err(JobFailure::external)),
+                (ShardBatches::Store, Some(ahead)) => ahead.next(&context.runtime),
+                (ShardBatches::Store, None) => Some(Err(JobFailure::internal("a shard to read has no read-ahead"))),
             };
             let Some(next) = next else { break };
             state.metrics.add(stage, started.elapsed());
@@ -196,6 +191,9 @@ pub(crate) fn run_pass(
         if progress {
             context.progress.shard_done();
         }
+    }
+    if let Some(ahead) = ahead.take() {
+        state.metrics.add(Stage::ReadAhead, ahead.busy());
     }
     input.close();
     while !probe.done() {

@@ -95,7 +95,7 @@ def test_every_budget_writes_the_same_output_and_cleans_up(weir, tmp_path, sourc
         assert (CACHED in labels) == (name in ("memory", "some-spilled")), (name, list(labels))
         if name == "all-spilled":
             # Decoded once: the final pass read every batch back from the spill files.
-            assert labels[SPILLED]["batches"] == labels["read (fetch + decode)"]["batches"], labels
+            assert labels[SPILLED]["batches"] == labels["read (wait for fetch + decode)"]["batches"], labels
         assert leftovers(spill_dir) == [], f"{name}: spill files left behind"
         outputs[name] = read_output(out).sort_by("id")
     for name, output in outputs.items():
