@@ -8,7 +8,7 @@
 //!    worker, whichever workers and processes they came from;
 //! 2. `reduce`s each key to its minimum value: differential presents a key's values sorted,
 //!    and the value is `(rank, shard, row)`, so the first one is the winner;
-//! 3. routes each winner `(shard, row)` to the worker that owns the shard, `shard % peers`
+//! 3. routes each winner `(shard, row)` to the worker that owns the shard, `owners[shard]`
 //!    (timely's exchange sends a `u64` route `r` to worker `r % peers`), where it is
 //!    collected and returned by [`KeyedDedupe::finish`].
 //!
@@ -69,8 +69,9 @@ pub(crate) struct KeyedDedupe {
 }
 
 impl KeyedDedupe {
-    /// Builds the dataflow on `worker`. Winners go back to the worker `shard % peers`.
-    pub(crate) fn build(worker: &mut Worker) -> Self {
+    /// Builds the dataflow on `worker`. Winners go back to the worker that owns their shard,
+    /// `owners[shard]` ([`crate::plan::EnginePlan::shard_owners`]).
+    pub(crate) fn build(worker: &mut Worker, owners: std::sync::Arc<[usize]>) -> Self {
         let winners: Captured = Rc::new(RefCell::new(Vec::new()));
         let captured = winners.clone();
         let probe = ProbeHandle::new();
@@ -95,7 +96,9 @@ impl KeyedDedupe {
                 // Drop the key here rather than copying it out with every winner.
                 .as_collection(|_key, winner| *winner)
                 .inner
-                .exchange(|((shard, _row), _time, _diff): &Winner| u64::from(*shard))
+                .exchange(move |((shard, _row), _time, _diff): &Winner| {
+                    owners.get(*shard as usize).map_or(u64::from(*shard), |&owner| owner as u64)
+                })
                 .inspect_core(move |event| {
                     if let Ok((_stamp, updates)) = event {
                         let mut captured = captured.borrow_mut();
@@ -114,7 +117,7 @@ impl KeyedDedupe {
         self.input.insert((key, (rank, shard, row)));
     }
     /// Closes the input, runs the dataflow to completion, and returns the winners that
-    /// belong to this worker's shards (`shard % peers == worker.index()`), as `(shard, row)`
+    /// belong to this worker's shards (`owners[shard] == worker.index()`), as `(shard, row)`
     /// sorted ascending. Every worker must call it.
     pub(crate) fn finish(self, worker: &mut Worker) -> Vec<(u32, u64)> {
         let KeyedDedupe { input, probe, winners, dataflow } = self;
@@ -146,6 +149,10 @@ mod tests {
 
     /// Shards in the test data; shard `s` lives on worker `s % peers`.
     const SHARDS: u32 = 12;
+
+    fn round_robin(peers: usize) -> std::sync::Arc<[usize]> {
+        (0..SHARDS as usize).map(|s| s % peers).collect()
+    }
 
     /// A small deterministic generator (an LCG), so every worker sees the same data.
     fn next(state: &mut u64) -> u64 {
@@ -195,7 +202,7 @@ mod tests {
         let data = std::sync::Arc::new(data);
         let guards = timely::execute(timely::Config::process(workers), move |worker| {
             let (index, peers) = (worker.index(), worker.peers());
-            let mut dedupe = KeyedDedupe::build(worker);
+            let mut dedupe = KeyedDedupe::build(worker, round_robin(worker.peers()));
             let mut pushed = 0usize;
             for record in data.iter().rev().filter(|r| r.shard as usize % peers == index) {
                 dedupe.push(record.clone());
@@ -303,7 +310,7 @@ mod tests {
         let guards = timely::execute(timely::Config::process(3), move |worker| {
             let (index, peers) = (worker.index(), worker.peers());
             // Build the dedupe first, then a pass whose operator feeds it, as the engine does.
-            let keyed = Rc::new(RefCell::new(Some(KeyedDedupe::build(worker))));
+            let keyed = Rc::new(RefCell::new(Some(KeyedDedupe::build(worker, round_robin(worker.peers())))));
             let feed = keyed.clone();
             let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<DedupeRecord>>>::new();
             let probe = ProbeHandle::new();
@@ -354,7 +361,7 @@ mod tests {
             let index = worker.index();
             let mut results = Vec::new();
             for records in [&data.0, &data.1] {
-                let mut dedupe = KeyedDedupe::build(worker);
+                let mut dedupe = KeyedDedupe::build(worker, round_robin(worker.peers()));
                 for record in records.iter().filter(|r| r.shard as usize % peers == index) {
                     dedupe.push(record.clone());
                 }

@@ -38,6 +38,21 @@ pub enum StepKind {
     Dedupe(Dedupe),
 }
 
+/// See [`EnginePlan::shard_owners`]; `shards[i].index` must be `i`.
+fn balance_by_rows(shards: &[Shard], peers: usize) -> Vec<usize> {
+    let peers = peers.max(1);
+    let mut order: Vec<&Shard> = shards.iter().collect();
+    order.sort_by_key(|shard| (std::cmp::Reverse(shard.rows), shard.index));
+    let mut load = vec![0u64; peers];
+    let mut owners = vec![0; shards.len()];
+    for shard in order {
+        let lightest = (0..peers).min_by_key(|&w| (load[w], w)).unwrap_or(0);
+        load[lightest] += shard.rows;
+        owners[shard.index] = lightest;
+    }
+    owners
+}
+
 /// Everything a worker needs to run its share of a job.
 #[derive(Debug)]
 pub struct EnginePlan {
@@ -56,7 +71,7 @@ pub struct EnginePlan {
     /// objects that no manifest records (never deleting them).
     pub force: bool,
     pub source: ParquetSource,
-    /// All shards of the source; shard `i` belongs to global worker `i % peers`.
+    /// All shards of the source; which worker reads each is [`EnginePlan::shard_owners`].
     pub shards: Vec<Shard>,
     pub steps: Vec<PlannedStep>,
     /// The schema of the rows the steps produce (the output's columns).
@@ -97,8 +112,20 @@ pub struct EnginePlan {
 
 impl EnginePlan {
     /// The shards of global worker `worker` among `peers`, in shard order.
+    /// The global worker that reads each shard, by shard index: the shards' rows balanced
+    /// over `peers` workers, so that a pass ends at about the same time on every worker
+    /// (the last row group of a file is often short: `index % peers` left one worker 10%
+    /// more rows than the other at 10M rows). The longest shards go first, each to the
+    /// worker with the fewest rows so far (ties to the lower index, then the lower worker):
+    /// every process computes the same owners from the same plan.
+    pub fn shard_owners(&self, peers: usize) -> Vec<usize> {
+        balance_by_rows(&self.shards, peers)
+    }
+
+    /// The shards `worker` reads, in index order (see [`EnginePlan::shard_owners`]).
     pub fn shards_of(&self, worker: usize, peers: usize) -> impl Iterator<Item = &Shard> {
-        self.shards.iter().filter(move |shard| shard.index % peers == worker)
+        let owners = self.shard_owners(peers);
+        self.shards.iter().filter(move |shard| owners[shard.index] == worker)
     }
 
     /// Where a worker stages its part file until the commit, relative to the sink. Besides
@@ -137,3 +164,33 @@ impl EnginePlan {
 
 /// Shared ownership of a plan across worker threads.
 pub type SharedPlan = Arc<EnginePlan>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shards(rows: &[u64]) -> Vec<Shard> {
+        rows.iter()
+            .enumerate()
+            .map(|(index, &rows)| Shard { index, file: 0, row_group: index, offset: 0, rows })
+            .collect()
+    }
+
+    #[test]
+    fn shards_are_balanced_by_rows_not_by_index() {
+        // Two files of 19 full row groups and a short last one, as gen_data.py writes them.
+        let mut rows = Vec::new();
+        for _ in 0..2 {
+            rows.extend([131_072; 19]);
+            rows.push(9_632);
+        }
+        let owners = balance_by_rows(&shards(&rows), 2);
+        let load = |w: usize| -> u64 { rows.iter().zip(&owners).filter(|(_, o)| **o == w).map(|(r, _)| r).sum() };
+        assert_eq!(load(0) + load(1), rows.iter().sum::<u64>());
+        assert!(load(0).abs_diff(load(1)) <= 131_072, "{} vs {}", load(0), load(1));
+        // (Round robin, index % 2, gives worker 0 twenty full row groups, worker 1 eighteen.)
+        let owners = balance_by_rows(&shards(&[5, 5, 5, 1]), 3);
+        assert_eq!(owners, vec![0, 1, 2, 0]);
+        assert_eq!(balance_by_rows(&shards(&[3, 3]), 0), vec![0, 0], "no peers counts as one");
+    }
+}

@@ -321,7 +321,8 @@ pub(crate) fn dedupe_stage(
     index: usize,
 ) -> Result<(), JobFailure> {
     let step = &plan.steps[index];
-    let keyed = Rc::new(RefCell::new(Some(KeyedDedupe::build(worker))));
+    let owners: Arc<[usize]> = plan.shard_owners(worker.peers()).into();
+    let keyed = Rc::new(RefCell::new(Some(KeyedDedupe::build(worker, owners))));
     let keys_stage = Stage::Step { number: step.number, op: step.op, work: StepWork::Keys };
     let consumer = {
         let (plan, keyed, state) = (plan.clone(), keyed.clone(), state.clone());

@@ -19,7 +19,7 @@ pub const DEFAULT_BATCH_SIZE: usize = 8192;
 /// Default longest shard: row groups with more rows are sliced.
 pub const DEFAULT_MAX_SHARD_ROWS: u64 = 1 << 20;
 /// Default bytes of decoded source batches a process keeps between passes, in MiB.
-pub const DEFAULT_CACHE_MB: u64 = 1024;
+pub const DEFAULT_CACHE_MB: u64 = 256;
 
 /// Default MiB of decoded batches each process may spill to local disk between passes, past
 /// the in-memory cache: enough for a few hundred million rows of numeric features, bounded
@@ -94,7 +94,8 @@ pub struct SourceSpec {
     pub max_shard_rows: Option<u64>,
     /// MiB of decoded batches each process keeps in memory for the passes after the first
     /// (jobs with fitted steps or a dedupe read the source once per stage); 0 turns the
-    /// cache off (default 1024).
+    /// cache off (default 256: past it, spilling to local disk costs about the same and keeps
+    /// the process small; bench/README.md has the measurement).
     #[serde(default)]
     pub cache_mb: Option<u64>,
     /// MiB of decoded batches each process may write to local disk (uncompressed Arrow IPC)
