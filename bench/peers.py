@@ -3,7 +3,9 @@
     bench/peers.sh [--size S|M|L] [--reps 3] [--systems KEYS] [--once KEYS]
 
 (sets up bench/.venv-peers, then runs this; KEYS are comma-separated out of floor, weir1,
-weir2, weir2p, script, daft, spark, ray; `--once` runs those in the first repetition only)
+weir2, weir2p, weirbase, script, daft, spark, ray; `--once` runs those in the first
+repetition only; `--baseline-weir BIN` adds weirbase: another build, e.g. main before a
+change, at 2 processes × 1 worker, for a ratio measured in the same run)
 
 Workload (issue "Benchmarks side by side with the peers"): the seeded dataset of
 `gen_data.py` (S = 1M, M = 10M, L = 50M rows; 32 float features with 5% nulls, an id, a
@@ -19,9 +21,16 @@ Systems (keys for --systems / --once in brackets):
 - Daft [daft] (`peers_daft.py`), PySpark [spark] (`peers_spark.py`, MLlib + a pandas UDF)
   and Ray Data [ray] (`peers_ray.py`, preprocessors + an actor pool), run from the peers'
   own venv, bench/.venv-peers;
-- the floor [floor] (`floor/`, a Rust binary): decode, arithmetic, `session.run` and
-  encode, each alone on one thread over the whole table in memory; "wall vs floor" divides
-  by the sum of its stage times. Not run at L by default (the table would not fit).
+- the floor [floor] (`floor/`, a Rust binary): the best hand-written Rust program for
+  exactly this workload, on all cores, streaming and decoding once: pass 1 decodes every
+  row group (in parallel) and folds the exact sufficient statistics of the whole fit,
+  keeping the decoded columns in memory; the fit is one eigendecomposition; pass 2
+  projects (one affine map per row), scores (one ONNX Runtime session of one thread per
+  thread) and writes one zstd Parquet file per thread with Weir's writer settings. "wall vs
+  floor" divides by the floor's own wall time (its `total_s`). It holds the decoded input
+  (peak RSS about 290 bytes a row, measured: 2.9 GB at M, 14.2 GB at L), so it runs by
+  default at a size only where that fits in 80% of the machine's memory: at L too on a
+  24 GiB machine.
 
 Every system's scores are compared on the same ids (max |difference| ≤ 1e-4), each run is
 timed as a whole process by /usr/bin/time (wall seconds, peak RSS; a failed run is
@@ -51,8 +60,11 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 SIZES = {"S": 1_000_000, "M": 10_000_000, "L": 50_000_000}
 BATCH = 8192
+# The floor's peak resident memory per row, rounded up (it keeps the decoded input between
+# its passes): 2.9 GB at 10M rows and 14.2 GB at 50M, measured.
+FLOOR_BYTES_PER_ROW = 300
 # Every system, in the order each repetition runs them.
-SYSTEM_KEYS = ["floor", "weir1", "weir2", "weir2p", "script", "daft", "spark", "ray"]
+SYSTEM_KEYS = ["floor", "weir1", "weir2", "weir2p", "weirbase", "script", "daft", "spark", "ray"]
 # Spark's JVM and Ray's raylet and workers are processes the driver does not wait for:
 # /usr/bin/time cannot see their memory.
 RSS_UNMEASURED = {"spark", "ray"}
@@ -146,7 +158,8 @@ def median_run(runs: list) -> dict:
 def stage_table(weir_json: dict) -> list:
     """Weir's own per-stage breakdown (`weir run --json`) as Markdown lines."""
     stages = weir_json["stages"]
-    total = sum(s["worker_seconds"] for s in stages)
+    # The read-ahead's time overlaps the workers' own clocks: shares are of the workers' time.
+    total = sum(s["worker_seconds"] for s in stages if "overlapped" not in s["stage"])
     lines = [
         f"{weir_json['passes']} passes over the source; worker-seconds summed over the workers:",
         "",
@@ -179,16 +192,22 @@ def write_report(size: str, reps: int, once: set, systems: dict, runs: dict):
         results.append(result)
     by_key = {r["key"]: r for r in results}
     weir_wall = by_key.get("weir1", {}).get("wall_s")
+    weir2p_wall = by_key.get("weir2p", {}).get("wall_s")
     floor_s = floor_breakdown = None
     if "wall_s" in by_key.get("floor", {}):
+        # The floor's phases: decode_s is pass 1's wall (decode + the statistics),
+        # arithmetic_s the fit's, pass2_s pass 2's; project_s, model_s and encode_s the time
+        # each thread spent in them during pass 2 (summed over threads / threads); total_s
+        # the floor's own wall time, the divisor of "wall vs floor".
         floor_stages = [json.loads(m["stdout"]) for m in runs["floor"] if "failed" not in m]
-        floor_breakdown = {
-            k: float(np.median([f[k] for f in floor_stages])) for k in ("decode_s", "arithmetic_s", "model_s", "encode_s", "total_s")
-        }
+        keys = ["decode_s", "arithmetic_s", "model_s", "encode_s", "total_s"]
+        keys += [k for k in ("pass2_s", "project_s", "threads") if all(k in f for f in floor_stages)]
+        floor_breakdown = {k: float(np.median([f[k] for f in floor_stages])) for k in keys}
         floor_s = floor_breakdown["total_s"]
     for result in results:
         if "wall_s" in result:
             result["ratio_to_weir_1_worker"] = result["wall_s"] / weir_wall if weir_wall else None
+            result["ratio_to_weir_2_processes"] = result["wall_s"] / weir2p_wall if weir2p_wall else None
             result["ratio_to_floor"] = result["wall_s"] / floor_s if floor_s else None
         for run in result["runs"]:
             run.pop("stdout", None)
@@ -209,27 +228,33 @@ def write_report(size: str, reps: int, once: set, systems: dict, runs: dict):
         f"Peers, size {size} ({rows:,} rows), {report['date']}, {machine['cores']} cores, {machine['ram_gib']} GiB; "
         f"median of {reps} interleaved runs" + (f" (one run: {', '.join(sorted(once & set(systems)))})" if once & set(systems) else ""),
         "",
-        "| system | wall s | rows/s | peak RSS MiB | wall vs Weir 1 worker | wall vs floor |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| system | wall s | rows/s | peak RSS MiB | wall vs Weir 1 worker | wall vs Weir 2 processes | wall vs floor |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         if "failed" in r:
             peak = max(run["peak_rss_mib"] for run in r["runs"])
-            lines.append(f"| {r['system']} | failed: {r['failed'][:120]} | | {peak:.0f} before it failed | | |")
+            lines.append(f"| {r['system']} | failed: {r['failed'][:120]} | | {peak:.0f} before it failed | | | |")
             continue
         rss = "n/a" if r["peak_rss_mib"] is None else f"{r['peak_rss_mib']:.0f}"
         lines.append(
             f"| {r['system']} | {r['wall_s']:.2f} | {r['rows_per_s']:,.0f} | {rss} | "
-            f"{ratio(r['ratio_to_weir_1_worker'])} | {ratio(r['ratio_to_floor'])} |"
+            f"{ratio(r['ratio_to_weir_1_worker'])} | {ratio(r.get('ratio_to_weir_2_processes'))} | {ratio(r['ratio_to_floor'])} |"
         )
     if floor_breakdown:
+        phases = {k: v for k, v in floor_breakdown.items() if k != "threads"}
+        threads = floor_breakdown.get("threads")
         lines += [
             "",
-            "Floor stages (median seconds, summed as the floor): "
-            + ", ".join(f"{k[:-2]} {v:.3f}" for k, v in floor_breakdown.items()),
+            "Floor phases (median seconds"
+            + (f", {threads:.0f} threads" if threads else "")
+            + "; decode = pass 1's wall, decoding and folding the statistics; arithmetic = the fit; "
+            "pass2 = pass 2's wall; project, model and encode = each thread's time in them during "
+            "pass 2; total = the floor's wall): "
+            + ", ".join(f"{k[:-2]} {v:.3f}" for k, v in phases.items()),
         ]
     elif "floor" not in systems:
-        lines += ["", "The floor was not run: it holds the whole decoded table in memory."]
+        lines += ["", "The floor was not run: the decoded input it keeps in memory would not fit at this size."]
     for key in ("weir1", "weir2"):
         if "weir_metrics" in by_key.get(key, {}):
             lines += ["", f"Where {by_key[key]['system']}'s time went (its median run, `weir run --json`):", ""]
@@ -244,9 +269,15 @@ def main():
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--weir", default=str(REPO / "target" / "release" / "weir"))
     parser.add_argument(
+        "--baseline-weir",
+        default=None,
+        help="another weir binary (e.g. the main branch built before a change), run as system "
+        "weirbase at 2 processes x 1 worker beside this one",
+    )
+    parser.add_argument(
         "--systems",
         default=None,
-        help=f"comma-separated keys out of {','.join(SYSTEM_KEYS)} (default: all; at L all but floor)",
+        help=f"comma-separated keys out of {','.join(SYSTEM_KEYS)} (default: all; the floor only where its memory fits)",
     )
     parser.add_argument(
         "--once",
@@ -255,7 +286,9 @@ def main():
     )
     args = parser.parse_args()
     rows = SIZES[args.size]
-    default_keys = [k for k in SYSTEM_KEYS if not (args.size == "L" and k == "floor")]
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    floor_fits = rows * FLOOR_BYTES_PER_ROW <= 0.8 * ram
+    default_keys = [k for k in SYSTEM_KEYS if (floor_fits or k != "floor") and (args.baseline_weir or k != "weirbase")]
     keys = args.systems.split(",") if args.systems else default_keys
     once = set(filter(None, args.once.split(",")))
     unknown = (set(keys) | once) - set(SYSTEM_KEYS)
@@ -274,13 +307,18 @@ def main():
     weir = [args.weir, "run", str(job), "--json"]
     every = {
         "floor": (
-            "floor (Rust, stages alone, 1 thread)",
-            [floor, str(data), str(model), str(work / "out-floor" / "part-0.parquet")],
+            "floor (Rust, streaming, decode once, all cores)",
+            [floor, str(data), str(model), str(work / "out-floor")],
             work / "out-floor",
         ),
         "weir1": ("weir 1 worker", [*weir, "--workers", "1"], work / "out-weir"),
         "weir2": ("weir 2 workers", [*weir, "--workers", "2"], work / "out-weir"),
         "weir2p": ("weir 2 processes x 1 worker", [*weir, "--processes", "2", "--workers", "1"], work / "out-weir"),
+        "weirbase": (
+            "weir 2 processes x 1 worker, baseline build",
+            [args.baseline_weir or "--baseline-weir-missing", "run", str(job), "--json", "--processes", "2", "--workers", "1"],
+            work / "out-weir",
+        ),
         "script": (
             "script (pyarrow + NumPy + onnxruntime)",
             [sys.executable, str(BENCH / "peers_script.py"), str(data), str(model), str(work / "out-script")],

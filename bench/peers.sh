@@ -16,7 +16,7 @@ if [ ! -x bench/.venv-peers/bin/python ]; then
   python3 -m venv bench/.venv-peers
 fi
 bench/.venv-peers/bin/pip install --quiet --disable-pip-version-check \
-  daft==0.7.26 pyspark==4.3.0 "ray[data]==2.52.0" matplotlib==3.10.7 pandas==2.3.3 numpy==2.3.4 pyarrow==21.0.0 onnxruntime==1.31.1
+  daft==0.7.26 pyspark==4.3.0 "ray[data]==2.52.0" matplotlib==3.10.7 pandas==2.3.3 numpy==2.3.4 pyarrow==21.0.0 onnxruntime==1.31.1 duckdb==2.0.1
 
 run_size() {
   .venv/bin/python bench/peers.py --size "$@"
@@ -26,7 +26,7 @@ run_size() {
 if [ "${1:-}" = "--size" ] && [ "${2:-}" = "all" ]; then
   run_size S
   run_size M --once spark,ray
-  run_size L --systems weir1,weir2,weir2p,script,daft --once script
+  run_size L --systems floor,weir1,weir2,weir2p,script,daft --once script
 else
   size=S
   for ((i = 1; i <= $#; i++)); do [ "${!i}" = "--size" ] && { j=$((i + 1)); size=${!j}; }; done

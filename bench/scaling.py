@@ -41,20 +41,26 @@ def cell(result: dict | None) -> tuple[str, str, str]:
 
 def main():
     reports = load()
+    not_peers = WEIR + ["floor", "weirbase"]
     peer_keys = []
     for report in reports.values():
-        peer_keys += [r["key"] for r in report["results"] if r["key"] not in WEIR + ["floor"] + peer_keys]
-    finished = [size for size, report in reports.items() if all("wall_s" in r for r in report["results"])]
+        peer_keys += [r["key"] for r in report["results"] if r["key"] not in not_peers + peer_keys]
+    # The largest size where every system ran to the end and some peer ran at all.
+    finished = [
+        size
+        for size, report in reports.items()
+        if all("wall_s" in r for r in report["results"]) and any(r["key"] not in not_peers for r in report["results"])
+    ]
     largest = finished[-1] if finished else list(reports)[0]
-    peers = [r for r in reports[largest]["results"] if "wall_s" in r and r["key"] not in WEIR + ["floor"]]
-    best = min(peers, key=lambda r: r["wall_s"])["key"]
-    shown = WEIR + sorted(peer_keys, key=lambda key: key != best)
+    peers = [r for r in reports[largest]["results"] if "wall_s" in r and r["key"] not in not_peers]
+    best = min(peers, key=lambda r: r["wall_s"])["key"] if peers else None
+    shown = WEIR + ["floor"] + sorted(peer_keys, key=lambda key: key != best)
     any_report = next(iter(reports.values()))
     machine = any_report["machine"]
     lines = [
         f"Scaling, {machine['cores']} cores, {machine['ram_gib']} GiB; medians of interleaved runs "
         f"(dates: {', '.join(sorted({r['date'] for r in reports.values()}))}); best peer at {largest}: "
-        f"{by_key(reports[largest])[best]['system']}",
+        f"{by_key(reports[largest])[best]['system'] if best else 'none run'}",
         "",
         "| system | rows | wall s | rows/s | peak RSS MiB | wall / wall at S | runs |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
