@@ -150,3 +150,31 @@ def test_sigterm_after_spilling_removes_the_spill_files(weir, tmp_path, source):
     assert seen, f"no spill file was seen: {run.describe()}"
     assert rc in (0, 143), run.describe()
     assert leftovers(spill_dir) == [], f"exit {rc}: spill files left behind"
+
+
+def test_two_runs_at_once_share_a_spill_dir_without_touching_each_other(weir, tmp_path, source):
+    """Two runs spilling into the same `spill_dir` at the same time (each worker makes its
+    own `weir-spill-*` directory there): both commit the same output as a run without any
+    cache, and neither leaves or deletes anything of the other's."""
+    src, _ = source
+    spill_dir = tmp_path / "spill"
+    spill_dir.mkdir()
+    bystander = spill_dir / "not-weirs.txt"
+    bystander.write_text("someone else's file")
+    runs = []
+    for name in ("first", "second"):
+        out, job_path = job(tmp_path, src, name, f'cache_mb = 0\nbatch_size = 512\nspill_dir = "{spill_dir}"')
+        runs.append((out, Run(job_path, "-w", "2")))
+    try:
+        codes = [run.wait(timeout=180) for _, run in runs]
+    finally:
+        for _, run in runs:
+            run.kill()
+    assert codes == [0, 0], [run.describe() for _, run in runs]
+    # The same shape without any cache: the same batches folded in the same order.
+    reference_out, reference_job = job(tmp_path, src, "reference", "cache_mb = 0\nspill_mb = 0\nbatch_size = 512")
+    weir("run", reference_job, "-w", "2", check=0)
+    expected = read_output(reference_out).sort_by("id")
+    for out, _ in runs:
+        assert read_output(out).sort_by("id").equals(expected)
+    assert leftovers(spill_dir) == ["not-weirs.txt"] and bystander.read_text() == "someone else's file"
