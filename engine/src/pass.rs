@@ -133,11 +133,14 @@ pub(crate) fn run_pass(
     let shards: Vec<Shard> = plan.shards_of(index, peers).copied().collect();
     let from_store: Vec<Shard> = shards.iter().filter(|s| !state.cache.holds(s.index)).copied().collect();
     let mut ahead = (!from_store.is_empty()).then(|| ReadAhead::start(&context.runtime, plan, from_store));
-    'shards: for shard in &shards {
+    'shards: for (position, shard) in shards.iter().enumerate() {
         if failure.borrow().is_some() || context.abort.load(Ordering::Relaxed) {
             break;
         }
         let cache = &state.cache;
+        if let Some(next) = shards.get(position + 1) {
+            cache.prefetch(next.index);
+        }
         let mut started = Instant::now();
         let (mut batches, stage) = match cache.take(shard.index, usage) {
             Some(cached) => {

@@ -10,6 +10,7 @@ import math
 import os
 import shutil
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -207,3 +208,37 @@ def test_logs_and_progress_lines_off_a_terminal(weir, tmp_path, events_dir):
     proc = weir("run", job, "-w", "2", "--log-format", "json", env=dict(env), check=2)  # exists: refused, but logged
     events = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
     assert any(event["fields"].get("message") == "planned" and event["level"] == "INFO" for event in events), proc.stderr
+
+
+def test_mostly_distinct_columns_are_written_without_a_dictionary_and_every_value_reads_back(weir, tmp_path):
+    # Unique ids and free text get plain encoding; repeated codes and labels keep their
+    # dictionary (judged on each part file's first batch). The file spans many 1 MiB
+    # encoder buffers and several row groups; pyarrow reads every value back.
+    rng = np.random.default_rng(7)
+    rows = 300_000
+    src = tmp_path / "src"
+    src.mkdir()
+    want = pa.table(
+        {
+            "id": pa.array(np.arange(rows, dtype=np.int64)),
+            "code": pa.array(rng.integers(0, 6, rows).astype(np.int32), mask=rng.random(rows) < 0.1),
+            "label": pa.array([f"class-{i}" for i in rng.integers(0, 4, rows)]),
+            "note": pa.array([f"note {i} {v:.6f}" for i, v in enumerate(rng.random(rows))]),
+            "x": pa.array(rng.normal(size=rows)),
+        }
+    )
+    pq.write_table(want, src / "data.parquet", row_group_size=100_000)
+    out = tmp_path / "out"
+    job = write_job(tmp_path / "job.toml", f'name = "copy"\n[source]\nuri = "{src}"\n[sink]\nuri = "{out}"\nrow_group_rows = 65536\n')
+    weir("run", job, "-w", "1", check=0)
+    got = read_output(out)
+    assert got.schema.equals(want.schema, check_metadata=False)
+    assert got.equals(want)
+    (part,) = data_files(out)
+    meta = pq.ParquetFile(part).metadata
+    assert meta.num_row_groups == 5
+    for group in range(meta.num_row_groups):
+        columns = {meta.row_group(group).column(i).path_in_schema: meta.row_group(group).column(i) for i in range(meta.num_columns)}
+        assert not columns["id"].has_dictionary_page and not columns["note"].has_dictionary_page
+        assert not columns["x"].has_dictionary_page
+        assert columns["code"].has_dictionary_page and columns["label"].has_dictionary_page
