@@ -272,8 +272,10 @@ impl PartWriter {
             converted = RecordBatch::try_new(stored, columns).map_err(invalid)?;
             &converted
         };
-        let uri = self.uri.clone();
-        self.open_encoder(Some(batch))?.write(batch).map_err(|source| ConnectorError::Write { uri, source })?;
+        self.open_encoder(Some(batch))?;
+        if let Encoder::Open(encoder) = &mut self.encoder {
+            encoder.write(batch).map_err(|source| ConnectorError::Write { uri: self.uri.clone(), source })?;
+        }
         self.upload_encoded(false).await
     }
 
