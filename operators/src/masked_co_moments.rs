@@ -40,29 +40,77 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<(Vec<f64>, Vec<u64>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// The sum of `values`, in eight independent lanes (a dependency chain of one add per
-/// value would cost its latency on every element).
-fn lane_sum(values: &[f64]) -> f64 {
+/// The sum of `column[r]` over `rows`, in eight independent lanes.
+fn lane_sum_at(column: &[f64], rows: &[u32]) -> f64 {
     let mut lanes = [0.0; 8];
-    let chunks = values.chunks_exact(8);
-    let rest: f64 = chunks.remainder().iter().sum();
+    let chunks = rows.chunks_exact(8);
+    let rest: f64 = chunks.remainder().iter().map(|&r| column[r as usize]).sum();
     for chunk in chunks {
-        for (lane, v) in lanes.iter_mut().zip(chunk) {
-            *lane += v;
+        for (lane, &r) in lanes.iter_mut().zip(chunk) {
+            *lane += column[r as usize];
         }
     }
     lanes.iter().sum::<f64>() + rest
 }
 
-/// The sum of `column[r]` over `rows`, in four independent lanes.
-fn lane_sum_at(column: &[f64], rows: &[usize]) -> f64 {
-    let mut lanes = [0.0; 4];
-    let chunks = rows.chunks_exact(4);
-    let rest: f64 = chunks.remainder().iter().map(|&r| column[r]).sum();
-    for chunk in chunks {
-        for (lane, &r) in lanes.iter_mut().zip(chunk) {
-            *lane += column[r];
+/// For each value of a byte of a presence bitmap, its 8 bits as 8 masks of a float's bits
+/// (all ones where the bit is set): selecting with them is a bitwise and, which vectorizes.
+static BYTE_LANES: [[u64; 8]; 256] = byte_lanes();
+
+const fn byte_lanes() -> [[u64; 8]; 256] {
+    let mut lanes = [[0; 8]; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let mut bit = 0;
+        while bit < 8 {
+            if byte >> bit & 1 == 1 {
+                lanes[byte][bit] = u64::MAX;
+            }
+            bit += 1;
         }
+        byte += 1;
+    }
+    lanes
+}
+
+/// `to[r] = values[r]` where bit `r` of `present` is set and 0.0 elsewhere (arrow's null
+/// slots hold any value), 8 rows at a time; returns the sum of `to`, in eight independent
+/// lanes (a dependency chain of one add per value would cost its latency on every element).
+fn select_present(values: &[f64], present: &[u64], to: &mut [f64]) -> f64 {
+    let mut lanes = [0.0; 8];
+    for (i, (to, values)) in to.chunks_exact_mut(8).zip(values.chunks_exact(8)).enumerate() {
+        let masks = &BYTE_LANES[(present[i / 8] >> (8 * (i % 8)) & 0xff) as usize];
+        for l in 0..8 {
+            let v = f64::from_bits(values[l].to_bits() & masks[l]);
+            to[l] = v;
+            lanes[l] += v;
+        }
+    }
+    let mut rest = 0.0;
+    for r in values.len() / 8 * 8..values.len() {
+        let v = if present[r / 64] >> (r % 64) & 1 == 1 { values[r] } else { 0.0 };
+        to[r] = v;
+        rest += v;
+    }
+    lanes.iter().sum::<f64>() + rest
+}
+
+/// `to[r] −= shift` where present, else 0.0; the sum of `to`.
+fn centre_present(shift: f64, present: &[u64], to: &mut [f64]) -> f64 {
+    let mut lanes = [0.0; 8];
+    for (i, to) in to.chunks_exact_mut(8).enumerate() {
+        let masks = &BYTE_LANES[(present[i / 8] >> (8 * (i % 8)) & 0xff) as usize];
+        for l in 0..8 {
+            let v = f64::from_bits((to[l] - shift).to_bits() & masks[l]);
+            to[l] = v;
+            lanes[l] += v;
+        }
+    }
+    let mut rest = 0.0;
+    let full = to.len() / 8 * 8;
+    for (r, to) in to.iter_mut().enumerate().skip(full) {
+        *to = if present[r / 64] >> (r % 64) & 1 == 1 { *to - shift } else { 0.0 };
+        rest += *to;
     }
     lanes.iter().sum::<f64>() + rest
 }
@@ -146,7 +194,7 @@ impl MaskedCoMoments {
         for (j, column) in columns.iter().enumerate() {
             let bits = &mut presence[j * words..(j + 1) * words];
             let values = column.values();
-            // Presence, a word at a time from the validity bitmap, less the NaN.
+            // Presence, a word at a time from the validity bitmap (less the NaN, below).
             match column.nulls() {
                 Some(nulls) => {
                     let chunks = nulls.inner().bit_chunks();
@@ -164,24 +212,23 @@ impl MaskedCoMoments {
                     }
                 }
             }
-            for (r, v) in values.iter().enumerate() {
-                if v.is_nan() {
-                    bits[r / 64] &= !(1u64 << (r % 64));
-                }
-            }
-            let present = |r: usize| bits[r / 64] >> (r % 64) & 1 == 1;
-            let count: u64 = bits.iter().map(|w| w.count_ones() as u64).sum();
             let out = &mut centred[j * rows..(j + 1) * rows];
-            for (r, (to, &v)) in out.iter_mut().zip(values.iter()).enumerate() {
-                *to = if present(r) { v } else { 0.0 };
+            let mut total = select_present(values, bits, out);
+            if !total.is_finite() {
+                // A NaN (missing) or an infinity among the present values, or a sum that
+                // overflowed: rare, so handled apart from the vectorized path.
+                for (r, v) in values.iter().enumerate() {
+                    if v.is_nan() {
+                        bits[r / 64] &= !(1u64 << (r % 64));
+                    }
+                }
+                total = select_present(values, bits, out);
+                batch.infinite[j] = out.iter().any(|x| x.is_infinite());
             }
-            batch.infinite[j] = out.iter().fold(false, |seen, x| seen | x.is_infinite());
-            let shift = if count == 0 { 0.0 } else { lane_sum(out) / count as f64 };
+            let count: u64 = bits.iter().map(|w| w.count_ones() as u64).sum();
+            let shift = if count == 0 { 0.0 } else { total / count as f64 };
             let shift = if shift.is_finite() { shift } else { 0.0 };
-            for (r, to) in out.iter_mut().enumerate() {
-                *to = if present(r) { *to - shift } else { 0.0 };
-            }
-            let residual = lane_sum(out);
+            let residual = centre_present(shift, bits, out);
             batch.shift[j] = shift;
             batch.present[j] = count;
             // H's diagonal: the column's centred sum (rounding leaves it near, not at, 0).
@@ -196,23 +243,28 @@ impl MaskedCoMoments {
             }
         }
         // H[j, k] = H[j, j] minus column j over the rows where k is missing (a few percent
-        // of the rows, summed column by column so each read stays within one column).
-        let mut absent_rows = Vec::new();
+        // of the rows). Every column's missing rows are listed first, then each column j is
+        // summed over every list while it is in the cache.
+        let mut absent_rows: Vec<u32> = Vec::new();
+        let mut absent_from = Vec::with_capacity(d + 1);
         for k in 0..d {
-            absent_rows.clear();
+            absent_from.push(absent_rows.len());
             for (w, &word) in presence[k * words..(k + 1) * words].iter().enumerate() {
                 let mut absent = !word;
                 if w + 1 == words && !rows.is_multiple_of(64) {
                     absent &= (1u64 << (rows % 64)) - 1;
                 }
                 while absent != 0 {
-                    absent_rows.push(w * 64 + absent.trailing_zeros() as usize);
+                    absent_rows.push((w * 64) as u32 + absent.trailing_zeros());
                     absent &= absent - 1;
                 }
             }
-            for j in (0..d).filter(|&j| j != k) {
-                let column = &centred[j * rows..(j + 1) * rows];
-                let missing_sum = lane_sum_at(column, &absent_rows);
+        }
+        absent_from.push(absent_rows.len());
+        for j in 0..d {
+            let column = &centred[j * rows..(j + 1) * rows];
+            for k in (0..d).filter(|&k| k != j) {
+                let missing_sum = lane_sum_at(column, &absent_rows[absent_from[k]..absent_from[k + 1]]);
                 batch.h[j + k * d] = batch.h[j + j * d] - missing_sum;
             }
         }
@@ -381,6 +433,37 @@ mod tests {
             assert!((got.mean()[j] - mean[j]).abs() <= 1e-9 * mean[j].abs().max(1.0), "mean {j}");
             for k in 0..=j {
                 let (a, b) = (got.m[j + k * 4], m[j + k * 4]);
+                assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "m[{j},{k}]: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn whatever_a_null_slot_holds_is_ignored() {
+        // Arrow leaves a null slot's value undefined: here NaN, infinities and huge numbers
+        // that would poison every sum if they were read. 67 rows: a partial byte at the end.
+        let n = 67;
+        let columns = vec![column(5, n, 2.0, 3), column(6, n, -1e3, 4)];
+        let arrays: Vec<Float64Array> = columns
+            .iter()
+            .map(|c| {
+                let garbage = [f64::NAN, f64::INFINITY, -1e300, f64::NEG_INFINITY];
+                let values: Vec<f64> =
+                    c.iter().enumerate().map(|(r, v)| v.unwrap_or(garbage[r % garbage.len()])).collect();
+                let nulls = arrow::buffer::NullBuffer::from(c.iter().map(Option::is_some).collect::<Vec<_>>());
+                Float64Array::new(values.into(), Some(nulls))
+            })
+            .collect();
+        let mut moments = MaskedCoMoments::new(2);
+        moments.fold(&[&arrays[0], &arrays[1]]).unwrap();
+        assert!(!moments.infinite(0) && !moments.infinite(1));
+        let fills = [1.5, 7.0];
+        let got = moments.filled(&[Some(fills[0]), Some(fills[1])]);
+        let (mean, m) = naive(&columns, &fills);
+        for j in 0..2 {
+            assert!((got.mean()[j] - mean[j]).abs() <= 1e-9 * mean[j].abs().max(1.0), "mean {j}");
+            for k in 0..=j {
+                let (a, b) = (got.m[j + k * 2], m[j + k * 2]);
                 assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "m[{j},{k}]: {a} vs {b}");
             }
         }
