@@ -41,7 +41,7 @@ use crate::fit_columns::{
     PerColumn, all_missing, as_f64, float_output_type, names, no_infinity, numeric_columns, replace_columns,
     schema_with_types,
 };
-use crate::stats::{ModeValue, Moments, ValueCounts, present_values};
+use crate::stats::{ModeValue, Moments, ValueCounts, all_finite, present_values};
 use crate::{BoundStep, OpError, selector};
 
 /// How missing values are filled.
@@ -437,7 +437,8 @@ fn fill_missing(column: &ArrayRef, fill: &ArrayRef) -> Result<ArrayRef, OpError>
         DataType::Float64 => {
             let fill = fill.as_primitive::<Float64Type>().value(0);
             let values = column.as_primitive::<Float64Type>();
-            if values.null_count() == 0 && !values.values().iter().any(|v| v.is_nan()) {
+            if values.null_count() == 0 && (all_finite(values.values()) || !values.values().iter().any(|v| v.is_nan()))
+            {
                 return Ok(column.clone());
             }
             // NaN first, over the raw values (vectorised); then the null slots, a run of

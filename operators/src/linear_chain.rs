@@ -36,7 +36,7 @@ use crate::masked_co_moments::MaskedCoMoments;
 use crate::minmax::MinMaxFit;
 use crate::pca::{PcaFit, missing};
 use crate::standardize::StandardizeFit;
-use crate::stats::{Moments, Range};
+use crate::stats::{Moments, Range, all_finite};
 use crate::{BoundStep, OpError};
 
 /// The scaling step of a chain.
@@ -178,7 +178,7 @@ impl LinearChainFit {
                     if values.null_count() > 0 {
                         return Err(in_chain(member)(missing(name, "null")));
                     }
-                    if values.values().iter().any(|v| v.is_nan()) {
+                    if !all_finite(values.values()) && values.values().iter().any(|v| v.is_nan()) {
                         return Err(in_chain(member)(missing(name, "NaN")));
                     }
                 }

@@ -74,6 +74,7 @@ use serde::{Deserialize, Serialize};
 use crate::co_moments::CoMoments;
 use crate::fit::{Fit, FitShape};
 use crate::fit_columns::{as_f64, names, numeric_columns};
+use crate::stats::all_finite;
 use crate::{BoundStep, OpError};
 
 /// A whitened component whose variance is at most this share of the largest one is left
@@ -293,9 +294,16 @@ fn read_inputs(
     let rows = batch.num_rows();
     let mut columns = Vec::with_capacity(indices.len());
     let mut complete: Option<Vec<bool>> = None;
+    // Whether each column is known to hold only finite values (the common case, one scan).
+    let mut finite = Vec::with_capacity(indices.len());
     for (&index, name) in indices.iter().zip(names) {
         let values = as_f64(batch.column(index))?;
         let nulls = values.null_count() > 0;
+        finite.push(!nulls && all_finite(values.values()));
+        if finite.last() == Some(&true) {
+            columns.push(values);
+            continue;
+        }
         let nan =
             if nulls { values.iter().flatten().any(f64::is_nan) } else { values.values().iter().any(|v| v.is_nan()) };
         if nulls || nan {
@@ -318,8 +326,8 @@ fn read_inputs(
             .map(|column| Ok(filter(column, mask)?.as_primitive::<Float64Type>().clone()))
             .collect::<Result<_, OpError>>()?;
     }
-    for (column, name) in columns.iter().zip(names) {
-        if column.values().iter().any(|v| v.is_infinite()) {
+    for ((column, name), finite) in columns.iter().zip(names).zip(finite) {
+        if !finite && column.values().iter().any(|v| v.is_infinite()) {
             return Err(PcaFit::infinite(name));
         }
     }
