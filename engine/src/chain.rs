@@ -91,6 +91,9 @@ struct ChainStep {
     number: usize,
     op: &'static str,
     link: Link,
+    /// For a chain of fitted steps applied as one map, each member's step number and op,
+    /// in order (the first is `number`, `op`); empty for a single step.
+    members: Vec<(usize, &'static str)>,
 }
 
 /// The chain of one worker; see the module documentation. Steps join between passes
@@ -102,12 +105,19 @@ pub(crate) struct Chain {
 
 impl Chain {
     pub fn push_map(&self, number: usize, op: &'static str, step: Arc<dyn BoundStep>) {
-        self.steps.borrow_mut().push(ChainStep { number, op, link: Link::Map(step) });
+        self.steps.borrow_mut().push(ChainStep { number, op, link: Link::Map(step), members: Vec::new() });
+    }
+
+    /// Adds the map of a chain of fitted steps (`members`: their numbers and ops, in order,
+    /// at least two); its errors name their member ([`OpError::chain_member`]).
+    pub fn push_chain(&self, members: Vec<(usize, &'static str)>, step: Arc<dyn BoundStep>) {
+        let (number, op) = members.first().copied().unwrap_or((0, "chain"));
+        self.steps.borrow_mut().push(ChainStep { number, op, link: Link::Map(step), members });
     }
 
     pub fn push_keep(&self, number: usize, kept: KeptRows) {
         let link = Link::Keep { kept, cursor: RowCursor::default() };
-        self.steps.borrow_mut().push(ChainStep { number, op: "dedupe", link });
+        self.steps.borrow_mut().push(ChainStep { number, op: "dedupe", link, members: Vec::new() });
     }
 
     /// Forgets where the row cursors were (before a new pass over the shards).
@@ -129,11 +139,23 @@ impl Chain {
     ) -> Result<Option<SourceBatch>, JobFailure> {
         let mut batch = item.batch;
         for step in self.steps.borrow().iter() {
-            let stage = Stage::Step { number: step.number, op: step.op, work: StepWork::Apply };
+            let work = match step.members.last() {
+                Some(&(last, last_op)) if step.members.len() > 1 => StepWork::ApplyChain { last, last_op },
+                _ => StepWork::Apply,
+            };
+            let stage = Stage::Step { number: step.number, op: step.op, work };
             batch = metrics.time(stage, || match &step.link {
-                Link::Map(map) => {
-                    map.apply(batch).map_err(|error| step_failure(plan, step.number, step.op, item.shard, &error))
-                }
+                Link::Map(map) => map.apply(batch).map_err(|error| {
+                    let (member, inner) = match step.members.is_empty() {
+                        true => (None, &error),
+                        false => {
+                            let (member, inner) = error.chain_member();
+                            (step.members.get(member), inner)
+                        }
+                    };
+                    let (number, op) = member.copied().unwrap_or((step.number, step.op));
+                    step_failure(plan, number, op, item.shard, inner)
+                }),
                 Link::Keep { kept, cursor } => {
                     let first = cursor.advance(item.shard, batch.num_rows());
                     let mask = kept.mask(item.shard, first, batch.num_rows());

@@ -48,6 +48,8 @@ pub(crate) enum StepWork {
     FoldChain { last: usize, last_op: &'static str },
     /// Merging and finishing such a chain (worker 0).
     FinishChain { last: usize, last_op: &'static str },
+    /// Mapping batches with such a chain once fitted, as one step (in every later pass).
+    ApplyChain { last: usize, last_op: &'static str },
     /// Encoding each row's key for a dedupe.
     Keys,
     /// The keyed reduction that picks each key's winner.
@@ -67,8 +69,11 @@ impl Stage {
             Stage::Write => "write (encode + upload)".to_string(),
             Stage::Step { number, op, work } => {
                 let step = |what: &str| format!("step {number} {op}: {what}");
+                let steps = |last: &usize, last_op: &str, what: &str| {
+                    format!("steps {number}-{last} {op} to {last_op}: {what}")
+                };
                 let chain = |last: &usize, last_op: &str, what: &str| {
-                    format!("steps {number}-{last} {op} to {last_op}: fit in one pass ({what})")
+                    steps(last, last_op, &format!("fit in one pass ({what})"))
                 };
                 match work {
                     StepWork::Fold => step("fit (fold partials)"),
@@ -78,6 +83,7 @@ impl Stage {
                     StepWork::Apply => step("apply"),
                     StepWork::FoldChain { last, last_op } => chain(last, last_op, "fold partials"),
                     StepWork::FinishChain { last, last_op } => chain(last, last_op, "merge + finish, worker 0"),
+                    StepWork::ApplyChain { last, last_op } => steps(last, last_op, "apply"),
                 }
             }
         }

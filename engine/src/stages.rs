@@ -242,11 +242,23 @@ pub(crate) fn fit_stage(
             (None, value) => fitted.push((index, value)),
         }
     }
+    // A chain joins the worker's steps as one map (fused where it can be, see
+    // `linear_chain`); other fitted steps each as their own.
+    if let Some(chain) = &group.chain
+        && !fitted.is_empty()
+    {
+        let params = serde_json::Value::Array(fitted.iter().map(|(_, value)| value.clone()).collect());
+        let mapped = chain.with_params(&params).map_err(|e| fit_failure(plan, group.steps.start, &e))?;
+        let members = group.steps.clone().map(|i| (plan.steps[i].number, plan.steps[i].op)).collect();
+        state.chain.push_chain(members, Arc::from(mapped));
+    }
     let mut entries = Vec::new();
     for (index, value) in fitted {
         let (Some(fit), step) = (fitter(plan, index), &plan.steps[index]) else { continue };
-        let mapped = fit.with_params(&value).map_err(|e| fit_failure(plan, index, &e))?;
-        state.chain.push_map(step.number, step.op, Arc::from(mapped));
+        if group.chain.is_none() {
+            let mapped = fit.with_params(&value).map_err(|e| fit_failure(plan, index, &e))?;
+            state.chain.push_map(step.number, step.op, Arc::from(mapped));
+        }
         entries.push(FittedStep {
             step: step.number,
             op: step.op.to_string(),

@@ -21,6 +21,12 @@
 //! front of a run of fitted steps. It does not compose what would change the result:
 //! an exact median (more passes), `pca` with `on_null = "skip"` (its fit drops rows), or
 //! any column of the chain that is `Float16`/`Float32` (the steps between round it).
+//!
+//! Applied, the chain is one map ([`Fit::with_params`]): where it ends in a `pca` that
+//! reads and drops every column the steps before it write, nobody sees the filled or scaled
+//! values, so the fills and affine maps fold into pca's mean and weights and the batch is
+//! read once (`Fused`, `PcaMap::fuse`), equal to applying the steps in turn up to
+//! rounding (unit-tested to 1e-12); otherwise the members apply in turn (`Sequence`).
 
 use std::collections::HashMap;
 
@@ -34,7 +40,7 @@ use crate::fit_columns::{FloatTransform, as_f64};
 use crate::impute::{ImputeFit, ImputePartial};
 use crate::masked_co_moments::MaskedCoMoments;
 use crate::minmax::MinMaxFit;
-use crate::pca::{PcaFit, missing};
+use crate::pca::{PcaFit, PcaMap, missing};
 use crate::standardize::StandardizeFit;
 use crate::stats::{Moments, Range, all_finite};
 use crate::{BoundStep, OpError};
@@ -144,6 +150,20 @@ pub fn compose(fits: &[&dyn FitStep]) -> Option<(usize, Box<dyn FitStep>)> {
 /// Tags an error with the chain member it comes from.
 fn in_chain(member: usize) -> impl Fn(OpError) -> OpError {
     move |error| OpError::InChain { member, error: Box::new(error) }
+}
+
+/// A scaling member's map from its parameters, with each column's affine map (`None` for
+/// one that is not affine).
+type ScaleMap = (Box<dyn BoundStep>, Vec<Option<(f64, f64)>>);
+
+fn scale_map<F: Fit>(
+    fit: &F,
+    params: &serde_json::Value,
+    transforms: impl Fn(&F::Params) -> Result<Vec<FloatTransform>, OpError>,
+) -> Result<ScaleMap, OpError> {
+    let fitted: F::Params = from_json(params)?;
+    let affine = transforms(&fitted)?.into_iter().map(FloatTransform::affine).collect();
+    Ok((fit.with_params(fitted)?, affine))
 }
 
 fn to_json<T: Serialize>(params: &T) -> Result<serde_json::Value, OpError> {
@@ -337,26 +357,70 @@ impl Fit for LinearChainFit {
         Ok(params)
     }
 
+    /// The chain applied: one map when it can fuse (`Fused`), else its members in turn.
     fn with_params(&self, params: Vec<serde_json::Value>) -> Result<Box<dyn BoundStep>, OpError> {
         let mut params = params.iter();
         let mut next = || params.next().ok_or_else(|| OpError::InvalidSpec("a chain's parameters are short".into()));
         let mut steps: Vec<Box<dyn BoundStep>> = Vec::new();
+        let mut fills: HashMap<&str, f64> = HashMap::new();
+        let mut affine: HashMap<&str, Option<(f64, f64)>> = HashMap::new();
         if let Some(fit) = &self.impute {
-            steps.push(fit.with_params(from_json(next()?)?)?);
+            let fitted: <ImputeFit as Fit>::Params = from_json(next()?)?;
+            for (name, fill) in fit.column_names().iter().zip(fitted.ordered(fit.column_names())?) {
+                if let Some(value) = fill.number() {
+                    fills.insert(name, value);
+                }
+            }
+            steps.push(fit.with_params(fitted).map_err(in_chain(0))?);
         }
-        match &self.scale {
-            Some(ScaleFit::Standardize(fit)) => steps.push(fit.with_params(from_json(next()?)?)?),
-            Some(ScaleFit::MinMax(fit)) => steps.push(fit.with_params(from_json(next()?)?)?),
-            None => {}
+        let (scale_member, pca_member) = self.members();
+        let (scale_names, scaled) = match &self.scale {
+            Some(ScaleFit::Standardize(fit)) => {
+                (&fit.columns().names[..], Some(scale_map(fit, next()?, |p| fit.transforms(p))))
+            }
+            Some(ScaleFit::MinMax(fit)) => {
+                (&fit.columns().names[..], Some(scale_map(fit, next()?, |p| fit.transforms(p))))
+            }
+            None => (&[][..], None),
+        };
+        if let Some(scaled) = scaled {
+            let (map, affines) = scaled.map_err(in_chain(scale_member))?;
+            affine.extend(scale_names.iter().map(String::as_str).zip(affines));
+            steps.push(map);
         }
         if let Some(fit) = &self.pca {
-            steps.push(fit.with_params(from_json(next()?)?)?);
+            let mut map = fit.map(from_json(next()?)?).map_err(in_chain(pca_member))?;
+            // Fused only when pca reads every column the steps before it write, and drops
+            // them: no one else sees the imputed or scaled values.
+            let imputed = self.impute.as_ref().map_or(&[][..], |i| i.column_names());
+            let names = fit.column_names();
+            let covered = imputed.iter().chain(scale_names).all(|c| names.contains(c))
+                && imputed.iter().all(|c| fills.contains_key(c.as_str()));
+            let inputs: Option<Vec<(Option<f64>, f64, f64)>> = names
+                .iter()
+                .map(|n| {
+                    let (slope, intercept) = match affine.get(n.as_str()) {
+                        Some(affine) => (*affine)?,
+                        None => (1.0, 0.0),
+                    };
+                    Some((fills.get(n.as_str()).copied(), slope, intercept))
+                })
+                .collect();
+            let fused = match inputs {
+                Some(inputs) => covered && fit.drops_inputs() && map.fuse(&inputs),
+                None => false,
+            };
+            if fused {
+                return Ok(Box::new(Fused { map, member: pca_member }));
+            }
+            steps.push(Box::new(map));
         }
         Ok(Box::new(Sequence { output: self.shape.output.clone(), steps }))
     }
 }
 
-/// The members of a fitted chain applied in turn.
+/// The members of a fitted chain applied in turn; an error names its member
+/// ([`OpError::InChain`]).
 #[derive(Debug)]
 struct Sequence {
     output: SchemaRef,
@@ -369,7 +433,30 @@ impl BoundStep for Sequence {
     }
 
     fn apply(&self, batch: RecordBatch) -> Result<RecordBatch, OpError> {
-        self.steps.iter().try_fold(batch, |batch, step| step.apply(batch))
+        self.steps
+            .iter()
+            .enumerate()
+            .try_fold(batch, |batch, (member, step)| step.apply(batch).map_err(in_chain(member)))
+    }
+}
+
+/// A chain ending in a `pca` that reads and drops every column the steps before it write,
+/// applied as one map of the raw columns: the fills and affine maps folded into pca's mean
+/// and weights ([`PcaMap::fuse`]), one pass over the batch instead of one per step. Its
+/// errors are pca's (a missing value in a column no `impute` fills, an infinity).
+#[derive(Debug)]
+struct Fused {
+    map: PcaMap,
+    member: usize,
+}
+
+impl BoundStep for Fused {
+    fn output_schema(&self) -> SchemaRef {
+        self.map.output_schema()
+    }
+
+    fn apply(&self, batch: RecordBatch) -> Result<RecordBatch, OpError> {
+        self.map.apply(batch).map_err(in_chain(self.member))
     }
 }
 
@@ -501,13 +588,102 @@ mod tests {
         let together = fit_in_process(chain.as_ref(), &batches);
         let alone = one_by_one(&fits[..members], &batches);
         assert_close(&together, &serde_json::Value::Array(alone), "params");
-        // The chain's own step maps as the members do in turn.
-        let mapped = chain.with_params(&together).unwrap().apply(batches[2].clone()).unwrap();
-        let mut expected = batches[2].clone();
-        for (fit, params) in fits[..members].iter().zip(together.as_array().unwrap()) {
-            expected = fit.with_params(params).unwrap().apply(expected).unwrap();
+        // The chain's own step maps as the members do in turn (fused, up to rounding).
+        let map = chain.with_params(&together).unwrap();
+        let fuses = specs.last().is_some_and(|(op, spec)| *op == "pca" && spec.get("keep_inputs").is_none());
+        assert_eq!(format!("{map:?}").starts_with("Fused"), fuses && members == specs.len(), "{map:?}");
+        for batch in &batches {
+            let mapped = map.apply(batch.clone()).unwrap();
+            let mut expected = batch.clone();
+            for (fit, params) in fits[..members].iter().zip(together.as_array().unwrap()) {
+                expected = fit.with_params(params).unwrap().apply(expected).unwrap();
+            }
+            assert_batches_close(&mapped, &expected);
         }
-        assert_eq!(mapped, expected);
+    }
+
+    /// Equal schemas, equal non-float columns and float columns equal within 1e-12 (a fused
+    /// map rounds in another order).
+    fn assert_batches_close(got: &RecordBatch, want: &RecordBatch) {
+        assert_eq!(got.schema(), want.schema());
+        for (i, (a, b)) in got.columns().iter().zip(want.columns()).enumerate() {
+            match (a.as_any().downcast_ref::<Float64Array>(), b.as_any().downcast_ref::<Float64Array>()) {
+                (Some(a), Some(b)) => {
+                    assert_eq!(a.nulls(), b.nulls(), "column {i}");
+                    for (x, y) in a.values().iter().zip(b.values().iter()) {
+                        let same = (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-12 * y.abs().max(1.0);
+                        assert!(same, "column {i}: {x} vs {y}");
+                    }
+                }
+                _ => assert_eq!(a, b, "column {i}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_chain_whose_pca_keeps_its_inputs_applies_its_members_in_turn() {
+        check_parity(
+            &[
+                ("impute", json!({"columns": ["a", "b"]})),
+                ("standardize", json!({"columns": ["a", "b"]})),
+                ("pca", json!({"columns": ["a", "b", "c"], "components": 2, "keep_inputs": true})),
+            ],
+            3,
+        );
+        // pca does not read every column the steps before it write: not fused either.
+        let batches = batches();
+        let fits = steps(
+            &[
+                ("impute", json!({"columns": ["a", "b"]})),
+                ("standardize", json!({"columns": ["a", "b", "d"]})),
+                ("pca", json!({"columns": ["a", "b", "c"], "components": 2})),
+            ],
+            &batches[0].schema(),
+        );
+        let (_, chain) = composed(&fits).unwrap();
+        let map = chain.with_params(&fit_in_process(chain.as_ref(), &batches)).unwrap();
+        assert!(format!("{map:?}").starts_with("Sequence"), "{map:?}");
+    }
+
+    #[test]
+    fn a_fused_chain_refuses_what_pca_refuses_and_names_the_pca_member() {
+        let batches = batches();
+        let fits = steps(
+            &[
+                ("impute", json!({"columns": ["a"]})),
+                ("standardize", json!({"columns": ["a", "d"]})),
+                ("pca", json!({"columns": ["a", "d"], "components": 1})),
+            ],
+            &batches[0].schema(),
+        );
+        let (_, chain) = composed(&fits).unwrap();
+        let map = chain.with_params(&fit_in_process(chain.as_ref(), &batches)).unwrap();
+        assert!(format!("{map:?}").starts_with("Fused"), "{map:?}");
+        // The batch with row 3 of `column` set to `value` (`d` made nullable to take a null).
+        let with = |column: usize, value: Option<f64>| {
+            let fields =
+                batches[0].schema().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>();
+            let mut columns = batches[0].columns().to_vec();
+            let mut values: Vec<Option<f64>> =
+                columns[column].as_any().downcast_ref::<Float64Array>().unwrap().iter().collect();
+            values[3] = value;
+            columns[column] = Arc::new(Float64Array::from(values));
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+        };
+        for (column, value, message) in [
+            (3, None, "column 'd' holds a null"),
+            (3, Some(f64::NAN), "column 'd' holds a NaN"),
+            (0, Some(f64::INFINITY), "column 'a' holds an infinite value"),
+            (3, Some(f64::NEG_INFINITY), "column 'd' holds an infinite value"),
+        ] {
+            let error = map.apply(with(column, value)).unwrap_err();
+            let (member, inner) = error.chain_member();
+            assert_eq!(member, 2, "{error}");
+            assert!(inner.to_string().contains(message), "{inner}");
+            assert!(error.is_user_error());
+        }
+        // A missing value of an imputed column is filled, as impute would.
+        assert!(map.apply(with(0, None)).is_ok() && map.apply(with(0, Some(f64::NAN))).is_ok());
     }
 
     #[test]

@@ -502,6 +502,18 @@ impl Fit for PcaFit {
     }
 
     fn with_params(&self, params: PcaParams) -> Result<Box<dyn BoundStep>, OpError> {
+        Ok(Box::new(self.map(params)?))
+    }
+}
+
+impl PcaFit {
+    /// Whether the input columns are dropped from the output (`keep_inputs = false`).
+    pub(crate) fn drops_inputs(&self) -> bool {
+        !self.keep_inputs
+    }
+
+    /// The map that applies `params` ([`Fit::with_params`], typed).
+    pub(crate) fn map(&self, params: PcaParams) -> Result<PcaMap, OpError> {
         self.check_params(&params)?;
         let (d, k) = (self.names.len(), params.components.len());
         let largest = params.explained_variance.first().copied().unwrap_or(0.0);
@@ -513,7 +525,7 @@ impl Fit for PcaFit {
                 *to = loading / scale;
             }
         }
-        Ok(Box::new(PcaMap {
+        Ok(PcaMap {
             names: self.names.clone(),
             indices: self.indices.clone(),
             kept: self.kept.clone(),
@@ -524,7 +536,8 @@ impl Fit for PcaFit {
             mean: params.mean,
             weights,
             k,
-        }))
+            fills: None,
+        })
     }
 }
 
@@ -542,12 +555,46 @@ pub struct PcaMap {
     /// `componentsᵀ` (÷ the standard deviations when whitening), `d × k` column-major.
     weights: Vec<f64>,
     k: usize,
+    /// Set when the map is fused with the `impute` and scaling steps before it
+    /// ([`PcaMap::fuse`]): each input's fill for a missing value (`None`: a missing value
+    /// is an error, as without them); `mean` and `weights` are then of the raw inputs.
+    fills: Option<Vec<Option<f64>>>,
 }
 
 impl PcaMap {
+    /// Makes this map apply to the raw inputs of the steps before it, when every input `j` of
+    /// `pca` went through `fill` (where missing; `None`: never filled) and then the affine map
+    /// `y ↦ slope · y + intercept` (`(1, 0)` for none), and nothing else reads what they wrote
+    /// (pca drops its inputs). As `pca` computes `(z − m) · W` with `z = a y + b`, that is
+    /// `(y − μ) · (a W)` with `μ = (m − b) / a`: one pass over the raw columns. `None` where a
+    /// slope is 0 or any of it is not finite: the map is then left as it was, and this
+    /// returns false.
+    pub(crate) fn fuse(&mut self, inputs: &[(Option<f64>, f64, f64)]) -> bool {
+        let d = self.indices.len();
+        if inputs.len() != d || self.fills.is_some() {
+            return false;
+        }
+        let mut mean = Vec::with_capacity(d);
+        for (&(fill, slope, intercept), &m) in inputs.iter().zip(&self.mean) {
+            let raw_mean = (m - intercept) / slope;
+            if slope == 0.0 || !slope.is_finite() || !raw_mean.is_finite() || !fill.is_none_or(f64::is_finite) {
+                return false;
+            }
+            mean.push(raw_mean);
+        }
+        for column in self.weights.chunks_mut(d.max(1)) {
+            for (w, &(_, slope, _)) in column.iter_mut().zip(inputs) {
+                *w *= slope;
+            }
+        }
+        self.mean = mean;
+        self.fills = Some(inputs.iter().map(|&(fill, _, _)| fill).collect());
+        true
+    }
+
     /// `(x − mean) · weights` for complete columns: `rows × k`, column-major.
     fn project(&self, columns: &[Float64Array]) -> Vec<f64> {
-        let (d, k) = (self.indices.len(), self.k);
+        let d = self.indices.len();
         let rows = columns.first().map_or(0, |c| c.len());
         let mut centred = vec![0.0; rows * d];
         for ((to, column), mean) in centred.chunks_mut(rows.max(1)).zip(columns).zip(&self.mean) {
@@ -555,12 +602,59 @@ impl PcaMap {
                 *to = v - mean;
             }
         }
+        self.project_centred(&centred, rows)
+    }
+
+    /// [`PcaMap::project`] for a fused map ([`PcaMap::fuse`]): a missing value takes its column's fill, or is
+    /// the error `pca` gives for it; an infinite value is an error too.
+    fn project_filled(&self, batch: &RecordBatch, fills: &[Option<f64>]) -> Result<Vec<f64>, OpError> {
+        let (d, rows) = (self.indices.len(), batch.num_rows());
+        let mut centred = vec![0.0; rows * d];
+        for (j, (to, &index)) in centred.chunks_mut(rows.max(1)).zip(&self.indices).enumerate() {
+            let values = as_f64(batch.column(index))?;
+            let mean = self.mean[j];
+            for (to, v) in to.iter_mut().zip(values.values().iter()) {
+                *to = v - mean;
+            }
+            let name = &self.names[j];
+            if let Some(nulls) = values.nulls().filter(|n| n.null_count() > 0) {
+                // The null slots, a run at a time between the validity bitmap's runs of set bits.
+                let Some(fill) = fills[j] else { return Err(missing(name, "null")) };
+                let mut next = 0;
+                for (start, end) in nulls.inner().set_slices() {
+                    to[next..start].fill(fill - mean);
+                    next = end;
+                }
+                to[next..].fill(fill - mean);
+            }
+            if all_finite(to) {
+                continue;
+            }
+            // The rare path: a NaN (missing) or an infinity among the present values.
+            for (r, to) in to.iter_mut().enumerate() {
+                let value = values.value(r);
+                if values.is_null(r) || value.is_finite() {
+                    continue;
+                }
+                match fills[j] {
+                    _ if value.is_infinite() => return Err(PcaFit::infinite(name)),
+                    Some(fill) => *to = fill - mean,
+                    None => return Err(missing(name, "NaN")),
+                }
+            }
+        }
+        Ok(self.project_centred(&centred, rows))
+    }
+
+    /// `centred · weights`: `rows × k`, column-major.
+    fn project_centred(&self, centred: &[f64], rows: usize) -> Vec<f64> {
+        let (d, k) = (self.indices.len(), self.k);
         let mut projected = vec![0.0; rows * k];
         if rows > 0 {
             faer::linalg::matmul::matmul(
                 MatMut::from_column_major_slice_mut(&mut projected, rows, k),
                 Accum::Replace,
-                MatRef::from_column_major_slice(&centred, rows, d),
+                MatRef::from_column_major_slice(centred, rows, d),
                 MatRef::from_column_major_slice(&self.weights, d, k),
                 1.0,
                 Par::Seq,
@@ -576,13 +670,21 @@ impl BoundStep for PcaMap {
     }
 
     fn apply(&self, batch: RecordBatch) -> Result<RecordBatch, OpError> {
-        let (columns, mask) = read_inputs(&batch, &self.indices, &self.names, self.on_null)?;
-        let batch = match &mask {
-            Some(mask) => filter_record_batch(&batch, mask)?,
-            None => batch,
+        let (batch, projected) = match &self.fills {
+            Some(fills) => {
+                let projected = self.project_filled(&batch, fills)?;
+                (batch, projected)
+            }
+            None => {
+                let (columns, mask) = read_inputs(&batch, &self.indices, &self.names, self.on_null)?;
+                let batch = match &mask {
+                    Some(mask) => filter_record_batch(&batch, mask)?,
+                    None => batch,
+                };
+                (batch, self.project(&columns))
+            }
         };
         let rows = batch.num_rows();
-        let projected = self.project(&columns);
         let mut out: Vec<ArrayRef> = self.kept.iter().map(|&i| batch.column(i).clone()).collect();
         for i in 0..self.width {
             let array: ArrayRef = if i < self.k {
