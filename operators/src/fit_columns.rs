@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
+use arrow::buffer::NullBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -18,6 +19,17 @@ pub fn as_f64(column: &ArrayRef) -> Result<Float64Array, OpError> {
     let float =
         if column.data_type() == &DataType::Float64 { column.clone() } else { cast(column, &DataType::Float64)? };
     Ok(float.as_primitive().clone())
+}
+
+/// Sets `to[r] = value` at every null slot `r` of `nulls`, a run of them at a time between
+/// the validity bitmap's runs of set bits (`to` has one element per slot).
+pub fn fill_null_slots(to: &mut [f64], nulls: &NullBuffer, value: f64) {
+    let mut next = 0;
+    for (start, end) in nulls.inner().set_slices() {
+        to[next..start].fill(value);
+        next = end;
+    }
+    to[next..].fill(value);
 }
 
 /// True for the types a numeric fitted step accepts: integers and floats.

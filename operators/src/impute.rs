@@ -38,8 +38,8 @@ use serde::{Deserialize, Serialize};
 use crate::exact_quantile::ColumnQuantiles;
 use crate::fit::{Fit, FitShape};
 use crate::fit_columns::{
-    PerColumn, all_missing, as_f64, float_output_type, names, no_infinity, numeric_columns, replace_columns,
-    schema_with_types,
+    PerColumn, all_missing, as_f64, fill_null_slots, float_output_type, names, no_infinity, numeric_columns,
+    replace_columns, schema_with_types,
 };
 use crate::stats::{ModeValue, Moments, ValueCounts, all_finite, present_values};
 use crate::{BoundStep, OpError, selector};
@@ -445,12 +445,7 @@ fn fill_missing(column: &ArrayRef, fill: &ArrayRef) -> Result<ArrayRef, OpError>
             // them at a time between the validity bitmap's runs of set bits.
             let mut filled: Vec<f64> = values.values().iter().map(|&v| if v.is_nan() { fill } else { v }).collect();
             if let Some(nulls) = values.nulls() {
-                let mut next = 0;
-                for (start, end) in nulls.inner().set_slices() {
-                    filled[next..start].fill(fill);
-                    next = end;
-                }
-                filled[next..].fill(fill);
+                fill_null_slots(&mut filled, nulls, fill);
             }
             Ok(Arc::new(Float64Array::from(filled)))
         }

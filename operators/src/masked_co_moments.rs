@@ -36,8 +36,24 @@ use crate::co_moments::CoMoments;
 use crate::stats::Moments;
 
 thread_local! {
-    /// A fold's centred batch and presence bits, kept for the next fold on this thread.
-    static SCRATCH: std::cell::RefCell<(Vec<f64>, Vec<u64>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    /// A fold's buffers, kept for the next fold on this thread.
+    static SCRATCH: std::cell::RefCell<Scratch> = const { std::cell::RefCell::new(Scratch::new()) };
+}
+
+/// What [`MaskedCoMoments::fold`] reuses from batch to batch: the centred batch, the
+/// presence bits, and each column's missing rows (listed one column after the other, with
+/// where each column's list starts).
+struct Scratch {
+    centred: Vec<f64>,
+    presence: Vec<u64>,
+    absent_rows: Vec<u32>,
+    absent_from: Vec<usize>,
+}
+
+impl Scratch {
+    const fn new() -> Scratch {
+        Scratch { centred: Vec::new(), presence: Vec::new(), absent_rows: Vec::new(), absent_from: Vec::new() }
+    }
 }
 
 /// The sum of `column[r]` over `rows`, in eight independent lanes.
@@ -188,7 +204,8 @@ impl MaskedCoMoments {
         let mut batch = MaskedCoMoments::new(d);
         batch.rows = rows as u64;
         // Scratch reused from batch to batch: every element is written before it is read.
-        let (mut centred, mut presence) = SCRATCH.with_borrow_mut(std::mem::take);
+        let Scratch { mut centred, mut presence, mut absent_rows, mut absent_from } =
+            SCRATCH.with_borrow_mut(|scratch| std::mem::replace(scratch, Scratch::new()));
         centred.resize(rows * d, 0.0);
         presence.resize(words * d, 0);
         for (j, column) in columns.iter().enumerate() {
@@ -245,8 +262,8 @@ impl MaskedCoMoments {
         // H[j, k] = H[j, j] minus column j over the rows where k is missing (a few percent
         // of the rows). Every column's missing rows are listed first, then each column j is
         // summed over every list while it is in the cache.
-        let mut absent_rows: Vec<u32> = Vec::new();
-        let mut absent_from = Vec::with_capacity(d + 1);
+        absent_rows.clear();
+        absent_from.clear();
         for k in 0..d {
             absent_from.push(absent_rows.len());
             for (w, &word) in presence[k * words..(k + 1) * words].iter().enumerate() {
@@ -281,7 +298,7 @@ impl MaskedCoMoments {
             1.0,
             Par::Seq,
         );
-        SCRATCH.with_borrow_mut(|scratch| *scratch = (centred, presence));
+        SCRATCH.with_borrow_mut(|scratch| *scratch = Scratch { centred, presence, absent_rows, absent_from });
         self.merge(batch)
     }
 

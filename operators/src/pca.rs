@@ -73,7 +73,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::co_moments::CoMoments;
 use crate::fit::{Fit, FitShape};
-use crate::fit_columns::{as_f64, names, numeric_columns};
+use crate::fit_columns::{as_f64, fill_null_slots, names, numeric_columns};
 use crate::stats::all_finite;
 use crate::{BoundStep, OpError};
 
@@ -618,14 +618,8 @@ impl PcaMap {
             }
             let name = &self.names[j];
             if let Some(nulls) = values.nulls().filter(|n| n.null_count() > 0) {
-                // The null slots, a run at a time between the validity bitmap's runs of set bits.
                 let Some(fill) = fills[j] else { return Err(missing(name, "null")) };
-                let mut next = 0;
-                for (start, end) in nulls.inner().set_slices() {
-                    to[next..start].fill(fill - mean);
-                    next = end;
-                }
-                to[next..].fill(fill - mean);
+                fill_null_slots(to, nulls, fill - mean);
             }
             if all_finite(to) {
                 continue;
