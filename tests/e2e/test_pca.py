@@ -77,8 +77,9 @@ def assert_close(got, want, rtol, scale, what=""):
 
 
 def check_pca(params: dict, result: pa.Table, reference: PCA, fitted_on: np.ndarray, output: str, label: str,
-              transformed: np.ndarray = None) -> None:
-    """Compares Weir's fitted parameters and projections with a fitted scikit-learn PCA."""
+              transformed: np.ndarray = None, mean_atol: float = None) -> None:
+    """Compares Weir's fitted parameters and projections with a fitted scikit-learn PCA
+    (`mean_atol`: the absolute tolerance of the mean, by default 1e-12 of the data's spread)."""
     k = reference.n_components_
     assert params["n_components"] == k and len(params["components"]) == k
     components = np.array(params["components"])
@@ -86,7 +87,8 @@ def check_pca(params: dict, result: pa.Table, reference: PCA, fitted_on: np.ndar
     ratio = np.array(params["explained_variance_ratio"])
     assert np.all(np.isfinite(components)) and np.all(np.isfinite(variance)) and np.all(variance >= 0)
     spread = np.abs(reference.mean_).max() + fitted_on.std(axis=0).max()
-    np.testing.assert_allclose(params["mean"], reference.mean_, rtol=1e-12, atol=1e-12 * spread)
+    atol = 1e-12 * spread if mean_atol is None else mean_atol
+    np.testing.assert_allclose(params["mean"], reference.mean_, rtol=1e-12, atol=atol)
     assert params["n_samples"] == len(fitted_on)
 
     idx = comparable(reference.explained_variance_)
@@ -279,3 +281,35 @@ def test_a_thousand_and_twenty_four_columns(weir, tmp_path):
     out, _ = run(weir, tmp_path, src, pca_step(["x*"], 6), ["-p", "2", "-w", "2"])
     reference = PCA(n_components=6, svd_solver="full").fit(data)
     check_pca(fitted_step_params(out, 1), read_output(out), reference, data, "pc", "1024 columns")
+
+
+@pytest.mark.parametrize("shape", SHAPES_1_AND_2X2, ids=shape_id)
+def test_impute_standardize_pca_applied_as_one_map_match_the_pipeline(weir, tmp_path, synthetic, shape):
+    # impute → standardize → pca, pca dropping its inputs: Weir fits the chain in one pass
+    # and applies it as one map of the raw columns (the fills and scales folded into pca's
+    # mean and weights). Nulls and NaN in every column, a mean far from 0 (1e6, ±1e4).
+    from sklearn.impute import SimpleImputer
+
+    _, names, data, _ = synthetic
+    rng = np.random.default_rng(7)
+    missing = rng.random(data.shape) < 0.05
+    nan_not_null = rng.random(data.shape) < 0.5
+    with_gaps = np.where(missing, np.nan, data)
+    columns = {"id": pa.array(np.arange(len(data), dtype=np.int64))}
+    for j, name in enumerate(names):
+        null = missing[:, j] & ~nan_not_null[:, j]
+        columns[name] = pa.array(with_gaps[:, j], mask=null)
+    src = write_dataset(pa.table(columns), tmp_path / "src", row_group=3000)
+    steps = '[[step]]\nop = "impute"\ncolumns = ["f_*"]\n[[step]]\nop = "standardize"\ncolumns = ["f_*"]\n'
+    out, _ = run(weir, tmp_path, src, steps + pca_step(["f_*"], 6), shape)
+    pipeline = make_pipeline(SimpleImputer(strategy="mean"), StandardScaler(), PCA(n_components=6, svd_solver="full"))
+    pipeline.fit(with_gaps)
+    result = read_output(out)
+    assert result.column_names == ["id"] + [f"pc_{i}" for i in range(6)], result.column_names
+    order = np.argsort(result.column("id").to_numpy())
+    result = result.take(pa.array(order))
+    scaled = pipeline[1].transform(pipeline[0].transform(with_gaps))
+    # pca's mean is that of the standardized columns, 0 up to rounding: the chain derives it
+    # from the raw columns' moments around 1e6, so it is 0 to about 1e-8 (of a unit scale).
+    check_pca(fitted_step_params(out, 3), result, pipeline[2], scaled, "pc", f"impute+standardize+pca {'x'.join(shape)}",
+              transformed=pipeline.transform(with_gaps), mean_atol=1e-7)
