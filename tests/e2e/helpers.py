@@ -366,6 +366,18 @@ class Run:
                 pass
 
 
+def live_glob(directory: Path, pattern: str) -> list:
+    """`directory.glob(pattern)` while a run may be creating and removing what it matches:
+    a directory that vanishes between being listed and being read (a run finishing and
+    removing its attempt directory) reads as absent instead of raising. Sorted."""
+    for _ in range(100):
+        try:
+            return sorted(directory.glob(pattern)) if directory.exists() else []
+        except FileNotFoundError:
+            continue
+    return []
+
+
 def children_of(pid: int) -> list:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]

@@ -35,7 +35,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from conftest import write_job
-from helpers import Run
+from helpers import Run, live_glob
 
 THRESHOLD = 0.2
 
@@ -266,8 +266,7 @@ def test_killed_incremental_runs_never_lose_or_duplicate_a_file(weir, tmp_path):
         assert got.equals(want), f"the output is not the ledger's files once each\n" + "\n".join(log)
 
     def appeared(pattern):
-        runs = out / "_weir" / "runs"
-        return runs.exists() and any(runs.glob(pattern))
+        return bool(live_glob(out / "_weir" / "runs", pattern))
 
     duration = 1.0
     for night in range(12):

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import WEIR_BIN, data_files, read_inputs, read_output, write_job
+from helpers import live_glob
 
 JOB = """
 name = "kill-me"
@@ -62,7 +63,7 @@ def wait_for_progress(out, proc, timeout=60):
     while time.time() < deadline:
         if proc.poll() is not None:
             return False
-        if any(p.name.startswith("part-") for p in runs.glob("*/*")):
+        if any(p.name.startswith("part-") for p in live_glob(runs, "*/*")):
             return True
         time.sleep(0.02)
     return False

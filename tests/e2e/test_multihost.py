@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import WEIR_BIN, read_output, write_job
-from helpers import cluster_job_pod_env, fitted_column_params, helper_mlp, onnx_reference
+from helpers import cluster_job_pod_env, fitted_column_params, helper_mlp, live_glob, onnx_reference
 
 K8S_NAMESPACE = "etl"
 SECRET = "multi-host-test-secret"
@@ -203,7 +203,7 @@ def wait_running(out: Path, procs, timeout=60):
     """Waits until the run holds the output (its claim is written: the cluster connected)
     and a moment more, and checks that no process has ended yet."""
     deadline = time.monotonic() + timeout
-    while not list((out / "_weir" / "runs").glob("*/claim.json")) if (out / "_weir" / "runs").exists() else True:
+    while not live_glob(out / "_weir" / "runs", "*/claim.json"):
         assert time.monotonic() < deadline, "the cluster never took the output's lease"
         assert all(p.poll() is None for p in procs.values()), "a process ended before the run started"
         time.sleep(0.02)

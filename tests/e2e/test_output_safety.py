@@ -35,6 +35,7 @@ from helpers import (
     hidden,
     job_file,
     kill_loop,
+    live_glob,
     ls_json,
     reference,
     run_at_once,
@@ -133,8 +134,7 @@ def runs_leftovers(prefix: Path) -> list:
 
 
 def claims(prefix: Path) -> list:
-    runs = prefix / "_weir" / "runs"
-    return sorted(runs.glob("*/claim.json")) if runs.exists() else []
+    return live_glob(prefix / "_weir" / "runs", "*/claim.json")
 
 
 def attempt_probe(prefix: Path, run_id: str, target: str) -> bool:
@@ -155,7 +155,7 @@ def attempt_probe(prefix: Path, run_id: str, target: str) -> bool:
 
 
 def commit_decisions(prefix: Path) -> list:
-    return sorted((prefix / "_weir" / "runs").glob("*/commit.json")) if (prefix / "_weir" / "runs").exists() else []
+    return live_glob(prefix / "_weir" / "runs", "*/commit.json")
 
 
 def assert_clean_commit(prefix: Path, want: pa.Table, run_id=None):
@@ -517,7 +517,7 @@ def attempt_files(prefix: Path, run_id: str) -> list:
 
 
 def claim_pid(prefix: Path, run_id: str):
-    for claim in (prefix / "_weir" / "runs").glob(f"{run_id}.*/claim.json"):
+    for claim in live_glob(prefix / "_weir" / "runs", f"{run_id}.*/claim.json"):
         try:
             return json.loads(claim.read_text())["pid"]
         except (OSError, ValueError, KeyError):

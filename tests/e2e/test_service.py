@@ -50,6 +50,7 @@ from helpers import (
     expect,
     expect_error,
     get_run,
+    live_glob,
     processes_with,
     submit,
     wait_gone,
@@ -173,7 +174,7 @@ def sha256(text: str) -> str:
 def wait_staged(out: Path, api, run_id, timeout=120.0):
     """Waits until the run has staged a part file under its output (it is mid-write)."""
     deadline = time.time() + timeout
-    while not any(p.name.startswith("part-") for p in out.rglob("*")):
+    while not any(p.name.startswith("part-") for p in live_glob(out, "**/*")):
         run = get_run(api, run_id)
         assert run["state"] in ("queued", "running"), f"run {run_id} ended before staging anything: {run}"
         assert time.time() < deadline, f"run {run_id} staged nothing in {timeout} s"

@@ -20,7 +20,7 @@ from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
 from conftest import read_output, write_job
-from helpers import SHAPES_1_AND_2X2, Run, shape_id
+from helpers import SHAPES_1_AND_2X2, Run, live_glob, shape_id
 
 FEATURES = [f"x{j}" for j in range(8)]
 ROWS = 40_000
@@ -73,7 +73,7 @@ uri = "{out}"
 
 
 def leftovers(spill_dir):
-    return sorted(str(p.relative_to(spill_dir)) for p in spill_dir.rglob("*")) if spill_dir.exists() else []
+    return [str(p.relative_to(spill_dir)) for p in live_glob(spill_dir, "**/*")]
 
 
 @pytest.mark.parametrize("shape", SHAPES_1_AND_2X2, ids=shape_id)
