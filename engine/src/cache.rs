@@ -6,9 +6,10 @@
 //!
 //! 1. in memory while they fit the worker's byte budget (`source.cache_mb` per process,
 //!    split evenly between its workers);
-//! 2. past that, spilled to a local file as uncompressed Arrow IPC, while they fit the
-//!    worker's spill budget (`source.spill_mb`, split the same way) in a private temporary
-//!    directory under `source.spill_dir` (default: the system's temporary directory). Reading
+//! 2. past that, spilled to a local file as uncompressed Arrow IPC, written around the page
+//!    cache ([`crate::spill_file`]), while they fit the worker's spill budget
+//!    (`source.spill_mb`, split the same way) in a private temporary directory under
+//!    `source.spill_dir` (default: the system's temporary directory). Reading
 //!    IPC back is a copy from the page cache or the disk, several times cheaper than decoding
 //!    zstd Parquet (Spark's `MEMORY_AND_DISK` persistence). LZ4 would not pay on the numeric
 //!    columns such jobs read: float noise does not compress, and the files are read back
@@ -37,13 +38,15 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use arrow::error::ArrowError;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
+
+use crate::spill_file::SpillFile;
 
 /// What a pass does with the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,10 +202,7 @@ impl SourceCache {
             }
             Target::Disk { writer, path } => {
                 let Some(spill) = self.spill.as_ref() else { return };
-                let finished = writer
-                    .into_inner()
-                    .and_then(|file| file.into_inner().map_err(|e| ArrowError::IoError(e.to_string(), e.into_error())));
-                match finished.and_then(|file| Ok(file.metadata()?.len())) {
+                match writer.into_inner().and_then(|file| Ok(file.finish()?)) {
                     Ok(bytes) => {
                         spill.used.set(spill.used.get() + bytes);
                         spill.files.borrow_mut().insert(collector.shard, (path, bytes));
@@ -230,9 +230,8 @@ impl SourceCache {
             return None;
         }
         let schema = held.first()?.schema();
-        let opened = File::create(&path)
-            .map_err(ArrowError::from)
-            .and_then(|file| StreamWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema));
+        let opened =
+            SpillFile::create(&path).map_err(ArrowError::from).and_then(|file| StreamWriter::try_new(file, &schema));
         let mut writer = match opened {
             Ok(writer) => writer,
             Err(error) => {
@@ -307,7 +306,7 @@ impl Iterator for CachedShard {
 enum Target {
     Memory(Vec<RecordBatch>),
     Disk {
-        writer: Box<StreamWriter<BufWriter<File>>>,
+        writer: Box<StreamWriter<SpillFile>>,
         path: PathBuf,
     },
     /// Outgrew both budgets (or the spill failed): not kept.

@@ -32,6 +32,7 @@ mod read_ahead;
 pub mod rounds;
 pub mod run;
 mod sink;
+mod spill_file;
 mod stages;
 mod state;
 mod worker;
