@@ -26,8 +26,8 @@
 //! cancellation (SIGTERM and SIGINT end the run through the same path); only a killed
 //! process (SIGKILL) leaves its `weir-spill-*` directory behind.
 //!
-//! Before a pass reads a shard it asks the kernel to start reading the next shard's spill
-//! file ([`SourceCache::prefetch`]), so the disk works while the worker computes.
+//! A pass starts reading the spill files of the shards a few ahead of the one it reads
+//! ([`SourceCache::prefetch`]), so the disk works while the worker computes.
 //!
 //! A source read with `[source.decryption]` never spills: its plaintext stays in memory or in
 //! the store, encrypted.
@@ -38,7 +38,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use arrow::error::ArrowError;
@@ -46,7 +45,7 @@ use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 
-use crate::spill_file::SpillFile;
+use crate::spill_file::{BlockPool, SpillFile, SpillReader};
 
 /// What a pass does with the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +73,9 @@ struct Spill {
     budget: u64,
     used: Cell<u64>,
     files: RefCell<HashMap<usize, (PathBuf, u64)>>,
+    /// Spill files whose reading was started ahead of the pass ([`SourceCache::prefetch`]).
+    ahead: RefCell<HashMap<usize, SpillReader>>,
+    blocks: BlockPool,
 }
 
 /// Free space a spill never takes: the larger of this and [`FREE_SHARE`] of the file system,
@@ -126,6 +128,8 @@ impl SourceCache {
             budget: options.budget_bytes,
             used: Cell::new(0),
             files: RefCell::default(),
+            ahead: RefCell::default(),
+            blocks: BlockPool::default(),
         });
         SourceCache { budget: budget_bytes, spill, ..SourceCache::default() }
     }
@@ -149,8 +153,11 @@ impl SourceCache {
         }
         let spill = self.spill.as_ref()?;
         let (path, bytes) = spill.files.borrow().get(&shard).cloned()?;
-        let opened =
-            File::open(&path).map_err(ArrowError::from).and_then(|f| StreamReader::try_new(BufReader::new(f), None));
+        let reader = match spill.ahead.borrow_mut().remove(&shard) {
+            Some(reader) => Ok(reader),
+            None => SpillReader::open(&path, &spill.blocks),
+        };
+        let opened = reader.map_err(ArrowError::from).and_then(|reader| StreamReader::try_new(reader, None));
         if usage == CacheUse::Drain {
             // The open file stays readable once unlinked; the space returns when it closes.
             spill.files.borrow_mut().remove(&shard);
@@ -158,21 +165,31 @@ impl SourceCache {
             let _ = std::fs::remove_file(&path);
         }
         Some(match opened {
-            Ok(reader) => CachedShard::Disk { reader, path },
+            Ok(reader) => CachedShard::Disk { reader: Box::new(reader), path },
             Err(error) => CachedShard::Failed { error: spill_read_error(&path, &error) },
         })
     }
 
-    /// Asks the kernel to start reading `shard`'s spill file into the page cache now, if the
-    /// shard is spilled, so that the pass finds it there when it gets to it. A pass calls
-    /// this for the shard after the one it is reading: when the spills outgrow the page
-    /// cache (the 50M-row peers run spills 13 GB), the oldest spill files are the first to
-    /// leave it, and the passes read them first. A hint only: errors are ignored.
+    /// Starts reading `shard`'s spill file now, if the shard is spilled, so that the pass
+    /// finds its first blocks read when it gets to it: a direct reader starts its thread
+    /// (kept until [`SourceCache::take`]); a buffered file asks the kernel to read it into
+    /// the page cache. A pass calls this for the shards a few ahead of the one it reads. A
+    /// hint only: errors are ignored (`take` opens the file again and reports them).
     pub fn prefetch(&self, shard: usize) {
         let Some(spill) = self.spill.as_ref() else { return };
         let Some((path, _)) = spill.files.borrow().get(&shard).cloned() else { return };
-        if let Ok(file) = File::open(&path) {
-            let _ = nix::fcntl::posix_fadvise(&file, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED);
+        if spill.ahead.borrow().contains_key(&shard) {
+            return;
+        }
+        match SpillReader::open(&path, &spill.blocks) {
+            Ok(reader) if reader.direct() => {
+                spill.ahead.borrow_mut().insert(shard, reader);
+            }
+            _ => {
+                if let Ok(file) = File::open(&path) {
+                    let _ = nix::fcntl::posix_fadvise(&file, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED);
+                }
+            }
         }
     }
 
@@ -230,8 +247,9 @@ impl SourceCache {
             return None;
         }
         let schema = held.first()?.schema();
-        let opened =
-            SpillFile::create(&path).map_err(ArrowError::from).and_then(|file| StreamWriter::try_new(file, &schema));
+        let opened = SpillFile::create(&path, &spill.blocks)
+            .map_err(ArrowError::from)
+            .and_then(|file| StreamWriter::try_new(file, &schema));
         let mut writer = match opened {
             Ok(writer) => writer,
             Err(error) => {
@@ -269,7 +287,7 @@ fn abandon_spill(path: &Path, error: &ArrowError) {
 pub(crate) enum CachedShard {
     Memory(std::vec::IntoIter<RecordBatch>),
     Disk {
-        reader: StreamReader<BufReader<File>>,
+        reader: Box<StreamReader<SpillReader>>,
         path: PathBuf,
     },
     /// The spill file could not be opened.

@@ -32,6 +32,9 @@ use crate::rounds::PARK;
 use crate::state::WorkerState;
 use weir_connectors::parquet_source::Shard;
 
+/// How many shards ahead of the one being read a pass starts reading their spill files.
+const SPILL_PREFETCH_SHARDS: usize = 2;
+
 /// What a pass does with each mapped batch.
 pub(crate) type Consumer = Box<dyn FnMut(SourceBatch) -> Result<(), JobFailure>>;
 
@@ -133,13 +136,18 @@ pub(crate) fn run_pass(
     let shards: Vec<Shard> = plan.shards_of(index, peers).copied().collect();
     let from_store: Vec<Shard> = shards.iter().filter(|s| !state.cache.holds(s.index)).copied().collect();
     let mut ahead = (!from_store.is_empty()).then(|| ReadAhead::start(&context.runtime, plan, from_store));
+    // Start reading the first spill files now, and keep the next `SPILL_PREFETCH_SHARDS`
+    // being read ahead of the worker (spill files bypass the page cache: see `spill_file`).
+    for shard in shards.iter().take(SPILL_PREFETCH_SHARDS) {
+        state.cache.prefetch(shard.index);
+    }
     'shards: for (position, shard) in shards.iter().enumerate() {
         if failure.borrow().is_some() || context.abort.load(Ordering::Relaxed) {
             break;
         }
         let cache = &state.cache;
-        if let Some(next) = shards.get(position + 1) {
-            cache.prefetch(next.index);
+        if let Some(ahead) = shards.get(position + SPILL_PREFETCH_SHARDS) {
+            cache.prefetch(ahead.index);
         }
         let mut started = Instant::now();
         let (mut batches, stage) = match cache.take(shard.index, usage) {

@@ -1,34 +1,106 @@
-//! Writing a spill file around the page cache.
+//! Spill files written and read around the page cache.
 //!
-//! A spilled shard is written once and read back once or twice, usually soon. Written
-//! through the page cache, every byte is first copied by the kernel into freshly allocated
-//! cache pages: in a profile of the 10M-row peers job that copy was the largest single item
-//! left on the worker thread (about 7% of all CPU for 2 GB spilled), and on a virtual machine
-//! whose host reclaims freed memory each fresh page costs more again. So a spill file is
-//! opened with `O_DIRECT` and written from two reused, page-aligned buffers: the worker fills
-//! one while a writer thread hands the other to the disk, so the worker does not wait on the
-//! disk unless it spills faster than the disk writes (about 1 GB/s here against a spill rate
-//! of about 0.2 GB/s per worker). The last block is padded to the alignment and the file cut
-//! back to its length.
+//! A spilled shard is written once and read back once or twice. Through the page cache,
+//! every byte is copied by the kernel into freshly allocated cache pages on the way out and
+//! copied again on the way back: in a profile of the 10M-row peers job the write side alone
+//! was the largest single item left on the worker thread (about 7% of all CPU for 2 GB
+//! spilled), and on a virtual machine whose host reclaims freed memory each fresh page costs
+//! more again. So a spill file is opened with `O_DIRECT` and moved in [`BLOCK_BYTES`] blocks
+//! between the disk and page-aligned buffers that are reused ([`BlockPool`]):
 //!
-//! Reading back stays buffered: the cache's `posix_fadvise(WILLNEED)` asks the kernel to read
-//! the next shard's file ahead, a disk-to-cache transfer that costs the worker nothing.
+//! - [`SpillFile`]: the worker fills one block while a writer thread hands the other to the
+//!   disk, so the worker does not wait on the disk unless it spills faster than the disk
+//!   writes. The last block is padded to the alignment and the file cut back to its length.
+//! - [`SpillReader`]: a reader thread reads the file two blocks ahead of the worker; the
+//!   cache starts the readers of the next shards before the worker gets to them.
 //!
 //! Where the file system refuses `O_DIRECT` (some network and FUSE file systems; tmpfs
-//! before Linux 6.6), or on a platform without it, the file is written through a plain buffered writer instead.
+//! before Linux 6.6), or on a platform without it, files are written and read through plain
+//! buffered I/O instead.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-/// Bytes of one direct write, and of each of the two buffers.
+/// Bytes of one direct read or write, and of each block.
 const BLOCK_BYTES: usize = 4 << 20;
 /// The alignment `O_DIRECT` needs of buffer addresses, file offsets and lengths (the page
 /// size covers every logical block size in use).
 const ALIGN: usize = 4096;
+/// Blocks a file being written or read holds at once: one with the worker, one with the disk.
+const BLOCKS_PER_FILE: usize = 2;
+/// Free blocks a pool keeps for the next file.
+const POOLED_BLOCKS: usize = 8;
+
+/// Free blocks shared by a worker's spill files, so that each file does not fault in fresh
+/// memory for its buffers.
+#[derive(Clone, Default)]
+pub(crate) struct BlockPool(Arc<Mutex<Vec<AlignedBlock>>>);
+
+impl BlockPool {
+    fn take(&self) -> AlignedBlock {
+        self.0.lock().ok().and_then(|mut free| free.pop()).unwrap_or_else(AlignedBlock::new)
+    }
+
+    fn give_back(&self, block: AlignedBlock) {
+        if let Ok(mut free) = self.0.lock()
+            && free.len() < POOLED_BLOCKS
+        {
+            free.push(block);
+        }
+    }
+}
+
+impl std::fmt::Debug for BlockPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BlockPool")
+    }
+}
+
+/// A block-sized buffer whose usable part starts at a page boundary (found inside a
+/// slightly larger allocation, so no unsafe aligned allocation is needed).
+struct AlignedBlock {
+    bytes: Vec<u8>,
+    start: usize,
+}
+
+impl AlignedBlock {
+    fn new() -> Self {
+        let bytes = vec![0u8; BLOCK_BYTES + ALIGN];
+        let start = bytes.as_ptr().align_offset(ALIGN);
+        AlignedBlock { bytes, start }
+    }
+
+    fn block(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.start..self.start + BLOCK_BYTES]
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn open_direct(options: &mut std::fs::OpenOptions, path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    options.custom_flags(nix::fcntl::OFlag::O_DIRECT.bits()).open(path)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_direct(_: &mut std::fs::OpenOptions, _: &Path) -> io::Result<File> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "no O_DIRECT on this platform"))
+}
+
+/// Waits for a helper thread and returns what it ended with.
+fn joined(thread: Option<JoinHandle<io::Result<()>>>, role: &str) -> io::Result<()> {
+    match thread.map(JoinHandle::join) {
+        Some(Ok(result)) => result,
+        Some(Err(_)) => Err(io::Error::other(format!("the spill {role} thread panicked"))),
+        None => Err(io::Error::other(format!("the spill {role} thread stopped"))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Writing
 
 /// A new spill file being written; see the module documentation.
 pub(crate) enum SpillFile {
@@ -38,9 +110,11 @@ pub(crate) enum SpillFile {
 
 impl SpillFile {
     /// Creates `path` (truncating it), for direct writes where the file system allows them.
-    pub fn create(path: &Path) -> io::Result<SpillFile> {
-        match open_direct(path) {
-            Ok(file) => Ok(SpillFile::Direct(DirectWriter::new(file)?)),
+    pub fn create(path: &Path, pool: &BlockPool) -> io::Result<SpillFile> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        match open_direct(&mut options, path) {
+            Ok(file) => Ok(SpillFile::Direct(DirectWriter::new(file, pool.clone())?)),
             Err(_) => SpillFile::buffered(path),
         }
     }
@@ -79,66 +153,34 @@ impl Write for SpillFile {
     }
 }
 
-#[cfg(target_os = "linux")]
-fn open_direct(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(nix::fcntl::OFlag::O_DIRECT.bits())
-        .open(path)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn open_direct(_: &Path) -> io::Result<File> {
-    Err(io::Error::new(io::ErrorKind::Unsupported, "no O_DIRECT on this platform"))
-}
-
-/// A block-sized buffer whose usable part starts at a page boundary (found inside a
-/// slightly larger allocation, so no unsafe aligned allocation is needed).
-struct AlignedBlock {
-    bytes: Vec<u8>,
-    start: usize,
-}
-
-impl AlignedBlock {
-    fn new() -> Self {
-        let bytes = vec![0u8; BLOCK_BYTES + ALIGN];
-        let start = bytes.as_ptr().align_offset(ALIGN);
-        AlignedBlock { bytes, start }
-    }
-
-    fn block(&mut self) -> &mut [u8] {
-        &mut self.bytes[self.start..self.start + BLOCK_BYTES]
-    }
-}
-
 /// A block to write at an offset of the file.
-struct Job {
+struct WriteJob {
     block: AlignedBlock,
     /// Bytes of the block to write: `BLOCK_BYTES`, or the padded tail.
     len: usize,
     offset: u64,
 }
 
-/// Writes blocks with `O_DIRECT` on a thread of its own, two buffers in turn.
+/// Writes blocks with `O_DIRECT` on a thread of its own, two blocks in turn.
 pub(crate) struct DirectWriter {
     file: Arc<File>,
+    pool: BlockPool,
     filling: Option<AlignedBlock>,
     filled: usize,
     /// Bytes handed to the writer thread so far (whole blocks).
     handed: u64,
-    jobs: Option<SyncSender<Job>>,
-    free: Receiver<AlignedBlock>,
+    /// Blocks taken from the pool and not given back (at most [`BLOCKS_PER_FILE`]).
+    blocks: usize,
+    jobs: Option<SyncSender<WriteJob>>,
+    written: Receiver<AlignedBlock>,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
 
 impl DirectWriter {
-    fn new(file: File) -> io::Result<Self> {
+    fn new(file: File, pool: BlockPool) -> io::Result<Self> {
         let file = Arc::new(file);
-        let (jobs, pending) = sync_channel::<Job>(1);
-        let (returned, free) = sync_channel::<AlignedBlock>(2);
+        let (jobs, pending) = sync_channel::<WriteJob>(1);
+        let (returned, written) = sync_channel::<AlignedBlock>(BLOCKS_PER_FILE);
         let target = file.clone();
         let thread = std::thread::Builder::new().name("weir-spill-writer".into()).spawn(move || {
             use std::os::unix::fs::FileExt;
@@ -153,24 +195,32 @@ impl DirectWriter {
         })?;
         Ok(DirectWriter {
             file,
-            filling: Some(AlignedBlock::new()),
+            filling: Some(pool.take()),
+            pool,
             filled: 0,
             handed: 0,
+            blocks: 1,
             jobs: Some(jobs),
-            free,
+            written,
             thread: Some(thread),
         })
     }
 
-    /// Hands the filling block (its first `len` bytes) to the writer thread and takes the
-    /// other buffer back (a fresh one the first time).
+    /// Hands the filling block (its first `len` bytes) to the writer thread and takes
+    /// another: a second one from the pool, then the ones the thread has written.
     fn hand_over(&mut self, len: usize) -> io::Result<()> {
         let Some(block) = self.filling.take() else { return Err(self.thread_error()) };
-        self.send(Job { block, len, offset: self.handed })?;
+        self.send(WriteJob { block, len, offset: self.handed })?;
         self.handed += len as u64;
         self.filled = 0;
-        // Two blocks in all: the first hand-over makes the second, later ones wait for one back.
-        let next = if self.handed == len as u64 { Some(AlignedBlock::new()) } else { self.free.recv().ok() };
+        let next = match self.written.try_recv() {
+            Ok(block) => Some(block),
+            Err(_) if self.blocks < BLOCKS_PER_FILE => {
+                self.blocks += 1;
+                Some(self.pool.take())
+            }
+            Err(_) => self.written.recv().ok(),
+        };
         match next {
             Some(block) => {
                 self.filling = Some(block);
@@ -180,7 +230,7 @@ impl DirectWriter {
         }
     }
 
-    fn send(&mut self, job: Job) -> io::Result<()> {
+    fn send(&mut self, job: WriteJob) -> io::Result<()> {
         match self.jobs.as_ref().map(|jobs| jobs.send(job)) {
             Some(Ok(())) => Ok(()),
             _ => Err(self.thread_error()),
@@ -190,11 +240,9 @@ impl DirectWriter {
     /// Why the writer thread stopped (it only stops early on an error).
     fn thread_error(&mut self) -> io::Error {
         self.jobs = None;
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(Err(error))) => error,
-            Some(Err(_)) => io::Error::other("the spill writer thread panicked"),
-            _ => io::Error::other("the spill writer thread stopped"),
-        }
+        joined(self.thread.take(), "writer")
+            .err()
+            .unwrap_or_else(|| io::Error::other("the spill writer thread stopped"))
     }
 
     fn finish(mut self) -> io::Result<u64> {
@@ -204,14 +252,10 @@ impl DirectWriter {
             // No block filling: an earlier hand-over failed, and the thread says why.
             let Some(mut block) = self.filling.take() else { return Err(self.thread_error()) };
             block.block()[self.filled..padded].fill(0);
-            self.send(Job { block, len: padded, offset: self.handed })?;
+            self.send(WriteJob { block, len: padded, offset: self.handed })?;
         }
         self.jobs = None;
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(result)) => result?,
-            Some(Err(_)) => return Err(io::Error::other("the spill writer thread panicked")),
-            None => return Err(io::Error::other("the spill writer thread stopped")),
-        }
+        joined(self.thread.take(), "writer")?;
         self.file.set_len(length)?;
         Ok(length)
     }
@@ -237,11 +281,183 @@ impl Write for DirectWriter {
 }
 
 impl Drop for DirectWriter {
-    /// An abandoned file: stop the thread after its current block (at most one disk write).
+    /// Finished or abandoned: stop the thread (after at most one disk write) and give the
+    /// blocks back to the pool.
     fn drop(&mut self) {
         self.jobs = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        let _ = joined(self.thread.take(), "writer");
+        self.filling.take().into_iter().chain(self.written.try_iter()).for_each(|block| self.pool.give_back(block));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading
+
+/// A spill file being read back; see the module documentation.
+pub(crate) enum SpillReader {
+    Direct(DirectReader),
+    Buffered(BufReader<File>),
+}
+
+impl SpillReader {
+    /// Opens `path` and, for direct reads, starts reading it.
+    pub fn open(path: &Path, pool: &BlockPool) -> io::Result<SpillReader> {
+        match open_direct(std::fs::OpenOptions::new().read(true), path) {
+            Ok(file) => Ok(SpillReader::Direct(DirectReader::new(file, pool.clone())?)),
+            Err(_) => Ok(SpillReader::Buffered(BufReader::with_capacity(1 << 20, File::open(path)?))),
+        }
+    }
+
+    /// Whether the file is read with `O_DIRECT` (the page cache does not see it).
+    pub fn direct(&self) -> bool {
+        matches!(self, SpillReader::Direct(_))
+    }
+}
+
+impl Read for SpillReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        match self {
+            SpillReader::Direct(reader) => reader.read(out),
+            SpillReader::Buffered(reader) => reader.read(out),
+        }
+    }
+}
+
+impl std::fmt::Debug for SpillReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.direct() { "SpillReader::Direct" } else { "SpillReader::Buffered" })
+    }
+}
+
+/// A block read from the file: its bytes, `len` of them (fewer than a block at the end).
+struct ReadBlock {
+    block: AlignedBlock,
+    len: usize,
+}
+
+/// Reads a file with `O_DIRECT` on a thread of its own, [`BLOCKS_PER_FILE`] blocks ahead.
+pub(crate) struct DirectReader {
+    pool: BlockPool,
+    read: Option<Receiver<io::Result<ReadBlock>>>,
+    /// Blocks the worker has consumed, back to the thread.
+    consumed: Option<SyncSender<AlignedBlock>>,
+    /// The block being consumed and how far.
+    current: Option<(ReadBlock, usize)>,
+    ended: bool,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl DirectReader {
+    fn new(file: File, pool: BlockPool) -> io::Result<Self> {
+        let (sender, read) = sync_channel::<io::Result<ReadBlock>>(BLOCKS_PER_FILE);
+        let (consumed, returned) = sync_channel::<AlignedBlock>(BLOCKS_PER_FILE);
+        let blocks: Vec<AlignedBlock> = (0..BLOCKS_PER_FILE).map(|_| pool.take()).collect();
+        let thread_pool = pool.clone();
+        let thread = std::thread::Builder::new().name("weir-spill-reader".into()).spawn(move || {
+            use std::os::unix::fs::FileExt;
+            let mut offset = 0u64;
+            let mut first = blocks.into_iter();
+            while let Some(mut block) = first.next().or_else(|| returned.recv().ok()) {
+                // Fill the block; a short read is the end of the file.
+                let mut len = 0;
+                let outcome = loop {
+                    match file.read_at(&mut block.block()[len..], offset + len as u64) {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => {
+                            len += n;
+                            if len == BLOCK_BYTES {
+                                break Ok(());
+                            }
+                        }
+                        Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                        Err(error) => break Err(error),
+                    }
+                };
+                if let Err(error) = outcome {
+                    thread_pool.give_back(block);
+                    let copy = io::Error::new(error.kind(), error.to_string());
+                    let _ = sender.send(Err(error));
+                    return Err(copy);
+                }
+                offset += len as u64;
+                let last = len < BLOCK_BYTES;
+                if let Err(unsent) = sender.send(Ok(ReadBlock { block, len })) {
+                    if let Ok(unsent) = unsent.0 {
+                        thread_pool.give_back(unsent.block);
+                    }
+                    break;
+                }
+                if last {
+                    break;
+                }
+            }
+            first.chain(returned.try_iter()).for_each(|block| thread_pool.give_back(block));
+            Ok(())
+        })?;
+        Ok(DirectReader {
+            pool,
+            read: Some(read),
+            consumed: Some(consumed),
+            current: None,
+            ended: false,
+            thread: Some(thread),
+        })
+    }
+
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some((block, position)) = self.current.as_mut()
+                && *position < block.len
+            {
+                let n = out.len().min(block.len - *position);
+                out[..n].copy_from_slice(&block.block.block()[*position..*position + n]);
+                *position += n;
+                return Ok(n);
+            }
+            if let Some((done, _)) = self.current.take() {
+                self.ended = done.len < BLOCK_BYTES;
+                match self.consumed.as_ref() {
+                    Some(consumed) if !self.ended => {
+                        if let Err(back) = consumed.send(done.block) {
+                            self.pool.give_back(back.0);
+                        }
+                    }
+                    _ => self.pool.give_back(done.block),
+                }
+            }
+            if self.ended || out.is_empty() {
+                return Ok(0);
+            }
+            match self.read.as_ref().map(Receiver::recv) {
+                Some(Ok(Ok(block))) => self.current = Some((block, 0)),
+                Some(Ok(Err(error))) => {
+                    self.ended = true;
+                    return Err(error);
+                }
+                _ => {
+                    self.ended = true;
+                    self.read = None;
+                    self.consumed = None;
+                    let error = joined(self.thread.take(), "reader").err();
+                    return Err(error.unwrap_or_else(|| io::Error::other("the spill reader thread stopped")));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for DirectReader {
+    /// Read to the end or not: stop the thread and give the blocks back to the pool.
+    fn drop(&mut self) {
+        // The thread never waits to send (the channel holds every block), only for a block
+        // back, which ends when `consumed` goes.
+        self.consumed = None;
+        let _ = joined(self.thread.take(), "reader");
+        let unread: Vec<ReadBlock> =
+            self.read.take().map(|read| read.try_iter().flatten().collect()).unwrap_or_default();
+        let current = self.current.take().map(|(block, _)| block);
+        for block in unread.into_iter().chain(current) {
+            self.pool.give_back(block.block);
         }
     }
 }
@@ -250,24 +466,41 @@ impl Drop for DirectWriter {
 mod tests {
     use super::*;
 
-    fn written(lengths: &[usize]) -> (Vec<u8>, Vec<u8>) {
+    fn pieces(lengths: &[usize]) -> Vec<Vec<u8>> {
+        let piece = |(index, &length): (usize, &usize)| (0..length).map(|i| (i * 31 + index * 7) as u8).collect();
+        lengths.iter().enumerate().map(piece).collect()
+    }
+
+    /// Writes the pieces, reads the file back through `SpillReader` in reads of `chunk`
+    /// bytes, and returns (read back, written).
+    fn round_trip(lengths: &[usize], chunk: usize, pool: &BlockPool) -> (Vec<u8>, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spill");
-        let mut file = SpillFile::create(&path).unwrap();
+        let mut file = SpillFile::create(&path, pool).unwrap();
         assert!(matches!(file, SpillFile::Direct(_)), "a temporary directory on ext4 takes O_DIRECT");
-        let mut expected = Vec::new();
-        for (index, &length) in lengths.iter().enumerate() {
-            let piece: Vec<u8> = (0..length).map(|i| (i * 31 + index * 7) as u8).collect();
+        let written: Vec<u8> = pieces(lengths).concat();
+        for piece in pieces(lengths) {
             file.write_all(&piece).unwrap();
-            expected.extend_from_slice(&piece);
         }
-        let length = file.finish().unwrap();
-        assert_eq!(length, expected.len() as u64);
-        (std::fs::read(&path).unwrap(), expected)
+        assert_eq!(file.finish().unwrap(), written.len() as u64);
+        assert!(std::fs::read(&path).unwrap() == written, "pieces {lengths:?}: the file holds what was written");
+        let mut reader = SpillReader::open(&path, pool).unwrap();
+        assert!(reader.direct());
+        let mut read = Vec::new();
+        let mut buffer = vec![0u8; chunk];
+        loop {
+            let n = reader.read(&mut buffer).unwrap();
+            if n == 0 {
+                break;
+            }
+            read.extend_from_slice(&buffer[..n]);
+        }
+        (read, written)
     }
 
     #[test]
     fn what_is_written_reads_back_byte_for_byte() {
+        let pool = BlockPool::default();
         for lengths in [
             vec![],
             vec![1],
@@ -276,9 +509,34 @@ mod tests {
             vec![BLOCK_BYTES - 1, 2],
             vec![3, BLOCK_BYTES * 2 + 5, 4097, 1 << 20, BLOCK_BYTES * 3],
         ] {
-            let (got, expected) = written(&lengths);
-            assert!(got == expected, "pieces {lengths:?}: {} bytes read back, {} written", got.len(), expected.len());
+            for chunk in [1000, BLOCK_BYTES + 17] {
+                let (read, written) = round_trip(&lengths, chunk, &pool);
+                assert!(
+                    read == written,
+                    "pieces {lengths:?}, reads of {chunk}: {} bytes back of {}",
+                    read.len(),
+                    written.len()
+                );
+            }
         }
+        let pooled = pool.0.lock().unwrap().len();
+        assert!((BLOCKS_PER_FILE..=POOLED_BLOCKS).contains(&pooled), "blocks go back to the pool: {pooled}");
+    }
+
+    #[test]
+    fn a_reader_dropped_half_way_stops_and_returns_its_blocks() {
+        let pool = BlockPool::default();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spill");
+        let mut file = SpillFile::create(&path, &pool).unwrap();
+        file.write_all(&vec![5u8; BLOCK_BYTES * 5]).unwrap();
+        file.finish().unwrap();
+        let mut reader = SpillReader::open(&path, &pool).unwrap();
+        let mut buffer = vec![0u8; 100];
+        reader.read_exact(&mut buffer).unwrap();
+        assert!(buffer.iter().all(|&b| b == 5));
+        drop(reader);
+        assert_eq!(pool.0.lock().unwrap().len(), BLOCKS_PER_FILE, "both blocks are back");
     }
 
     #[test]
@@ -290,14 +548,16 @@ mod tests {
         let bytes: Vec<u8> = (0..BLOCK_BYTES + 5).map(|i| (i * 13) as u8).collect();
         file.write_all(&bytes).unwrap();
         assert_eq!(file.finish().unwrap(), bytes.len() as u64);
-        assert!(std::fs::read(&path).unwrap() == bytes);
+        let mut read = Vec::new();
+        SpillReader::Buffered(BufReader::new(File::open(&path).unwrap())).read_to_end(&mut read).unwrap();
+        assert!(read == bytes);
     }
 
     #[test]
     fn a_write_error_is_returned_not_lost() {
         // /dev/full fails every write with ENOSPC: the thread's error reaches the writer.
         let Ok(file) = std::fs::OpenOptions::new().write(true).open("/dev/full") else { return };
-        let mut writer = DirectWriter::new(file).unwrap();
+        let mut writer = DirectWriter::new(file, BlockPool::default()).unwrap();
         let block = vec![1u8; BLOCK_BYTES];
         let mut failed = None;
         for _ in 0..4 {
@@ -311,5 +571,15 @@ mod tests {
             None => writer.finish().unwrap_err(),
         };
         assert_eq!(error.raw_os_error(), Some(nix::libc::ENOSPC), "{error}");
+    }
+
+    #[test]
+    fn a_read_error_is_returned_not_taken_for_the_end() {
+        // A directory opened for reading fails every read with EISDIR.
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::open(dir.path()).unwrap();
+        let mut reader = DirectReader::new(file, BlockPool::default()).unwrap();
+        let error = reader.read(&mut [0u8; 10]).unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(nix::libc::EISDIR), "{error}");
     }
 }
