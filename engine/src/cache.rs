@@ -72,7 +72,8 @@ struct Spill {
     parent: PathBuf,
     budget: u64,
     used: Cell<u64>,
-    files: RefCell<HashMap<usize, (PathBuf, u64)>>,
+    /// Each spilled shard's file, its bytes and its rows.
+    files: RefCell<HashMap<usize, (PathBuf, u64, u64)>>,
     /// Spill files whose reading was started ahead of the pass ([`SourceCache::prefetch`]).
     ahead: RefCell<HashMap<usize, SpillReader>>,
     blocks: BlockPool,
@@ -152,7 +153,7 @@ impl SourceCache {
             return Some(CachedShard::Memory(batches.into_iter()));
         }
         let spill = self.spill.as_ref()?;
-        let (path, bytes) = spill.files.borrow().get(&shard).cloned()?;
+        let (path, bytes, rows) = spill.files.borrow().get(&shard).cloned()?;
         let reader = match spill.ahead.borrow_mut().remove(&shard) {
             Some(reader) => Ok(reader),
             None => SpillReader::open(&path, &spill.blocks),
@@ -165,7 +166,7 @@ impl SourceCache {
             let _ = std::fs::remove_file(&path);
         }
         Some(match opened {
-            Ok(reader) => CachedShard::Disk { reader: Box::new(reader), path },
+            Ok(reader) => CachedShard::Disk { reader: Box::new(reader), path, rows, rows_read: 0 },
             Err(error) => CachedShard::Failed { error: spill_read_error(&path, &error) },
         })
     }
@@ -177,7 +178,7 @@ impl SourceCache {
     /// hint only: errors are ignored (`take` opens the file again and reports them).
     pub fn prefetch(&self, shard: usize) {
         let Some(spill) = self.spill.as_ref() else { return };
-        let Some((path, _)) = spill.files.borrow().get(&shard).cloned() else { return };
+        let Some((path, _, _)) = spill.files.borrow().get(&shard).cloned() else { return };
         if spill.ahead.borrow().contains_key(&shard) {
             return;
         }
@@ -206,6 +207,7 @@ impl SourceCache {
             room,
             spill_room,
             bytes: 0,
+            rows: 0,
             target: Target::Memory(Vec::new()),
         })
     }
@@ -222,7 +224,7 @@ impl SourceCache {
                 match writer.into_inner().and_then(|file| Ok(file.finish()?)) {
                     Ok(bytes) => {
                         spill.used.set(spill.used.get() + bytes);
-                        spill.files.borrow_mut().insert(collector.shard, (path, bytes));
+                        spill.files.borrow_mut().insert(collector.shard, (path, bytes, collector.rows));
                     }
                     Err(error) => abandon_spill(&path, &error),
                 }
@@ -289,6 +291,9 @@ pub(crate) enum CachedShard {
     Disk {
         reader: Box<StreamReader<SpillReader>>,
         path: PathBuf,
+        /// Rows the shard had when it was spilled, and rows read back so far.
+        rows: u64,
+        rows_read: u64,
     },
     /// The spill file could not be opened.
     Failed {
@@ -310,7 +315,24 @@ impl Iterator for CachedShard {
     fn next(&mut self) -> Option<Self::Item> {
         match self {
             CachedShard::Memory(batches) => batches.next().map(Ok),
-            CachedShard::Disk { reader, path } => reader.next().map(|r| r.map_err(|e| spill_read_error(path, &e))),
+            CachedShard::Disk { reader, path, rows, rows_read } => match reader.next() {
+                Some(Ok(batch)) => {
+                    *rows_read += batch.num_rows() as u64;
+                    Some(Ok(batch))
+                }
+                Some(Err(error)) => Some(Err(spill_read_error(path, &error))),
+                // A stream cut at a message boundary reads as a clean end: count the rows.
+                None if *rows_read != *rows => {
+                    let error = format!(
+                        "cannot read back the spilled shard '{}': {} rows came back of {rows}",
+                        path.display(),
+                        rows_read
+                    );
+                    *rows_read = *rows;
+                    Some(Err(error))
+                }
+                None => None,
+            },
             CachedShard::Failed { error } => {
                 let error = std::mem::take(error);
                 *self = CachedShard::Memory(Vec::new().into_iter());
@@ -337,6 +359,7 @@ pub(crate) struct ShardCollector {
     room: u64,
     spill_room: u64,
     bytes: u64,
+    rows: u64,
     target: Target,
 }
 
@@ -345,6 +368,7 @@ impl ShardCollector {
     /// while it fits the spill room.
     pub fn push(&mut self, cache: &SourceCache, batch: &RecordBatch) {
         self.bytes += batch.get_array_memory_size() as u64;
+        self.rows += batch.num_rows() as u64;
         match &mut self.target {
             Target::Memory(batches) if self.bytes <= self.room => batches.push(batch.clone()),
             Target::Memory(batches) => {
@@ -465,6 +489,24 @@ mod tests {
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the last pass deletes each spill file");
         drop(cache);
         assert!(!dir.exists(), "the spill directory goes with the cache");
+    }
+
+    #[test]
+    fn a_spill_file_cut_short_is_an_error_not_a_shorter_shard() {
+        let parent = tempfile::tempdir().unwrap();
+        let spill = SpillOptions { parent: parent.path().to_path_buf(), budget_bytes: 1 << 30 };
+        let cache = SourceCache::new(0, Some(spill));
+        read(&cache, 0, &[batch(1000), batch(999)]);
+        // Replace the file with a whole stream of the first batch only: a clean end, early.
+        let path = cache.spill.as_ref().unwrap().files.borrow()[&0].0.clone();
+        let mut writer = StreamWriter::try_new(File::create(&path).unwrap(), &batch(1).schema()).unwrap();
+        writer.write(&batch(1000)).unwrap();
+        writer.finish().unwrap();
+        let results: Vec<_> = cache.take(0, CacheUse::Drain).unwrap().collect();
+        assert_eq!(results.len(), 2);
+        assert_eq!(results[0].as_ref().unwrap().num_rows(), 1000);
+        let error = results[1].as_ref().unwrap_err();
+        assert!(error.contains("1000 rows came back of 1999") && error.contains("shard-0.arrows"), "{error}");
     }
 
     #[test]

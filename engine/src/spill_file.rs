@@ -358,14 +358,17 @@ impl DirectReader {
             let mut offset = 0u64;
             let mut first = blocks.into_iter();
             while let Some(mut block) = first.next().or_else(|| returned.recv().ok()) {
-                // Fill the block; a short read is the end of the file.
+                // Fill the block. A read that ends off the alignment can only be the end of
+                // the file (the next offset could not be read direct anyway); the length
+                // check makes sure of it, so that a file cut short is an error, not a
+                // stream that silently ends early.
                 let mut len = 0;
                 let outcome = loop {
                     match file.read_at(&mut block.block()[len..], offset + len as u64) {
                         Ok(0) => break Ok(()),
                         Ok(n) => {
                             len += n;
-                            if len == BLOCK_BYTES {
+                            if len == BLOCK_BYTES || len % ALIGN != 0 {
                                 break Ok(());
                             }
                         }
@@ -373,6 +376,17 @@ impl DirectReader {
                         Err(error) => break Err(error),
                     }
                 };
+                let outcome = outcome.and_then(|()| match len < BLOCK_BYTES {
+                    true => file.metadata().map(|m| m.len()),
+                    false => Ok(offset + len as u64),
+                });
+                let outcome = outcome.and_then(|size| match size == offset + len as u64 {
+                    true => Ok(()),
+                    false => Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("read {} bytes of a {size}-byte spill file", offset + len as u64),
+                    )),
+                });
                 if let Err(error) = outcome {
                     thread_pool.give_back(block);
                     let copy = io::Error::new(error.kind(), error.to_string());
