@@ -37,7 +37,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow::error::ArrowError;
@@ -172,26 +171,23 @@ impl SourceCache {
     }
 
     /// Starts reading `shard`'s spill file now, if the shard is spilled, so that the pass
-    /// finds its first blocks read when it gets to it: a direct reader starts its thread
-    /// (kept until [`SourceCache::take`]); a buffered file asks the kernel to read it into
-    /// the page cache. A pass calls this for the shards a few ahead of the one it reads. A
-    /// hint only: errors are ignored (`take` opens the file again and reports them).
+    /// finds its first blocks read when it gets to it: the file is opened once and kept
+    /// until [`SourceCache::take`]; a direct reader starts its thread, a buffered file asks
+    /// the kernel to read it into the page cache. A pass calls this for the shards a few
+    /// ahead of the one it reads. A hint only: errors are ignored (`take` opens the file
+    /// again and reports them).
     pub fn prefetch(&self, shard: usize) {
         let Some(spill) = self.spill.as_ref() else { return };
         let Some((path, _, _)) = spill.files.borrow().get(&shard).cloned() else { return };
         if spill.ahead.borrow().contains_key(&shard) {
             return;
         }
-        match SpillReader::open(&path, &spill.blocks) {
-            Ok(reader) if reader.direct() => {
-                spill.ahead.borrow_mut().insert(shard, reader);
-            }
-            _ => {
-                if let Ok(file) = File::open(&path) {
-                    let _ = nix::fcntl::posix_fadvise(&file, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED);
-                }
-            }
+        let Ok(reader) = SpillReader::open(&path, &spill.blocks) else { return };
+        if let SpillReader::Buffered(file) = &reader {
+            let _ =
+                nix::fcntl::posix_fadvise(file.get_ref(), 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED);
         }
+        spill.ahead.borrow_mut().insert(shard, reader);
     }
 
     /// A collector for the batches of `shard` as they are read, or `None` when the pass
@@ -405,6 +401,7 @@ fn bytes_of(batches: &[RecordBatch]) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::File;
     use std::sync::Arc;
 
     use arrow::array::{Float64Array, StringArray};
