@@ -55,6 +55,9 @@ pub struct Location {
     path: Path,
     /// True when the URI was written with a trailing `/` (a prefix, not an object).
     pub trailing_slash: bool,
+    /// The same store as `store` when it is the local filesystem, for reads that bypass
+    /// `object_store` (see [`Location::local_file`]).
+    local: Option<Arc<LocalFileSystem>>,
 }
 
 impl fmt::Debug for Location {
@@ -75,7 +78,7 @@ impl Location {
             }
             let store = s3_store(bucket, options).map_err(|e| ConnectorError::store(uri, e))?;
             let path = Path::parse(key).map_err(|e| invalid(&e.to_string()))?;
-            return Ok(Location { store, root: format!("s3://{bucket}"), path, trailing_slash });
+            return Ok(Location { store, root: format!("s3://{bucket}"), path, trailing_slash, local: None });
         }
         let local = match uri.strip_prefix("file://") {
             Some(rest) => rest,
@@ -90,7 +93,8 @@ impl Location {
         let absolute = std::path::absolute(local).map_err(|e| invalid(&e.to_string()))?;
         let absolute = resolve_symlinks(&absolute);
         let path = Path::from_absolute_path(&absolute).map_err(|e| invalid(&e.to_string()))?;
-        Ok(Location { store: Arc::new(LocalFileSystem::new()), root: "file://".to_string(), path, trailing_slash })
+        let local = Arc::new(LocalFileSystem::new());
+        Ok(Location { store: local.clone(), root: "file://".to_string(), path, trailing_slash, local: Some(local) })
     }
 
     /// The store holding this location.
@@ -126,7 +130,18 @@ impl Location {
 
     /// The same store at another path.
     pub fn with_path(&self, path: Path) -> Location {
-        Location { store: self.store.clone(), root: self.root.clone(), path, trailing_slash: false }
+        Location {
+            store: self.store.clone(),
+            root: self.root.clone(),
+            path,
+            trailing_slash: false,
+            local: self.local.clone(),
+        }
+    }
+
+    /// The file `path` names when this store is the local filesystem; `None` in S3.
+    pub fn local_file(&self, path: &Path) -> Option<std::path::PathBuf> {
+        self.local.as_ref()?.path_to_filesystem(path).ok()
     }
 
     /// The directory this location names, when it is on the local filesystem.

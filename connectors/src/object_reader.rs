@@ -5,13 +5,22 @@
 //! concurrently, so only the projected columns of the wanted row groups cross the wire.
 //! Small objects that are read whole (a `fitted.json`) use [`read_object`].
 //!
+//! Column chunks of a file on the local filesystem are read without `object_store`:
+//! its `LocalFileSystem` zero-fills every buffer before reading into it (a `memset` of
+//! every byte read, about 2% of a decode-bound job's CPU). Here contiguous ranges are read
+//! once, with `read_to_end` into a buffer's unused capacity (never zeroed), and handed out
+//! as slices of it; errors are still `object_store::Error`s (`NotFound` for a vanished
+//! file, a `Generic` one naming the file for a failed or short read).
+//!
 //! Why not parquet's own `ParquetObjectReader`: parquet 60 deprecates it ("Implement
 //! `AsyncFileReader` directly instead"; apache/arrow-rs#10308), which is what this is: the
 //! same ranged reads and footer prefetch in a few lines, with errors left as the store's
 //! own `object_store::Error` so that `parquet_source` can tell a store failure from a
 //! corrupt file.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -38,12 +47,61 @@ pub struct StoreFileReader {
     store: Arc<dyn ObjectStore>,
     path: Path,
     size: u64,
+    /// The file on the local filesystem, when the store is one.
+    local_file: Option<PathBuf>,
 }
 
 impl StoreFileReader {
-    pub fn new(store: Arc<dyn ObjectStore>, path: Path, size: u64) -> Self {
-        StoreFileReader { store, path, size }
+    /// The object at `path` in `location`'s store, `size` bytes long.
+    pub fn new(location: &crate::Location, path: Path, size: u64) -> Self {
+        let local_file = location.local_file(&path);
+        StoreFileReader { store: location.store().clone(), path, size, local_file }
     }
+}
+
+/// Reads `ranges` of the local file `file`, reading each run of contiguous ranges once.
+fn read_local_ranges(file: &std::path::Path, ranges: &[Range<u64>]) -> object_store::Result<Vec<Bytes>> {
+    let failed = |source: std::io::Error| object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: format!("reading {}: {source}", file.display()).into(),
+    };
+    let mut handle = std::fs::File::open(file).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => {
+            object_store::Error::NotFound { path: file.display().to_string(), source: source.into() }
+        }
+        _ => failed(source),
+    })?;
+    let mut order: Vec<usize> = (0..ranges.len()).collect();
+    order.sort_by_key(|&i| ranges[i].start);
+    let mut out = vec![Bytes::new(); ranges.len()];
+    let mut next = 0;
+    while next < order.len() {
+        // The run of ranges that start inside (or right at the end of) the bytes read so far.
+        let start = ranges[order[next]].start;
+        let mut end = ranges[order[next]].end;
+        let mut last = next + 1;
+        while last < order.len() && ranges[order[last]].start <= end {
+            end = end.max(ranges[order[last]].end);
+            last += 1;
+        }
+        let wanted = usize::try_from(end.saturating_sub(start)).map_err(|e| failed(std::io::Error::other(e)))?;
+        let mut buffer = Vec::with_capacity(wanted);
+        handle.seek(SeekFrom::Start(start)).map_err(failed)?;
+        (&mut handle).take(wanted as u64).read_to_end(&mut buffer).map_err(failed)?;
+        if buffer.len() != wanted {
+            return Err(failed(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("bytes {start}..{end} wanted, the file ends after {} of them", buffer.len()),
+            )));
+        }
+        let run = Bytes::from(buffer);
+        for &index in &order[next..last] {
+            let range = &ranges[index];
+            out[index] = run.slice((range.start - start) as usize..(range.end - start) as usize);
+        }
+        next = last;
+    }
+    Ok(out)
 }
 
 fn external(error: object_store::Error) -> ParquetError {
@@ -56,7 +114,18 @@ impl AsyncFileReader for StoreFileReader {
     }
 
     fn get_byte_ranges(&mut self, ranges: Vec<Range<u64>>) -> BoxFuture<'_, Result<Vec<Bytes>>> {
-        async move { self.store.get_ranges(&self.path, &ranges).await.map_err(external) }.boxed()
+        async move {
+            match self.local_file.clone() {
+                Some(file) => tokio::task::spawn_blocking(move || read_local_ranges(&file, &ranges))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(object_store::Error::Generic { store: "LocalFileSystem", source: e.into() })
+                    })
+                    .map_err(external),
+                None => self.store.get_ranges(&self.path, &ranges).await.map_err(external),
+            }
+        }
+        .boxed()
     }
 
     fn get_metadata<'a>(
@@ -74,5 +143,55 @@ impl AsyncFileReader for StoreFileReader {
             Ok(Arc::new(metadata))
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_of(bytes: &[u8]) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), bytes).unwrap();
+        file
+    }
+
+    #[test]
+    fn local_ranges_are_the_bytes_at_those_offsets_in_any_order_and_overlap() {
+        let content: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let file = file_of(&content);
+        let ranges = vec![
+            50_000..60_000,
+            0..10,
+            10..20, // contiguous with the one before it
+            5..15,  // overlapping both
+            99_990..100_000,
+            70_000..70_000, // empty
+            30_000..30_001,
+            0..100_000,
+        ];
+        let read = read_local_ranges(file.path(), &ranges).unwrap();
+        let on_disk = std::fs::read(file.path()).unwrap();
+        assert_eq!(read.len(), ranges.len());
+        for (range, bytes) in ranges.iter().zip(&read) {
+            assert_eq!(&bytes[..], &on_disk[range.start as usize..range.end as usize], "range {range:?}");
+        }
+    }
+
+    #[test]
+    fn a_range_past_the_end_of_a_local_file_is_an_error_naming_it() {
+        let file = file_of(&[7u8; 1000]);
+        let error = read_local_ranges(file.path(), &[0..10, 900..1001]).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains(&file.path().display().to_string()), "{text}");
+        assert!(text.contains("900..1001") && text.contains("100 of them"), "{text}");
+    }
+
+    #[test]
+    fn a_vanished_local_file_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("part-0.parquet");
+        let error = read_local_ranges(&gone, &[0..10, 20..30]).unwrap_err();
+        assert!(matches!(error, object_store::Error::NotFound { .. }), "{error:?}");
     }
 }

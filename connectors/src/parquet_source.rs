@@ -373,7 +373,7 @@ impl ParquetSource {
         batch_size: usize,
     ) -> Result<BoxStream<'static, Result<RecordBatch, ConnectorError>>, ConnectorError> {
         let file = &self.files[shard.file];
-        let reader = StoreFileReader::new(self.location.store().clone(), file.path.clone(), file.size);
+        let reader = StoreFileReader::new(&self.location, file.path.clone(), file.size);
         let mask = ProjectionMask::roots(file.metadata.parquet_schema(), file.projection.iter().copied());
         let group_rows = file.metadata.metadata().row_group(shard.row_group).num_rows().max(0) as u64;
         let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, file.metadata.clone())
@@ -501,7 +501,7 @@ async fn read_footer(
     decryptor: Option<&Decryptor>,
 ) -> Result<ArrowReaderMetadata, ConnectorError> {
     let uri = location.uri_of(&file.path);
-    let mut reader = StoreFileReader::new(location.store().clone(), file.path.clone(), file.size);
+    let mut reader = StoreFileReader::new(location, file.path.clone(), file.size);
     let mut options = ArrowReaderOptions::new();
     if let Some(decryptor) = decryptor {
         options = options.with_file_decryption_properties(decryptor.properties().clone());
