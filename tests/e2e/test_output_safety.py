@@ -49,6 +49,9 @@ from helpers import (
 # run of the debug binary takes a second or two (so kills land mid-run), small enough to keep
 # the file quick.
 BIG_ROWS = 800_000
+# Enough rows that each of two workers' part files outgrows one 8 MiB upload part, so a
+# staged part is seen while it is still being written (`name#N`) in every run.
+LARGE_ROWS = 2_400_000
 SMALL_ROWS = 20_000
 
 
@@ -65,6 +68,11 @@ class Dataset:
 @pytest.fixture(scope="module")
 def big(tmp_path_factory):
     return Dataset(write_data(tmp_path_factory.mktemp("big"), BIG_ROWS, seed=11))
+
+
+@pytest.fixture(scope="module")
+def large(tmp_path_factory):
+    return Dataset(write_data(tmp_path_factory.mktemp("large"), LARGE_ROWS, seed=13, row_group=100_000))
 
 
 @pytest.fixture(scope="module")
@@ -400,13 +408,22 @@ def test_of_concurrent_runs_on_one_prefix_exactly_one_commits(weir, tmp_path, bi
 # Killed runs
 
 
-@pytest.fixture
-def committed(weir, tmp_path, big):
-    """An output prefix holding a committed output of THRESHOLDS[1] (run id `prev`)."""
+def commit_previous(weir, tmp_path: Path, data: Dataset) -> Path:
+    """An output prefix holding a committed output of `data` at THRESHOLDS[1] (run id `prev`)."""
     out = tmp_path / "out"
-    weir("run", job_file(tmp_path / "prev.toml", big.path, out, THRESHOLDS[1], batch=8192), "-w", "2", "--var", "run_id=prev", check=0, timeout=180)
+    weir("run", job_file(tmp_path / "prev.toml", data.path, out, THRESHOLDS[1], batch=8192), "-w", "2", "--var", "run_id=prev", check=0, timeout=180)
     assert committed_run_id(out) == "prev"
     return out
+
+
+@pytest.fixture
+def committed(weir, tmp_path, big):
+    return commit_previous(weir, tmp_path, big)
+
+
+@pytest.fixture
+def committed_large(weir, tmp_path, large):
+    return commit_previous(weir, tmp_path, large)
 
 
 def test_sigkill_of_the_launcher_stops_its_children_and_commits_nothing(weir, tmp_path, big, committed):
@@ -594,19 +611,19 @@ def test_a_sigkill_in_the_publish_window_leaves_a_commit_to_roll_forward(weir, t
 
 @pytest.mark.parametrize("shape", ["single-process", "launcher"])
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
-def test_a_signal_while_part_files_are_still_written_commits_nothing(weir, tmp_path, big, committed, shape, sig):
+def test_a_signal_while_part_files_are_still_written_commits_nothing(weir, tmp_path, large, committed_large, shape, sig):
     """SIGTERM/SIGINT to `weir run` while a worker is still writing its staged part file: the
     run exits 143/130 and commits nothing. The signal races the end of the run (the last
     part may finish and the commit be decided before the stop reaches the processes); then
     the run exits 0 and its output is committed whole. The exit code always tells which."""
-    out = committed
+    out = committed_large
     args = ["-w", "2"] if shape == "single-process" else ["-p", "2", "-w", "1"]
     expected = {"SIGTERM": 143, "SIGINT": 130}[sig]
     previous = (THRESHOLDS[1], "prev")
     for attempt in range(5):
         run_id = f"sig{attempt}"
         threshold = THRESHOLDS[attempt % 2]
-        job = job_file(tmp_path / f"job-{attempt}.toml", big.path, out, threshold)
+        job = job_file(tmp_path / f"job-{attempt}.toml", large.path, out, threshold)
         run = Run(job, *args, "--var", f"run_id={run_id}")
         kids, hit, at_signal = [], False, []
         try:
@@ -632,16 +649,16 @@ def test_a_signal_while_part_files_are_still_written_commits_nothing(weir, tmp_p
         if rc == 0:  # the commit won the race: the whole new output, and nothing else
             assert committed_run_id(out) == run_id, state
             assert runs_leftovers(out) == [], state
-            assert_rows(read_dir(out), big.refs[threshold], state)
+            assert_rows(read_dir(out), large.refs[threshold], state)
             previous = (threshold, run_id)
             continue
         assert rc == expected, state
         assert committed_run_id(out) == previous[1], "a cancelled run committed: " + state
         assert runs_leftovers(out) == [], state
-        assert_rows(read_dir(out), big.refs[previous[0]], state)
+        assert_rows(read_dir(out), large.refs[previous[0]], state)
         proc = weir("run", job, "-w", "2", "--var", "run_id=afterSig", timeout=180)
         assert proc.returncode == 0, proc.stderr
-        assert_clean_commit(out, big.refs[threshold], run_id="afterSig")
+        assert_clean_commit(out, large.refs[threshold], run_id="afterSig")
         return
     pytest.skip("every run finished before a part file could be seen while it was written")
 
