@@ -97,14 +97,47 @@ pub enum Codec {
 }
 
 impl Codec {
-    fn compression(self) -> Compression {
+    /// The codec's name in a job file.
+    pub fn name(self) -> &'static str {
         match self {
-            Codec::Zstd => Compression::ZSTD(ZstdLevel::default()),
-            Codec::Snappy => Compression::SNAPPY,
-            Codec::Lz4 => Compression::LZ4_RAW,
-            Codec::Gzip => Compression::GZIP(GzipLevel::default()),
-            Codec::Brotli => Compression::BROTLI(BrotliLevel::default()),
-            Codec::None => Compression::UNCOMPRESSED,
+            Codec::Zstd => "zstd",
+            Codec::Snappy => "snappy",
+            Codec::Lz4 => "lz4",
+            Codec::Gzip => "gzip",
+            Codec::Brotli => "brotli",
+            Codec::None => "none",
+        }
+    }
+
+    /// Parquet's codec at `level` (`sink.compression_level`; the codec's default when
+    /// `None`). Levels exist for zstd (-131072 to 22: negative levels trade size for speed,
+    /// 1 is the default), gzip (0 to 9, default 6) and brotli (0 to 11, default 1); the
+    /// error says which levels `self` takes.
+    pub fn compression(self, level: Option<i32>) -> Result<Compression, String> {
+        let Some(level) = level else {
+            return Ok(match self {
+                Codec::Zstd => Compression::ZSTD(ZstdLevel::default()),
+                Codec::Snappy => Compression::SNAPPY,
+                Codec::Lz4 => Compression::LZ4_RAW,
+                Codec::Gzip => Compression::GZIP(GzipLevel::default()),
+                Codec::Brotli => Compression::BROTLI(BrotliLevel::default()),
+                Codec::None => Compression::UNCOMPRESSED,
+            });
+        };
+        let refused = |levels: &str| format!("sink.compression_level {level}: {} takes levels {levels}", self.name());
+        let unsigned = |levels: &str| u32::try_from(level).map_err(|_| refused(levels));
+        match self {
+            Codec::Zstd => ZstdLevel::try_new(level).map(Compression::ZSTD).map_err(|_| refused("-131072 to 22")),
+            Codec::Gzip => {
+                GzipLevel::try_new(unsigned("0 to 9")?).map(Compression::GZIP).map_err(|_| refused("0 to 9"))
+            }
+            Codec::Brotli => {
+                BrotliLevel::try_new(unsigned("0 to 11")?).map(Compression::BROTLI).map_err(|_| refused("0 to 11"))
+            }
+            Codec::Snappy | Codec::Lz4 | Codec::None => Err(format!(
+                "sink.compression_level is set, but {} has no levels (zstd, gzip and brotli do)",
+                self.name()
+            )),
         }
     }
 }
@@ -113,6 +146,8 @@ impl Codec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartOptions {
     pub codec: Codec,
+    /// `sink.compression_level` (checked by [`Codec::compression`] when the job is planned).
+    pub level: Option<i32>,
     /// Rows per row group.
     pub row_group_rows: usize,
     /// `[sink.encryption]`: Parquet modular encryption ([`crate::encryption`]).
@@ -196,7 +231,12 @@ impl PartWriter {
         let path: Path = output.join(name);
         let uri = output.uri_of(&path);
         let mut properties = WriterProperties::builder()
-            .set_compression(options.codec.compression())
+            .set_compression(
+                options
+                    .codec
+                    .compression(options.level)
+                    .map_err(|message| ConnectorError::Invalid { uri: uri.clone(), message })?,
+            )
             .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
             .set_created_by(format!("weir {}", env!("CARGO_PKG_VERSION")));
         // Dictionary encoding pays off for repeated values (categories, labels, codes), not

@@ -215,6 +215,7 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
         mode: spec.sink.mode,
         part_options: PartOptions {
             codec: spec.sink.compression,
+            level: spec.sink.compression_level,
             row_group_rows: spec.sink.row_group_rows.unwrap_or(DEFAULT_ROW_GROUP_ROWS),
             encryption: spec.sink.encryption.clone().map(Arc::new),
         },

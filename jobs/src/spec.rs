@@ -147,6 +147,10 @@ pub struct SinkSpec {
     pub format: Format,
     #[serde(default)]
     pub compression: Codec,
+    /// The codec's level: zstd -131072 to 22 (default 1; negative levels write faster and
+    /// larger), gzip 0 to 9, brotli 0 to 11; snappy, lz4 and none have none.
+    #[serde(default)]
+    pub compression_level: Option<i32>,
     #[serde(default)]
     pub mode: WriteMode,
     /// Write rows into `k=v/` folders by these columns' values (Hive style); the files do
@@ -199,6 +203,7 @@ impl JobSpec {
         if self.source.max_shard_rows == Some(0) {
             return Err("source.max_shard_rows must be positive".into());
         }
+        self.sink.compression.compression(self.sink.compression_level)?;
         if self.sink.row_group_rows == Some(0) {
             return Err("sink.row_group_rows must be positive".into());
         }

@@ -242,3 +242,50 @@ def test_mostly_distinct_columns_are_written_without_a_dictionary_and_every_valu
         assert not columns["id"].has_dictionary_page and not columns["note"].has_dictionary_page
         assert not columns["x"].has_dictionary_page
         assert columns["code"].has_dictionary_page and columns["label"].has_dictionary_page
+
+
+def test_compression_level_is_applied_and_every_level_reads_back(weir, tmp_path):
+    # A compressible text column and float noise: a higher zstd level must give a smaller
+    # file than a negative one, and pyarrow reads every value back from each.
+    rng = np.random.default_rng(11)
+    rows = 200_000
+    src = tmp_path / "src"
+    src.mkdir()
+    want = pa.table(
+        {
+            "id": pa.array(np.arange(rows, dtype=np.int64)),
+            "note": pa.array([f"order {i % 977} shipped to depot {i % 13}" for i in range(rows)]),
+            "x": pa.array(rng.normal(size=rows)),
+        }
+    )
+    pq.write_table(want, src / "data.parquet")
+    sizes = {}
+    for codec, level in [("zstd", -1), ("zstd", 19), ("gzip", 9), ("brotli", 11)]:
+        out = tmp_path / f"out-{codec}{level}"
+        job = write_job(tmp_path / f"{codec}{level}.toml", f'name = "levels"\n[source]\nuri = "{src}"\n[sink]\nuri = "{out}"\ncompression = "{codec}"\ncompression_level = {level}\n')
+        weir("run", job, "-w", "1", check=0)
+        got = read_output(out)
+        assert got.equals(want), (codec, level)
+        (part,) = data_files(out)
+        meta = pq.ParquetFile(part).metadata
+        assert {meta.row_group(0).column(i).compression for i in range(meta.num_columns)} == {codec.upper()}
+        sizes[(codec, level)] = part.stat().st_size
+    assert sizes[("zstd", 19)] < 0.9 * sizes[("zstd", -1)], sizes
+
+
+@pytest.mark.parametrize(
+    "sink, message",
+    [
+        ('compression = "snappy"\ncompression_level = 3', "snappy has no levels"),
+        ("compression_level = 23", "sink.compression_level 23: zstd takes levels -131072 to 22"),
+        ('compression = "gzip"\ncompression_level = -1', "sink.compression_level -1: gzip takes levels 0 to 9"),
+        ('compression = "brotli"\ncompression_level = 12', "sink.compression_level 12: brotli takes levels 0 to 11"),
+    ],
+)
+def test_a_compression_level_the_codec_does_not_take_is_refused_before_running(weir, tmp_path, events_dir, sink, message):
+    out = tmp_path / "out"
+    job = write_job(tmp_path / "job.toml", f'name = "levels"\n[source]\nuri = "{events_dir}"\n[sink]\nuri = "{out}"\n{sink}\n')
+    for command in ("validate", "run"):
+        result = weir(command, job, check=2)
+        assert message in result.stderr and "levels" in result.stderr, result.stderr
+    assert not out.exists()
