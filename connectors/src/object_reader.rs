@@ -59,7 +59,8 @@ impl StoreFileReader {
     }
 }
 
-/// Reads `ranges` of the local file `file`, reading each run of contiguous ranges once.
+/// Reads `ranges` of the local file `file`, reading each run of contiguous ranges once
+/// (as object_store's `coalesce_ranges` does with a gap of 0; that one is private in 0.14).
 fn read_local_ranges(file: &std::path::Path, ranges: &[Range<u64>]) -> object_store::Result<Vec<Bytes>> {
     let failed = |source: std::io::Error| object_store::Error::Generic {
         store: "LocalFileSystem",
