@@ -5,6 +5,7 @@
 //! threads (timely workers) drive it with a tokio runtime handle's `block_on`. Nothing
 //! here knows about timely or about job specs.
 
+pub mod chunk_copy;
 pub mod claim;
 pub mod commit;
 pub mod decoder_guard;

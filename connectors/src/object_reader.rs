@@ -24,13 +24,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{FutureExt, TryFutureExt, future::BoxFuture};
+use futures::{FutureExt, future::BoxFuture};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::errors::{ParquetError, Result};
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+
+use crate::chunk_copy::FetchedChunks;
 
 /// Reads a whole (small) object, such as an earlier run's `fitted.json`.
 pub async fn read_object(location: &crate::Location) -> std::result::Result<Bytes, crate::ConnectorError> {
@@ -49,13 +51,21 @@ pub struct StoreFileReader {
     size: u64,
     /// The file on the local filesystem, when the store is one.
     local_file: Option<PathBuf>,
+    /// Where the column chunks read are kept, for a sink that copies them.
+    fetched: Option<Arc<FetchedChunks>>,
 }
 
 impl StoreFileReader {
     /// The object at `path` in `location`'s store, `size` bytes long.
     pub fn new(location: &crate::Location, path: Path, size: u64) -> Self {
         let local_file = location.local_file(&path);
-        StoreFileReader { store: location.store().clone(), path, size, local_file }
+        StoreFileReader { store: location.store().clone(), path, size, local_file, fetched: None }
+    }
+
+    /// Also keeps every range read in `fetched` ([`crate::chunk_copy`]).
+    pub fn keeping_chunks(mut self, fetched: Arc<FetchedChunks>) -> Self {
+        self.fetched = Some(fetched);
+        self
     }
 }
 
@@ -111,12 +121,20 @@ fn external(error: object_store::Error) -> ParquetError {
 
 impl AsyncFileReader for StoreFileReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, Result<Bytes>> {
-        self.store.get_range(&self.path, range).map_err(external).boxed()
+        async move {
+            let bytes = self.store.get_range(&self.path, range.clone()).await.map_err(external)?;
+            if let Some(fetched) = &self.fetched {
+                fetched.record(std::slice::from_ref(&range), std::slice::from_ref(&bytes));
+            }
+            Ok(bytes)
+        }
+        .boxed()
     }
 
     fn get_byte_ranges(&mut self, ranges: Vec<Range<u64>>) -> BoxFuture<'_, Result<Vec<Bytes>>> {
         async move {
-            match self.local_file.clone() {
+            let wanted = self.fetched.is_some().then(|| ranges.clone());
+            let read = match self.local_file.clone() {
                 Some(file) => tokio::task::spawn_blocking(move || read_local_ranges(&file, &ranges))
                     .await
                     .unwrap_or_else(|e| {
@@ -124,7 +142,11 @@ impl AsyncFileReader for StoreFileReader {
                     })
                     .map_err(external),
                 None => self.store.get_ranges(&self.path, &ranges).await.map_err(external),
+            }?;
+            if let (Some(fetched), Some(ranges)) = (&self.fetched, wanted) {
+                fetched.record(&ranges, &read);
             }
+            Ok(read)
         }
         .boxed()
     }

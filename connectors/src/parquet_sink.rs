@@ -24,10 +24,11 @@ use object_store::path::Path;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
 use parquet::errors::ParquetError;
-use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
+use crate::chunk_copy::{BatchOrigin, CopyingWriter};
 use crate::encryption::SinkEncryption;
 use crate::keys::KeySource;
 use crate::{ConnectorError, Location};
@@ -152,6 +153,10 @@ pub struct PartOptions {
     pub row_group_rows: usize,
     /// `[sink.encryption]`: Parquet modular encryption ([`crate::encryption`]).
     pub encryption: Option<Arc<SinkEncryption>>,
+    /// For each column of the part files, the source column it is, unchanged and row for
+    /// row, when part files may copy the source's encoded column chunks
+    /// ([`crate::chunk_copy`]); `None` when every column is encoded.
+    pub copy_columns: Option<Arc<[Option<usize>]>>,
 }
 
 /// A finished part file, as the manifest records it.
@@ -186,6 +191,8 @@ pub fn stored_schema(schema: &SchemaRef) -> SchemaRef {
 enum Encoder {
     Pending(Box<WriterPropertiesBuilder>),
     Open(Box<ArrowWriter<EncodedChunks>>),
+    /// Row groups that copy unchanged columns' chunks from the source.
+    Copying(Box<CopyingWriter<EncodedChunks>>),
 }
 
 /// Whether at least 90% of `column`'s values (and at least 1,024 of them) are distinct.
@@ -210,6 +217,10 @@ pub struct PartWriter {
     upload: BufWriter,
     /// The schema stored in the file.
     schema: SchemaRef,
+    /// `options.copy_columns`, for a copying encoder ([`CopyingWriter`]).
+    copy_columns: Option<Arc<[Option<usize>]>>,
+    compression: Compression,
+    row_group_rows: usize,
     name: String,
     uri: String,
     rows: u64,
@@ -230,13 +241,12 @@ impl PartWriter {
         let schema = stored_schema(&schema);
         let path: Path = output.join(name);
         let uri = output.uri_of(&path);
+        let compression = options
+            .codec
+            .compression(options.level)
+            .map_err(|message| ConnectorError::Invalid { uri: uri.clone(), message })?;
         let mut properties = WriterProperties::builder()
-            .set_compression(
-                options
-                    .codec
-                    .compression(options.level)
-                    .map_err(|message| ConnectorError::Invalid { uri: uri.clone(), message })?,
-            )
+            .set_compression(compression)
             .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
             .set_created_by(format!("weir {}", env!("CARGO_PKG_VERSION")));
         // Dictionary encoding pays off for repeated values (categories, labels, codes), not
@@ -247,6 +257,12 @@ impl PartWriter {
             if field.data_type().is_floating() {
                 properties = properties.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
             }
+        }
+        // Copied chunks come without the source's page index (a source written by pyarrow
+        // has none), so a file that may hold some has none at all: statistics per chunk.
+        let copying = options.copy_columns.clone().filter(|_| options.encryption.is_none());
+        if copying.is_some() {
+            properties = properties.set_statistics_enabled(EnabledStatistics::Chunk).set_offset_index_disabled(true);
         }
         if let Some(encryption) = &options.encryption {
             let keys = KeySource::from_env();
@@ -260,6 +276,9 @@ impl PartWriter {
             encoder: Encoder::Pending(Box::new(properties)),
             upload,
             schema,
+            copy_columns: copying,
+            compression,
+            row_group_rows: options.row_group_rows,
             name: name.to_string(),
             uri,
             rows: 0,
@@ -272,7 +291,7 @@ impl PartWriter {
     /// dictionary: parquet-rs would hash every value of each row group into one until it
     /// outgrows its 1 MiB page and then fall back to plain encoding anyway (measured: 4% of
     /// a score-only job's CPU time for its `id` column), as DuckDB's writer also avoids.
-    fn open_encoder(&mut self, first: Option<&RecordBatch>) -> Result<&mut ArrowWriter<EncodedChunks>, ConnectorError> {
+    fn open_encoder(&mut self, first: Option<&RecordBatch>) -> Result<(), ConnectorError> {
         if let Encoder::Pending(properties) = &mut self.encoder {
             let mut properties = std::mem::replace(properties.as_mut(), WriterProperties::builder());
             for (field, column) in self.schema.fields().iter().zip(first.map(|b| b.columns()).unwrap_or_default()) {
@@ -282,19 +301,24 @@ impl PartWriter {
                         properties.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
                 }
             }
+            let write_error = |source| ConnectorError::Write { uri: self.uri.clone(), source };
             let encoder = ArrowWriter::try_new(EncodedChunks::default(), self.schema.clone(), Some(properties.build()))
-                .map_err(|source| ConnectorError::Write { uri: self.uri.clone(), source })?;
-            self.encoder = Encoder::Open(Box::new(encoder));
+                .map_err(write_error)?;
+            self.encoder = match self.copy_columns.clone() {
+                Some(columns) => Encoder::Copying(Box::new(
+                    CopyingWriter::new(encoder, self.schema.clone(), columns, self.compression, self.row_group_rows)
+                        .map_err(write_error)?,
+                )),
+                None => Encoder::Open(Box::new(encoder)),
+            };
         }
-        match &mut self.encoder {
-            Encoder::Open(encoder) => Ok(encoder),
-            Encoder::Pending(_) => unreachable!("the encoder was just opened"),
-        }
+        Ok(())
     }
 
     /// Appends a batch (of the schema the writer was created with, or one that
-    /// [`stored_schema`] maps to it).
-    pub async fn write(&mut self, batch: &RecordBatch) -> Result<(), ConnectorError> {
+    /// [`stored_schema`] maps to it), whose rows come from `origin` (for a writer that copies
+    /// column chunks; `None` when not known).
+    pub async fn write(&mut self, batch: &RecordBatch, origin: Option<BatchOrigin<'_>>) -> Result<(), ConnectorError> {
         self.rows += batch.num_rows() as u64;
         let stored = self.schema.clone();
         let converted;
@@ -313,16 +337,23 @@ impl PartWriter {
             &converted
         };
         self.open_encoder(Some(batch))?;
-        if let Encoder::Open(encoder) = &mut self.encoder {
-            encoder.write(batch).map_err(|source| ConnectorError::Write { uri: self.uri.clone(), source })?;
-        }
+        let written = match &mut self.encoder {
+            Encoder::Open(encoder) => encoder.write(batch),
+            Encoder::Copying(encoder) => encoder.write(batch, origin),
+            Encoder::Pending(_) => Ok(()),
+        };
+        written.map_err(|source| ConnectorError::Write { uri: self.uri.clone(), source })?;
         self.upload_encoded(false).await
     }
 
     /// Hands the encoded chunks to the upload (`all`: also the last, partly filled one).
     async fn upload_encoded(&mut self, all: bool) -> Result<(), ConnectorError> {
-        let Encoder::Open(encoder) = &mut self.encoder else { return Ok(()) };
-        for chunk in encoder.inner_mut().take(all) {
+        let chunks = match &mut self.encoder {
+            Encoder::Open(encoder) => encoder.inner_mut().take(all),
+            Encoder::Copying(encoder) => encoder.inner_mut().take(all),
+            Encoder::Pending(_) => return Ok(()),
+        };
+        for chunk in chunks {
             self.upload.put(chunk).await.map_err(|error| ConnectorError::Write {
                 uri: self.uri.clone(),
                 source: ParquetError::External(Box::new(error)),
@@ -340,9 +371,13 @@ impl PartWriter {
     pub async fn finish(mut self) -> Result<PartFile, ConnectorError> {
         let uri = self.uri.clone();
         let write_error = |source| ConnectorError::Write { uri: uri.clone(), source };
-        let encoder = self.open_encoder(None)?;
-        encoder.finish().map_err(write_error)?;
-        let bytes = encoder.bytes_written() as u64;
+        self.open_encoder(None)?;
+        let bytes = match &mut self.encoder {
+            Encoder::Open(encoder) => encoder.finish().map(|_| encoder.bytes_written()),
+            Encoder::Copying(encoder) => encoder.finish().map(|_| encoder.bytes_written()),
+            Encoder::Pending(_) => unreachable!("the encoder was just opened"),
+        }
+        .map_err(write_error)? as u64;
         self.upload_encoded(true).await?;
         tokio::io::AsyncWriteExt::shutdown(&mut self.upload)
             .await

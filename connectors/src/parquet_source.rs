@@ -17,7 +17,9 @@ use object_store::path::Path;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector};
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+use parquet::file::metadata::ColumnChunkMetaData;
 
+use crate::chunk_copy::FetchedChunks;
 use crate::decoder_guard::{GuardedFuture, GuardedStream};
 use crate::encryption::{Decryptor, KEY_ERROR_MARK};
 use crate::listing::{DataFile, dataset_root, list_data_files};
@@ -365,15 +367,37 @@ impl ParquetSource {
         shards
     }
 
+    /// The encoded column chunk of source column `column` (an index into
+    /// [`ParquetSource::schema`]) in `shard`'s row group, when the shard is that whole row
+    /// group and the column is one flat Parquet column of its file; `None` otherwise (a
+    /// slice of a row group, a nested or partition column). See [`crate::chunk_copy`].
+    pub fn whole_chunk(&self, shard: &Shard, column: usize) -> Option<&ColumnChunkMetaData> {
+        let file = &self.files[shard.file];
+        let group = file.metadata.metadata().row_group(shard.row_group);
+        if shard.offset != 0 || shard.rows != group.num_rows().max(0) as u64 {
+            return None;
+        }
+        let root = *file.projection.get(*file.reorder.get(column)?)?;
+        let schema = file.metadata.parquet_schema();
+        let mut leaves = (0..schema.num_columns()).filter(|&leaf| schema.get_column_root_idx(leaf) == root);
+        let leaf = leaves.next()?;
+        leaves.next().is_none().then(|| group.column(leaf))
+    }
+
     /// Streams the rows of `shard` in order, as batches of at most `batch_size` rows with
-    /// exactly [`ParquetSource::schema`].
+    /// exactly [`ParquetSource::schema`]. With `keep`, the column chunks read are kept
+    /// there too ([`crate::chunk_copy`]).
     pub fn read_shard(
         &self,
         shard: &Shard,
         batch_size: usize,
+        keep: Option<Arc<FetchedChunks>>,
     ) -> Result<BoxStream<'static, Result<RecordBatch, ConnectorError>>, ConnectorError> {
         let file = &self.files[shard.file];
-        let reader = StoreFileReader::new(&self.location, file.path.clone(), file.size);
+        let mut reader = StoreFileReader::new(&self.location, file.path.clone(), file.size);
+        if let Some(keep) = keep {
+            reader = reader.keeping_chunks(keep);
+        }
         let mask = ProjectionMask::roots(file.metadata.parquet_schema(), file.projection.iter().copied());
         let group_rows = file.metadata.metadata().row_group(shard.row_group).num_rows().max(0) as u64;
         let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, file.metadata.clone())
@@ -585,7 +609,7 @@ mod tests {
         assert_eq!(source.schema().field(0).name(), "name");
         let mut ids = Vec::new();
         for shard in source.shards(4) {
-            let batches: Vec<RecordBatch> = source.read_shard(&shard, 2).unwrap().try_collect().await.unwrap();
+            let batches: Vec<RecordBatch> = source.read_shard(&shard, 2, None).unwrap().try_collect().await.unwrap();
             for batch in batches {
                 assert!(batch.num_rows() <= 2);
                 let column = batch.column(1).as_any().downcast_ref::<Int64Array>().unwrap();

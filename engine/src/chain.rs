@@ -14,6 +14,7 @@ use std::sync::Arc;
 use arrow::array::BooleanArray;
 use arrow::compute::filter_record_batch;
 use arrow::record_batch::RecordBatch;
+use weir_connectors::chunk_copy::FetchedChunks;
 use weir_operators::{BoundStep, OpError};
 
 use crate::JobFailure;
@@ -25,6 +26,9 @@ use crate::plan::EnginePlan;
 pub(crate) struct SourceBatch {
     pub shard: usize,
     pub batch: RecordBatch,
+    /// The source's column chunks the shard's read fetched, on the shard's first batch
+    /// when the sink copies unchanged columns' chunks ([`weir_connectors::chunk_copy`]).
+    pub fetched: Option<Arc<FetchedChunks>>,
 }
 
 /// Counts the rows of the current shard that pass a point of the chain.
@@ -167,7 +171,7 @@ impl Chain {
                 return Ok(None);
             }
         }
-        Ok(Some(SourceBatch { shard: item.shard, batch }))
+        Ok(Some(SourceBatch { shard: item.shard, batch, fetched: item.fetched }))
     }
 }
 

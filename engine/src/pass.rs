@@ -163,13 +163,15 @@ pub(crate) fn run_pass(
         };
         loop {
             let next = match (&mut batches, ahead.as_mut()) {
-                (ShardBatches::Cached(cached), _) => cached.next().map(|r| r.map_err(JobFailure::external)),
+                (ShardBatches::Cached(cached), _) => {
+                    cached.next().map(|r| r.map(|b| (b, None)).map_err(JobFailure::external))
+                }
                 (ShardBatches::Store, Some(ahead)) => ahead.next(&context.runtime),
                 (ShardBatches::Store, None) => Some(Err(JobFailure::internal("a shard to read has no read-ahead"))),
             };
             let Some(next) = next else { break };
             state.metrics.add(stage, started.elapsed());
-            let batch = match next {
+            let (batch, fetched) = match next {
                 Ok(batch) => batch,
                 Err(error) => {
                     record(&failure, context, error);
@@ -183,7 +185,7 @@ pub(crate) fn run_pass(
             if progress {
                 context.progress.rows_read(batch.num_rows());
             }
-            input.send(SourceBatch { shard: shard.index, batch });
+            input.send(SourceBatch { shard: shard.index, batch, fetched });
             time += 1;
             input.advance_to(time);
             worker.step();

@@ -17,6 +17,7 @@ use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
+use weir_connectors::chunk_copy::FetchedChunks;
 use weir_connectors::parquet_source::Shard;
 
 use crate::JobFailure;
@@ -25,8 +26,14 @@ use crate::plan::SharedPlan;
 /// Decoded batches that may wait for the worker.
 pub(crate) const READ_AHEAD_BATCHES: usize = 2;
 
+/// A decoded batch, and on its shard's first batch the column chunks the shard's read
+/// kept (when the sink copies them: [`weir_connectors::chunk_copy`]).
+pub(crate) type ReadBatch = (RecordBatch, Option<Arc<FetchedChunks>>);
+
 enum Ahead {
-    Batch(RecordBatch),
+    /// A batch, and on a shard's first batch the column chunks its read kept (when the
+    /// sink copies them).
+    Batch(RecordBatch, Option<Arc<FetchedChunks>>),
     /// The current shard has no more rows.
     ShardEnd,
     Failed(JobFailure),
@@ -50,7 +57,8 @@ impl ReadAhead {
             let timed = |started: Instant| clock.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
             for shard in shards {
                 let started = Instant::now();
-                let mut stream = match plan.source.read_shard(&shard, plan.batch_size) {
+                let mut keep = plan.part_options.copy_columns.is_some().then(|| Arc::new(FetchedChunks::default()));
+                let mut stream = match plan.source.read_shard(&shard, plan.batch_size, keep.clone()) {
                     Ok(stream) => stream,
                     Err(error) => {
                         let _ = sender.send(Ahead::Failed(JobFailure::from_connector(&error))).await;
@@ -63,11 +71,12 @@ impl ReadAhead {
                     let next = stream.next().await;
                     timed(started);
                     let item = match next {
-                        Some(Ok(batch)) => Ahead::Batch(batch),
+                        // The first batch's read fetched the row group's chunks.
+                        Some(Ok(batch)) => Ahead::Batch(batch, keep.take()),
                         Some(Err(error)) => Ahead::Failed(JobFailure::from_connector(&error)),
                         None => Ahead::ShardEnd,
                     };
-                    let last = !matches!(item, Ahead::Batch(_));
+                    let last = !matches!(item, Ahead::Batch(..));
                     let failed = matches!(item, Ahead::Failed(_));
                     if sender.send(item).await.is_err() || failed {
                         return;
@@ -81,10 +90,11 @@ impl ReadAhead {
         ReadAhead { receiver, task, busy }
     }
 
-    /// The next batch of the current shard; `None` at the shard's end.
-    pub fn next(&mut self, runtime: &Handle) -> Option<Result<RecordBatch, JobFailure>> {
+    /// The next batch of the current shard, with the chunks its read kept; `None` at the
+    /// shard's end.
+    pub fn next(&mut self, runtime: &Handle) -> Option<Result<ReadBatch, JobFailure>> {
         match runtime.block_on(self.receiver.recv()) {
-            Some(Ahead::Batch(batch)) => Some(Ok(batch)),
+            Some(Ahead::Batch(batch, fetched)) => Some(Ok((batch, fetched))),
             Some(Ahead::ShardEnd) => None,
             Some(Ahead::Failed(failure)) => Some(Err(failure)),
             None => Some(Err(JobFailure::internal("the read-ahead of a pass ended before its shards did"))),

@@ -11,6 +11,7 @@ use arrow::compute::take_record_batch;
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 use weir_connectors::ConnectorError;
+use weir_connectors::chunk_copy::{BatchOrigin, FetchedChunks};
 use weir_connectors::parquet_sink::{PartFile, PartWriter};
 use weir_connectors::partitions::row_folders;
 
@@ -40,11 +41,19 @@ impl WorkerSink {
         WorkerSink { worker, writers: Vec::new(), by_folder: HashMap::new() }
     }
 
-    /// Appends `batch` (of the plan's output schema) to the part files of its rows'
-    /// partition folders, opening them as needed.
-    pub async fn write(&mut self, plan: &EnginePlan, batch: &RecordBatch) -> Result<(), ConnectorError> {
+    /// Appends `batch` (of the plan's output schema), rows of shard `shard`, to the part
+    /// files of its rows' partition folders, opening them as needed. `fetched`: the
+    /// shard's column chunks, on its first batch when the part files copy them.
+    pub async fn write(
+        &mut self,
+        plan: &EnginePlan,
+        batch: &RecordBatch,
+        shard: usize,
+        fetched: Option<&FetchedChunks>,
+    ) -> Result<(), ConnectorError> {
         if plan.partition_by.is_empty() {
-            return self.writer(plan, "")?.write(batch).await;
+            let origin = BatchOrigin { source: &plan.source, shard: &plan.shards[shard], fetched };
+            return self.writer(plan, "")?.write(batch, Some(origin)).await;
         }
         let invalid =
             |e: arrow::error::ArrowError| ConnectorError::Invalid { uri: plan.sink.uri(), message: e.to_string() };
@@ -84,7 +93,7 @@ impl WorkerSink {
             } else {
                 take_record_batch(&data, &UInt32Array::from(rows)).map_err(invalid)?
             };
-            self.writer(plan, folder)?.write(&part).await?;
+            self.writer(plan, folder)?.write(&part, None).await?;
         }
         Ok(())
     }

@@ -5,7 +5,6 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
 use timely::worker::Worker;
@@ -181,7 +180,7 @@ fn final_pass(
     let consumer = {
         let (plan, context, sink, state) = (plan.clone(), context.clone(), sink.clone(), state.clone());
         Box::new(move |item: crate::chain::SourceBatch| {
-            state.metrics.time(Stage::Write, || write_batch(&plan, &context, &sink, &item.batch))
+            state.metrics.time(Stage::Write, || write_batch(&plan, &context, &sink, &item))
         })
     };
     let outcome = run_pass(worker, plan, context, state.clone(), consumer, PassKind::Final);
@@ -205,10 +204,12 @@ fn write_batch(
     plan: &SharedPlan,
     context: &ProcessContext,
     sink: &RefCell<WorkerSink>,
-    batch: &RecordBatch,
+    item: &crate::chain::SourceBatch,
 ) -> Result<(), JobFailure> {
-    context.runtime.block_on(sink.borrow_mut().write(plan, batch)).map_err(|e| JobFailure::from_connector(&e))?;
-    context.progress.rows_written(batch.num_rows());
+    let mut sink = sink.borrow_mut();
+    let write = sink.write(plan, &item.batch, item.shard, item.fetched.as_deref());
+    context.runtime.block_on(write).map_err(|e| JobFailure::from_connector(&e))?;
+    context.progress.rows_written(item.batch.num_rows());
     Ok(())
 }
 

@@ -193,7 +193,7 @@ pub async fn head(uri: &str, rows: usize) -> Result<String, ConnectorError> {
     let mut batches: Vec<RecordBatch> = Vec::new();
     let mut remaining = rows;
     'shards: for shard in source.shards(u64::MAX) {
-        let mut stream = source.read_shard(&shard, remaining.clamp(1, 8192))?;
+        let mut stream = source.read_shard(&shard, remaining.clamp(1, 8192), None)?;
         while let Some(batch) = stream.next().await {
             if remaining == 0 {
                 break 'shards;

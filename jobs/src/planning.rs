@@ -3,6 +3,7 @@
 //! schema that reaches it, and cut the source into shards (→ [`EnginePlan`]). Every
 //! process of a cluster runs this and gets the same plan.
 
+use arrow::datatypes::SchemaRef;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -189,6 +190,8 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
         }
     };
     let shards = source.shards(spec.source.max_shard_rows.unwrap_or(DEFAULT_MAX_SHARD_ROWS));
+    let row_group_rows = spec.sink.row_group_rows.unwrap_or(DEFAULT_ROW_GROUP_ROWS);
+    let copy_columns = copy_columns(spec, &source, &shards, &steps, &file_schema, row_group_rows);
     tracing::info!(
         job = %name,
         files = source.files().len(),
@@ -216,8 +219,9 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
         part_options: PartOptions {
             codec: spec.sink.compression,
             level: spec.sink.compression_level,
-            row_group_rows: spec.sink.row_group_rows.unwrap_or(DEFAULT_ROW_GROUP_ROWS),
+            row_group_rows,
             encryption: spec.sink.encryption.clone().map(Arc::new),
+            copy_columns,
         },
         batch_size: spec.source.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
         max_batches_in_flight: MAX_BATCHES_IN_FLIGHT,
@@ -229,6 +233,58 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
         pins,
         fit_output,
     })
+}
+
+/// For each column of the part files, the source column it is, unchanged and row for row,
+/// when part files may copy the source's encoded column chunks instead of encoding them
+/// again ([`weir_connectors::chunk_copy`]); `None` when they may not. They may when:
+///
+/// - every step keeps every row in order (`select`, `drop`, a `score` without
+///   `on_null = "skip"`: [`weir_operators::BoundStep::unchanged_columns`]) and at least one
+///   column passes through all of them unchanged, with the type the source stores;
+/// - `sink.copy_unchanged_columns` is not turned off;
+/// - the part files are neither partitioned nor encrypted, the source is not decrypted, the
+///   columns are flat, and no `sink.compression_level` is asked for (a copied chunk keeps
+///   the level it was compressed with);
+/// - the source's row groups hold at least half of `sink.row_group_rows` on average, since
+///   a row group that copies chunks is exactly one source row group.
+///
+/// Each row group then still decides for itself which chunks it copies: only whole source
+/// row groups, and chunks stored with the sink's codec and the output's Parquet type.
+fn copy_columns(
+    spec: &JobSpec,
+    source: &ParquetSource,
+    shards: &[weir_connectors::parquet_source::Shard],
+    steps: &[PlannedStep],
+    file_schema: &SchemaRef,
+    row_group_rows: usize,
+) -> Option<Arc<[Option<usize>]>> {
+    let sink = &spec.sink;
+    if !sink.copy_unchanged_columns
+        || !sink.partition_by.is_empty()
+        || sink.encryption.is_some()
+        || sink.compression_level.is_some()
+    {
+        return None;
+    }
+    if source.is_decrypted() || file_schema.fields().iter().any(|f| f.data_type().is_nested()) {
+        return None;
+    }
+    let row_groups = shards.iter().filter(|shard| shard.offset == 0).count() as u64;
+    if row_groups == 0 || source.total_rows() / row_groups < row_group_rows as u64 / 2 {
+        return None;
+    }
+    let mut columns: Vec<Option<usize>> = (0..source.schema().fields().len()).map(Some).collect();
+    for step in steps {
+        let StepKind::Map(map) = &step.kind else { return None };
+        columns = map.unchanged_columns()?.into_iter().map(|input| input.and_then(|i| columns[i])).collect();
+    }
+    let columns: Vec<Option<usize>> = columns
+        .into_iter()
+        .zip(file_schema.fields())
+        .map(|(column, field)| column.filter(|&c| source.schema().field(c).data_type() == field.data_type()))
+        .collect();
+    (columns.len() == file_schema.fields().len() && columns.iter().any(Option::is_some)).then(|| columns.into())
 }
 
 /// The `score` steps pinned to fitted parameters (`fitted_sha256`), as (step number,

@@ -160,6 +160,11 @@ pub struct SinkSpec {
     /// Rows per row group in the part files (default 131,072).
     #[serde(default)]
     pub row_group_rows: Option<usize>,
+    /// Whether columns a job passes through unchanged are copied into the part files as
+    /// the source encoded them instead of being encoded again (default true; see
+    /// `weir_connectors::chunk_copy` and the README's output notes).
+    #[serde(default = "default_true")]
+    pub copy_unchanged_columns: bool,
     /// Seconds a run's lease on the output outlives its last heartbeat (default 60): how
     /// long a killed run keeps others from the prefix.
     #[serde(default)]
@@ -167,6 +172,10 @@ pub struct SinkSpec {
     /// `[sink.encryption]`: Parquet modular encryption of the part files, by key ids.
     #[serde(default)]
     pub encryption: Option<SinkEncryption>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl JobSpec {

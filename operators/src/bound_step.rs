@@ -19,4 +19,13 @@ pub trait BoundStep: Send + Sync + fmt::Debug {
 
     /// Maps one batch.
     fn apply(&self, batch: RecordBatch) -> Result<RecordBatch, OpError>;
+
+    /// Whether the step keeps every row, in order, and which of its output columns are
+    /// input columns it passes through unchanged: for each output column, the index of the
+    /// input column it is, or `None` for a column the step computes. `None` (the default)
+    /// for a step that may drop or add rows. The sink uses this to copy the source's
+    /// encoded column chunks of unchanged columns instead of re-encoding them.
+    fn unchanged_columns(&self) -> Option<Vec<Option<usize>>> {
+        None
+    }
 }

@@ -668,4 +668,14 @@ impl BoundStep for Score {
         }
         Ok(concat_batches(&self.output, &scored)?)
     }
+
+    /// Every input column, unchanged, then the model's outputs; rows are kept unless
+    /// `on_null = "skip"` drops some.
+    fn unchanged_columns(&self) -> Option<Vec<Option<usize>>> {
+        if self.spec.on_null == OnNull::Skip {
+            return None;
+        }
+        let inputs = self.output.fields().len() - self.outputs.iter().map(|o| o.columns.len()).sum::<usize>();
+        Some((0..self.output.fields().len()).map(|i| (i < inputs).then_some(i)).collect())
+    }
 }

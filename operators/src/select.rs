@@ -49,6 +49,10 @@ impl BoundStep for Projection {
     fn apply(&self, batch: RecordBatch) -> Result<RecordBatch, OpError> {
         Ok(batch.project(&self.indices)?)
     }
+
+    fn unchanged_columns(&self) -> Option<Vec<Option<usize>>> {
+        Some(self.indices.iter().copied().map(Some).collect())
+    }
 }
 
 #[cfg(test)]

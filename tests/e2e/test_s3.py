@@ -185,19 +185,38 @@ def test_a_model_from_a_bucket_scores_like_the_local_file(weir, tmp_path, garage
     x = rng.normal(size=(500, len(SCORE_FEATURES)))
     local = tmp_path / "data"
     local.mkdir()
-    pq.write_table(pa.table({"id": np.arange(500), **{n: x[:, j] for j, n in enumerate(SCORE_FEATURES)}}), local / "x.parquet", row_group_size=128)
+    pq.write_table(pa.table({"id": np.arange(500), **{n: x[:, j] for j, n in enumerate(SCORE_FEATURES)}}), local / "x.parquet", row_group_size=128, compression="zstd")
     garage.upload_dir(local, src, "x")
     model = helper_mlp(tmp_path / "mlp.onnx")
     garage.client().put_object(Bucket=models, Key="mlp/v1.onnx", Body=model.read_bytes())
     job = write_job(
         tmp_path / "job.toml",
         f'name = "s3-score"\n[source]\nuri = "s3://{src}/x/"\n[[step]]\nop = "score"\nmodel = "s3://{models}/mlp/v1.onnx"\n'
-        f'inputs = {{ x = {json.dumps(SCORE_FEATURES)} }}\n[sink]\nuri = "s3://{dst}/scored/"\n',
+        f'inputs = {{ x = {json.dumps(SCORE_FEATURES)} }}\n[sink]\nuri = "s3://{dst}/scored/"\nrow_group_rows = 128\n',
     )
     weir("run", job, "-w", "2", env=garage.env(), check=0)
     got = read_s3_output(garage, dst, "scored").sort_by("id")
     y = np.column_stack([got.column(f"y_{j}").to_numpy() for j in range(3)])
     np.testing.assert_allclose(y, onnx_reference(model, x)["y"], rtol=1e-5, atol=1e-5)
+    source = pq.read_table(local / "x.parquet")
+    assert got.select(source.column_names).equals(source)
+    # The unchanged columns were copied from the chunks the ranged GETs fetched
+    # (tests/e2e/test_chunk_copy.py): each output row group is a source row group.
+    def chunks(metadata):
+        return {
+            (group.column(0).statistics.min, group.num_rows): [
+                (group.column(c).total_compressed_size, group.column(c).has_dictionary_page) for c in range(1 + len(SCORE_FEATURES))
+            ]
+            for group in (metadata.row_group(g) for g in range(metadata.num_row_groups))
+        }
+
+    client = garage.client()
+    manifest = json.loads(client.get_object(Bucket=dst, Key="scored/_weir/manifest.json")["Body"].read())
+    written = {}
+    for entry in manifest["files"]:
+        body = client.get_object(Bucket=dst, Key=f"scored/{entry['path']}")["Body"].read()
+        written.update(chunks(pq.ParquetFile(io.BytesIO(body)).metadata))
+    assert written == chunks(pq.ParquetFile(local / "x.parquet").metadata)
 
 
 @pytest.mark.parametrize("what", ["fitted", "model"])

@@ -292,7 +292,7 @@ impl ParquetTarget {
         let source = ParquetSource::open(location, columns, Partitioning::None, None).await.map_err(|_| ())?;
         let mut rows = 0u64;
         for shard in source.shards(16) {
-            let mut stream = source.read_shard(&shard, 7).map_err(|_| ())?;
+            let mut stream = source.read_shard(&shard, 7, None).map_err(|_| ())?;
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(|_| ())?;
                 assert_eq!(batch.schema(), *source.schema(), "a batch's schema differs from the source's");
