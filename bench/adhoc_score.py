@@ -120,7 +120,7 @@ def last_json(stdout: str):
 
 
 def read_output(out: Path) -> dict:
-    """The output's row count, columns (as `name: type`) and probabilities on every 1024th id."""
+    """The output's row count, bytes, columns (as `name: type`) and probabilities on every 1024th id."""
     files = sorted(out.glob("*.parquet"))
     if not files:
         raise ValueError(f"no Parquet files in {out}")
@@ -132,6 +132,7 @@ def read_output(out: Path) -> dict:
     return {
         "rows": rows,
         "files": len(files),
+        "bytes": sum(f.stat().st_size for f in files),
         "columns": columns,
         "ids": sample["id"].to_numpy(),
         "p": np.column_stack([sample["p_0"].to_numpy(), sample["p_1"].to_numpy()]),
@@ -140,7 +141,7 @@ def read_output(out: Path) -> dict:
 
 def compare(got: dict, reference: dict, rows: int) -> dict:
     """Checks one output against the reference's sample; the verdict goes into the run."""
-    check = {"rows_written": got["rows"], "files": got["files"]}
+    check = {"rows_written": got["rows"], "files": got["files"], "output_bytes": got["bytes"]}
     problems = []
     if got["rows"] != rows:
         problems.append(f"wrote {got['rows']} rows, not {rows}")
@@ -189,6 +190,9 @@ def write_report(rows: int, reps: int, systems: dict, runs: dict, columns: dict,
             reported = last_json(median.get("stdout") or "")
             if reported is not None:
                 result["reported"] = reported
+            sizes = [m["output_bytes"] for m in succeeded if "output_bytes" in m]
+            if sizes:
+                result["output_mib"] = float(np.median(sizes)) / 2**20
             diffs = [m["max_abs_diff"] for m in succeeded if "max_abs_diff" in m]
             if diffs:
                 result["max_abs_diff"] = max(diffs)
@@ -240,13 +244,13 @@ def write_report(rows: int, reps: int, systems: dict, runs: dict, columns: dict,
         f"{machine['ram_gib']} GiB; median of {reps} interleaved run(s)"
         + (f"; load average before the runs {min(loads):.1f}–{max(loads):.1f}" if loads else ""),
         "",
-        "| system | wall s | rows/s | peak RSS MiB | wall vs Weir 2 processes | wall vs floor | check |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| system | wall s | rows/s | peak RSS MiB | output MiB | wall vs Weir 2 processes | wall vs floor | check |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in results:
         if "failed" in r:
             peak = max(run["peak_rss_mib"] for run in r["runs"])
-            lines.append(f"| {r['system']} | failed: {r['failed'][:160]} | | {peak:.0f} before it failed | | | |")
+            lines.append(f"| {r['system']} | failed: {r['failed'][:160]} | | {peak:.0f} before it failed | | | | |")
             continue
         if "check_failed" in r:
             check = f"**{r['check_failed']}**"
@@ -256,7 +260,8 @@ def write_report(rows: int, reps: int, systems: dict, runs: dict, columns: dict,
             check = "reference" if r["key"] == reference_key else "not checked"
         lines.append(
             f"| {r['system']} | {r['wall_s']:.2f} | {r['rows_per_s']:,.0f} | {r['peak_rss_mib']:.0f} | "
-            f"{ratio(r['ratio_to_weir_2_processes'])} | {ratio(r['ratio_to_floor'])} | {check} |"
+            + (f"{r['output_mib']:,.0f} | " if "output_mib" in r else "n/a | ")
+            + f"{ratio(r['ratio_to_weir_2_processes'])} | {ratio(r['ratio_to_floor'])} | {check} |"
         )
     lines += [
         "",

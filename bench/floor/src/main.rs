@@ -7,8 +7,9 @@
 //! ```
 //!
 //! It reads every `*.parquet` file of DATA_DIR and writes `OUT_DIR/part-N.parquet` (created
-//! or overwritten; OUT_DIR is created if missing), one file per thread (zstd at its default level, row groups of 128 Ki rows, no dictionary for float
-//! columns: the settings of Weir's Parquet sink). It runs on
+//! or overwritten; OUT_DIR is created if missing), one file per thread (zstd at its default
+//! level, no dictionary for float columns, row groups of 128 Ki rows for the peers workload:
+//! the settings of Weir's Parquet sink). It runs on
 //! `std::thread::available_parallelism()` threads, each taking the next unit of work from a
 //! shared counter, each with its own ONNX Runtime session of one intra-op thread (all loaded
 //! before the work starts). The allocator is the system's: Weir's mimalloc made this
@@ -48,14 +49,19 @@
 //!
 //! ## `--workload score`
 //!
-//! Score only, one pass: each thread takes the next row group, decodes `id` and the 32
-//! features, casts them to float32 (a null becomes NaN) in the row-major `[N, 32]` tensor,
-//! runs the model (bench/score_setup.py's 32 → 64 → 64 → 2 MLP) and writes what Weir's
-//! `score` step writes: the columns read (`id` and the features, as stored) and one
-//! float32 column `p_K` per output column of the model's first output. Nothing is kept; the
-//! stage times are the threads' summed time in each, divided by the thread count
-//! (`decode_s`: reading and decoding; `arithmetic_s`: building the tensor; `model_s`;
-//! `encode_s`).
+//! Score only, one pass: each thread takes the next row group, reads the chunks of `id` and
+//! the 32 features with one read, decodes the features, casts them to float32 (a null
+//! becomes NaN) in the row-major `[N, 32]` tensor, runs the model (bench/score_setup.py's
+//! 32 → 64 → 64 → 2 MLP) and writes what Weir's `score` step writes: the columns read
+//! (`id` and the features) and one float32 column `p_K` per output column of the model's
+//! first output. Each output row group is one source row group: `id` and the features are
+//! copied as the source encoded them (the column chunks spliced in from the bytes read,
+//! never decoded and encoded again), the scores encoded (Weir's sink does the same:
+//! `sink.copy_unchanged_columns`); this floor assumes the source's codec is the output's
+//! (zstd) and that `id` and the features are its first columns, as bench/score_setup.py
+//! writes them. Nothing is kept; the stage times are the threads' summed time in each,
+//! divided by the thread count (`decode_s`: reading and decoding; `arithmetic_s`: building
+//! the tensor; `model_s`; `encode_s`: encoding the scores and writing every row group).
 //!
 //! `total_s` is the wall time of the whole program, from its start to its report.
 
@@ -70,17 +76,20 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use arrow::array::{Array, ArrayRef, AsArray, Float32Array, Float64Array, RecordBatch};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, FieldRef, Float32Type, Float64Type, Schema, SchemaRef};
 use bytes::Bytes;
 use faer::linalg::matmul::triangular::BlockStructure;
 use faer::{Accum, Mat, MatRef, Par, Side};
 use ort::session::Session;
 use ort::value::Tensor;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::column::writer::ColumnCloseResult;
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{ChunkReader, Length};
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 
 const FEATURES: usize = 32;
@@ -187,16 +196,24 @@ impl Source {
         Ok(Source { files, units })
     }
 
-    /// A reader of row group `unit`'s `columns` in batches of [`BATCH`] rows, its column
-    /// chunks read into `buffer` first with one read. The buffer comes back from the
-    /// [`Bytes`] returned beside the reader once the reader is dropped ([`recycle`]), so a
-    /// thread reads every row group into the same memory.
+    /// The field `name` of row group `unit`'s file.
+    fn field(&self, unit: usize, name: &str) -> Result<FieldRef> {
+        let schema = self.files[self.units[unit].0].metadata.schema();
+        Ok(schema.field_with_name(name).map(|f| Arc::new(f.clone()))?)
+    }
+
+    /// A reader of row group `unit`'s last `decoded` `columns` in batches of [`BATCH`] rows,
+    /// the chunks of all `columns` read into `buffer` first with one read. The buffer comes
+    /// back from the [`RowGroupBytes`] returned beside the reader once the reader and every
+    /// copy of it are dropped ([`recycle`]), so a thread reads every row group into the same
+    /// memory.
     fn reader(
         &self,
         unit: usize,
         columns: &[String],
+        decoded: usize,
         mut buffer: Vec<u8>,
-    ) -> Result<(parquet::arrow::arrow_reader::ParquetRecordBatchReader, Bytes)> {
+    ) -> Result<(parquet::arrow::arrow_reader::ParquetRecordBatchReader, RowGroupBytes)> {
         let (file, group) = self.units[unit];
         let SourceFile { path, metadata } = &self.files[file];
         let schema = metadata.schema();
@@ -218,16 +235,16 @@ impl Source {
             .with_context(|| format!("cannot read row group {group} of '{}'", path.display()))?;
         ensure!(buffer.len() as u64 == length, "'{}' ends inside row group {group}", path.display());
         let bytes = Bytes::from(buffer);
-        let chunk = RowGroupBytes { start, bytes: bytes.clone() };
-        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(chunk, metadata.clone());
-        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let chunk = RowGroupBytes { start, bytes };
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(chunk.clone(), metadata.clone());
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots[roots.len() - decoded..].iter().copied());
         let reader = builder
             .with_row_groups(vec![group])
             .with_projection(mask)
             .with_batch_size(BATCH)
             .build()
             .with_context(|| format!("cannot decode row group {group} of '{}'", path.display()))?;
-        Ok((reader, bytes))
+        Ok((reader, chunk))
     }
 }
 
@@ -238,6 +255,7 @@ fn recycle(bytes: Bytes) -> Vec<u8> {
 
 /// The bytes of a file from `start` on, read into memory: a [`ChunkReader`] at the file's
 /// offsets.
+#[derive(Clone)]
 struct RowGroupBytes {
     start: u64,
     bytes: Bytes,
@@ -675,7 +693,7 @@ fn peers(source: &Source, args: &Args, threads: usize) -> Result<serde_json::Val
             let mut moments: Option<CoMoments> = None;
             let mut kept = Vec::new();
             let clock = Instant::now();
-            let (mut reader, bytes) = source.reader(index, &columns, std::mem::take(&mut buffer))?;
+            let (mut reader, bytes) = source.reader(index, &columns, columns.len(), std::mem::take(&mut buffer))?;
             read += clock.elapsed();
             loop {
                 let clock = Instant::now();
@@ -699,7 +717,7 @@ fn peers(source: &Source, args: &Args, threads: usize) -> Result<serde_json::Val
                 folding += clock.elapsed();
             }
             drop(reader);
-            buffer = recycle(bytes);
+            buffer = recycle(bytes.bytes);
             if let Some(moments) = moments {
                 units.push(Unit { index, moments, kept });
             }
@@ -838,14 +856,14 @@ fn score(source: &Source, args: &Args, threads: usize) -> Result<serde_json::Val
     columns.extend(features.iter().cloned());
     let spent = on_all_threads(threads, source.units.len(), |thread, next| {
         let Model { mut session, input, output } = take_model(&models)?;
-        let mut out = Output::new(&args.out, thread);
+        let mut out = CopyOutput::new(&args.out, thread);
         let mut spent = ScoreSpent::default();
-        let mut schema: Option<SchemaRef> = None;
         let mut buffer = Vec::new();
         while let Some(index) = next() {
             let clock = Instant::now();
-            let (mut reader, bytes) = source.reader(index, &columns, std::mem::take(&mut buffer))?;
+            let (mut reader, bytes) = source.reader(index, &columns, FEATURES, std::mem::take(&mut buffer))?;
             spent.decode += clock.elapsed();
+            let mut group: Option<(Vec<ArrowColumnWriter>, Vec<FieldRef>)> = None;
             loop {
                 let clock = Instant::now();
                 let Some(batch) = reader.next() else { break };
@@ -882,20 +900,33 @@ fn score(source: &Source, args: &Args, threads: usize) -> Result<serde_json::Val
                 spent.model += clock.elapsed();
 
                 let clock = Instant::now();
-                // What a score step writes: its input's columns, then the scores.
-                let schema = schema.get_or_insert_with(|| {
-                    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-                    fields.extend((0..width).map(|k| Field::new(format!("p_{k}"), DataType::Float32, false)));
-                    Arc::new(Schema::new(fields))
-                });
-                let mut columns = batch.columns().to_vec();
-                columns.extend(scores);
-                out.write(&RecordBatch::try_new(schema.clone(), columns)?)?;
+                if group.is_none() {
+                    // What a score step writes: its input's columns, then the scores.
+                    let mut fields: Vec<FieldRef> =
+                        columns.iter().map(|name| source.field(index, name)).collect::<Result<_>>()?;
+                    let scored: Vec<FieldRef> =
+                        (0..width).map(|k| Arc::new(Field::new(format!("p_{k}"), DataType::Float32, false))).collect();
+                    fields.extend(scored.iter().cloned());
+                    let writers = out.column_writers(Arc::new(Schema::new(fields)))?;
+                    group = Some((writers.into_iter().skip(columns.len()).collect(), scored));
+                }
+                if let Some((writers, fields)) = group.as_mut() {
+                    for ((writer, field), array) in writers.iter_mut().zip(fields.iter()).zip(&scores) {
+                        for leaf in compute_leaves(field, array)? {
+                            writer.write(&leaf)?;
+                        }
+                    }
+                }
                 spent.rows += rows as u64;
                 spent.encode += clock.elapsed();
             }
             drop(reader);
-            buffer = recycle(bytes);
+            let clock = Instant::now();
+            if let Some((writers, _)) = group {
+                out.write_row_group(source, index, &bytes, columns.len(), writers)?;
+            }
+            spent.encode += clock.elapsed();
+            buffer = recycle(bytes.bytes);
         }
         let clock = Instant::now();
         out.close()?;
@@ -911,4 +942,80 @@ fn score(source: &Source, args: &Args, threads: usize) -> Result<serde_json::Val
         "model_s": per_thread(|s| s.model),
         "encode_s": per_thread(|s| s.encode),
     }))
+}
+
+/// One thread's output file of the score workload: each row group is one source row group,
+/// its source columns copied as they are encoded in the source and the scores encoded.
+struct CopyOutput {
+    path: PathBuf,
+    writer: Option<(SerializedFileWriter<File>, ArrowRowGroupWriterFactory)>,
+    row_groups: usize,
+}
+
+impl CopyOutput {
+    fn new(dir: &Path, thread: usize) -> CopyOutput {
+        CopyOutput { path: dir.join(format!("part-{thread}.parquet")), writer: None, row_groups: 0 }
+    }
+
+    /// The encoders of the next row group's columns, of the output's `schema` (the file is
+    /// created at the first call).
+    fn column_writers(&mut self, schema: SchemaRef) -> Result<Vec<ArrowColumnWriter>> {
+        if self.writer.is_none() {
+            let file = File::create(&self.path).with_context(|| format!("cannot create '{}'", self.path.display()))?;
+            let properties = writer_properties(&schema);
+            self.writer = Some(ArrowWriter::try_new(file, schema, Some(properties))?.into_serialized_writer()?);
+        }
+        let (_, factory) = self.writer.as_ref().context("opened above")?;
+        Ok(factory.create_column_writers(self.row_groups)?)
+    }
+
+    /// Writes source row group `unit` as the next row group: its first `copied` columns'
+    /// chunks spliced in from `bytes` (the read of the row group), then the `encoded` ones.
+    fn write_row_group(
+        &mut self,
+        source: &Source,
+        unit: usize,
+        bytes: &RowGroupBytes,
+        copied: usize,
+        encoded: Vec<ArrowColumnWriter>,
+    ) -> Result<()> {
+        let (file, group) = source.units[unit];
+        let metadata = source.files[file].metadata.metadata().row_group(group);
+        let (writer, _) = self.writer.as_mut().context("no row group was started")?;
+        let mut row_group = writer.next_row_group()?;
+        for chunk in &metadata.columns()[..copied] {
+            // A chunk of another column or type is refused by `append_column` itself.
+            ensure!(
+                matches!(chunk.compression(), Compression::ZSTD(_)),
+                "the floor copies zstd chunks only; {} is {}",
+                chunk.column_path(),
+                chunk.compression()
+            );
+            let close = ColumnCloseResult {
+                bytes_written: chunk.compressed_size() as u64,
+                rows_written: metadata.num_rows() as u64,
+                metadata: chunk.clone(),
+                bloom_filter: None,
+                column_index: None,
+                offset_index: None,
+            };
+            row_group.append_column(bytes, close)?;
+        }
+        for writer in encoded {
+            let mut chunk = writer.close()?;
+            chunk.close_mut().column_index = None;
+            chunk.close_mut().offset_index = None;
+            chunk.append_to_row_group(&mut row_group)?;
+        }
+        row_group.close()?;
+        self.row_groups += 1;
+        Ok(())
+    }
+
+    fn close(self) -> Result<()> {
+        if let Some((writer, _)) = self.writer {
+            writer.close().with_context(|| format!("cannot write '{}'", self.path.display()))?;
+        }
+        Ok(())
+    }
 }
