@@ -11,6 +11,7 @@ pub mod commit;
 pub mod decoder_guard;
 pub mod encryption;
 pub mod error;
+pub mod fetched_chunks;
 pub mod keys;
 pub mod kms;
 pub mod lease;

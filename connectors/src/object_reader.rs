@@ -32,7 +32,7 @@ use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::errors::{ParquetError, Result};
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
-use crate::chunk_copy::FetchedChunks;
+use crate::fetched_chunks::FetchedChunks;
 
 /// Reads a whole (small) object, such as an earlier run's `fitted.json`.
 pub async fn read_object(location: &crate::Location) -> std::result::Result<Bytes, crate::ConnectorError> {
@@ -62,7 +62,7 @@ impl StoreFileReader {
         StoreFileReader { store: location.store().clone(), path, size, local_file, fetched: None }
     }
 
-    /// Also keeps every range read in `fetched` ([`crate::chunk_copy`]).
+    /// Also keeps every range read in `fetched` ([`crate::fetched_chunks`]).
     pub fn keeping_chunks(mut self, fetched: Arc<FetchedChunks>) -> Self {
         self.fetched = Some(fetched);
         self

@@ -19,9 +19,9 @@ use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowS
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use parquet::file::metadata::ColumnChunkMetaData;
 
-use crate::chunk_copy::FetchedChunks;
 use crate::decoder_guard::{GuardedFuture, GuardedStream};
 use crate::encryption::{Decryptor, KEY_ERROR_MARK};
+use crate::fetched_chunks::FetchedChunks;
 use crate::listing::{DataFile, dataset_root, list_data_files};
 use crate::object_reader::StoreFileReader;
 use crate::partitions::{self, Partitioning, Partitions};

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use arrow::array::BooleanArray;
 use arrow::compute::filter_record_batch;
 use arrow::record_batch::RecordBatch;
-use weir_connectors::chunk_copy::FetchedChunks;
+use weir_connectors::fetched_chunks::FetchedChunks;
 use weir_operators::{BoundStep, OpError};
 
 use crate::JobFailure;

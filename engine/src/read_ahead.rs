@@ -17,7 +17,7 @@ use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
-use weir_connectors::chunk_copy::FetchedChunks;
+use weir_connectors::fetched_chunks::FetchedChunks;
 use weir_connectors::parquet_source::Shard;
 
 use crate::JobFailure;

@@ -11,7 +11,8 @@ use arrow::compute::take_record_batch;
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 use weir_connectors::ConnectorError;
-use weir_connectors::chunk_copy::{BatchOrigin, FetchedChunks};
+use weir_connectors::chunk_copy::BatchOrigin;
+use weir_connectors::fetched_chunks::FetchedChunks;
 use weir_connectors::parquet_sink::{PartFile, PartWriter};
 use weir_connectors::partitions::row_folders;
 

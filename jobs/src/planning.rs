@@ -277,7 +277,11 @@ fn copy_columns(
     let mut columns: Vec<Option<usize>> = (0..source.schema().fields().len()).map(Some).collect();
     for step in steps {
         let StepKind::Map(map) = &step.kind else { return None };
-        columns = map.unchanged_columns()?.into_iter().map(|input| input.and_then(|i| columns[i])).collect();
+        columns = map
+            .unchanged_columns()?
+            .into_iter()
+            .map(|input| input.and_then(|i| columns.get(i).copied().flatten()))
+            .collect();
     }
     let columns: Vec<Option<usize>> = columns
         .into_iter()

@@ -54,12 +54,12 @@ def source(tmp_path_factory):
     return write_source(table, tmp_path_factory.mktemp("copy") / "src"), table
 
 
-def job(tmp_path, src, model, sink="", steps="", source_extra=""):
+def job(tmp_path, src, model, sink="", steps="", source_extra="", score_extra=""):
     return write_job(
         tmp_path / "job.toml",
         f'name = "copy"\n[source]\nuri = "{src}"\n{source_extra}\n{steps}\n'
         f'[[step]]\nop = "score"\nmodel = "{model}"\ninputs = {{ x = {SCORE_FEATURES!r} }}\n'
-        f'outputs = {{ y = "p" }}\n'
+        f'outputs = {{ y = "p" }}\n{score_extra}\n'
         f'[sink]\nuri = "{tmp_path / "out"}"\nmode = "overwrite"\nrow_group_rows = 500\n{sink}\n'.replace("'", '"'),
     )
 
@@ -138,21 +138,23 @@ def test_unchanged_columns_are_the_source_chunks_and_read_back_equal(weir, tmp_p
 
 
 @pytest.mark.parametrize(
-    "sink, steps, source_extra, codec, keep",
+    "sink, steps, source_extra, score_extra, codec, keep",
     [
-        ("copy_unchanged_columns = false", "", "", "ZSTD", 1.0),
-        ('compression = "snappy"', "", "", "SNAPPY", 1.0),
-        ("compression_level = 3", "", "", "ZSTD", 1.0),
-        ("", '[[step]]\nop = "filter"\nexpr = "id >= 0"', "", "ZSTD", 1.0),
-        ("", '[[step]]\nop = "filter"\nexpr = "f0 > -0.5"', "", "ZSTD", None),
-        ("", "", "max_shard_rows = 150", "ZSTD", 1.0),
+        ("copy_unchanged_columns = false", "", "", "", "ZSTD", 1.0),
+        ('compression = "snappy"', "", "", "", "SNAPPY", 1.0),
+        ("compression_level = 3", "", "", "", "ZSTD", 1.0),
+        ("", '[[step]]\nop = "filter"\nexpr = "id >= 0"', "", "", "ZSTD", 1.0),
+        ("", '[[step]]\nop = "filter"\nexpr = "f0 > -0.5"', "", "", "ZSTD", None),
+        ("", "", "max_shard_rows = 150", "", "ZSTD", 1.0),
+        ("", "", "", 'on_null = "skip"', "ZSTD", 1.0),
     ],
-    ids=["turned-off", "other-codec", "a-level", "a-filter-keeping-all", "a-filter", "sliced-row-groups"],
+    ids=["turned-off", "other-codec", "a-level", "a-filter-keeping-all", "a-filter", "sliced-row-groups", "score-may-skip-rows"],
 )
-def test_columns_are_encoded_when_they_cannot_be_copied(weir, tmp_path, source, sink, steps, source_extra, codec, keep):
+def test_columns_are_encoded_when_they_cannot_be_copied(weir, tmp_path, source, sink, steps, source_extra, score_extra, codec, keep):
     src, table = source
     model = helper_mlp(tmp_path / "m.onnx")
-    weir("run", job(tmp_path, src, model, sink=sink, steps=steps, source_extra=source_extra), "-w", "1", check=0)
+    job_file = job(tmp_path, src, model, sink=sink, steps=steps, source_extra=source_extra, score_extra=score_extra)
+    weir("run", job_file, "-w", "1", check=0)
     expected = table if keep else table.filter(pc.greater(table.column("f0"), -0.5))
     check_values(tmp_path, model, expected)
     chunks = source_chunks(src)
@@ -182,3 +184,19 @@ def test_a_source_of_two_codecs_copies_the_chunks_of_the_sinks_codec_and_encodes
             copied += rows
             assert all(same_chunk(columns[name], chunks[(first, rows)][name]) for name in PASSED)
     assert (copied, encoded) == (FILE_ROWS[0] + FILE_ROWS[2], FILE_ROWS[1])
+
+
+def test_columns_dropped_before_the_score_leave_the_others_copied(weir, tmp_path, source):
+    src, table = source
+    model = helper_mlp(tmp_path / "m.onnx")
+    steps = '[[step]]\nop = "drop"\ncolumns = ["name", "flag"]'
+    weir("run", job(tmp_path, src, model, steps=steps), "-w", "1", check=0)
+    result = read_output(tmp_path / "out").sort_by("id")
+    kept = [name for name in PASSED if name not in ("name", "flag")]
+    assert result.column_names == [*kept, "p_0", "p_1", "p_2"]
+    assert result.select(kept).equals(table.select(kept))
+    chunks = source_chunks(src)
+    groups = output_groups(tmp_path / "out")
+    assert sorted((first, rows) for first, rows, _ in groups) == sorted(chunks)
+    for first, rows, columns in groups:
+        assert all(same_chunk(columns[name], chunks[(first, rows)][name]) for name in kept)
