@@ -90,9 +90,8 @@ impl<W: Write + Send> CopyingWriter<W> {
         })
     }
 
-    /// The chunks of `origin`'s row group that can be copied into output column `column`.
-    fn copied(&self, origin: Option<BatchOrigin<'_>>, column: usize) -> Option<CopiedChunk> {
-        let origin = origin?;
+    /// The chunk of `origin`'s row group that can be copied into output column `column`.
+    fn copied(&self, origin: BatchOrigin<'_>, column: usize) -> Option<CopiedChunk> {
         let chunk = origin.source.whole_chunk(origin.shard, (*self.copy_columns.get(column)?)?)?;
         let same_type = chunk.column_descr() == self.file.schema_descr().column(column).as_ref();
         if !same_type || chunk.compression_codec() != self.codec {
@@ -101,44 +100,54 @@ impl<W: Write + Send> CopyingWriter<W> {
         origin.fetched?.chunk(chunk)
     }
 
-    /// A new row group for rows of `origin`.
-    fn open_group(&self, origin: Option<BatchOrigin<'_>>) -> Result<OpenGroup> {
-        let writers = self.factory.create_column_writers(self.row_groups)?;
-        let columns: Vec<GroupColumn> = writers
+    /// For each output column, the chunk of `origin`'s row group it copies, if any; `None`
+    /// when the row group copies nothing.
+    fn copies(&self, origin: Option<BatchOrigin<'_>>) -> Option<Vec<Option<CopiedChunk>>> {
+        let origin = origin.filter(|o| o.fetched.is_some())?;
+        let copies: Vec<_> = (0..self.schema.fields().len()).map(|column| self.copied(origin, column)).collect();
+        copies.iter().any(Option::is_some).then_some(copies)
+    }
+
+    /// A new row group for rows of `origin`, copying `copies` (from [`Self::copies`]).
+    fn open_group(
+        &self,
+        origin: Option<BatchOrigin<'_>>,
+        copies: Option<Vec<Option<CopiedChunk>>>,
+    ) -> Result<OpenGroup> {
+        let copied_rows = copies.as_ref().and(origin).map(|o| o.shard.rows);
+        let mut copies = copies.unwrap_or_default().into_iter();
+        let columns = self
+            .factory
+            .create_column_writers(self.row_groups)?
             .into_iter()
-            .enumerate()
-            .map(|(column, writer)| match self.copied(origin, column) {
+            .map(|writer| match copies.next().flatten() {
                 Some(chunk) => GroupColumn::Copied(Box::new(chunk)),
                 None => GroupColumn::Encoded(Box::new(writer)),
             })
             .collect();
-        let copies = columns.iter().any(|c| matches!(c, GroupColumn::Copied(_)));
-        Ok(OpenGroup {
-            shard: origin.map(|o| o.shard.index),
-            copied_rows: origin.filter(|_| copies).map(|o| o.shard.rows),
-            rows: 0,
-            columns,
-        })
+        Ok(OpenGroup { shard: origin.map(|o| o.shard.index), copied_rows, rows: 0, columns })
     }
 
     /// Appends `batch` (of the writer's schema), whose rows come from `origin`.
     pub fn write(&mut self, batch: &RecordBatch, origin: Option<BatchOrigin<'_>>) -> Result<()> {
         let shard = origin.map(|o| o.shard.index);
         if self.group.as_ref().is_some_and(|group| group.shard != shard) {
-            let next = self.open_group(origin)?;
-            let next_copies = next.copied_rows.is_some();
+            // A new shard: a row group that copies nothing goes on collecting rows unless
+            // the new shard's row group copies chunks.
+            let copies = self.copies(origin);
             match self.group.as_mut() {
-                Some(group) if group.copied_rows.is_none() && !next_copies => group.shard = shard,
+                Some(group) if group.copied_rows.is_none() && copies.is_none() => group.shard = shard,
                 _ => {
                     self.close_group()?;
-                    self.group = Some(next);
+                    self.group = Some(self.open_group(origin, copies)?);
                 }
             }
         }
         let mut offset = 0;
         while offset < batch.num_rows() {
             if self.group.is_none() {
-                self.group = Some(self.open_group(origin)?);
+                let copies = self.copies(origin);
+                self.group = Some(self.open_group(origin, copies)?);
             }
             let Some(group) = self.group.as_mut() else { unreachable!("opened above") };
             let room = match group.copied_rows {

@@ -26,11 +26,6 @@ impl FetchedChunks {
         }
     }
 
-    /// Whether nothing was fetched (yet).
-    pub fn is_empty(&self) -> bool {
-        self.ranges.lock().map_or(true, |kept| kept.is_empty())
-    }
-
     /// `chunk`'s bytes, if one fetched range covers them; `None` otherwise.
     pub fn chunk(&self, chunk: &ColumnChunkMetaData) -> Option<CopiedChunk> {
         let (start, length) = chunk.byte_range();
@@ -146,7 +141,6 @@ mod tests {
         let group = metadata.row_group(0);
         let (id, x) = (range(group.column(0).byte_range()), range(group.column(1).byte_range()));
         let fetched = FetchedChunks::default();
-        assert!(fetched.is_empty());
         assert!(fetched.chunk(group.column(0)).is_none());
         // The id chunk read on its own; x inside a larger read that starts before it.
         let wider = (x.start - 10)..bytes.len() as u64;

@@ -31,9 +31,7 @@ pub(crate) const READ_AHEAD_BATCHES: usize = 2;
 pub(crate) type ReadBatch = (RecordBatch, Option<Arc<FetchedChunks>>);
 
 enum Ahead {
-    /// A batch, and on a shard's first batch the column chunks its read kept (when the
-    /// sink copies them).
-    Batch(RecordBatch, Option<Arc<FetchedChunks>>),
+    Batch(ReadBatch),
     /// The current shard has no more rows.
     ShardEnd,
     Failed(JobFailure),
@@ -72,11 +70,11 @@ impl ReadAhead {
                     timed(started);
                     let item = match next {
                         // The first batch's read fetched the row group's chunks.
-                        Some(Ok(batch)) => Ahead::Batch(batch, keep.take()),
+                        Some(Ok(batch)) => Ahead::Batch((batch, keep.take())),
                         Some(Err(error)) => Ahead::Failed(JobFailure::from_connector(&error)),
                         None => Ahead::ShardEnd,
                     };
-                    let last = !matches!(item, Ahead::Batch(..));
+                    let last = !matches!(item, Ahead::Batch(_));
                     let failed = matches!(item, Ahead::Failed(_));
                     if sender.send(item).await.is_err() || failed {
                         return;
@@ -94,7 +92,7 @@ impl ReadAhead {
     /// shard's end.
     pub fn next(&mut self, runtime: &Handle) -> Option<Result<ReadBatch, JobFailure>> {
         match runtime.block_on(self.receiver.recv()) {
-            Some(Ahead::Batch(batch, fetched)) => Some(Ok((batch, fetched))),
+            Some(Ahead::Batch(read)) => Some(Ok(read)),
             Some(Ahead::ShardEnd) => None,
             Some(Ahead::Failed(failure)) => Some(Err(failure)),
             None => Some(Err(JobFailure::internal("the read-ahead of a pass ended before its shards did"))),
