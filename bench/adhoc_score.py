@@ -30,7 +30,11 @@ Systems (keys in brackets), each a whole process timed by `/usr/bin/time -f '%e 
 - Daft [daft]: bench/adhoc_daft.py.
 DuckDB and Daft run from the peers' venv, bench/.venv-peers; the others from ./.venv.
 
-Every repetition runs every system once, in the order above. After each run the output's
+Every repetition runs every system once, in the order above rotated by one system per
+repetition (the first starts with the floor, the second with Weir at 2 processes, ...): on
+this VM a run straight after one that freed gigabytes of memory (Daft) or wrote gigabytes
+of output can be 20-30% slower, and a fixed order would hand that cost to the same system
+every time. After each run the output's
 row count, columns and probabilities on every 1024th id are read; at the end of the
 repetition they are compared with Weir's (2 processes, else another Weir): the same ids,
 max |difference| over p_0 and p_1 at most 1e-5 (a disagreement is recorded and shown, not
@@ -62,7 +66,7 @@ import pyarrow.parquet as pq
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-# Every system, in the order each repetition runs them.
+# Every system, in the order the first repetition runs them (later ones rotate it).
 SYSTEM_KEYS = ["floor", "weir2p", "weir2", "baseline", "python", "duckdb", "daft"]
 # Whose probabilities the others are checked against, in order of preference.
 REFERENCE_KEYS = ["weir2p", "weir2", "baseline"]
@@ -241,7 +245,7 @@ def write_report(rows: int, reps: int, systems: dict, runs: dict, columns: dict,
     loads = [m["load_before"] for measured in runs.values() for m in measured if "load_before" in m]
     lines = [
         f"Ad-hoc scoring ({rows:,} rows, score only → zstd Parquet), {report['date']}, {machine['cores']} cores, "
-        f"{machine['ram_gib']} GiB; median of {reps} interleaved run(s)"
+        f"{machine['ram_gib']} GiB; median of {reps} interleaved run(s), the order rotated by one system each repetition"
         + (f"; load average before the runs {min(loads):.1f}–{max(loads):.1f}" if loads else ""),
         "",
         "| system | wall s | rows/s | peak RSS MiB | output MiB | wall vs Weir 2 processes | wall vs floor | check |",
@@ -377,9 +381,13 @@ def main():
     runs = {key: [] for key in systems}
     columns = {}
     reference = None
+    order = list(systems.items())
     for rep in range(args.reps):
         samples = {}
-        for key, (name, command, out) in systems.items():
+        # Each repetition starts one system further on, so that no system always runs right
+        # after the same one (see the docstring).
+        start = rep % len(order) if order else 0
+        for key, (name, command, out) in order[start:] + order[:start]:
             if out.exists():
                 shutil.rmtree(out)
             out.mkdir(parents=True)

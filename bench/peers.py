@@ -32,7 +32,10 @@ Systems (keys for --systems / --once in brackets):
   default at a size only where that fits in 80% of the machine's memory: at L too on a
   24 GiB machine.
 
-Every system's scores are compared on the same ids (max |difference| ≤ 1e-4), each run is
+Every repetition runs every system once, in the order of SYSTEM_KEYS rotated by one system
+per repetition: on this VM a run straight after one that freed gigabytes of memory or wrote
+gigabytes of output can be 20-30% slower, and a fixed order would hand that cost to the
+same system every time. Every system's scores are compared on the same ids (max |difference| ≤ 1e-4), each run is
 timed as a whole process by /usr/bin/time (wall seconds, peak RSS; a failed run is
 recorded, not fatal), each output is deleted once checked (L's are gigabytes), and the
 results go to bench/results/peers-SIZE.json and bench/results/peers-SIZE.md with the date
@@ -63,7 +66,7 @@ BATCH = 8192
 # The floor's peak resident memory per row, rounded up (it keeps the decoded input between
 # its passes): 2.9 GB at 10M rows and 14.2 GB at 50M, measured.
 FLOOR_BYTES_PER_ROW = 300
-# Every system, in the order each repetition runs them.
+# Every system, in the order the first repetition runs them (later ones rotate it).
 SYSTEM_KEYS = ["floor", "weir1", "weir2", "weir2p", "weirbase", "script", "daft", "spark", "ray"]
 # Spark's JVM and Ray's raylet and workers are processes the driver does not wait for:
 # /usr/bin/time cannot see their memory.
@@ -226,7 +229,7 @@ def write_report(size: str, reps: int, once: set, systems: dict, runs: dict):
     ratio = lambda value: "n/a" if value is None else f"{value:.2f}"  # noqa: E731
     lines = [
         f"Peers, size {size} ({rows:,} rows), {report['date']}, {machine['cores']} cores, {machine['ram_gib']} GiB; "
-        f"median of {reps} interleaved runs" + (f" (one run: {', '.join(sorted(once & set(systems)))})" if once & set(systems) else ""),
+        f"median of {reps} interleaved runs, the order rotated by one system each repetition" + (f" (one run: {', '.join(sorted(once & set(systems)))})" if once & set(systems) else ""),
         "",
         "| system | wall s | rows/s | peak RSS MiB | wall vs Weir 1 worker | wall vs Weir 2 processes | wall vs floor |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -344,8 +347,12 @@ def main():
     spark_env = dict(os.environ, PYSPARK_PYTHON=str(PEERS_PYTHON), SPARK_LOCAL_IP="127.0.0.1")
     runs = {key: [] for key in systems}
     reference = None
+    order = list(systems.items())
     for rep in range(args.reps):
-        for key, (name, command, out) in systems.items():
+        # Each repetition starts one system further on, so that no system always runs right
+        # after the same one (see the docstring).
+        start = rep % len(order) if order else 0
+        for key, (name, command, out) in order[start:] + order[:start]:
             if rep > 0 and key in once:
                 continue
             if out.exists():
