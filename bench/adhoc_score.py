@@ -34,9 +34,9 @@ Every repetition runs every system once, in the order above rotated by one syste
 repetition (the first starts with the floor, the second with Weir at 2 processes, ...): on
 this VM a run straight after one that freed gigabytes of memory (Daft) or wrote gigabytes
 of output can be 20-30% slower, and a fixed order would hand that cost to the same system
-every time. After each run the output's
-row count, columns and probabilities on every 1024th id are read; at the end of the
-repetition they are compared with Weir's (2 processes, else another Weir): the same ids,
+every time. After each run the output's row count, columns and probabilities on every
+1024th id are read; at the end of the repetition they are compared with Weir's (2
+processes, else another Weir): the same ids,
 max |difference| over p_0 and p_1 at most 1e-5 (a disagreement is recorded and shown, not
 fatal). A run that fails (non-zero exit) is recorded with its last lines of stderr, and the
 benchmark goes on. Outputs are deleted once checked (at 10M rows each is about 1.3 GB).
@@ -386,7 +386,7 @@ def main():
         samples = {}
         # Each repetition starts one system further on, so that no system always runs right
         # after the same one (see the docstring).
-        start = rep % len(order) if order else 0
+        start = rep % max(len(order), 1)
         for key, (name, command, out) in order[start:] + order[:start]:
             if out.exists():
                 shutil.rmtree(out)

@@ -35,8 +35,8 @@ Systems (keys for --systems / --once in brackets):
 Every repetition runs every system once, in the order of SYSTEM_KEYS rotated by one system
 per repetition: on this VM a run straight after one that freed gigabytes of memory or wrote
 gigabytes of output can be 20-30% slower, and a fixed order would hand that cost to the
-same system every time. Every system's scores are compared on the same ids (max |difference| ≤ 1e-4), each run is
-timed as a whole process by /usr/bin/time (wall seconds, peak RSS; a failed run is
+same system every time. Every system's scores are compared on the same ids (max
+|difference| ≤ 1e-4), each run is timed as a whole process by /usr/bin/time (wall seconds, peak RSS; a failed run is
 recorded, not fatal), each output is deleted once checked (L's are gigabytes), and the
 results go to bench/results/peers-SIZE.json and bench/results/peers-SIZE.md with the date
 and machine.
@@ -351,7 +351,7 @@ def main():
     for rep in range(args.reps):
         # Each repetition starts one system further on, so that no system always runs right
         # after the same one (see the docstring).
-        start = rep % len(order) if order else 0
+        start = rep % max(len(order), 1)
         for key, (name, command, out) in order[start:] + order[:start]:
             if rep > 0 and key in once:
                 continue
