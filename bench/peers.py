@@ -36,10 +36,10 @@ Every repetition runs every system once, in the order of SYSTEM_KEYS rotated by 
 per repetition: on this VM a run straight after one that freed gigabytes of memory or wrote
 gigabytes of output can be 20-30% slower, and a fixed order would hand that cost to the
 same system every time. Every system's scores are compared on the same ids (max
-|difference| ≤ 1e-4), each run is timed as a whole process by /usr/bin/time (wall seconds, peak RSS; a failed run is
-recorded, not fatal), each output is deleted once checked (L's are gigabytes), and the
-results go to bench/results/peers-SIZE.json and bench/results/peers-SIZE.md with the date
-and machine.
+|difference| ≤ 1e-4), each run is timed as a whole process by /usr/bin/time (wall
+seconds, peak RSS; a failed run is recorded, not fatal), each output is deleted once
+checked (L's are gigabytes), and the results go to bench/results/peers-SIZE.json and
+bench/results/peers-SIZE.md with the date and machine.
 """
 
 import argparse
