@@ -310,4 +310,38 @@ mod tests {
         assert!(dir.path().join("_weir/manifest.json#notes").exists(), "not a put's leftover: kept");
         assert!(dir.path().join("_SUCCESS").exists() && dir.path().join("_weir/manifest.json").exists());
     }
+
+    /// A decision that an earlier build recorded for run id `v1.` (`part-00000-v1..parquet`)
+    /// is carried out, and a record with a traversing name deletes nothing.
+    #[tokio::test]
+    async fn publish_checks_every_name_before_deleting_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = Location::parse(dir.path().to_str().unwrap(), &StorageOptions::default()).unwrap();
+        touch(dir.path(), "part-00000-old.parquet");
+        touch(dir.path(), "_SUCCESS");
+        touch(dir.path(), "_weir/runs/v1..00000001/part-00000.parquet");
+        let bad = CommitRecord {
+            manifest: manifest("x", &["part-00000-x.parquet"]),
+            fitted: None,
+            delete: vec!["part-00000-old.parquet".into()],
+            publish: vec![
+                ("_weir/runs/v1..00000001/part-00000.parquet".into(), "part-00000-x.parquet".into()),
+                ("_weir/runs/../../part-00000.parquet".into(), "part-00001-x.parquet".into()),
+            ],
+        };
+        let err = publish(&output, &bad).await.unwrap_err();
+        assert!(err.to_string().contains("nothing was deleted"), "{err}");
+        assert_eq!(
+            names(dir.path()),
+            ["_SUCCESS", "_weir/runs/v1..00000001/part-00000.parquet", "part-00000-old.parquet"]
+        );
+        let wedged = CommitRecord {
+            manifest: manifest("v1.", &["part-00000-v1..parquet"]),
+            fitted: None,
+            delete: vec!["part-00000-old.parquet".into()],
+            publish: vec![("_weir/runs/v1..00000001/part-00000.parquet".into(), "part-00000-v1..parquet".into())],
+        };
+        publish(&output, &wedged).await.unwrap();
+        assert_eq!(names(dir.path()), ["_SUCCESS", "_weir/manifest.json", "part-00000-v1..parquet"]);
+    }
 }

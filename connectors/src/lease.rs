@@ -72,13 +72,21 @@ pub fn new_attempt_id(run_id: &str) -> String {
     format!("{run_id}.{:08x}", hasher.finish() as u32)
 }
 
-/// Checks that a run id can name files: `[A-Za-z0-9_.-]+`, not `.` or `..`.
+/// Checks that a run id can name files: 1 to 128 of `[A-Za-z0-9_.-]`, starting and ending
+/// with a letter, digit or `_`, with no `..` (it becomes part of `part-00000-<run_id>.parquet`
+/// and of the attempt's folder `<run_id>.<hex>`, neither of which may hold `..`). Checked
+/// when a run is planned, before anything is claimed or deleted.
 pub fn check_run_id(run_id: &str) -> Result<(), String> {
-    if run_id.is_empty() || run_id == "." || run_id == ".." {
-        return Err(format!("run id '{run_id}' is not allowed"));
-    }
-    if run_id.len() > 128 || !run_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
-        return Err(format!("run id '{run_id}' must match [A-Za-z0-9_.-]+ (at most 128 characters)"));
+    const RULE: &str = "1 to 128 of A-Z a-z 0-9 _ . -, starting and ending with a letter, digit or _, without '..'";
+    let shown: String = run_id.chars().take(128).flat_map(char::escape_default).collect();
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    if run_id.len() > 128
+        || !run_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        || !edge_ok(run_id.chars().next())
+        || !edge_ok(run_id.chars().last())
+        || run_id.contains("..")
+    {
+        return Err(format!("run id '{shown}' is not allowed: a run id is {RULE}"));
     }
     Ok(())
 }
@@ -468,7 +476,8 @@ mod tests {
     #[test]
     fn run_ids_are_checked() {
         assert!(check_run_id("20261125T060400Z-1a2b3c4d").is_ok());
-        for bad in ["", ".", "..", "a/b", "../x", "a b", "x\n"] {
+        assert!(check_run_id("v1.2_rc-3").is_ok());
+        for bad in ["", ".", "..", "a/b", "../x", "a b", "x\n", "v1.", ".v1", "v1..2", "-x", "x-"] {
             assert!(check_run_id(bad).is_err(), "{bad:?}");
         }
     }

@@ -39,6 +39,16 @@ pub struct CommitRecord {
 /// Carries out a decided commit. Idempotent: a step already done is skipped, so a run that
 /// finds an interrupted commit can complete it.
 pub async fn publish(output: &Location, record: &CommitRecord) -> Result<(), ConnectorError> {
+    // Every name is checked before a byte is removed: a record that cannot be carried out
+    // whole must not begin by deleting the committed output.
+    for (staged, published) in &record.publish {
+        if !staged.starts_with(RUNS_DIR) || !is_plain_path(staged) || !is_part_name(published) {
+            return Err(ConnectorError::Invalid {
+                uri: output.uri(),
+                message: format!("bad commit entry {staged} -> {published}; nothing was deleted"),
+            });
+        }
+    }
     delete_objects(output, &[output.join(SUCCESS_FILE)]).await?;
     // What a writer killed during an earlier publication left half-written.
     for file in [FITTED_FILE, MANIFEST_FILE, SUCCESS_FILE] {
@@ -53,12 +63,6 @@ pub async fn publish(output: &Location, record: &CommitRecord) -> Result<(), Con
         .collect();
     delete_objects(output, &old).await?;
     for (staged, published) in &record.publish {
-        if !staged.starts_with(RUNS_DIR) || !is_part_name(published) {
-            return Err(ConnectorError::Invalid {
-                uri: output.uri(),
-                message: format!("bad commit entry {staged} -> {published}"),
-            });
-        }
         let (from, to) = (output.join(staged), output.join(published));
         match output.store().rename(&from, &to).await {
             Ok(()) => {}
@@ -94,7 +98,13 @@ fn is_part_name(name: &str) -> bool {
         Some((folder, file)) => (Some(folder), file),
         None => (None, name),
     };
-    file.starts_with("part-") && !file.contains("..") && folder.is_none_or(crate::partitions::is_partition_folder)
+    file.starts_with("part-") && is_plain_path(name) && folder.is_none_or(crate::partitions::is_partition_folder)
+}
+
+/// A relative path whose every segment is a name: none empty, `.` or `..` (a `..` inside a
+/// name, as in `part-00000-v1..parquet`, is no traversal).
+fn is_plain_path(name: &str) -> bool {
+    name.split('/').all(|segment| !matches!(segment, "" | "." | ".."))
 }
 
 pub(crate) async fn exists(output: &Location, path: &Path) -> Result<bool, ConnectorError> {
