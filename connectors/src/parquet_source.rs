@@ -532,10 +532,39 @@ async fn read_footer(
     }
     let load = async move { ArrowReaderMetadata::load_async(&mut reader, options).await };
     let loaded = GuardedFuture::new(load).await;
-    loaded.map_err(|source| match decryption_error(&uri, &source, decryptor) {
+    let metadata = loaded.map_err(|source| match decryption_error(&uri, &source, decryptor) {
         Some(error) => error,
-        None => footer_error(uri, source),
-    })
+        None => footer_error(uri.clone(), source),
+    })?;
+    let depth = schema_depth(metadata.metadata().file_metadata().schema());
+    if depth > MAX_SCHEMA_DEPTH {
+        return Err(ConnectorError::Invalid {
+            uri,
+            message: format!(
+                "its schema nests {depth} levels deep; Weir reads schemas at most {MAX_SCHEMA_DEPTH} levels deep"
+            ),
+        });
+    }
+    Ok(metadata)
+}
+
+/// The deepest schema a source may have: columns nested in structs, lists and maps that
+/// many levels (the root counts as 0). The Arrow readers and printers walk a schema
+/// recursively, and a file nesting thousands of levels overflowed their stacks; real data
+/// nests a few levels.
+pub const MAX_SCHEMA_DEPTH: usize = 64;
+
+/// How deep the Parquet schema `root` nests, found without recursion.
+fn schema_depth(root: &parquet::schema::types::Type) -> usize {
+    let mut deepest = 0;
+    let mut pending = vec![(root, 0usize)];
+    while let Some((node, depth)) = pending.pop() {
+        deepest = deepest.max(depth);
+        if node.is_group() {
+            pending.extend(node.get_fields().iter().map(|field| (field.as_ref(), depth + 1)));
+        }
+    }
+    deepest
 }
 
 /// A failure reading a footer: the store's, or the file's.
