@@ -296,6 +296,40 @@ fn all_true(batch: &RecordBatch) -> BooleanArray {
 /// The most `and` / `or` / `not` operators a filter may hold. Deeper expressions cost stack
 /// in the parser's tree; long lists of alternatives belong in `col in (…)`.
 pub const MAX_BOOLEAN_OPERATORS: usize = 1000;
+/// The most other operators (comparisons, arithmetic, `||`, `is`, `in`, `between`, `like`, …)
+/// a filter may hold: a chain of them nests as deep as it is long, in the parser and in
+/// every walk over its tree.
+pub const MAX_OTHER_OPERATORS: usize = 1000;
+
+/// How many boolean and how many other operators the tokens hold. Literals, column names,
+/// commas and parentheses are not operators (parentheses are bounded by sqlparser's own
+/// recursion limit).
+fn count_operators(tokens: &[Token]) -> (usize, usize) {
+    let (mut boolean, mut other) = (0, 0);
+    for token in tokens {
+        match token {
+            Token::Whitespace(_)
+            | Token::Comma
+            | Token::LParen
+            | Token::RParen
+            | Token::Number(..)
+            | Token::SingleQuotedString(_)
+            | Token::DoubleQuotedString(_)
+            | Token::NationalStringLiteral(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::HexStringLiteral(_)
+            | Token::EOF => {}
+            Token::Word(word) if word.quote_style.is_some() => {}
+            Token::Word(word) => match word.keyword {
+                Keyword::AND | Keyword::OR | Keyword::NOT => boolean += 1,
+                Keyword::IS | Keyword::IN | Keyword::BETWEEN | Keyword::LIKE | Keyword::ILIKE => other += 1,
+                _ => {}
+            },
+            _ => other += 1,
+        }
+    }
+    (boolean, other)
+}
 
 /// The 0-based character position in `text` of a 1-based sqlparser location (line 0 is
 /// sqlparser's "unknown": the start).
@@ -342,10 +376,7 @@ fn parse(text: &str) -> Result<Expr, OpError> {
     let dialect = GenericDialect {};
     // A text that does not tokenize is left to the parser, which reports where.
     let tokens = Tokenizer::new(&dialect, text).tokenize().unwrap_or_default();
-    let operators = tokens
-        .iter()
-        .filter(|token| matches!(token, Token::Word(word) if word.quote_style.is_none() && matches!(word.keyword, Keyword::AND | Keyword::OR | Keyword::NOT)))
-        .count();
+    let (operators, others) = count_operators(&tokens);
     if operators > MAX_BOOLEAN_OPERATORS {
         return Err(expr_error(
             text,
@@ -353,6 +384,16 @@ fn parse(text: &str) -> Result<Expr, OpError> {
             format!(
                 "the expression has {operators} 'and' / 'or' / 'not' operators; at most {MAX_BOOLEAN_OPERATORS} are \
                  allowed (write long lists of alternatives as `column in (…)`)"
+            ),
+        ));
+    }
+    if others > MAX_OTHER_OPERATORS {
+        return Err(expr_error(
+            text,
+            0,
+            format!(
+                "the expression has {others} comparison, arithmetic and other operators besides 'and' / 'or' / \
+                 'not'; at most {MAX_OTHER_OPERATORS} are allowed (write long lists of alternatives as `column in (…)`)"
             ),
         ));
     }
@@ -1149,6 +1190,25 @@ mod tests {
         let many: Vec<String> = (0..5000).map(|i| format!("id = {i}")).collect();
         let err = error(&many.join(" or ")).to_string();
         assert!(err.contains("4999 'and' / 'or' / 'not' operators") && err.contains("in ("), "{err}");
+    }
+
+    /// A chain of any operator nests as deep as it is long: thousands of them are refused
+    /// before sqlparser builds the tree (they overflowed the stack, taking `weir serve` down).
+    #[test]
+    fn long_chains_of_any_operator_are_refused_before_parsing() {
+        for operator in ["+", "*", "||", "=", "-", "<", "is not null", "not"] {
+            let expr = format!("id {}", format!("{operator} id ").repeat(3000));
+            let err = std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || error(&expr).to_string())
+                .unwrap()
+                .join()
+                .unwrap();
+            assert!(err.contains("at most 1000 are allowed"), "{operator}: {err}");
+        }
+        // 1000 of them parse (and are then refused only for what the language lacks).
+        let err = error(&format!("id {}> 1", "+ id ".repeat(999))).to_string();
+        assert!(!err.contains("at most 1000"), "{err}");
     }
 
     #[test]
