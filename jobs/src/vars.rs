@@ -89,6 +89,16 @@ impl Variables {
                 });
                 return;
             }
+            let expression = EXPRESSION_KEYS.contains(&key.get_ref().as_ref());
+            let line = line_of(text, value.span().start);
+            if expression && let DeValue::String(string) = value.get_mut() {
+                match self.expand_in_expression(string) {
+                    Ok(Some(expanded)) => *string = Cow::Owned(expanded),
+                    Ok(None) => {}
+                    Err(error) => *failure = Some(error.at(path, line, self)),
+                }
+                continue;
+            }
             self.substitute_value(value, text, path, failure);
         }
     }
@@ -143,11 +153,90 @@ impl Variables {
     }
 }
 
+impl Variables {
+    /// `expression` (a step's `expr`) with every `{{ name }}` replaced by a literal, never by
+    /// SQL text: inside a quoted string (`'{{region}}'`) the value becomes that string's
+    /// content, its quotes doubled, so it cannot end the string; inside a quoted name
+    /// (`"{{column}}"`) likewise; outside quotes it must be a number or `true`/`false`
+    /// (`income > {{n}}`), or the job is refused. `nobody' or ssn is not null` therefore
+    /// stays one string value and cannot widen a filter.
+    pub fn expand_in_expression(&self, expression: &str) -> Result<Option<String>, ExpandError> {
+        if !expression.contains("{{") {
+            return Ok(None);
+        }
+        let mut out = String::with_capacity(expression.len());
+        // The quote the template is inside of at this point (' or "), if any.
+        let mut quote: Option<char> = None;
+        let mut rest = expression;
+        while let Some(c) = rest.chars().next() {
+            if rest.starts_with("{{")
+                && let Some(length) = rest.find("}}")
+            {
+                let name = rest[2..length].trim();
+                let value = self.values.get(name).ok_or_else(|| ExpandError::Unknown(name.to_string()))?;
+                let chars = value.chars().count();
+                if chars > MAX_VALUE_CHARS {
+                    return Err(ExpandError::TooLong { name: name.to_string(), chars });
+                }
+                match quote {
+                    Some(q) => out.push_str(&value.replace(q, &format!("{q}{q}"))),
+                    None if is_plain_literal(value) => out.push_str(value),
+                    None => return Err(ExpandError::NotALiteral(name.to_string())),
+                }
+                rest = &rest[length + 2..];
+                continue;
+            }
+            match quote {
+                // A doubled quote inside a quoted string is that quote, escaped: still inside.
+                Some(q) if c == q && rest[c.len_utf8()..].starts_with(q) => {
+                    out.push(q);
+                    out.push(q);
+                    rest = &rest[2 * c.len_utf8()..];
+                    continue;
+                }
+                Some(q) if c == q => quote = None,
+                None if c == '\'' || c == '"' => quote = Some(c),
+                _ => {}
+            }
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+        Ok(Some(out))
+    }
+}
+
+/// The keys whose string values are expressions, where variables become literals
+/// ([`Variables::expand_in_expression`]).
+pub const EXPRESSION_KEYS: [&str; 1] = ["expr"];
+
+/// A number (`12`, `-0.5`, `1e-3`) or a boolean: what a variable outside quotes in an
+/// expression may hold.
+fn is_plain_literal(value: &str) -> bool {
+    let number = value.strip_prefix(['-', '+']).unwrap_or(value);
+    let (mantissa, exponent) = match number.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, Some(exponent.strip_prefix(['-', '+']).unwrap_or(exponent))),
+        None => (number, None),
+    };
+    let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some((whole, fraction)) => {
+            (digits(whole) || whole.is_empty()) && (digits(fraction) || fraction.is_empty()) && mantissa != "."
+        }
+        None => digits(mantissa),
+    };
+    (mantissa_ok && exponent.is_none_or(digits)) || matches!(value, "true" | "false")
+}
+
 /// Why a string's variables could not be expanded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExpandError {
     Unknown(String),
-    TooLong { name: String, chars: usize },
+    TooLong {
+        name: String,
+        chars: usize,
+    },
+    /// A variable outside quotes in an expression whose value is not a number or boolean.
+    NotALiteral(String),
 }
 
 impl ExpandError {
@@ -164,6 +253,15 @@ impl ExpandError {
                 line,
                 name,
                 reason: format!("its value is {chars} characters long; at most {MAX_VALUE_CHARS} are allowed"),
+            },
+            ExpandError::NotALiteral(name) => JobError::BadVariable {
+                path: path.to_string(),
+                line,
+                reason: format!(
+                    "it stands outside quotes in an expression, where a variable must be a number or true/false, \
+                     and its value is not one (write '{{{{{name}}}}}' for a text value)"
+                ),
+                name,
             },
         }
     }
@@ -254,11 +352,35 @@ fn unknown_field_at_its_line(error: &toml::de::Error, text: &str) -> Option<Stri
     None
 }
 
-/// Parses `key=value`.
+/// Parses `key=value` (`--var`): the key is trimmed of surrounding spaces and must then be a
+/// [`check_name`] name; the value is taken as it is.
 pub fn parse_pair(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_string(), value.to_string())),
-        _ => Err(format!("expected KEY=VALUE, got '{text}'")),
+        Some((key, value)) => {
+            check_name(key.trim())?;
+            Ok((key.trim().to_string(), value.to_string()))
+        }
+        None => Err("expected KEY=VALUE".to_string()),
+    }
+}
+
+/// The longest variable name accepted.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// Checks a variable's name: 1 to [`MAX_NAME_CHARS`] of `A-Z a-z 0-9 _ -`, starting with a
+/// letter or `_`. The job service checks submitted names with this function, untrimmed, so
+/// that what it accepts is exactly what the run's process will read. The name is not echoed:
+/// it may be anything a client sent.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let valid = (1..=MAX_NAME_CHARS).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "a variable's name is 1 to {MAX_NAME_CHARS} of A-Z a-z 0-9 _ -, starting with a letter or _ (no spaces)"
+        ))
     }
 }
 
@@ -336,6 +458,47 @@ mod tests {
     fn unclosed_braces_are_text() {
         let vars = Variables::new(&[("ds".into(), "d".into())]);
         assert_eq!(uri(&vars, "uri = \"a{{ds}}b{{c\""), "adb{{c");
+    }
+
+    #[test]
+    fn variable_names_are_checked_as_the_service_checks_them() {
+        assert_eq!(parse_pair(" ds =2024-01-01").unwrap(), ("ds".to_string(), "2024-01-01".to_string()));
+        assert_eq!(parse_pair("x=a=b").unwrap().1, "a=b");
+        for bad in ["=1", " =1", "a b=1", "1x=1", "a.b=1", "x\ty=1", "nothing"] {
+            assert!(parse_pair(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_name("run_id ").is_err() && check_name(" ds").is_err() && check_name("my-var_2").is_ok());
+        assert!(check_name(&"a".repeat(65)).is_err());
+    }
+
+    fn expr(vars: &[(&str, &str)], text: &str) -> Result<String, JobError> {
+        let pairs: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let document = Variables::new(&pairs).parse_and_substitute("job.toml", text)?;
+        let step = document.get_ref().get("step").unwrap().get_ref().as_table().unwrap();
+        Ok(step.get("expr").unwrap().get_ref().as_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn variables_in_expressions_are_literals_not_text() {
+        let text = "[step]\nexpr = \"name = '{{who}}' and \\\"{{col}}\\\" > {{n}} and note = 'it''s {{who}}'\"\n";
+        let got =
+            expr(&[("who", "nobody' or ssn is not null or ssn = 'y"), ("col", "a\"b"), ("n", "-1.5e3")], text).unwrap();
+        assert_eq!(
+            got,
+            "name = 'nobody'' or ssn is not null or ssn = ''y' and \"a\"\"b\" > -1.5e3 and note = 'it''s nobody'' or ssn is not null or ssn = ''y'"
+        );
+        for value in ["1 or 1 = 1", "x", "1e", ".", "", "--1", "0x10"] {
+            let err = expr(&[("n", value)], "[step]\nexpr = \"id > {{n}}\"\n").unwrap_err().to_string();
+            assert!(err.contains("must be a number or true/false") && err.contains("'{{n}}'"), "{value:?}: {err}");
+            if value.len() > 3 {
+                assert!(!err.contains(value), "the value is not echoed: {err}");
+            }
+        }
+        for value in ["12", "-0.5", "+3", "1.", ".5", "2E+10", "true"] {
+            assert_eq!(expr(&[("n", value)], "[step]\nexpr = \"id > {{n}}\"\n").unwrap(), format!("id > {value}"));
+        }
+        // Other keys are plain text, as before.
+        assert_eq!(uri(&Variables::new(&[("ds".into(), "a' b".into())]), "uri = \"x/{{ds}}\""), "x/a' b");
     }
 
     #[test]
