@@ -82,6 +82,10 @@ enum Command {
         /// Set a variable used as {{key}} in the job (repeatable).
         #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_pair)]
         vars: Vec<(String, String)>,
+        /// Read more variables from this JSON object of strings (the job service passes a
+        /// run's variables this way, off the command line that every local user can read).
+        #[arg(long, value_name = "PATH", hide = true)]
+        vars_file: Option<String>,
         /// DANGEROUS: let mode = "overwrite" write into a filesystem or bucket root, a home
         /// directory, a directory holding the source, the job file or the working directory,
         /// or beside files no manifest records. Weir still deletes only files it recorded.
@@ -205,10 +209,17 @@ enum Command {
         /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<String>,
+        /// Seconds that checking one submitted definition (spec, source footers, model) may
+        /// take; a check runs in a child process, killed at this deadline.
+        #[arg(long, default_value_t = 30)]
+        check_timeout_s: u64,
         /// Testing aid: the schedules read the time (RFC 3339) from this file.
         #[arg(long, hide = true)]
         clock_file: Option<String>,
     },
+    /// The job service's definition checker: a request as JSON on stdin, the answer on stdout.
+    #[command(hide = true)]
+    CheckDefinition,
     /// Submit a run to the job service: a job file (sent inline) or a stored job's name.
     Submit {
         /// A job's TOML file, or the name of a job stored in the service.
@@ -388,6 +399,11 @@ fn main() -> ExitCode {
             .map(String::as_str)
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or_default();
+        // A reader that stopped reading (`weir head … | head`): nothing is wrong, and there is
+        // no run to speak of. Ends quietly, as ripgrep does.
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
         if message.starts_with("timely communication error") {
             eprintln!(
                 "weir: error: lost the connection to another process of the cluster ({message}); the run stops, uncommitted (a commit it had already decided is completed by the next run on the output)"
@@ -439,6 +455,7 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
             allow_hosts,
             tls_cert,
             tls_key,
+            check_timeout_s,
             clock_file,
         } => {
             let tls = tls_cert
@@ -453,6 +470,7 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
                 allow_hosts,
                 clock_file: clock_file.map(Into::into),
                 tls,
+                check_timeout: Duration::from_secs(check_timeout_s.max(1)),
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(runtime) => runtime,
@@ -469,6 +487,7 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
                 }
             });
         }
+        Command::CheckDefinition => return Ok(weir_jobs::service::definition_check::child_main()),
         Command::Submit { job, vars, version, idempotency_key, wait, json, server } => (|| {
             let client = client(server)?;
             let mut run = client.post("/v1/runs", &submission(&job, version, &vars, idempotency_key)?)?;
@@ -577,6 +596,18 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
     })
 }
 
+/// The variables of `--vars-file`: a JSON object of strings, each name checked as `--var`'s.
+fn read_vars_file(path: &str) -> Result<Vec<(String, String)>, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|error| format!("cannot read the variables file {path}: {error}"))?;
+    let values: std::collections::BTreeMap<String, String> = serde_json::from_str(&text)
+        .map_err(|error| format!("the variables file {path} is not a JSON object of strings: {error}"))?;
+    for name in values.keys() {
+        weir_jobs::vars::check_name(name).map_err(|message| format!("the variables file {path}: {message}"))?;
+    }
+    Ok(values.into_iter().collect())
+}
+
 /// The environment variable holding a cluster's shared secret (see engine/src/cluster.rs).
 const CLUSTER_SECRET_ENV: &str = weir_jobs::launcher::CLUSTER_SECRET_ENV;
 
@@ -592,7 +623,10 @@ fn dispatch(command: Command, runtime: &tokio::runtime::Runtime, stop: &Stop) ->
         Err(e) => Err(JobFailure::from_connector(&e)),
     };
     match command {
-        Command::Run { job, workers, processes, vars, force, output } => {
+        Command::Run { job, workers, processes, mut vars, vars_file, force, output } => {
+            if let Some(path) = &vars_file {
+                vars.extend(read_vars_file(path).map_err(JobFailure::user)?);
+            }
             // By default the cores are shared out between the processes.
             let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
             let workers = workers.unwrap_or_else(|| (cores / processes.max(1)).max(1));
@@ -657,7 +691,8 @@ fn dispatch(command: Command, runtime: &tokio::runtime::Runtime, stop: &Stop) ->
         | Command::Logs { .. }
         | Command::Cancel { .. }
         | Command::Backfill { .. }
-        | Command::Jobs { .. } => Err(JobFailure::internal("a service command reached the run dispatcher")),
+        | Command::Jobs { .. }
+        | Command::CheckDefinition => Err(JobFailure::internal("a service command reached the run dispatcher")),
     }
 }
 

@@ -76,6 +76,15 @@ impl Schedule {
         let cron = parser
             .parse(&spec.cron)
             .map_err(|error| format!("schedule.cron '{}' is not a cron expression: {error}", spec.cron))?;
+        let fields = spec.cron.split_whitespace().count();
+        let alias = fields == 1 && spec.cron.trim_start().starts_with('@');
+        if !(alias || fields == 5 || fields == 6) {
+            return Err(format!(
+                "schedule.cron '{}' has {fields} fields; a cron expression has 5 (minute hour day month weekday), \
+                 6 (seconds first) or is an alias such as @daily",
+                spec.cron
+            ));
+        }
         let zone = Tz::from_str(&spec.timezone).map_err(|_| {
             format!("schedule.timezone '{}' is not an IANA time zone (e.g. Europe/Berlin)", spec.timezone)
         })?;

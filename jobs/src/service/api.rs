@@ -19,11 +19,11 @@ use serde_json::{Value, json};
 use super::api_error::ApiError;
 use super::auth::{AllowedHosts, authenticate, new_token, require, require_job};
 use super::backfill::{self, Reprocess};
+use super::definition_check::DefinitionChecker;
 use super::scheduler::Scheduler;
 use super::store::{Inserted, JobVersion, NewRun, Role, Run, RunFilter, RunState, Store, TokenInfo};
-use crate::planning::{RunOptions, load_job_text, plan_job, sha256_hex};
-use crate::vars::{Variables, new_run_id};
-use weir_engine::FailureKind;
+use crate::planning::sha256_hex;
+use crate::vars::{check_name, new_run_id};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -31,6 +31,7 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub scheduler: Arc<Scheduler>,
     pub hosts: AllowedHosts,
+    pub checker: Arc<DefinitionChecker>,
 }
 
 type Reply = Result<Response, ApiError>;
@@ -158,37 +159,30 @@ async fn revoke_token(State(state): State<AppState>, headers: HeaderMap, Path(na
 
 // --- jobs ---
 
-/// A definition, checked as `weir validate` checks a file (spec, variables, source, steps),
-/// except that a source with no data yet passes. Returns the job's name and its output URI.
-async fn validate(
-    definition: &str,
-    vars: &BTreeMap<String, String>,
-    run_id: &str,
-) -> Result<(String, String), ApiError> {
-    let mut pairs: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    pairs.push(("run_id".into(), run_id.into()));
-    let variables = Variables::new(&pairs);
-    let definition = definition.to_string();
-    let checked = tokio::task::spawn_blocking(move || {
-        let job = load_job_text("definition", &definition, &variables)?;
-        let handle = tokio::runtime::Handle::current();
-        match handle.block_on(plan_job(&job, &RunOptions::default())) {
-            Ok(plan) => Ok((job.spec.name.clone(), plan.sink.uri())),
-            // A source that has not landed yet is no reason to refuse: the run waits for it
-            // (the job's wait_for_input_s).
-            Err(error) if error.to_failure().kind == FailureKind::InputNotReady => {
-                let sink = weir_connectors::Location::parse(&job.spec.sink.uri, &job.spec.storage)
-                    .map(|location| location.uri())
-                    .unwrap_or_else(|_| job.spec.sink.uri.clone());
-                Ok((job.spec.name.clone(), sink))
-            }
-            Err(error) => Err(error),
+/// The most runs one token may have queued or running (its backfills' runs are counted
+/// apart, under the backfill's name, and bounded by its `max_active`).
+const MAX_ACTIVE_PER_TOKEN: i64 = 500;
+
+/// The longest idempotency key a client may give.
+const MAX_KEY_BYTES: usize = 256;
+
+/// Where a client's idempotency key `key` for job `job` is stored: keys are per job, and
+/// apart from the scheduler's own (`schedule/JOB/TICK`, which backfills share), so that no
+/// submission can take another job's key or a schedule's tick.
+fn client_key(job: &str, key: &str) -> String {
+    format!("job/{job}/{key}")
+}
+
+/// Submitted variables: names exactly as the run's process reads them (no trimming there
+/// to change what was checked here), and `run_id`, which the service gives, not set.
+fn check_vars(vars: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    for name in vars.keys() {
+        check_name(name).map_err(|message| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message))?;
+        if name == "run_id" {
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "run_id is the run's id; it cannot be set"));
         }
-    })
-    .await
-    .map_err(ApiError::internal)?;
-    checked
-        .map_err(|error: crate::JobError| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_failure().message))
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -206,7 +200,8 @@ async fn put_job(
 ) -> Reply {
     let caller = caller(&state, &headers, Role::Admin)?;
     let Json(body) = body.map_err(bad_body)?;
-    let (name, _) = validate(&body.definition, &body.vars, &new_run_id()).await?;
+    check_vars(&body.vars)?;
+    let (name, _) = state.checker.check(&body.definition, &body.vars, &new_run_id()).await?;
     let sha256 = sha256_hex(body.definition.as_bytes());
     let (version, is_new) =
         state.store.put_job(&name, &sha256, &body.definition, &caller.name).map_err(ApiError::internal)?;
@@ -306,8 +301,9 @@ async fn backfill_job(
     require_job(&caller, &name)?;
     let version = stored_job(&state, &name, None)?;
     let definition = version.definition.clone().unwrap_or_default();
-    let ticks = backfill::plan(&state.store, &name, &definition, body.from, body.to, body.reprocess)
-        .map_err(|message| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message))?;
+    let ticks =
+        backfill::plan(&state.store, &name, &definition, (body.from, body.to), body.reprocess, state.scheduler.now())
+            .map_err(|message| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message))?;
     if body.dry_run {
         return Ok(
             Json(json!({ "job": name, "version": version.version, "dry_run": true, "ticks": ticks })).into_response()
@@ -355,8 +351,12 @@ async fn submit_run(
 ) -> Reply {
     let caller = caller(&state, &headers, Role::Submit)?;
     let Json(body) = body.map_err(bad_body)?;
-    if body.vars.contains_key("run_id") {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "run_id is the run's id; it cannot be set"));
+    check_vars(&body.vars)?;
+    if body.idempotency_key.as_ref().is_some_and(|key| key.is_empty() || key.len() > MAX_KEY_BYTES) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("an idempotency key is 1 to {MAX_KEY_BYTES} bytes"),
+        ));
     }
     if body.workers.is_some_and(|w| !(1..=256).contains(&w)) {
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "workers must be between 1 and 256"));
@@ -376,16 +376,26 @@ async fn submit_run(
         }
     };
     let id = new_run_id();
-    let (name, output_uri) = validate(&definition, &body.vars, &id).await?;
+    let (name, output_uri) = state.checker.check(&definition, &body.vars, &id).await?;
     require_job(&caller, &name)?;
+    let waiting = state.store.active_runs_by(&caller.name).map_err(ApiError::internal)?;
+    if waiting >= MAX_ACTIVE_PER_TOKEN {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "token '{}' has {waiting} runs queued or running, the most one token may have; submit more when some have ended",
+                caller.name
+            ),
+        ));
+    }
     let run = NewRun {
         id,
-        job: name,
+        job: name.clone(),
         job_version,
         job_sha256: sha256_hex(definition.as_bytes()),
         definition,
         vars: body.vars.into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
-        idempotency_key: body.idempotency_key,
+        idempotency_key: body.idempotency_key.as_deref().map(|key| client_key(&name, key)),
         submitted_by: caller.name.clone(),
         workers: body.workers,
         output_uri,
@@ -566,7 +576,14 @@ async fn audit(
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Reply {
-    caller(&state, &headers, Role::Read)?;
+    // The counts are the whole service's: not for a token limited to some jobs.
+    let caller = caller(&state, &headers, Role::Read)?;
+    if caller.jobs.is_some() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "/metrics counts every job's runs; a token limited to some jobs may not read it",
+        ));
+    }
     let counts = state.store.counts().map_err(ApiError::internal)?;
     let mut text = String::from("# HELP weir_runs Runs in the history, by state.\n# TYPE weir_runs gauge\n");
     for state_name in ["queued", "running", "succeeded", "failed", "cancelled", "lost"] {

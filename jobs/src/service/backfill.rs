@@ -10,7 +10,7 @@
 //! run lists the ticks and what would happen to each. The ticks are submitted by the
 //! scheduler's loop ([`backfill_pass`]), at most `max_active` at a time, oldest first.
 
-use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::schedules::{Schedule, schedule_of, tick_key, tick_run};
@@ -46,24 +46,39 @@ pub struct PlannedTick {
 /// The most ticks one backfill may cover.
 pub const MAX_TICKS: usize = 10_000;
 
+/// The years a backfill's dates may fall in.
+pub const YEARS: std::ops::RangeInclusive<i32> = 1000..=9999;
+
 /// The ticks of `schedule` (or daily at 00:00 UTC) whose interval starts on a day in
-/// `from..=to`, and what a backfill with `reprocess` would do with each.
+/// `from..=to`, and what a backfill with `reprocess` would do with each. A tick whose
+/// interval has not ended by `now` is refused: it belongs to the schedule, which runs it
+/// when it ends (and a partition still landing must not be processed early).
 pub fn plan(
     store: &Store,
     job: &str,
     definition: &str,
-    from: NaiveDate,
-    to: NaiveDate,
+    (from, to): (NaiveDate, NaiveDate),
     reprocess: Reprocess,
+    now: DateTime<Utc>,
 ) -> Result<Vec<PlannedTick>, String> {
     if to < from {
         return Err(format!("--to {to} is before --from {from}"));
     }
+    for date in [from, to] {
+        if !YEARS.contains(&date.year()) {
+            return Err(format!(
+                "{date} is out of range: a backfill's dates lie in the years {} to {}",
+                YEARS.start(),
+                YEARS.end()
+            ));
+        }
+    }
     let schedule = schedule_of(definition).map_or_else(daily_utc, Ok)?;
     // Ticks from a day before `from` to two days after `to` cover every interval that starts
-    // in the range, in any time zone; then keep those whose ds is in it.
-    let start = Utc.from_utc_datetime(&(from - Duration::days(2)).and_hms_opt(0, 0, 0).unwrap_or_default());
-    let end = Utc.from_utc_datetime(&(to + Duration::days(3)).and_hms_opt(0, 0, 0).unwrap_or_default());
+    // in the range, in any time zone; then keep those whose ds is in it. (The years are
+    // bounded above, so the arithmetic cannot overflow.)
+    let start = Utc.from_utc_datetime(&(from - Duration::days(2)).and_time(chrono::NaiveTime::MIN));
+    let end = Utc.from_utc_datetime(&(to + Duration::days(3)).and_time(chrono::NaiveTime::MIN));
     let mut planned = Vec::new();
     let mut at = start;
     while let Some(tick) = schedule.next_after(at) {
@@ -76,6 +91,14 @@ pub fn plan(
         let Ok(day) = NaiveDate::parse_from_str(&ds, "%Y-%m-%d") else { continue };
         if day < from || day > to {
             continue;
+        }
+        if tick > now {
+            let ends = tick.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            return Err(format!(
+                "the interval of {ds} has not ended (it ends at {ends}; now is {}): a backfill covers only \
+                 complete intervals, and the schedule runs this one when it ends",
+                now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
         }
         if planned.len() == MAX_TICKS {
             return Err(format!("the range holds more than {MAX_TICKS} ticks; backfill it in parts"));
@@ -182,13 +205,58 @@ mod tests {
         NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
     }
 
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+    }
+
+    /// A clock long after every date these tests backfill.
+    fn now() -> DateTime<Utc> {
+        at("2026-12-01T00:00:00Z")
+    }
+
+    #[test]
+    fn dates_far_out_of_range_are_refused_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("weir.db")).unwrap();
+        for (from, to) in [(NaiveDate::MIN, day("2026-01-01")), (day("2026-01-01"), NaiveDate::MAX)] {
+            let err = plan(&store, "daily", JOB, (from, to), Reprocess::None, now()).unwrap_err();
+            assert!(err.contains("out of range") && err.contains("1000 to 9999"), "{err}");
+        }
+    }
+
+    /// A daily 06:10 Berlin schedule at 2026-12-07 05:30 UTC: the tick covering 6 December
+    /// comes at 06:10 local (05:10 UTC) and is over; the one covering 7 December is tomorrow's.
+    #[test]
+    fn a_backfill_never_takes_an_interval_that_has_not_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("weir.db")).unwrap();
+        let job = JOB.replace("[source]", "[schedule]\ncron = \"10 6 * * *\"\ntimezone = \"Europe/Berlin\"\n[source]");
+        let clock = at("2026-12-07T05:30:00Z");
+        let done = plan(&store, "daily", &job, (day("2026-12-05"), day("2026-12-06")), Reprocess::None, clock).unwrap();
+        assert_eq!(done.iter().map(|tick| tick.ds.as_str()).collect::<Vec<_>>(), ["2026-12-05", "2026-12-06"]);
+        let err =
+            plan(&store, "daily", &job, (day("2026-12-05"), day("2026-12-07")), Reprocess::None, clock).unwrap_err();
+        assert!(err.contains("interval of 2026-12-07 has not ended") && err.contains("2026-12-08T05:10:00Z"), "{err}");
+        // One second before the 06:10 tick, 6 December is not complete either.
+        let err = plan(
+            &store,
+            "daily",
+            &job,
+            (day("2026-12-06"), day("2026-12-06")),
+            Reprocess::None,
+            at("2026-12-07T05:09:59Z"),
+        )
+        .unwrap_err();
+        assert!(err.contains("interval of 2026-12-06 has not ended"), "{err}");
+    }
+
     #[test]
     fn thirty_days_two_at_a_time_then_the_failed_ones_again() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("weir.db")).unwrap();
         store.put_job("daily", "h", JOB, "admin").unwrap();
         let (from, to) = (day("2026-01-01"), day("2026-01-30"));
-        let dry = plan(&store, "daily", JOB, from, to, Reprocess::None).unwrap();
+        let dry = plan(&store, "daily", JOB, (from, to), Reprocess::None, now()).unwrap();
         assert_eq!(dry.len(), 30);
         assert_eq!(dry[0].ds, "2026-01-01");
         assert_eq!(dry[29].ds, "2026-01-30");
@@ -223,9 +291,9 @@ mod tests {
         runs.dedup();
         assert_eq!(runs.len(), 30, "each date once");
 
-        let again = plan(&store, "daily", JOB, from, to, Reprocess::None).unwrap();
+        let again = plan(&store, "daily", JOB, (from, to), Reprocess::None, now()).unwrap();
         assert!(again.iter().all(|tick| !tick.will_run), "nothing is run twice by default");
-        let failed = plan(&store, "daily", JOB, from, to, Reprocess::Failed).unwrap();
+        let failed = plan(&store, "daily", JOB, (from, to), Reprocess::Failed, now()).unwrap();
         let chosen: Vec<_> = failed.iter().filter(|tick| tick.will_run).map(|tick| tick.ds.as_str()).collect();
         assert_eq!(chosen, ["2026-01-05", "2026-01-17", "2026-01-29"]);
         start(&store, "daily", 1, &failed, 2, "admin").unwrap();
@@ -249,7 +317,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("weir.db")).unwrap();
         let job = JOB.replace("[source]", "[schedule]\ncron = \"0 2 * * *\"\ntimezone = \"Europe/Berlin\"\n[source]");
-        let ticks = plan(&store, "daily", &job, day("2026-03-28"), day("2026-03-30"), Reprocess::None).unwrap();
+        let ticks =
+            plan(&store, "daily", &job, (day("2026-03-28"), day("2026-03-30")), Reprocess::None, now()).unwrap();
         let logical: Vec<_> = ticks.iter().map(|tick| tick.logical_time.as_str()).collect();
         // The tick covering 28 March is the 29th's 02:00 Berlin tick, in the spring-forward
         // gap: it fires at 03:00 CEST (01:00 UTC).

@@ -135,8 +135,16 @@ impl Executor for LocalExecutor {
             .arg(&launch.base_dir)
             .arg("--var")
             .arg(format!("run_id={}", launch.run_id));
-        for (key, value) in &launch.vars {
-            command.arg("--var").arg(format!("{key}={value}"));
+        // The other variables travel in a file beside the job's (in the private state
+        // folder), not on the command line, which every local user can read.
+        if !launch.vars.is_empty() {
+            let values: std::collections::BTreeMap<&str, &str> =
+                launch.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let path = launch.job_file.with_file_name("vars.json");
+            let json = serde_json::to_vec(&values).map_err(|error| error.to_string())?;
+            std::fs::write(&path, json)
+                .map_err(|error| format!("cannot write the run's variables {}: {error}", path.display()))?;
+            command.arg("--vars-file").arg(&path);
         }
         command
             .stdin(std::process::Stdio::null())

@@ -15,6 +15,7 @@ pub mod api_error;
 pub mod auth;
 pub mod backfill;
 pub mod client;
+pub mod definition_check;
 pub mod executor;
 pub mod scheduler;
 pub mod schedules;
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use api::{AppState, router};
 use auth::{AllowedHosts, ensure_admin_token};
+use definition_check::DefinitionChecker;
 use executor::LocalExecutor;
 use scheduler::Scheduler;
 use store::Store;
@@ -48,6 +50,8 @@ pub struct ServeConfig {
     pub clock_file: Option<PathBuf>,
     /// Serve HTTPS with this certificate and key instead of plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// How long checking one submitted definition may take ([`definition_check`]).
+    pub check_timeout: Duration,
 }
 
 /// Runs the service until SIGINT or SIGTERM. Runs in flight keep running; the next start
@@ -58,12 +62,20 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     let state_dir = &config.state_dir;
     std::fs::create_dir_all(state_dir.join("runs"))
         .map_err(|error| format!("cannot create the state folder {}: {error}", state_dir.display()))?;
+    // The history holds definitions, variables and logs: the service's user only, whatever
+    // the umask.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|error| format!("cannot make the state folder {} private: {error}", state_dir.display()))?;
+    }
     let store = Arc::new(Store::open(&state_dir.join("weir.db")).map_err(|e| e.to_string())?);
     let token_file = state_dir.join("admin.token");
     if ensure_admin_token(&store, &token_file)? {
         eprintln!("weir serve: created an admin token in {} (readable by you only)", token_file.display());
     }
     let binary = std::env::current_exe().map_err(|error| format!("cannot find the weir binary: {error}"))?;
+    let checker = Arc::new(DefinitionChecker::new(binary.clone(), config.check_timeout));
     let executor = Arc::new(LocalExecutor { binary });
     let clock: Arc<dyn schedules::Clock> = match &config.clock_file {
         Some(path) => Arc::new(schedules::FileClock(path.clone())),
@@ -75,7 +87,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", config.listen))?;
     let bound = listener.local_addr().map_err(|error| error.to_string())?;
-    let state = AppState { store, scheduler: scheduler.clone(), hosts: AllowedHosts::new(bound, &config.allow_hosts) };
+    let state =
+        AppState { store, scheduler: scheduler.clone(), hosts: AllowedHosts::new(bound, &config.allow_hosts), checker };
     tokio::spawn(scheduler.run());
     let scheme = if tls.is_some() { "https" } else { "http" };
     let address = format!("{scheme}://{bound}");

@@ -375,6 +375,25 @@ mod tests {
     }
 
     #[test]
+    fn cron_expressions_have_five_or_six_fields() {
+        let spec = |cron: &str| ScheduleSpec {
+            cron: cron.into(),
+            timezone: "UTC".into(),
+            catchup: Catchup::All,
+            max_catchup: 1,
+            max_active_runs: 1,
+            paused: false,
+        };
+        for good in ["0 2 * * *", "*/2 * * * * *", "@daily"] {
+            assert!(Schedule::new(&spec(good)).is_ok(), "{good}");
+        }
+        for bad in ["0 0 2 * * * 2026", "0 2 * *", "@daily 1"] {
+            let err = Schedule::new(&spec(bad)).unwrap_err();
+            assert!(err.contains("fields"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn editing_the_cron_does_not_refire_handled_ticks() {
         let (_dir, store) = store_with(&job("cron = \"0 2 * * *\"\ncatchup = \"all\""));
         let start = utc("2026-02-01T12:00:00Z");
