@@ -104,6 +104,14 @@ pub fn filter_expr(rng: &mut fastrand::Rng, schema: &SchemaRef) -> String {
             let terms = rng.usize(900..1100);
             (0..terms).map(|i| format!("id = {i}")).collect::<Vec<_>>().join(if rng.bool() { " or " } else { " and " })
         }
+        // A chain of any other operator around its limit (1,000): each nests the tree a level.
+        2 => {
+            const CHAINED: [&str; 16] =
+                ["+", "-", "*", "/", "%", "||", "=", "!=", "<", ">=", "is not null", "is null", "^", "&", "|", "->"];
+            let operator = CHAINED[rng.usize(..CHAINED.len())];
+            let terms = rng.usize(900..3000);
+            format!("id {}> 1", format!("{operator} id ").repeat(terms))
+        }
         // Deep nesting.
         1 => {
             let depth = rng.usize(10..3000);

@@ -65,9 +65,9 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    let names: Vec<&str> = match args.target.as_str() {
+    let names: Vec<&'static str> = match args.target.as_str() {
         "all" => targets::NAMES.to_vec(),
-        name if targets::NAMES.contains(&name) => vec![name],
+        name if let Some(known) = targets::NAMES.iter().find(|known| **known == name) => vec![*known],
         other => {
             eprintln!("weir-fuzz: unknown target '{other}'; known: {}, all", targets::NAMES.join(", "));
             std::process::exit(2);
@@ -92,17 +92,35 @@ fn main() {
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
     });
-    for name in names {
+    // Inputs run on a thread with a tokio worker's stack (2 MiB), where `weir run` plans and
+    // reads and `weir serve` used to check definitions: a recursion that only the main
+    // thread's 8 MiB survives is a finding (an abort, with the input in TARGET.current).
+    let fuzzing = std::thread::Builder::new()
+        .name("weir-fuzz".into())
+        .stack_size(2 << 20)
+        .spawn(move || fuzz_all(&args, &names, &corpus, &out, seed, &watchdog))
+        .unwrap_or_else(|error| {
+            eprintln!("weir-fuzz: cannot start the fuzzing thread: {error}");
+            std::process::exit(2);
+        });
+    if fuzzing.join().is_err() {
+        std::process::exit(1);
+    }
+}
+
+/// Fuzzes (or replays inputs into) each of `names` in turn.
+fn fuzz_all(args: &Args, names: &[&str], corpus: &Path, out: &Path, seed: u64, watchdog: &Watchdog) {
+    for &name in names {
         let mut target = targets::new(name);
         let current = out.join(format!("{name}.current"));
-        watchdog.watch(&current, &out, name);
+        watchdog.watch(&current, out, name);
         if !args.replay.is_empty() {
             for file in &args.replay {
                 let input = std::fs::read(file).unwrap_or_else(|error| {
                     eprintln!("weir-fuzz: cannot read {}: {error}", file.display());
                     std::process::exit(2);
                 });
-                let outcome = run_one(&mut *target, &input, &current, &out, name, &watchdog);
+                let outcome = run_one(&mut *target, &input, &current, out, name, watchdog);
                 println!("{name}: {}: {outcome:?}", file.display());
             }
             continue;
@@ -112,7 +130,7 @@ fn main() {
             eprintln!("weir-fuzz: no seeds in {}", corpus.join(name).display());
             std::process::exit(2);
         }
-        fuzz(&mut *target, name, seeds, seed, Duration::from_secs(args.seconds), &current, &out, &watchdog);
+        fuzz(&mut *target, name, seeds, seed, Duration::from_secs(args.seconds), &current, out, watchdog);
     }
 }
 
