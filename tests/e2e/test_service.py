@@ -399,7 +399,8 @@ def test_an_idempotency_key_returns_the_same_run_or_conflicts(serve, weir, small
     text = small_job("keyed", sink="out/{name}/{{{{tag}}}}/{{{{run_id}}}}")
     body = {"definition": text, "vars": {"tag": "a"}, "idempotency_key": "nightly-2026-11-30"}
     first = submit(svc.admin, body, 201)
-    assert first["vars"] == {"tag": "a"} and first["idempotency_key"] == "nightly-2026-11-30"
+    # Keys are per job: stored (and shown) under the job's name.
+    assert first["vars"] == {"tag": "a"} and first["idempotency_key"] == "job/keyed/nightly-2026-11-30"
     again = submit(svc.admin, body, 200)
     assert again["id"] == first["id"]
     assert wait_run(svc.admin, first["id"])["state"] == "succeeded"
@@ -423,8 +424,8 @@ def test_an_idempotency_key_returns_the_same_run_or_conflicts(serve, weir, small
     expect_error(svc.admin.post("/v1/runs", json={"job": "stored", "idempotency_key": "k2"}), 409)
 
     history = all_runs(svc.admin, limit=500)
-    assert [r["id"] for r in history if r["idempotency_key"] == "nightly-2026-11-30"] == [first["id"]]
-    assert [r["id"] for r in history if r["idempotency_key"] == "k2"] == [by_name["id"]]
+    assert [r["id"] for r in history if r["idempotency_key"] == "job/keyed/nightly-2026-11-30"] == [first["id"]]
+    assert [r["id"] for r in history if r["idempotency_key"] == "job/stored/k2"] == [by_name["id"]]
     assert len(history) == 2
 
 
@@ -491,6 +492,8 @@ def test_tokens_roles_scopes_hosts_origins_and_the_audit_trail(serve, weir, big_
     expect_error(only_a.post(f"/v1/runs/{run_b['id']}/cancel"), 403)
     expect_error(only_a.get(f"/v1/runs/{run_b['id']}/logs"), 403)
     assert get_run(only_a, run_a["id"])["job"] == "job-a"
+    # /metrics counts every job's runs: not for a scoped token.
+    assert "every job" in expect_error(only_a.get("/metrics"), 403)
 
     # revoked: 401 from then on
     assert admin.delete("/v1/tokens/reader").status_code == 204
