@@ -48,7 +48,7 @@ use object_store::{ObjectStoreExt, PutPayload};
 
 use crate::claim::Claim;
 use crate::listing::list_all;
-use crate::objects::{delete_local_leftovers, delete_objects, read_json};
+use crate::objects::{delete_local_leftovers, delete_objects, read_json, refuse_local_links};
 pub use crate::publication::{COMMIT_FILE, RUNS_DIR};
 use crate::publication::{CommitRecord, publish};
 use crate::{ConnectorError, Location};
@@ -184,6 +184,7 @@ impl Lease {
     /// Asks for `output` with `claim` (see the module documentation). Must run inside a
     /// tokio runtime, which then drives the heartbeat.
     pub async fn acquire(output: &Location, claim: Claim) -> Result<Lease, ConnectorError> {
+        refuse_local_links(output)?;
         let ttl = Duration::from_secs(claim.ttl_s.max(1));
         let claim_path = attempt_path(output, &claim.attempt, CLAIM_FILE);
         let body = serde_json::to_vec_pretty(&claim).map_err(|e| invalid(output, e))?;

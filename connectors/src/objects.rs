@@ -110,6 +110,36 @@ pub fn delete_local_leftovers(output: &Location, directory: &Path) -> Result<(),
     Ok(())
 }
 
+/// On the local filesystem, refuses an output that holds a symbolic link anywhere below its
+/// directory (a `_weir` or partition folder linked elsewhere would carry claims, staged
+/// files, `fitted.json` and part files outside the output). Checked before the first write
+/// (the lease's claim) and again before publishing. The output's own directory may be a
+/// link: [`Location`] resolves it. Does nothing on other stores, which have no links.
+pub fn refuse_local_links(output: &Location) -> Result<(), ConnectorError> {
+    let Some(root) = output.local_path() else { return Ok(()) };
+    let mut pending = vec![root];
+    while let Some(directory) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&directory) else { continue };
+        for entry in entries.flatten() {
+            let Ok(file_type) = entry.file_type() else { continue };
+            if file_type.is_symlink() {
+                return Err(ConnectorError::Invalid {
+                    uri: output.uri(),
+                    message: format!(
+                        "it holds a symbolic link, {}; Weir does not write through links inside an output \
+                         (remove it, or point the sink at where it leads)",
+                        entry.path().display()
+                    ),
+                });
+            }
+            if file_type.is_dir() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// On the local filesystem, deletes what a killed `put` of `path` left beside it
 /// (object_store writes `NAME#N` and renames it to `NAME`; listings hide such files). Only
 /// regular files named exactly `NAME#` followed by digits are touched, never through a

@@ -9,7 +9,7 @@ use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::Manifest;
-use crate::objects::{delete_local_put_leftovers, delete_objects, read_json};
+use crate::objects::{delete_local_put_leftovers, delete_objects, read_json, refuse_local_links};
 use crate::{ConnectorError, Location};
 
 /// Where runs keep their claims, heartbeats and staged files, relative to the output.
@@ -49,6 +49,7 @@ pub async fn publish(output: &Location, record: &CommitRecord) -> Result<(), Con
             });
         }
     }
+    refuse_local_links(output)?;
     delete_objects(output, &[output.join(SUCCESS_FILE)]).await?;
     // What a writer killed during an earlier publication left half-written.
     for file in [FITTED_FILE, MANIFEST_FILE, SUCCESS_FILE] {

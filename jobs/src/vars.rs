@@ -144,6 +144,9 @@ impl Variables {
             if chars > MAX_VALUE_CHARS {
                 return Err(ExpandError::TooLong { name: name.to_string(), chars });
             }
+            if replacement.split('/').any(|segment| segment == "..") {
+                return Err(ExpandError::Traversal(name.to_string()));
+            }
             out.push_str(&rest[..open]);
             out.push_str(replacement);
             rest = &rest[open + length + 2..];
@@ -237,6 +240,9 @@ pub enum ExpandError {
     },
     /// A variable outside quotes in an expression whose value is not a number or boolean.
     NotALiteral(String),
+    /// A value holding a `..` path segment (`ds=a/../../b`), which would lead a URI out of
+    /// the folder the job names.
+    Traversal(String),
 }
 
 impl ExpandError {
@@ -253,6 +259,13 @@ impl ExpandError {
                 line,
                 name,
                 reason: format!("its value is {chars} characters long; at most {MAX_VALUE_CHARS} are allowed"),
+            },
+            ExpandError::Traversal(name) => JobError::BadVariable {
+                path: path.to_string(),
+                line,
+                name,
+                reason: "its value holds a '..' path segment, which could lead a path out of the folder the job names"
+                    .to_string(),
             },
             ExpandError::NotALiteral(name) => JobError::BadVariable {
                 path: path.to_string(),
@@ -452,6 +465,17 @@ mod tests {
         let vars = Variables::new(&[("ds".into(), long.clone())]);
         let err = vars.parse_and_substitute("job.toml", "uri = \"{{ds}}\"").unwrap_err().to_string();
         assert!(err.contains("100000 characters") && !err.contains(&long[..200]) && err.len() < 400, "{err}");
+    }
+
+    #[test]
+    fn values_with_a_dot_dot_segment_are_refused() {
+        for evil in ["a/../../b", "..", "../x", "x/.."] {
+            let vars = Variables::new(&[("ds".into(), evil.into())]);
+            let err = vars.parse_and_substitute("job.toml", "uri = \"out/date={{ds}}/\"").unwrap_err().to_string();
+            assert!(err.contains("'..' path segment") && err.contains("{{ds}}"), "{evil}: {err}");
+        }
+        let vars = Variables::new(&[("ds".into(), "a..b/c...".into())]);
+        assert_eq!(uri(&vars, "uri = \"out/{{ds}}\""), "out/a..b/c...");
     }
 
     #[test]

@@ -17,6 +17,9 @@ message), that `/healthz` still answers afterwards, and that nothing was lost:
   nightly tick was skipped silently): the tick runs; and a backfill that includes a date
   whose interval has not ended on the service's (driven) clock: 422, the tick then runs
   by itself;
+- a `_weir` or partition folder inside the output that is a symlink to elsewhere (writes
+  went through it): exit 2 before the claim, nothing written there; a variable `ds=a/../../b`
+  in a sink's URI: exit 2;
 - `weir ls --json` and `weir head` writing into a closed pipe: exit 0, nothing on stderr.
 """
 
@@ -162,6 +165,31 @@ def test_a_run_id_ending_in_a_dot_is_refused_before_anything_is_deleted(weir, sm
     parts = [p.name for p in out.iterdir() if p.suffix == ".parquet"]
     assert parts and all(name.endswith("-v2.parquet") for name in parts), parts
     assert read_output(out).sort_by("id").equals(committed.sort_by("id"))
+
+
+@pytest.mark.parametrize("link", ["_weir", "k=1"])
+def test_no_write_goes_through_a_symlink_inside_the_output(weir, small, tmp_path, link):
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "fitted.json").write_text("theirs")
+    path = write_job(tmp_path / "job.toml", job("linked", sink=str(out)).replace("[sink]\n", "[sink]\nmode = \"overwrite\"\n"))
+    weir("run", path, "--var", "run_id=first", cwd=tmp_path, check=0)
+    committed = read_output(out)
+    (out / link).rename(tmp_path / "moved") if (out / link).exists() else None
+    os.symlink(outside, out / link)
+    proc = weir("run", path, "--var", "run_id=second", cwd=tmp_path, check=2)
+    assert "symbolic link" in proc.stderr and link in proc.stderr, proc.stderr
+    assert sorted(p.name for p in outside.iterdir()) == ["fitted.json"] and (outside / "fitted.json").read_text() == "theirs"
+    if link != "_weir":
+        assert read_output(out).equals(committed)
+
+
+def test_a_variable_cannot_lead_a_path_out_of_its_folder(weir, small, tmp_path):
+    base = tmp_path / "base"
+    path = write_job(tmp_path / "job.toml", job("escape", sink=f"{base}/date={{{{ds}}}}"))
+    proc = weir("run", path, "--var", "ds=a/../../b", cwd=tmp_path, check=2)
+    assert "'..' path segment" in proc.stderr and "{{ds}}" in proc.stderr, proc.stderr
+    assert not (tmp_path / "b").exists() and not base.exists()
 
 
 def test_var_keys_are_checked_as_the_run_reads_them(service, small):
