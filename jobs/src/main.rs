@@ -213,6 +213,11 @@ enum Command {
         /// take; a check runs in a child process, killed at this deadline.
         #[arg(long, default_value_t = 30)]
         check_timeout_s: u64,
+        /// An S3 endpoint that a definition from a non-admin token may name in `[storage]
+        /// endpoint` (repeatable; AWS_ENDPOINT_URL is always allowed). Any other is refused,
+        /// so no token can make the service send its credentials elsewhere.
+        #[arg(long = "allow-endpoint", value_name = "URL")]
+        allowed_endpoints: Vec<String>,
         /// Testing aid: the schedules read the time (RFC 3339) from this file.
         #[arg(long, hide = true)]
         clock_file: Option<String>,
@@ -456,6 +461,7 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
             tls_cert,
             tls_key,
             check_timeout_s,
+            allowed_endpoints,
             clock_file,
         } => {
             let tls = tls_cert
@@ -471,6 +477,7 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
                 clock_file: clock_file.map(Into::into),
                 tls,
                 check_timeout: Duration::from_secs(check_timeout_s.max(1)),
+                allowed_endpoints,
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(runtime) => runtime,

@@ -60,6 +60,17 @@ impl StepSpec {
         }
     }
 
+    /// The URIs the step reads from, as [`StepSpec::uris_mut`] lists them.
+    pub fn uris(&self) -> Vec<&str> {
+        match self {
+            StepSpec::Score(spec) => vec![spec.model.as_str()],
+            StepSpec::Explain(spec) => {
+                [Some(spec.model.as_str()), spec.fitted.as_deref()].into_iter().flatten().collect()
+            }
+            other => other.fitted().into_iter().collect(),
+        }
+    }
+
     /// The model a `score` or `explain` step runs, and the SHA-256 it pins, if any.
     pub fn model(&self) -> Option<(&str, Option<&str>)> {
         match self {

@@ -20,6 +20,10 @@ message), that `/healthz` still answers afterwards, and that nothing was lost:
 - a `_weir` or partition folder inside the output that is a symlink to elsewhere (writes
   went through it): exit 2 before the claim, nothing written there; a variable `ds=a/../../b`
   in a sink's URI: exit 2;
+- a token limited to URI prefixes that names another job's source, output, model or
+  fitted parameters (with `..` too), the service's state folder, or an S3 endpoint the
+  service does not allow (its credentials would go there): 403 naming the field, before
+  anything is read; no connection reaches the endpoint;
 - `weir ls --json` and `weir head` writing into a closed pipe: exit 0, nothing on stderr.
 """
 
@@ -197,6 +201,62 @@ def test_var_keys_are_checked_as_the_run_reads_them(service, small):
         message = expect_error(service.admin.post("/v1/runs", json={"definition": job("vars"), "vars": {key: "v1."}}), 422)
         assert "v1." not in message, message
     assert expect(service.admin.get("/v1/runs"), 200)["runs"] == []
+
+
+def test_a_token_reaches_only_its_prefixes_and_no_endpoint_the_service_does_not_allow(service, small, tmp_path):
+    root = tmp_path.resolve()
+    api = service.admin
+    # Another team's committed output, and their model.
+    victim = submit(api, {"definition": job("victim", sink="victim/out")})
+    assert wait_run(api, victim["id"])["state"] == "succeeded"
+    committed = read_output(root / "victim" / "out")
+    (root / "mine" / "in").mkdir(parents=True)
+    pq.write_table(small, root / "mine" / "in" / "part-0.parquet")
+    # A link inside the prefix that leads out of it counts where it leads.
+    (root / "mine" / "link").symlink_to(root / "small")
+    token = expect(api.post("/v1/tokens", json={"name": "mine", "role": "submit", "jobs": ["mine"], "prefixes": [str(root / "mine")]}), 201)
+    assert token["prefixes"] == [str(root / "mine")]
+    mine = service.api(token["token"])
+
+    def refused(definition, field):
+        message = expect_error(mine.post("/v1/runs", json={"definition": definition}), 403)
+        assert field in message and "outside the prefixes" in message, message
+
+    inside = 'name = "mine"\n[source]\nuri = "{src}"\n{steps}[sink]\nuri = "{out}"\nmode = "overwrite"\n'
+    refused(inside.format(src="small", steps="", out="mine/out"), "source.uri")
+    refused(inside.format(src="mine/link", steps="", out="mine/out"), "source.uri")
+    refused(inside.format(src="mine/in", steps="", out="victim/out"), "sink.uri")
+    refused(inside.format(src="mine/in", steps="", out="mine/../victim/out"), "sink.uri")
+    # Past what exists, '..' does not parse: refused as a bad URI.
+    message = expect_error(mine.post("/v1/runs", json={"definition": inside.format(src="mine/in", steps="", out="mine/new/../../victim/out")}), 422)
+    assert "sink" in message and ".." in message, message
+    score = '[[step]]\nop = "score"\nmodel = "victim/model.onnx"\ninputs = { x = ["x"] }\noutputs = { y = "y" }\n'
+    refused(inside.format(src="mine/in", steps=score, out="mine/out"), "step 1 (score)")
+    refused('fitted = "victim/out"\n' + inside.format(src="mine/in", steps="", out="mine/out"), "fitted")
+    # What the token grants runs.
+    run = submit(mine, {"definition": inside.format(src="mine/in", steps="", out="mine/out")})
+    assert wait_run(api, run["id"])["state"] == "succeeded"
+    assert read_output(root / "mine" / "out").num_rows == small.num_rows
+    assert read_output(root / "victim" / "out").equals(committed)
+
+    # The service's state folder, whoever asks.
+    message = expect_error(api.post("/v1/runs", json={"definition": job("state", sink="state/runs/x")}), 403)
+    assert "state folder" in message, message
+
+    # An endpoint the service does not allow: refused before any request leaves.
+    import socket
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.5)
+    port = listener.getsockname()[1]
+    s3 = f'name = "mine"\n[storage]\nendpoint = "http://127.0.0.1:{port}"\n[source]\nuri = "s3://bucket/in/"\n[sink]\nuri = "s3://bucket/out/"\n'
+    message = expect_error(mine.post("/v1/runs", json={"definition": s3}), 403)
+    assert "storage.endpoint" in message and "not an endpoint this service may contact" in message, message
+    with pytest.raises(socket.timeout):
+        listener.accept()
+    listener.close()
+    healthy(service)
 
 
 NIGHTLY = """name = "nightly"

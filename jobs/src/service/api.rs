@@ -118,7 +118,14 @@ struct NewToken {
     role: Role,
     #[serde(default)]
     jobs: Option<Vec<String>>,
+    /// URI prefixes its runs may read and write; absent: any.
+    #[serde(default)]
+    prefixes: Option<Vec<String>>,
 }
+
+/// The most prefixes a token may be given, and the longest one.
+const MAX_PREFIXES: usize = 64;
+const MAX_PREFIX_BYTES: usize = 1024;
 
 async fn create_token(
     State(state): State<AppState>,
@@ -130,16 +137,39 @@ async fn create_token(
     if body.name.is_empty() || body.name.len() > 64 {
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "a token's name is 1 to 64 characters"));
     }
+    if let Some(prefixes) = &body.prefixes {
+        let bad = prefixes.iter().find(|prefix| {
+            prefix.len() > MAX_PREFIX_BYTES
+                || weir_connectors::Location::parse(prefix, &weir_connectors::StorageOptions::default()).is_err()
+        });
+        if prefixes.len() > MAX_PREFIXES || bad.is_some() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "a token's prefixes are at most {MAX_PREFIXES} URIs (a path, file:// or s3://), each at most {MAX_PREFIX_BYTES} bytes"
+                ),
+            ));
+        }
+    }
     let token = new_token().map_err(ApiError::internal)?;
     let inserted = state
         .store
-        .insert_token(&body.name, &sha256_hex(token.as_bytes()), body.role, body.jobs.as_deref())
+        .insert_token(
+            &body.name,
+            &sha256_hex(token.as_bytes()),
+            body.role,
+            body.jobs.as_deref(),
+            body.prefixes.as_deref(),
+        )
         .map_err(ApiError::internal)?;
     if !inserted {
         return Err(ApiError::new(StatusCode::CONFLICT, format!("a token named '{}' exists", body.name)));
     }
-    audit_event(&state, &caller, "token.create", &body.name, json!({ "role": body.role, "jobs": body.jobs }))?;
-    Ok(created(json!({ "name": body.name, "role": body.role, "jobs": body.jobs, "token": token })))
+    let granted = json!({ "role": body.role, "jobs": body.jobs, "prefixes": body.prefixes });
+    audit_event(&state, &caller, "token.create", &body.name, granted)?;
+    Ok(created(
+        json!({ "name": body.name, "role": body.role, "jobs": body.jobs, "prefixes": body.prefixes, "token": token }),
+    ))
 }
 
 async fn list_tokens(State(state): State<AppState>, headers: HeaderMap) -> Reply {
@@ -201,7 +231,8 @@ async fn put_job(
     let caller = caller(&state, &headers, Role::Admin)?;
     let Json(body) = body.map_err(bad_body)?;
     check_vars(&body.vars)?;
-    let (name, _) = state.checker.check(&body.definition, &body.vars, &new_run_id()).await?;
+    let grants = state.checker.grants_of(&caller);
+    let (name, _) = state.checker.check(&body.definition, &body.vars, &new_run_id(), grants).await?;
     let sha256 = sha256_hex(body.definition.as_bytes());
     let (version, is_new) =
         state.store.put_job(&name, &sha256, &body.definition, &caller.name).map_err(ApiError::internal)?;
@@ -376,7 +407,8 @@ async fn submit_run(
         }
     };
     let id = new_run_id();
-    let (name, output_uri) = state.checker.check(&definition, &body.vars, &id).await?;
+    let grants = state.checker.grants_of(&caller);
+    let (name, output_uri) = state.checker.check(&definition, &body.vars, &id, grants).await?;
     require_job(&caller, &name)?;
     let waiting = state.store.active_runs_by(&caller.name).map_err(ApiError::internal)?;
     if waiting >= MAX_ACTIVE_PER_TOKEN {

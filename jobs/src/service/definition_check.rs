@@ -11,6 +11,11 @@
 //! `slots` checks run at once; a request that finds none free within the timeout is
 //! answered 503. The child inherits the service's working directory and environment, so it
 //! resolves paths and reads stores exactly as the run's own process will.
+//!
+//! Before it reads anything, the checker holds every place the parsed definition names
+//! (source, sink, models, `fitted`, `[storage] endpoint`) against the caller's [`Grants`]:
+//! a token's URI prefixes, the endpoints the service allows, and never the service's own
+//! state folder. What falls outside is refused with a 403 naming the field.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -42,6 +47,20 @@ pub struct CheckRequest {
     pub definition: String,
     /// Every variable of the run, `run_id` included.
     pub vars: Vec<(String, String)>,
+    pub grants: Grants,
+}
+
+/// What the caller's token lets a definition touch, checked on the parsed definition
+/// before anything is read.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// URI prefixes that every source, sink, model and `fitted` must lie under; `None`: any.
+    pub prefixes: Option<Vec<String>>,
+    /// The `[storage] endpoint`s a definition may name; `None`: any.
+    pub endpoints: Option<Vec<String>>,
+    /// Folders no definition may touch, whoever sends it (the service's state folder).
+    pub refused: Vec<String>,
 }
 
 /// What the checker answers.
@@ -52,6 +71,65 @@ pub enum CheckReply {
     Valid { name: String, output_uri: String },
     /// Why the definition is refused.
     Invalid { message: String },
+    /// What the definition names that the caller's token does not grant.
+    Forbidden { message: String },
+}
+
+/// `uri` as [`weir_connectors::Location`] spells it (relative paths made absolute against
+/// the working directory, symlinks resolved), without a trailing `/`.
+fn normalized(uri: &str, storage: &weir_connectors::StorageOptions) -> Option<String> {
+    let location = weir_connectors::Location::parse(uri, storage).ok()?;
+    // A `..` left past the longest existing ancestor (whose links Location resolved) is
+    // refused by the parse itself, so what is compared here has none.
+    Some(location.uri().trim_end_matches('/').to_string())
+}
+
+/// Whether `uri` is `prefix` or lies below it (whole path segments).
+fn lies_under(uri: &str, prefix: &str) -> bool {
+    uri == prefix || uri.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Checks every place the job reads or writes against `grants`; the error names the field.
+fn check_grants(spec: &crate::spec::JobSpec, grants: &Grants) -> Result<(), String> {
+    if let (Some(endpoint), Some(allowed)) = (&spec.storage.endpoint, &grants.endpoints)
+        && !allowed.iter().any(|a| a.trim_end_matches('/') == endpoint.trim_end_matches('/'))
+    {
+        return Err(format!(
+            "storage.endpoint '{endpoint}' is not an endpoint this service may contact for this token \
+             (allowed: {})",
+            if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") }
+        ));
+    }
+    let mut places: Vec<(String, &str)> =
+        vec![("source.uri".into(), &spec.source.uri), ("sink.uri".into(), &spec.sink.uri)];
+    if let Some(fitted) = &spec.fitted {
+        places.push(("fitted".into(), fitted));
+    }
+    for (index, step) in spec.steps.iter().enumerate() {
+        for uri in step.uris() {
+            places.push((format!("step {} ({})", index + 1, step.op_name()), uri));
+        }
+    }
+    let defaults = weir_connectors::StorageOptions::default();
+    let refused: Vec<String> = grants.refused.iter().filter_map(|folder| normalized(folder, &defaults)).collect();
+    let granted: Option<Vec<String>> =
+        grants.prefixes.as_ref().map(|prefixes| prefixes.iter().filter_map(|p| normalized(p, &defaults)).collect());
+    for (field, uri) in places {
+        // A place that does not parse is refused by planning (422), before any read.
+        let Some(at) = normalized(uri, &spec.storage) else { continue };
+        if refused.iter().any(|folder| lies_under(&at, folder)) {
+            return Err(format!("{field} '{uri}' lies in the job service's own state folder, which no job may touch"));
+        }
+        if let Some(granted) = &granted
+            && !granted.iter().any(|prefix| lies_under(&at, prefix))
+        {
+            return Err(format!(
+                "{field} '{uri}' is outside the prefixes this token may use ({})",
+                if granted.is_empty() { "none".to_string() } else { granted.join(", ") }
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A definition, checked as `weir validate` checks a file (spec, variables, source, steps),
@@ -59,17 +137,22 @@ pub enum CheckReply {
 /// `wait_for_input_s`). Runs in the checker's process.
 fn check(request: CheckRequest, runtime: &tokio::runtime::Runtime) -> CheckReply {
     let variables = Variables::new(&request.vars);
-    let checked = load_job_text("definition", &request.definition, &variables).and_then(|job| {
-        match runtime.block_on(plan_job(&job, &RunOptions::default())) {
-            Ok(plan) => Ok((job.spec.name.clone(), plan.sink.uri())),
-            Err(error) if error.to_failure().kind == FailureKind::InputNotReady => {
-                let sink = weir_connectors::Location::parse(&job.spec.sink.uri, &job.spec.storage)
-                    .map(|location| location.uri())
-                    .unwrap_or_else(|_| job.spec.sink.uri.clone());
-                Ok((job.spec.name.clone(), sink))
-            }
-            Err(error) => Err(error),
+    let job = match load_job_text("definition", &request.definition, &variables) {
+        Ok(job) => job,
+        Err(error) => return CheckReply::Invalid { message: error.to_failure().message },
+    };
+    if let Err(message) = check_grants(&job.spec, &request.grants) {
+        return CheckReply::Forbidden { message };
+    }
+    let checked = Ok(job).and_then(|job| match runtime.block_on(plan_job(&job, &RunOptions::default())) {
+        Ok(plan) => Ok((job.spec.name.clone(), plan.sink.uri())),
+        Err(error) if error.to_failure().kind == FailureKind::InputNotReady => {
+            let sink = weir_connectors::Location::parse(&job.spec.sink.uri, &job.spec.storage)
+                .map(|location| location.uri())
+                .unwrap_or_else(|_| job.spec.sink.uri.clone());
+            Ok((job.spec.name.clone(), sink))
         }
+        Err(error) => Err(error),
     });
     match checked {
         Ok((name, output_uri)) => CheckReply::Valid { name, output_uri },
@@ -105,11 +188,26 @@ pub struct DefinitionChecker {
     binary: PathBuf,
     timeout: Duration,
     slots: tokio::sync::Semaphore,
+    /// The service's state folder: refused to every definition.
+    state_dir: PathBuf,
+    /// The `[storage] endpoint`s a definition from a token other than an admin's may name.
+    endpoints: Vec<String>,
 }
 
 impl DefinitionChecker {
-    pub fn new(binary: PathBuf, timeout: Duration) -> DefinitionChecker {
-        DefinitionChecker { binary, timeout, slots: tokio::sync::Semaphore::new(SLOTS) }
+    pub fn new(binary: PathBuf, timeout: Duration, state_dir: PathBuf, endpoints: Vec<String>) -> DefinitionChecker {
+        let state_dir = std::path::absolute(&state_dir).unwrap_or(state_dir);
+        DefinitionChecker { binary, timeout, slots: tokio::sync::Semaphore::new(SLOTS), state_dir, endpoints }
+    }
+
+    /// What `caller` grants: its prefixes; the endpoints the service allows unless it is an
+    /// admin's; never the state folder.
+    pub fn grants_of(&self, caller: &super::store::TokenInfo) -> Grants {
+        Grants {
+            prefixes: caller.prefixes.clone(),
+            endpoints: (caller.role != super::store::Role::Admin).then(|| self.endpoints.clone()),
+            refused: vec![self.state_dir.to_string_lossy().into_owned()],
+        }
     }
 
     /// Checks `definition` with `vars` and the run id `run_id`; returns the job's name and
@@ -120,6 +218,7 @@ impl DefinitionChecker {
         definition: &str,
         vars: &BTreeMap<String, String>,
         run_id: &str,
+        grants: Grants,
     ) -> Result<(String, String), ApiError> {
         let seconds = self.timeout.as_secs_f64();
         let deadline = tokio::time::Instant::now() + self.timeout;
@@ -134,7 +233,7 @@ impl DefinitionChecker {
         };
         let mut pairs: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         pairs.push(("run_id".into(), run_id.into()));
-        let request = serde_json::to_vec(&CheckRequest { definition: definition.to_string(), vars: pairs })
+        let request = serde_json::to_vec(&CheckRequest { definition: definition.to_string(), vars: pairs, grants })
             .map_err(ApiError::internal)?;
         let mut child = tokio::process::Command::new(&self.binary)
             .arg("check-definition")
@@ -171,6 +270,7 @@ impl DefinitionChecker {
         match serde_json::from_slice::<CheckReply>(&reply) {
             Ok(CheckReply::Valid { name, output_uri }) => Ok((name, output_uri)),
             Ok(CheckReply::Invalid { message }) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)),
+            Ok(CheckReply::Forbidden { message }) => Err(ApiError::new(StatusCode::FORBIDDEN, message)),
             Err(_) => {
                 use std::os::unix::process::ExitStatusExt;
                 let how = match status {
@@ -190,5 +290,30 @@ impl DefinitionChecker {
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_match_whole_segments() {
+        assert!(lies_under("file:///data/mine", "file:///data/mine"));
+        assert!(lies_under("file:///data/mine/out", "file:///data/mine"));
+        assert!(!lies_under("file:///data/mine2/out", "file:///data/mine"));
+        assert!(!lies_under("s3://bucket/minefield", "s3://bucket/mine"));
+    }
+
+    #[test]
+    fn every_place_is_checked_and_named() {
+        let text = "name = \"t\"\nfitted = \"/data/theirs/fit\"\n[source]\nuri = \"/data/mine/in\"\n[[step]]\nop = \"impute\"\ncolumns = [\"x\"]\n[sink]\nuri = \"/data/mine/out\"\n";
+        let job = load_job_text("t.toml", text, &Variables::new(&[])).unwrap();
+        let grants = Grants { prefixes: Some(vec!["/data/mine".into()]), endpoints: None, refused: vec![] };
+        let err = check_grants(&job.spec, &grants).unwrap_err();
+        assert!(err.starts_with("fitted '/data/theirs/fit'"), "{err}");
+        let state = Grants { prefixes: None, endpoints: Some(vec![]), refused: vec!["/data/mine/out".into()] };
+        let err = check_grants(&job.spec, &state).unwrap_err();
+        assert!(err.contains("sink.uri") && err.contains("state folder"), "{err}");
     }
 }

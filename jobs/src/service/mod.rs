@@ -52,6 +52,9 @@ pub struct ServeConfig {
     pub tls: Option<TlsFiles>,
     /// How long checking one submitted definition may take ([`definition_check`]).
     pub check_timeout: Duration,
+    /// The `[storage] endpoint`s a definition from a non-admin token may name (the
+    /// service's own `AWS_ENDPOINT_URL` is added).
+    pub allowed_endpoints: Vec<String>,
 }
 
 /// Runs the service until SIGINT or SIGTERM. Runs in flight keep running; the next start
@@ -75,7 +78,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
         eprintln!("weir serve: created an admin token in {} (readable by you only)", token_file.display());
     }
     let binary = std::env::current_exe().map_err(|error| format!("cannot find the weir binary: {error}"))?;
-    let checker = Arc::new(DefinitionChecker::new(binary.clone(), config.check_timeout));
+    let mut endpoints = config.allowed_endpoints.clone();
+    endpoints.extend(std::env::var("AWS_ENDPOINT_URL").ok().filter(|url| !url.is_empty()));
+    let checker = Arc::new(DefinitionChecker::new(binary.clone(), config.check_timeout, state_dir.clone(), endpoints));
     let executor = Arc::new(LocalExecutor { binary });
     let clock: Arc<dyn schedules::Clock> = match &config.clock_file {
         Some(path) => Arc::new(schedules::FileClock(path.clone())),

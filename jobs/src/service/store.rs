@@ -53,6 +53,9 @@ pub struct TokenInfo {
     /// The job names the token is limited to; `None`: all.
     pub jobs: Option<Vec<String>>,
     pub created_at: String,
+    /// The URI prefixes its runs may read and write (source, sink, models, fitted);
+    /// `None`: any the service can reach.
+    pub prefixes: Option<Vec<String>>,
 }
 
 impl TokenInfo {
@@ -223,15 +226,18 @@ pub struct Counts {
 
 /// The version of [`SCHEMA`], kept in SQLite's `user_version`. A later schema change adds
 /// a migration from each earlier version here.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
-/// From each earlier schema version to the next.
-const MIGRATIONS: [(i64, &str); 1] = [(
-    1,
-    "ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
-     ALTER TABLE runs ADD COLUMN retry_of TEXT;
-     ALTER TABLE runs ADD COLUMN not_before TEXT;",
-)];
+/// From each earlier schema version to the next, applied in order from the database's.
+const MIGRATIONS: [(i64, &str); 2] = [
+    (
+        1,
+        "ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
+         ALTER TABLE runs ADD COLUMN retry_of TEXT;
+         ALTER TABLE runs ADD COLUMN not_before TEXT;",
+    ),
+    (2, "ALTER TABLE tokens ADD COLUMN prefixes TEXT;"),
+];
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tokens (
@@ -239,6 +245,7 @@ CREATE TABLE IF NOT EXISTS tokens (
     sha256 TEXT NOT NULL UNIQUE,
     role TEXT NOT NULL,
     jobs TEXT,
+    prefixes TEXT,
     created_at TEXT NOT NULL,
     revoked_at TEXT
 );
@@ -378,8 +385,9 @@ impl Store {
                 path.display()
             ))));
         }
+        // A new database (version 0) gets the whole schema below.
         for (from, migration) in MIGRATIONS {
-            if version == from {
+            if version != 0 && version <= from {
                 connection.execute_batch(migration)?;
             }
         }
@@ -406,12 +414,14 @@ impl Store {
         sha256: &str,
         role: Role,
         jobs: Option<&[String]>,
+        prefixes: Option<&[String]>,
     ) -> Result<bool, StoreError> {
         let jobs = jobs.map(|jobs| serde_json::to_string(jobs).unwrap_or_default());
+        let prefixes = prefixes.map(|prefixes| serde_json::to_string(prefixes).unwrap_or_default());
         self.with(|c| {
             let inserted = c.execute(
-                "INSERT OR IGNORE INTO tokens (name, sha256, role, jobs, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![name, sha256, role.as_str(), jobs, now()],
+                "INSERT OR IGNORE INTO tokens (name, sha256, role, jobs, prefixes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![name, sha256, role.as_str(), jobs, prefixes, now()],
             )?;
             Ok(inserted == 1)
         })
@@ -421,7 +431,7 @@ impl Store {
     pub fn token_by_hash(&self, sha256: &str) -> Result<Option<TokenInfo>, StoreError> {
         self.with(|c| {
             c.query_row(
-                "SELECT name, role, jobs, created_at FROM tokens WHERE sha256 = ?1 AND revoked_at IS NULL",
+                "SELECT name, role, jobs, created_at, prefixes FROM tokens WHERE sha256 = ?1 AND revoked_at IS NULL",
                 params![sha256],
                 token_from,
             )
@@ -431,8 +441,9 @@ impl Store {
 
     pub fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
         self.with(|c| {
-            let mut statement =
-                c.prepare("SELECT name, role, jobs, created_at FROM tokens WHERE revoked_at IS NULL ORDER BY name")?;
+            let mut statement = c.prepare(
+                "SELECT name, role, jobs, created_at, prefixes FROM tokens WHERE revoked_at IS NULL ORDER BY name",
+            )?;
             statement.query_map([], token_from)?.collect()
         })
     }
@@ -877,6 +888,7 @@ fn token_from(row: &Row<'_>) -> rusqlite::Result<TokenInfo> {
         role: Role::parse(&role),
         jobs: jobs.and_then(|jobs| serde_json::from_str(&jobs).ok()),
         created_at: row.get(3)?,
+        prefixes: row.get::<_, Option<String>>(4)?.and_then(|prefixes| serde_json::from_str(&prefixes).ok()),
     })
 }
 
@@ -924,7 +936,8 @@ mod tests {
         {
             let old = Connection::open(&path).unwrap();
             let v1 = SCHEMA
-                .replace(",\n    attempt INTEGER NOT NULL DEFAULT 1,\n    retry_of TEXT,\n    not_before TEXT\n", "\n");
+                .replace(",\n    attempt INTEGER NOT NULL DEFAULT 1,\n    retry_of TEXT,\n    not_before TEXT\n", "\n")
+                .replace("    prefixes TEXT,\n", "");
             assert_ne!(v1, SCHEMA);
             old.execute_batch(&v1).unwrap();
             old.execute(
@@ -937,6 +950,8 @@ mod tests {
         let store = Store::open(&path).unwrap();
         let old = store.run("old").unwrap().unwrap();
         assert_eq!((old.attempt, old.retry_of), (1, None));
+        assert!(store.insert_token("t", "h", Role::Submit, None, Some(&["s3://b/x/".to_string()])).unwrap());
+        assert_eq!(store.token_by_hash("h").unwrap().unwrap().prefixes, Some(vec!["s3://b/x/".to_string()]));
         assert!(matches!(store.insert_run(&new_run("new", None, "x")).unwrap(), Inserted::New(_)));
         drop(store);
         let newer = Connection::open(&path).unwrap();
