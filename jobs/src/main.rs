@@ -237,8 +237,9 @@ enum Command {
         /// Submitting again with the same key returns the same run instead of a new one.
         #[arg(long)]
         idempotency_key: Option<String>,
-        /// Wait for the run to end; exit 0 if it succeeded, 2 if it failed on bad input, 4 if
-        /// its input was not ready, 130 if cancelled, 1 otherwise.
+        /// Wait for the run to end, following the attempts the service retries it with; exit
+        /// with the last attempt's outcome: 0 if it succeeded, 2 if it failed on bad input, 4
+        /// if its input was not ready, 130 if cancelled, 1 otherwise.
         #[arg(long)]
         wait: bool,
         /// Print the run as JSON.
@@ -510,7 +511,15 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
             if !json {
                 eprintln!("weir: submitted run {id}; waiting for it to end");
             }
-            run = client.wait(&id)?;
+            run = client.wait(&id, |failed, next| {
+                if !json {
+                    eprintln!(
+                        "weir: attempt {} failed ({}); the service retries it as run {next}",
+                        failed["attempt"],
+                        failed["error"].as_str().unwrap_or("no error recorded")
+                    );
+                }
+            })?;
             if json {
                 print_json(&run)
             } else {

@@ -9,6 +9,7 @@ jobs/src/service/schedules.rs."""
 import os
 import shutil
 import signal
+import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -16,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import data_files
+from conftest import WEIR_BIN, data_files
 from helpers import Service, expect, wait_run
 
 JOB = """name = "every-two-seconds"
@@ -347,5 +348,25 @@ def test_a_run_waits_for_its_input_to_land(tmp_path, weir):
         job.write_text(WAITING.format().replace("wait_for_input_s = 60", "wait_for_input_s = 3").replace('"waiting"', '"short"'))
         proc = service.cli(weir, "submit", str(job), "--var", "ds=2030-01-01", "--wait", check=4)
         assert "input not ready" in proc.stdout, proc.stdout
+        # `weir submit --wait` follows the retries: a first attempt that finds no data is
+        # not the end when the data lands before the wait is over.
+        waiting = root / "waiting.toml"
+        waiting.write_text(WAITING.format())
+        args = [str(WEIR_BIN), "submit", str(waiting), "--var", "ds=2026-02-02", "--wait", "--server", service.url, "--token", service.token]
+        follower = subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while True:
+            runs = expect(api.get("/v1/runs", params={"job": "waiting"}), 200)["runs"]
+            first = [r for r in runs if r["vars"].get("ds") == "2026-02-02" and r["attempt"] == 1]
+            if first and first[0]["state"] == "failed":
+                break
+            assert time.time() < deadline, runs
+            time.sleep(0.2)
+        landed = write_partition(root, "2026-02-02", 1)
+        out, err = follower.communicate(timeout=120)
+        assert follower.returncode == 0, (out, err)
+        assert "attempt 1 failed" in err and "retries it as run" in err, err
+        assert "succeeded" in out, out
+        got = pq.read_table(data_files(root / "out" / "date=2026-02-02"), partitioning=None)
+        assert got.sort_by("id").equals(landed.sort_by("id"))
     finally:
         service.close()

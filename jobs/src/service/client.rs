@@ -134,15 +134,32 @@ impl Client {
         }
     }
 
-    /// Polls a run until it ends; returns it.
-    pub fn wait(&self, run: &str) -> Result<Value, ClientError> {
+    /// Polls a run until it ends, following its retries (the service queues a failed run's
+    /// next attempt in the same transaction that records the failure, so a failed attempt
+    /// with no next one is final); returns the last attempt. `progress` hears of each
+    /// failed attempt that is retried.
+    pub fn wait(&self, run: &str, progress: impl Fn(&Value, &str)) -> Result<Value, ClientError> {
+        let mut run = run.to_string();
         loop {
             let current = self.get(&format!("/v1/runs/{run}"))?;
             let state = current.get("state").and_then(Value::as_str).unwrap_or_default();
-            if !matches!(state, "queued" | "running") {
-                return Ok(current);
+            if matches!(state, "queued" | "running") {
+                std::thread::sleep(Duration::from_millis(300));
+                continue;
             }
-            std::thread::sleep(Duration::from_millis(300));
+            let first = current.get("retry_of").and_then(Value::as_str).unwrap_or(&run).to_string();
+            let attempt = current.get("attempt").and_then(Value::as_i64).unwrap_or(1);
+            let retries = self.get(&format!("/v1/runs?retry_of={first}&limit=500"))?;
+            let next = retries.get("runs").and_then(Value::as_array).and_then(|runs| {
+                runs.iter().find(|r| r.get("attempt").and_then(Value::as_i64) == Some(attempt + 1)).cloned()
+            });
+            match next.as_ref().and_then(|next| next.get("id")).and_then(Value::as_str) {
+                Some(id) if state == "failed" => {
+                    progress(&current, id);
+                    run = id.to_string();
+                }
+                _ => return Ok(current),
+            }
         }
     }
 }

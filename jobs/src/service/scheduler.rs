@@ -272,19 +272,26 @@ impl Scheduler {
         };
         let retry = state == RunState::Failed
             && matches!(ending.exit_class.as_deref(), Some("external") | Some("input_not_ready"));
-        match self.store.finish(id, state, &ending) {
-            Ok(true) if retry => self.retry(id),
-            Ok(_) => {}
+        let next = if retry { self.next_attempt(id, &ending) } else { None };
+        match self.store.finish_with_next(id, state, &ending, next.as_ref()) {
+            Ok(true) => {
+                if let Some(next) = next {
+                    tracing::info!("run {id} failed for an external reason; attempt {} queued", next.attempt);
+                }
+            }
+            Ok(false) => {}
             Err(error) => tracing::error!("cannot record the end of run {id}: {error}"),
         }
     }
 
-    /// Queues the next attempt of a run that failed for an External reason, if its job's
-    /// `retries` allow one, or because its input was not ready, while its job's
+    /// The next attempt of run `id`, which is ending as `ending` (failed for an External
+    /// reason or because its input was not ready): queued with the failure in one
+    /// transaction if its job's `retries` allow one, or, for input not ready, while its job's
     /// `wait_for_input_s` (from the first attempt) lasts; to start `retry_delay_s` from now.
     /// Every attempt is its own run.
-    fn retry(&self, id: &str) {
-        let Ok(Some(failed)) = self.store.run(id) else { return };
+    fn next_attempt(&self, id: &str, ending: &Ending) -> Option<NewRun> {
+        let Ok(Some(mut failed)) = self.store.run(id) else { return None };
+        failed.exit_class = ending.exit_class.clone();
         let policy = retry_policy(&failed.definition);
         let first = failed.retry_of.clone().unwrap_or_else(|| failed.id.clone());
         let again = if failed.exit_class.as_deref() == Some("input_not_ready") {
@@ -298,7 +305,7 @@ impl Scheduler {
             failed.attempt <= i64::from(policy.retries)
         };
         if !again {
-            return;
+            return None;
         }
         let delay = policy.delay_s;
         let not_before = chrono::Utc::now() + chrono::Duration::seconds(delay as i64);
@@ -317,10 +324,7 @@ impl Scheduler {
             retry_of: Some(first),
             not_before: Some(not_before.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         };
-        match self.store.insert_run(&next) {
-            Ok(_) => tracing::info!("run {id} failed for an external reason; attempt {} queued", next.attempt),
-            Err(error) => tracing::error!("cannot queue a retry of run {id}: {error}"),
-        }
+        Some(next)
     }
 
     /// Cancels a running run: SIGTERM to its process group now, SIGKILL after the grace.

@@ -201,6 +201,8 @@ pub struct RunFilter {
     pub since: Option<String>,
     /// Runs submitted before this time (RFC 3339).
     pub until: Option<String>,
+    /// The later attempts of this run (its retries).
+    pub retry_of: Option<String>,
 }
 
 /// A backfill: ticks of a job to submit, a few at a time.
@@ -569,48 +571,11 @@ impl Store {
 
     /// Stores a queued run, or finds the run its idempotency key was used for.
     pub fn insert_run(&self, run: &NewRun) -> Result<Inserted, StoreError> {
-        let vars = serde_json::Value::Object(run.vars.clone()).to_string();
         self.with(|c| {
             let tx = c.transaction()?;
-            if let Some(key) = &run.idempotency_key {
-                let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = ?1");
-                if let Some(existing) = tx.query_row(&sql, params![key], run_from).optional()? {
-                    let same = existing.definition == run.definition
-                        && existing.vars == run.vars
-                        && existing.job_version == run.job_version
-                        && existing.job == run.job;
-                    return Ok(if same {
-                        Inserted::Existing(Box::new(existing))
-                    } else {
-                        Inserted::Conflict(existing.id)
-                    });
-                }
-            }
-            tx.execute(
-                "INSERT INTO runs (id, job, job_version, job_sha256, definition, vars, idempotency_key, state, submitted_by, submitted_at, workers, output_uri,
-                                   attempt, retry_of, not_before)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                params![
-                    run.id,
-                    run.job,
-                    run.job_version,
-                    run.job_sha256,
-                    run.definition,
-                    vars,
-                    run.idempotency_key,
-                    run.submitted_by,
-                    now(),
-                    run.workers,
-                    run.output_uri,
-                    run.attempt,
-                    run.retry_of,
-                    run.not_before
-                ],
-            )?;
-            let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1");
-            let stored = tx.query_row(&sql, params![run.id], run_from)?;
+            let inserted = insert_run_in(&tx, run)?;
             tx.commit()?;
-            Ok(Inserted::New(Box::new(stored)))
+            Ok(inserted)
         })
     }
 
@@ -626,6 +591,7 @@ impl Store {
             "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR job = ?1) AND (?2 IS NULL OR state = ?2)
              AND (?3 IS NULL OR seq < (SELECT seq FROM runs WHERE id = ?3)) AND (?4 IS NULL OR job IN (SELECT value FROM json_each(?4)))
              AND (?6 IS NULL OR submitted_at >= ?6) AND (?7 IS NULL OR submitted_at < ?7)
+             AND (?8 IS NULL OR retry_of = ?8)
              ORDER BY seq DESC LIMIT ?5"
         );
         let allowed = allowed_jobs.map(|jobs| serde_json::to_string(jobs).unwrap_or_default());
@@ -642,7 +608,10 @@ impl Store {
         self.with(|c| {
             let mut statement = c.prepare(&sql)?;
             statement
-                .query_map(params![filter.job, filter.state, filter.before, allowed, limit, since, until], run_from)?
+                .query_map(
+                    params![filter.job, filter.state, filter.before, allowed, limit, since, until, filter.retry_of],
+                    run_from,
+                )?
                 .collect()
         })
     }
@@ -685,7 +654,20 @@ impl Store {
 
     /// Ends a run that is not terminal yet; `false` if it was.
     pub fn finish(&self, id: &str, state: RunState, ending: &Ending) -> Result<bool, StoreError> {
+        self.finish_with_next(id, state, ending, None)
+    }
+
+    /// Records how run `id` ended and, in the same transaction, queues `next` (its retry):
+    /// whoever sees the run failed also sees the attempt that follows it, if any.
+    pub fn finish_with_next(
+        &self,
+        id: &str,
+        state: RunState,
+        ending: &Ending,
+        next: Option<&NewRun>,
+    ) -> Result<bool, StoreError> {
         self.with(|c| {
+            let c = c.transaction()?;
             let at = now();
             let started: Option<String> = c
                 .query_row("SELECT started_at FROM runs WHERE id = ?1", params![id], |row| row.get(0))
@@ -708,6 +690,12 @@ impl Store {
                     ending.summary.as_ref().map(|summary| summary.to_string())
                 ],
             )?;
+            if changed == 1
+                && let Some(next) = next
+            {
+                insert_run_in(&c, next)?;
+            }
+            c.commit()?;
             Ok(changed == 1)
         })
     }
@@ -878,6 +866,45 @@ fn job_version_from(row: &Row<'_>) -> rusqlite::Result<JobVersion> {
         created_at: row.get(3)?,
         created_by: row.get(4)?,
     })
+}
+
+/// [`Store::insert_run`] inside the transaction `tx`.
+fn insert_run_in(tx: &rusqlite::Transaction<'_>, run: &NewRun) -> rusqlite::Result<Inserted> {
+    let vars = serde_json::Value::Object(run.vars.clone()).to_string();
+    if let Some(key) = &run.idempotency_key {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = ?1");
+        if let Some(existing) = tx.query_row(&sql, params![key], run_from).optional()? {
+            let same = existing.definition == run.definition
+                && existing.vars == run.vars
+                && existing.job_version == run.job_version
+                && existing.job == run.job;
+            return Ok(if same { Inserted::Existing(Box::new(existing)) } else { Inserted::Conflict(existing.id) });
+        }
+    }
+    tx.execute(
+        "INSERT INTO runs (id, job, job_version, job_sha256, definition, vars, idempotency_key, state, submitted_by, submitted_at, workers, output_uri,
+                           attempt, retry_of, not_before)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        params![
+            run.id,
+            run.job,
+            run.job_version,
+            run.job_sha256,
+            run.definition,
+            vars,
+            run.idempotency_key,
+            run.submitted_by,
+            now(),
+            run.workers,
+            run.output_uri,
+            run.attempt,
+            run.retry_of,
+            run.not_before
+        ],
+    )?;
+    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1");
+    let stored = tx.query_row(&sql, params![run.id], run_from)?;
+    Ok(Inserted::New(Box::new(stored)))
 }
 
 fn token_from(row: &Row<'_>) -> rusqlite::Result<TokenInfo> {
