@@ -27,6 +27,7 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import re
 import signal
 import time
 from datetime import datetime
@@ -37,8 +38,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
-from conftest import data_files, read_output, write_job
+from conftest import REPO, data_files, read_output, write_job
 from helpers import (
     CLEAN_JOB,
     SERVICE_TERMINAL as TERMINAL,
@@ -898,3 +900,21 @@ def test_metrics_count_the_runs_by_state_and_the_queue(serve, weir, big_source, 
     assert metric(text, 'weir_runs{state="cancelled"}') == 2
     assert metric(text, "weir_queue_length") == 0
     assert metric(text, "weir_rows_written_total") == 3 * at_least(small, 0.5)
+    # Per job: runs that ended by state, and when the latest success finished.
+    for run in [first, *waiting[1:]]:
+        name = get_run(svc.admin, run["id"])["job"]
+        assert metric(text, f'weir_job_runs_total{{job="{name}",state="succeeded"}}') == 1
+        finished = parse_time(get_run(svc.admin, run["id"])["finished_at"])
+        assert metric(text, f'weir_job_last_success_timestamp_seconds{{job="{name}"}}') == pytest.approx(finished.timestamp(), abs=0.001)
+    assert metric(text, 'weir_job_runs_total{job="waiting-0",state="cancelled"}') == 1
+    assert f'weir_job_last_success_timestamp_seconds{{job="waiting-0"}}' not in text
+    assert metric(text, 'weir_job_runs_total{job="slow",state="cancelled"}') == 1
+
+    # The shipped alert rules use only metrics the service serves, with the labels it gives.
+    rules = yaml.safe_load((REPO / "deploy" / "prometheus" / "weir-alerts.yaml").read_text())
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    assert len(exprs) == 3
+    for expr in exprs:
+        for name in re.findall(r"weir_[a-z_]+", expr):
+            assert f"# TYPE {name} " in text, (name, expr)
+    assert "weir_schedule_missed_total" in " ".join(exprs)

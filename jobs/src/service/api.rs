@@ -638,6 +638,33 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Reply {
         "# HELP weir_run_duration_seconds Durations of finished runs.\n# TYPE weir_run_duration_seconds summary\nweir_run_duration_seconds_sum {}\nweir_run_duration_seconds_count {}\n",
         counts.duration_sum_s, counts.finished
     ));
+    let jobs = state.store.job_counts().map_err(ApiError::internal)?;
+    // Job names are [a-z0-9_-]+: nothing in a label value needs escaping.
+    text.push_str(
+        "# HELP weir_job_runs_total Runs of each job that ended, by state.\n# TYPE weir_job_runs_total counter\n",
+    );
+    for job in &jobs {
+        for state_name in ["succeeded", "failed", "cancelled", "lost"] {
+            let count = job.by_state.iter().find(|(s, _)| s == state_name).map(|(_, n)| *n).unwrap_or(0);
+            text.push_str(&format!("weir_job_runs_total{{job=\"{}\",state=\"{state_name}\"}} {count}\n", job.job));
+        }
+    }
+    text.push_str(
+        "# HELP weir_job_last_success_timestamp_seconds When each job's latest succeeded run finished (Unix time).\n# TYPE weir_job_last_success_timestamp_seconds gauge\n",
+    );
+    for job in &jobs {
+        let Some(at) = job.last_success.as_deref().and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok()) else {
+            continue;
+        };
+        let seconds = at.timestamp_millis() as f64 / 1000.0;
+        text.push_str(&format!("weir_job_last_success_timestamp_seconds{{job=\"{}\"}} {seconds}\n", job.job));
+    }
+    text.push_str(
+        "# HELP weir_schedule_missed_total Ticks each job's schedule missed (catch-up policy, or too late), not those a pause skipped.\n# TYPE weir_schedule_missed_total counter\n",
+    );
+    for job in jobs.iter().filter(|job| job.scheduled) {
+        text.push_str(&format!("weir_schedule_missed_total{{job=\"{}\"}} {}\n", job.job, job.missed_ticks));
+    }
     let mut response = Response::new(Body::from(text));
     response.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; version=0.0.4"));
     Ok(response)

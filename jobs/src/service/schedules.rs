@@ -113,11 +113,14 @@ pub fn schedule_pass(store: &Store, now: DateTime<Utc>) -> Result<Pass, StoreErr
         if dropped {
             // Counted by what is left out: the ticks before the kept ones.
             let (all, _) = schedule.ticks_between(last, due.first().copied().unwrap_or(now), usize::MAX);
-            pass.skipped += all.len().saturating_sub(1);
+            let missed = all.len().saturating_sub(1);
+            pass.skipped += missed;
+            store.add_missed_ticks(&job.name, missed)?;
         }
         for tick in due {
             if schedule.spec.catchup == Catchup::None && now - tick > ON_TIME {
                 pass.skipped += 1;
+                store.add_missed_ticks(&job.name, 1)?;
                 store.set_schedule_last_tick(&job.name, tick)?;
                 continue;
             }
@@ -346,6 +349,8 @@ mod tests {
             let pass = schedule_pass(&store, start + Duration::days(7)).unwrap();
             assert_eq!(pass.submitted.len(), expected, "{catchup}");
             assert_eq!(pass.submitted.len() + pass.skipped, 7, "{catchup}: every tick handled once");
+            let counts = store.job_counts().unwrap();
+            assert_eq!(counts[0].missed_ticks, 7 - expected as i64, "{catchup}: the missed ticks are counted");
             // Handled ticks never come back.
             assert!(schedule_pass(&store, start + Duration::days(7)).unwrap().submitted.is_empty());
         }
@@ -366,6 +371,7 @@ mod tests {
         schedule_pass(&store, start).unwrap();
         let pass = schedule_pass(&store, start + Duration::days(3)).unwrap();
         assert!(pass.submitted.is_empty() && pass.skipped == 3);
+        assert_eq!(store.job_counts().unwrap()[0].missed_ticks, 0, "a pause's ticks are not missed");
         store.put_job("nightly", "h2", &job("cron = \"0 2 * * *\"\ncatchup = \"all\""), "admin").unwrap();
         assert!(
             schedule_pass(&store, start + Duration::days(3)).unwrap().submitted.is_empty(),

@@ -217,6 +217,26 @@ pub struct Backfill {
     pub total: i64,
 }
 
+/// One job's figures for `/metrics`.
+pub struct JobCounts {
+    pub job: String,
+    /// Runs of the job in the history, by state.
+    pub by_state: Vec<(String, i64)>,
+    /// When its latest succeeded run finished (RFC 3339).
+    pub last_success: Option<String>,
+    /// Whether the scheduler has seen the job with a schedule.
+    pub scheduled: bool,
+    /// Ticks its schedule missed: passed over by the catch-up policy, or too late for
+    /// `catchup = "none"` (not those a pause skipped).
+    pub missed_ticks: i64,
+}
+
+impl JobCounts {
+    fn new(job: String) -> JobCounts {
+        JobCounts { job, by_state: Vec::new(), last_success: None, scheduled: false, missed_ticks: 0 }
+    }
+}
+
 /// Counters for `/metrics`.
 pub struct Counts {
     pub by_state: Vec<(String, i64)>,
@@ -238,7 +258,11 @@ const MIGRATIONS: [(i64, &str); 2] = [
          ALTER TABLE runs ADD COLUMN retry_of TEXT;
          ALTER TABLE runs ADD COLUMN not_before TEXT;",
     ),
-    (2, "ALTER TABLE tokens ADD COLUMN prefixes TEXT;"),
+    (
+        2,
+        "ALTER TABLE tokens ADD COLUMN prefixes TEXT;
+         ALTER TABLE schedules ADD COLUMN missed INTEGER NOT NULL DEFAULT 0;",
+    ),
 ];
 
 const SCHEMA: &str = "
@@ -298,7 +322,8 @@ CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state, seq);
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, seq);
 CREATE TABLE IF NOT EXISTS schedules (
     job TEXT PRIMARY KEY,
-    last_tick TEXT NOT NULL
+    last_tick TEXT NOT NULL,
+    missed INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS backfills (
     id TEXT PRIMARY KEY,
@@ -732,7 +757,46 @@ impl Store {
         })
     }
 
+    /// Per-job figures, by job name.
+    pub fn job_counts(&self) -> Result<Vec<JobCounts>, StoreError> {
+        self.with(|c| {
+            let mut jobs: std::collections::BTreeMap<String, JobCounts> = std::collections::BTreeMap::new();
+            let mut statement = c.prepare(
+                "SELECT job, state, COUNT(*), MAX(CASE WHEN state = 'succeeded' THEN finished_at END) FROM runs GROUP BY job, state",
+            )?;
+            let rows = statement.query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?, row.get::<_, Option<String>>(3)?))
+            })?;
+            for row in rows {
+                let (job, state, count, last) = row?;
+                let counts = jobs.entry(job.clone()).or_insert_with(|| JobCounts::new(job));
+                counts.by_state.push((state, count));
+                if last.is_some() {
+                    counts.last_success = last;
+                }
+            }
+            let mut statement = c.prepare("SELECT job, missed FROM schedules")?;
+            let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+            for row in rows {
+                let (job, missed) = row?;
+                let counts = jobs.entry(job.clone()).or_insert_with(|| JobCounts::new(job));
+                (counts.scheduled, counts.missed_ticks) = (true, missed);
+            }
+            Ok(jobs.into_values().collect())
+        })
+    }
+
     // --- schedules ---
+
+    /// Counts `ticks` more missed ticks of `job`'s schedule.
+    pub fn add_missed_ticks(&self, job: &str, ticks: usize) -> Result<(), StoreError> {
+        if ticks == 0 {
+            return Ok(());
+        }
+        self.with(|c| {
+            c.execute("UPDATE schedules SET missed = missed + ?2 WHERE job = ?1", params![job, ticks as i64]).map(drop)
+        })
+    }
 
     /// The last tick handled for `job`'s schedule, if the job was seen with one before.
     pub fn schedule_last_tick(&self, job: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
