@@ -612,6 +612,17 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
     })
 }
 
+/// `vars` with the run's date variables when `ds` is not given: the latest complete
+/// interval of the job's `[schedule]`, as the job service's scheduler would give them
+/// (`weir_jobs::schedule::with_run_date`). A file that cannot be read is reported later,
+/// by the job's loading.
+fn with_run_date(path: &str, vars: Vec<(String, String)>) -> Result<Vec<(String, String)>, JobFailure> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(vars) };
+    let dated = weir_jobs::schedule::with_run_date(&text, vars, chrono::Utc::now())
+        .map_err(|message| JobFailure::user(format!("job file '{path}': {message}")))?;
+    Ok(dated)
+}
+
 /// The variables of `--vars-file`: a JSON object of strings, each name checked as `--var`'s.
 fn read_vars_file(path: &str) -> Result<Vec<(String, String)>, String> {
     let text =
@@ -643,6 +654,7 @@ fn dispatch(command: Command, runtime: &tokio::runtime::Runtime, stop: &Stop) ->
             if let Some(path) = &vars_file {
                 vars.extend(read_vars_file(path).map_err(JobFailure::user)?);
             }
+            let vars = with_run_date(&job, vars)?;
             // By default the cores are shared out between the processes.
             let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
             let workers = workers.unwrap_or_else(|| (cores / processes.max(1)).max(1));
@@ -670,12 +682,14 @@ fn dispatch(command: Command, runtime: &tokio::runtime::Runtime, stop: &Stop) ->
             };
             let options =
                 RunOptions { attempt, force, base_dir: output.base_dir.clone().map(Into::into), fit_output: None };
+            let vars = if local_cluster { vars } else { with_run_date(&job, vars)? };
             worker(&job, role, vars, options, output.mode(), runtime, stop)
         }
-        Command::Validate { job, vars } => validate(&job, &Variables::new(&vars), runtime),
+        Command::Validate { job, vars } => validate(&job, &Variables::new(&with_run_date(&job, vars)?), runtime),
         Command::Fit { job, output, overwrite, workers, vars } => {
             let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-            fit(&job, &output, overwrite, workers.unwrap_or(cores).max(1), &Variables::new(&vars), runtime, stop)
+            let vars = Variables::new(&with_run_date(&job, vars)?);
+            fit(&job, &output, overwrite, workers.unwrap_or(cores).max(1), &vars, runtime, stop)
         }
         Command::Ls { uri, json, require_committed } => {
             let status = runtime.block_on(inspect::status(&uri)).map_err(|e| JobFailure::from_connector(&e))?;

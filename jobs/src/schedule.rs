@@ -144,3 +144,100 @@ impl Schedule {
         ])
     }
 }
+
+/// The variables that say which interval a run covers.
+pub const DATE_VARIABLES: [&str; 5] = ["ds", "ds_nodash", "interval_start", "interval_end", "logical_time"];
+
+/// One meaning of `{{ds}}` everywhere: `given` with the run's date variables added when
+/// `ds` is not among them. A job with a `[schedule]` gets those of its latest tick at or
+/// before `now`, as the scheduler would (the latest complete interval, in the schedule's
+/// time zone: a daily 02:00 job run at 09:00 processes yesterday). A job without one that
+/// uses a date variable is refused: nothing says which day it means. `text` is the job's
+/// TOML as written.
+pub fn with_run_date(
+    text: &str,
+    given: Vec<(String, String)>,
+    now: DateTime<Utc>,
+) -> Result<Vec<(String, String)>, String> {
+    if given.iter().any(|(name, _)| name == "ds") {
+        return Ok(given);
+    }
+    let schedule = toml::from_str::<toml::Table>(text)
+        .ok()
+        .and_then(|table| table.get("schedule").cloned())
+        .and_then(|value| ScheduleSpec::deserialize(value).ok())
+        .and_then(|spec| Schedule::new(&spec).ok());
+    match schedule {
+        Some(schedule) => {
+            let Some(tick) = schedule.previous_before(now + chrono::Duration::seconds(1)) else {
+                return Err(format!(
+                    "the schedule '{}' has no tick before now, so no interval is complete: pass --var ds=YYYY-MM-DD",
+                    schedule.spec.cron
+                ));
+            };
+            let mut vars = given;
+            for (name, value) in schedule.variables(tick) {
+                if !vars.iter().any(|(given, _)| *given == name) {
+                    vars.push((name, value));
+                }
+            }
+            Ok(vars)
+        }
+        None => match variables_named(text).into_iter().find(|name| DATE_VARIABLES.contains(name)) {
+            Some(name) => Err(format!(
+                "the job uses {{{{{name}}}}} but has no [schedule] that says which interval a run covers: pass \
+                 --var ds=YYYY-MM-DD (a job with a [schedule] defaults to its latest complete interval)"
+            )),
+            None => Ok(given),
+        },
+    }
+}
+
+/// The names of every `{{ name }}` in `text`.
+fn variables_named(text: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        let Some(length) = rest[open..].find("}}") else { break };
+        names.push(rest[open + 2..open + length].trim());
+        rest = &rest[open + length + 2..];
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+    }
+
+    fn value<'v>(vars: &'v [(String, String)], name: &str) -> &'v str {
+        vars.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()).unwrap()
+    }
+
+    #[test]
+    fn ds_means_the_latest_complete_interval_of_the_schedule() {
+        let job = "name = \"n\"\n[schedule]\ncron = \"0 2 * * *\"\ntimezone = \"Europe/Berlin\"\n[source]\nuri = \"in/{{ds}}\"\n[sink]\nuri = \"o\"\n";
+        // 09:00 Berlin on 7 December: the 02:00 tick covered 6 December.
+        let vars = with_run_date(job, vec![], at("2026-12-07T08:00:00Z")).unwrap();
+        assert_eq!(value(&vars, "ds"), "2026-12-06");
+        assert_eq!(value(&vars, "logical_time"), "2026-12-07T01:00:00Z");
+        // 01:30 Berlin: the 7 December tick has not come; 5 December is the latest complete.
+        let vars = with_run_date(job, vec![], at("2026-12-07T00:30:00Z")).unwrap();
+        assert_eq!(value(&vars, "ds"), "2026-12-05");
+        // A given ds stands.
+        let given = vec![("ds".to_string(), "2026-01-01".to_string())];
+        assert_eq!(with_run_date(job, given.clone(), at("2026-12-07T08:00:00Z")).unwrap(), given);
+    }
+
+    #[test]
+    fn a_job_without_a_schedule_must_be_told_its_date() {
+        let job = "name = \"n\"\n[source]\nuri = \"in/{{ ds_nodash }}\"\n[sink]\nuri = \"o\"\n";
+        let err = with_run_date(job, vec![], Utc::now()).unwrap_err();
+        assert!(err.contains("{{ds_nodash}}") && err.contains("--var ds=YYYY-MM-DD"), "{err}");
+        let plain = "name = \"n\"\n[source]\nuri = \"in/{{region}}\"\n[sink]\nuri = \"o\"\n";
+        assert!(with_run_date(plain, vec![], Utc::now()).unwrap().is_empty());
+    }
+}

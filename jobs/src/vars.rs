@@ -1,4 +1,6 @@
-//! Job variables: `{{ds}}` (the run date, `YYYY-MM-DD`, UTC today unless given),
+//! Job variables: `{{ds}}` (the run date, `YYYY-MM-DD`; the binary and the job service give
+//! it by `crate::schedule::with_run_date`, and only a job that uses no date variable falls
+//! back to UTC today here),
 //! `{{run_id}}` (unique per run unless given), and any `--var key=value`; `{{ds_nodash}}`,
 //! `{{interval_start}}`, `{{interval_end}}` and `{{logical_time}}` default to the day `ds`
 //! names (a scheduled run gets its tick's). The job's TOML is

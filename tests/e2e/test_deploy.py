@@ -55,3 +55,37 @@ def test_the_indexed_job_names_its_pods_as_weir_hostfile_does(weir):
     missing = dict(os.environ, JOB_COMPLETION_INDEX="0", **{k: v for k, v in env.items() if v is not None})
     missing.pop("WEIR_NAMESPACE", None)
     assert "WEIR_NAMESPACE is not set" in weir("hostfile", env=missing, check=2).stderr
+
+
+def test_the_nightly_cronjob_passes_yesterdays_date_in_its_time_zone(weir, tmp_path):
+    """The CronJob's command, run as the manifest states it (with this checkout's binary and
+    a local job file in place of the image's): `{{ds}}` is yesterday in Europe/Berlin."""
+    import subprocess
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from conftest import WEIR_BIN
+
+    (cronjob,) = documents(REPO / "deploy" / "kubernetes" / "nightly-cronjob.yaml")
+    assert cronjob["spec"]["timeZone"] == "Europe/Berlin"
+    container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["/bin/sh", "-c"]
+    (script,) = container["args"]
+    days = {(datetime.now(ZoneInfo("Europe/Berlin")) - timedelta(days=1)).strftime("%Y-%m-%d")}
+    for ds in days | {"2000-01-01"}:
+        part = tmp_path / "in" / f"date={ds}"
+        part.mkdir(parents=True)
+        pq.write_table(pa.table({"id": pa.array([1, 2, 3], pa.int64())}), part / "part-0.parquet")
+    (tmp_path / "job.toml").write_text('name = "nightly"\n[source]\nuri = "in/date={{ds}}/"\n[sink]\nuri = "out/date={{ds}}/"\n')
+    local = script.replace("exec weir ", f"exec {WEIR_BIN} ").replace("/etc/weir/job.toml", str(tmp_path / "job.toml"))
+    proc = subprocess.run(["/bin/sh", "-c", local], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    days.add((datetime.now(ZoneInfo("Europe/Berlin")) - timedelta(days=1)).strftime("%Y-%m-%d"))  # midnight passed?
+    assert proc.returncode == 0, proc.stderr
+    written = [d.name for d in (tmp_path / "out").iterdir()]
+    assert len(written) == 1 and written[0].removeprefix("date=") in days, written
+    # Without the date, a job with no [schedule] is refused rather than guessing today.
+    refused = weir("run", tmp_path / "job.toml", cwd=tmp_path, check=2)
+    assert "{{ds}}" in refused.stderr and "--var ds=YYYY-MM-DD" in refused.stderr

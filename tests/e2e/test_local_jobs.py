@@ -95,7 +95,7 @@ def test_variables_fill_uris(weir, tmp_path, events_dir):
     weir("run", job, "--var", "ds=2024-02-29", "--var", "region=eu", check=0)
     out = tmp_path / "out" / "date=2024-02-29" / "eu"
     assert read_output(out).num_rows == 20_333
-    missing = weir("run", write_job(tmp_path / "bad.toml", job.read_text().replace("{{region}}", "{{zone}}")), check=2)
+    missing = weir("run", write_job(tmp_path / "bad.toml", job.read_text().replace("{{region}}", "{{zone}}")), "--var", "ds=2024-02-29", check=2)
     assert "zone" in missing.stderr and "line 6" in missing.stderr
 
 

@@ -136,7 +136,13 @@ fn check_grants(spec: &crate::spec::JobSpec, grants: &Grants) -> Result<(), Stri
 /// except that a source with no data yet passes (the run waits for it: the job's
 /// `wait_for_input_s`). Runs in the checker's process.
 fn check(request: CheckRequest, runtime: &tokio::runtime::Runtime) -> CheckReply {
-    let variables = Variables::new(&request.vars);
+    // `ds` as the run's own process will read it (the latest complete interval of the
+    // job's schedule, when the submission does not give it).
+    let vars = match crate::schedule::with_run_date(&request.definition, request.vars, chrono::Utc::now()) {
+        Ok(vars) => vars,
+        Err(message) => return CheckReply::Invalid { message },
+    };
+    let variables = Variables::new(&vars);
     let job = match load_job_text("definition", &request.definition, &variables) {
         Ok(job) => job,
         Err(error) => return CheckReply::Invalid { message: error.to_failure().message },
