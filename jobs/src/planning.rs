@@ -162,7 +162,8 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
         .map_err(connector("source"))?;
         (source, None)
     };
-    let (context, models) = fetch_models(spec).await?;
+    let (mut context, models) = fetch_models(spec).await?;
+    context.output_encrypted = spec.sink.encryption.is_some();
     let bound = bind_steps(&spec.steps, source.schema(), &context)
         .map_err(|source| JobError::Step { job: name.clone(), source: Box::new(source) })?;
     let output_schema = bound.last().map(|step| step.output_schema()).unwrap_or_else(|| source.schema().clone());

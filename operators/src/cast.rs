@@ -35,6 +35,10 @@ pub struct CastSpec {
     pub columns: BTreeMap<String, String>,
     #[serde(default)]
     pub on_error: OnError,
+    /// Columns whose values errors must not show (masked later, or encrypted by the sink):
+    /// set by [`crate::bind_steps`], never by the job.
+    #[serde(skip)]
+    pub hidden: Vec<String>,
 }
 
 impl CastSpec {
@@ -81,6 +85,7 @@ impl CastSpec {
         Ok(Cast {
             casts,
             on_error: self.on_error,
+            hidden: self.hidden.clone(),
             output: Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())),
         })
     }
@@ -91,6 +96,8 @@ pub struct Cast {
     /// Column index → target type, for the columns whose type changes.
     casts: Vec<(usize, DataType)>,
     on_error: OnError,
+    /// Columns whose values errors do not show.
+    hidden: Vec<String>,
     output: SchemaRef,
 }
 
@@ -113,6 +120,13 @@ impl Cast {
             return Ok(match overflow {
                 Some(overflow) => arrow::compute::nullif(&cast, &overflow)?,
                 None => cast,
+            });
+        }
+        if self.hidden.iter().any(|hidden| hidden == name) {
+            return Err(OpError::UncastableValue {
+                column: name.to_string(),
+                value: format!("in row {row} of the batch (not shown: the column is masked or encrypted later)"),
+                to: to.to_string(),
             });
         }
         let formatter = ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default())?;
@@ -187,6 +201,7 @@ mod tests {
         CastSpec {
             columns: [("age".to_string(), "float64".to_string()), ("n".to_string(), "double".to_string())].into(),
             on_error,
+            hidden: Vec::new(),
         }
     }
 
@@ -213,7 +228,11 @@ mod tests {
     #[test]
     fn impossible_casts_are_refused_at_bind_time() {
         let schema = Arc::new(Schema::new(vec![Field::new("d", DataType::Date32, true)]));
-        let spec = CastSpec { columns: [("d".to_string(), "bool".to_string())].into(), on_error: OnError::Fail };
+        let spec = CastSpec {
+            columns: [("d".to_string(), "bool".to_string())].into(),
+            on_error: OnError::Fail,
+            hidden: Vec::new(),
+        };
         assert!(spec.bind(&schema).unwrap_err().to_string().contains("'d'"));
     }
 
@@ -223,7 +242,7 @@ mod tests {
     }
 
     fn cast_x(to: &str, on_error: OnError) -> CastSpec {
-        CastSpec { columns: BTreeMap::from([("x".to_string(), to.to_string())]), on_error }
+        CastSpec { columns: BTreeMap::from([("x".to_string(), to.to_string())]), on_error, hidden: Vec::new() }
     }
 
     #[test]

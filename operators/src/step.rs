@@ -177,10 +177,14 @@ impl StepSpec {
 }
 
 /// What binding needs from outside the job's schema: the bytes of every model a `score`
-/// step names, keyed by URI (fetched by the caller, once per process).
+/// step names, keyed by URI (fetched by the caller, once per process), and whether the
+/// sink encrypts the output.
 #[derive(Debug, Default, Clone)]
 pub struct BindContext {
     pub models: HashMap<String, Arc<[u8]>>,
+    /// The sink encrypts the output: the values of every column that reaches it are secret,
+    /// and errors do not show them.
+    pub output_encrypted: bool,
 }
 
 /// A step bound to the schema that reaches it.
@@ -219,9 +223,12 @@ pub struct BindError {
 pub fn bind_steps(steps: &[StepSpec], input: &SchemaRef, context: &BindContext) -> Result<Vec<Bound>, BindError> {
     let mut schema = input.clone();
     let mut bound: Vec<Bound> = Vec::with_capacity(steps.len());
+    // The lineage of each step's input columns (what `rename`s hide from a name).
+    let mut lineage = vec![Lineage::of_source(input)];
+    let mut schemas = vec![input.clone()];
     for (index, spec) in steps.iter().enumerate() {
         if let StepSpec::Mask(mask) = spec {
-            check_masked_not_fitted(&bound, steps, index, &mask.columns, &schema)?;
+            check_masked_not_fitted(&bound, steps, index, &mask.columns, &schema, &lineage)?;
         }
         let step = spec.bind(&schema, context).map_err(|source| BindError {
             number: index + 1,
@@ -229,6 +236,9 @@ pub fn bind_steps(steps: &[StepSpec], input: &SchemaRef, context: &BindContext) 
             source,
         })?;
         schema = step.output_schema();
+        let next = lineage[index].after(spec, &schema);
+        lineage.push(next);
+        schemas.push(schema.clone());
         if schema.fields().is_empty() {
             return Err(BindError {
                 number: index + 1,
@@ -238,27 +248,123 @@ pub fn bind_steps(steps: &[StepSpec], input: &SchemaRef, context: &BindContext) 
         }
         bound.push(step);
     }
+    hide_secret_values(steps, &mut bound, &schemas, &lineage, context)?;
     Ok(bound)
+}
+
+/// Rebinds each `cast` whose columns are masked by a later step, or reach an encrypted
+/// output, so that its errors name the row of a value that cannot be cast but never show
+/// the value (columns are followed through renames by their lineage).
+fn hide_secret_values(
+    steps: &[StepSpec],
+    bound: &mut [Bound],
+    schemas: &[SchemaRef],
+    lineage: &[Lineage],
+    context: &BindContext,
+) -> Result<(), BindError> {
+    let mut secret: Vec<usize> = Vec::new();
+    for (index, spec) in steps.iter().enumerate() {
+        if let StepSpec::Mask(mask) = spec
+            && let Ok(columns) = crate::selector::resolve(&mask.columns, &schemas[index])
+        {
+            secret.extend(columns.iter().filter_map(|&i| lineage[index].of(schemas[index].field(i).name())));
+        }
+    }
+    if context.output_encrypted
+        && let (Some(output), Some(last)) = (schemas.last(), lineage.last())
+    {
+        secret.extend(output.fields().iter().filter_map(|field| last.of(field.name())));
+    }
+    for (index, spec) in steps.iter().enumerate() {
+        let StepSpec::Cast(cast) = spec else { continue };
+        let hidden: Vec<String> = schemas[index]
+            .fields()
+            .iter()
+            .map(|field| field.name().clone())
+            .filter(|name| lineage[index].of(name).is_some_and(|id| secret.contains(&id)))
+            .collect();
+        if hidden.is_empty() {
+            continue;
+        }
+        let rebound = CastSpec { hidden, ..cast.clone() }.bind(&schemas[index]).map_err(|source| BindError {
+            number: index + 1,
+            op: spec.op_name(),
+            source,
+        })?;
+        bound[index] = Bound::Map(Box::new(rebound));
+    }
+    Ok(())
+}
+
+/// Where each column of a schema comes from: an id per source column, kept through steps
+/// that keep the column's name and through `rename`; a column a step adds gets a new id.
+#[derive(Debug, Clone)]
+struct Lineage {
+    origin: HashMap<String, usize>,
+    next_id: usize,
+}
+
+impl Lineage {
+    fn of_source(schema: &SchemaRef) -> Lineage {
+        let origin = schema.fields().iter().enumerate().map(|(id, f)| (f.name().clone(), id)).collect();
+        Lineage { origin, next_id: schema.fields().len() }
+    }
+
+    /// The lineage of `output`, the schema `step` makes from the one this describes.
+    fn after(&self, step: &StepSpec, output: &SchemaRef) -> Lineage {
+        let renames = match step {
+            StepSpec::Rename(rename) => Some(&rename.columns),
+            _ => None,
+        };
+        let mut next_id = self.next_id;
+        let mut origin = HashMap::new();
+        for field in output.fields() {
+            let name = field.name();
+            // The input column this one is: renamed into this name, or of this name unless a
+            // rename moved that one away.
+            let input = match renames {
+                Some(renames) => match renames.iter().find(|(_, new)| *new == name) {
+                    Some((old, _)) => Some(old),
+                    None => (!renames.contains_key(name)).then_some(name),
+                },
+                None => Some(name),
+            };
+            let id = input.and_then(|input| self.origin.get(input).copied()).unwrap_or_else(|| {
+                next_id += 1;
+                next_id - 1
+            });
+            origin.insert(name.clone(), id);
+        }
+        Lineage { origin, next_id }
+    }
+
+    fn of(&self, name: &str) -> Option<usize> {
+        self.origin.get(name).copied()
+    }
 }
 
 /// A fitted step's parameters are written to `fitted.json`, and some of them are values of
 /// the column (the most frequent value, a minimum, a quantile). A column that a later
-/// `mask` step hides must not leak that way, so fitting on it before the mask is refused.
+/// `mask` step hides must not leak that way, so fitting on it before the mask is refused,
+/// whatever it was called there (columns are followed through `rename`s by their lineage).
 fn check_masked_not_fitted(
     bound: &[Bound],
     steps: &[StepSpec],
     mask_index: usize,
     selectors: &[String],
     schema: &SchemaRef,
+    lineage: &[Lineage],
 ) -> Result<(), BindError> {
     let Ok(masked) = crate::selector::resolve(selectors, schema) else { return Ok(()) };
-    let masked: Vec<&str> = masked.iter().map(|&i| schema.field(i).name().as_str()).collect();
+    let masked: Vec<usize> =
+        masked.iter().filter_map(|&i| lineage[mask_index].of(schema.field(i).name().as_str())).collect();
     for (index, step) in bound.iter().enumerate() {
         let Bound::Fit(fit) = step else { continue };
         if steps[index].fitted().is_some() {
             continue;
         }
-        if let Some(column) = fit.shape().columns.iter().find(|c| masked.contains(&c.as_str())) {
+        let is_masked = |column: &&String| lineage[index].of(column).is_some_and(|id| masked.contains(&id));
+        if let Some(column) = fit.shape().columns.iter().find(is_masked) {
             return Err(BindError {
                 number: index + 1,
                 op: steps[index].op_name(),
@@ -272,4 +378,70 @@ fn check_masked_not_fitted(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use serde_json::json;
+
+    fn impute(column: &str, strategy: &str) -> serde_json::Value {
+        json!({ "op": "impute", "columns": [column], "strategy": strategy })
+    }
+
+    fn rename(from: &str, to: &str) -> serde_json::Value {
+        json!({ "op": "rename", "columns": { from: to } })
+    }
+
+    fn mask(column: &str) -> serde_json::Value {
+        json!({ "op": "mask", "columns": [column], "method": "redact" })
+    }
+
+    fn bind(steps: Vec<serde_json::Value>) -> Result<Vec<Bound>, BindError> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("ssn", DataType::Utf8, true),
+            Field::new("x", DataType::Float64, true),
+        ]));
+        let steps: Vec<StepSpec> = serde_json::from_value(serde_json::Value::Array(steps)).unwrap();
+        bind_steps(&steps, &schema, &BindContext::default())
+    }
+
+    /// A column fitted under one name and masked under another (through renames, either
+    /// way round) is still refused: the guard follows lineage, not names.
+    #[test]
+    fn a_masked_column_is_followed_through_renames() {
+        let cases = [
+            vec![impute("ssn", "most_frequent"), rename("ssn", "id"), mask("id")],
+            vec![rename("ssn", "id"), impute("id", "most_frequent"), rename("id", "ssn"), mask("ssn")],
+            vec![impute("ssn", "most_frequent"), mask("ssn")],
+        ];
+        for case in cases {
+            let err = bind(case.clone()).err().unwrap_or_else(|| panic!("{case:?} was accepted")).to_string();
+            assert!(err.contains("is masked by step") && err.contains("fitted.json"), "{case:?}\n{err}");
+        }
+        // A cast of a column masked later names the row, never the value.
+        let steps = vec![
+            json!({ "op": "rename", "columns": { "ssn": "id" } }),
+            json!({ "op": "cast", "columns": { "id": "int64" } }),
+            mask("id"),
+        ];
+        let bound = bind(steps).unwrap();
+        let batch = arrow::record_batch::RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Utf8, true),
+                Field::new("x", DataType::Float64, true),
+            ])),
+            vec![
+                Arc::new(arrow::array::StringArray::from(vec!["12", "4111-1111"])),
+                Arc::new(arrow::array::Float64Array::from(vec![1.0, 2.0])),
+            ],
+        )
+        .unwrap();
+        let Bound::Map(cast) = &bound[1] else { panic!("cast is a map step") };
+        let err = cast.apply(batch).unwrap_err().to_string();
+        assert!(err.contains("row 1") && err.contains("not shown") && !err.contains("4111"), "{err}");
+        // A column that takes a masked column's old name is another column.
+        bind(vec![rename("ssn", "secret"), rename("x", "ssn"), impute("ssn", "mean"), mask("secret")]).unwrap();
+    }
 }

@@ -24,9 +24,12 @@ message), that `/healthz` still answers afterwards, and that nothing was lost:
   fitted parameters (with `..` too), the service's state folder, or an S3 endpoint the
   service does not allow (its credentials would go there): 403 naming the field, before
   anything is read; no connection reaches the endpoint;
+- a value that cannot be cast, in a column masked later under another name: the error
+  names the row, never the value (CLI, run record, log);
 - `weir ls --json` and `weir head` writing into a closed pipe: exit 0, nothing on stderr.
 """
 
+import json
 import os
 import subprocess
 import time
@@ -186,6 +189,29 @@ def test_no_write_goes_through_a_symlink_inside_the_output(weir, small, tmp_path
     assert sorted(p.name for p in outside.iterdir()) == ["fitted.json"] and (outside / "fitted.json").read_text() == "theirs"
     if link != "_weir":
         assert read_output(out).equals(committed)
+
+
+def test_a_value_that_cannot_be_cast_is_not_shown_when_its_column_is_masked_later(service, weir, tmp_path):
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    pq.write_table(pa.table({"id": [1, 2, 3], "card": ["12", "34", "4111-1111-1111-1111"]}), cards / "part-0.parquet")
+    steps = (
+        '[[step]]\nop = "rename"\ncolumns = { card = "pan" }\n'
+        '[[step]]\nop = "cast"\ncolumns = { pan = "int64" }\n'
+        '[[step]]\nop = "mask"\ncolumns = ["pan"]\nmethod = "redact"\n'
+    )
+    definition = f'name = "cards"\n[source]\nuri = "cards"\n{steps}[sink]\nuri = "out/cards"\n'
+    proc = weir("run", write_job(tmp_path / "cards.toml", definition), cwd=tmp_path, check=2)
+    assert "column 'pan'" in proc.stderr and "row 2" in proc.stderr and "not shown" in proc.stderr, proc.stderr
+    assert "4111" not in proc.stderr + proc.stdout
+    run = submit(service.admin, {"definition": definition})
+    ended = wait_run(service.admin, run["id"])
+    assert ended["state"] == "failed" and ended["exit_class"] == "user" and "not shown" in ended["error"], ended
+    logs = service.admin.get(f"/v1/runs/{run['id']}/logs").text
+    assert "4111" not in json.dumps(ended) + logs
+    # Unmasked, the value helps whoever fixes the data.
+    plain = definition.replace('[[step]]\nop = "mask"\ncolumns = ["pan"]\nmethod = "redact"\n', "")
+    assert "'4111-1111-1111-1111'" in weir("run", write_job(tmp_path / "plain.toml", plain), cwd=tmp_path, check=2).stderr
 
 
 def test_a_variable_cannot_lead_a_path_out_of_its_folder(weir, small, tmp_path):
