@@ -312,6 +312,24 @@ enum Command {
         /// List the dates and what would run, and submit nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Wait until every date's run (and its retries) has ended; print each date's last
+        /// attempt and exit 0 only if all succeeded (else as `submit --wait` for the worst).
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Create, list and revoke the service's tokens (admin).
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List, pause and resume the schedules of stored jobs.
+    Schedules {
+        #[command(subcommand)]
+        command: SchedulesCommand,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -321,6 +339,47 @@ enum Command {
         command: JobsCommand,
         #[command(flatten)]
         server: ServerArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Create a token; prints it once.
+    Create {
+        /// Its name (1 to 64 characters).
+        name: String,
+        /// read, submit or admin.
+        #[arg(long)]
+        role: String,
+        /// Limit it to this job (repeatable; default: every job).
+        #[arg(long = "job", value_name = "JOB")]
+        jobs: Vec<String>,
+        /// Limit its runs to this URI prefix (repeatable; default: anywhere the service reaches).
+        #[arg(long = "prefix", value_name = "URI")]
+        prefixes: Vec<String>,
+    },
+    /// List the live tokens (never their values).
+    Ls,
+    /// Revoke a token.
+    Revoke {
+        /// Its name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchedulesCommand {
+    /// Each stored job's schedule: cron, time zone, paused, the last tick and the next ones.
+    Ls,
+    /// Pause a job's schedule (whatever its definition says): ticks are skipped until resumed.
+    Pause {
+        /// The stored job's name.
+        job: String,
+    },
+    /// Resume a paused schedule: nothing fires before its next tick.
+    Resume {
+        /// The stored job's name.
+        job: String,
     },
 }
 
@@ -338,6 +397,11 @@ enum JobsCommand {
     List,
     /// Show a job's current definition and its versions.
     Show {
+        /// The job's name.
+        name: String,
+    },
+    /// List a job's versions, newest first (which is current, when and by whom stored).
+    Versions {
         /// The job's name.
         name: String,
     },
@@ -557,11 +621,12 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
             println!("{}", describe_run(&run));
             Ok(0)
         })(),
-        Command::Backfill { job, from, to, reprocess, max_active, dry_run, server } => (|| {
+        Command::Backfill { job, from, to, reprocess, max_active, dry_run, wait, server } => (|| {
             let body = serde_json::json!({
                 "from": from, "to": to, "reprocess": reprocess, "max_active": max_active, "dry_run": dry_run,
             });
-            let reply = client(server)?.post(&format!("/v1/jobs/{job}/backfill"), &body)?;
+            let client = client(server)?;
+            let reply = client.post(&format!("/v1/jobs/{job}/backfill"), &body)?;
             for tick in reply["ticks"].as_array().into_iter().flatten() {
                 let existing = match (tick["existing"].as_str(), tick["existing_run"].as_str()) {
                     (Some(state), Some(run)) => format!("{state} ({run})"),
@@ -574,9 +639,95 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
                     tick["logical_time"].as_str().unwrap_or("-")
                 );
             }
-            match reply["id"].as_str() {
-                Some(id) => println!("backfill {id}: {} run(s), at most {max_active} at a time", reply["runs"]),
-                None => println!("dry run: nothing submitted"),
+            let Some(id) = reply["id"].as_str() else {
+                println!("dry run: nothing submitted");
+                return Ok(0);
+            };
+            println!("backfill {id}: {} run(s), at most {max_active} at a time", reply["runs"]);
+            if !wait {
+                return Ok(0);
+            }
+            let runs = reply["runs"].as_u64().unwrap_or(0) as usize;
+            let last = client.wait_backfill(&job, id, runs)?;
+            for run in &last {
+                println!("{}", describe_run(run));
+            }
+            // The worst outcome decides: a failure, then input not ready, then cancelled.
+            let codes: Vec<i32> = last.iter().map(exit_code_of).collect();
+            Ok([1, 2, 4, 130].into_iter().find(|code| codes.contains(code)).unwrap_or(0))
+        })(),
+        Command::Tokens { command, server } => (|| {
+            let client = client(server)?;
+            match command {
+                TokensCommand::Create { name, role, jobs, prefixes } => {
+                    let mut body = serde_json::json!({ "name": name, "role": role });
+                    if !jobs.is_empty() {
+                        body["jobs"] = serde_json::json!(jobs);
+                    }
+                    if !prefixes.is_empty() {
+                        body["prefixes"] = serde_json::json!(prefixes);
+                    }
+                    print_json(&client.post("/v1/tokens", &body)?);
+                }
+                TokensCommand::Ls => {
+                    for token in client.get("/v1/tokens")?["tokens"].as_array().into_iter().flatten() {
+                        let list = |key: &str| match token[key].as_array() {
+                            Some(items) => {
+                                items.iter().filter_map(serde_json::Value::as_str).collect::<Vec<_>>().join(",")
+                            }
+                            None => "all".to_string(),
+                        };
+                        println!(
+                            "{:<24}  {:<6}  jobs {}  prefixes {}  created {}",
+                            token["name"].as_str().unwrap_or("-"),
+                            token["role"].as_str().unwrap_or("-"),
+                            list("jobs"),
+                            list("prefixes"),
+                            token["created_at"].as_str().unwrap_or("-")
+                        );
+                    }
+                }
+                TokensCommand::Revoke { name } => {
+                    client.delete(&format!("/v1/tokens/{name}"))?;
+                    println!("revoked token '{name}'");
+                }
+            }
+            Ok(0)
+        })(),
+        Command::Schedules { command, server } => (|| {
+            let client = client(server)?;
+            let schedules = match command {
+                SchedulesCommand::Ls => {
+                    client.get("/v1/schedules")?["schedules"].as_array().cloned().unwrap_or_default()
+                }
+                SchedulesCommand::Pause { job } => {
+                    vec![client.post(&format!("/v1/schedules/{job}/pause"), &serde_json::json!({}))?]
+                }
+                SchedulesCommand::Resume { job } => {
+                    vec![client.post(&format!("/v1/schedules/{job}/resume"), &serde_json::json!({}))?]
+                }
+            };
+            for schedule in schedules {
+                let text = |key: &str| schedule[key].as_str().unwrap_or("-").to_string();
+                let next: Vec<&str> = schedule["next_ticks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(serde_json::Value::as_str)
+                    .collect();
+                let state = match (schedule["paused"].as_bool(), schedule["paused_by"].as_str()) {
+                    (Some(true), Some(by)) => format!("paused by {by}"),
+                    (Some(true), None) => "paused".to_string(),
+                    _ => "active".to_string(),
+                };
+                println!(
+                    "{:<24}  {:<16}  {:<16}  {state}  last {}  next {}",
+                    text("job"),
+                    text("cron"),
+                    text("timezone"),
+                    text("last_tick"),
+                    if next.is_empty() { "-".to_string() } else { next.join(", ") }
+                );
             }
             Ok(0)
         })(),
@@ -594,6 +745,21 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
                 }
                 JobsCommand::List => client.get("/v1/jobs")?,
                 JobsCommand::Show { name } => client.get(&format!("/v1/jobs/{name}"))?,
+                JobsCommand::Versions { name } => {
+                    let job = client.get(&format!("/v1/jobs/{name}"))?;
+                    for version in job["versions"].as_array().into_iter().flatten().rev() {
+                        let current = version["version"] == job["version"];
+                        println!(
+                            "v{:<4} {}  {}  stored {} by {}",
+                            version["version"],
+                            if current { "current" } else { "       " },
+                            version["sha256"].as_str().unwrap_or("-"),
+                            version["created_at"].as_str().unwrap_or("-"),
+                            version["created_by"].as_str().unwrap_or("-")
+                        );
+                    }
+                    return Ok(0);
+                }
                 JobsCommand::Rollback { name, version } => {
                     client.post(&format!("/v1/jobs/{name}/rollback"), &serde_json::json!({ "version": version }))?
                 }
@@ -722,6 +888,8 @@ fn dispatch(command: Command, runtime: &tokio::runtime::Runtime, stop: &Stop) ->
         | Command::Cancel { .. }
         | Command::Backfill { .. }
         | Command::Jobs { .. }
+        | Command::Tokens { .. }
+        | Command::Schedules { .. }
         | Command::CheckDefinition => Err(JobFailure::internal("a service command reached the run dispatcher")),
     }
 }

@@ -6,6 +6,7 @@ that failed once their data has landed. The rules themselves (DST, catch-up poli
 simulated days with a restart) are tested with a driven clock in
 jobs/src/service/schedules.rs."""
 
+import json
 import os
 import shutil
 import signal
@@ -368,5 +369,76 @@ def test_a_run_waits_for_its_input_to_land(tmp_path, weir):
         assert "succeeded" in out, out
         got = pq.read_table(data_files(root / "out" / "date=2026-02-02"), partitioning=None)
         assert got.sort_by("id").equals(landed.sort_by("id"))
+    finally:
+        service.close()
+
+
+ONCALL = """name = "nightly"
+[schedule]
+cron = "0 2 * * *"
+[source]
+uri = "in/"
+[sink]
+uri = "out/{{{{ds}}}}/"
+mode = "overwrite"
+"""
+
+
+def test_the_on_call_cli_tokens_schedules_versions_and_backfill_wait(tmp_path, weir):
+    """What the team on call does from the CLI alone: tokens, pausing and resuming a
+    schedule (driven clock), the runs with their logical date and trigger, job versions,
+    and a backfill that waits for its runs."""
+    root = tmp_path.resolve()
+    write_partition(root, "in", 0)  # write_partition's folder layout: in/date=in/
+    clock = root / "clock"
+    clock.write_text("2026-03-10T01:00:00Z")
+    service = Service(root, ["--clock-file", "clock"]).start()
+    try:
+        api = service.admin
+        job = root / "nightly.toml"
+        job.write_text(ONCALL.format())
+        service.cli(weir, "jobs", "put", str(job), check=0)
+
+        created = json.loads(service.cli(weir, "tokens", "create", "reader", "--role", "read", "--job", "nightly", "--prefix", str(root), check=0).stdout)
+        assert created["jobs"] == ["nightly"] and created["prefixes"] == [str(root)] and len(created["token"]) > 20
+        listed = service.cli(weir, "tokens", "ls", check=0).stdout
+        assert any(line.split()[:2] == ["reader", "read"] and "jobs nightly" in line for line in listed.splitlines()), listed
+        assert created["token"] not in listed
+        service.cli(weir, "tokens", "revoke", "reader", check=0)
+        assert service.api(created["token"]).get("/v1/runs").status_code == 401
+
+        (line,) = service.cli(weir, "schedules", "ls", check=0).stdout.splitlines()
+        assert line.split()[0] == "nightly" and "active" in line and "2026-03-10T02:00:00Z" in line, line
+        paused = service.cli(weir, "schedules", "pause", "nightly", check=0).stdout
+        assert "paused by admin" in paused and "next -" in paused, paused
+        clock.write_text("2026-03-10T02:00:30Z")
+        deadline = time.time() + 60
+        while "last 2026-03-10T02:00:30Z" not in service.cli(weir, "schedules", "ls", check=0).stdout:
+            assert time.time() < deadline, "the scheduler did not pass over the paused tick"
+            time.sleep(0.2)
+        assert expect(api.get("/v1/runs"), 200)["runs"] == [], "a paused schedule fires nothing"
+        assert "active" in service.cli(weir, "schedules", "resume", "nightly", check=0).stdout
+        clock.write_text("2026-03-11T02:00:30Z")
+        while not expect(api.get("/v1/runs"), 200)["runs"]:
+            assert time.time() < deadline, "the resumed schedule did not fire"
+            time.sleep(0.2)
+        (run,) = expect(api.get("/v1/runs"), 200)["runs"]
+        assert (run["trigger"], run["logical_date"]) == ("schedule", "2026-03-10"), run
+        wait_run(api, run["id"])
+        (line,) = service.cli(weir, "runs", "--job", "nightly", check=0).stdout.splitlines()
+        assert "ds 2026-03-10  schedule #1" in line and "succeeded" in line, line
+
+        # A second version; `jobs versions` lists both, the newest current.
+        job.write_text(ONCALL.format().replace('mode = "overwrite"', 'mode = "overwrite"\ncompression = "snappy"'))
+        service.cli(weir, "jobs", "put", str(job), check=0)
+        versions = service.cli(weir, "jobs", "versions", "nightly", check=0).stdout.splitlines()
+        assert [v.split()[:2] for v in versions] == [["v2", "current"], ["v1", expect(api.get("/v1/jobs/nightly"), 200)["versions"][0]["sha256"]]]
+
+        done = service.cli(weir, "backfill", "nightly", "--from", "2026-03-08", "--to", "2026-03-09", "--max-active", "2", "--wait", check=0).stdout
+        finished = [line for line in done.splitlines() if "backfill #1" in line]
+        assert [line.split("ds ")[1][:10] for line in finished] == ["2026-03-08", "2026-03-09"], done
+        assert all("succeeded" in line for line in finished), done
+        for ds in ("2026-03-08", "2026-03-09", "2026-03-10"):
+            assert pq.read_table(data_files(root / "out" / ds), partitioning=None).num_rows == 100
     finally:
         service.close()

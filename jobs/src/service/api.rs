@@ -65,6 +65,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/audit", get(audit))
         .route("/v1/schedules", get(list_schedules))
+        .route("/v1/schedules/{job}/pause", post(pause_schedule))
+        .route("/v1/schedules/{job}/resume", post(resume_schedule))
         .with_state(state)
 }
 
@@ -588,6 +590,37 @@ async fn list_schedules(State(state): State<AppState>, headers: HeaderMap) -> Re
     let schedules =
         super::schedules::overview(&state.store, now, |job| caller.may_touch(job)).map_err(ApiError::internal)?;
     Ok(Json(json!({ "schedules": schedules })).into_response())
+}
+
+/// Pauses a job's schedule whatever its definition says: its ticks are skipped for good
+/// until it is resumed, which fires nothing until the next tick (as `paused = true`).
+async fn pause_schedule(State(state): State<AppState>, headers: HeaderMap, Path(job): Path<String>) -> Reply {
+    set_schedule_paused(state, headers, job, true).await
+}
+
+async fn resume_schedule(State(state): State<AppState>, headers: HeaderMap, Path(job): Path<String>) -> Reply {
+    set_schedule_paused(state, headers, job, false).await
+}
+
+async fn set_schedule_paused(state: AppState, headers: HeaderMap, job: String, pause: bool) -> Reply {
+    let caller = caller(&state, &headers, Role::Admin)?;
+    let by = pause.then_some(caller.name.as_str());
+    if !state.store.set_schedule_paused(&job, by).map_err(ApiError::internal)? {
+        // Not seen by the scheduler yet: its schedule starts now, as at the scheduler's
+        // first sight of it.
+        let scheduled = stored_job(&state, &job, None)?
+            .definition
+            .is_some_and(|definition| super::schedules::schedule_of(&definition).is_some());
+        if !scheduled {
+            return Err(ApiError::not_found(format_args!("schedule of job '{job}' (its definition has none)")));
+        }
+        state.store.set_schedule_last_tick(&job, state.scheduler.now()).map_err(ApiError::internal)?;
+        state.store.set_schedule_paused(&job, by).map_err(ApiError::internal)?;
+    }
+    audit_event(&state, &caller, if pause { "schedule.pause" } else { "schedule.resume" }, &job, json!({}))?;
+    let now = state.scheduler.now();
+    let schedules = super::schedules::overview(&state.store, now, |name| name == job).map_err(ApiError::internal)?;
+    Ok(Json(schedules.into_iter().next().unwrap_or(json!({ "job": job }))).into_response())
 }
 
 #[derive(Deserialize)]

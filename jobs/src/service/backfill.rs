@@ -156,7 +156,7 @@ pub fn start(
 
 /// Who a backfill's runs are submitted by (and how its active runs are counted).
 pub fn submitter(backfill_id: &str) -> String {
-    format!("backfill {backfill_id}")
+    format!("{}{backfill_id}", super::store::BACKFILL_PREFIX)
 }
 
 /// Submits the next ticks of every pending backfill, keeping at most `max_active` of each

@@ -114,6 +114,35 @@ impl Client {
             .map_err(|error| ClientError::other(format!("a reply that is not JSON: {error}")))
     }
 
+    /// DELETE `path`; the service answers 204 with no body.
+    pub fn delete(&self, path: &str) -> Result<(), ClientError> {
+        let sent = self.authorised(self.agent.delete(format!("{}{path}", self.server))).call();
+        self.check(sent.map_err(|e| self.unreachable(e))?).map(drop)
+    }
+
+    /// Waits until every run of backfill `id` of `job` (`runs` of them, and the retries of
+    /// those) has ended; returns the last attempt of each date, oldest date first.
+    pub fn wait_backfill(&self, job: &str, id: &str, runs: usize) -> Result<Vec<Value>, ClientError> {
+        let submitter = format!("{}{id}", super::store::BACKFILL_PREFIX);
+        loop {
+            let listed =
+                self.get(&format!("/v1/runs?job={job}&submitted_by={}&limit=500", percent_encode(&submitter)))?;
+            let all: Vec<Value> = listed.get("runs").and_then(Value::as_array).cloned().unwrap_or_default();
+            let done = |run: &Value| !matches!(run.get("state").and_then(Value::as_str), Some("queued" | "running"));
+            let firsts = all.iter().filter(|run| run.get("attempt").and_then(Value::as_i64) == Some(1)).count();
+            if firsts >= runs && all.iter().all(done) {
+                // Newest first: the first run seen for a date is its last attempt.
+                let mut last: std::collections::BTreeMap<String, Value> = std::collections::BTreeMap::new();
+                for run in all {
+                    let date = run.get("logical_date").and_then(Value::as_str).unwrap_or_default().to_string();
+                    last.entry(date).or_insert(run);
+                }
+                return Ok(last.into_values().collect());
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// Copies a run's log to stdout; with `follow`, until the run ends.
     pub fn logs(&self, run: &str, follow: bool) -> Result<(), ClientError> {
         let url = format!("{}/v1/runs/{run}/logs?offset=0&follow={follow}", self.server);
@@ -202,6 +231,16 @@ pub fn exit_code_of(run: &Value) -> i32 {
     }
 }
 
+/// `text` with everything but unreserved URL characters percent-encoded.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
 /// One line about a run, for people.
 pub fn describe_run(run: &Value) -> String {
     let text = |key: &str| run.get(key).and_then(Value::as_str).unwrap_or("-").to_string();
@@ -209,11 +248,14 @@ pub fn describe_run(run: &Value) -> String {
     let duration =
         run.get("duration_s").and_then(Value::as_f64).map(|s| format!("{s:.1}s")).unwrap_or_else(|| "-".into());
     let mut line = format!(
-        "{}  {:<9}  job {} v{}  rows {} → {}  {}  submitted {}",
+        "{}  {:<9}  job {} v{}  ds {}  {} #{}  rows {} → {}  {}  submitted {}",
         text("id"),
         text("state"),
         text("job"),
         number("job_version"),
+        text("logical_date"),
+        text("trigger"),
+        number("attempt"),
         number("rows_in"),
         number("rows_out"),
         duration,

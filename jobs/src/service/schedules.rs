@@ -34,7 +34,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 
-use super::store::{Inserted, JobVersion, NewRun, Store, StoreError};
+use super::store::{Inserted, JobVersion, NewRun, SCHEDULER, Store, StoreError};
 pub use crate::schedule::Schedule;
 use crate::spec::{Catchup, JobSpec};
 use crate::vars::Variables;
@@ -97,7 +97,7 @@ pub fn schedule_pass(store: &Store, now: DateTime<Utc>) -> Result<Pass, StoreErr
             store.set_schedule_last_tick(&job.name, now)?;
             continue;
         };
-        if schedule.spec.paused {
+        if schedule.spec.paused || store.schedule_paused_by(&job.name)?.is_some() {
             let (skipped, _) = schedule.ticks_between(last, now, usize::MAX);
             pass.skipped += skipped.len();
             if now > last {
@@ -133,7 +133,7 @@ pub fn schedule_pass(store: &Store, now: DateTime<Utc>) -> Result<Pass, StoreErr
                 &definition,
                 schedule.variables(tick),
                 tick_key(&job.name, tick),
-                "schedule",
+                SCHEDULER,
             );
             if let Inserted::New(_) = store.insert_run(&run)? {
                 pass.submitted.push((job.name.clone(), tick));
@@ -187,6 +187,8 @@ pub fn overview(
         };
         let Some(schedule) = schedule_of(&definition) else { continue };
         let last = store.schedule_last_tick(&job.name)?;
+        let paused_by = store.schedule_paused_by(&job.name)?;
+        let paused = schedule.spec.paused || paused_by.is_some();
         let mut next = Vec::new();
         let mut at = last.map_or(now, |last| last.max(now));
         while next.len() < 3 {
@@ -201,9 +203,10 @@ pub fn overview(
             "timezone": schedule.spec.timezone,
             "catchup": schedule.spec.catchup,
             "max_active_runs": schedule.spec.max_active_runs,
-            "paused": schedule.spec.paused,
+            "paused": paused,
+            "paused_by": paused_by,
             "last_tick": last.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
-            "next_ticks": if schedule.spec.paused { Vec::new() } else { next },
+            "next_ticks": if paused { Vec::new() } else { next },
         }));
     }
     Ok(schedules)
@@ -378,6 +381,24 @@ mod tests {
             "unpausing fires nothing"
         );
         assert_eq!(schedule_pass(&store, start + Duration::days(4)).unwrap().submitted.len(), 1, "the next tick fires");
+    }
+
+    #[test]
+    fn a_schedule_paused_through_the_service_skips_and_resuming_fires_nothing_old() {
+        let (_dir, store) = store_with(&job("cron = \"0 2 * * *\"\ncatchup = \"all\""));
+        let start = utc("2026-02-01T12:00:00Z");
+        schedule_pass(&store, start).unwrap();
+        assert!(store.set_schedule_paused("nightly", Some("admin")).unwrap());
+        let pass = schedule_pass(&store, start + Duration::days(3)).unwrap();
+        assert!(pass.submitted.is_empty() && pass.skipped == 3);
+        assert!(store.set_schedule_paused("nightly", None).unwrap());
+        assert!(
+            schedule_pass(&store, start + Duration::days(3)).unwrap().submitted.is_empty(),
+            "resuming fires nothing"
+        );
+        let next = schedule_pass(&store, start + Duration::days(4)).unwrap();
+        assert_eq!(next.submitted, [("nightly".to_string(), utc("2026-02-05T02:00:00Z"))]);
+        assert!(!store.set_schedule_paused("unknown", Some("admin")).unwrap());
     }
 
     #[test]

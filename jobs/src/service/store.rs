@@ -143,6 +143,10 @@ pub struct Run {
     pub retry_of: Option<String>,
     /// A retry starts no earlier than this.
     pub not_before: Option<String>,
+    /// What started the run: `schedule`, `backfill`, `retry` (a later attempt) or `manual`.
+    pub trigger: &'static str,
+    /// The date of the data interval the run covers (its `ds`), when it has one.
+    pub logical_date: Option<String>,
     #[serde(skip)]
     pub workers: Option<i64>,
     #[serde(skip)]
@@ -150,6 +154,24 @@ pub struct Run {
     #[serde(skip)]
     pub definition: String,
 }
+
+/// What started a run, from who submitted it and its attempt.
+fn trigger_of(submitted_by: &str, attempt: i64) -> &'static str {
+    if attempt > 1 {
+        "retry"
+    } else if submitted_by == SCHEDULER {
+        "schedule"
+    } else if submitted_by.starts_with(BACKFILL_PREFIX) {
+        "backfill"
+    } else {
+        "manual"
+    }
+}
+
+/// Who the scheduler's runs are submitted by.
+pub const SCHEDULER: &str = "schedule";
+/// How a backfill's runs' submitter begins (`backfill <id>`).
+pub const BACKFILL_PREFIX: &str = "backfill ";
 
 /// A new run, before it is stored.
 #[derive(Debug, Clone)]
@@ -203,6 +225,8 @@ pub struct RunFilter {
     pub until: Option<String>,
     /// The later attempts of this run (its retries).
     pub retry_of: Option<String>,
+    /// Runs submitted by this token, the scheduler (`schedule`) or a backfill (`backfill ID`).
+    pub submitted_by: Option<String>,
 }
 
 /// A backfill: ticks of a job to submit, a few at a time.
@@ -261,7 +285,8 @@ const MIGRATIONS: [(i64, &str); 2] = [
     (
         2,
         "ALTER TABLE tokens ADD COLUMN prefixes TEXT;
-         ALTER TABLE schedules ADD COLUMN missed INTEGER NOT NULL DEFAULT 0;",
+         ALTER TABLE schedules ADD COLUMN missed INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE schedules ADD COLUMN paused_by TEXT;",
     ),
 ];
 
@@ -323,7 +348,8 @@ CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, seq);
 CREATE TABLE IF NOT EXISTS schedules (
     job TEXT PRIMARY KEY,
     last_tick TEXT NOT NULL,
-    missed INTEGER NOT NULL DEFAULT 0
+    missed INTEGER NOT NULL DEFAULT 0,
+    paused_by TEXT
 );
 CREATE TABLE IF NOT EXISTS backfills (
     id TEXT PRIMARY KEY,
@@ -362,8 +388,13 @@ fn seconds_between(start: &str, end: &str) -> Option<f64> {
 
 fn run_from(row: &Row<'_>) -> rusqlite::Result<Run> {
     let vars: String = row.get(8)?;
+    let vars: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&vars).unwrap_or_default();
     let state: String = row.get(4)?;
+    let submitted_by: String = row.get(10)?;
+    let attempt: i64 = row.get(23)?;
     Ok(Run {
+        trigger: trigger_of(&submitted_by, attempt),
+        logical_date: vars.get("ds").and_then(|ds| ds.as_str()).map(str::to_string),
         id: row.get(0)?,
         job: row.get(1)?,
         job_version: row.get(2)?,
@@ -372,9 +403,9 @@ fn run_from(row: &Row<'_>) -> rusqlite::Result<Run> {
         exit_class: row.get(5)?,
         exit_code: row.get(6)?,
         error: row.get(7)?,
-        vars: serde_json::from_str(&vars).unwrap_or_default(),
+        vars,
         idempotency_key: row.get(9)?,
-        submitted_by: row.get(10)?,
+        submitted_by,
         submitted_at: row.get(11)?,
         started_at: row.get(12)?,
         finished_at: row.get(13)?,
@@ -387,7 +418,7 @@ fn run_from(row: &Row<'_>) -> rusqlite::Result<Run> {
         pid: row.get(20)?,
         definition: row.get(21)?,
         summary: row.get::<_, Option<String>>(22)?.and_then(|text| serde_json::from_str(&text).ok()),
-        attempt: row.get(23)?,
+        attempt,
         retry_of: row.get(24)?,
         not_before: row.get(25)?,
     })
@@ -616,7 +647,7 @@ impl Store {
             "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR job = ?1) AND (?2 IS NULL OR state = ?2)
              AND (?3 IS NULL OR seq < (SELECT seq FROM runs WHERE id = ?3)) AND (?4 IS NULL OR job IN (SELECT value FROM json_each(?4)))
              AND (?6 IS NULL OR submitted_at >= ?6) AND (?7 IS NULL OR submitted_at < ?7)
-             AND (?8 IS NULL OR retry_of = ?8)
+             AND (?8 IS NULL OR retry_of = ?8) AND (?9 IS NULL OR submitted_by = ?9)
              ORDER BY seq DESC LIMIT ?5"
         );
         let allowed = allowed_jobs.map(|jobs| serde_json::to_string(jobs).unwrap_or_default());
@@ -634,7 +665,17 @@ impl Store {
             let mut statement = c.prepare(&sql)?;
             statement
                 .query_map(
-                    params![filter.job, filter.state, filter.before, allowed, limit, since, until, filter.retry_of],
+                    params![
+                        filter.job,
+                        filter.state,
+                        filter.before,
+                        allowed,
+                        limit,
+                        since,
+                        until,
+                        filter.retry_of,
+                        filter.submitted_by
+                    ],
                     run_from,
                 )?
                 .collect()
@@ -787,6 +828,24 @@ impl Store {
     }
 
     // --- schedules ---
+
+    /// Pauses (`Some(who)`) or resumes (`None`) `job`'s schedule, whatever its definition
+    /// says; `false` when the scheduler has not seen the job with a schedule.
+    pub fn set_schedule_paused(&self, job: &str, by: Option<&str>) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.execute("UPDATE schedules SET paused_by = ?2 WHERE job = ?1", params![job, by])
+                .map(|changed| changed == 1)
+        })
+    }
+
+    /// Who paused `job`'s schedule through the API, if it is paused that way.
+    pub fn schedule_paused_by(&self, job: &str) -> Result<Option<String>, StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT paused_by FROM schedules WHERE job = ?1", params![job], |row| row.get(0))
+                .optional()
+                .map(Option::flatten)
+        })
+    }
 
     /// Counts `ticks` more missed ticks of `job`'s schedule.
     pub fn add_missed_ticks(&self, job: &str, ticks: usize) -> Result<(), StoreError> {
@@ -1029,7 +1088,7 @@ mod tests {
             let v1 = SCHEMA
                 .replace(",\n    attempt INTEGER NOT NULL DEFAULT 1,\n    retry_of TEXT,\n    not_before TEXT\n", "\n")
                 .replace("    prefixes TEXT,\n", "")
-                .replace(",\n    missed INTEGER NOT NULL DEFAULT 0\n", "\n");
+                .replace(",\n    missed INTEGER NOT NULL DEFAULT 0,\n    paused_by TEXT\n", "\n");
             assert_ne!(v1, SCHEMA);
             old.execute_batch(&v1).unwrap();
             old.execute(
