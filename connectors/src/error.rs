@@ -12,6 +12,9 @@ pub enum ConnectorError {
     #[error("input not ready: no data files at '{uri}' (nothing there, or only hidden files starting with '_' or '.')")]
     NoDataFiles { uri: String },
 
+    #[error("input not ready: '{uri}' {reason}")]
+    NotReady { uri: String, reason: String },
+
     #[error("'{uri}' is not a readable Parquet file: {source}")]
     CorruptParquet {
         uri: String,

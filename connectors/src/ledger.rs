@@ -68,7 +68,12 @@ mod tests {
     use object_store::path::Path;
 
     fn file(name: &str, size: u64, version: &str) -> DataFile {
-        DataFile { path: Path::from(format!("src/{name}")), size, version: version.into() }
+        DataFile {
+            path: Path::from(format!("src/{name}")),
+            size,
+            version: version.into(),
+            last_modified: Default::default(),
+        }
     }
 
     #[test]

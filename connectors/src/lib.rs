@@ -25,6 +25,7 @@ pub mod parquet_sink;
 pub mod parquet_source;
 pub mod partitions;
 pub mod publication;
+pub mod readiness;
 #[cfg(test)]
 mod test_support;
 

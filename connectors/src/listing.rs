@@ -19,12 +19,14 @@ pub struct DataFile {
     /// What tells this version of the file from another one at the same path: the store's
     /// ETag, or its last-modified time when it gives none.
     pub version: String,
+    /// When the store last wrote it (its clock).
+    pub last_modified: chrono::DateTime<chrono::Utc>,
 }
 
 impl DataFile {
     fn of(meta: ObjectMeta) -> DataFile {
         let version = meta.e_tag.clone().unwrap_or_else(|| meta.last_modified.to_rfc3339());
-        DataFile { path: meta.location, size: meta.size, version }
+        DataFile { path: meta.location, size: meta.size, version, last_modified: meta.last_modified }
     }
 }
 

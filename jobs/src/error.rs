@@ -66,7 +66,7 @@ impl JobError {
     pub fn to_failure(&self) -> JobFailure {
         let kind = match self {
             JobError::Connector { what: "source", source, .. }
-                if matches!(**source, ConnectorError::NoDataFiles { .. }) =>
+                if matches!(**source, ConnectorError::NoDataFiles { .. } | ConnectorError::NotReady { .. }) =>
             {
                 FailureKind::InputNotReady
             }

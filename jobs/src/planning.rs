@@ -147,6 +147,9 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
     if spec.sink.mode == WriteMode::Overwrite && !options.force {
         check_overwrite_target(&sink, &source_location, &job.path).map_err(connector("sink"))?;
     }
+    if let Some(ready) = &spec.source.ready {
+        ready.ensure_ready(&source_location, chrono::Utc::now()).await.map_err(connector("source"))?;
+    }
     let decryptor = source_decryptor(&name, spec)?;
     let (source, incremental_base) = if spec.source.incremental {
         let (source, base) = open_incremental(&name, &source_location, &sink, spec, decryptor.as_ref()).await?;

@@ -10,6 +10,7 @@ use weir_connectors::commit::WriteMode;
 use weir_connectors::encryption::{SinkEncryption, SourceDecryption};
 use weir_connectors::parquet_sink::Codec;
 use weir_connectors::partitions::Partitioning;
+use weir_connectors::readiness::Readiness;
 use weir_operators::StepSpec;
 
 use crate::vars::toml_message;
@@ -126,6 +127,11 @@ pub struct SourceSpec {
     /// from `WEIR_KEY_<ID>` or `WEIR_KEY_DIR`, never from the job.
     #[serde(default)]
     pub decryption: Option<SourceDecryption>,
+    /// `[source.ready]`: when the source counts as landed (a marker object, a least number
+    /// of files or bytes, no write for some seconds); otherwise the run fails as "input not
+    /// ready" (exit 4), which the job service retries while `wait_for_input_s` lasts.
+    #[serde(default)]
+    pub ready: Option<Readiness>,
 }
 
 /// `source.on_changed`: an incremental source's answer to a processed file that changed.
@@ -211,6 +217,9 @@ impl JobSpec {
         }
         if self.source.max_shard_rows == Some(0) {
             return Err("source.max_shard_rows must be positive".into());
+        }
+        if let Some(ready) = &self.source.ready {
+            ready.check()?;
         }
         self.sink.compression.compression(self.sink.compression_level)?;
         if self.sink.row_group_rows == Some(0) {

@@ -442,3 +442,42 @@ def test_the_on_call_cli_tokens_schedules_versions_and_backfill_wait(tmp_path, w
             assert pq.read_table(data_files(root / "out" / ds), partitioning=None).num_rows == 100
     finally:
         service.close()
+
+
+def test_a_half_landed_partition_is_not_ready_until_its_marker_and_files_are_there(tmp_path, weir):
+    root = tmp_path.resolve()
+    first = write_partition(root, "2026-04-01", 0)
+    ready = '[source.ready]\nmarker = "_SUCCESS"\nmin_files = 2\nstable_for_s = 3600\n'
+    job = root / "landing.toml"
+    job.write_text(DAILY.format().replace('[sink]', ready + '[sink]'))
+
+    def run(expected):
+        return weir("run", job, "--var", "ds=2026-04-01", cwd=root, check=expected).stderr
+
+    part = root / "in" / "date=2026-04-01"
+    assert "marker '_SUCCESS'" in run(4)
+    (part / "_SUCCESS").write_bytes(b"")
+    assert "1 data file(s), fewer than source.ready.min_files = 2" in run(4)
+    second = pa.table({"id": pa.array(range(1000, 1100), pa.int64()), "day": pa.array(["2026-04-01"] * 100)})
+    pq.write_table(second, part / "part-1.parquet")
+    assert "stable_for_s = 3600" in run(4)
+    assert not (root / "out" / "date=2026-04-01").exists(), "nothing was written for a source that is not ready"
+    two_hours_ago = time.time() - 7200
+    for name in ("part-0.parquet", "part-1.parquet"):
+        os.utime(part / name, (two_hours_ago, two_hours_ago))
+    run(0)
+    got = pq.read_table(data_files(root / "out" / "date=2026-04-01"), partitioning=None)
+    assert got.sort_by("id").equals(pa.concat_tables([first, second]).sort_by("id"))
+
+    # The service records such a run as input not ready (exit 4), which it retries while
+    # wait_for_input_s lasts.
+    write_partition(root, "2026-04-02", 1)
+    service = Service(root, []).start()
+    try:
+        definition = job.read_text()
+        run_ = expect(service.admin.post("/v1/runs", json={"definition": definition, "vars": {"ds": "2026-04-02"}}), 201)
+        ended = wait_run(service.admin, run_["id"])
+        assert (ended["state"], ended["exit_class"], ended["exit_code"]) == ("failed", "input_not_ready", 4), ended
+        assert "marker '_SUCCESS'" in ended["error"]
+    finally:
+        service.close()
