@@ -1,8 +1,9 @@
 //! Weir's job layer: the job spec as written in TOML ([`spec`]), variable substitution
-//! ([`vars`]), validation and planning into an [`weir_engine::EnginePlan`] ([`planning`]),
+//! ([`vars`]) and declaration ([`declared_vars`]), validation and planning into an [`weir_engine::EnginePlan`] ([`planning`]),
 //! and the pieces of the `weir` binary (the local multi-process launcher, progress and
 //! summary output, the dataset inspection commands).
 
+pub mod declared_vars;
 pub mod error;
 pub mod inspect;
 pub mod kubernetes;

@@ -92,6 +92,16 @@ pub fn resolve_relative(uri: &str, folder: &std::path::Path) -> String {
 
 /// Substitutes and parses a job's text; `path` names it in errors.
 pub fn load_job_text(path: &str, raw: &str, vars: &Variables) -> Result<LoadedJob, JobError> {
+    let declared = crate::declared_vars::declared(raw);
+    let checked;
+    let vars = match &declared {
+        Some(declared) => {
+            checked = crate::declared_vars::apply(declared, vars)
+                .map_err(|message| JobError::Invalid { job: path.to_string(), message })?;
+            &checked
+        }
+        None => vars,
+    };
     let document = vars.parse_and_substitute(path, raw)?;
     let mut spec =
         JobSpec::from_document(document, raw).map_err(|message| JobError::Toml { path: path.to_string(), message })?;

@@ -159,6 +159,7 @@ pub fn with_run_date(
     given: Vec<(String, String)>,
     now: DateTime<Utc>,
 ) -> Result<Vec<(String, String)>, String> {
+    crate::declared_vars::check_names(text, given.iter().map(|(name, _)| name.as_str()))?;
     if given.iter().any(|(name, _)| name == "ds") {
         return Ok(given);
     }

@@ -60,6 +60,10 @@ pub struct JobSpec {
     /// data yet ("input not ready"), trying again every `retry_delay_s` (default 0: no wait).
     #[serde(default)]
     pub wait_for_input_s: u64,
+    /// `[vars]`: the variables the job takes, typed (see [`crate::declared_vars`]); when
+    /// present, no other variable is accepted.
+    #[serde(default)]
+    pub vars: Option<std::collections::BTreeMap<String, crate::declared_vars::VarSpec>>,
 }
 
 /// The most retries a job may ask for.

@@ -18,6 +18,8 @@ use crate::JobError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Variables {
     values: BTreeMap<String, String>,
+    /// The names the caller gave (`--var`, a tick's or a backfill's), not defaulted here.
+    given: std::collections::BTreeSet<String>,
 }
 
 impl Variables {
@@ -26,6 +28,7 @@ impl Variables {
         let mut values = BTreeMap::new();
         values.insert("ds".to_string(), chrono::Utc::now().format("%Y-%m-%d").to_string());
         values.insert("run_id".to_string(), new_run_id());
+        let given = overrides.iter().map(|(key, _)| key.clone()).collect();
         for (key, value) in overrides {
             values.insert(key.clone(), value.clone());
         }
@@ -42,7 +45,12 @@ impl Variables {
         for (key, value) in derived {
             values.entry(key.to_string()).or_insert(value);
         }
-        Variables { values }
+        Variables { values, given }
+    }
+
+    /// The names the caller gave, as opposed to those defaulted.
+    pub fn given(&self) -> impl Iterator<Item = &str> {
+        self.given.iter().map(String::as_str)
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {

@@ -84,3 +84,47 @@ def test_the_manifest_records_the_variables(weir, tmp_path, events_dir):
         "interval_end": "2024-03-01T00:00:00Z",
         "logical_time": "2024-03-01T00:00:00Z",
     }
+
+
+TYPED = """name = "typed"
+[vars]
+ds = {{ type = "date" }}
+min_age = {{ type = "int", default = "18" }}
+[source]
+uri = "{src}"
+columns = ["id", "age"]
+[[step]]
+op = "filter"
+expr = "age >= {{{{min_age}}}}"
+[sink]
+uri = "{out}/date={{{{ds}}}}"
+"""
+
+
+def test_declared_variables_refuse_a_mistyped_name_or_a_malformed_value_before_anything_is_read(weir, tmp_path, events_dir):
+    from helpers import Service, expect_error
+
+    out = tmp_path / "out"
+    job = write_job(tmp_path / "job.toml", TYPED.format(src=events_dir, out=out))
+    for args, message in [
+        (["--var", "dt=2026-12-06"], "unknown variable 'dt'"),
+        (["--var", "ds=2026/12/06"], "'ds' must be a date (YYYY-MM-DD)"),
+        (["--var", "ds=2026-12-06", "--var", "min_age=x"], "'min_age' must be an integer"),
+    ]:
+        proc = weir("run", job, *args, check=2)
+        assert message in proc.stderr, proc.stderr
+    assert not out.exists()
+    # The default min_age applies (the rows counted from the input with pyarrow).
+    weir("run", job, "--var", "ds=2026-12-06", check=0)
+    got = pq.read_table(out / "date=2026-12-06")
+    ages = read_inputs(events_dir).column("age").to_pylist()
+    assert got.num_rows == sum(1 for a in ages if a is not None and a >= 18)
+
+    # The job service refuses them when the run is submitted, not after retries.
+    service = Service(tmp_path.resolve(), []).start()
+    try:
+        for vars_, message in [({"dt": "2026-12-06"}, "unknown variable 'dt'"), ({"ds": "2026/12/06"}, "must be a date")]:
+            error = expect_error(service.admin.post("/v1/runs", json={"definition": job.read_text(), "vars": vars_}), 422)
+            assert message in error, error
+    finally:
+        service.close()
