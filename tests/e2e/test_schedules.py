@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import WEIR_BIN, data_files
-from helpers import Service, expect, wait_run
+from helpers import Service, expect, expect_error, wait_run
 
 JOB = """name = "every-two-seconds"
 [schedule]
@@ -310,7 +310,7 @@ WAITING = """name = "waiting"
 wait_for_input_s = 60
 retry_delay_s = 2
 [source]
-uri = "in/date={{{{ds}}}}/"
+uri = "{root}/in/date={{{{ds}}}}/"
 [sink]
 uri = "out/date={{{{ds}}}}/"
 """
@@ -321,8 +321,11 @@ def test_a_run_waits_for_its_input_to_land(tmp_path, weir):
     service = Service(root, []).start()
     try:
         api = service.admin
+        # A relative source that holds nothing where the service resolves it is refused.
+        message = expect_error(api.post("/v1/jobs", json={"definition": WAITING.format(root=".").replace("./in", "in")}), 422)
+        assert "relative path" in message and str(root) in message, message
         # Stored although today's partition is not there: not ready is not invalid.
-        expect(api.post("/v1/jobs", json={"definition": WAITING.format()}), 201)
+        expect(api.post("/v1/jobs", json={"definition": WAITING.format(root=root)}), 201)
         expect(api.post("/v1/jobs/waiting/backfill", json={"from": "2026-02-01", "to": "2026-02-01"}), 201)
         deadline = time.time() + 120
         while True:
@@ -346,13 +349,13 @@ def test_a_run_waits_for_its_input_to_land(tmp_path, weir):
         assert got.sort_by("id").equals(table.sort_by("id"))
         # Submitted with `weir submit --wait` for a date that never lands: exit 4 once the wait is over.
         job = root / "short.toml"
-        job.write_text(WAITING.format().replace("wait_for_input_s = 60", "wait_for_input_s = 3").replace('"waiting"', '"short"'))
+        job.write_text(WAITING.format(root=root).replace("wait_for_input_s = 60", "wait_for_input_s = 3").replace('"waiting"', '"short"'))
         proc = service.cli(weir, "submit", str(job), "--var", "ds=2030-01-01", "--wait", check=4)
         assert "input not ready" in proc.stdout, proc.stdout
         # `weir submit --wait` follows the retries: a first attempt that finds no data is
         # not the end when the data lands before the wait is over.
         waiting = root / "waiting.toml"
-        waiting.write_text(WAITING.format())
+        waiting.write_text(WAITING.format(root=root))
         args = [str(WEIR_BIN), "submit", str(waiting), "--var", "ds=2026-02-02", "--wait", "--server", service.url, "--token", service.token]
         follower = subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         while True:

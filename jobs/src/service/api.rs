@@ -234,7 +234,7 @@ async fn put_job(
     let Json(body) = body.map_err(bad_body)?;
     check_vars(&body.vars)?;
     let grants = state.checker.grants_of(&caller);
-    let (name, _) = state.checker.check(&body.definition, &body.vars, &new_run_id(), grants).await?;
+    let (name, _) = state.checker.check(&body.definition, &body.vars, &new_run_id(), grants, false).await?;
     let sha256 = sha256_hex(body.definition.as_bytes());
     let (version, is_new) =
         state.store.put_job(&name, &sha256, &body.definition, &caller.name).map_err(ApiError::internal)?;
@@ -410,7 +410,7 @@ async fn submit_run(
     };
     let id = new_run_id();
     let grants = state.checker.grants_of(&caller);
-    let (name, output_uri) = state.checker.check(&definition, &body.vars, &id, grants).await?;
+    let (name, output_uri) = state.checker.check(&definition, &body.vars, &id, grants, true).await?;
     require_job(&caller, &name)?;
     let waiting = state.store.active_runs_by(&caller.name).map_err(ApiError::internal)?;
     if waiting >= MAX_ACTIVE_PER_TOKEN {

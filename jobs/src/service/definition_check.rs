@@ -48,6 +48,9 @@ pub struct CheckRequest {
     /// Every variable of the run, `run_id` included.
     pub vars: Vec<(String, String)>,
     pub grants: Grants,
+    /// A run is being submitted (else a job stored): a run needs its date, a stored job
+    /// gets it from each run later.
+    pub for_run: bool,
 }
 
 /// What the caller's token lets a definition touch, checked on the parsed definition
@@ -73,6 +76,17 @@ pub enum CheckReply {
     Invalid { message: String },
     /// What the definition names that the caller's token does not grant.
     Forbidden { message: String },
+}
+
+/// Whether planning failed because the source holds no data files at all.
+fn holds_nothing(error: &crate::JobError) -> bool {
+    matches!(error, crate::JobError::Connector { what: "source", source, .. }
+        if matches!(**source, weir_connectors::ConnectorError::NoDataFiles { .. }))
+}
+
+/// Whether `uri` is a relative local path (no scheme, not absolute).
+fn is_relative(uri: &str) -> bool {
+    !uri.contains("://") && !std::path::Path::new(uri).is_absolute()
 }
 
 /// `uri` as [`weir_connectors::Location`] spells it (relative paths made absolute against
@@ -138,9 +152,15 @@ fn check_grants(spec: &crate::spec::JobSpec, grants: &Grants) -> Result<(), Stri
 fn check(request: CheckRequest, runtime: &tokio::runtime::Runtime) -> CheckReply {
     // `ds` as the run's own process will read it (the latest complete interval of the
     // job's schedule, when the submission does not give it).
-    let vars = match crate::schedule::with_run_date(&request.definition, request.vars, chrono::Utc::now()) {
+    let names = request.vars.iter().map(|(name, _)| name.as_str());
+    if let Err(message) = crate::declared_vars::check_names(&request.definition, names) {
+        return CheckReply::Invalid { message };
+    }
+    let vars = match crate::schedule::with_run_date(&request.definition, request.vars.clone(), chrono::Utc::now()) {
         Ok(vars) => vars,
-        Err(message) => return CheckReply::Invalid { message },
+        Err(message) if request.for_run => return CheckReply::Invalid { message },
+        // A stored job without a schedule is checked with today's date; its runs bring theirs.
+        Err(_) => request.vars,
     };
     let variables = Variables::new(&vars);
     let job = match load_job_text("definition", &request.definition, &variables) {
@@ -152,6 +172,22 @@ fn check(request: CheckRequest, runtime: &tokio::runtime::Runtime) -> CheckReply
     }
     let checked = Ok(job).and_then(|job| match runtime.block_on(plan_job(&job, &RunOptions::default())) {
         Ok(plan) => Ok((job.spec.name.clone(), plan.sink.uri())),
+        // A relative source resolves against the service's working directory, not the
+        // folder its author had in mind: one that finds nothing there is refused rather than
+        // stored (or queued) to fail as "input not ready" for an hour of retries.
+        Err(error) if holds_nothing(&error) && is_relative(&job.spec.source.uri) => {
+            let here = std::env::current_dir().map(|dir| dir.display().to_string()).unwrap_or_default();
+            Err(crate::JobError::Invalid {
+                job: job.spec.name.clone(),
+                message: format!(
+                    "source.uri '{}' is a relative path, which the job service resolves against its own working \
+                     directory ({here}), where it holds no data: write an absolute path or a URI \
+                     ({})",
+                    job.spec.source.uri,
+                    error.to_failure().message
+                ),
+            })
+        }
         Err(error) if error.to_failure().kind == FailureKind::InputNotReady => {
             let sink = weir_connectors::Location::parse(&job.spec.sink.uri, &job.spec.storage)
                 .map(|location| location.uri())
@@ -225,6 +261,7 @@ impl DefinitionChecker {
         vars: &BTreeMap<String, String>,
         run_id: &str,
         grants: Grants,
+        for_run: bool,
     ) -> Result<(String, String), ApiError> {
         let seconds = self.timeout.as_secs_f64();
         let deadline = tokio::time::Instant::now() + self.timeout;
@@ -239,8 +276,9 @@ impl DefinitionChecker {
         };
         let mut pairs: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         pairs.push(("run_id".into(), run_id.into()));
-        let request = serde_json::to_vec(&CheckRequest { definition: definition.to_string(), vars: pairs, grants })
-            .map_err(ApiError::internal)?;
+        let request =
+            serde_json::to_vec(&CheckRequest { definition: definition.to_string(), vars: pairs, grants, for_run })
+                .map_err(ApiError::internal)?;
         let mut child = tokio::process::Command::new(&self.binary)
             .arg("check-definition")
             .stdin(std::process::Stdio::piped())
