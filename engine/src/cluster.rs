@@ -96,13 +96,14 @@ impl Handshake {
         Ok(verdict[0] == 1)
     }
 
-    /// The accepting side: the index of a peer that proved itself and that `wanted`, or why
-    /// it was refused.
-    fn admit(&self, stream: &mut TcpStream, wanted: &dyn Fn(usize) -> bool) -> Result<usize, String> {
+    /// The accepting side, up to the verdict: the index that a peer which proved itself
+    /// claims, or why it was refused (the refusal already sent). The whole exchange must end
+    /// by `deadline`, however slowly the other side drips its bytes; the caller sends the
+    /// verdict once it knows whether it wants that index ([`send_verdict`]).
+    fn admit(&self, stream: &mut TcpStream, deadline: Instant) -> Result<usize, String> {
         let io = |e: std::io::Error| format!("the handshake broke off ({e})");
-        stream.set_read_timeout(Some(HANDSHAKE_STEP_TIMEOUT)).map_err(io)?;
         let mut header = [0u8; 28];
-        stream.read_exact(&mut header).map_err(io)?;
+        read_exact_by(stream, &mut header, deadline).map_err(io)?;
         if &header[..8] != MAGIC {
             return Err("it is not a Weir process of this version".into());
         }
@@ -113,14 +114,14 @@ impl Handshake {
             return Err("its attempt id is too long".into());
         }
         let mut attempt = vec![0u8; length];
-        stream.read_exact(&mut attempt).map_err(io)?;
+        read_exact_by(stream, &mut attempt, deadline).map_err(io)?;
         let mut nonce = [0u8; 16];
         getrandom::fill(&mut nonce).map_err(|e| format!("no randomness for a nonce: {e}"))?;
         stream.write_all(&nonce).map_err(io)?;
         let mut proof = [0u8; 32];
-        stream.read_exact(&mut proof).map_err(io)?;
+        read_exact_by(stream, &mut proof, deadline).map_err(io)?;
         let refuse = |stream: &mut TcpStream, why: String| {
-            let _ = stream.write_all(&[0]);
+            send_verdict(stream, false);
             Err(why)
         };
         if attempt != self.attempt.as_bytes() {
@@ -146,14 +147,36 @@ impl Handshake {
                 ),
             );
         }
-        if !usize::try_from(index).is_ok_and(wanted) {
-            return refuse(stream, format!("it says it is process {index}, which is not one this process waits for"));
-        }
-        stream.write_all(&[1]).map_err(io)?;
-        stream.set_read_timeout(None).map_err(io)?;
-        Ok(index as usize)
+        usize::try_from(index).map_err(|_| format!("it says it is process {index}"))
     }
 }
+
+/// Sends the accepting side's verdict; a peer admitted then talks to timely without timeouts.
+fn send_verdict(stream: &mut TcpStream, admitted: bool) -> bool {
+    stream.write_all(&[u8::from(admitted)]).is_ok() && (!admitted || stream.set_read_timeout(None).is_ok())
+}
+
+/// `read_exact` that gives up at `deadline` in all, not per read: a peer that sends one byte
+/// just inside each read's timeout cannot hold the handshake open.
+fn read_exact_by(stream: &mut TcpStream, mut buffer: &mut [u8], deadline: Instant) -> std::io::Result<()> {
+    while !buffer.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the handshake took too long"));
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(buffer) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(read) => buffer = &mut buffer[read..],
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// Handshakes with connecting processes in flight at once; more are closed unheard.
+const MAX_HANDSHAKES_IN_FLIGHT: usize = 32;
 
 /// The shape of the cluster this process belongs to.
 #[derive(Debug)]
@@ -284,23 +307,50 @@ fn connect_peers(
         }
     }
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    // Each connection shakes hands on a thread of its own, within HANDSHAKE_STEP_TIMEOUT in
+    // all, so a slow or silent intruder delays nobody; this loop hands out the verdicts.
+    let (done, handshakes) = std::sync::mpsc::channel::<(Result<usize, String>, TcpStream, std::net::SocketAddr)>();
+    let mut in_flight = 0usize;
     let mut missing = addresses.len() - me - 1;
     while missing > 0 {
+        while let Ok((admitted, mut stream, from)) = handshakes.try_recv() {
+            in_flight -= 1;
+            let wanted = |index: usize| index > me && index < addresses.len() && sockets[index].is_none();
+            match admitted {
+                Ok(index) if wanted(index) => {
+                    if send_verdict(&mut stream, true) {
+                        sockets[index] = Some(stream);
+                        missing -= 1;
+                    }
+                }
+                Ok(index) => {
+                    send_verdict(&mut stream, false);
+                    tracing::warn!(%from, "refused a connection to the cluster: it says it is process {index}, which is not one this process waits for");
+                }
+                Err(why) => tracing::warn!(%from, "refused a connection to the cluster: {why}"),
+            }
+        }
+        if missing == 0 {
+            break;
+        }
         match listener.accept() {
-            Ok((mut stream, from)) => {
+            Ok((mut stream, from)) if in_flight < MAX_HANDSHAKES_IN_FLIGHT => {
                 let set_up = stream
                     .set_nonblocking(false)
                     .and_then(|()| stream.set_nodelay(true))
                     .and_then(|()| watch_peer(&stream));
-                let wanted = |index: usize| index > me && index < addresses.len() && sockets[index].is_none();
-                match set_up.map_err(|e| e.to_string()).and_then(|()| handshake.admit(&mut stream, &wanted)) {
-                    Ok(index) => {
-                        sockets[index] = Some(stream);
-                        missing -= 1;
-                    }
-                    Err(why) => tracing::warn!(%from, "refused a connection to the cluster: {why}"),
+                if let Err(error) = set_up {
+                    tracing::warn!(%from, "refused a connection to the cluster: {error}");
+                    continue;
                 }
+                in_flight += 1;
+                let (handshake, done) = (handshake.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let admitted = handshake.admit(&mut stream, Instant::now() + HANDSHAKE_STEP_TIMEOUT);
+                    let _ = done.send((admitted, stream, from));
+                });
             }
+            Ok((_, from)) => tracing::warn!(%from, "refused a connection to the cluster: too many handshakes at once"),
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
                 if Instant::now() > deadline {
                     return Err(late(&sockets));
@@ -355,6 +405,39 @@ mod tests {
         let sockets = connect_peers(&first, &addresses, 0, &patient("run-1.new", b"s3cret")).unwrap();
         assert!(sockets[1].is_some());
         assert_eq!(intruders_then_peer.join().unwrap(), (false, false, false, Ok(true)));
+    }
+
+    /// An intruder that drips a byte just inside each read's timeout once held the accept
+    /// loop for good, and the cluster missed its deadline: handshakes now run side by side
+    /// and end within a step's timeout in all.
+    #[test]
+    fn a_dripping_intruder_delays_nobody() {
+        let (first, second) = (TcpListener::bind("127.0.0.1:0").unwrap(), TcpListener::bind("127.0.0.1:0").unwrap());
+        let addresses = vec![first.local_addr().unwrap().to_string(), second.local_addr().unwrap().to_string()];
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (target, dripping) = (addresses[0].clone(), stop.clone());
+        let drip = std::thread::spawn(move || {
+            let mut stream = TcpStream::connect(&target).unwrap();
+            let mut sent = 0;
+            while !dripping.load(std::sync::atomic::Ordering::Relaxed) && sent < MAGIC.len() {
+                if stream.write_all(&MAGIC[sent..=sent]).is_err() {
+                    break;
+                }
+                sent += 1;
+                std::thread::sleep(Duration::from_millis(400));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let theirs = addresses.clone();
+        let ours = Handshake { timeout: Duration::from_secs(3), ..handshake("a", b"s") };
+        let peer_side = ours.clone();
+        let peer = std::thread::spawn(move || connect_peers(&second, &theirs, 1, &peer_side).map(|s| s[0].is_some()));
+        let started = Instant::now();
+        let sockets = connect_peers(&first, &addresses, 0, &ours).unwrap();
+        assert!(sockets[1].is_some() && started.elapsed() < Duration::from_secs(3));
+        assert_eq!(peer.join().unwrap(), Ok(true));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        drip.join().unwrap();
     }
 
     #[test]
