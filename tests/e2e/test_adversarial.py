@@ -26,6 +26,8 @@ message), that `/healthz` still answers afterwards, and that nothing was lost:
   anything is read; no connection reaches the endpoint;
 - a value that cannot be cast, in a column masked later under another name: the error
   names the row, never the value (CLI, run record, log);
+- a client that stops inside its request's headers or body: cut off (408 for the body)
+  after the 10 s read timeout, while the service answers others;
 - `weir ls --json` and `weir head` writing into a closed pipe: exit 0, nothing on stderr.
 """
 
@@ -282,6 +284,40 @@ def test_a_token_reaches_only_its_prefixes_and_no_endpoint_the_service_does_not_
     with pytest.raises(socket.timeout):
         listener.accept()
     listener.close()
+    healthy(service)
+
+
+def test_a_client_that_stops_in_its_headers_or_its_body_is_cut_off(service):
+    import socket
+
+    host, port = service.host.rsplit(":", 1)
+
+    def cut_off(request: bytes):
+        sock = socket.create_connection((host, int(port)))
+        sock.sendall(request)
+        sock.settimeout(40)
+        started = time.monotonic()
+        reply = b""
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+        sock.close()
+        return time.monotonic() - started, reply
+
+    header_only = f"GET /v1/runs HTTP/1.1\r\nHost: {service.host}\r\n".encode()
+    dripped_body = (
+        f"POST /v1/runs HTTP/1.1\r\nHost: {service.host}\r\nAuthorization: Bearer {service.token}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"job\""
+    ).encode()
+    with ThreadPoolExecutor(2) as pool:
+        header, body = pool.map(cut_off, [header_only, dripped_body])
+        healthy(service)  # answered while both are held
+    # Cut off after the 10 s read timeout (not at once, and not never).
+    assert 9 < header[0] < 30 and header[1] == b"", header
+    assert 9 < body[0] < 30 and body[1].startswith(b"HTTP/1.1 408"), body
+    assert b"did not arrive within 10 s" in body[1]
     healthy(service)
 
 

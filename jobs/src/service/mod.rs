@@ -104,28 +104,66 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
             .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
     }
     eprintln!("weir serve: listening on {address}; state in {}", state_dir.display());
-    let app = router(state);
-    match tls {
-        None => axum::serve(listener, app)
-            .with_graceful_shutdown(stop_signal())
-            .await
-            .map_err(|error| format!("the server failed: {error}")),
-        Some(tls) => {
-            let handle = axum_server::Handle::new();
-            let stopper = handle.clone();
-            tokio::spawn(async move {
-                stop_signal().await;
-                stopper.graceful_shutdown(Some(Duration::from_secs(10)));
-            });
-            let listener = listener.into_std().map_err(|error| error.to_string())?;
-            axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(tls))
-                .handle(handle)
-                .serve(app.into_make_service())
-                .await
-                .map_err(|error| format!("the server failed: {error}"))
+    let app = router(state).layer(axum::middleware::from_fn(read_body_by_deadline));
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        stop_signal().await;
+        stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    let listener = listener.into_std().map_err(|error| error.to_string())?;
+    let served = match tls {
+        None => {
+            let mut server = axum_server::from_tcp(listener).handle(handle);
+            limit_header_reads(server.http_builder());
+            server.serve(app.into_make_service()).await
         }
-    }
+        Some(tls) => {
+            let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+            let mut server = axum_server::from_tcp_rustls(listener, config).handle(handle);
+            limit_header_reads(server.http_builder());
+            server.serve(app.into_make_service()).await
+        }
+    };
+    served.map_err(|error| format!("the server failed: {error}"))
 }
+
+/// How long a client has to send a request's line and headers, and then its body: a client
+/// that sends nothing, or drips bytes, is disconnected (header) or answered 408 (body)
+/// rather than holding a connection and its memory for good.
+pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Gives hyper's HTTP/1 connections a timer, so that their header read timeout applies.
+fn limit_header_reads(builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>) {
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(REQUEST_READ_TIMEOUT);
+}
+
+/// Reads a request's body (at most [`MAX_BODY_BYTES`]) within [`REQUEST_READ_TIMEOUT`]
+/// before any handler sees it: 408 for a body that does not arrive in time, 413 for one
+/// too large.
+async fn read_body_by_deadline(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = request.into_parts();
+    let read = tokio::time::timeout(REQUEST_READ_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES)).await;
+    let bytes = match read {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            let message = format!("the request's body is larger than {MAX_BODY_BYTES} bytes or broke off");
+            return api_error::ApiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
+        }
+        Err(_) => {
+            let message = format!("the request's body did not arrive within {} s", REQUEST_READ_TIMEOUT.as_secs());
+            return api_error::ApiError::new(axum::http::StatusCode::REQUEST_TIMEOUT, message).into_response();
+        }
+    };
+    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await
+}
+
+/// The largest request body the service reads (axum's own default for JSON bodies).
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// Resolves at SIGINT or SIGTERM.
 async fn stop_signal() {
