@@ -65,9 +65,9 @@ pub enum ConnectorError {
     OutputMoved { uri: String, base: u64, now: u64 },
 
     #[error(
-        "refusing to overwrite '{uri}': {reason}; choose a dedicated output directory (or pass --force, which is dangerous)"
+        "refusing to write into '{uri}': {reason}; choose a dedicated output directory (or pass --force, which is dangerous)"
     )]
-    DangerousOverwrite { uri: String, reason: String },
+    DangerousOutput { uri: String, reason: String },
 
     #[error(
         "output '{uri}' is held by run {} (attempt {}, host {}, pid {}) since {}; wait for it to finish, or for its lease to expire if it was killed",

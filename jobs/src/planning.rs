@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use weir_connectors::commit::{FITTED_FILE, WriteMode, is_committed};
+use weir_connectors::commit::{FITTED_FILE, is_committed};
 use weir_connectors::encryption::Decryptor;
 use weir_connectors::keys::KeySource;
 use weir_connectors::lease::{DEFAULT_LEASE_TTL, check_run_id, new_attempt_id};
@@ -50,7 +50,7 @@ pub struct LoadedJob {
 pub struct RunOptions {
     /// This attempt's id (`<run_id>.<8 hex>`); a fresh one when `None`.
     pub attempt: Option<String>,
-    /// `--force`: skip the overwrite guards ([`check_overwrite_target`]).
+    /// `--force`: skip the output guards ([`check_output_target`]).
     pub force: bool,
     /// What relative paths in the job are relative to (default: the job file's folder).
     pub base_dir: Option<std::path::PathBuf>,
@@ -154,8 +154,8 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
             sink_uri: sink.uri(),
         }));
     }
-    if spec.sink.mode == WriteMode::Overwrite && !options.force {
-        check_overwrite_target(&sink, &source_location, &job.path).map_err(connector("sink"))?;
+    if !options.force {
+        check_output_target(&sink, &source_location, &job.path).map_err(connector("sink"))?;
     }
     if let Some(ready) = &spec.source.ready {
         ready.ensure_ready(&source_location, chrono::Utc::now()).await.map_err(connector("source"))?;
@@ -471,12 +471,13 @@ pub fn refit_warnings(plan: &EnginePlan) -> Vec<String> {
     warnings
 }
 
-/// Refuses an overwrite of a place that is almost certainly not a dedicated output
-/// directory: a filesystem or bucket root, a home directory, or a directory that contains
-/// the source, the job file or the working directory. Overwrite deletes only what earlier
-/// runs recorded, so this guards against writing Weir's files into such a place at all.
-pub fn check_overwrite_target(sink: &Location, source: &Location, job_path: &str) -> Result<(), ConnectorError> {
-    let refuse = |reason: String| Err(ConnectorError::DangerousOverwrite { uri: sink.uri(), reason });
+/// Refuses, in every mode, an output in a place that is almost certainly not a dedicated
+/// output directory: a filesystem or bucket root, a home directory, or a directory that
+/// contains the source, the job file or the working directory. Weir deletes only what
+/// earlier runs recorded, so this guards against writing its files into such a place at
+/// all (a home directory holding only dotfiles looks empty to `error_if_exists`).
+pub fn check_output_target(sink: &Location, source: &Location, job_path: &str) -> Result<(), ConnectorError> {
+    let refuse = |reason: String| Err(ConnectorError::DangerousOutput { uri: sink.uri(), reason });
     if sink.path().as_ref().is_empty() {
         return refuse(if sink.is_s3() { "it is a whole bucket".into() } else { "it is the filesystem root".into() });
     }

@@ -24,6 +24,8 @@ message), that `/healthz` still answers afterwards, and that nothing was lost:
   fitted parameters (with `..` too), the service's state folder, or an S3 endpoint the
   service does not allow (its credentials would go there): 403 naming the field, before
   anything is read; no connection reaches the endpoint;
+- `error_if_exists` or `append` into a home directory holding only dotfiles: refused, as
+  `overwrite` was;
 - a value that cannot be cast, in a column masked later under another name: the error
   names the row, never the value (CLI, run record, log);
 - a client that stops inside its request's headers or body: cut off (408 for the body)
@@ -214,6 +216,17 @@ def test_a_value_that_cannot_be_cast_is_not_shown_when_its_column_is_masked_late
     # Unmasked, the value helps whoever fixes the data.
     plain = definition.replace('[[step]]\nop = "mask"\ncolumns = ["pan"]\nmethod = "redact"\n', "")
     assert "'4111-1111-1111-1111'" in weir("run", write_job(tmp_path / "plain.toml", plain), cwd=tmp_path, check=2).stderr
+
+
+@pytest.mark.parametrize("mode", ["error_if_exists", "append"])
+def test_no_mode_writes_into_a_home_directory(weir, small, tmp_path, mode):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".bashrc").write_text("# only dotfiles: it looks empty\n")
+    path = write_job(tmp_path / "job.toml", job("homely", sink=str(home)).replace("[sink]\n", f"[sink]\nmode = \"{mode}\"\n"))
+    proc = weir("run", path, cwd=tmp_path, env={**os.environ, "HOME": str(home)}, check=2)
+    assert "refusing to write into" in proc.stderr and "home directory" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in home.iterdir()) == [".bashrc"]
 
 
 def test_a_variable_cannot_lead_a_path_out_of_its_folder(weir, small, tmp_path):
