@@ -54,6 +54,13 @@ def main():
     pq.write_table(nested, OUT / "nested.parquet")
     wide = pa.table({f"f_{i}": pa.array([float(i * r) for r in range(5)], pa.float32()) for i in range(24)})
     pq.write_table(wide, OUT / "wide-float32.parquet", row_group_size=2)
+    # Structs nested past and near the reader's depth limit (64), without pyarrow's own
+    # schema in the footer (whose reader has a depth limit of its own).
+    for depth in (80, 300):
+        column = pa.array([1, 2, 3])
+        for _ in range(depth):
+            column = pa.StructArray.from_arrays([column], names=["f"])
+        pq.write_table(pa.table({"id": pa.array([1, 2, 3]), "s": column}), OUT / f"deep-{depth}.parquet", store_schema=False)
     for path in sorted(OUT.iterdir()):
         print(path.name, path.stat().st_size)
 

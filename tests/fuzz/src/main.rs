@@ -1,14 +1,17 @@
 //! `weir-fuzz`: Weir's fuzz harness, on stable Rust.
 //!
-//! Three targets take bytes and feed them to the code that reads what users hand Weir:
+//! Four targets take bytes and feed them to the code that reads what users hand Weir:
 //!
 //! - `job`: the job loader with variables (`NAME=VALUE` lines, `---`, then a job's TOML):
 //!   parse, substitute, check, bind every step to a fixed schema, then fit and apply the
 //!   steps to a fixed batch;
 //! - `filter`: the filter language: parse, type-check against the fixed schema, evaluate on
 //!   the fixed batch, and check that `e` and `not (e)` never keep the same row;
-//! - `parquet`: the Parquet reader over a byte-mutated file: open (footer, schema), cut
-//!   shards, read every shard, and check that the rows read add up to the footer's count.
+//! - `parquet`: the Parquet reader over a byte-mutated file: open (footer, schema, its depth),
+//!   cut shards, read every shard, and check that the rows read add up to the footer's count;
+//! - `onnx`: Weir's reader of an ONNX model's protobuf (the graph `explain` reads).
+//!
+//! Inputs run on a thread with a 2 MiB stack, a tokio worker's.
 //!
 //! Inputs come from the committed seed corpus (`corpus/TARGET/`), mutated byte-wise and with
 //! each target's dictionary, and, for `job` and `filter`, from a generator that writes

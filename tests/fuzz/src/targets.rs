@@ -23,7 +23,7 @@ use weir_operators::{BindContext, Bound, BoundStep, bind_steps};
 use crate::generate;
 
 /// The targets, by name.
-pub const NAMES: [&str; 3] = ["job", "filter", "parquet"];
+pub const NAMES: [&str; 4] = ["job", "filter", "parquet", "onnx"];
 
 /// What Weir made of an input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +61,7 @@ pub fn new(name: &str) -> Box<dyn Target> {
     match name {
         "job" => Box::new(JobTarget { batch: sample_batch() }),
         "filter" => Box::new(FilterTarget { batch: sample_batch() }),
+        "onnx" => Box::new(OnnxTarget),
         _ => Box::new(ParquetTarget::new()),
     }
 }
@@ -335,5 +336,47 @@ impl Target for ParquetTarget {
 
     fn tail_bias(&self) -> bool {
         true
+    }
+}
+
+/// `onnx`: the input is a model; Weir's own reader of its protobuf (the graph `explain`
+/// reads linear models and tree ensembles from) must refuse what it cannot read, never
+/// panic or loop. ONNX Runtime itself is not fuzzed here.
+struct OnnxTarget;
+
+impl Target for OnnxTarget {
+    fn run(&mut self, input: &[u8]) -> Outcome {
+        let graph = weir_operators::onnx_graph::graph(input);
+        let nodes = weir_operators::onnx_graph::nodes(input);
+        match (graph, nodes) {
+            (Ok(graph), Ok(nodes)) => {
+                assert_eq!(graph.nodes.len(), nodes.len(), "the graph and its node list disagree");
+                Outcome::Accepted
+            }
+            _ => Outcome::Refused,
+        }
+    }
+
+    fn dictionary(&self) -> &[&[u8]] {
+        // Protobuf keys of the fields the reader follows, lengths at the limits, and op names.
+        &[
+            b"\x08",
+            b"\x0a",
+            b"\x12",
+            b"\x1a",
+            b"\x22",
+            b"\x2a",
+            b"\x3a",
+            b"\x42",
+            b"\xff\xff\xff\xff\x0f",
+            b"\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01",
+            b"TreeEnsembleClassifier",
+            b"MatMul",
+            b"Gemm",
+        ]
+    }
+
+    fn max_len(&self) -> usize {
+        64 * 1024
     }
 }
