@@ -110,25 +110,31 @@ pub fn delete_local_leftovers(output: &Location, directory: &Path) -> Result<(),
     Ok(())
 }
 
-/// On the local filesystem, refuses an output that holds a symbolic link anywhere below its
-/// directory (a `_weir` or partition folder linked elsewhere would carry claims, staged
-/// files, `fitted.json` and part files outside the output). Checked before the first write
-/// (the lease's claim) and again before publishing. The output's own directory may be a
-/// link: [`Location`] resolves it. Does nothing on other stores, which have no links.
+/// On the local filesystem, refuses an output where Weir would write through a symbolic
+/// link: `_weir` (or anything below it) or a partition folder (`key=value`) that is a link
+/// would carry claims, staged files, `fitted.json` and part files outside the output.
+/// Checked before the first write (the lease's claim) and again before publishing. Other
+/// links are left alone (Weir neither writes into them nor follows them when deleting),
+/// and the output's own directory may be a link: [`Location`] resolves it. Does nothing on
+/// other stores, which have no links.
 pub fn refuse_local_links(output: &Location) -> Result<(), ConnectorError> {
     let Some(root) = output.local_path() else { return Ok(()) };
-    let mut pending = vec![root];
+    let mut pending = vec![root.clone()];
     while let Some(directory) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&directory) else { continue };
         for entry in entries.flatten() {
             let Ok(file_type) = entry.file_type() else { continue };
-            if file_type.is_symlink() {
+            let path = entry.path();
+            let relative = path.strip_prefix(&root).unwrap_or(&path);
+            let under_weir = relative.components().next().is_some_and(|first| first.as_os_str() == "_weir");
+            let partition = entry.file_name().to_str().is_some_and(|name| name.contains('='));
+            if file_type.is_symlink() && (under_weir || partition) {
                 return Err(ConnectorError::Invalid {
                     uri: output.uri(),
                     message: format!(
                         "it holds a symbolic link, {}; Weir does not write through links inside an output \
                          (remove it, or point the sink at where it leads)",
-                        entry.path().display()
+                        path.display()
                     ),
                 });
             }

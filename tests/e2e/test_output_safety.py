@@ -543,6 +543,14 @@ def claim_pid(prefix: Path, run_id: str):
     return None
 
 
+def cmdline_of(pid: int) -> bytes:
+    """A process's command line; empty once it has exited (it may, between listing and reading)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 @pytest.mark.parametrize("victim", ["single-process", "launcher", "lease-holding-worker"])
 def test_a_sigkill_in_the_publish_window_leaves_a_commit_to_roll_forward(weir, tmp_path, big, victim):
     """SIGKILL once the run has written its commit decision: the prefix is then the previous
@@ -571,7 +579,7 @@ def test_a_sigkill_in_the_publish_window_leaves_a_commit_to_roll_forward(weir, t
                 time.sleep(0.0002)
             if victim == "lease-holding-worker":
                 holder = claim_pid(out, run_id)
-                target = holder if holder in kids else next((k for k in kids if b"--process\x000\x00" in Path(f"/proc/{k}/cmdline").read_bytes()), None)
+                target = holder if holder in kids else next((k for k in kids if b"--process\x000\x00" in cmdline_of(k)), None)
             else:
                 target = run.pid
             hit = run.proc.poll() is None and target is not None
