@@ -150,12 +150,13 @@ fn check_grants(spec: &crate::spec::JobSpec, grants: &Grants) -> Result<(), Stri
 /// except that a source with no data yet passes (the run waits for it: the job's
 /// `wait_for_input_s`). Runs in the checker's process.
 fn check(request: CheckRequest, runtime: &tokio::runtime::Runtime) -> CheckReply {
-    // `ds` as the run's own process will read it (the latest complete interval of the
-    // job's schedule, when the submission does not give it).
+    // A name the job's [vars] does not declare is refused first, whatever the purpose.
     let names = request.vars.iter().map(|(name, _)| name.as_str());
     if let Err(message) = crate::declared_vars::check_names(&request.definition, names) {
         return CheckReply::Invalid { message };
     }
+    // `ds` as the run's own process will read it (the latest complete interval of the
+    // job's schedule, when the submission does not give it).
     let vars = match crate::schedule::with_run_date(&request.definition, request.vars.clone(), chrono::Utc::now()) {
         Ok(vars) => vars,
         Err(message) if request.for_run => return CheckReply::Invalid { message },
@@ -170,7 +171,7 @@ fn check(request: CheckRequest, runtime: &tokio::runtime::Runtime) -> CheckReply
     if let Err(message) = check_grants(&job.spec, &request.grants) {
         return CheckReply::Forbidden { message };
     }
-    let checked = Ok(job).and_then(|job| match runtime.block_on(plan_job(&job, &RunOptions::default())) {
+    let checked = match runtime.block_on(plan_job(&job, &RunOptions::default())) {
         Ok(plan) => Ok((job.spec.name.clone(), plan.sink.uri())),
         // A relative source resolves against the service's working directory, not the
         // folder its author had in mind: one that finds nothing there is refused rather than
@@ -195,7 +196,7 @@ fn check(request: CheckRequest, runtime: &tokio::runtime::Runtime) -> CheckReply
             Ok((job.spec.name.clone(), sink))
         }
         Err(error) => Err(error),
-    });
+    };
     match checked {
         Ok((name, output_uri)) => CheckReply::Valid { name, output_uri },
         Err(error) => CheckReply::Invalid { message: error.to_failure().message },
