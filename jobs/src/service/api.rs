@@ -400,7 +400,18 @@ async fn submit_run(
             let found = stored_job(&state, name, body.version)?;
             (found.definition.unwrap_or_default(), Some(found.version))
         }
-        (None, Some(definition)) if body.version.is_none() => (definition.clone(), None),
+        (None, Some(definition)) if body.version.is_none() => {
+            // The job's name as written, checked against the token's jobs before the checker
+            // reads anything the definition names (and again, substituted, after).
+            if let Some(name) = toml::from_str::<toml::Table>(definition)
+                .ok()
+                .and_then(|table| table.get("name").and_then(|name| name.as_str().map(str::to_string)))
+                .filter(|name| !name.contains("{{"))
+            {
+                require_job(&caller, &name)?;
+            }
+            (definition.clone(), None)
+        }
         _ => {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
