@@ -9,6 +9,10 @@
 //! - `WEIR_KEY_DIR`: a directory holding one file per key, named exactly by the id, with the
 //!   same base64 (a Kubernetes Secret mounted as a volume). The environment variable wins.
 //!
+//! `WEIR_ALLOWED_KEYS` (comma-separated ids), when set, is all a process may look up: the job
+//! service sets it for the runs of a token limited to some keys, so that a definition cannot
+//! borrow the service's other keys (another team's `WEIR_KEY_*`) to decrypt or encrypt.
+//!
 //! With `keys = "direct"` these are the data keys themselves; with `keys = "kms"` (the
 //! default) they are the master keys of Weir's local KMS ([`crate::kms`]), which wrap a
 //! fresh data key per file. Key bytes live in [`KeyBytes`], whose `Debug` prints nothing.
@@ -76,23 +80,36 @@ pub fn check_key_id(id: &str) -> Result<(), String> {
 #[derive(Debug, Clone, Default)]
 pub struct KeySource {
     dir: Option<PathBuf>,
+    /// The only ids that may be looked up (`WEIR_ALLOWED_KEYS`); `None`: any.
+    allowed: Option<Vec<String>>,
 }
+
+/// The environment variable that limits which keys a process may look up.
+pub const ALLOWED_KEYS_ENV: &str = "WEIR_ALLOWED_KEYS";
 
 impl KeySource {
     /// The key source of this process's environment.
     pub fn from_env() -> KeySource {
-        KeySource { dir: std::env::var_os("WEIR_KEY_DIR").map(PathBuf::from) }
+        let allowed = std::env::var(ALLOWED_KEYS_ENV)
+            .ok()
+            .map(|ids| ids.split(',').map(str::trim).filter(|id| !id.is_empty()).map(str::to_string).collect());
+        KeySource { dir: std::env::var_os("WEIR_KEY_DIR").map(PathBuf::from), allowed }
     }
 
     /// Keys from `dir` (and, first, from the environment).
     pub fn with_dir(dir: PathBuf) -> KeySource {
-        KeySource { dir: Some(dir) }
+        KeySource { dir: Some(dir), allowed: None }
     }
 
     /// The bytes of key `id`.
     pub fn key(&self, id: &str) -> Result<KeyBytes, KeyError> {
         let error = |why: String| KeyError { id: id.to_string(), why };
         check_key_id(id).map_err(|e| error(format!("cannot be looked up: {e}")))?;
+        if let Some(allowed) = &self.allowed
+            && !allowed.iter().any(|granted| granted == id)
+        {
+            return Err(error(format!("is not granted to this run ({ALLOWED_KEYS_ENV})")));
+        }
         let var = env_var_of(id);
         let (encoded, from) = match std::env::var(&var) {
             Ok(value) => (value, var.clone()),

@@ -357,6 +357,9 @@ enum TokensCommand {
         /// Limit its runs to this URI prefix (repeatable; default: anywhere the service reaches).
         #[arg(long = "prefix", value_name = "URI")]
         prefixes: Vec<String>,
+        /// Limit its runs to this encryption key id (repeatable; default: every key the service holds).
+        #[arg(long = "key", value_name = "ID")]
+        keys: Vec<String>,
     },
     /// List the live tokens (never their values).
     Ls,
@@ -659,13 +662,16 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
         Command::Tokens { command, server } => (|| {
             let client = client(server)?;
             match command {
-                TokensCommand::Create { name, role, jobs, prefixes } => {
+                TokensCommand::Create { name, role, jobs, prefixes, keys } => {
                     let mut body = serde_json::json!({ "name": name, "role": role });
                     if !jobs.is_empty() {
                         body["jobs"] = serde_json::json!(jobs);
                     }
                     if !prefixes.is_empty() {
                         body["prefixes"] = serde_json::json!(prefixes);
+                    }
+                    if !keys.is_empty() {
+                        body["keys"] = serde_json::json!(keys);
                     }
                     print_json(&client.post("/v1/tokens", &body)?);
                 }
@@ -678,11 +684,12 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
                             None => "all".to_string(),
                         };
                         println!(
-                            "{:<24}  {:<6}  jobs {}  prefixes {}  created {}",
+                            "{:<24}  {:<6}  jobs {}  prefixes {}  keys {}  created {}",
                             token["name"].as_str().unwrap_or("-"),
                             token["role"].as_str().unwrap_or("-"),
                             list("jobs"),
                             list("prefixes"),
+                            list("keys"),
                             token["created_at"].as_str().unwrap_or("-")
                         );
                     }

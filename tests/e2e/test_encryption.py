@@ -844,3 +844,47 @@ def test_head_and_schema_read_encrypted_outputs_with_keys_only(weir, tmp_path):
         assert "encrypted" in (proc.stdout + proc.stderr).lower(), proc.stderr
         assert "panicked" not in proc.stderr, proc.stderr
         assert not EMAIL.search(proc.stdout + proc.stderr)
+
+
+def test_a_token_uses_only_the_keys_it_is_granted(tmp_path):
+    """The service holds team B's keys (footer, pii) and team A's (teama). A token granted
+    only teama cannot decrypt team B's encrypted input (its check cannot look the keys up)
+    nor encrypt with team B's keys (403 naming the key), and writes with its own key a file
+    that pyarrow decrypts with it."""
+    from helpers import Service, expect, expect_error, submit, wait_run
+
+    root = tmp_path.resolve()
+    theirs = new_keys("footer", "pii")
+    ours = new_keys("teama")
+    table = make_table(400)
+    write_source(table, root / "b-secret", encryption=lambda: encryption_properties(theirs))
+    write_source(table, root / "plain")
+    service = Service(root, [], env=weir_env({**theirs, **ours})).start()
+    try:
+        token = expect(service.admin.post("/v1/tokens", json={"name": "a", "role": "submit", "keys": ["teama"]}), 201)
+        assert token["keys"] == ["teama"]
+        team_a = service.api(token["token"])
+
+        steal = job_toml("steal", root / "b-secret", root / "stolen", decryption={})
+        message = expect_error(team_a.post("/v1/runs", json={"definition": steal}), 422)
+        assert "not granted" in message, message
+        assert not (root / "stolen").exists()
+        for key in theirs.values():
+            assert b64(key) not in message
+
+        borrow = job_toml("borrow", root / "plain", root / "borrowed", encryption={})
+        message = expect_error(team_a.post("/v1/runs", json={"definition": borrow}), 403)
+        assert "key 'footer'" in message and "may not use" in message, message
+
+        own = job_toml("own", root / "plain", root / "own").replace("[sink]", "[sink]") + toml_table(
+            "sink.encryption", {"footer_key": "teama", "column_keys": {"teama": PII}}
+        )
+        run = submit(team_a, {"definition": own})
+        assert run["allowed_keys"] == ["teama"]
+        assert wait_run(service.admin, run["id"])["state"] == "succeeded"
+        got = read_encrypted(part_files(root / "own"), ours).sort_by("id")
+        assert got.equals(table.select(COLUMNS).sort_by("id"))
+        # The admin's own runs still reach every key the service holds.
+        assert wait_run(service.admin, submit(service.admin, {"definition": steal})["id"])["state"] == "succeeded"
+    finally:
+        service.close()

@@ -21,7 +21,7 @@ use super::auth::{AllowedHosts, authenticate, new_token, require, require_job};
 use super::backfill::{self, Reprocess};
 use super::definition_check::DefinitionChecker;
 use super::scheduler::Scheduler;
-use super::store::{Inserted, JobVersion, NewRun, Role, Run, RunFilter, RunState, Store, TokenInfo};
+use super::store::{Inserted, JobVersion, NewRun, Role, Run, RunFilter, RunState, Store, TokenGrants, TokenInfo};
 use crate::planning::sha256_hex;
 use crate::vars::{check_name, new_run_id};
 
@@ -123,6 +123,9 @@ struct NewToken {
     /// URI prefixes its runs may read and write; absent: any.
     #[serde(default)]
     prefixes: Option<Vec<String>>,
+    /// Key ids its runs may use; absent: any the service holds.
+    #[serde(default)]
+    keys: Option<Vec<String>>,
 }
 
 /// The most prefixes a token may be given, and the longest one.
@@ -153,25 +156,25 @@ async fn create_token(
             ));
         }
     }
+    if let Some(keys) = &body.keys
+        && let Some(message) = keys.iter().find_map(|id| weir_connectors::keys::check_key_id(id).err())
+    {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message));
+    }
     let token = new_token().map_err(ApiError::internal)?;
+    let grants = TokenGrants { jobs: body.jobs.clone(), prefixes: body.prefixes.clone(), keys: body.keys.clone() };
     let inserted = state
         .store
-        .insert_token(
-            &body.name,
-            &sha256_hex(token.as_bytes()),
-            body.role,
-            body.jobs.as_deref(),
-            body.prefixes.as_deref(),
-        )
+        .insert_token(&body.name, &sha256_hex(token.as_bytes()), body.role, &grants)
         .map_err(ApiError::internal)?;
     if !inserted {
         return Err(ApiError::new(StatusCode::CONFLICT, format!("a token named '{}' exists", body.name)));
     }
-    let granted = json!({ "role": body.role, "jobs": body.jobs, "prefixes": body.prefixes });
+    let granted = json!({ "role": body.role, "jobs": body.jobs, "prefixes": body.prefixes, "keys": body.keys });
     audit_event(&state, &caller, "token.create", &body.name, granted)?;
-    Ok(created(
-        json!({ "name": body.name, "role": body.role, "jobs": body.jobs, "prefixes": body.prefixes, "token": token }),
-    ))
+    Ok(created(json!({
+        "name": body.name, "role": body.role, "jobs": body.jobs, "prefixes": body.prefixes, "keys": body.keys, "token": token,
+    })))
 }
 
 async fn list_tokens(State(state): State<AppState>, headers: HeaderMap) -> Reply {
@@ -447,6 +450,7 @@ async fn submit_run(
         attempt: 1,
         retry_of: None,
         not_before: None,
+        allowed_keys: caller.keys.clone(),
     };
     match state.store.insert_run(&run).map_err(ApiError::internal)? {
         Inserted::New(stored) => {

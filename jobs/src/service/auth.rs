@@ -45,7 +45,9 @@ pub fn ensure_admin_token(store: &Store, path: &Path) -> Result<bool, String> {
         .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
     writeln!(file, "{token}").map_err(|error| format!("cannot write {}: {error}", path.display()))?;
     file.sync_all().map_err(|error| format!("cannot write {}: {error}", path.display()))?;
-    store.insert_token("admin", &sha256_hex(token.as_bytes()), Role::Admin, None, None).map_err(|e| e.to_string())?;
+    store
+        .insert_token("admin", &sha256_hex(token.as_bytes()), Role::Admin, &Default::default())
+        .map_err(|e| e.to_string())?;
     Ok(true)
 }
 

@@ -64,6 +64,8 @@ pub struct Grants {
     pub endpoints: Option<Vec<String>>,
     /// Folders no definition may touch, whoever sends it (the service's state folder).
     pub refused: Vec<String>,
+    /// The key ids a definition may name or use; `None`: any the service holds.
+    pub keys: Option<Vec<String>>,
 }
 
 /// What the checker answers.
@@ -113,6 +115,14 @@ fn check_grants(spec: &crate::spec::JobSpec, grants: &Grants) -> Result<(), Stri
              (allowed: {})",
             if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") }
         ));
+    }
+    if let (Some(encryption), Some(allowed)) = (&spec.sink.encryption, &grants.keys) {
+        let named = std::iter::once(&encryption.footer_key).chain(encryption.column_keys.keys());
+        for id in named {
+            if !allowed.contains(id) {
+                return Err(format!("sink.encryption names key '{id}', which this token may not use"));
+            }
+        }
     }
     let mut places: Vec<(String, &str)> =
         vec![("source.uri".into(), &spec.source.uri), ("sink.uri".into(), &spec.sink.uri)];
@@ -250,6 +260,7 @@ impl DefinitionChecker {
             prefixes: caller.prefixes.clone(),
             endpoints: (caller.role != super::store::Role::Admin).then(|| self.endpoints.clone()),
             refused: vec![self.state_dir.to_string_lossy().into_owned()],
+            keys: caller.keys.clone(),
         }
     }
 
@@ -277,10 +288,12 @@ impl DefinitionChecker {
         };
         let mut pairs: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         pairs.push(("run_id".into(), run_id.into()));
+        let mut command = tokio::process::Command::new(&self.binary);
+        super::executor::limit_keys(&mut command, grants.keys.as_deref());
         let request =
             serde_json::to_vec(&CheckRequest { definition: definition.to_string(), vars: pairs, grants, for_run })
                 .map_err(ApiError::internal)?;
-        let mut child = tokio::process::Command::new(&self.binary)
+        let mut child = command
             .arg("check-definition")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -354,10 +367,11 @@ mod tests {
     fn every_place_is_checked_and_named() {
         let text = "name = \"t\"\nfitted = \"/data/theirs/fit\"\n[source]\nuri = \"/data/mine/in\"\n[[step]]\nop = \"impute\"\ncolumns = [\"x\"]\n[sink]\nuri = \"/data/mine/out\"\n";
         let job = load_job_text("t.toml", text, &Variables::new(&[])).unwrap();
-        let grants = Grants { prefixes: Some(vec!["/data/mine".into()]), endpoints: None, refused: vec![] };
+        let grants = Grants { prefixes: Some(vec!["/data/mine".into()]), endpoints: None, refused: vec![], keys: None };
         let err = check_grants(&job.spec, &grants).unwrap_err();
         assert!(err.starts_with("fitted '/data/theirs/fit'"), "{err}");
-        let state = Grants { prefixes: None, endpoints: Some(vec![]), refused: vec!["/data/mine/out".into()] };
+        let state =
+            Grants { prefixes: None, endpoints: Some(vec![]), refused: vec!["/data/mine/out".into()], keys: None };
         let err = check_grants(&job.spec, &state).unwrap_err();
         assert!(err.contains("sink.uri") && err.contains("state folder"), "{err}");
     }

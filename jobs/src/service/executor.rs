@@ -25,6 +25,22 @@ pub struct Launch {
     /// What relative paths in the definition are relative to: the service's working
     /// directory, as when it validated the definition.
     pub base_dir: PathBuf,
+    /// The only key ids the run may use; `None`: any the service holds.
+    pub allowed_keys: Option<Vec<String>>,
+}
+
+/// Limits `command` to the key ids `allowed` (`None`: no limit): `WEIR_ALLOWED_KEYS` names
+/// them, and the `WEIR_KEY_*` variables of other keys are not passed on at all.
+pub fn limit_keys(command: &mut tokio::process::Command, allowed: Option<&[String]>) {
+    let Some(allowed) = allowed else { return };
+    command.env(weir_connectors::keys::ALLOWED_KEYS_ENV, allowed.join(","));
+    let granted: Vec<String> = allowed.iter().map(|id| weir_connectors::keys::env_var_of(id)).collect();
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("WEIR_KEY_") && name != "WEIR_KEY_DIR" && !granted.iter().any(|g| g == name) {
+            command.env_remove(name);
+        }
+    }
 }
 
 /// How a run's process ended, as far as the executor saw it.
@@ -146,6 +162,7 @@ impl Executor for LocalExecutor {
                 .map_err(|error| format!("cannot write the run's variables {}: {error}", path.display()))?;
             command.arg("--vars-file").arg(&path);
         }
+        limit_keys(&mut command, launch.allowed_keys.as_deref());
         command
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::from(log))

@@ -191,6 +191,7 @@ impl Scheduler {
             log: dir.join("log"),
             result: dir.join("result.json"),
             base_dir: std::env::current_dir().unwrap_or_default(),
+            allowed_keys: run.allowed_keys.clone(),
         };
         let started = std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::write(&launch.job_file, &run.definition))
@@ -323,6 +324,7 @@ impl Scheduler {
             attempt: failed.attempt + 1,
             retry_of: Some(first),
             not_before: Some(not_before.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            allowed_keys: failed.allowed_keys.clone(),
         };
         Some(next)
     }

@@ -167,6 +167,8 @@ pub fn tick_run(
         attempt: 1,
         retry_of: None,
         not_before: None,
+        // A stored job's own ticks: its definition was stored by an admin.
+        allowed_keys: None,
     }
 }
 

@@ -56,6 +56,16 @@ pub struct TokenInfo {
     /// The URI prefixes its runs may read and write (source, sink, models, fitted);
     /// `None`: any the service can reach.
     pub prefixes: Option<Vec<String>>,
+    /// The key ids its runs may use (`WEIR_KEY_*`); `None`: any the service holds.
+    pub keys: Option<Vec<String>>,
+}
+
+/// What a new token is limited to; `None` in a field: not limited by it.
+#[derive(Debug, Clone, Default)]
+pub struct TokenGrants {
+    pub jobs: Option<Vec<String>>,
+    pub prefixes: Option<Vec<String>>,
+    pub keys: Option<Vec<String>>,
 }
 
 impl TokenInfo {
@@ -147,6 +157,8 @@ pub struct Run {
     pub trigger: &'static str,
     /// The date of the data interval the run covers (its `ds`), when it has one.
     pub logical_date: Option<String>,
+    /// The only key ids the run may use (its submitter's token's `keys`); `None`: any.
+    pub allowed_keys: Option<Vec<String>>,
     #[serde(skip)]
     pub workers: Option<i64>,
     #[serde(skip)]
@@ -189,6 +201,7 @@ pub struct NewRun {
     pub attempt: i64,
     pub retry_of: Option<String>,
     pub not_before: Option<String>,
+    pub allowed_keys: Option<Vec<String>>,
 }
 
 /// How a run ended.
@@ -286,7 +299,9 @@ const MIGRATIONS: [(i64, &str); 2] = [
         2,
         "ALTER TABLE tokens ADD COLUMN prefixes TEXT;
          ALTER TABLE schedules ADD COLUMN missed INTEGER NOT NULL DEFAULT 0;
-         ALTER TABLE schedules ADD COLUMN paused_by TEXT;",
+         ALTER TABLE schedules ADD COLUMN paused_by TEXT;
+         ALTER TABLE tokens ADD COLUMN keys TEXT;
+         ALTER TABLE runs ADD COLUMN allowed_keys TEXT;",
     ),
 ];
 
@@ -297,6 +312,7 @@ CREATE TABLE IF NOT EXISTS tokens (
     role TEXT NOT NULL,
     jobs TEXT,
     prefixes TEXT,
+    keys TEXT,
     created_at TEXT NOT NULL,
     revoked_at TEXT
 );
@@ -341,7 +357,8 @@ CREATE TABLE IF NOT EXISTS runs (
     summary TEXT,
     attempt INTEGER NOT NULL DEFAULT 1,
     retry_of TEXT,
-    not_before TEXT
+    not_before TEXT,
+    allowed_keys TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state, seq);
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, seq);
@@ -373,7 +390,7 @@ CREATE TABLE IF NOT EXISTS audit (
 
 const RUN_COLUMNS: &str = "id, job, job_version, job_sha256, state, exit_class, exit_code, error, vars, idempotency_key, \
     submitted_by, submitted_at, started_at, finished_at, duration_s, rows_in, rows_out, output_uri, cancel_requested, \
-    workers, pid, definition, summary, attempt, retry_of, not_before";
+    workers, pid, definition, summary, attempt, retry_of, not_before, allowed_keys";
 
 /// Now, as stored: RFC 3339 UTC with milliseconds (sorts as text).
 pub fn now() -> String {
@@ -421,6 +438,7 @@ fn run_from(row: &Row<'_>) -> rusqlite::Result<Run> {
         attempt,
         retry_of: row.get(24)?,
         not_before: row.get(25)?,
+        allowed_keys: row.get::<_, Option<String>>(26)?.and_then(|keys| serde_json::from_str(&keys).ok()),
     })
 }
 
@@ -466,20 +484,14 @@ impl Store {
     }
 
     /// Stores a token by its hash; `false` if the name is taken.
-    pub fn insert_token(
-        &self,
-        name: &str,
-        sha256: &str,
-        role: Role,
-        jobs: Option<&[String]>,
-        prefixes: Option<&[String]>,
-    ) -> Result<bool, StoreError> {
-        let jobs = jobs.map(|jobs| serde_json::to_string(jobs).unwrap_or_default());
-        let prefixes = prefixes.map(|prefixes| serde_json::to_string(prefixes).unwrap_or_default());
+    pub fn insert_token(&self, name: &str, sha256: &str, role: Role, grants: &TokenGrants) -> Result<bool, StoreError> {
+        let json =
+            |list: &Option<Vec<String>>| list.as_ref().map(|list| serde_json::to_string(list).unwrap_or_default());
+        let (jobs, prefixes, keys) = (json(&grants.jobs), json(&grants.prefixes), json(&grants.keys));
         self.with(|c| {
             let inserted = c.execute(
-                "INSERT OR IGNORE INTO tokens (name, sha256, role, jobs, prefixes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![name, sha256, role.as_str(), jobs, prefixes, now()],
+                "INSERT OR IGNORE INTO tokens (name, sha256, role, jobs, prefixes, keys, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![name, sha256, role.as_str(), jobs, prefixes, keys, now()],
             )?;
             Ok(inserted == 1)
         })
@@ -489,7 +501,7 @@ impl Store {
     pub fn token_by_hash(&self, sha256: &str) -> Result<Option<TokenInfo>, StoreError> {
         self.with(|c| {
             c.query_row(
-                "SELECT name, role, jobs, created_at, prefixes FROM tokens WHERE sha256 = ?1 AND revoked_at IS NULL",
+                "SELECT name, role, jobs, created_at, prefixes, keys FROM tokens WHERE sha256 = ?1 AND revoked_at IS NULL",
                 params![sha256],
                 token_from,
             )
@@ -500,7 +512,7 @@ impl Store {
     pub fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
         self.with(|c| {
             let mut statement = c.prepare(
-                "SELECT name, role, jobs, created_at, prefixes FROM tokens WHERE revoked_at IS NULL ORDER BY name",
+                "SELECT name, role, jobs, created_at, prefixes, keys FROM tokens WHERE revoked_at IS NULL ORDER BY name",
             )?;
             statement.query_map([], token_from)?.collect()
         })
@@ -1006,8 +1018,8 @@ fn insert_run_in(tx: &rusqlite::Transaction<'_>, run: &NewRun) -> rusqlite::Resu
     }
     tx.execute(
         "INSERT INTO runs (id, job, job_version, job_sha256, definition, vars, idempotency_key, state, submitted_by, submitted_at, workers, output_uri,
-                           attempt, retry_of, not_before)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                           attempt, retry_of, not_before, allowed_keys)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         params![
             run.id,
             run.job,
@@ -1022,7 +1034,8 @@ fn insert_run_in(tx: &rusqlite::Transaction<'_>, run: &NewRun) -> rusqlite::Resu
             run.output_uri,
             run.attempt,
             run.retry_of,
-            run.not_before
+            run.not_before,
+            run.allowed_keys.as_ref().map(|keys| serde_json::to_string(keys).unwrap_or_default())
         ],
     )?;
     let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1");
@@ -1039,6 +1052,7 @@ fn token_from(row: &Row<'_>) -> rusqlite::Result<TokenInfo> {
         jobs: jobs.and_then(|jobs| serde_json::from_str(&jobs).ok()),
         created_at: row.get(3)?,
         prefixes: row.get::<_, Option<String>>(4)?.and_then(|prefixes| serde_json::from_str(&prefixes).ok()),
+        keys: row.get::<_, Option<String>>(5)?.and_then(|keys| serde_json::from_str(&keys).ok()),
     })
 }
 
@@ -1061,6 +1075,7 @@ mod tests {
             attempt: 1,
             retry_of: None,
             not_before: None,
+            allowed_keys: None,
         }
     }
 
@@ -1086,8 +1101,8 @@ mod tests {
         {
             let old = Connection::open(&path).unwrap();
             let v1 = SCHEMA
-                .replace(",\n    attempt INTEGER NOT NULL DEFAULT 1,\n    retry_of TEXT,\n    not_before TEXT\n", "\n")
-                .replace("    prefixes TEXT,\n", "")
+                .replace(",\n    attempt INTEGER NOT NULL DEFAULT 1,\n    retry_of TEXT,\n    not_before TEXT,\n    allowed_keys TEXT\n", "\n")
+                .replace("    prefixes TEXT,\n    keys TEXT,\n", "")
                 .replace(",\n    missed INTEGER NOT NULL DEFAULT 0,\n    paused_by TEXT\n", "\n");
             assert_ne!(v1, SCHEMA);
             old.execute_batch(&v1).unwrap();
@@ -1101,7 +1116,8 @@ mod tests {
         let store = Store::open(&path).unwrap();
         let old = store.run("old").unwrap().unwrap();
         assert_eq!((old.attempt, old.retry_of), (1, None));
-        assert!(store.insert_token("t", "h", Role::Submit, None, Some(&["s3://b/x/".to_string()])).unwrap());
+        let grants = TokenGrants { prefixes: Some(vec!["s3://b/x/".to_string()]), ..TokenGrants::default() };
+        assert!(store.insert_token("t", "h", Role::Submit, &grants).unwrap());
         assert_eq!(store.token_by_hash("h").unwrap().unwrap().prefixes, Some(vec!["s3://b/x/".to_string()]));
         assert!(matches!(store.insert_run(&new_run("new", None, "x")).unwrap(), Inserted::New(_)));
         drop(store);
