@@ -102,6 +102,15 @@ def test_the_dashboard_shows_runs_logs_jobs_and_charts(service, tmp_path, events
     # The spring-forward night: the tick covering 28 March fired at 03:00 CEST (01:00 UTC).
     assert "2026-03-29T01:00:00Z" in page
 
+    # Runs show each run's logical date and what started it, as the API reports them.
+    page = browse(f"{service.url}/#token={service.token}")
+    for run, trigger in [(tick, "backfill") for tick in ticks] + [(run, "manual") for run in runs]:
+        row = re.search(rf"<tr><td><a[^>]*>{run['id']}</a>.*?</tr>", page, re.S)
+        assert row, run["id"]
+        assert f'<td class="ds">{run["logical_date"] or ""}</td>' in row.group(0), row.group(0)
+        assert f'<td class="trigger">{trigger}</td>' in row.group(0) and run["trigger"] == trigger, row.group(0)
+    assert sorted(tick["logical_date"] for tick in ticks) == ["2026-03-28", "2026-03-29"]
+
     # Trends: one point per succeeded run on each of the two charts.
     page = browse(f"{service.url}/?view=chart#token={service.token}")
     runs = [run for run in api.get("/v1/runs", params={"state": "succeeded"}).json()["runs"]]
