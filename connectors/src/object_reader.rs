@@ -40,6 +40,23 @@ pub async fn read_object(location: &crate::Location) -> std::result::Result<Byte
     location.store().get(location.path()).await.map_err(store_error)?.bytes().await.map_err(store_error)
 }
 
+/// [`read_object`] for an object of at most `max` bytes: a larger one is refused, naming its
+/// size, before any of it is read into memory.
+pub async fn read_object_at_most(
+    location: &crate::Location,
+    max: u64,
+) -> std::result::Result<Bytes, crate::ConnectorError> {
+    let store_error = |e| crate::ConnectorError::store(location.uri(), e);
+    let size = location.store().head(location.path()).await.map_err(store_error)?.size;
+    if size > max {
+        return Err(crate::ConnectorError::Invalid {
+            uri: location.uri(),
+            message: format!("it is {size} bytes; at most {max} are read"),
+        });
+    }
+    read_object(location).await
+}
+
 /// Bytes read from the end of a file in the first request for its footer.
 const FOOTER_PREFETCH: usize = 64 * 1024;
 

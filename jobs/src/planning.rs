@@ -19,7 +19,7 @@ use weir_connectors::parquet_source::ParquetSource;
 use weir_connectors::{ConnectorError, Location};
 
 use weir_connectors::manifest::ModelInfo;
-use weir_connectors::object_reader::read_object;
+use weir_connectors::object_reader::read_object_at_most;
 use weir_engine::{EnginePlan, PlannedStep, StepKind};
 use weir_operators::fitted_file::{FittedFile, FittedStep, params_sha256};
 use weir_operators::step::BindError;
@@ -582,7 +582,7 @@ async fn read_fitted(uri: &str, storage: &weir_connectors::StorageOptions) -> Re
         None if uri.ends_with(".json") => None,
         None => Some(uri.trim_end_matches('/').to_string()),
     };
-    let Some(prefix) = prefix else { return read_input(uri, storage).await };
+    let Some(prefix) = prefix else { return read_input(uri, storage, MAX_FITTED_BYTES).await };
     let output = Location::parse(&format!("{prefix}/"), storage)?;
     if !is_committed(&output).await? {
         return Err(ConnectorError::Invalid {
@@ -591,13 +591,24 @@ async fn read_fitted(uri: &str, storage: &weir_connectors::StorageOptions) -> Re
                 .into(),
         });
     }
-    read_input(&format!("{prefix}{fitted_file}"), storage).await
+    read_input(&format!("{prefix}{fitted_file}"), storage, MAX_FITTED_BYTES).await
 }
 
-/// Reads a file a step needs (an earlier run's `fitted.json`, a model) from any store.
-async fn read_input(uri: &str, storage: &weir_connectors::StorageOptions) -> Result<bytes::Bytes, ConnectorError> {
+/// The largest model read: ONNX's protobuf cannot hold more (larger models keep their
+/// weights as external data, which Weir does not read).
+pub const MAX_MODEL_BYTES: u64 = 2 << 30;
+/// The largest `fitted.json` read (a PCA over thousands of columns is tens of MB).
+pub const MAX_FITTED_BYTES: u64 = 1 << 30;
+
+/// Reads a file a step needs (an earlier run's `fitted.json`, a model) from any store, if
+/// it is at most `max` bytes.
+async fn read_input(
+    uri: &str,
+    storage: &weir_connectors::StorageOptions,
+    max: u64,
+) -> Result<bytes::Bytes, ConnectorError> {
     let location = Location::parse(uri, storage)?;
-    read_object(&location).await
+    read_object_at_most(&location, max).await
 }
 
 /// Fetches every model the job's `score` steps name, once per URI, and checks the
@@ -613,13 +624,14 @@ async fn fetch_models(spec: &JobSpec) -> Result<(BindContext, Vec<ModelInfo>), J
             source: Box::new(BindError { number: index + 1, op, source }),
         };
         if !context.models.contains_key(uri) {
-            let bytes = read_input(uri, &spec.storage).await.map_err(|source| JobError::StepInput {
-                job: spec.name.clone(),
-                number: index + 1,
-                op,
-                what: "model",
-                source: Box::new(source),
-            })?;
+            let bytes =
+                read_input(uri, &spec.storage, MAX_MODEL_BYTES).await.map_err(|source| JobError::StepInput {
+                    job: spec.name.clone(),
+                    number: index + 1,
+                    op,
+                    what: "model",
+                    source: Box::new(source),
+                })?;
             let sha256 = sha256_hex(&bytes);
             models.push(ModelInfo { uri: uri.to_string(), sha256, bytes: bytes.len() as u64 });
             context.models.insert(uri.to_string(), std::sync::Arc::from(bytes.as_ref()));

@@ -10,6 +10,7 @@ message), that `/healthz` still answers afterwards, and that nothing was lost:
 - a `model` that is a FIFO (validation blocked for ever; 530 of them wedged the blocking
   pool): 422 after `--check-timeout-s`, twelve at once (more than the four checkers)
   leave the service answering and a normal submission accepted;
+- a `model` of 3 GiB (read whole into memory): refused naming its size, before a byte is read;
 - a run id ending in `.` (publishing deleted the committed output, then refused to go
   on): exit 2 before anything is claimed, the committed output read back unchanged by
   pyarrow; a var key `"run_id "` that the child would have trimmed: 422;
@@ -157,6 +158,19 @@ def test_a_model_that_is_a_fifo_times_out_and_twelve_at_once_do_not_wedge_the_se
     # No checker is left behind.
     leftovers = subprocess.run(["pgrep", "-f", f"{WEIR_BIN} check-definition"], capture_output=True, text=True).stdout
     assert leftovers.strip() == "", leftovers
+
+
+def test_a_model_larger_than_onnx_allows_is_refused_before_it_is_read(service, weir, small, tmp_path):
+    huge = tmp_path / "huge.onnx"
+    with open(huge, "wb") as f:
+        f.truncate(3 << 30)  # 3 GiB, sparse: nothing is written to disk
+    score = '[[step]]\nop = "score"\nmodel = "huge.onnx"\ninputs = { x = ["x"] }\noutputs = { y = "y" }'
+    definition = job("huge", extra=score)
+    proc = weir("validate", write_job(tmp_path / "huge.toml", definition), cwd=tmp_path, check=2)
+    assert "it is 3221225472 bytes; at most 2147483648 are read" in proc.stderr, proc.stderr
+    message = expect_error(service.admin.post("/v1/runs", json={"definition": definition}), 422)
+    assert "3221225472 bytes" in message, message
+    healthy(service)
 
 
 def test_a_run_id_ending_in_a_dot_is_refused_before_anything_is_deleted(weir, small, tmp_path):
