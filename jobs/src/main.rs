@@ -157,6 +157,12 @@ enum Command {
         /// Set a variable used as {{key}} in the job (repeatable).
         #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_pair)]
         vars: Vec<(String, String)>,
+        /// Check it as the job service will store and run it (its working directory, its
+        /// keys and stores, your token's grants) instead of here; stores nothing.
+        #[arg(long)]
+        as_service: bool,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// List the objects under a URI and whether it is a committed output.
     Ls {
@@ -774,6 +780,22 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
             print_json(&reply);
             Ok(0)
         })(),
+        Command::Validate { job, vars, as_service: true, server } => (|| {
+            let definition =
+                std::fs::read_to_string(&job).map_err(|error| weir_jobs::service::client::ClientError {
+                    message: format!("cannot read '{job}': {error}"),
+                    exit_code: 2,
+                })?;
+            let vars: std::collections::BTreeMap<String, String> = vars.into_iter().collect();
+            let reply =
+                client(server)?.post("/v1/check", &serde_json::json!({ "definition": definition, "vars": vars }))?;
+            println!(
+                "job '{}' is valid as the service runs it; output {}",
+                reply["name"].as_str().unwrap_or("-"),
+                reply["output_uri"].as_str().unwrap_or("-")
+            );
+            Ok(0)
+        })(),
         other => return Err(Box::new(Cli { command: other, log_format: cli.log_format })),
     };
     Ok(match outcome {
@@ -858,7 +880,7 @@ fn dispatch(command: Command, runtime: &tokio::runtime::Runtime, stop: &Stop) ->
             let vars = if local_cluster { vars } else { with_run_date(&job, vars)? };
             worker(&job, role, vars, options, output.mode(), runtime, stop)
         }
-        Command::Validate { job, vars } => validate(&job, &Variables::new(&with_run_date(&job, vars)?), runtime),
+        Command::Validate { job, vars, .. } => validate(&job, &Variables::new(&with_run_date(&job, vars)?), runtime),
         Command::Fit { job, output, overwrite, workers, vars } => {
             let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
             let vars = Variables::new(&with_run_date(&job, vars)?);

@@ -484,3 +484,24 @@ def test_a_half_landed_partition_is_not_ready_until_its_marker_and_files_are_the
         assert "marker '_SUCCESS'" in ended["error"]
     finally:
         service.close()
+
+
+def test_validate_as_service_resolves_a_job_as_the_service_will(tmp_path, weir):
+    """`weir validate` resolves relative paths against the job file's folder; the service
+    against its own working directory. `--as-service` asks the service, and stores nothing."""
+    root = tmp_path.resolve()
+    team = root / "team"
+    write_partition(team, "2026-05-01", 0)  # team/in/date=2026-05-01/
+    job = team / "daily.toml"
+    job.write_text(DAILY.format())
+    weir("validate", job, "--var", "ds=2026-05-01", check=0)
+    service = Service(root, []).start()
+    try:
+        refused = service.cli(weir, "validate", str(job), "--var", "ds=2026-05-01", "--as-service", check=2)
+        assert "relative path" in refused.stderr and str(root) in refused.stderr, refused.stderr
+        job.write_text(DAILY.format().replace('uri = "in/', f'uri = "{team}/in/').replace('uri = "out/', f'uri = "{team}/out/'))
+        fine = service.cli(weir, "validate", str(job), "--var", "ds=2026-05-01", "--as-service", check=0)
+        assert "job 'daily' is valid as the service runs it" in fine.stdout and f"{team}/out/date=2026-05-01" in fine.stdout
+        assert expect(service.admin.get("/v1/jobs"), 200)["jobs"] == [], "nothing was stored"
+    finally:
+        service.close()

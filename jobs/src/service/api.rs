@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{name}/versions/{version}", get(show_job_version))
         .route("/v1/jobs/{name}/rollback", post(rollback_job))
         .route("/v1/jobs/{name}/backfill", post(backfill_job))
+        .route("/v1/check", post(check_definition))
         .route("/v1/runs", post(submit_run).get(list_runs))
         .route("/v1/runs/{id}", get(show_run))
         .route("/v1/runs/{id}/logs", get(run_logs))
@@ -248,6 +249,22 @@ async fn put_job(
     } else {
         Ok(Json(reply).into_response())
     }
+}
+
+/// Checks a definition exactly as storing it would (the service's working directory, keys
+/// and stores, the caller's grants), and stores nothing: `weir validate --as-service`.
+async fn check_definition(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<JobUpload>, JsonRejection>,
+) -> Reply {
+    let caller = caller(&state, &headers, Role::Submit)?;
+    let Json(body) = body.map_err(bad_body)?;
+    check_vars(&body.vars)?;
+    let grants = state.checker.grants_of(&caller);
+    let (name, output_uri) = state.checker.check(&body.definition, &body.vars, &new_run_id(), grants, false).await?;
+    require_job(&caller, &name)?;
+    Ok(Json(json!({ "name": name, "output_uri": output_uri })).into_response())
 }
 
 async fn list_jobs(State(state): State<AppState>, headers: HeaderMap) -> Reply {
