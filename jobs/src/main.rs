@@ -318,6 +318,10 @@ enum Command {
         /// List the dates and what would run, and submit nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also run dates whose interval has not ended yet (today's, for a daily job), under
+        /// keys of their own: the schedule still runs them, on complete data, when they end.
+        #[arg(long)]
+        include_incomplete: bool,
         /// Wait until every date's run (and its retries) has ended; print each date's last
         /// attempt and exit 0 only if all succeeded (else as `submit --wait` for the worst).
         #[arg(long)]
@@ -630,41 +634,44 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
             println!("{}", describe_run(&run));
             Ok(0)
         })(),
-        Command::Backfill { job, from, to, reprocess, max_active, dry_run, wait, server } => (|| {
-            let body = serde_json::json!({
-                "from": from, "to": to, "reprocess": reprocess, "max_active": max_active, "dry_run": dry_run,
-            });
-            let client = client(server)?;
-            let reply = client.post(&format!("/v1/jobs/{job}/backfill"), &body)?;
-            for tick in reply["ticks"].as_array().into_iter().flatten() {
-                let existing = match (tick["existing"].as_str(), tick["existing_run"].as_str()) {
-                    (Some(state), Some(run)) => format!("{state} ({run})"),
-                    _ => "no run yet".into(),
+        Command::Backfill { job, from, to, reprocess, max_active, dry_run, include_incomplete, wait, server } => {
+            (|| {
+                let body = serde_json::json!({
+                    "from": from, "to": to, "reprocess": reprocess, "max_active": max_active, "dry_run": dry_run,
+                    "include_incomplete": include_incomplete,
+                });
+                let client = client(server)?;
+                let reply = client.post(&format!("/v1/jobs/{job}/backfill"), &body)?;
+                for tick in reply["ticks"].as_array().into_iter().flatten() {
+                    let existing = match (tick["existing"].as_str(), tick["existing_run"].as_str()) {
+                        (Some(state), Some(run)) => format!("{state} ({run})"),
+                        _ => "no run yet".into(),
+                    };
+                    let action = if tick["will_run"].as_bool() == Some(true) { "runs" } else { "skipped" };
+                    println!(
+                        "{}  {}  {existing:<40}  {action}",
+                        tick["ds"].as_str().unwrap_or("-"),
+                        tick["logical_time"].as_str().unwrap_or("-")
+                    );
+                }
+                let Some(id) = reply["id"].as_str() else {
+                    println!("dry run: nothing submitted");
+                    return Ok(0);
                 };
-                let action = if tick["will_run"].as_bool() == Some(true) { "runs" } else { "skipped" };
-                println!(
-                    "{}  {}  {existing:<40}  {action}",
-                    tick["ds"].as_str().unwrap_or("-"),
-                    tick["logical_time"].as_str().unwrap_or("-")
-                );
-            }
-            let Some(id) = reply["id"].as_str() else {
-                println!("dry run: nothing submitted");
-                return Ok(0);
-            };
-            println!("backfill {id}: {} run(s), at most {max_active} at a time", reply["runs"]);
-            if !wait {
-                return Ok(0);
-            }
-            let runs = reply["runs"].as_u64().unwrap_or(0) as usize;
-            let last = client.wait_backfill(&job, id, runs)?;
-            for run in &last {
-                println!("{}", describe_run(run));
-            }
-            // The worst outcome decides: a failure, then input not ready, then cancelled.
-            let codes: Vec<i32> = last.iter().map(exit_code_of).collect();
-            Ok([1, 2, 4, 130].into_iter().find(|code| codes.contains(code)).unwrap_or(0))
-        })(),
+                println!("backfill {id}: {} run(s), at most {max_active} at a time", reply["runs"]);
+                if !wait {
+                    return Ok(0);
+                }
+                let runs = reply["runs"].as_u64().unwrap_or(0) as usize;
+                let last = client.wait_backfill(&job, id, runs)?;
+                for run in &last {
+                    println!("{}", describe_run(run));
+                }
+                // The worst outcome decides: a failure, then input not ready, then cancelled.
+                let codes: Vec<i32> = last.iter().map(exit_code_of).collect();
+                Ok([1, 2, 4, 130].into_iter().find(|code| codes.contains(code)).unwrap_or(0))
+            })()
+        }
         Command::Tokens { command, server } => (|| {
             let client = client(server)?;
             match command {

@@ -341,6 +341,9 @@ struct BackfillRequest {
     max_active: Option<usize>,
     #[serde(default)]
     dry_run: bool,
+    /// Also run dates whose interval has not ended, under keys of their own.
+    #[serde(default)]
+    include_incomplete: bool,
 }
 
 async fn backfill_job(
@@ -354,9 +357,16 @@ async fn backfill_job(
     require_job(&caller, &name)?;
     let version = stored_job(&state, &name, None)?;
     let definition = version.definition.clone().unwrap_or_default();
-    let ticks =
-        backfill::plan(&state.store, &name, &definition, (body.from, body.to), body.reprocess, state.scheduler.now())
-            .map_err(|message| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message))?;
+    let ticks = backfill::plan(
+        &state.store,
+        &name,
+        &definition,
+        (body.from, body.to),
+        body.reprocess,
+        state.scheduler.now(),
+        body.include_incomplete,
+    )
+    .map_err(|message| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message))?;
     if body.dry_run {
         return Ok(
             Json(json!({ "job": name, "version": version.version, "dry_run": true, "ticks": ticks })).into_response()

@@ -60,6 +60,7 @@ pub fn plan(
     (from, to): (NaiveDate, NaiveDate),
     reprocess: Reprocess,
     now: DateTime<Utc>,
+    include_incomplete: bool,
 ) -> Result<Vec<PlannedTick>, String> {
     if to < from {
         return Err(format!("--to {to} is before --from {from}"));
@@ -92,18 +93,21 @@ pub fn plan(
         if day < from || day > to {
             continue;
         }
-        if tick > now {
+        if tick > now && !include_incomplete {
             let ends = tick.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             return Err(format!(
                 "the interval of {ds} has not ended (it ends at {ends}; now is {}): a backfill covers only \
-                 complete intervals, and the schedule runs this one when it ends",
+                 complete intervals, and the schedule runs this one when it ends (--include-incomplete runs it \
+                 now, under a key of its own)",
                 now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             ));
         }
         if planned.len() == MAX_TICKS {
             return Err(format!("the range holds more than {MAX_TICKS} ticks; backfill it in parts"));
         }
-        let key = tick_key(job, tick);
+        // A tick whose interval has not ended runs under a key of its own, so that the
+        // schedule still runs it, on complete data, when it comes.
+        let key = if tick > now { incomplete_key(job, tick) } else { tick_key(job, tick) };
         let latest = store.latest_run_for_key(&key).map_err(|e| e.to_string())?;
         let will_run = match (&latest, reprocess) {
             (None, _) | (Some(_), Reprocess::All) => true,
@@ -122,6 +126,12 @@ pub fn plan(
         });
     }
     Ok(planned)
+}
+
+/// The idempotency key of a backfilled run of a tick whose interval had not ended
+/// (`--include-incomplete`): apart from the schedule's own `schedule/JOB/TICK`.
+fn incomplete_key(job: &str, tick: DateTime<Utc>) -> String {
+    format!("incomplete/{job}/{}", tick.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
 /// Stores a backfill of the ticks of `planned` that will run; returns it.
@@ -219,7 +229,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("weir.db")).unwrap();
         for (from, to) in [(NaiveDate::MIN, day("2026-01-01")), (day("2026-01-01"), NaiveDate::MAX)] {
-            let err = plan(&store, "daily", JOB, (from, to), Reprocess::None, now()).unwrap_err();
+            let err = plan(&store, "daily", JOB, (from, to), Reprocess::None, now(), false).unwrap_err();
             assert!(err.contains("out of range") && err.contains("1000 to 9999"), "{err}");
         }
     }
@@ -232,10 +242,11 @@ mod tests {
         let store = Store::open(&dir.path().join("weir.db")).unwrap();
         let job = JOB.replace("[source]", "[schedule]\ncron = \"10 6 * * *\"\ntimezone = \"Europe/Berlin\"\n[source]");
         let clock = at("2026-12-07T05:30:00Z");
-        let done = plan(&store, "daily", &job, (day("2026-12-05"), day("2026-12-06")), Reprocess::None, clock).unwrap();
+        let done =
+            plan(&store, "daily", &job, (day("2026-12-05"), day("2026-12-06")), Reprocess::None, clock, false).unwrap();
         assert_eq!(done.iter().map(|tick| tick.ds.as_str()).collect::<Vec<_>>(), ["2026-12-05", "2026-12-06"]);
-        let err =
-            plan(&store, "daily", &job, (day("2026-12-05"), day("2026-12-07")), Reprocess::None, clock).unwrap_err();
+        let err = plan(&store, "daily", &job, (day("2026-12-05"), day("2026-12-07")), Reprocess::None, clock, false)
+            .unwrap_err();
         assert!(err.contains("interval of 2026-12-07 has not ended") && err.contains("2026-12-08T05:10:00Z"), "{err}");
         // One second before the 06:10 tick, 6 December is not complete either.
         let err = plan(
@@ -245,9 +256,15 @@ mod tests {
             (day("2026-12-06"), day("2026-12-06")),
             Reprocess::None,
             at("2026-12-07T05:09:59Z"),
+            false,
         )
         .unwrap_err();
         assert!(err.contains("interval of 2026-12-06 has not ended"), "{err}");
+        // Asked for, today's interval runs now under a key of its own: the tick still runs later.
+        let early =
+            plan(&store, "daily", &job, (day("2026-12-07"), day("2026-12-07")), Reprocess::None, clock, true).unwrap();
+        assert_eq!(early[0].key, "incomplete/daily/2026-12-08T05:10:00Z");
+        assert!(early[0].will_run);
     }
 
     #[test]
@@ -256,7 +273,7 @@ mod tests {
         let store = Store::open(&dir.path().join("weir.db")).unwrap();
         store.put_job("daily", "h", JOB, "admin").unwrap();
         let (from, to) = (day("2026-01-01"), day("2026-01-30"));
-        let dry = plan(&store, "daily", JOB, (from, to), Reprocess::None, now()).unwrap();
+        let dry = plan(&store, "daily", JOB, (from, to), Reprocess::None, now(), false).unwrap();
         assert_eq!(dry.len(), 30);
         assert_eq!(dry[0].ds, "2026-01-01");
         assert_eq!(dry[29].ds, "2026-01-30");
@@ -291,9 +308,9 @@ mod tests {
         runs.dedup();
         assert_eq!(runs.len(), 30, "each date once");
 
-        let again = plan(&store, "daily", JOB, (from, to), Reprocess::None, now()).unwrap();
+        let again = plan(&store, "daily", JOB, (from, to), Reprocess::None, now(), false).unwrap();
         assert!(again.iter().all(|tick| !tick.will_run), "nothing is run twice by default");
-        let failed = plan(&store, "daily", JOB, (from, to), Reprocess::Failed, now()).unwrap();
+        let failed = plan(&store, "daily", JOB, (from, to), Reprocess::Failed, now(), false).unwrap();
         let chosen: Vec<_> = failed.iter().filter(|tick| tick.will_run).map(|tick| tick.ds.as_str()).collect();
         assert_eq!(chosen, ["2026-01-05", "2026-01-17", "2026-01-29"]);
         start(&store, "daily", 1, &failed, 2, "admin").unwrap();
@@ -318,7 +335,7 @@ mod tests {
         let store = Store::open(&dir.path().join("weir.db")).unwrap();
         let job = JOB.replace("[source]", "[schedule]\ncron = \"0 2 * * *\"\ntimezone = \"Europe/Berlin\"\n[source]");
         let ticks =
-            plan(&store, "daily", &job, (day("2026-03-28"), day("2026-03-30")), Reprocess::None, now()).unwrap();
+            plan(&store, "daily", &job, (day("2026-03-28"), day("2026-03-30")), Reprocess::None, now(), false).unwrap();
         let logical: Vec<_> = ticks.iter().map(|tick| tick.logical_time.as_str()).collect();
         // The tick covering 28 March is the 29th's 02:00 Berlin tick, in the spring-forward
         // gap: it fires at 03:00 CEST (01:00 UTC).
