@@ -215,6 +215,7 @@ mod tests {
             models: vec![],
             stages: vec![],
             passes: 1,
+            checks: vec![],
             partition_by: vec![],
             generation: 1,
             ledger: vec![],

@@ -54,9 +54,41 @@ pub struct Manifest {
     /// Where the run's time went, summed over the workers, in the order the work happened.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<StageTime>,
-    /// Passes the run made over the source (one per fit or dedupe stage, plus the final one).
+    /// Passes the run made over the source (one per fit, dedupe or check stage, plus the
+    /// final one).
     #[serde(default)]
     pub passes: u32,
+    /// The results of the job's `check` steps, in step order (the failed ones of a step with
+    /// `on_fail = "warn"` included).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckResult>,
+}
+
+/// The result of one expectation of a `check` step over the step's whole input. Every
+/// field is always written (no `skip_serializing_if`): results also cross processes in
+/// bincode, which needs each field present.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    /// The step's 1-based position in the job.
+    pub step: usize,
+    /// The step's `name`, if it has one.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `not_null`, `unique`, `accepted_values`, `range`, `row_count` or `expression`.
+    pub expectation: String,
+    /// The columns it looks at (none for `row_count` and `expression`).
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// `fail` or `warn`.
+    pub on_fail: String,
+    /// Rows the step saw.
+    pub rows: u64,
+    /// Rows that break the expectation (absent for `row_count`).
+    #[serde(default)]
+    pub failing_rows: Option<u64>,
+    pub passed: bool,
+    /// What was found, with counts and never a value.
+    pub message: String,
 }
 
 /// The time all workers together spent on one stage of a run.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
-use weir_connectors::manifest::StageTime;
+use weir_connectors::manifest::{CheckResult, StageTime};
 use weir_connectors::parquet_sink::PartFile;
 
 use crate::{JobFailure, Progress};
@@ -39,4 +39,7 @@ pub struct RunSummary {
     pub stages: Vec<StageTime>,
     /// Passes over the source.
     pub passes: u32,
+    /// The results of the job's `check` steps, as the manifest holds them.
+    #[serde(default)]
+    pub checks: Vec<CheckResult>,
 }

@@ -50,6 +50,8 @@ pub(crate) enum StepWork {
     FinishChain { last: usize, last_op: &'static str },
     /// Mapping batches with such a chain once fitted, as one step (in every later pass).
     ApplyChain { last: usize, last_op: &'static str },
+    /// Counting a check's expectations (and encoding its `unique` key).
+    Count,
     /// Encoding each row's key for a dedupe.
     Keys,
     /// The keyed reduction that picks each key's winner.
@@ -77,6 +79,7 @@ impl Stage {
                 };
                 match work {
                     StepWork::Fold => step("fit (fold partials)"),
+                    StepWork::Count => step("check (count expectations)"),
                     StepWork::Finish => step("fit (merge + finish, worker 0)"),
                     StepWork::Keys => step("dedupe keys"),
                     StepWork::Reduce => step("dedupe reduce"),

@@ -9,6 +9,7 @@ use weir_connectors::commit::WriteMode;
 use weir_connectors::parquet_sink::PartOptions;
 use weir_connectors::parquet_source::{ParquetSource, Shard};
 use weir_operators::BoundStep;
+use weir_operators::check::Check;
 use weir_operators::dedupe::Dedupe;
 use weir_operators::fit::FitStep;
 use weir_operators::fitted_file::FittedStep;
@@ -36,6 +37,9 @@ pub enum StepKind {
     /// Keeps one row per key: a pass that sends every row's key through a keyed
     /// differential-dataflow reduction, then a filter that keeps the winners.
     Dedupe(Dedupe),
+    /// Counts expectations over the step's whole input in a pass of its own (a `unique` key
+    /// through the same keyed reduction as a dedupe), then passes rows on unchanged.
+    Check(Check),
 }
 
 /// See [`EnginePlan::shard_owners`]; `shards[i].index` must be `i`.

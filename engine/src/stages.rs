@@ -14,6 +14,11 @@
 //! - A *dedupe stage* feeds every row's key and rank, located by `(shard, position)`, into
 //!   the keyed differential-dataflow reduction ([`crate::dedupe`]); the winners come back to
 //!   the worker that owns their shard, and the chain gains a filter that keeps them.
+//! - A *check stage* counts a `check` step's expectations: a pass folds every batch into the
+//!   step's counts and, for a `unique` key, feeds each checked row's key into the same keyed
+//!   reduction as a dedupe, whose winners (one per distinct key) each worker counts; a
+//!   leader round sums the counts into results, and fails the run there when an expectation
+//!   with `on_fail = "fail"` does not hold. The chain does not change.
 //!
 //! Every worker goes through the same stages in the same order, and each stage ends with
 //! a leader round, so a failure on one worker fails the stage on all of them.
@@ -26,7 +31,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use timely::worker::Worker;
+use weir_connectors::manifest::CheckResult;
 use weir_operators::OpError;
+use weir_operators::check::{CheckCounts, UniqueCount};
 use weir_operators::fit::{FitStep, Partial};
 use weir_operators::fitted_file::FittedStep;
 use weir_operators::linear_chain;
@@ -379,4 +386,116 @@ pub(crate) fn dedupe_stage(
     agreed?;
     state.chain.push_keep(step.number, KeptRows::new(winners));
     Ok(())
+}
+
+/// What one worker counted in a check stage: the row-level counts and, for a `unique` key,
+/// the rows it fed and the distinct keys whose winner came back to it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckContribution {
+    counts: CheckCounts,
+    unique: UniqueCount,
+}
+
+/// Runs the check stage of the step at `index` (see the module documentation) and returns
+/// its results; with `on_fail = "fail"`, a failed expectation is the run's failure.
+pub(crate) fn check_stage(
+    worker: &mut Worker,
+    plan: &SharedPlan,
+    context: &ProcessContext,
+    state: &Rc<WorkerState>,
+    index: usize,
+) -> Result<Vec<CheckResult>, JobFailure> {
+    let step = &plan.steps[index];
+    let StepKind::Check(check) = &step.kind else {
+        return Err(JobFailure::internal(format!("step {} is not a check", step.number)));
+    };
+    let owners: Arc<[usize]> = plan.shard_owners(worker.peers()).into();
+    let keyed = Rc::new(RefCell::new(check.has_unique().then(|| KeyedDedupe::build(worker, owners))));
+    let counts = Rc::new(RefCell::new((check.new_counts(), 0u64)));
+    let count_stage = Stage::Step { number: step.number, op: step.op, work: StepWork::Count };
+    let consumer = {
+        let (plan, keyed, counts, state) = (plan.clone(), keyed.clone(), counts.clone(), state.clone());
+        let cursor = RowCursor::default();
+        Box::new(move |item: crate::chain::SourceBatch| {
+            let step = &plan.steps[index];
+            let StepKind::Check(check) = &step.kind else { return Ok(()) };
+            let failure = |e: &OpError| step_failure(&plan, step.number, step.op, item.shard, e);
+            state.metrics.time(count_stage, || {
+                let mut counts = counts.borrow_mut();
+                check.fold(&mut counts.0, &item.batch).map_err(|e| failure(&e))?;
+                let first = cursor.advance(item.shard, item.batch.num_rows());
+                let mut keyed = keyed.borrow_mut();
+                let (Some(keys), Some(keyed)) =
+                    (check.unique_keys(&item.batch).map_err(|e| failure(&e))?, keyed.as_mut())
+                else {
+                    return Ok(());
+                };
+                for (row, _) in keys.checked.iter().enumerate().filter(|(_, checked)| **checked) {
+                    counts.1 += 1;
+                    keyed.push(DedupeRecord {
+                        key: keys.keys.row(row).as_ref().to_vec(),
+                        rank: Vec::new(),
+                        shard: item.shard as u32,
+                        row: first + row as u64,
+                    });
+                }
+                Ok(())
+            })
+        })
+    };
+    let outcome = run_pass(worker, plan, context, state.clone(), consumer, PassKind::Stage);
+    // Every worker finishes the keyed dataflow, failed or not, so none waits forever.
+    let distinct = match keyed.take() {
+        Some(keyed) => {
+            let reduce_stage = Stage::Step { number: step.number, op: step.op, work: StepWork::Reduce };
+            state.metrics.time(reduce_stage, || keyed.finish(worker)).len() as u64
+        }
+        None => 0,
+    };
+    let (counts, keyed_rows) = counts.take();
+    let contribution =
+        outcome.map(|_| CheckContribution { counts, unique: UniqueCount { rows: keyed_rows, distinct } });
+    let leader_plan = plan.clone();
+    let results: Result<Vec<CheckResult>, JobFailure> =
+        leader_round(worker, contribution, move |contributions: Vec<Result<CheckContribution, JobFailure>>| {
+            if let Some(failure) = JobFailure::first_cause(contributions.iter().filter_map(|c| c.as_ref().err())) {
+                return Err(failure);
+            }
+            let step = &leader_plan.steps[index];
+            let StepKind::Check(check) = &step.kind else {
+                return Err(JobFailure::internal(format!("step {} is not a check", step.number)));
+            };
+            let mut counts = check.new_counts();
+            let mut unique = UniqueCount::default();
+            for contribution in contributions.into_iter().flatten() {
+                counts.merge(&contribution.counts);
+                unique.rows += contribution.unique.rows;
+                unique.distinct += contribution.unique.distinct;
+            }
+            let results = check.results(&counts, check.has_unique().then_some(unique));
+            if let Some(error) = check.failure(&results) {
+                return Err(JobFailure::user(format!("step {} ({}): {error}", step.number, step.op)));
+            }
+            Ok(results
+                .into_iter()
+                .map(|result| CheckResult {
+                    step: step.number,
+                    name: check.name().map(str::to_string),
+                    expectation: result.expectation,
+                    columns: result.columns,
+                    on_fail: check.on_fail().as_str().to_string(),
+                    rows: result.rows,
+                    failing_rows: result.failing_rows,
+                    passed: result.passed,
+                    message: result.message,
+                })
+                .collect())
+        })?;
+    let results = results?;
+    for failed in results.iter().filter(|r| !r.passed) {
+        if worker.index() == 0 {
+            tracing::warn!(step = failed.step, expectation = %failed.expectation, "check failed (on_fail = warn): {}", failed.message);
+        }
+    }
+    Ok(results)
 }

@@ -14,7 +14,8 @@ use weir_connectors::claim::Claim;
 use weir_connectors::commit::{CommitFailure, CommitRecord, WriteMode, check_append, commit, prepare_output};
 use weir_connectors::lease::Lease;
 use weir_connectors::manifest::{
-    ClusterInfo, InputFile, JobInfo, LedgerEntry, MANIFEST_FORMAT_VERSION, Manifest, StageTime, describe_schema,
+    CheckResult, ClusterInfo, InputFile, JobInfo, LedgerEntry, MANIFEST_FORMAT_VERSION, Manifest, StageTime,
+    describe_schema,
 };
 use weir_connectors::parquet_sink::{PartFile, PartWriter};
 use weir_operators::fitted_file::{FITTED_FORMAT_VERSION, FittedFile, FittedStep, params_sha256};
@@ -27,7 +28,7 @@ use crate::pass::{PassKind, run_pass};
 use crate::plan::{EnginePlan, SharedPlan, StepKind};
 use crate::rounds::leader_round;
 use crate::sink::{StagedPart, WorkerSink};
-use crate::stages::{dedupe_stage, fit_group, fit_stage};
+use crate::stages::{check_stage, dedupe_stage, fit_group, fit_stage};
 use crate::state::WorkerState;
 
 /// What a worker reports to the leader after its final pass.
@@ -115,7 +116,7 @@ fn prepare_run_and_commit(
     let spill = (!plan.source.is_decrypted())
         .then(|| SpillOptions { parent: plan.spill_dir.clone(), budget_bytes: plan.spill_bytes / workers });
     let state = WorkerState::new(SourceCache::new(plan.cache_bytes / workers, spill));
-    let fitted = build_chain(worker, plan, context, &state)?;
+    let Built { fitted, checks } = build_chain(worker, plan, context, &state)?;
     // Every worker has the same fitted parameters, so all stop here alike on a bad pin.
     check_pins(plan, &fitted)?;
     if let Some(target) = &plan.fit_output {
@@ -131,20 +132,28 @@ fn prepare_run_and_commit(
     let (plan, context, cluster, leader) = (plan.clone(), context.clone(), cluster.clone(), leader.clone());
     leader_round(worker, report, move |reports| {
         let state = std::mem::take(&mut *leader.borrow_mut());
-        commit_run(&plan, &context, &cluster, fitted, reports, state)
+        commit_run(&plan, &context, &cluster, Built { fitted, checks }, reports, state)
     })?
 }
 
-/// Goes through the plan's steps, running a stage for each fitted step (group) and each
-/// dedupe, so that `chain` ends up holding every step. Returns the entries of
-/// `fitted.json`, in step order.
+/// What building the chain found out about the data before the final pass.
+struct Built {
+    /// The entries of `fitted.json`, in step order.
+    fitted: Vec<FittedStep>,
+    /// The results of the `check` steps, in step order.
+    checks: Vec<CheckResult>,
+}
+
+/// Goes through the plan's steps, running a stage for each fitted step (group), each
+/// dedupe and each check, so that `chain` ends up holding every step.
 fn build_chain(
     worker: &mut Worker,
     plan: &SharedPlan,
     context: &ProcessContext,
     state: &Rc<WorkerState>,
-) -> Result<Vec<FittedStep>, JobFailure> {
+) -> Result<Built, JobFailure> {
     let mut fitted = Vec::new();
+    let mut checks = Vec::new();
     let mut index = 0;
     while index < plan.steps.len() {
         let step = &plan.steps[index];
@@ -163,9 +172,13 @@ fn build_chain(
                 dedupe_stage(worker, plan, context, state, index)?;
                 index += 1;
             }
+            StepKind::Check(_) => {
+                checks.extend(check_stage(worker, plan, context, state, index)?);
+                index += 1;
+            }
         }
     }
-    Ok(fitted)
+    Ok(Built { fitted, checks })
 }
 
 /// Streams this worker's shards through the whole chain into its part file.
@@ -242,10 +255,11 @@ fn commit_run(
     plan: &SharedPlan,
     context: &ProcessContext,
     cluster: &ClusterInfo,
-    fitted: Vec<FittedStep>,
+    built: Built,
     reports: Vec<Result<WorkerReport, JobFailure>>,
     state: LeaderState,
 ) -> Result<RunSummary, JobFailure> {
+    let Built { fitted, checks } = built;
     let runtime = &context.runtime;
     let Some(lease) = state.lease else {
         return Err(JobFailure::internal("the leader holds no lease on the output"));
@@ -335,6 +349,7 @@ fn commit_run(
             models: plan.models.clone(),
             stages,
             passes,
+            checks,
         };
         let record = CommitRecord {
             fitted,
@@ -378,6 +393,7 @@ fn commit_run(
                 files,
                 stages: manifest.stages,
                 passes: manifest.passes,
+                checks: manifest.checks,
             })
         }
         Err(CommitFailure { error, decided }) => {
@@ -425,7 +441,7 @@ fn write_fitted_file(
         .runtime
         .block_on(weir_connectors::objects::put_object(target, json.into_bytes()))
         .map_err(|e| JobFailure::from_connector(&e))?;
-    Ok(RunSummary { rows_in: 0, rows_out: 0, bytes, files: vec![], stages, passes })
+    Ok(RunSummary { rows_in: 0, rows_out: 0, bytes, files: vec![], stages, passes, checks: vec![] })
 }
 
 fn fitted_json(plan: &SharedPlan, steps: Vec<FittedStep>) -> Result<String, JobFailure> {

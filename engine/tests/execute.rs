@@ -99,6 +99,7 @@ fn plan(runtime: &tokio::runtime::Runtime, src: &Path, out: &Path, steps: &str, 
                 Bound::Map(step) => StepKind::Map(Arc::from(step)),
                 Bound::Fit(fit) => StepKind::Fit(fit),
                 Bound::Dedupe(dedupe) => StepKind::Dedupe(dedupe),
+                Bound::Check(check) => StepKind::Check(check),
             },
             reused: None,
         })

@@ -217,6 +217,7 @@ fn finish_failed_run(plan: &LaunchPlan<'_>, failure: JobFailure) -> Result<RunSu
                 files: manifest.files,
                 stages: manifest.stages,
                 passes: manifest.passes,
+                checks: manifest.checks,
             });
         }
         Ok(None) => {

@@ -290,7 +290,12 @@ fn copy_columns(
     }
     let mut columns: Vec<Option<usize>> = (0..source.schema().fields().len()).map(Some).collect();
     for step in steps {
-        let StepKind::Map(map) = &step.kind else { return None };
+        let map = match &step.kind {
+            StepKind::Map(map) => map,
+            // A check passes every row and column on as it is.
+            StepKind::Check(_) => continue,
+            StepKind::Fit(_) | StepKind::Dedupe(_) => return None,
+        };
         columns = map
             .unchanged_columns()?
             .into_iter()
@@ -532,6 +537,7 @@ async fn plan_steps(
         let (kind, reused) = match bound {
             Bound::Map(step) => (StepKind::Map(Arc::from(step)), None),
             Bound::Dedupe(dedupe) => (StepKind::Dedupe(dedupe), None),
+            Bound::Check(check) => (StepKind::Check(check), None),
             Bound::Fit(fit) => match spec.fitted().map(str::to_string) {
                 None => (StepKind::Fit(fit), None),
                 Some(uri) => {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
-use weir_connectors::manifest::StageTime;
+use weir_connectors::manifest::{CheckResult, StageTime};
 use weir_engine::{ProgressSnapshot, RunSummary};
 
 /// How output is shown.
@@ -125,6 +125,9 @@ pub struct SummaryReport<'a> {
     pub passes: u32,
     /// Worker-seconds per stage, in the order the work happened.
     pub stages: &'a [StageTime],
+    /// The results of the job's `check` steps.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub checks: &'a [CheckResult],
 }
 
 impl<'a> SummaryReport<'a> {
@@ -142,6 +145,7 @@ impl<'a> SummaryReport<'a> {
             rows_per_second: summary.rows_in as f64 / seconds.max(1e-9),
             passes: summary.passes,
             stages: &summary.stages,
+            checks: &summary.checks,
         }
     }
 
@@ -161,10 +165,30 @@ impl<'a> SummaryReport<'a> {
                 self.seconds,
                 human(self.rows_per_second as u64)
             );
+            if !self.checks.is_empty() {
+                eprint!("{}", self.check_lines());
+            }
             if mode.metrics {
                 eprint!("{}", self.stage_table());
             }
         }
+    }
+
+    /// The check results: a count, then one line per failed expectation (only a step with
+    /// `on_fail = "warn"` lets a run with one commit).
+    pub fn check_lines(&self) -> String {
+        let passed = self.checks.iter().filter(|c| c.passed).count();
+        let mut lines = format!("checks: {passed} of {} expectations passed\n", self.checks.len());
+        for failed in self.checks.iter().filter(|c| !c.passed) {
+            let name = failed.name.as_ref().map(|n| format!(" '{n}'")).unwrap_or_default();
+            let columns =
+                if failed.columns.is_empty() { String::new() } else { format!("({})", failed.columns.join(", ")) };
+            lines.push_str(&format!(
+                "  warning: step {} check{name}: {}{columns}: {}\n",
+                failed.step, failed.expectation, failed.message
+            ));
+        }
+        lines
     }
 
     /// The per-stage breakdown as a text table.

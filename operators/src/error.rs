@@ -29,6 +29,10 @@ pub enum OpError {
     #[error("filter expression: {message}\n    {expr}\n    {caret}")]
     FilterExpr { expr: String, message: String, caret: String },
 
+    /// Expectations of a `check` step with `on_fail = "fail"` do not hold for the data.
+    #[error("{0}")]
+    CheckFailed(String),
+
     /// Any other mistake in a step's configuration.
     #[error("{0}")]
     InvalidSpec(String),

@@ -13,6 +13,7 @@
 
 pub mod bound_step;
 pub mod cast;
+pub mod check;
 pub mod clip;
 pub mod co_moments;
 pub mod dedupe;

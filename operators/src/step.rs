@@ -1,6 +1,7 @@
 //! The operator registry: one [`StepSpec`] variant per `op = "…"`, and [`Bound`], what
 //! binding gives: a map step ([`BoundStep`]), a fitted step that must see the data first
-//! ([`FitStep`]), or a keyed dedupe that the engine runs across workers.
+//! ([`FitStep`]), a keyed dedupe that the engine runs across workers, or a `check` whose expectations
+//! it counts across workers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::OpError;
 use crate::bound_step::BoundStep;
 use crate::cast::CastSpec;
+use crate::check::{Check, CheckSpec};
 use crate::clip::{BoundClip, ClipSpec};
 use crate::dedupe::{Dedupe, DedupeSpec};
 use crate::drop_columns::DropSpec;
@@ -44,6 +46,7 @@ pub enum StepSpec {
     MinMax(MinMaxSpec),
     Clip(ClipSpec),
     Dedupe(DedupeSpec),
+    Check(CheckSpec),
     Pca(PcaSpec),
     Score(ScoreSpec),
     Explain(ExplainSpec),
@@ -131,6 +134,7 @@ impl StepSpec {
             StepSpec::MinMax(_) => "minmax",
             StepSpec::Clip(_) => "clip",
             StepSpec::Dedupe(_) => "dedupe",
+            StepSpec::Check(_) => "check",
             StepSpec::Pca(_) => "pca",
             StepSpec::Score(_) => "score",
             StepSpec::Explain(_) => "explain",
@@ -159,6 +163,7 @@ impl StepSpec {
                 BoundClip::Fitted(fit) => Bound::Fit(erase(fit)),
             },
             StepSpec::Dedupe(spec) => Bound::Dedupe(spec.bind(input)?),
+            StepSpec::Check(spec) => Bound::Check(spec.bind(input)?),
             StepSpec::Pca(spec) => Bound::Fit(erase(spec.bind(input)?)),
             StepSpec::Score(spec) => {
                 let model = context.models.get(&spec.model).cloned().ok_or_else(|| {
@@ -196,6 +201,8 @@ pub enum Bound {
     Fit(Box<dyn FitStep>),
     /// Keeps one row per key across the whole dataset.
     Dedupe(Dedupe),
+    /// Counts expectations over the whole dataset and passes its rows on unchanged.
+    Check(Check),
 }
 
 impl Bound {
@@ -205,6 +212,7 @@ impl Bound {
             Bound::Map(step) => step.output_schema(),
             Bound::Fit(fit) => fit.shape().output.clone(),
             Bound::Dedupe(dedupe) => dedupe.output_schema(),
+            Bound::Check(check) => check.output_schema(),
         }
     }
 }

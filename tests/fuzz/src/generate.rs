@@ -214,7 +214,7 @@ pub fn job(rng: &mut fastrand::Rng, schema: &SchemaRef) -> String {
     text.push_str("name = \"fuzz\"\n[source]\nuri = \"in/date={{ds}}/\"\n");
     for _ in 0..rng.usize(..7) {
         text.push_str("[[step]]\n");
-        let step = match rng.u8(..14) {
+        let step = match rng.u8(..15) {
             0 => format!(
                 "op = \"select\"\ncolumns = {}\n",
                 some(rng, &columns.iter().map(String::as_str).collect::<Vec<_>>())
@@ -261,6 +261,16 @@ pub fn job(rng: &mut fastrand::Rng, schema: &SchemaRef) -> String {
             12 => format!(
                 "op = \"pca\"\ncolumns = [\"f_*\"]\ncomponents = {}\n",
                 pick(rng, &["1", "2", "4", "0.5", "0.99"])
+            ),
+            13 => format!(
+                "op = \"check\"\non_fail = \"{}\"\nnot_null = {}\nunique = {}\nrange = {{ {} = {{ min = -1, max = {} }} }}\nrow_count = {{ min = {} }}\nexpression = \"{}\"\n",
+                pick(rng, &["fail", "warn"]),
+                some(rng, &columns.iter().map(String::as_str).collect::<Vec<_>>()),
+                some(rng, &strings),
+                pick(rng, &numeric),
+                rng.u8(..100),
+                rng.u8(..4),
+                filter_expr(rng, schema).replace('\\', "\\\\").replace('"', "\\\"")
             ),
             _ => format!("op = \"dedupe\"\ncolumns = {}\n", some(rng, &strings)),
         };

@@ -224,6 +224,17 @@ impl JobTarget {
                     }
                 }
                 Bound::Dedupe(_) => return Outcome::Accepted,
+                Bound::Check(check) => {
+                    let mut counts = check.new_counts();
+                    if check.fold(&mut counts, &batch).is_err() || check.unique_keys(&batch).is_err() {
+                        return Outcome::Refused;
+                    }
+                    let results = check.results(&counts, None);
+                    if check.failure(&results).is_some() {
+                        return Outcome::Refused;
+                    }
+                    continue;
+                }
             };
             let expected = mapped.output_schema();
             batch = match mapped.apply(batch) {
