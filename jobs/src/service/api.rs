@@ -693,7 +693,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Reply {
     }
     let counts = state.store.counts().map_err(ApiError::internal)?;
     let mut text = String::from("# HELP weir_runs Runs in the history, by state.\n# TYPE weir_runs gauge\n");
-    for state_name in ["queued", "running", "succeeded", "failed", "cancelled", "lost"] {
+    for state_name in ["queued", "running", "succeeded", "failed", "cancelled", "lost", "skipped"] {
         let count = counts.by_state.iter().find(|(s, _)| s == state_name).map(|(_, n)| *n).unwrap_or(0);
         text.push_str(&format!("weir_runs{{state=\"{state_name}\"}} {count}\n"));
     }
@@ -719,7 +719,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Reply {
         "# HELP weir_job_runs_total Runs of each job that ended, by state.\n# TYPE weir_job_runs_total counter\n",
     );
     for job in &jobs {
-        for state_name in ["succeeded", "failed", "cancelled", "lost"] {
+        for state_name in ["succeeded", "failed", "cancelled", "lost", "skipped"] {
             let count = job.by_state.iter().find(|(s, _)| s == state_name).map(|(_, n)| *n).unwrap_or(0);
             text.push_str(&format!("weir_job_runs_total{{job=\"{}\",state=\"{state_name}\"}} {count}\n", job.job));
         }

@@ -24,6 +24,18 @@
 //! - `max_active_runs`: when that many scheduled runs of the job are queued or running,
 //!   later ticks wait (they are not skipped; the catch-up policy applies to them when
 //!   they can go).
+//! - **A tick does not repeat a run that already did its work.** Before a tick's run is
+//!   submitted, the runs of the job that write the same output (the tick's variables
+//!   substituted into `[sink] uri`) and were not started by the schedule itself are looked
+//!   at, newest first. While one of them is queued
+//!   or running (a manual run or a backfill of the same date), the tick waits, as for
+//!   `max_active_runs`. If one succeeded with the same job definition (SHA-256), with no
+//!   variable that differs from the tick's, and **started at or after the tick's logical
+//!   time** (so its input interval had ended and it saw complete data), the tick is not
+//!   run: it is recorded as a run in state `skipped`, under its idempotency key, whose
+//!   error names that run, and logged. A run that started before the interval ended (a
+//!   `--include-incomplete` backfill, a manual run of today's date) never covers the tick,
+//!   nor does a failed one, nor one of another definition.
 //! - Daylight saving follows croner's documented rules: a fixed-time tick in a
 //!   spring-forward gap fires once, at the first valid time after it; in a fall-back
 //!   overlap it fires once.
@@ -83,6 +95,9 @@ pub struct Pass {
     pub submitted: Vec<(String, DateTime<Utc>)>,
     /// Ticks passed over by the catch-up policy or a pause.
     pub skipped: usize,
+    /// (job, logical time, the run that had already done its work) of the ticks recorded
+    /// as `skipped`.
+    pub covered: Vec<(String, DateTime<Utc>, String)>,
 }
 
 /// One pass: for every stored job with a schedule, submits the runs of the ticks that are
@@ -135,13 +150,65 @@ pub fn schedule_pass(store: &Store, now: DateTime<Utc>) -> Result<Pass, StoreErr
                 tick_key(&job.name, tick),
                 SCHEDULER,
             );
-            if let Inserted::New(_) = store.insert_run(&run)? {
-                pass.submitted.push((job.name.clone(), tick));
+            match earlier_run(store, &run, tick)? {
+                Earlier::Active => break,
+                Earlier::Covers(covering) => {
+                    let reason = format!(
+                        "skipped: run {} ({}) already succeeded for this date with this definition, started at {} after the interval ended",
+                        covering.id,
+                        covering.trigger,
+                        covering.started_at.as_deref().unwrap_or("?")
+                    );
+                    tracing::info!(job = %job.name, logical_time = %tick, covered_by = %covering.id, "tick skipped: {reason}");
+                    if let Inserted::New(_) = store.insert_skipped_run(&run, &reason)? {
+                        pass.covered.push((job.name.clone(), tick, covering.id));
+                    }
+                }
+                Earlier::None => {
+                    if let Inserted::New(_) = store.insert_run(&run)? {
+                        pass.submitted.push((job.name.clone(), tick));
+                    }
+                }
             }
             store.set_schedule_last_tick(&job.name, tick)?;
         }
     }
     Ok(pass)
+}
+
+/// What a tick finds among the runs that write its output.
+enum Earlier {
+    /// None that matters: the tick runs.
+    None,
+    /// One is queued or running: the tick waits.
+    Active,
+    /// One already did the tick's work (see the module documentation).
+    Covers(Box<super::store::Run>),
+}
+
+/// The runs that write the output of a tick's `run` (at logical time `tick`), by the rule in
+/// the module documentation.
+fn earlier_run(store: &Store, run: &NewRun, tick: DateTime<Utc>) -> Result<Earlier, StoreError> {
+    let since = tick.to_rfc3339_opts(SecondsFormat::Millis, true);
+    for earlier in store.runs_writing(&run.job, &run.output_uri)? {
+        // The schedule's own runs (of this tick or others) follow `max_active_runs`.
+        if earlier.idempotency_key.as_deref().is_some_and(|key| key.starts_with("schedule/")) {
+            continue;
+        }
+        if !earlier.state.is_terminal() {
+            return Ok(Earlier::Active);
+        }
+        let same_vars = earlier.vars.iter().all(|(name, value)| run.vars.get(name) == Some(value));
+        let after_interval = earlier.started_at.as_deref().is_some_and(|started| started >= since.as_str());
+        if earlier.state == super::store::RunState::Succeeded
+            && earlier.job_sha256 == run.job_sha256
+            && same_vars
+            && after_interval
+        {
+            return Ok(Earlier::Covers(Box::new(earlier)));
+        }
+    }
+    Ok(Earlier::None)
 }
 
 /// The run of one tick of a stored job's version.
@@ -461,5 +528,77 @@ mod tests {
         store.set_schedule_last_tick("nightly", start).unwrap();
         assert!(schedule_pass(&store, start + Duration::days(2)).unwrap().submitted.is_empty());
         assert_eq!(store.runs(&Default::default(), None).unwrap().len(), 2);
+    }
+
+    /// A manual run of `ds`, as `weir submit nightly --var ds=…` stores it.
+    fn manual_run(store: &Store, id: &str, ds: &str) -> NewRun {
+        let version = store.job_version("nightly", None).unwrap().unwrap();
+        let definition = version.definition.clone().unwrap();
+        let vars = BTreeMap::from([("ds".to_string(), ds.to_string())]);
+        let mut run = tick_run("nightly", &version, &definition, vars, String::new(), "alice");
+        (run.id, run.idempotency_key) = (id.to_string(), None);
+        run
+    }
+
+    fn state_of(store: &Store, key: &str) -> Option<(super::super::store::RunState, Option<String>)> {
+        store.latest_run_for_key(key).unwrap().map(|run| (run.state, run.error))
+    }
+
+    /// The store stamps runs with the system clock, so the ticks here are placed around the
+    /// real time: `midnight` has passed, `next_midnight` has not.
+    fn midnights() -> (DateTime<Utc>, DateTime<Utc>) {
+        let midnight = Utc::now().date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc();
+        (midnight, midnight + Duration::days(1))
+    }
+
+    #[test]
+    fn a_tick_whose_date_a_manual_run_already_did_after_the_interval_is_recorded_as_skipped() {
+        let (_dir, store) = store_with(&job("cron = \"0 0 * * *\"\ncatchup = \"all\""));
+        let (midnight, _) = midnights();
+        let yesterday = (midnight - Duration::days(1)).date_naive().to_string();
+        schedule_pass(&store, midnight - Duration::hours(1)).unwrap();
+        store.insert_run(&manual_run(&store, "manual-1", &yesterday)).unwrap();
+        // Queued or running, it holds the tick back: the tick is not handled yet.
+        let pass = schedule_pass(&store, midnight + Duration::minutes(5)).unwrap();
+        assert!(pass.submitted.is_empty() && pass.covered.is_empty());
+        assert!(state_of(&store, &tick_key("nightly", midnight)).is_none());
+        finish_all(&store); // started now, after midnight: it saw the whole of yesterday
+        let pass = schedule_pass(&store, midnight + Duration::minutes(6)).unwrap();
+        assert!(pass.submitted.is_empty());
+        assert_eq!(pass.covered, vec![("nightly".to_string(), midnight, "manual-1".to_string())]);
+        let (state, error) = state_of(&store, &tick_key("nightly", midnight)).unwrap();
+        assert_eq!(state, super::super::store::RunState::Skipped);
+        assert!(error.unwrap().contains("run manual-1 (manual) already succeeded"));
+        // Handled once: a later pass does nothing more for it.
+        assert!(schedule_pass(&store, midnight + Duration::minutes(7)).unwrap().covered.is_empty());
+    }
+
+    #[test]
+    fn a_manual_run_that_started_before_the_interval_ended_or_failed_or_differs_does_not_cover_the_tick() {
+        let (_dir, store) = store_with(&job("cron = \"0 0 * * *\"\ncatchup = \"all\""));
+        let (midnight, next_midnight) = midnights();
+        let today = midnight.date_naive().to_string();
+        schedule_pass(&store, midnight + Duration::minutes(1)).unwrap();
+        // Today's date, run now: its interval ends at the next midnight, so it saw part of it.
+        store.insert_run(&manual_run(&store, "early", &today)).unwrap();
+        finish_all(&store);
+        let pass = schedule_pass(&store, next_midnight + Duration::minutes(1)).unwrap();
+        assert_eq!(pass.submitted, vec![("nightly".to_string(), next_midnight)]);
+        finish_all(&store);
+
+        let yesterday = (midnight - Duration::days(1)).date_naive().to_string();
+        let (_dir, store) = store_with(&job("cron = \"0 0 * * *\"\ncatchup = \"all\""));
+        schedule_pass(&store, midnight - Duration::hours(1)).unwrap();
+        // A failed run, and one with another variable, leave the tick to run.
+        store.insert_run(&manual_run(&store, "failed", &yesterday)).unwrap();
+        let claimed = store.claim_next(10).unwrap().unwrap();
+        store.finish(&claimed.id, super::super::store::RunState::Failed, &Default::default()).unwrap();
+        let mut other = manual_run(&store, "other-vars", &yesterday);
+        other.vars.insert("region".into(), serde_json::Value::String("eu".into()));
+        store.insert_run(&other).unwrap();
+        finish_all(&store);
+        let pass = schedule_pass(&store, midnight + Duration::minutes(1)).unwrap();
+        assert_eq!(pass.submitted, vec![("nightly".to_string(), midnight)]);
+        assert!(pass.covered.is_empty());
     }
 }

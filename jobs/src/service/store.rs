@@ -97,6 +97,9 @@ pub enum RunState {
     Failed,
     Cancelled,
     Lost,
+    /// A schedule's tick that did not run: a run it would repeat had already succeeded
+    /// (the reason is in `error`).
+    Skipped,
 }
 
 impl RunState {
@@ -108,11 +111,12 @@ impl RunState {
             RunState::Failed => "failed",
             RunState::Cancelled => "cancelled",
             RunState::Lost => "lost",
+            RunState::Skipped => "skipped",
         }
     }
 
     pub fn parse(text: &str) -> Option<RunState> {
-        [Self::Queued, Self::Running, Self::Succeeded, Self::Failed, Self::Cancelled, Self::Lost]
+        [Self::Queued, Self::Running, Self::Succeeded, Self::Failed, Self::Cancelled, Self::Lost, Self::Skipped]
             .into_iter()
             .find(|state| state.as_str() == text)
     }
@@ -896,6 +900,35 @@ impl Store {
                 params![job],
                 |row| row.get(0),
             )
+        })
+    }
+
+    /// The runs of `job` that write to `output_uri`, newest first (at most 100): what a
+    /// schedule's tick looks at before it runs.
+    pub fn runs_writing(&self, job: &str, output_uri: &str) -> Result<Vec<Run>, StoreError> {
+        let sql =
+            format!("SELECT {RUN_COLUMNS} FROM runs WHERE job = ?1 AND output_uri = ?2 ORDER BY seq DESC LIMIT 100");
+        self.with(|c| {
+            let mut statement = c.prepare(&sql)?;
+            let runs = statement.query_map(params![job, output_uri], run_from)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(runs)
+        })
+    }
+
+    /// Records a tick's run as skipped, for `reason`, under its idempotency key (so that
+    /// the tick is still handled exactly once), or finds the run that key already has.
+    pub fn insert_skipped_run(&self, run: &NewRun, reason: &str) -> Result<Inserted, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let inserted = insert_run_in(&tx, run)?;
+            if let Inserted::New(_) = inserted {
+                tx.execute(
+                    "UPDATE runs SET state = 'skipped', finished_at = ?2, error = ?3 WHERE id = ?1",
+                    params![run.id, now(), reason],
+                )?;
+            }
+            tx.commit()?;
+            Ok(inserted)
         })
     }
 
