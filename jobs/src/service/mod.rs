@@ -15,6 +15,7 @@ pub mod api_error;
 pub mod auth;
 pub mod backfill;
 pub mod client;
+pub mod clock;
 pub mod definition_check;
 pub mod executor;
 pub mod scheduler;
@@ -29,6 +30,7 @@ use std::time::Duration;
 
 use api::{AppState, router};
 use auth::{AllowedHosts, ensure_admin_token};
+use clock::{Clock, FileClock, SystemClock};
 use definition_check::DefinitionChecker;
 use executor::LocalExecutor;
 use scheduler::Scheduler;
@@ -72,7 +74,11 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
         std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|error| format!("cannot make the state folder {} private: {error}", state_dir.display()))?;
     }
-    let store = Arc::new(Store::open(&state_dir.join("weir.db")).map_err(|e| e.to_string())?);
+    let clock: Arc<dyn Clock> = match &config.clock_file {
+        Some(path) => Arc::new(FileClock(path.clone())),
+        None => Arc::new(SystemClock),
+    };
+    let store = Arc::new(Store::open_with_clock(&state_dir.join("weir.db"), clock.clone()).map_err(|e| e.to_string())?);
     let token_file = state_dir.join("admin.token");
     if ensure_admin_token(&store, &token_file)? {
         eprintln!("weir serve: created an admin token in {} (readable by you only)", token_file.display());
@@ -82,10 +88,6 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     endpoints.extend(std::env::var("AWS_ENDPOINT_URL").ok().filter(|url| !url.is_empty()));
     let checker = Arc::new(DefinitionChecker::new(binary.clone(), config.check_timeout, state_dir.clone(), endpoints));
     let executor = Arc::new(LocalExecutor { binary });
-    let clock: Arc<dyn schedules::Clock> = match &config.clock_file {
-        Some(path) => Arc::new(schedules::FileClock(path.clone())),
-        None => Arc::new(schedules::SystemClock),
-    };
     let scheduler =
         Scheduler::new(store.clone(), executor, clock, state_dir, config.max_concurrent_runs, config.cancel_grace);
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -299,7 +299,7 @@ impl Scheduler {
             let started = self.store.run(&first).ok().flatten().and_then(|run| run.started_at);
             let waited = started
                 .and_then(|at| chrono::DateTime::parse_from_rfc3339(&at).ok())
-                .map(|at| (chrono::Utc::now() - at.with_timezone(&chrono::Utc)).num_seconds().max(0) as u64)
+                .map(|at| (self.clock.now() - at.with_timezone(&chrono::Utc)).num_seconds().max(0) as u64)
                 .unwrap_or(u64::MAX);
             waited.saturating_add(policy.delay_s) <= policy.wait_for_input_s
         } else {
@@ -309,7 +309,7 @@ impl Scheduler {
             return None;
         }
         let delay = policy.delay_s;
-        let not_before = chrono::Utc::now() + chrono::Duration::seconds(delay as i64);
+        let not_before = self.clock.now() + chrono::Duration::seconds(delay as i64);
         let next = NewRun {
             id: crate::vars::new_run_id(),
             job: failed.job.clone(),

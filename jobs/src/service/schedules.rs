@@ -40,12 +40,13 @@
 //!   spring-forward gap fires once, at the first valid time after it; in a fall-back
 //!   overlap it fires once.
 //!
-//! The scheduler reads the time from a [`Clock`], so tests can drive it.
+//! The scheduler reads the time from the service's [`Clock`], so tests can drive it.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 
+pub use super::clock::Clock;
 use super::store::{Inserted, JobVersion, NewRun, SCHEDULER, Store, StoreError};
 pub use crate::schedule::Schedule;
 use crate::spec::{Catchup, JobSpec};
@@ -53,35 +54,6 @@ use crate::vars::Variables;
 
 /// How late a tick may be handled and still count as on time for `catchup = "none"`.
 pub const ON_TIME: Duration = Duration::seconds(60);
-
-/// Where the scheduler gets the time.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The system's clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// A clock read from a file holding an RFC 3339 time (`weir serve --clock-file`, for tests
-/// that drive the scheduler through days in seconds). Falls back to the system clock while
-/// the file is missing or unreadable.
-pub struct FileClock(pub std::path::PathBuf);
-
-impl Clock for FileClock {
-    fn now(&self) -> DateTime<Utc> {
-        std::fs::read_to_string(&self.0)
-            .ok()
-            .and_then(|text| DateTime::parse_from_rfc3339(text.trim()).ok())
-            .map(|time| time.with_timezone(&Utc))
-            .unwrap_or_else(Utc::now)
-    }
-}
 
 /// The idempotency key of a tick's run.
 pub fn tick_key(job: &str, logical: DateTime<Utc>) -> String {
@@ -292,8 +264,14 @@ pub fn schedule_of(definition: &str) -> Option<Schedule> {
 /// The sink URI the run will write to, as far as it can be known without planning.
 fn output_uri(definition: &str, vars: &BTreeMap<String, String>) -> String {
     let pairs: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    // Written as the definition checker writes a submitted run's output (a parsed location),
+    // so that a tick finds the manual runs of its output.
     crate::planning::load_job_text("definition", definition, &Variables::new(&pairs))
-        .map(|job| job.spec.sink.uri)
+        .map(|job| {
+            weir_connectors::Location::parse(&job.spec.sink.uri, &job.spec.storage)
+                .map(|location| location.uri())
+                .unwrap_or(job.spec.sink.uri)
+        })
         .unwrap_or_default()
 }
 
@@ -530,6 +508,30 @@ mod tests {
         assert_eq!(store.runs(&Default::default(), None).unwrap().len(), 2);
     }
 
+    /// A clock the test moves by hand: the store stamps runs with it, as the service's
+    /// store does with the service's clock.
+    struct HandClock(std::sync::Mutex<DateTime<Utc>>);
+
+    impl Clock for HandClock {
+        fn now(&self) -> DateTime<Utc> {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    impl HandClock {
+        fn set(&self, at: DateTime<Utc>) {
+            *self.0.lock().unwrap() = at;
+        }
+    }
+
+    fn store_on_clock(definition: &str, at: DateTime<Utc>) -> (tempfile::TempDir, Store, std::sync::Arc<HandClock>) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = std::sync::Arc::new(HandClock(std::sync::Mutex::new(at)));
+        let store = Store::open_with_clock(&dir.path().join("weir.db"), clock.clone()).unwrap();
+        store.put_job("nightly", "h", definition, "admin").unwrap();
+        (dir, store, clock)
+    }
+
     /// A manual run of `ds`, as `weir submit nightly --var ds=…` stores it.
     fn manual_run(store: &Store, id: &str, ds: &str) -> NewRun {
         let version = store.job_version("nightly", None).unwrap().unwrap();
@@ -544,61 +546,66 @@ mod tests {
         store.latest_run_for_key(key).unwrap().map(|run| (run.state, run.error))
     }
 
-    /// The store stamps runs with the system clock, so the ticks here are placed around the
-    /// real time: `midnight` has passed, `next_midnight` has not.
-    fn midnights() -> (DateTime<Utc>, DateTime<Utc>) {
-        let midnight = Utc::now().date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc();
-        (midnight, midnight + Duration::days(1))
-    }
+    /// A daily 02:00 Berlin job; the tick at 2026-12-07 02:00 CET (01:00 UTC) covers 6 December.
+    const TICK: &str = "2026-12-07T01:00:00Z";
 
     #[test]
     fn a_tick_whose_date_a_manual_run_already_did_after_the_interval_is_recorded_as_skipped() {
-        let (_dir, store) = store_with(&job("cron = \"0 0 * * *\"\ncatchup = \"all\""));
-        let (midnight, _) = midnights();
-        let yesterday = (midnight - Duration::days(1)).date_naive().to_string();
-        schedule_pass(&store, midnight - Duration::hours(1)).unwrap();
-        store.insert_run(&manual_run(&store, "manual-1", &yesterday)).unwrap();
-        // Queued or running, it holds the tick back: the tick is not handled yet.
-        let pass = schedule_pass(&store, midnight + Duration::minutes(5)).unwrap();
-        assert!(pass.submitted.is_empty() && pass.covered.is_empty());
-        assert!(state_of(&store, &tick_key("nightly", midnight)).is_none());
-        finish_all(&store); // started now, after midnight: it saw the whole of yesterday
-        let pass = schedule_pass(&store, midnight + Duration::minutes(6)).unwrap();
+        let schedule = "cron = \"0 2 * * *\"\ntimezone = \"Europe/Berlin\"\ncatchup = \"all\"";
+        let tick = utc(TICK);
+        let (_dir, store, clock) = store_on_clock(&job(schedule), tick - Duration::hours(3));
+        schedule_pass(&store, clock.now()).unwrap();
+        // At 01:30 UTC, after the interval ended, someone runs 6 December by hand; the
+        // scheduler is late (the service was busy or down), and the run is still queued.
+        clock.set(tick + Duration::minutes(30));
+        store.insert_run(&manual_run(&store, "manual-1", "2026-12-06")).unwrap();
+        let pass = schedule_pass(&store, clock.now()).unwrap();
+        assert!(pass.submitted.is_empty() && pass.covered.is_empty(), "a queued run holds the tick back");
+        assert!(state_of(&store, &tick_key("nightly", tick)).is_none());
+        finish_all(&store);
+        let pass = schedule_pass(&store, clock.now()).unwrap();
         assert!(pass.submitted.is_empty());
-        assert_eq!(pass.covered, vec![("nightly".to_string(), midnight, "manual-1".to_string())]);
-        let (state, error) = state_of(&store, &tick_key("nightly", midnight)).unwrap();
+        assert_eq!(pass.covered, vec![("nightly".to_string(), tick, "manual-1".to_string())]);
+        let (state, error) = state_of(&store, &tick_key("nightly", tick)).unwrap();
         assert_eq!(state, super::super::store::RunState::Skipped);
         assert!(error.unwrap().contains("run manual-1 (manual) already succeeded"));
-        // Handled once: a later pass does nothing more for it.
-        assert!(schedule_pass(&store, midnight + Duration::minutes(7)).unwrap().covered.is_empty());
+        // Handled once: later passes do nothing more for it.
+        clock.set(tick + Duration::hours(2));
+        let pass = schedule_pass(&store, clock.now()).unwrap();
+        assert!(pass.covered.is_empty() && pass.submitted.is_empty());
     }
 
     #[test]
     fn a_manual_run_that_started_before_the_interval_ended_or_failed_or_differs_does_not_cover_the_tick() {
-        let (_dir, store) = store_with(&job("cron = \"0 0 * * *\"\ncatchup = \"all\""));
-        let (midnight, next_midnight) = midnights();
-        let today = midnight.date_naive().to_string();
-        schedule_pass(&store, midnight + Duration::minutes(1)).unwrap();
-        // Today's date, run now: its interval ends at the next midnight, so it saw part of it.
-        store.insert_run(&manual_run(&store, "early", &today)).unwrap();
+        let schedule = "cron = \"0 2 * * *\"\ntimezone = \"Europe/Berlin\"\ncatchup = \"all\"";
+        let tick = utc(TICK);
+        let (_dir, store, clock) = store_on_clock(&job(schedule), tick - Duration::hours(3));
+        schedule_pass(&store, clock.now()).unwrap();
+        // 6 December run by hand at 00:30 UTC: its interval ends at 01:00, so it saw part of it.
+        clock.set(tick - Duration::minutes(30));
+        store.insert_run(&manual_run(&store, "early", "2026-12-06")).unwrap();
         finish_all(&store);
-        let pass = schedule_pass(&store, next_midnight + Duration::minutes(1)).unwrap();
-        assert_eq!(pass.submitted, vec![("nightly".to_string(), next_midnight)]);
-        finish_all(&store);
+        clock.set(tick + Duration::minutes(1));
+        let pass = schedule_pass(&store, clock.now()).unwrap();
+        assert_eq!(pass.submitted, vec![("nightly".to_string(), tick)]);
 
-        let yesterday = (midnight - Duration::days(1)).date_naive().to_string();
-        let (_dir, store) = store_with(&job("cron = \"0 0 * * *\"\ncatchup = \"all\""));
-        schedule_pass(&store, midnight - Duration::hours(1)).unwrap();
-        // A failed run, and one with another variable, leave the tick to run.
-        store.insert_run(&manual_run(&store, "failed", &yesterday)).unwrap();
+        let (_dir, store, clock) = store_on_clock(&job(schedule), tick - Duration::hours(3));
+        schedule_pass(&store, clock.now()).unwrap();
+        clock.set(tick + Duration::minutes(10));
+        // A failed run, one with another variable, and one of another definition (version 2
+        // changes the job) leave the tick to run.
+        store.insert_run(&manual_run(&store, "failed", "2026-12-06")).unwrap();
         let claimed = store.claim_next(10).unwrap().unwrap();
         store.finish(&claimed.id, super::super::store::RunState::Failed, &Default::default()).unwrap();
-        let mut other = manual_run(&store, "other-vars", &yesterday);
+        let mut other = manual_run(&store, "other-vars", "2026-12-06");
         other.vars.insert("region".into(), serde_json::Value::String("eu".into()));
         store.insert_run(&other).unwrap();
+        let mut older = manual_run(&store, "older-definition", "2026-12-06");
+        older.job_sha256 = "another".into();
+        store.insert_run(&older).unwrap();
         finish_all(&store);
-        let pass = schedule_pass(&store, midnight + Duration::minutes(1)).unwrap();
-        assert_eq!(pass.submitted, vec![("nightly".to_string(), midnight)]);
+        let pass = schedule_pass(&store, clock.now()).unwrap();
+        assert_eq!(pass.submitted, vec![("nightly".to_string(), tick)]);
         assert!(pass.covered.is_empty());
     }
 }

@@ -8,10 +8,12 @@
 //! its process is started, so that no run can start twice, even across a crash.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
+
+use super::clock::{Clock, SystemClock};
 
 /// A failure of the history database.
 #[derive(Debug, thiserror::Error)]
@@ -397,8 +399,10 @@ const RUN_COLUMNS: &str = "id, job, job_version, job_sha256, state, exit_class, 
     workers, pid, definition, summary, attempt, retry_of, not_before, allowed_keys";
 
 /// Now, as stored: RFC 3339 UTC with milliseconds (sorts as text).
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+/// A time as the history records it: RFC 3339 in UTC with milliseconds, so that stored
+/// times compare as text.
+pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn seconds_between(start: &str, end: &str) -> Option<f64> {
@@ -449,11 +453,18 @@ fn run_from(row: &Row<'_>) -> rusqlite::Result<Run> {
 /// The history database.
 pub struct Store {
     connection: Mutex<Connection>,
+    /// The service's clock, for every time the history records.
+    clock: Arc<dyn Clock>,
 }
 
 impl Store {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with_clock(path, Arc::new(SystemClock))
+    }
+
+    /// Opens the database at `path`, recording times from `clock`.
+    pub fn open_with_clock(path: &Path, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
         let connection = Connection::open(path)?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "FULL")?;
@@ -473,7 +484,12 @@ impl Store {
         }
         connection.execute_batch(SCHEMA)?;
         connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        Ok(Store { connection: Mutex::new(connection) })
+        Ok(Store { connection: Mutex::new(connection), clock })
+    }
+
+    /// The time now, on the service's clock, as the history records it.
+    pub fn now(&self) -> String {
+        timestamp(self.clock.now())
     }
 
     fn with<T>(&self, work: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
@@ -495,7 +511,7 @@ impl Store {
         self.with(|c| {
             let inserted = c.execute(
                 "INSERT OR IGNORE INTO tokens (name, sha256, role, jobs, prefixes, keys, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![name, sha256, role.as_str(), jobs, prefixes, keys, now()],
+                params![name, sha256, role.as_str(), jobs, prefixes, keys, self.now()],
             )?;
             Ok(inserted == 1)
         })
@@ -527,7 +543,7 @@ impl Store {
         self.with(|c| {
             let changed = c.execute(
                 "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
-                params![name, now()],
+                params![name, self.now()],
             )?;
             Ok(changed == 1)
         })
@@ -557,7 +573,7 @@ impl Store {
                 params![name],
                 |row| row.get(0),
             )?;
-            let at = now();
+            let at = self.now();
             tx.execute(
                 "INSERT INTO job_versions (name, version, sha256, definition, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![name, next, sha256, definition, at, by],
@@ -632,7 +648,7 @@ impl Store {
             if exists {
                 c.execute(
                     "UPDATE jobs SET version = ?2, updated_at = ?3 WHERE name = ?1",
-                    params![name, version, now()],
+                    params![name, version, self.now()],
                 )?;
             }
             Ok(exists)
@@ -645,7 +661,7 @@ impl Store {
     pub fn insert_run(&self, run: &NewRun) -> Result<Inserted, StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let inserted = insert_run_in(&tx, run)?;
+            let inserted = insert_run_in(&tx, run, &self.now())?;
             tx.commit()?;
             Ok(inserted)
         })
@@ -717,7 +733,7 @@ impl Store {
             if running as usize >= max_running {
                 return Ok(None);
             }
-            let at = now();
+            let at = self.now();
             let sql = format!(
                 "SELECT {RUN_COLUMNS} FROM runs WHERE state = 'queued' AND (not_before IS NULL OR not_before <= ?1) ORDER BY seq LIMIT 1"
             );
@@ -750,7 +766,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.with(|c| {
             let c = c.transaction()?;
-            let at = now();
+            let at = self.now();
             let started: Option<String> = c
                 .query_row("SELECT started_at FROM runs WHERE id = ?1", params![id], |row| row.get(0))
                 .optional()?
@@ -775,7 +791,7 @@ impl Store {
             if changed == 1
                 && let Some(next) = next
             {
-                insert_run_in(&c, next)?;
+                insert_run_in(&c, next, &at)?;
             }
             c.commit()?;
             Ok(changed == 1)
@@ -785,7 +801,7 @@ impl Store {
     /// Cancels a run that is still queued (it will never start); `false` if it is not.
     pub fn cancel_queued(&self, id: &str) -> Result<bool, StoreError> {
         self.with(|c| {
-            let at = now();
+            let at = self.now();
             let changed = c.execute(
                 "UPDATE runs SET state = 'cancelled', cancel_requested = 1, finished_at = ?2, error = 'cancelled before it started'
                  WHERE id = ?1 AND state = 'queued'",
@@ -920,11 +936,11 @@ impl Store {
     pub fn insert_skipped_run(&self, run: &NewRun, reason: &str) -> Result<Inserted, StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let inserted = insert_run_in(&tx, run)?;
+            let inserted = insert_run_in(&tx, run, &self.now())?;
             if let Inserted::New(_) = inserted {
                 tx.execute(
                     "UPDATE runs SET state = 'skipped', finished_at = ?2, error = ?3 WHERE id = ?1",
-                    params![run.id, now(), reason],
+                    params![run.id, self.now(), reason],
                 )?;
             }
             tx.commit()?;
@@ -960,7 +976,7 @@ impl Store {
         self.with(|c| {
             c.execute(
                 "INSERT INTO backfills (id, job, version, max_active, pending, total, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![backfill.id, backfill.job, backfill.version, backfill.max_active, pending, backfill.total, now(), by],
+                params![backfill.id, backfill.job, backfill.version, backfill.max_active, pending, backfill.total, self.now(), by],
             )
             .map(drop)
         })
@@ -999,7 +1015,7 @@ impl Store {
         self.with(|c| {
             c.execute(
                 "INSERT INTO audit (at, token, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![now(), token, action, target, detail],
+                params![self.now(), token, action, target, detail],
             )
             .map(drop)
         })
@@ -1037,7 +1053,7 @@ fn job_version_from(row: &Row<'_>) -> rusqlite::Result<JobVersion> {
 }
 
 /// [`Store::insert_run`] inside the transaction `tx`.
-fn insert_run_in(tx: &rusqlite::Transaction<'_>, run: &NewRun) -> rusqlite::Result<Inserted> {
+fn insert_run_in(tx: &rusqlite::Transaction<'_>, run: &NewRun, at: &str) -> rusqlite::Result<Inserted> {
     let vars = serde_json::Value::Object(run.vars.clone()).to_string();
     if let Some(key) = &run.idempotency_key {
         let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = ?1");
@@ -1062,7 +1078,7 @@ fn insert_run_in(tx: &rusqlite::Transaction<'_>, run: &NewRun) -> rusqlite::Resu
             vars,
             run.idempotency_key,
             run.submitted_by,
-            now(),
+            at,
             run.workers,
             run.output_uri,
             run.attempt,
