@@ -10,7 +10,7 @@
 //!   standardize | minmax → pca`, [`weir_operators::linear_chain`]) is fitted as one step
 //!   from the statistics of its input; otherwise steps share a pass when that is exactly
 //!   equivalent: no step of the group reads a column an earlier one writes, and only the
-//!   group's last step may drop rows.
+//!   group's last step may drop rows or add columns.
 //! - A *dedupe stage* feeds every row's key and rank, located by `(shard, position)`, into
 //!   the keyed differential-dataflow reduction ([`crate::dedupe`]); the winners come back to
 //!   the worker that owns their shard, and the chain gains a filter that keeps them.
@@ -110,7 +110,11 @@ pub(crate) fn fit_group(plan: &EnginePlan, start: usize) -> FitGroup {
         }
         rewritten.extend(shape.written.iter().cloned());
         end += 1;
-        if !shape.keeps_every_row {
+        // Every step of the group folds the batches that reach the first one, so each must
+        // be bound to their layout: a step that drops rows, or that adds columns (writes
+        // one it does not read: `pca`, `explain`, a step with `output`), is the last.
+        let adds_columns = shape.written.iter().any(|c| !shape.columns.contains(c));
+        if !shape.keeps_every_row || adds_columns {
             break;
         }
     }

@@ -105,9 +105,10 @@ pub fn load_job_text(path: &str, raw: &str, vars: &Variables) -> Result<LoadedJo
     let document = vars.parse_and_substitute(path, raw)?;
     let mut spec =
         JobSpec::from_document(document, raw).map_err(|message| JobError::Toml { path: path.to_string(), message })?;
-    // A job-level `fitted` applies to every fitted step that names none of its own.
+    // A job-level `fitted` applies to every fitted step that names none of its own (not to
+    // a clip with fixed bounds or a constant impute, which fit nothing).
     if let Some(fitted) = &spec.fitted {
-        for slot in spec.steps.iter_mut().filter_map(StepSpec::fitted_mut) {
+        for slot in spec.steps.iter_mut().filter(|step| step.is_fitted()).filter_map(StepSpec::fitted_mut) {
             slot.get_or_insert_with(|| fitted.clone());
         }
     }

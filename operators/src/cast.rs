@@ -39,6 +39,10 @@ pub struct CastSpec {
     /// set by [`crate::bind_steps`], never by the job.
     #[serde(skip)]
     pub hidden: Vec<String>,
+    /// Keep the input columns and write the results to new ones named by this pattern
+    /// (`"{col}_z"`); see [`crate::output_columns`].
+    #[serde(default)]
+    pub output: Option<String>,
 }
 
 impl CastSpec {
@@ -202,6 +206,7 @@ mod tests {
             columns: [("age".to_string(), "float64".to_string()), ("n".to_string(), "double".to_string())].into(),
             on_error,
             hidden: Vec::new(),
+            output: None,
         }
     }
 
@@ -232,6 +237,7 @@ mod tests {
             columns: [("d".to_string(), "bool".to_string())].into(),
             on_error: OnError::Fail,
             hidden: Vec::new(),
+            output: None,
         };
         assert!(spec.bind(&schema).unwrap_err().to_string().contains("'d'"));
     }
@@ -242,7 +248,12 @@ mod tests {
     }
 
     fn cast_x(to: &str, on_error: OnError) -> CastSpec {
-        CastSpec { columns: BTreeMap::from([("x".to_string(), to.to_string())]), on_error, hidden: Vec::new() }
+        CastSpec {
+            columns: BTreeMap::from([("x".to_string(), to.to_string())]),
+            on_error,
+            hidden: Vec::new(),
+            output: None,
+        }
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub struct ClipSpec {
     /// passes ([`crate::exact_quantile`]) when the sketch could not hold every value.
     #[serde(default)]
     pub exact: bool,
+    /// Keep the input columns and write the results to new ones named by this pattern
+    /// (`"{col}_z"`); see [`crate::output_columns`].
+    #[serde(default)]
+    pub output: Option<String>,
 }
 
 /// What [`ClipSpec::bind`] gives: fixed bounds map at once; quantile bounds are fitted.
@@ -210,6 +214,7 @@ mod tests {
             quantiles: None,
             fitted: None,
             exact: false,
+            output: None,
         };
         let BoundClip::Fixed(step) = spec.bind(&batch(vec![]).schema()).unwrap() else { panic!() };
         let out = step.apply(batch(vec![Some(-2.0), None, Some(f64::NAN), Some(f64::INFINITY)])).unwrap();
@@ -228,6 +233,7 @@ mod tests {
             quantiles: Some([0.015, 0.9]),
             fitted: None,
             exact: false,
+            output: None,
         };
         let BoundClip::Fitted(fit) = spec.bind(&batch(vec![]).schema()).unwrap() else { panic!() };
         let fit = crate::fit::erase(fit);
@@ -250,6 +256,7 @@ mod tests {
             quantiles: None,
             fitted: None,
             exact: false,
+            output: None,
         };
         assert!(spec.bind(&schema).is_err());
         let spec = ClipSpec {
@@ -259,6 +266,7 @@ mod tests {
             quantiles: Some([0.9, 0.1]),
             fitted: None,
             exact: false,
+            output: None,
         };
         assert!(spec.bind(&schema).is_err());
     }

@@ -92,6 +92,10 @@ pub struct ImputeSpec {
     /// later passes ([`crate::exact_quantile`]) when the sketch could not hold every value.
     #[serde(default)]
     pub exact: bool,
+    /// Keep the input columns and write the results to new ones named by this pattern
+    /// (`"{col}_z"`); see [`crate::output_columns`].
+    #[serde(default)]
+    pub output: Option<String>,
 }
 
 /// What [`ImputeSpec::bind`] gives: a constant fill maps at once; the others are fitted.
@@ -507,6 +511,7 @@ mod tests {
             value,
             fitted: None,
             exact: false,
+            output: None,
         }
     }
 

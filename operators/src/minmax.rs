@@ -40,6 +40,10 @@ pub struct MinMaxSpec {
     /// Reuse the minima and maxima of an earlier run's `_weir/fitted.json`.
     #[serde(default)]
     pub fitted: Option<String>,
+    /// Keep the input columns and write the results to new ones named by this pattern
+    /// (`"{col}_z"`); see [`crate::output_columns`].
+    #[serde(default)]
+    pub output: Option<String>,
 }
 
 impl MinMaxSpec {
@@ -155,7 +159,7 @@ mod tests {
             vec![Arc::new(Float64Array::from(vec![Some(2.0), None, Some(6.0), Some(4.0)]))],
         )
         .unwrap();
-        let spec = MinMaxSpec { columns: vec!["x".into()], range: [-1.0, 1.0], fitted: None };
+        let spec = MinMaxSpec { columns: vec!["x".into()], range: [-1.0, 1.0], fitted: None, output: None };
         let fit = crate::fit::erase(spec.bind(&schema).unwrap());
         let mut partial = fit.new_partial();
         fit.fold(&mut partial, &batch).unwrap();

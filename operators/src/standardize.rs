@@ -32,6 +32,10 @@ pub struct StandardizeSpec {
     /// Reuse the means and scales of an earlier run's `_weir/fitted.json`.
     #[serde(default)]
     pub fitted: Option<String>,
+    /// Keep the input columns and write the results to new ones named by this pattern
+    /// (`"{col}_z"`); see [`crate::output_columns`].
+    #[serde(default)]
+    pub output: Option<String>,
 }
 
 impl StandardizeSpec {
@@ -124,7 +128,7 @@ mod tests {
     use std::sync::Arc;
 
     fn fit(batches: &[RecordBatch]) -> (serde_json::Value, Box<dyn BoundStep>) {
-        let spec = StandardizeSpec { columns: vec!["*".into()], fitted: None };
+        let spec = StandardizeSpec { columns: vec!["*".into()], fitted: None, output: None };
         let fit = crate::fit::erase(spec.bind(&batches[0].schema()).unwrap());
         let params = crate::fit::fit_in_process(fit.as_ref(), batches);
         let step = fit.with_params(&params).unwrap();
@@ -158,7 +162,7 @@ mod tests {
     #[test]
     fn infinity_is_an_error_naming_the_column() {
         let a = batch(vec![Some(1.0), Some(f64::INFINITY)], vec![1, 2]);
-        let fit = StandardizeSpec { columns: vec!["x".into()], fitted: None }.bind(&a.schema()).unwrap();
+        let fit = StandardizeSpec { columns: vec!["x".into()], fitted: None, output: None }.bind(&a.schema()).unwrap();
         let mut partial = fit.new_partial();
         fit.fold(&mut partial, &a).unwrap();
         let err = fit.finish(partial).unwrap_err().to_string();

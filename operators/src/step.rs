@@ -23,6 +23,7 @@ use crate::fit::{FitStep, erase};
 use crate::impute::{BoundImpute, ImputeSpec};
 use crate::mask::MaskSpec;
 use crate::minmax::MinMaxSpec;
+use crate::output_columns::{FitWithCopies, KeepInputs, MapWithCopies};
 use crate::pca::PcaSpec;
 use crate::rename::RenameSpec;
 use crate::score::ScoreSpec;
@@ -97,6 +98,17 @@ impl StepSpec {
         }
     }
 
+    /// Whether the step is fitted on the data as configured: a `clip` with fixed bounds and
+    /// an `impute` with a constant are not, so a job-level `fitted` passes them by.
+    pub fn is_fitted(&self) -> bool {
+        match self {
+            StepSpec::Clip(spec) => spec.quantiles.is_some(),
+            StepSpec::Impute(spec) => spec.strategy != crate::impute::ImputeStrategy::Constant,
+            StepSpec::Standardize(_) | StepSpec::MinMax(_) | StepSpec::Pca(_) | StepSpec::Explain(_) => true,
+            _ => false,
+        }
+    }
+
     /// The `fitted = "URI"` of a fitted op, if it reuses parameters: the one place the
     /// planner learns it (the bound fitted step does not carry it).
     pub fn fitted(&self) -> Option<&str> {
@@ -142,8 +154,86 @@ impl StepSpec {
     }
 
     /// Resolves selectors and types against `input`; the result handles batches of that
-    /// schema. `context` holds what binding needs from outside (the models' bytes).
+    /// schema. `context` holds what binding needs from outside (the models' bytes). A
+    /// cleaning step with `output` keeps its input columns ([`crate::output_columns`]).
     pub fn bind(&self, input: &SchemaRef, context: &BindContext) -> Result<Bound, OpError> {
+        match self.output_pattern() {
+            Some(pattern) => self.bind_keeping_inputs(pattern, input, context),
+            None => self.bind_in_place(input, context),
+        }
+    }
+
+    /// `output = "{col}…"` of a cleaning step (cast, impute, standardize, minmax, clip).
+    pub fn output_pattern(&self) -> Option<&str> {
+        match self {
+            StepSpec::Cast(spec) => spec.output.as_deref(),
+            StepSpec::Impute(spec) => spec.output.as_deref(),
+            StepSpec::Standardize(spec) => spec.output.as_deref(),
+            StepSpec::MinMax(spec) => spec.output.as_deref(),
+            StepSpec::Clip(spec) => spec.output.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Binds a cleaning step with `output`: a copy of each column it rewrites under its
+    /// result name, then the step itself, without `output`, on those copies.
+    fn bind_keeping_inputs(&self, pattern: &str, input: &SchemaRef, context: &BindContext) -> Result<Bound, OpError> {
+        let selected: Vec<(String, Option<&String>)> = match self {
+            StepSpec::Cast(spec) => {
+                let mut selected = Vec::new();
+                for (selector, type_name) in &spec.columns {
+                    for index in crate::selector::resolve_one(selector, input)? {
+                        selected.push((input.field(index).name().clone(), Some(type_name)));
+                    }
+                }
+                selected
+            }
+            StepSpec::Impute(ImputeSpec { columns, .. })
+            | StepSpec::Standardize(StandardizeSpec { columns, .. })
+            | StepSpec::MinMax(MinMaxSpec { columns, .. })
+            | StepSpec::Clip(ClipSpec { columns, .. }) => crate::selector::resolve(columns, input)?
+                .into_iter()
+                .map(|index| (input.field(index).name().clone(), None))
+                .collect(),
+            _ => return Err(OpError::Internal(format!("{} has no output", self.op_name()))),
+        };
+        let sources: Vec<String> = selected.iter().map(|(name, _)| name.clone()).collect();
+        let (copies, renamed) = KeepInputs::new(pattern, &sources, input)?;
+        let results: Vec<String> = renamed.iter().map(|(_, result)| result.clone()).collect();
+        let retargeted = match self {
+            StepSpec::Cast(spec) => {
+                let columns = renamed
+                    .iter()
+                    .zip(&selected)
+                    .map(|((_, result), (_, ty))| (result.clone(), ty.cloned().unwrap_or_default()));
+                let hidden =
+                    renamed.iter().filter(|(source, _)| spec.hidden.contains(source)).map(|(_, result)| result.clone());
+                StepSpec::Cast(CastSpec {
+                    columns: columns.collect(),
+                    hidden: spec.hidden.iter().cloned().chain(hidden).collect(),
+                    output: None,
+                    ..spec.clone()
+                })
+            }
+            StepSpec::Impute(spec) => StepSpec::Impute(ImputeSpec { columns: results, output: None, ..spec.clone() }),
+            StepSpec::Standardize(spec) => {
+                StepSpec::Standardize(StandardizeSpec { columns: results, output: None, ..spec.clone() })
+            }
+            StepSpec::MinMax(spec) => StepSpec::MinMax(MinMaxSpec { columns: results, output: None, ..spec.clone() }),
+            StepSpec::Clip(spec) => StepSpec::Clip(ClipSpec { columns: results, output: None, ..spec.clone() }),
+            _ => return Err(OpError::Internal(format!("{} has no output", self.op_name()))),
+        };
+        Ok(match retargeted.bind_in_place(&copies.output_schema(), context)? {
+            Bound::Map(step) => Bound::Map(Box::new(MapWithCopies::new(Arc::new(copies), step))),
+            Bound::Fit(fit) => Bound::Fit(Box::new(FitWithCopies::new(copies, fit, sources))),
+            Bound::Dedupe(_) | Bound::Check(_) => {
+                return Err(OpError::Internal(format!("{} bound to neither a map nor a fit", self.op_name())));
+            }
+        })
+    }
+
+    /// Binds the step to rewrite its columns where they are.
+    fn bind_in_place(&self, input: &SchemaRef, context: &BindContext) -> Result<Bound, OpError> {
         Ok(match self {
             StepSpec::Select(spec) => Bound::Map(Box::new(spec.bind(input)?)),
             StepSpec::Drop(spec) => Bound::Map(Box::new(spec.bind(input)?)),
@@ -294,12 +384,10 @@ fn hide_secret_values(
         if hidden.is_empty() {
             continue;
         }
-        let rebound = CastSpec { hidden, ..cast.clone() }.bind(&schemas[index]).map_err(|source| BindError {
-            number: index + 1,
-            op: spec.op_name(),
-            source,
-        })?;
-        bound[index] = Bound::Map(Box::new(rebound));
+        let rebound = StepSpec::Cast(CastSpec { hidden, ..cast.clone() })
+            .bind(&schemas[index], context)
+            .map_err(|source| BindError { number: index + 1, op: spec.op_name(), source })?;
+        bound[index] = rebound;
     }
     Ok(())
 }
@@ -326,6 +414,11 @@ impl Lineage {
         };
         let mut next_id = self.next_id;
         let mut origin = HashMap::new();
+        // `output = "{col}…"`: a result column comes from the column it was computed from.
+        let results: HashMap<String, &String> = step
+            .output_pattern()
+            .map(|pattern| self.origin.keys().map(|column| (pattern.replace("{col}", column), column)).collect())
+            .unwrap_or_default();
         for field in output.fields() {
             let name = field.name();
             // The input column this one is: renamed into this name, or of this name unless a
@@ -335,7 +428,8 @@ impl Lineage {
                     Some((old, _)) => Some(old),
                     None => (!renames.contains_key(name)).then_some(name),
                 },
-                None => Some(name),
+                None if self.origin.contains_key(name) => Some(name),
+                None => results.get(name).copied(),
             };
             let id = input.and_then(|input| self.origin.get(input).copied()).unwrap_or_else(|| {
                 next_id += 1;
@@ -451,5 +545,45 @@ mod tests {
         assert!(err.contains("row 1") && err.contains("not shown") && !err.contains("4111"), "{err}");
         // A column that takes a masked column's old name is another column.
         bind(vec![rename("ssn", "secret"), rename("x", "ssn"), impute("ssn", "mean"), mask("secret")]).unwrap();
+    }
+
+    /// A step with `output` keeps its input and appends its results; a result is followed
+    /// back to its column by the mask guard, and a cast's result of a masked column hides
+    /// its values too.
+    #[test]
+    fn output_keeps_the_input_and_results_keep_their_lineage() {
+        let steps = vec![json!({ "op": "cast", "columns": { "ssn": "int64" }, "output": "{col}_n" })];
+        let bound = bind(steps).unwrap();
+        let names: Vec<String> = bound[0].output_schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, ["ssn", "x", "ssn_n"]);
+        let batch = arrow::record_batch::RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("ssn", DataType::Utf8, true),
+                Field::new("x", DataType::Float64, true),
+            ])),
+            vec![
+                Arc::new(arrow::array::StringArray::from(vec!["12", "13"])),
+                Arc::new(arrow::array::Float64Array::from(vec![1.0, 2.0])),
+            ],
+        )
+        .unwrap();
+        let Bound::Map(cast) = &bound[0] else { panic!("cast is a map step") };
+        let out = cast.apply(batch.clone()).unwrap();
+        assert_eq!(out.column(0).as_ref(), batch.column(0).as_ref());
+        assert_eq!(out.column(2).as_ref(), &arrow::array::Int64Array::from(vec![12, 13]));
+
+        let imputed_then_masked = vec![
+            json!({ "op": "impute", "columns": ["ssn"], "strategy": "most_frequent", "output": "{col}_filled" }),
+            mask("ssn"),
+        ];
+        let err = bind(imputed_then_masked).unwrap_err().to_string();
+        assert!(err.contains("column 'ssn' is masked by step 2"), "{err}");
+        let err = bind(vec![impute("x_mean", "mean"), mask("ssn")]).unwrap_err().to_string();
+        assert!(err.contains("matches no column"), "{err}");
+        for (output, expected) in [("z", "must hold {col}"), ("{col}", "already a column"), ("x", "must hold")] {
+            let step = json!({ "op": "standardize", "columns": ["x"], "output": output });
+            let err = bind(vec![step]).unwrap_err().to_string();
+            assert!(err.contains(expected), "{output}: {err}");
+        }
     }
 }
