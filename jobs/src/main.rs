@@ -370,6 +370,10 @@ enum TokensCommand {
         /// Limit its runs to this encryption key id (repeatable; default: every key the service holds).
         #[arg(long = "key", value_name = "ID")]
         keys: Vec<String>,
+        /// Let it submit job definitions inline (a file sent whole); without it, only stored
+        /// jobs by name. Admin tokens always may.
+        #[arg(long)]
+        inline: bool,
     },
     /// List the live tokens (never their values).
     Ls,
@@ -675,8 +679,8 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
         Command::Tokens { command, server } => (|| {
             let client = client(server)?;
             match command {
-                TokensCommand::Create { name, role, jobs, prefixes, keys } => {
-                    let mut body = serde_json::json!({ "name": name, "role": role });
+                TokensCommand::Create { name, role, jobs, prefixes, keys, inline } => {
+                    let mut body = serde_json::json!({ "name": name, "role": role, "inline": inline });
                     if !jobs.is_empty() {
                         body["jobs"] = serde_json::json!(jobs);
                     }
@@ -697,12 +701,13 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
                             None => "all".to_string(),
                         };
                         println!(
-                            "{:<24}  {:<6}  jobs {}  prefixes {}  keys {}  created {}",
+                            "{:<24}  {:<6}  jobs {}  prefixes {}  keys {}  inline {}  created {}",
                             token["name"].as_str().unwrap_or("-"),
                             token["role"].as_str().unwrap_or("-"),
                             list("jobs"),
                             list("prefixes"),
                             list("keys"),
+                            if token["inline"].as_bool().unwrap_or(false) { "yes" } else { "no" },
                             token["created_at"].as_str().unwrap_or("-")
                         );
                     }

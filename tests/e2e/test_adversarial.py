@@ -269,7 +269,7 @@ def test_a_token_reaches_only_its_prefixes_and_no_endpoint_the_service_does_not_
     pq.write_table(small, root / "mine" / "in" / "part-0.parquet")
     # A link inside the prefix that leads out of it counts where it leads.
     (root / "mine" / "link").symlink_to(root / "small")
-    token = expect(api.post("/v1/tokens", json={"name": "mine", "role": "submit", "jobs": ["mine"], "prefixes": [str(root / "mine")]}), 201)
+    token = expect(api.post("/v1/tokens", json={"name": "mine", "role": "submit", "jobs": ["mine"], "prefixes": [str(root / "mine")], "inline": True}), 201)
     assert token["prefixes"] == [str(root / "mine")]
     mine = service.api(token["token"])
 
@@ -367,8 +367,14 @@ def test_keys_are_per_job_and_backfills_leave_the_schedules_future_alone(tmp_pat
     try:
         api = service.admin
         expect(api.post("/v1/jobs", json={"definition": NIGHTLY}), 201)
-        token = expect(api.post("/v1/tokens", json={"name": "mine", "role": "submit", "jobs": ["mine"]}), 201)["token"]
+        token = expect(api.post("/v1/tokens", json={"name": "mine", "role": "submit", "jobs": ["mine"], "inline": True}), 201)["token"]
         mine = service.api(token)
+        # Without the inline grant, a token submits stored jobs by name only.
+        stored_only = service.api(expect(api.post("/v1/tokens", json={"name": "stored", "role": "submit", "jobs": ["nightly"]}), 201)["token"])
+        message = expect_error(stored_only.post("/v1/runs", json={"definition": NIGHTLY}), 403)
+        assert "may not submit an inline definition" in message and "--inline" in message, message
+        by_name = submit(stored_only, {"job": "nightly", "vars": {"ds": "2026-03-07"}})
+        assert by_name["submitted_by"] == "stored" and by_name["job"] == "nightly"
         tick = "2026-03-10T02:00:00Z"  # covers 9 March
         taken = submit(mine, {"definition": job("mine"), "idempotency_key": f"schedule/nightly/{tick}"})
         assert taken["job"] == "mine" and taken["idempotency_key"] == f"job/mine/schedule/nightly/{tick}"

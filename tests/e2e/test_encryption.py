@@ -861,7 +861,7 @@ def test_a_token_uses_only_the_keys_it_is_granted(tmp_path):
     write_source(table, root / "plain")
     service = Service(root, [], env=weir_env({**theirs, **ours})).start()
     try:
-        token = expect(service.admin.post("/v1/tokens", json={"name": "a", "role": "submit", "keys": ["teama"]}), 201)
+        token = expect(service.admin.post("/v1/tokens", json={"name": "a", "role": "submit", "keys": ["teama"], "inline": True}), 201)
         assert token["keys"] == ["teama"]
         team_a = service.api(token["token"])
 

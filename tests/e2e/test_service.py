@@ -451,8 +451,8 @@ def test_tokens_roles_scopes_hosts_origins_and_the_audit_trail(serve, weir, big_
     expect_error(svc.api(f"{svc.token}x").get("/v1/runs"), 401)
 
     reader = expect(admin.post("/v1/tokens", json={"name": "reader", "role": "read"}), 201)
-    submitter = expect(admin.post("/v1/tokens", json={"name": "submitter", "role": "submit", "jobs": None}), 201)
-    scoped = expect(admin.post("/v1/tokens", json={"name": "only-a", "role": "submit", "jobs": ["job-a"]}), 201)
+    submitter = expect(admin.post("/v1/tokens", json={"name": "submitter", "role": "submit", "jobs": None, "inline": True}), 201)
+    scoped = expect(admin.post("/v1/tokens", json={"name": "only-a", "role": "submit", "jobs": ["job-a"], "inline": True}), 201)
     assert (reader["name"], reader["role"], reader["jobs"]) == ("reader", "read", None)
     assert (scoped["role"], scoped["jobs"]) == ("submit", ["job-a"])
     assert len({reader["token"], submitter["token"], scoped["token"], svc.token}) == 4

@@ -127,6 +127,9 @@ struct NewToken {
     /// Key ids its runs may use; absent: any the service holds.
     #[serde(default)]
     keys: Option<Vec<String>>,
+    /// May submit inline definitions (default: only stored jobs, by name).
+    #[serde(default)]
+    inline: bool,
 }
 
 /// The most prefixes a token may be given, and the longest one.
@@ -163,7 +166,12 @@ async fn create_token(
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message));
     }
     let token = new_token().map_err(ApiError::internal)?;
-    let grants = TokenGrants { jobs: body.jobs.clone(), prefixes: body.prefixes.clone(), keys: body.keys.clone() };
+    let grants = TokenGrants {
+        jobs: body.jobs.clone(),
+        prefixes: body.prefixes.clone(),
+        keys: body.keys.clone(),
+        inline: body.inline,
+    };
     let inserted = state
         .store
         .insert_token(&body.name, &sha256_hex(token.as_bytes()), body.role, &grants)
@@ -171,10 +179,11 @@ async fn create_token(
     if !inserted {
         return Err(ApiError::new(StatusCode::CONFLICT, format!("a token named '{}' exists", body.name)));
     }
-    let granted = json!({ "role": body.role, "jobs": body.jobs, "prefixes": body.prefixes, "keys": body.keys });
+    let granted = json!({ "role": body.role, "jobs": body.jobs, "prefixes": body.prefixes, "keys": body.keys, "inline": body.inline });
     audit_event(&state, &caller, "token.create", &body.name, granted)?;
     Ok(created(json!({
-        "name": body.name, "role": body.role, "jobs": body.jobs, "prefixes": body.prefixes, "keys": body.keys, "token": token,
+        "name": body.name, "role": body.role, "jobs": body.jobs, "prefixes": body.prefixes, "keys": body.keys,
+        "inline": body.inline, "token": token,
     })))
 }
 
@@ -431,6 +440,15 @@ async fn submit_run(
             (found.definition.unwrap_or_default(), Some(found.version))
         }
         (None, Some(definition)) if body.version.is_none() => {
+            if caller.role < Role::Admin && !caller.inline {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "token '{}' may not submit an inline definition: submit a stored job by name (an admin stores it with `weir jobs put`), or use a token created with --inline",
+                        caller.name
+                    ),
+                ));
+            }
             // The job's name as written, checked against the token's jobs before the checker
             // reads anything the definition names (and again, substituted, after).
             if let Some(name) = toml::from_str::<toml::Table>(definition)

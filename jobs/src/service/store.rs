@@ -60,6 +60,9 @@ pub struct TokenInfo {
     pub prefixes: Option<Vec<String>>,
     /// The key ids its runs may use (`WEIR_KEY_*`); `None`: any the service holds.
     pub keys: Option<Vec<String>>,
+    /// Whether it may submit a definition inline (not a stored job by name); admin tokens
+    /// always may.
+    pub inline: bool,
 }
 
 /// What a new token is limited to; `None` in a field: not limited by it.
@@ -68,6 +71,8 @@ pub struct TokenGrants {
     pub jobs: Option<Vec<String>>,
     pub prefixes: Option<Vec<String>>,
     pub keys: Option<Vec<String>>,
+    /// May submit inline definitions.
+    pub inline: bool,
 }
 
 impl TokenInfo {
@@ -291,10 +296,10 @@ pub struct Counts {
 
 /// The version of [`SCHEMA`], kept in SQLite's `user_version`. A later schema change adds
 /// a migration from each earlier version here.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// From each earlier schema version to the next, applied in order from the database's.
-const MIGRATIONS: [(i64, &str); 2] = [
+const MIGRATIONS: [(i64, &str); 3] = [
     (
         1,
         "ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
@@ -309,6 +314,8 @@ const MIGRATIONS: [(i64, &str); 2] = [
          ALTER TABLE tokens ADD COLUMN keys TEXT;
          ALTER TABLE runs ADD COLUMN allowed_keys TEXT;",
     ),
+    // Tokens made before inline definitions needed a grant keep what they could do.
+    (3, "ALTER TABLE tokens ADD COLUMN inline_definitions INTEGER NOT NULL DEFAULT 1;"),
 ];
 
 const SCHEMA: &str = "
@@ -320,7 +327,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     prefixes TEXT,
     keys TEXT,
     created_at TEXT NOT NULL,
-    revoked_at TEXT
+    revoked_at TEXT,
+    inline_definitions INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS job_versions (
     name TEXT NOT NULL,
@@ -510,8 +518,9 @@ impl Store {
         let (jobs, prefixes, keys) = (json(&grants.jobs), json(&grants.prefixes), json(&grants.keys));
         self.with(|c| {
             let inserted = c.execute(
-                "INSERT OR IGNORE INTO tokens (name, sha256, role, jobs, prefixes, keys, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![name, sha256, role.as_str(), jobs, prefixes, keys, self.now()],
+                "INSERT OR IGNORE INTO tokens (name, sha256, role, jobs, prefixes, keys, created_at, inline_definitions)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![name, sha256, role.as_str(), jobs, prefixes, keys, self.now(), grants.inline],
             )?;
             Ok(inserted == 1)
         })
@@ -521,7 +530,7 @@ impl Store {
     pub fn token_by_hash(&self, sha256: &str) -> Result<Option<TokenInfo>, StoreError> {
         self.with(|c| {
             c.query_row(
-                "SELECT name, role, jobs, created_at, prefixes, keys FROM tokens WHERE sha256 = ?1 AND revoked_at IS NULL",
+                "SELECT name, role, jobs, created_at, prefixes, keys, inline_definitions FROM tokens WHERE sha256 = ?1 AND revoked_at IS NULL",
                 params![sha256],
                 token_from,
             )
@@ -532,7 +541,7 @@ impl Store {
     pub fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
         self.with(|c| {
             let mut statement = c.prepare(
-                "SELECT name, role, jobs, created_at, prefixes, keys FROM tokens WHERE revoked_at IS NULL ORDER BY name",
+                "SELECT name, role, jobs, created_at, prefixes, keys, inline_definitions FROM tokens WHERE revoked_at IS NULL ORDER BY name",
             )?;
             statement.query_map([], token_from)?.collect()
         })
@@ -1102,6 +1111,7 @@ fn token_from(row: &Row<'_>) -> rusqlite::Result<TokenInfo> {
         created_at: row.get(3)?,
         prefixes: row.get::<_, Option<String>>(4)?.and_then(|prefixes| serde_json::from_str(&prefixes).ok()),
         keys: row.get::<_, Option<String>>(5)?.and_then(|keys| serde_json::from_str(&keys).ok()),
+        inline: row.get::<_, i64>(6)? != 0,
     })
 }
 
@@ -1152,7 +1162,8 @@ mod tests {
             let v1 = SCHEMA
                 .replace(",\n    attempt INTEGER NOT NULL DEFAULT 1,\n    retry_of TEXT,\n    not_before TEXT,\n    allowed_keys TEXT\n", "\n")
                 .replace("    prefixes TEXT,\n    keys TEXT,\n", "")
-                .replace(",\n    missed INTEGER NOT NULL DEFAULT 0,\n    paused_by TEXT\n", "\n");
+                .replace(",\n    missed INTEGER NOT NULL DEFAULT 0,\n    paused_by TEXT\n", "\n")
+                .replace(",\n    inline_definitions INTEGER NOT NULL DEFAULT 0\n", "\n");
             assert_ne!(v1, SCHEMA);
             old.execute_batch(&v1).unwrap();
             old.execute(
@@ -1160,14 +1171,22 @@ mod tests {
                 [],
             )
             .unwrap();
+            old.execute(
+                "INSERT INTO tokens (name, sha256, role, created_at) VALUES ('older', 'old-hash', 'submit', 't')",
+                [],
+            )
+            .unwrap();
             old.pragma_update(None, "user_version", 1).unwrap();
         }
         let store = Store::open(&path).unwrap();
+        // A token from before the inline grant keeps what it could do; new ones need it.
+        assert!(store.token_by_hash("old-hash").unwrap().unwrap().inline);
         let old = store.run("old").unwrap().unwrap();
         assert_eq!((old.attempt, old.retry_of), (1, None));
         let grants = TokenGrants { prefixes: Some(vec!["s3://b/x/".to_string()]), ..TokenGrants::default() };
         assert!(store.insert_token("t", "h", Role::Submit, &grants).unwrap());
-        assert_eq!(store.token_by_hash("h").unwrap().unwrap().prefixes, Some(vec!["s3://b/x/".to_string()]));
+        let new = store.token_by_hash("h").unwrap().unwrap();
+        assert_eq!((new.prefixes, new.inline), (Some(vec!["s3://b/x/".to_string()]), false));
         assert!(matches!(store.insert_run(&new_run("new", None, "x")).unwrap(), Inserted::New(_)));
         drop(store);
         let newer = Connection::open(&path).unwrap();
