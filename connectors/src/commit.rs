@@ -278,6 +278,7 @@ mod tests {
         let record = CommitRecord {
             manifest: manifest("new", &["part-00000-new.parquet"]),
             fitted: None,
+            fitted_staged: None,
             delete: vec!["part-00000-old.parquet".into()],
             publish: vec![("_weir/runs/new.00000001/part-00000.parquet".into(), "part-00000-new.parquet".into())],
         };
@@ -302,6 +303,7 @@ mod tests {
         let record = CommitRecord {
             manifest: manifest("r", &["part-00000-r.parquet"]),
             fitted: None,
+            fitted_staged: None,
             delete: vec![],
             publish: vec![("_weir/runs/r.00000001/part-00000.parquet".into(), "part-00000-r.parquet".into())],
         };
@@ -324,6 +326,7 @@ mod tests {
         let bad = CommitRecord {
             manifest: manifest("x", &["part-00000-x.parquet"]),
             fitted: None,
+            fitted_staged: None,
             delete: vec!["part-00000-old.parquet".into()],
             publish: vec![
                 ("_weir/runs/v1..00000001/part-00000.parquet".into(), "part-00000-x.parquet".into()),
@@ -339,6 +342,7 @@ mod tests {
         let wedged = CommitRecord {
             manifest: manifest("v1.", &["part-00000-v1..parquet"]),
             fitted: None,
+            fitted_staged: None,
             delete: vec!["part-00000-old.parquet".into()],
             publish: vec![("_weir/runs/v1..00000001/part-00000.parquet".into(), "part-00000-v1..parquet".into())],
         };

@@ -9,6 +9,7 @@ pub mod chunk_copy;
 pub mod claim;
 pub mod commit;
 pub mod decoder_guard;
+pub mod encrypted_fitted;
 pub mod encryption;
 pub mod error;
 pub mod fetched_chunks;

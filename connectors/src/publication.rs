@@ -23,13 +23,20 @@ pub const SUCCESS_FILE: &str = "_SUCCESS";
 pub const MANIFEST_FILE: &str = "_weir/manifest.json";
 /// Path of the fitted parameters, relative to the output prefix.
 pub const FITTED_FILE: &str = "_weir/fitted.json";
+/// Path of the fitted parameters of an encrypted output ([`crate::encrypted_fitted`]).
+pub const ENCRYPTED_FITTED_FILE: &str = "_weir/fitted.parquet";
 
 /// A decided commit: everything [`publish`] needs, so that another run can complete it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommitRecord {
     pub manifest: Manifest,
-    /// The content of `_weir/fitted.json`, when the job has fitted steps.
+    /// The content of `_weir/fitted.json`, when the job has fitted steps and the output is
+    /// not encrypted.
     pub fitted: Option<String>,
+    /// For an encrypted output with fitted steps: the staged `fitted.parquet` (relative to
+    /// the prefix, in the run's folder), moved to [`ENCRYPTED_FITTED_FILE`].
+    #[serde(default)]
+    pub fitted_staged: Option<String>,
     /// Files of the previous output to delete, relative to the prefix.
     pub delete: Vec<String>,
     /// `(staged, final)` paths, relative to the prefix.
@@ -48,6 +55,14 @@ pub async fn publish(output: &Location, record: &CommitRecord) -> Result<(), Con
                 message: format!("bad commit entry {staged} -> {published}; nothing was deleted"),
             });
         }
+    }
+    if let Some(staged) = &record.fitted_staged
+        && (!staged.starts_with(RUNS_DIR) || !is_plain_path(staged))
+    {
+        return Err(ConnectorError::Invalid {
+            uri: output.uri(),
+            message: format!("bad staged fitted parameters {staged}; nothing was deleted"),
+        });
     }
     refuse_local_links(output)?;
     delete_objects(output, &[output.join(SUCCESS_FILE)]).await?;
@@ -72,9 +87,24 @@ pub async fn publish(output: &Location, record: &CommitRecord) -> Result<(), Con
             Err(e) => return Err(ConnectorError::store(output.uri_of(&from), e)),
         }
     }
-    match &record.fitted {
-        Some(fitted) => put(output, &output.join(FITTED_FILE), fitted.clone().into_bytes()).await?,
-        None => delete_objects(output, &[output.join(FITTED_FILE)]).await?,
+    // The output keeps the fitted parameters of this run only, in the one form its
+    // encryption allows.
+    let (plain, encrypted) = (output.join(FITTED_FILE), output.join(ENCRYPTED_FITTED_FILE));
+    match (&record.fitted, &record.fitted_staged) {
+        (Some(fitted), _) => {
+            delete_objects(output, std::slice::from_ref(&encrypted)).await?;
+            put(output, &plain, fitted.clone().into_bytes()).await?;
+        }
+        (None, Some(staged)) => {
+            delete_objects(output, std::slice::from_ref(&plain)).await?;
+            let from = output.join(staged);
+            match output.store().rename(&from, &encrypted).await {
+                Ok(()) => {}
+                Err(object_store::Error::NotFound { .. }) if exists(output, &encrypted).await? => {}
+                Err(e) => return Err(ConnectorError::store(output.uri_of(&from), e)),
+            }
+        }
+        (None, None) => delete_objects(output, &[plain, encrypted]).await?,
     }
     let manifest = serde_json::to_vec_pretty(&record.manifest)
         .map_err(|e| ConnectorError::Invalid { uri: output.uri(), message: e.to_string() })?;

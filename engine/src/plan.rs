@@ -144,6 +144,12 @@ impl EnginePlan {
         }
     }
 
+    /// Where the leader stages an encrypted output's fitted parameters until the commit,
+    /// relative to the sink ([`weir_connectors::encrypted_fitted`]).
+    pub fn staged_fitted_name(&self) -> String {
+        format!("{}/{}/fitted.parquet.staged", weir_connectors::lease::RUNS_DIR, self.attempt)
+    }
+
     /// A digest of what this process planned to read (each file with its version, the
     /// shards, the incremental base): every process of a cluster must plan the same, and a
     /// source that changed between their plannings would make them differ.

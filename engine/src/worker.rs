@@ -284,6 +284,16 @@ fn commit_run(
     let mut staged: Vec<(usize, StagedPart)> =
         reports.into_iter().flat_map(|r| r.parts.into_iter().map(move |part| (r.worker, part))).collect();
     let outcome = runtime.block_on(async {
+        // An encrypted output's fitted parameters are staged encrypted, like its part files,
+        // so that neither the decision nor the output holds them in the clear.
+        let (fitted, fitted_staged) = match (fitted, &plan.part_options.encryption) {
+            (Some(json), Some(encryption)) => {
+                let name = plan.staged_fitted_name();
+                weir_connectors::encrypted_fitted::write(&plan.sink, &name, &json, encryption).await?;
+                (None, Some(name))
+            }
+            (fitted, _) => (fitted, None),
+        };
         if staged.is_empty() && plan.partition_by.is_empty() {
             // No rows at all: one empty part file still tells readers the schema. (A
             // partitioned output then has no folder, so no file.)
@@ -353,6 +363,7 @@ fn commit_run(
         };
         let record = CommitRecord {
             fitted,
+            fitted_staged,
             delete,
             publish: staged
                 .iter()

@@ -1261,6 +1261,12 @@ fn fit(
     stop: &Stop,
 ) -> Result<(), JobFailure> {
     let job = load_job(path, vars, None).map_err(failure)?;
+    if job.spec.sink.encryption.is_some() {
+        return Err(JobFailure::user(format!(
+            "job '{}': its sink encrypts its output, and `weir fit` would write the parameters fitted on those columns in the clear; run the job, which keeps them encrypted in _weir/fitted.parquet, and reuse them with fitted = \"OUTPUT\"",
+            job.spec.name
+        )));
+    }
     let target =
         weir_connectors::Location::parse(output, &job.spec.storage).map_err(|e| JobFailure::from_connector(&e))?;
     if !overwrite && runtime.block_on(object_store::ObjectStoreExt::head(target.store(), target.path())).is_ok() {

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use weir_connectors::commit::{FITTED_FILE, is_committed};
+use weir_connectors::encrypted_fitted;
 use weir_connectors::encryption::Decryptor;
 use weir_connectors::keys::KeySource;
 use weir_connectors::lease::{DEFAULT_LEASE_TTL, check_run_id, new_attempt_id};
@@ -16,6 +17,7 @@ use weir_connectors::ledger::{self, committed_manifest};
 use weir_connectors::listing::list_data_files;
 use weir_connectors::parquet_sink::{PartOptions, stored_schema};
 use weir_connectors::parquet_source::ParquetSource;
+use weir_connectors::publication::{ENCRYPTED_FITTED_FILE, MANIFEST_FILE};
 use weir_connectors::{ConnectorError, Location};
 
 use weir_connectors::manifest::ModelInfo;
@@ -580,13 +582,17 @@ async fn plan_steps(
 }
 
 /// Reads the fitted parameters `fitted = URI` names: an earlier run's output prefix (its
-/// `_weir/fitted.json`), that file itself, or any other JSON file of that format. An
-/// earlier run's parameters are read only when its output is committed (`_SUCCESS`).
+/// `_weir/fitted.json`, or for an encrypted output its `_weir/fitted.parquet`, decrypted
+/// with the keys in the environment), that file itself, or any other JSON file of that
+/// format. An earlier run's parameters are read only when its output is committed
+/// (`_SUCCESS`).
 async fn read_fitted(uri: &str, storage: &weir_connectors::StorageOptions) -> Result<bytes::Bytes, ConnectorError> {
     let fitted_file = format!("/{FITTED_FILE}");
-    let prefix = match uri.strip_suffix(&fitted_file) {
+    let encrypted_file = format!("/{ENCRYPTED_FITTED_FILE}");
+    let prefix = match uri.strip_suffix(&fitted_file).or_else(|| uri.strip_suffix(&encrypted_file)) {
         Some(prefix) => Some(prefix.to_string()),
         None if uri.ends_with(".json") => None,
+        None if uri.ends_with(".parquet") => return read_encrypted_fitted(uri, storage).await,
         None => Some(uri.trim_end_matches('/').to_string()),
     };
     let Some(prefix) = prefix else { return read_input(uri, storage, MAX_FITTED_BYTES).await };
@@ -598,7 +604,21 @@ async fn read_fitted(uri: &str, storage: &weir_connectors::StorageOptions) -> Re
                 .into(),
         });
     }
+    let manifest: Option<weir_connectors::manifest::Manifest> =
+        weir_connectors::objects::read_json(&output, &output.join(MANIFEST_FILE)).await?;
+    if manifest.is_some_and(|manifest| manifest.encryption.is_some()) {
+        return read_encrypted_fitted(&format!("{prefix}{encrypted_file}"), storage).await;
+    }
     read_input(&format!("{prefix}{fitted_file}"), storage, MAX_FITTED_BYTES).await
+}
+
+/// Reads and decrypts an encrypted output's `fitted.parquet` ([`encrypted_fitted`]).
+async fn read_encrypted_fitted(
+    uri: &str,
+    storage: &weir_connectors::StorageOptions,
+) -> Result<bytes::Bytes, ConnectorError> {
+    let bytes = read_input(uri, storage, MAX_FITTED_BYTES).await?;
+    encrypted_fitted::read(uri, bytes, weir_connectors::keys::KeySource::from_env()).map(bytes::Bytes::from)
 }
 
 /// The largest model read: ONNX's protobuf cannot hold more (larger models keep their

@@ -733,7 +733,7 @@ def test_bad_keys_and_bad_inputs_exit_2_and_commit_nothing(weir, tmp_path, case)
 
 def test_no_key_reaches_logs_outputs_or_part_files(weir, tmp_path):
     """With RUST_LOG=debug, --json and --metrics, a successful encrypted run (with a fitted
-    step, so fitted.json exists), `weir head` on its output, and two failed runs (a wrong
+    step, so fitted.parquet exists), `weir head` on its output, and two failed runs (a wrong
     master key while reading, a malformed key while writing) print no master key, no wrong
     or malformed key and no data key of the part files, in any common encoding, on stdout,
     stderr, in the manifest, fitted.json or the result file; part files hold none of them raw."""
@@ -751,7 +751,7 @@ def test_no_key_reaches_logs_outputs_or_part_files(weir, tmp_path):
     for path in sorted((out / "_weir").rglob("*")):
         if path.is_file():
             texts[str(path.relative_to(out))] = path.read_bytes()
-    assert "_weir/manifest.json" in texts and "_weir/fitted.json" in texts, sorted(texts)
+    assert "_weir/manifest.json" in texts and "_weir/fitted.parquet" in texts, sorted(texts)
     if result.exists():
         texts["result file"] = result.read_bytes()
     head = weir("head", out, "-n", "5", env=env, check=0)
@@ -781,6 +781,51 @@ def test_no_key_reaches_logs_outputs_or_part_files(weir, tmp_path):
         assert find_secrets(blob, secrets) == [], f"{name} shows a key"
     for path in files:
         assert find_secrets(path.read_bytes(), secrets, raw_only=True) == [], f"{path.name} holds a key in clear"
+
+
+def test_an_encrypted_outputs_fitted_parameters_are_encrypted_and_reused_with_the_keys(weir, tmp_path):
+    """The statistics of an encrypted output's fitted steps are values of its columns: they
+    are kept in `_weir/fitted.parquet`, encrypted as the part files are, never as plaintext
+    `fitted.json`. pyarrow decrypts them to the mean and standard deviation NumPy computes;
+    a later run reuses them with `fitted = OUTPUT` when it has the keys, and without them is
+    refused naming the keys; `weir fit -o` refuses to write them in the clear."""
+    table = make_table()
+    src = tmp_path / "src"
+    write_source(table, src)
+    keys = new_keys("footer", "pii")
+    out = tmp_path / "out"
+    steps = SELECT + '[[step]]\nop = "standardize"\ncolumns = ["amount"]\n'
+    text = job_toml("fitted-enc", src, out, steps=steps, encryption={})
+    run_job(weir, tmp_path, "fitted-enc", text, weir_env(keys), check=0)
+    assert not (out / "_weir" / "fitted.json").exists()
+    fitted_file = out / "_weir" / "fitted.parquet"
+    raw = fitted_file.read_bytes()
+    amount = table.column("amount").to_numpy(zero_copy_only=False).astype(float)
+    mean, std = np.nanmean(amount), np.nanstd(amount)
+    assert raw[-4:] == b"PARE" and repr(mean).encode()[:8] not in raw and b"standardize" not in raw
+    with pytest.raises(OSError):
+        pq.read_table(fitted_file)
+    decrypted = pq.ParquetFile(fitted_file, decryption_properties=decryption_properties(keys)).read()
+    params = json.loads(decrypted.column("fitted_json")[0].as_py())
+    (step,) = params["steps"]
+    assert step["op"] == "standardize" and step["columns"] == ["amount"]
+    column = step["params"]["columns"]["amount"]
+    assert column["mean"] == pytest.approx(mean, rel=1e-12) and column["scale"] == pytest.approx(std, rel=1e-12)
+    # Nothing staged is left behind, and no commit decision kept the parameters.
+    assert not list((out / "_weir").glob("runs/*/*"))
+
+    reuse = job_toml("fitted-enc-reuse", src, tmp_path / "again", steps=steps, encryption={}).replace(
+        'name = "fitted-enc-reuse"\n', f'name = "fitted-enc-reuse"\nfitted = "{out}"\n'
+    )
+    run_job(weir, tmp_path, "reuse", reuse, weir_env(keys), check=0)
+    assert read_encrypted(part_files(tmp_path / "again"), keys).sort_by("id").equals(read_encrypted(part_files(out), keys).sort_by("id"))
+    # A plain output reusing them still needs the keys to read them.
+    plain = job_toml("fitted-plain", src, tmp_path / "third", steps=steps).replace('name = "fitted-plain"\n', f'name = "fitted-plain"\nfitted = "{out}"\n')
+    refused = run_job(weir, tmp_path, "reuse-nokeys", plain, weir_env({}), check=2)
+    assert "fitted" in refused.stderr and "keys of the output's encryption" in refused.stderr, refused.stderr
+    assert not (tmp_path / "third").exists()
+    fit = weir("fit", write_job(tmp_path / "fit.toml", text), "-o", tmp_path / "fitted.json", env=weir_env(keys), check=2)
+    assert "in the clear" in fit.stderr and not (tmp_path / "fitted.json").exists(), fit.stderr
 
 
 # ---------------------------------------------------------------------------------------
