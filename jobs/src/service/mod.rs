@@ -106,7 +106,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
             .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
     }
     eprintln!("weir serve: listening on {address}; state in {}", state_dir.display());
-    let app = router(state).layer(axum::middleware::from_fn(read_body_by_deadline));
+    let app = app(state);
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {
@@ -128,6 +128,12 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
         }
     };
     served.map_err(|error| format!("the server failed: {error}"))
+}
+
+/// The service's routes with the body-reading deadline and limit: what `weir serve` serves
+/// (and what the HTTP fuzz target calls in process).
+pub fn app(state: AppState) -> axum::Router {
+    router(state).layer(axum::middleware::from_fn(read_body_by_deadline))
 }
 
 /// How long a client has to send a request's line and headers, and then its body: a client

@@ -1,6 +1,6 @@
 //! `weir-fuzz`: Weir's fuzz harness, on stable Rust.
 //!
-//! Four targets take bytes and feed them to the code that reads what users hand Weir:
+//! Five targets take bytes and feed them to the code that reads what users hand Weir:
 //!
 //! - `job`: the job loader with variables (`NAME=VALUE` lines, `---`, then a job's TOML):
 //!   parse, substitute, check, bind every step to a fixed schema, then fit and apply the
@@ -9,7 +9,9 @@
 //!   the fixed batch, and check that `e` and `not (e)` never keep the same row;
 //! - `parquet`: the Parquet reader over a byte-mutated file: open (footer, schema, its depth),
 //!   cut shards, read every shard, and check that the rows read add up to the footer's count;
-//! - `onnx`: Weir's reader of an ONNX model's protobuf (the graph `explain` reads).
+//! - `onnx`: Weir's reader of an ONNX model's protobuf (the graph `explain` reads);
+//! - `http`: a request (`METHOD PATH`, then the body) to the job service's routes, in
+//!   process, with an admin token ([`http`]).
 //!
 //! Inputs run on a thread with a 2 MiB stack, a tokio worker's.
 //!
@@ -28,6 +30,7 @@
 //! `--seed` (printed at the start), except for the time-based `{{run_id}}`.
 
 mod generate;
+mod http;
 mod mutate;
 mod targets;
 
@@ -41,10 +44,10 @@ use clap::Parser;
 
 use crate::targets::{Outcome, Target};
 
-/// Fuzzes Weir's job loader, filter language and Parquet reader.
+/// Fuzzes Weir's job loader, filter language, Parquet reader, ONNX graph reader and service endpoints.
 #[derive(Parser)]
 struct Args {
-    /// `job`, `filter`, `parquet`, or `all` (each in turn, for `--seconds` each).
+    /// `job`, `filter`, `parquet`, `onnx`, `http`, or `all` (each in turn, for `--seconds` each).
     target: String,
     /// How long to fuzz each target.
     #[arg(long, default_value_t = 60)]

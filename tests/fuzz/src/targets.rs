@@ -23,7 +23,7 @@ use weir_operators::{BindContext, Bound, BoundStep, bind_steps};
 use crate::generate;
 
 /// The targets, by name.
-pub const NAMES: [&str; 4] = ["job", "filter", "parquet", "onnx"];
+pub const NAMES: [&str; 5] = ["job", "filter", "parquet", "onnx", "http"];
 
 /// What Weir made of an input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +62,7 @@ pub fn new(name: &str) -> Box<dyn Target> {
         "job" => Box::new(JobTarget { batch: sample_batch() }),
         "filter" => Box::new(FilterTarget { batch: sample_batch() }),
         "onnx" => Box::new(OnnxTarget),
+        "http" => Box::new(crate::http::HttpTarget::new()),
         _ => Box::new(ParquetTarget::new()),
     }
 }
