@@ -25,6 +25,7 @@ pub mod objects;
 pub mod parquet_sink;
 pub mod parquet_source;
 pub mod partitions;
+pub mod profiles;
 pub mod publication;
 pub mod readiness;
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! S3 is configured the way AWS tools are, from the environment (`AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`,
 //! `AWS_ALLOW_HTTP`), with the job's `[storage]` table able to override the endpoint and
-//! region; requests use path-style addressing. Secrets never come from job files.
+//! region, or to name a storage profile ([`crate::profiles`]) that gives endpoint, region
+//! and credentials; requests use path-style addressing. Secrets never come from job files.
 //!
 //! Transient failures (5xx, timeouts, refused or reset connections) are retried by
 //! object_store with exponential backoff (100 ms doubling to 15 s) within a bounded budget:
@@ -39,6 +40,26 @@ pub struct StorageOptions {
     pub max_retries: Option<usize>,
     /// Seconds after a request's first attempt when retrying stops (default 30).
     pub retry_timeout_s: Option<u64>,
+    /// A storage profile ([`crate::profiles`]): its endpoint, region and credentials.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// The credentials of the profile, read from the environment when the job is loaded;
+    /// never from a job file, never written anywhere.
+    #[serde(skip)]
+    pub credentials: Option<S3Credentials>,
+}
+
+/// An S3 access key, from a storage profile. Its `Debug` shows neither half.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("S3Credentials(hidden)")
+    }
 }
 
 /// Default retries of a failed request.
@@ -196,6 +217,11 @@ fn s3_store(bucket: &str, options: &StorageOptions) -> object_store::Result<Arc<
     let endpoint = options.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
     if let Some(endpoint) = &endpoint {
         builder = builder.with_endpoint(endpoint);
+    }
+    if let Some(credentials) = &options.credentials {
+        builder = builder
+            .with_access_key_id(&credentials.access_key_id)
+            .with_secret_access_key(&credentials.secret_access_key);
     }
     let allow_http =
         options.allow_http.unwrap_or_else(|| endpoint.as_deref().is_some_and(|e| e.starts_with("http://")));

@@ -224,6 +224,11 @@ enum Command {
         /// so no token can make the service send its credentials elsewhere.
         #[arg(long = "allow-endpoint", value_name = "URL")]
         allowed_endpoints: Vec<String>,
+        /// Storage profiles (a TOML file of named stores with their endpoints, credentials'
+        /// environment variables and prefixes): definitions from non-admin tokens then reach
+        /// object stores through a profile only.
+        #[arg(long, value_name = "FILE")]
+        storage_profiles: Option<String>,
         /// Testing aid: the schedules read the time (RFC 3339) from this file.
         #[arg(long, hide = true)]
         clock_file: Option<String>,
@@ -374,6 +379,9 @@ enum TokensCommand {
         /// jobs by name. Admin tokens always may.
         #[arg(long)]
         inline: bool,
+        /// Limit its definitions to this storage profile (repeatable; default: any).
+        #[arg(long = "profile", value_name = "NAME")]
+        profiles: Vec<String>,
     },
     /// List the live tokens (never their values).
     Ls,
@@ -544,6 +552,7 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
             tls_key,
             check_timeout_s,
             allowed_endpoints,
+            storage_profiles,
             clock_file,
         } => {
             let tls = tls_cert
@@ -560,6 +569,9 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
                 tls,
                 check_timeout: Duration::from_secs(check_timeout_s.max(1)),
                 allowed_endpoints,
+                storage_profiles: storage_profiles
+                    .or_else(|| std::env::var(weir_connectors::profiles::PROFILES_ENV).ok().filter(|p| !p.is_empty()))
+                    .map(Into::into),
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(runtime) => runtime,
@@ -679,7 +691,7 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
         Command::Tokens { command, server } => (|| {
             let client = client(server)?;
             match command {
-                TokensCommand::Create { name, role, jobs, prefixes, keys, inline } => {
+                TokensCommand::Create { name, role, jobs, prefixes, keys, inline, profiles } => {
                     let mut body = serde_json::json!({ "name": name, "role": role, "inline": inline });
                     if !jobs.is_empty() {
                         body["jobs"] = serde_json::json!(jobs);
@@ -689,6 +701,9 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
                     }
                     if !keys.is_empty() {
                         body["keys"] = serde_json::json!(keys);
+                    }
+                    if !profiles.is_empty() {
+                        body["profiles"] = serde_json::json!(profiles);
                     }
                     print_json(&client.post("/v1/tokens", &body)?);
                 }
@@ -701,12 +716,13 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
                             None => "all".to_string(),
                         };
                         println!(
-                            "{:<24}  {:<6}  jobs {}  prefixes {}  keys {}  inline {}  created {}",
+                            "{:<24}  {:<6}  jobs {}  prefixes {}  keys {}  profiles {}  inline {}  created {}",
                             token["name"].as_str().unwrap_or("-"),
                             token["role"].as_str().unwrap_or("-"),
                             list("jobs"),
                             list("prefixes"),
                             list("keys"),
+                            list("profiles"),
                             if token["inline"].as_bool().unwrap_or(false) { "yes" } else { "no" },
                             token["created_at"].as_str().unwrap_or("-")
                         );

@@ -17,6 +17,7 @@ use weir_connectors::ledger::{self, committed_manifest};
 use weir_connectors::listing::list_data_files;
 use weir_connectors::parquet_sink::{PartOptions, stored_schema};
 use weir_connectors::parquet_source::ParquetSource;
+use weir_connectors::profiles::StorageProfiles;
 use weir_connectors::publication::{ENCRYPTED_FITTED_FILE, MANIFEST_FILE};
 use weir_connectors::{ConnectorError, Location};
 
@@ -115,6 +116,7 @@ pub fn load_job_text(path: &str, raw: &str, vars: &Variables) -> Result<LoadedJo
         }
     }
     spec.check().map_err(|message| JobError::Invalid { job: spec.name.clone(), message })?;
+    apply_storage_profile(&mut spec).map_err(|message| JobError::Invalid { job: spec.name.clone(), message })?;
     let mut hashed = raw.to_string();
     for (name, value) in vars.pairs() {
         if raw.contains(&name) {
@@ -579,6 +581,27 @@ async fn plan_steps(
         steps.push(PlannedStep { number, op, kind, reused });
     }
     Ok(steps)
+}
+
+/// `[storage] profile = "…"`: the profile's endpoint, region and credentials
+/// ([`StorageProfiles`], from the file `WEIR_STORAGE_PROFILES` names), and every `s3://`
+/// place of the job under the profile's prefixes.
+fn apply_storage_profile(spec: &mut JobSpec) -> Result<(), String> {
+    let Some(name) = spec.storage.profile.clone() else { return Ok(()) };
+    let profiles = StorageProfiles::from_env()?;
+    StorageProfiles::apply(profiles.as_ref(), &mut spec.storage)?;
+    let profile = profiles.as_ref().map(|profiles| profiles.get(&name)).transpose()?;
+    if let Some(profile) = profile {
+        for (field, uri) in spec.places() {
+            if uri.starts_with("s3://") && !profile.covers(uri) {
+                return Err(format!(
+                    "{field} '{uri}' is outside the prefixes of storage profile '{name}' ({})",
+                    profile.prefixes.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads the fitted parameters `fitted = URI` names: an earlier run's output prefix (its

@@ -189,6 +189,22 @@ fn default_true() -> bool {
 }
 
 impl JobSpec {
+    /// Every place the job reads or writes, with the field that names it: the source, the
+    /// sink, a job-level `fitted`, and each step's models and `fitted`.
+    pub fn places(&self) -> Vec<(String, &str)> {
+        let mut places: Vec<(String, &str)> =
+            vec![("source.uri".into(), &self.source.uri), ("sink.uri".into(), &self.sink.uri)];
+        if let Some(fitted) = &self.fitted {
+            places.push(("fitted".into(), fitted));
+        }
+        for (index, step) in self.steps.iter().enumerate() {
+            for uri in step.uris() {
+                places.push((format!("step {} ({})", index + 1, step.op_name()), uri));
+            }
+        }
+        places
+    }
+
     /// Parses a job's TOML (no variables); errors carry TOML's line, column and a snippet.
     pub fn from_toml(text: &str) -> Result<JobSpec, String> {
         let document = toml::de::DeTable::parse(text).map_err(|error| toml_message(error, text))?;

@@ -6,6 +6,7 @@ own S3 reader, and compared with the same job run on local files.
 
 import io
 import json
+import os
 import subprocess
 import time
 
@@ -16,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import WEIR_BIN, read_output, write_job
-from garage import SECRET, Garage
-from helpers import SCORE_FEATURES, free_port, helper_mlp, onnx_reference
+from garage import KEY_ID, REGION, SECRET, Garage
+from helpers import SCORE_FEATURES, Service, expect, expect_error, free_port, helper_mlp, onnx_reference, submit, wait_run
 
 
 
@@ -233,3 +234,72 @@ def test_a_store_that_cannot_be_reached_for_a_steps_file_is_exit_1_not_bad_input
     proc = weir("run", job, env=env, check=1)
     expected = "fitted parameters" if what == "fitted" else "model"
     assert f"cannot read the {expected}" in proc.stderr and "step 1" in proc.stderr, proc.stderr
+
+
+def test_storage_profiles_are_the_only_way_to_a_bucket_for_a_team(weir, tmp_path, events_dir, garage):
+    """A service with storage profiles and no AWS credentials of its own: a team's token,
+    granted profile `lake`, reads and writes a bucket through it (boto3 sees the output);
+    a definition naming no profile, its own endpoint, a profile it is not granted, or a
+    bucket outside the profile's prefixes is refused (403 or 422, naming the field) with
+    nothing written. `weir run` reads the same profiles file from WEIR_STORAGE_PROFILES."""
+    lake, other = garage.new_bucket("lake"), garage.new_bucket("other")
+    garage.upload_dir(events_dir, lake, "team-a/events")
+    garage.upload_dir(events_dir, other, "events")
+    profiles = tmp_path / "profiles.toml"
+    profiles.write_text(
+        f"""
+[profiles.lake]
+endpoint = "{garage.endpoint}"
+region = "{REGION}"
+access_key_id_env = "LAKE_KEY_ID"
+secret_access_key_env = "LAKE_SECRET"
+prefixes = ["s3://{lake}/team-a/"]
+
+[profiles.archive]
+endpoint = "{garage.endpoint}"
+region = "{REGION}"
+access_key_id_env = "LAKE_KEY_ID"
+secret_access_key_env = "LAKE_SECRET"
+prefixes = ["s3://{other}/"]
+"""
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(LAKE_KEY_ID=KEY_ID, LAKE_SECRET=SECRET)
+    root = tmp_path / "svc"
+    root.mkdir()
+    service = Service(root, ["--storage-profiles", profiles], env=env).start()
+    try:
+        api = service.admin
+        token = expect(api.post("/v1/tokens", json={"name": "team-a", "role": "submit", "inline": True, "profiles": ["lake"]}), 201)
+        team = service.api(token["token"])
+
+        def job(source, sink, storage='[storage]\nprofile = "lake"\n'):
+            return f'name = "team-a"\n{storage}[source]\nuri = "{source}"\n[sink]\nuri = "{sink}"\nmode = "overwrite"\n'
+
+        good = job(f"s3://{lake}/team-a/events/", f"s3://{lake}/team-a/out/")
+        run = submit(team, {"definition": good})
+        assert wait_run(api, run["id"])["state"] == "succeeded"
+        assert read_s3_output(garage, lake, "team-a/out").num_rows == pq.read_table(events_dir).num_rows
+
+        cases = [
+            (job(f"s3://{lake}/team-a/events/", f"s3://{lake}/team-a/x/", storage=""), 403, "through storage profiles only"),
+            (job(f"s3://{lake}/team-a/events/", f"s3://{lake}/team-a/x/", storage=f'[storage]\nendpoint = "{garage.endpoint}"\n'), 403, "storage profiles only"),
+            (job(f"s3://{other}/events/", f"s3://{other}/x/", storage='[storage]\nprofile = "archive"\n'), 403, "storage.profile 'archive' is not a profile this token may use"),
+            (job(f"s3://{other}/events/", f"s3://{lake}/team-a/x/"), 422, f"source.uri 's3://{other}/events/' is outside the prefixes of storage profile 'lake'"),
+            (job(f"s3://{lake}/team-a/events/", f"s3://{lake}/x/", storage='[storage]\nprofile = "lake"\nendpoint = "http://127.0.0.1:9"\n'), 422, "may not give its own"),
+        ]
+        for definition, status, message in cases:
+            got = expect_error(team.post("/v1/runs", json={"definition": definition}), status)
+            assert message in got, (message, got)
+            assert KEY_ID not in got and SECRET not in got
+        assert garage.keys(lake, "team-a/x/") == [] and garage.keys(other, "x/") == [] and garage.keys(lake, "x/") == []
+        assert SECRET not in service.output
+    finally:
+        service.stop()
+
+    # The same file and credentials, outside the service.
+    local = write_job(tmp_path / "local.toml", f'name = "local"\n[storage]\nprofile = "archive"\n[source]\nuri = "s3://{other}/events/"\n[sink]\nuri = "{tmp_path / "copy"}"\n')
+    weir("run", local, "-w", "2", env={**env, "WEIR_STORAGE_PROFILES": str(profiles)}, check=0)
+    assert read_output(tmp_path / "copy").num_rows == pq.read_table(events_dir).num_rows
+    missing = weir("run", local, env={k: v for k, v in env.items() if k != "LAKE_SECRET"} | {"WEIR_STORAGE_PROFILES": str(profiles)}, check=2)
+    assert "set LAKE_SECRET" in missing.stderr, missing.stderr

@@ -130,6 +130,9 @@ struct NewToken {
     /// May submit inline definitions (default: only stored jobs, by name).
     #[serde(default)]
     inline: bool,
+    /// Storage profiles its definitions may name; absent: any.
+    #[serde(default)]
+    profiles: Option<Vec<String>>,
 }
 
 /// The most prefixes a token may be given, and the longest one.
@@ -160,6 +163,19 @@ async fn create_token(
             ));
         }
     }
+    if body.profiles.as_ref().is_some_and(|profiles| {
+        profiles.len() > MAX_PREFIXES
+            || profiles.iter().any(|p| {
+                p.is_empty() || p.len() > 64 || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            })
+    }) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "a token's profiles are at most {MAX_PREFIXES} names of [A-Za-z0-9_-]+, each at most 64 characters"
+            ),
+        ));
+    }
     if let Some(keys) = &body.keys
         && let Some(message) = keys.iter().find_map(|id| weir_connectors::keys::check_key_id(id).err())
     {
@@ -171,6 +187,7 @@ async fn create_token(
         prefixes: body.prefixes.clone(),
         keys: body.keys.clone(),
         inline: body.inline,
+        profiles: body.profiles.clone(),
     };
     let inserted = state
         .store
@@ -183,7 +200,7 @@ async fn create_token(
     audit_event(&state, &caller, "token.create", &body.name, granted)?;
     Ok(created(json!({
         "name": body.name, "role": body.role, "jobs": body.jobs, "prefixes": body.prefixes, "keys": body.keys,
-        "inline": body.inline, "token": token,
+        "inline": body.inline, "profiles": body.profiles, "token": token,
     })))
 }
 

@@ -66,6 +66,13 @@ pub struct Grants {
     pub refused: Vec<String>,
     /// The key ids a definition may name or use; `None`: any the service holds.
     pub keys: Option<Vec<String>>,
+    /// The storage profiles a definition may name; `None`: any.
+    #[serde(default)]
+    pub profiles: Option<Vec<String>>,
+    /// The service has storage profiles and the caller is no admin: a definition reaches
+    /// object stores through a profile only.
+    #[serde(default)]
+    pub require_profile: bool,
 }
 
 /// What the checker answers.
@@ -107,7 +114,25 @@ fn lies_under(uri: &str, prefix: &str) -> bool {
 
 /// Checks every place the job reads or writes against `grants`; the error names the field.
 fn check_grants(spec: &crate::spec::JobSpec, grants: &Grants) -> Result<(), String> {
-    if let (Some(endpoint), Some(allowed)) = (&spec.storage.endpoint, &grants.endpoints)
+    match (&spec.storage.profile, &grants.profiles) {
+        (Some(profile), Some(granted)) if !granted.contains(profile) => {
+            return Err(format!(
+                "storage.profile '{profile}' is not a profile this token may use (granted: {})",
+                if granted.is_empty() { "none".to_string() } else { granted.join(", ") }
+            ));
+        }
+        (None, _) if grants.require_profile => {
+            if let Some((field, uri)) = spec.places().into_iter().find(|(_, uri)| uri.starts_with("s3://")) {
+                return Err(format!(
+                    "{field} '{uri}' is in an object store, which this service reaches through storage profiles only: \
+                     name one with [storage] profile = \"…\""
+                ));
+            }
+        }
+        _ => {}
+    }
+    // A profile's endpoint is the administrator's; a job with one names none of its own.
+    if let (None, Some(endpoint), Some(allowed)) = (&spec.storage.profile, &spec.storage.endpoint, &grants.endpoints)
         && !allowed.iter().any(|a| a.trim_end_matches('/') == endpoint.trim_end_matches('/'))
     {
         return Err(format!(
@@ -124,16 +149,7 @@ fn check_grants(spec: &crate::spec::JobSpec, grants: &Grants) -> Result<(), Stri
             }
         }
     }
-    let mut places: Vec<(String, &str)> =
-        vec![("source.uri".into(), &spec.source.uri), ("sink.uri".into(), &spec.sink.uri)];
-    if let Some(fitted) = &spec.fitted {
-        places.push(("fitted".into(), fitted));
-    }
-    for (index, step) in spec.steps.iter().enumerate() {
-        for uri in step.uris() {
-            places.push((format!("step {} ({})", index + 1, step.op_name()), uri));
-        }
-    }
+    let places = spec.places();
     let defaults = weir_connectors::StorageOptions::default();
     let refused: Vec<String> = grants.refused.iter().filter_map(|folder| normalized(folder, &defaults)).collect();
     let granted: Option<Vec<String>> =
@@ -245,12 +261,27 @@ pub struct DefinitionChecker {
     state_dir: PathBuf,
     /// The `[storage] endpoint`s a definition from a token other than an admin's may name.
     endpoints: Vec<String>,
+    /// The storage profiles file, when the service has one.
+    profiles: Option<PathBuf>,
 }
 
 impl DefinitionChecker {
     pub fn new(binary: PathBuf, timeout: Duration, state_dir: PathBuf, endpoints: Vec<String>) -> DefinitionChecker {
         let state_dir = std::path::absolute(&state_dir).unwrap_or(state_dir);
-        DefinitionChecker { binary, timeout, slots: tokio::sync::Semaphore::new(SLOTS), state_dir, endpoints }
+        DefinitionChecker {
+            binary,
+            timeout,
+            slots: tokio::sync::Semaphore::new(SLOTS),
+            state_dir,
+            endpoints,
+            profiles: None,
+        }
+    }
+
+    /// The checker of a service with storage profiles (`None`: without).
+    pub fn with_profiles(mut self, profiles: Option<PathBuf>) -> DefinitionChecker {
+        self.profiles = profiles;
+        self
     }
 
     /// What `caller` grants: its prefixes; the endpoints the service allows unless it is an
@@ -261,6 +292,8 @@ impl DefinitionChecker {
             endpoints: (caller.role != super::store::Role::Admin).then(|| self.endpoints.clone()),
             refused: vec![self.state_dir.to_string_lossy().into_owned()],
             keys: caller.keys.clone(),
+            profiles: caller.profiles.clone(),
+            require_profile: self.profiles.is_some() && caller.role != super::store::Role::Admin,
         }
     }
 
@@ -290,6 +323,7 @@ impl DefinitionChecker {
         pairs.push(("run_id".into(), run_id.into()));
         let mut command = tokio::process::Command::new(&self.binary);
         super::executor::limit_keys(&mut command, grants.keys.as_deref());
+        super::executor::pass_profiles(&mut command, self.profiles.as_deref());
         let request =
             serde_json::to_vec(&CheckRequest { definition: definition.to_string(), vars: pairs, grants, for_run })
                 .map_err(ApiError::internal)?;
@@ -367,11 +401,10 @@ mod tests {
     fn every_place_is_checked_and_named() {
         let text = "name = \"t\"\nfitted = \"/data/theirs/fit\"\n[source]\nuri = \"/data/mine/in\"\n[[step]]\nop = \"impute\"\ncolumns = [\"x\"]\n[sink]\nuri = \"/data/mine/out\"\n";
         let job = load_job_text("t.toml", text, &Variables::new(&[])).unwrap();
-        let grants = Grants { prefixes: Some(vec!["/data/mine".into()]), endpoints: None, refused: vec![], keys: None };
+        let grants = Grants { prefixes: Some(vec!["/data/mine".into()]), ..Grants::default() };
         let err = check_grants(&job.spec, &grants).unwrap_err();
         assert!(err.starts_with("fitted '/data/theirs/fit'"), "{err}");
-        let state =
-            Grants { prefixes: None, endpoints: Some(vec![]), refused: vec!["/data/mine/out".into()], keys: None };
+        let state = Grants { endpoints: Some(vec![]), refused: vec!["/data/mine/out".into()], ..Grants::default() };
         let err = check_grants(&job.spec, &state).unwrap_err();
         assert!(err.contains("sink.uri") && err.contains("state folder"), "{err}");
     }

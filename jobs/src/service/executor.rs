@@ -73,6 +73,16 @@ pub trait Executor: Send + Sync {
 pub struct LocalExecutor {
     /// The `weir` binary (the service's own).
     pub binary: PathBuf,
+    /// The storage profiles file, passed to every run.
+    pub profiles: Option<PathBuf>,
+}
+
+/// Passes the service's storage profiles file (or none) to a child process.
+pub fn pass_profiles(command: &mut tokio::process::Command, profiles: Option<&std::path::Path>) {
+    match profiles {
+        Some(path) => command.env(weir_connectors::profiles::PROFILES_ENV, path),
+        None => command.env_remove(weir_connectors::profiles::PROFILES_ENV),
+    };
 }
 
 struct ChildHandle {
@@ -140,6 +150,7 @@ impl Executor for LocalExecutor {
             .map_err(|error| format!("cannot open the log {}: {error}", launch.log.display()))?;
         let log_too = log.try_clone().map_err(|error| format!("cannot open the log: {error}"))?;
         let mut command = tokio::process::Command::new(&self.binary);
+        pass_profiles(&mut command, self.profiles.as_deref());
         command
             .arg("run")
             .arg(&launch.job_file)

@@ -57,6 +57,8 @@ pub struct ServeConfig {
     /// The `[storage] endpoint`s a definition from a non-admin token may name (the
     /// service's own `AWS_ENDPOINT_URL` is added).
     pub allowed_endpoints: Vec<String>,
+    /// `--storage-profiles` (or `WEIR_STORAGE_PROFILES`): the storage profiles file.
+    pub storage_profiles: Option<PathBuf>,
 }
 
 /// Runs the service until SIGINT or SIGTERM. Runs in flight keep running; the next start
@@ -86,8 +88,26 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     let binary = std::env::current_exe().map_err(|error| format!("cannot find the weir binary: {error}"))?;
     let mut endpoints = config.allowed_endpoints.clone();
     endpoints.extend(std::env::var("AWS_ENDPOINT_URL").ok().filter(|url| !url.is_empty()));
-    let checker = Arc::new(DefinitionChecker::new(binary.clone(), config.check_timeout, state_dir.clone(), endpoints));
-    let executor = Arc::new(LocalExecutor { binary });
+    // Checked now, so that a broken file stops the start rather than every run; the
+    // checkers and runs read it again (it names environment variables, never holds secrets).
+    let profiles = match &config.storage_profiles {
+        Some(path) => {
+            let path = std::path::absolute(path).map_err(|error| format!("{}: {error}", path.display()))?;
+            let profiles = weir_connectors::profiles::StorageProfiles::read(&path)?;
+            eprintln!(
+                "weir serve: storage profiles {} from {}",
+                profiles.profiles.keys().cloned().collect::<Vec<_>>().join(", "),
+                path.display()
+            );
+            Some(path)
+        }
+        None => None,
+    };
+    let checker = Arc::new(
+        DefinitionChecker::new(binary.clone(), config.check_timeout, state_dir.clone(), endpoints)
+            .with_profiles(profiles.clone()),
+    );
+    let executor = Arc::new(LocalExecutor { binary, profiles });
     let scheduler =
         Scheduler::new(store.clone(), executor, clock, state_dir, config.max_concurrent_runs, config.cancel_grace);
     let listener = tokio::net::TcpListener::bind(config.listen)

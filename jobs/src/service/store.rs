@@ -63,6 +63,8 @@ pub struct TokenInfo {
     /// Whether it may submit a definition inline (not a stored job by name); admin tokens
     /// always may.
     pub inline: bool,
+    /// The storage profiles its definitions may name; `None`: any.
+    pub profiles: Option<Vec<String>>,
 }
 
 /// What a new token is limited to; `None` in a field: not limited by it.
@@ -73,6 +75,7 @@ pub struct TokenGrants {
     pub keys: Option<Vec<String>>,
     /// May submit inline definitions.
     pub inline: bool,
+    pub profiles: Option<Vec<String>>,
 }
 
 impl TokenInfo {
@@ -296,10 +299,10 @@ pub struct Counts {
 
 /// The version of [`SCHEMA`], kept in SQLite's `user_version`. A later schema change adds
 /// a migration from each earlier version here.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// From each earlier schema version to the next, applied in order from the database's.
-const MIGRATIONS: [(i64, &str); 3] = [
+const MIGRATIONS: [(i64, &str); 4] = [
     (
         1,
         "ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
@@ -316,6 +319,7 @@ const MIGRATIONS: [(i64, &str); 3] = [
     ),
     // Tokens made before inline definitions needed a grant keep what they could do.
     (3, "ALTER TABLE tokens ADD COLUMN inline_definitions INTEGER NOT NULL DEFAULT 1;"),
+    (4, "ALTER TABLE tokens ADD COLUMN profiles TEXT;"),
 ];
 
 const SCHEMA: &str = "
@@ -328,7 +332,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     keys TEXT,
     created_at TEXT NOT NULL,
     revoked_at TEXT,
-    inline_definitions INTEGER NOT NULL DEFAULT 0
+    inline_definitions INTEGER NOT NULL DEFAULT 0,
+    profiles TEXT
 );
 CREATE TABLE IF NOT EXISTS job_versions (
     name TEXT NOT NULL,
@@ -516,11 +521,12 @@ impl Store {
         let json =
             |list: &Option<Vec<String>>| list.as_ref().map(|list| serde_json::to_string(list).unwrap_or_default());
         let (jobs, prefixes, keys) = (json(&grants.jobs), json(&grants.prefixes), json(&grants.keys));
+        let profiles = json(&grants.profiles);
         self.with(|c| {
             let inserted = c.execute(
-                "INSERT OR IGNORE INTO tokens (name, sha256, role, jobs, prefixes, keys, created_at, inline_definitions)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![name, sha256, role.as_str(), jobs, prefixes, keys, self.now(), grants.inline],
+                "INSERT OR IGNORE INTO tokens (name, sha256, role, jobs, prefixes, keys, created_at, inline_definitions, profiles)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![name, sha256, role.as_str(), jobs, prefixes, keys, self.now(), grants.inline, profiles],
             )?;
             Ok(inserted == 1)
         })
@@ -530,7 +536,7 @@ impl Store {
     pub fn token_by_hash(&self, sha256: &str) -> Result<Option<TokenInfo>, StoreError> {
         self.with(|c| {
             c.query_row(
-                "SELECT name, role, jobs, created_at, prefixes, keys, inline_definitions FROM tokens WHERE sha256 = ?1 AND revoked_at IS NULL",
+                "SELECT name, role, jobs, created_at, prefixes, keys, inline_definitions, profiles FROM tokens WHERE sha256 = ?1 AND revoked_at IS NULL",
                 params![sha256],
                 token_from,
             )
@@ -541,7 +547,7 @@ impl Store {
     pub fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
         self.with(|c| {
             let mut statement = c.prepare(
-                "SELECT name, role, jobs, created_at, prefixes, keys, inline_definitions FROM tokens WHERE revoked_at IS NULL ORDER BY name",
+                "SELECT name, role, jobs, created_at, prefixes, keys, inline_definitions, profiles FROM tokens WHERE revoked_at IS NULL ORDER BY name",
             )?;
             statement.query_map([], token_from)?.collect()
         })
@@ -1112,6 +1118,7 @@ fn token_from(row: &Row<'_>) -> rusqlite::Result<TokenInfo> {
         prefixes: row.get::<_, Option<String>>(4)?.and_then(|prefixes| serde_json::from_str(&prefixes).ok()),
         keys: row.get::<_, Option<String>>(5)?.and_then(|keys| serde_json::from_str(&keys).ok()),
         inline: row.get::<_, i64>(6)? != 0,
+        profiles: row.get::<_, Option<String>>(7)?.and_then(|profiles| serde_json::from_str(&profiles).ok()),
     })
 }
 
@@ -1163,7 +1170,7 @@ mod tests {
                 .replace(",\n    attempt INTEGER NOT NULL DEFAULT 1,\n    retry_of TEXT,\n    not_before TEXT,\n    allowed_keys TEXT\n", "\n")
                 .replace("    prefixes TEXT,\n    keys TEXT,\n", "")
                 .replace(",\n    missed INTEGER NOT NULL DEFAULT 0,\n    paused_by TEXT\n", "\n")
-                .replace(",\n    inline_definitions INTEGER NOT NULL DEFAULT 0\n", "\n");
+                .replace(",\n    inline_definitions INTEGER NOT NULL DEFAULT 0,\n    profiles TEXT\n", "\n");
             assert_ne!(v1, SCHEMA);
             old.execute_batch(&v1).unwrap();
             old.execute(

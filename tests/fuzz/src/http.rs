@@ -49,7 +49,7 @@ impl HttpTarget {
         ));
         let scheduler = Scheduler::new(
             store.clone(),
-            Arc::new(LocalExecutor { binary: missing }),
+            Arc::new(LocalExecutor { binary: missing, profiles: None }),
             Arc::new(SystemClock),
             state.path(),
             1,
