@@ -149,17 +149,6 @@ impl Location {
         Path::from_iter(self.path.parts().chain(parts))
     }
 
-    /// The same store at another path.
-    pub fn with_path(&self, path: Path) -> Location {
-        Location {
-            store: self.store.clone(),
-            root: self.root.clone(),
-            path,
-            trailing_slash: false,
-            local: self.local.clone(),
-        }
-    }
-
     /// The file `path` names when this store is the local filesystem; `None` in S3.
     pub fn local_file(&self, path: &Path) -> Option<std::path::PathBuf> {
         self.local.as_ref()?.path_to_filesystem(path).ok()

@@ -11,7 +11,6 @@ pub mod launcher;
 pub mod planning;
 pub mod report;
 pub mod schedule;
-pub mod service;
 pub mod signals;
 pub mod spec;
 pub mod vars;

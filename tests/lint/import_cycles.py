@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-CRATES = ["connectors", "operators", "engine", "jobs", "tests/fuzz"]
+CRATES = ["connectors", "operators", "engine", "jobs", "service", "cli", "tests/fuzz"]
 
 
 def module_of(src: Path, file: Path) -> str:

@@ -12,15 +12,15 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Method, Request, header};
 use tower::ServiceExt;
-use weir_jobs::service::api::AppState;
-use weir_jobs::service::auth::{AllowedHosts, ensure_admin_token};
-use weir_jobs::service::clock::SystemClock;
-use weir_jobs::service::definition_check::DefinitionChecker;
-use weir_jobs::service::executor::LocalExecutor;
-use weir_jobs::service::scheduler::Scheduler;
-use weir_jobs::service::store::Store;
+use weir_service::api::AppState;
+use weir_service::auth::{AllowedHosts, ensure_admin_token};
+use weir_service::clock::SystemClock;
+use weir_service::definition_check::DefinitionChecker;
+use weir_service::executor::LocalExecutor;
+use weir_service::scheduler::Scheduler;
+use weir_service::store::Store;
 
-use crate::targets::{Outcome, Target};
+use crate::target::{Outcome, Target};
 
 /// The address the service believes it listens on (its Host check allows it).
 const LISTEN: &str = "127.0.0.1:8470";
@@ -57,7 +57,7 @@ impl HttpTarget {
         );
         let listen = LISTEN.parse().expect("a socket address");
         let hosts = AllowedHosts::new(listen, &[]);
-        let app = weir_jobs::service::app(AppState { store, scheduler, hosts, checker });
+        let app = weir_service::app(AppState { store, scheduler, hosts, checker });
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
         HttpTarget { runtime, app, token, _state: state }
     }

@@ -32,6 +32,7 @@
 mod generate;
 mod http;
 mod mutate;
+mod target;
 mod targets;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -311,7 +311,7 @@ impl Scheduler {
         let delay = policy.delay_s;
         let not_before = self.clock.now() + chrono::Duration::seconds(delay as i64);
         let next = NewRun {
-            id: crate::vars::new_run_id(),
+            id: weir_jobs::vars::new_run_id(),
             job: failed.job.clone(),
             job_version: failed.job_version,
             job_sha256: failed.job_sha256.clone(),
@@ -351,8 +351,9 @@ async fn clean_up_lost_run(run: &Run) -> Result<bool, String> {
     let mut pairs: Vec<(String, String)> =
         run.vars.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect();
     pairs.push(("run_id".into(), run.id.clone()));
-    let job = crate::planning::load_job_text("definition", &run.definition, &crate::vars::Variables::new(&pairs))
-        .map_err(|error| error.to_string())?;
+    let job =
+        weir_jobs::planning::load_job_text("definition", &run.definition, &weir_jobs::vars::Variables::new(&pairs))
+            .map_err(|error| error.to_string())?;
     let output = weir_connectors::Location::parse(&job.spec.sink.uri, &job.spec.storage).map_err(|e| e.to_string())?;
     let mut committed = false;
     for attempt in weir_connectors::lease::attempts_of_run(&output, &run.id).await.map_err(|e| e.to_string())? {
@@ -375,13 +376,13 @@ struct RetryPolicy {
 /// A definition's `retries`, `retry_delay_s` and `wait_for_input_s` (none when it cannot
 /// be read).
 fn retry_policy(definition: &str) -> RetryPolicy {
-    let vars = crate::vars::Variables::new(&[]);
+    let vars = weir_jobs::vars::Variables::new(&[]);
     vars.parse_and_substitute("definition", definition)
         .ok()
-        .and_then(|document| crate::spec::JobSpec::from_document(document, definition).ok())
+        .and_then(|document| weir_jobs::spec::JobSpec::from_document(document, definition).ok())
         .map(|spec| RetryPolicy {
             retries: spec.retries,
-            delay_s: spec.retry_delay_s.unwrap_or(crate::spec::DEFAULT_RETRY_DELAY_S),
+            delay_s: spec.retry_delay_s.unwrap_or(weir_jobs::spec::DEFAULT_RETRY_DELAY_S),
             wait_for_input_s: spec.wait_for_input_s,
         })
         .unwrap_or_default()

@@ -535,8 +535,8 @@ fn main() -> ExitCode {
 /// Runs the service and client commands (which need no stop handling); hands back the
 /// others.
 fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
-    use weir_jobs::service::client::{Client, describe_run, exit_code_of, submission};
-    use weir_jobs::service::{ServeConfig, serve};
+    use weir_service::client::{Client, describe_run, exit_code_of, submission};
+    use weir_service::{ServeConfig, serve};
     let client = |server: ServerArgs| Client::new(server.server, server.token, server.token_file, server.ca_cert);
     let print_json =
         |value: &serde_json::Value| println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
@@ -555,9 +555,8 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
             storage_profiles,
             clock_file,
         } => {
-            let tls = tls_cert
-                .zip(tls_key)
-                .map(|(cert, key)| weir_jobs::service::TlsFiles { cert: cert.into(), key: key.into() });
+            let tls =
+                tls_cert.zip(tls_key).map(|(cert, key)| weir_service::TlsFiles { cert: cert.into(), key: key.into() });
             let config = ServeConfig {
                 state_dir: state_dir.into(),
                 listen,
@@ -588,7 +587,7 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
                 }
             });
         }
-        Command::CheckDefinition => return Ok(weir_jobs::service::definition_check::child_main()),
+        Command::CheckDefinition => return Ok(weir_service::definition_check::child_main()),
         Command::Submit { job, vars, version, idempotency_key, wait, json, server } => (|| {
             let client = client(server)?;
             let mut run = client.post("/v1/runs", &submission(&job, version, &vars, idempotency_key)?)?;
@@ -777,7 +776,7 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
             let reply = match command {
                 JobsCommand::Put { file, vars } => {
                     let definition =
-                        std::fs::read_to_string(&file).map_err(|error| weir_jobs::service::client::ClientError {
+                        std::fs::read_to_string(&file).map_err(|error| weir_service::client::ClientError {
                             message: format!("cannot read '{file}': {error}"),
                             exit_code: 2,
                         })?;
@@ -809,11 +808,10 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
             Ok(0)
         })(),
         Command::Validate { job, vars, as_service: true, server } => (|| {
-            let definition =
-                std::fs::read_to_string(&job).map_err(|error| weir_jobs::service::client::ClientError {
-                    message: format!("cannot read '{job}': {error}"),
-                    exit_code: 2,
-                })?;
+            let definition = std::fs::read_to_string(&job).map_err(|error| weir_service::client::ClientError {
+                message: format!("cannot read '{job}': {error}"),
+                exit_code: 2,
+            })?;
             let vars: std::collections::BTreeMap<String, String> = vars.into_iter().collect();
             let reply =
                 client(server)?.post("/v1/check", &serde_json::json!({ "definition": definition, "vars": vars }))?;

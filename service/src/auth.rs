@@ -20,13 +20,13 @@ use axum::http::StatusCode;
 
 use super::api_error::ApiError;
 use super::store::{Role, Store, TokenInfo};
-use crate::planning::sha256_hex;
+use weir_jobs::planning::sha256_hex;
 
 /// A new random token.
 pub fn new_token() -> Result<String, String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|error| format!("no randomness for a token: {error}"))?;
-    Ok(format!("weir_{}", crate::planning::hex(&bytes)))
+    Ok(format!("weir_{}", weir_jobs::planning::hex(&bytes)))
 }
 
 /// Creates the first admin token if the service has no token at all, writing it to

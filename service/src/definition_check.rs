@@ -27,9 +27,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::api_error::ApiError;
-use crate::planning::{RunOptions, load_job_text, plan_job};
-use crate::vars::Variables;
 use weir_engine::FailureKind;
+use weir_jobs::planning::{RunOptions, load_job_text, plan_job};
+use weir_jobs::vars::Variables;
 
 /// The longest reply read from a checker.
 pub const MAX_REPLY_BYTES: u64 = 1 << 20;
@@ -88,8 +88,8 @@ pub enum CheckReply {
 }
 
 /// Whether planning failed because the source holds no data files at all.
-fn holds_nothing(error: &crate::JobError) -> bool {
-    matches!(error, crate::JobError::Connector { what: "source", source, .. }
+fn holds_nothing(error: &weir_jobs::JobError) -> bool {
+    matches!(error, weir_jobs::JobError::Connector { what: "source", source, .. }
         if matches!(**source, weir_connectors::ConnectorError::NoDataFiles { .. }))
 }
 
@@ -113,7 +113,7 @@ fn lies_under(uri: &str, prefix: &str) -> bool {
 }
 
 /// Checks every place the job reads or writes against `grants`; the error names the field.
-fn check_grants(spec: &crate::spec::JobSpec, grants: &Grants) -> Result<(), String> {
+fn check_grants(spec: &weir_jobs::spec::JobSpec, grants: &Grants) -> Result<(), String> {
     match (&spec.storage.profile, &grants.profiles) {
         (Some(profile), Some(granted)) if !granted.contains(profile) => {
             return Err(format!(
@@ -178,12 +178,12 @@ fn check_grants(spec: &crate::spec::JobSpec, grants: &Grants) -> Result<(), Stri
 fn check(request: CheckRequest, runtime: &tokio::runtime::Runtime) -> CheckReply {
     // A name the job's [vars] does not declare is refused first, whatever the purpose.
     let names = request.vars.iter().map(|(name, _)| name.as_str());
-    if let Err(message) = crate::declared_vars::check_names(&request.definition, names) {
+    if let Err(message) = weir_jobs::declared_vars::check_names(&request.definition, names) {
         return CheckReply::Invalid { message };
     }
     // `ds` as the run's own process will read it (the latest complete interval of the
     // job's schedule, when the submission does not give it).
-    let vars = match crate::schedule::with_run_date(&request.definition, request.vars.clone(), chrono::Utc::now()) {
+    let vars = match weir_jobs::schedule::with_run_date(&request.definition, request.vars.clone(), chrono::Utc::now()) {
         Ok(vars) => vars,
         Err(message) if request.for_run => return CheckReply::Invalid { message },
         // A stored job without a schedule is checked with today's date; its runs bring theirs.
@@ -204,7 +204,7 @@ fn check(request: CheckRequest, runtime: &tokio::runtime::Runtime) -> CheckReply
         // stored (or queued) to fail as "input not ready" for an hour of retries.
         Err(error) if holds_nothing(&error) && is_relative(&job.spec.source.uri) => {
             let here = std::env::current_dir().map(|dir| dir.display().to_string()).unwrap_or_default();
-            Err(crate::JobError::Invalid {
+            Err(weir_jobs::JobError::Invalid {
                 job: job.spec.name.clone(),
                 message: format!(
                     "source.uri '{}' is a relative path, which the job service resolves against its own working \

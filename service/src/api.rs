@@ -22,8 +22,8 @@ use super::backfill::{self, Reprocess};
 use super::definition_check::DefinitionChecker;
 use super::scheduler::Scheduler;
 use super::store::{Inserted, JobVersion, NewRun, Role, Run, RunFilter, RunState, Store, TokenGrants, TokenInfo};
-use crate::planning::sha256_hex;
-use crate::vars::{check_name, new_run_id};
+use weir_jobs::planning::sha256_hex;
+use weir_jobs::vars::{check_name, new_run_id};
 
 /// What every handler shares.
 #[derive(Clone)]

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::schedules::{Schedule, schedule_of, tick_key, tick_run};
 use super::store::{Backfill, Inserted, RunState, Store, StoreError};
-use crate::spec::{Catchup, ScheduleSpec};
+use weir_jobs::spec::{Catchup, ScheduleSpec};
 
 /// Which ticks that already have a run are run again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -143,7 +143,7 @@ pub fn start(
     max_active: usize,
     by: &str,
 ) -> Result<Backfill, StoreError> {
-    let id = format!("bf-{}", crate::vars::new_run_id());
+    let id = format!("bf-{}", weir_jobs::vars::new_run_id());
     let pending: Vec<(String, String)> = planned
         .iter()
         .filter(|tick| tick.will_run)
@@ -207,7 +207,7 @@ fn daily_utc() -> Result<Schedule, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::store::Ending;
+    use crate::store::Ending;
 
     const JOB: &str = "name = \"daily\"\n[source]\nuri = \"in/date={{ds}}/\"\n[sink]\nuri = \"out/date={{ds}}/\"\n";
 
@@ -322,8 +322,7 @@ mod tests {
         }
         retried.extend(backfill_pass(&store).unwrap());
         assert_eq!(retried.len(), 3);
-        let all =
-            store.runs(&crate::service::store::RunFilter { limit: Some(500), ..Default::default() }, None).unwrap();
+        let all = store.runs(&crate::store::RunFilter { limit: Some(500), ..Default::default() }, None).unwrap();
         assert_eq!(all.len(), 33, "every attempt is kept");
         let keys: std::collections::BTreeSet<_> = all.iter().filter_map(|run| run.idempotency_key.clone()).collect();
         assert_eq!(keys.len(), 33);

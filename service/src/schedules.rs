@@ -48,9 +48,9 @@ use chrono::{DateTime, Duration, SecondsFormat, Utc};
 
 pub use super::clock::Clock;
 use super::store::{Inserted, JobVersion, NewRun, SCHEDULER, Store, StoreError};
-pub use crate::schedule::Schedule;
-use crate::spec::{Catchup, JobSpec};
-use crate::vars::Variables;
+pub use weir_jobs::schedule::Schedule;
+use weir_jobs::spec::{Catchup, JobSpec};
+use weir_jobs::vars::Variables;
 
 /// How late a tick may be handled and still count as on time for `catchup = "none"`.
 pub const ON_TIME: Duration = Duration::seconds(60);
@@ -193,7 +193,7 @@ pub fn tick_run(
     submitted_by: &str,
 ) -> NewRun {
     NewRun {
-        id: crate::vars::new_run_id(),
+        id: weir_jobs::vars::new_run_id(),
         job: job.to_string(),
         job_version: Some(version.version),
         job_sha256: version.sha256.clone(),
@@ -266,7 +266,7 @@ fn output_uri(definition: &str, vars: &BTreeMap<String, String>) -> String {
     let pairs: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     // Written as the definition checker writes a submitted run's output (a parsed location),
     // so that a tick finds the manual runs of its output.
-    crate::planning::load_job_text("definition", definition, &Variables::new(&pairs))
+    weir_jobs::planning::load_job_text("definition", definition, &Variables::new(&pairs))
         .map(|job| {
             weir_connectors::Location::parse(&job.spec.sink.uri, &job.spec.storage)
                 .map(|location| location.uri())
@@ -278,7 +278,7 @@ fn output_uri(definition: &str, vars: &BTreeMap<String, String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::ScheduleSpec;
+    use weir_jobs::schedule::ScheduleSpec;
 
     fn schedule(cron: &str, zone: &str, catchup: Catchup) -> Schedule {
         Schedule::new(&ScheduleSpec {
