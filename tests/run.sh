@@ -28,7 +28,7 @@ if ! command -v ip >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null
 fi
 
-cargo build --bin weir
+cargo build --bin weir --features weir/failpoints
 cargo test --workspace
 # Fuzzing, bounded: each target (job loader, filter language, Parquet reader) for
 # WEIR_FUZZ_SECONDS (default 60); any panic, abort or hang fails the run. Under an 8 GiB

@@ -464,6 +464,10 @@ struct ServerArgs {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Test builds only (`--features failpoints`): FAILPOINTS=name=action;… pauses or fails
+    // the process at named points, so that the end-to-end tests hit a moment for sure.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -116,6 +116,7 @@ pub async fn commit(output: &Location, lease: &Lease, record: &CommitRecord) -> 
     let json = serde_json::to_vec_pretty(record)
         .map_err(|e| undecided(ConnectorError::Invalid { uri: output.uri(), message: e.to_string() }))?;
     put(output, &decision, json).await.map_err(undecided)?;
+    fail::fail_point!("commit-decided");
     let decided = |error| CommitFailure { error, decided: true };
     publish(output, record).await.map_err(decided)?;
     delete_objects(output, &[decision]).await.map_err(decided)

@@ -343,7 +343,9 @@ impl PartWriter {
             Encoder::Pending(_) => Ok(()),
         };
         written.map_err(|source| ConnectorError::Write { uri: self.uri.clone(), source })?;
-        self.upload_encoded(false).await
+        self.upload_encoded(false).await?;
+        fail::fail_point!("part-batch-written");
+        Ok(())
     }
 
     /// Hands the encoded chunks to the upload (`all`: also the last, partly filled one).

@@ -78,6 +78,7 @@ pub async fn publish(output: &Location, record: &CommitRecord) -> Result<(), Con
         .map(|name| output.join(name))
         .collect();
     delete_objects(output, &old).await?;
+    fail::fail_point!("publish-old-deleted");
     for (staged, published) in &record.publish {
         let (from, to) = (output.join(staged), output.join(published));
         match output.store().rename(&from, &to).await {
@@ -87,6 +88,7 @@ pub async fn publish(output: &Location, record: &CommitRecord) -> Result<(), Con
             Err(e) => return Err(ConnectorError::store(output.uri_of(&from), e)),
         }
     }
+    fail::fail_point!("publish-parts-moved");
     // The output keeps the fitted parameters of this run only, in the one form its
     // encryption allows.
     let (plain, encrypted) = (output.join(FITTED_FILE), output.join(ENCRYPTED_FITTED_FILE));

@@ -551,11 +551,33 @@ def cmdline_of(pid: int) -> bytes:
         return b""
 
 
+# The moments of the publish window a kill lands in: a failpoint holds the leader there
+# (`FAILPOINTS`, compiled into the test build), and the test waits until the output shows
+# that moment, so every kill lands where it is meant to.
+PUBLISH_MOMENTS = [
+    ("commit-decided", "the decision is written, nothing published yet"),
+    ("publish-old-deleted", "the previous output's part files are deleted, the new ones not moved"),
+    ("publish-parts-moved", "the new part files are in place, the manifest not yet written"),
+]
+
+
+def at_publish_moment(out: Path, run_id: str, previous_run: str, moment: str) -> bool:
+    """Whether the output shows that the run holding `run_id`'s lease reached `moment`."""
+    if "commit.json" not in attempt_files(out, run_id):
+        return False
+    names = [p.name for p in out.glob("part-*.parquet")]
+    if moment == "publish-old-deleted":
+        return not any(n.endswith(f"-{previous_run}.parquet") for n in names)
+    if moment == "publish-parts-moved":
+        return any(n.endswith(f"-{run_id}.parquet") for n in names)
+    return True
+
+
 @pytest.mark.parametrize("victim", ["single-process", "launcher", "lease-holding-worker"])
 def test_a_sigkill_in_the_publish_window_leaves_a_commit_to_roll_forward(weir, tmp_path, big, victim):
-    """SIGKILL once the run has written its commit decision: the prefix is then the previous
-    output, the new one, or mid-publish with commit.json left for the next run to finish.
-    Up to three kills, each followed by a run that must commit cleanly."""
+    """SIGKILL at each moment of the publish window (held there by a failpoint): the prefix
+    is then the previous output, the new one, or mid-publish with commit.json left for the
+    next run to finish. Each kill is followed by a run that must commit cleanly."""
     out = tmp_path / "out"
     # Eight part files to replace, so that publishing takes a few more file operations.
     prev = job_file(tmp_path / "prev.toml", big.path, out, THRESHOLDS[1], batch=8192)
@@ -563,41 +585,34 @@ def test_a_sigkill_in_the_publish_window_leaves_a_commit_to_roll_forward(weir, t
     assert len(manifest(out)["files"]) >= 4
     shape = ["-w", "2"] if victim == "single-process" else ["-p", "2", "-w", "1"]
     previous = (THRESHOLDS[1], "prev")
-    hits = 0
-    for attempt in range(8):
-        if hits == 3:
-            return
+    for attempt, (moment, what) in enumerate(PUBLISH_MOMENTS):
         threshold = THRESHOLDS[attempt % 2]
         run_id = f"pw{attempt}"
         job = job_file(tmp_path / f"job-{attempt}.toml", big.path, out, threshold, ttl=2)
-        run = Run(job, *shape, "--var", f"run_id={run_id}")
+        env = {**os.environ, "FAILPOINTS": f"{moment}=sleep(3000)"}
+        run = Run(job, *shape, "--var", f"run_id={run_id}", env=env)
         kids, target = [], None
         try:
-            while run.proc.poll() is None and "commit.json" not in attempt_files(out, run_id):
+            while run.proc.poll() is None and not at_publish_moment(out, run_id, previous[1], moment):
                 if "-p" in shape and len(kids) < 2:
                     kids = children_of(run.pid)
-                time.sleep(0.0002)
+                time.sleep(0.001)
+            assert run.proc.poll() is None, f"the run ended before {what}: " + run.describe()
+            if "-p" in shape and len(kids) < 2:
+                kids = children_of(run.pid)
             if victim == "lease-holding-worker":
                 holder = claim_pid(out, run_id)
                 target = holder if holder in kids else next((k for k in kids if b"--process\x000\x00" in cmdline_of(k)), None)
             else:
                 target = run.pid
-            hit = run.proc.poll() is None and target is not None
-            if hit:
-                try:
-                    os.kill(target, signal.SIGKILL)
-                except ProcessLookupError:
-                    hit = False
+            assert target is not None, f"no {victim} to kill: " + run.describe()
+            os.kill(target, signal.SIGKILL)
             rc = run.wait(timeout=60)
             assert wait_gone(kids, 10) == [], "processes of the run outlived it"
             assert wait_no_processes(str(job), 10) == []
         finally:
             run.kill()
-        if not hit:  # it committed before the window could be seen: try again
-            assert rc == 0, run.describe()
-            previous = (threshold, run_id)
-            continue
-        state = f"{victim} killed in the publish window of {run_id} (exit {rc}); files: {all_files(out)}\n{run.stderr}"
+        state = f"{victim} killed when {what} ({run_id}, exit {rc}); files: {all_files(out)}\n{run.stderr}"
         now = committed_run_id(out)
         if commit_decisions(out):
             pass  # mid-publish: the next run must roll the commit forward (checked below)
@@ -606,7 +621,6 @@ def test_a_sigkill_in_the_publish_window_leaves_a_commit_to_roll_forward(weir, t
         else:
             assert now == previous[1], "neither the previous output, nor the new one, nor a commit.json to finish it: " + state
             assert_rows(read_dir(out), big.refs[previous[0]], state)
-        hits += 1
         # The next run finishes (or discards) what the killed one left and commits cleanly;
         # with eight part files again, for the next kill.
         after_id = f"after{attempt}"
@@ -614,8 +628,6 @@ def test_a_sigkill_in_the_publish_window_leaves_a_commit_to_roll_forward(weir, t
         assert after.returncode == 0, after.stderr + "\n" + state
         assert_clean_commit(out, big.refs[THRESHOLDS[1]], run_id=after_id)
         previous = (THRESHOLDS[1], after_id)
-    if hits == 0:
-        pytest.skip("every run committed before its publish window could be seen")
 
 
 COPY_JOB = """
@@ -633,10 +645,8 @@ compression = "snappy"
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("kind", ["filter", "copy"])
 def test_a_signal_while_part_files_are_still_written_commits_nothing(weir, tmp_path, large, committed_large, shape, sig, kind):
-    """SIGTERM/SIGINT to `weir run` while a worker is still writing its staged part file: the
-    run exits 143/130 and commits nothing. The signal races the end of the run (the last
-    part may finish and the commit be decided before the stop reaches the processes); then
-    the run exits 0 and its output is committed whole. The exit code always tells which.
+    """SIGTERM/SIGINT to `weir run` while a worker is still writing its staged part file
+    (held there for 3 s by a failpoint): the run exits 143/130 and commits nothing.
     `copy`: a job of no steps into snappy part files, which splices in every column chunk
     of the (snappy) source instead of encoding it (connectors/src/chunk_copy.rs)."""
     out = committed_large
@@ -644,50 +654,40 @@ def test_a_signal_while_part_files_are_still_written_commits_nothing(weir, tmp_p
     expected = {"SIGTERM": 143, "SIGINT": 130}[sig]
     refs = {**large.refs, None: reference(large.path, 0.0)}  # None: every row (x >= 0)
     previous = (THRESHOLDS[1], "prev")
-    for attempt in range(5):
-        run_id = f"sig{attempt}"
-        threshold = THRESHOLDS[attempt % 2] if kind == "filter" else None
-        if kind == "filter":
-            job = job_file(tmp_path / f"job-{attempt}.toml", large.path, out, threshold)
-        else:
-            job = write_job(tmp_path / f"job-{attempt}.toml", COPY_JOB.format(src=large.path, out=out))
-        run = Run(job, *args, "--var", f"run_id={run_id}")
-        kids, hit, at_signal = [], False, []
-        try:
-            while run.proc.poll() is None:
-                if "-p" in args and len(kids) < 2:
-                    kids = children_of(run.pid)
-                names = attempt_files(out, run_id)
-                # A staged part still being uploaded (object_store's `name#N` temp file).
-                if "commit.json" not in names and any("staged" in n and "#" in n for n in names):
-                    os.kill(run.pid, getattr(signal, sig))
-                    hit, at_signal = True, names
-                    break
-                time.sleep(0.0002)
-            rc = run.wait(timeout=60)
-            assert wait_gone(kids, 10) == [], "processes of the run outlived it"
-        finally:
-            run.kill()
-        if not hit:  # it committed before a part could be seen being written: try again
-            assert rc == 0, run.describe()
-            previous = (threshold, run_id)
-            continue
-        state = f"{sig} to {shape} while {sorted(at_signal)} -> exit {rc}; files: {all_files(out)}\n{run.stderr}"
-        if rc == 0:  # the commit won the race: the whole new output, and nothing else
-            assert committed_run_id(out) == run_id, state
-            assert runs_leftovers(out) == [], state
-            assert_rows(read_dir(out), refs[threshold], state)
-            previous = (threshold, run_id)
-            continue
-        assert rc == expected, state
-        assert committed_run_id(out) == previous[1], "a cancelled run committed: " + state
-        assert runs_leftovers(out) == [], state
-        assert_rows(read_dir(out), refs[previous[0]], state)
-        proc = weir("run", job, "-w", "2", "--var", "run_id=afterSig", timeout=180)
-        assert proc.returncode == 0, proc.stderr
-        assert_clean_commit(out, refs[threshold], run_id="afterSig")
-        return
-    pytest.skip("every run finished before a part file could be seen while it was written")
+    threshold = THRESHOLDS[0] if kind == "filter" else None
+    if kind == "filter":
+        job = job_file(tmp_path / "job.toml", large.path, out, threshold)
+    else:
+        job = write_job(tmp_path / "job.toml", COPY_JOB.format(src=large.path, out=out))
+    # A failpoint holds a worker for 3 s after its tenth batch went into its part file, by
+    # when its upload has begun: the signal lands while the part is being written.
+    env = {**os.environ, "FAILPOINTS": "part-batch-written=10*off->1*sleep(3000)"}
+    run = Run(job, *args, "--var", "run_id=sig", env=env)
+    kids, at_signal = [], []
+    try:
+        while run.proc.poll() is None:
+            if "-p" in args and len(kids) < 2:
+                kids = children_of(run.pid)
+            names = attempt_files(out, "sig")
+            # A staged part still being uploaded (object_store's `name#N` temp file).
+            if "commit.json" not in names and any("staged" in n and "#" in n for n in names):
+                os.kill(run.pid, getattr(signal, sig))
+                at_signal = names
+                break
+            time.sleep(0.001)
+        rc = run.wait(timeout=60)
+        assert wait_gone(kids, 10) == [], "processes of the run outlived it"
+    finally:
+        run.kill()
+    state = f"{sig} to {shape} while {sorted(at_signal)} -> exit {rc}; files: {all_files(out)}\n{run.stderr}"
+    assert at_signal, "the run ended before a part file was seen being written: " + state
+    assert rc == expected, state
+    assert committed_run_id(out) == previous[1], "a cancelled run committed: " + state
+    assert runs_leftovers(out) == [], state
+    assert_rows(read_dir(out), refs[previous[0]], state)
+    proc = weir("run", job, "-w", "2", "--var", "run_id=afterSig", timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert_clean_commit(out, refs[threshold], run_id="afterSig")
 
 
 # ---------------------------------------------------------------------------------------
