@@ -160,7 +160,7 @@ impl EnginePlan {
             hasher.update(format!("{}\n{}\n{}\n{}\n", file.uri, file.size, file.version, file.rows));
         }
         hasher.update(format!("{} shards; base {:?}", self.shards.len(), self.incremental_base));
-        hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect()
+        hex::encode(hasher.finalize())
     }
 
     /// The name a worker's part file is published under, relative to the sink.

@@ -133,7 +133,7 @@ pub fn launch_local(plan: LaunchPlan<'_>, view: &ProgressView) -> Result<RunSumm
             let mut bytes = [0u8; 32];
             getrandom::fill(&mut bytes)
                 .map_err(|e| JobFailure::internal(format!("no randomness for a cluster secret: {e}")))?;
-            crate::planning::hex(&bytes)
+            hex::encode(bytes)
         }
     };
     for process in 0..plan.processes {

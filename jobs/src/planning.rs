@@ -129,12 +129,7 @@ pub fn load_job_text(path: &str, raw: &str, vars: &Variables) -> Result<LoadedJo
 
 /// The SHA-256 of `bytes`, in lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-/// `bytes` in lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// Plans a loaded job: opens the source, binds the steps, cuts shards.

@@ -45,7 +45,7 @@ pub fn params_sha256(steps: &[FittedStep]) -> String {
     let canonical: Vec<serde_json::Value> =
         steps.iter().map(|s| serde_json::json!([s.op, s.strategy, s.columns, s.params])).collect();
     let digest = Sha256::digest(serde_json::Value::Array(canonical).to_string().as_bytes());
-    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+    hex::encode(digest)
 }
 
 impl FittedFile {

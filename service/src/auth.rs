@@ -26,7 +26,7 @@ use weir_jobs::planning::sha256_hex;
 pub fn new_token() -> Result<String, String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|error| format!("no randomness for a token: {error}"))?;
-    Ok(format!("weir_{}", weir_jobs::planning::hex(&bytes)))
+    Ok(format!("weir_{}", hex::encode(bytes)))
 }
 
 /// Creates the first admin token if the service has no token at all, writing it to
