@@ -33,6 +33,7 @@ pub mod masked_co_moments;
 pub mod minmax;
 pub mod onnx_graph;
 pub mod onnx_runtime;
+pub mod ordinal;
 pub mod output_columns;
 pub mod pca;
 pub mod quantile_sketch;

@@ -233,6 +233,25 @@ impl ValueCounts {
         }
     }
 
+    /// Every value counted, each once, in ascending order (strings by code point).
+    pub fn sorted_values(&self) -> Vec<ModeValue> {
+        fn sorted<K: Clone + Ord>(counts: &HashMap<K, u64>) -> Vec<K> {
+            let mut keys: Vec<K> = counts.keys().cloned().collect();
+            keys.sort();
+            keys
+        }
+        match self {
+            ValueCounts::Int(c) => sorted(c).into_iter().map(ModeValue::Int).collect(),
+            ValueCounts::UInt(c) => sorted(c).into_iter().map(ModeValue::UInt).collect(),
+            ValueCounts::Float(c) => {
+                let mut values: Vec<f64> = c.keys().map(|bits| f64::from_bits(*bits)).collect();
+                values.sort_by(f64::total_cmp);
+                values.into_iter().map(ModeValue::Float).collect()
+            }
+            ValueCounts::Text(c) => sorted(c).into_iter().map(ModeValue::Text).collect(),
+        }
+    }
+
     /// The most frequent value; ties go to the smallest value (as scikit-learn's
     /// `SimpleImputer(strategy="most_frequent")`). `None` when nothing was counted.
     pub fn mode(&self) -> Option<ModeValue> {

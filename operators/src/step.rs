@@ -23,6 +23,7 @@ use crate::fit::{FitStep, erase};
 use crate::impute::{BoundImpute, ImputeSpec};
 use crate::mask::MaskSpec;
 use crate::minmax::MinMaxSpec;
+use crate::ordinal::OrdinalSpec;
 use crate::output_columns::{FitWithCopies, KeepInputs, MapWithCopies};
 use crate::pca::PcaSpec;
 use crate::rename::RenameSpec;
@@ -46,6 +47,7 @@ pub enum StepSpec {
     #[serde(rename = "minmax")]
     MinMax(MinMaxSpec),
     Clip(ClipSpec),
+    Ordinal(OrdinalSpec),
     Dedupe(DedupeSpec),
     Check(CheckSpec),
     Pca(PcaSpec),
@@ -93,6 +95,7 @@ impl StepSpec {
             StepSpec::MinMax(spec) => Some(&mut spec.fitted),
             StepSpec::Clip(spec) => Some(&mut spec.fitted),
             StepSpec::Pca(spec) => Some(&mut spec.fitted),
+            StepSpec::Ordinal(spec) => Some(&mut spec.fitted),
             StepSpec::Explain(spec) => Some(&mut spec.fitted),
             _ => None,
         }
@@ -104,7 +107,11 @@ impl StepSpec {
         match self {
             StepSpec::Clip(spec) => spec.quantiles.is_some(),
             StepSpec::Impute(spec) => spec.strategy != crate::impute::ImputeStrategy::Constant,
-            StepSpec::Standardize(_) | StepSpec::MinMax(_) | StepSpec::Pca(_) | StepSpec::Explain(_) => true,
+            StepSpec::Standardize(_)
+            | StepSpec::MinMax(_)
+            | StepSpec::Pca(_)
+            | StepSpec::Ordinal(_)
+            | StepSpec::Explain(_) => true,
             _ => false,
         }
     }
@@ -118,6 +125,7 @@ impl StepSpec {
             StepSpec::MinMax(spec) => spec.fitted.as_deref(),
             StepSpec::Clip(spec) => spec.fitted.as_deref(),
             StepSpec::Pca(spec) => spec.fitted.as_deref(),
+            StepSpec::Ordinal(spec) => spec.fitted.as_deref(),
             StepSpec::Explain(spec) => spec.fitted.as_deref(),
             _ => None,
         }
@@ -145,6 +153,7 @@ impl StepSpec {
             StepSpec::Standardize(_) => "standardize",
             StepSpec::MinMax(_) => "minmax",
             StepSpec::Clip(_) => "clip",
+            StepSpec::Ordinal(_) => "ordinal",
             StepSpec::Dedupe(_) => "dedupe",
             StepSpec::Check(_) => "check",
             StepSpec::Pca(_) => "pca",
@@ -171,6 +180,7 @@ impl StepSpec {
             StepSpec::Standardize(spec) => spec.output.as_deref(),
             StepSpec::MinMax(spec) => spec.output.as_deref(),
             StepSpec::Clip(spec) => spec.output.as_deref(),
+            StepSpec::Ordinal(spec) => spec.output.as_deref(),
             _ => None,
         }
     }
@@ -191,7 +201,8 @@ impl StepSpec {
             StepSpec::Impute(ImputeSpec { columns, .. })
             | StepSpec::Standardize(StandardizeSpec { columns, .. })
             | StepSpec::MinMax(MinMaxSpec { columns, .. })
-            | StepSpec::Clip(ClipSpec { columns, .. }) => crate::selector::resolve(columns, input)?
+            | StepSpec::Clip(ClipSpec { columns, .. })
+            | StepSpec::Ordinal(OrdinalSpec { columns, .. }) => crate::selector::resolve(columns, input)?
                 .into_iter()
                 .map(|index| (input.field(index).name().clone(), None))
                 .collect(),
@@ -221,6 +232,9 @@ impl StepSpec {
             }
             StepSpec::MinMax(spec) => StepSpec::MinMax(MinMaxSpec { columns: results, output: None, ..spec.clone() }),
             StepSpec::Clip(spec) => StepSpec::Clip(ClipSpec { columns: results, output: None, ..spec.clone() }),
+            StepSpec::Ordinal(spec) => {
+                StepSpec::Ordinal(OrdinalSpec { columns: results, output: None, ..spec.clone() })
+            }
             _ => return Err(OpError::Internal(format!("{} has no output", self.op_name()))),
         };
         Ok(match retargeted.bind_in_place(&copies.output_schema(), context)? {
@@ -252,6 +266,7 @@ impl StepSpec {
                 BoundClip::Fixed(step) => Bound::Map(step),
                 BoundClip::Fitted(fit) => Bound::Fit(erase(fit)),
             },
+            StepSpec::Ordinal(spec) => Bound::Fit(erase(spec.bind(input)?)),
             StepSpec::Dedupe(spec) => Bound::Dedupe(spec.bind(input)?),
             StepSpec::Check(spec) => Bound::Check(spec.bind(input)?),
             StepSpec::Pca(spec) => Bound::Fit(erase(spec.bind(input)?)),
