@@ -12,6 +12,7 @@
 //! [`RecordBatch`]: arrow::record_batch::RecordBatch
 
 pub mod bound_step;
+pub mod bucketize;
 pub mod cast;
 pub mod check;
 pub mod clip;

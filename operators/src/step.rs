@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::OpError;
 use crate::bound_step::BoundStep;
+use crate::bucketize::BucketizeSpec;
 use crate::cast::CastSpec;
 use crate::check::{Check, CheckSpec};
 use crate::clip::{BoundClip, ClipSpec};
@@ -47,6 +48,7 @@ pub enum StepSpec {
     #[serde(rename = "minmax")]
     MinMax(MinMaxSpec),
     Clip(ClipSpec),
+    Bucketize(BucketizeSpec),
     Ordinal(OrdinalSpec),
     Dedupe(DedupeSpec),
     Check(CheckSpec),
@@ -153,6 +155,7 @@ impl StepSpec {
             StepSpec::Standardize(_) => "standardize",
             StepSpec::MinMax(_) => "minmax",
             StepSpec::Clip(_) => "clip",
+            StepSpec::Bucketize(_) => "bucketize",
             StepSpec::Ordinal(_) => "ordinal",
             StepSpec::Dedupe(_) => "dedupe",
             StepSpec::Check(_) => "check",
@@ -181,6 +184,7 @@ impl StepSpec {
             StepSpec::MinMax(spec) => spec.output.as_deref(),
             StepSpec::Clip(spec) => spec.output.as_deref(),
             StepSpec::Ordinal(spec) => spec.output.as_deref(),
+            StepSpec::Bucketize(spec) => spec.output.as_deref(),
             _ => None,
         }
     }
@@ -202,7 +206,8 @@ impl StepSpec {
             | StepSpec::Standardize(StandardizeSpec { columns, .. })
             | StepSpec::MinMax(MinMaxSpec { columns, .. })
             | StepSpec::Clip(ClipSpec { columns, .. })
-            | StepSpec::Ordinal(OrdinalSpec { columns, .. }) => crate::selector::resolve(columns, input)?
+            | StepSpec::Ordinal(OrdinalSpec { columns, .. })
+            | StepSpec::Bucketize(BucketizeSpec { columns, .. }) => crate::selector::resolve(columns, input)?
                 .into_iter()
                 .map(|index| (input.field(index).name().clone(), None))
                 .collect(),
@@ -234,6 +239,9 @@ impl StepSpec {
             StepSpec::Clip(spec) => StepSpec::Clip(ClipSpec { columns: results, output: None, ..spec.clone() }),
             StepSpec::Ordinal(spec) => {
                 StepSpec::Ordinal(OrdinalSpec { columns: results, output: None, ..spec.clone() })
+            }
+            StepSpec::Bucketize(spec) => {
+                StepSpec::Bucketize(BucketizeSpec { columns: results, output: None, ..spec.clone() })
             }
             _ => return Err(OpError::Internal(format!("{} has no output", self.op_name()))),
         };
@@ -267,6 +275,7 @@ impl StepSpec {
                 BoundClip::Fitted(fit) => Bound::Fit(erase(fit)),
             },
             StepSpec::Ordinal(spec) => Bound::Fit(erase(spec.bind(input)?)),
+            StepSpec::Bucketize(spec) => Bound::Map(Box::new(spec.bind(input)?)),
             StepSpec::Dedupe(spec) => Bound::Dedupe(spec.bind(input)?),
             StepSpec::Check(spec) => Bound::Check(spec.bind(input)?),
             StepSpec::Pca(spec) => Bound::Fit(erase(spec.bind(input)?)),

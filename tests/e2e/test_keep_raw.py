@@ -109,3 +109,22 @@ def test_a_later_run_reuses_the_parameters_of_the_result_columns(weir, tmp_path,
     first, trained = run(weir, tmp_path / "a", src, ["-w", "2"])
     _, reused = run(weir, tmp_path / "b", src, ["-w", "1"], fitted=f'fitted = "{first}"')
     assert reused.equals(trained)
+
+
+@pytest.mark.parametrize("shape", SHAPES_1_AND_2X2, ids=shape_id)
+def test_bucketize_equals_numpy_digitize(weir, tmp_path, raw, shape):
+    src, table = raw
+    boundaries = [-2.5, -1, 0, 0.5, 3]
+    out = tmp_path / "out"
+    text = (
+        f'name = "buckets"\n[source]\nuri = "{src}"\n[[step]]\nop = "bucketize"\ncolumns = ["x", "y"]\n'
+        f'boundaries = {boundaries}\noutput = "{{col}}_bucket"\n[sink]\nuri = "{out}"\n'
+    )
+    weir("run", write_job(tmp_path / "job.toml", text), *shape, check=0)
+    got = read_output(out).sort_by("id")
+    table = table.sort_by("id")
+    for column in ["x", "y"]:
+        values = table.column(column).to_numpy(zero_copy_only=False).astype(float)
+        expected = np.where(np.isnan(values), np.nan, np.digitize(values, boundaries))
+        np.testing.assert_array_equal(got.column(f"{column}_bucket").to_numpy(zero_copy_only=False), expected)
+        assert got.column(column).equals(table.column(column))
