@@ -31,6 +31,7 @@ pub mod impute;
 pub mod linear_chain;
 pub mod mask;
 pub mod masked_co_moments;
+pub mod maxabs;
 pub mod minmax;
 pub mod onnx_graph;
 pub mod onnx_runtime;

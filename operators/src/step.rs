@@ -23,6 +23,7 @@ use crate::filter::FilterSpec;
 use crate::fit::{FitStep, erase};
 use crate::impute::{BoundImpute, ImputeSpec};
 use crate::mask::MaskSpec;
+use crate::maxabs::MaxAbsSpec;
 use crate::minmax::MinMaxSpec;
 use crate::ordinal::OrdinalSpec;
 use crate::output_columns::{FitWithCopies, KeepInputs, MapWithCopies};
@@ -47,6 +48,8 @@ pub enum StepSpec {
     Standardize(StandardizeSpec),
     #[serde(rename = "minmax")]
     MinMax(MinMaxSpec),
+    #[serde(rename = "maxabs")]
+    MaxAbs(MaxAbsSpec),
     Clip(ClipSpec),
     Bucketize(BucketizeSpec),
     Ordinal(OrdinalSpec),
@@ -98,6 +101,7 @@ impl StepSpec {
             StepSpec::Clip(spec) => Some(&mut spec.fitted),
             StepSpec::Pca(spec) => Some(&mut spec.fitted),
             StepSpec::Ordinal(spec) => Some(&mut spec.fitted),
+            StepSpec::MaxAbs(spec) => Some(&mut spec.fitted),
             StepSpec::Explain(spec) => Some(&mut spec.fitted),
             _ => None,
         }
@@ -113,6 +117,7 @@ impl StepSpec {
             | StepSpec::MinMax(_)
             | StepSpec::Pca(_)
             | StepSpec::Ordinal(_)
+            | StepSpec::MaxAbs(_)
             | StepSpec::Explain(_) => true,
             _ => false,
         }
@@ -128,6 +133,7 @@ impl StepSpec {
             StepSpec::Clip(spec) => spec.fitted.as_deref(),
             StepSpec::Pca(spec) => spec.fitted.as_deref(),
             StepSpec::Ordinal(spec) => spec.fitted.as_deref(),
+            StepSpec::MaxAbs(spec) => spec.fitted.as_deref(),
             StepSpec::Explain(spec) => spec.fitted.as_deref(),
             _ => None,
         }
@@ -156,6 +162,7 @@ impl StepSpec {
             StepSpec::MinMax(_) => "minmax",
             StepSpec::Clip(_) => "clip",
             StepSpec::Bucketize(_) => "bucketize",
+            StepSpec::MaxAbs(_) => "maxabs",
             StepSpec::Ordinal(_) => "ordinal",
             StepSpec::Dedupe(_) => "dedupe",
             StepSpec::Check(_) => "check",
@@ -185,6 +192,7 @@ impl StepSpec {
             StepSpec::Clip(spec) => spec.output.as_deref(),
             StepSpec::Ordinal(spec) => spec.output.as_deref(),
             StepSpec::Bucketize(spec) => spec.output.as_deref(),
+            StepSpec::MaxAbs(spec) => spec.output.as_deref(),
             _ => None,
         }
     }
@@ -207,7 +215,8 @@ impl StepSpec {
             | StepSpec::MinMax(MinMaxSpec { columns, .. })
             | StepSpec::Clip(ClipSpec { columns, .. })
             | StepSpec::Ordinal(OrdinalSpec { columns, .. })
-            | StepSpec::Bucketize(BucketizeSpec { columns, .. }) => crate::selector::resolve(columns, input)?
+            | StepSpec::Bucketize(BucketizeSpec { columns, .. })
+            | StepSpec::MaxAbs(MaxAbsSpec { columns, .. }) => crate::selector::resolve(columns, input)?
                 .into_iter()
                 .map(|index| (input.field(index).name().clone(), None))
                 .collect(),
@@ -243,6 +252,7 @@ impl StepSpec {
             StepSpec::Bucketize(spec) => {
                 StepSpec::Bucketize(BucketizeSpec { columns: results, output: None, ..spec.clone() })
             }
+            StepSpec::MaxAbs(spec) => StepSpec::MaxAbs(MaxAbsSpec { columns: results, output: None, ..spec.clone() }),
             _ => return Err(OpError::Internal(format!("{} has no output", self.op_name()))),
         };
         Ok(match retargeted.bind_in_place(&copies.output_schema(), context)? {
@@ -276,6 +286,7 @@ impl StepSpec {
             },
             StepSpec::Ordinal(spec) => Bound::Fit(erase(spec.bind(input)?)),
             StepSpec::Bucketize(spec) => Bound::Map(Box::new(spec.bind(input)?)),
+            StepSpec::MaxAbs(spec) => Bound::Fit(erase(spec.bind(input)?)),
             StepSpec::Dedupe(spec) => Bound::Dedupe(spec.bind(input)?),
             StepSpec::Check(spec) => Bound::Check(spec.bind(input)?),
             StepSpec::Pca(spec) => Bound::Fit(erase(spec.bind(input)?)),

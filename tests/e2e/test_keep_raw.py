@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sklearn.impute import SimpleImputer
-from sklearn.preprocessing import MinMaxScaler, StandardScaler
+from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, StandardScaler
 
 from conftest import read_output, write_job
 from helpers import SHAPES_1_AND_2X2, shape_id
@@ -128,3 +128,19 @@ def test_bucketize_equals_numpy_digitize(weir, tmp_path, raw, shape):
         expected = np.where(np.isnan(values), np.nan, np.digitize(values, boundaries))
         np.testing.assert_array_equal(got.column(f"{column}_bucket").to_numpy(zero_copy_only=False), expected)
         assert got.column(column).equals(table.column(column))
+
+
+@pytest.mark.parametrize("shape", SHAPES_1_AND_2X2, ids=shape_id)
+def test_maxabs_equals_scikit_learns_max_abs_scaler(weir, tmp_path, raw, shape):
+    src, table = raw
+    out = tmp_path / "out"
+    text = f'name = "maxabs"\n[source]\nuri = "{src}"\n[[step]]\nop = "maxabs"\ncolumns = ["x", "y"]\n[sink]\nuri = "{out}"\n'
+    weir("run", write_job(tmp_path / "job.toml", text), *shape, check=0)
+    got = read_output(out).sort_by("id")
+    table = table.sort_by("id")
+    xy = np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype(float) for c in ["x", "y"]])
+    # MaxAbsScaler ignores NaN in the fit and keeps it, as Weir keeps nulls.
+    expected = MaxAbsScaler().fit_transform(xy)
+    for i, column in enumerate(["x", "y"]):
+        values = got.column(column).to_numpy(zero_copy_only=False).astype(float)
+        np.testing.assert_allclose(values, expected[:, i], rtol=1e-15, equal_nan=True)
