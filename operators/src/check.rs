@@ -130,6 +130,10 @@ pub struct CheckSpec {
     pub expression: Option<String>,
 }
 
+/// The most values an `accepted_values` list may hold: each is one vectorised comparison
+/// per batch, so the list stays a list of categories, not a table.
+const MAX_ACCEPTED_VALUES: usize = 1_000;
+
 /// The longest `name` a check step may have.
 const MAX_NAME_CHARS: usize = 200;
 
@@ -218,8 +222,10 @@ fn accepted_array(column: &str, data_type: &DataType, values: &[AcceptedValue]) 
             "accepted_values of column '{column}' ({data_type}): {kind} do not go with this column's type"
         ))
     };
-    if values.is_empty() {
-        return Err(OpError::InvalidSpec(format!("accepted_values of column '{column}' is an empty list")));
+    if values.is_empty() || values.len() > MAX_ACCEPTED_VALUES {
+        return Err(OpError::InvalidSpec(format!(
+            "accepted_values of column '{column}' needs 1 to {MAX_ACCEPTED_VALUES} values"
+        )));
     }
     let literals: ArrayRef = if values.iter().all(|v| matches!(v, AcceptedValue::Text(_))) {
         if value_type.is_numeric() || *value_type == DataType::Boolean {

@@ -31,6 +31,7 @@ def orders(tmp_path_factory):
     frames = []
     for index, rows in enumerate([2_500, 1_200, 3_300, 2_000]):
         order_id = rng.integers(0, 9_000, rows)
+        order_id[rng.random(rows) < 0.3] = 42  # a skewed key: about a third of all rows
         id_null = rng.random(rows) < 0.01
         status = rng.choice(ACCEPTED + SECRET_STATUSES, rows, p=[0.3, 0.3, 0.38, 0.01, 0.01])
         status_null = rng.random(rows) < 0.02
@@ -172,6 +173,7 @@ def test_expectations_that_hold_let_a_failing_check_commit(weir, tmp_path, order
         ("row_count = { min = 5, max = 1 }", "row_count needs"),
         ('on_fail = "reject"\nnot_null = ["status"]', "unknown variant `reject`"),
         ("", "a check step needs at least one"),
+        (f"accepted_values = {{ status = {json.dumps([str(i) for i in range(1001)])} }}", "needs 1 to 1000 values"),
     ],
 )
 def test_bad_check_specs_are_refused_before_reading(weir, tmp_path, orders, step, message):

@@ -41,7 +41,8 @@ import pyarrow.parquet.encryption as pe
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from conftest import data_files, read_output, write_job
+from conftest import WEIR_BIN, data_files, read_output, write_job
+from helpers import run_retrying
 
 HERE = Path(__file__).resolve().parent
 COLUMNS = ["id", "email", "ssn", "amount"]
@@ -826,6 +827,46 @@ def test_an_encrypted_outputs_fitted_parameters_are_encrypted_and_reused_with_th
     assert not (tmp_path / "third").exists()
     fit = weir("fit", write_job(tmp_path / "fit.toml", text), "-o", tmp_path / "fitted.json", env=weir_env(keys), check=2)
     assert "in the clear" in fit.stderr and not (tmp_path / "fitted.json").exists(), fit.stderr
+
+
+def test_a_run_killed_after_its_decision_leaves_no_plaintext_parameters_and_the_next_run_completes(weir, tmp_path):
+    """SIGKILL while the leader is held (failpoint) right after writing its commit decision,
+    with the encrypted fitted parameters staged: the decision holds no parameter, nothing
+    is committed, and the next run completes the decided commit and its own, leaving one
+    decryptable `fitted.parquet` and nothing staged."""
+    table = make_table()
+    src = tmp_path / "src"
+    write_source(table, src)
+    keys = new_keys("footer", "pii")
+    out = tmp_path / "out"
+    steps = SELECT + '[[step]]\nop = "standardize"\ncolumns = ["amount"]\n'
+    text = job_toml("killed", src, out, steps=steps, sink={"lease_ttl_s": 2, "mode": "overwrite"}, encryption={})
+    job = write_job(tmp_path / "killed.toml", text)
+    env = weir_env(keys, FAILPOINTS="commit-decided=sleep(5000)")
+    run = subprocess.Popen([str(WEIR_BIN), "run", str(job), "-w", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        decisions = []
+        while run.poll() is None and not decisions:
+            decisions = list((out / "_weir" / "runs").glob("*/commit.json")) if (out / "_weir" / "runs").exists() else []
+        assert decisions and run.poll() is None, "the run ended before its decision was seen"
+        run.kill()
+        run.wait(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    decision = json.loads(decisions[0].read_text())
+    assert decision["fitted"] is None and decision["fitted_staged"].endswith("fitted.parquet.staged"), decision
+    amount = table.column("amount").to_numpy(zero_copy_only=False).astype(float)
+    assert repr(np.nanmean(amount))[:8] not in decisions[0].read_text()
+    assert not (out / "_SUCCESS").exists() and not (out / "_weir" / "fitted.json").exists()
+
+    after = run_retrying(weir, "run", job, "-w", "2", env=weir_env(keys))
+    assert after.returncode == 0, after.stderr
+    assert manifest(out)["run_id"] != decision["manifest"]["run_id"]
+    assert not list((out / "_weir").glob("runs/*/*")) and not (out / "_weir" / "fitted.json").exists()
+    decrypted = pq.ParquetFile(out / "_weir" / "fitted.parquet", decryption_properties=decryption_properties(keys)).read()
+    (step,) = json.loads(decrypted.column("fitted_json")[0].as_py())["steps"]
+    assert step["params"]["columns"]["amount"]["mean"] == pytest.approx(np.nanmean(amount), rel=1e-12)
 
 
 # ---------------------------------------------------------------------------------------
