@@ -10,7 +10,7 @@
 //! accepted_values = { status = ["new", "paid", "shipped"] }
 //! range = { amount = { min = 0, max = 10000 } }   # inclusive; either bound may be left out
 //! row_count = { min = 1000 }               # rows reaching the step; min and/or max
-//! expression = "amount >= discount"        # the filter language; a row breaks it when false
+//! expression = "amount >= discount"        # the expression language; a row breaks it when false
 //! ```
 //!
 //! A check step passes its rows on unchanged: it only counts. Every expectation is counted

@@ -25,9 +25,15 @@ pub enum OpError {
     )]
     UncastableValue { column: String, value: String, to: String },
 
-    /// The filter expression does not parse or does not type-check.
-    #[error("filter expression: {message}\n    {expr}\n    {caret}")]
-    FilterExpr { expr: String, message: String, caret: String },
+    /// An expression (of a `filter`, `derive` or `check`) does not parse or does not
+    /// type-check.
+    #[error("expression: {message}\n    {expr}\n    {caret}")]
+    Expression { expr: String, message: String, caret: String },
+
+    /// An expression failed on a value of the data (an integer overflow, an integer
+    /// division by zero, a value that cannot be cast); the message never shows the value.
+    #[error("expression `{expr}`: {message}")]
+    Evaluation { expr: String, message: String },
 
     /// Expectations of a `check` step with `on_fail = "fail"` do not hold for the data.
     #[error("{0}")]
@@ -70,9 +76,9 @@ impl OpError {
         }
     }
 
-    /// Builds a [`OpError::FilterExpr`] with a caret under the 0-based character `position`.
-    pub fn filter_expr(expr: &str, position: usize, message: impl Into<String>) -> Self {
-        OpError::FilterExpr {
+    /// Builds a [`OpError::Expression`] with a caret under the 0-based character `position`.
+    pub fn expression(expr: &str, position: usize, message: impl Into<String>) -> Self {
+        OpError::Expression {
             expr: expr.to_string(),
             message: message.into(),
             caret: format!("{}^", " ".repeat(position.min(expr.chars().count()))),

@@ -16,6 +16,7 @@ use crate::cast::CastSpec;
 use crate::check::{Check, CheckSpec};
 use crate::clip::{BoundClip, ClipSpec};
 use crate::dedupe::{Dedupe, DedupeSpec};
+use crate::derive::DeriveSpec;
 use crate::drop_columns::DropSpec;
 use crate::drop_nulls::DropNullsSpec;
 use crate::explain::ExplainSpec;
@@ -42,6 +43,7 @@ pub enum StepSpec {
     Rename(RenameSpec),
     Cast(CastSpec),
     Filter(FilterSpec),
+    Derive(DeriveSpec),
     DropNulls(DropNullsSpec),
     Mask(MaskSpec),
     Impute(ImputeSpec),
@@ -155,6 +157,7 @@ impl StepSpec {
             StepSpec::Rename(_) => "rename",
             StepSpec::Cast(_) => "cast",
             StepSpec::Filter(_) => "filter",
+            StepSpec::Derive(_) => "derive",
             StepSpec::DropNulls(_) => "drop_nulls",
             StepSpec::Mask(_) => "mask",
             StepSpec::Impute(_) => "impute",
@@ -272,6 +275,7 @@ impl StepSpec {
             StepSpec::Rename(spec) => Bound::Map(Box::new(spec.bind(input)?)),
             StepSpec::Cast(spec) => Bound::Map(Box::new(spec.bind(input)?)),
             StepSpec::Filter(spec) => Bound::Map(Box::new(spec.bind(input)?)),
+            StepSpec::Derive(spec) => Bound::Map(Box::new(spec.bind(input)?)),
             StepSpec::DropNulls(spec) => Bound::Map(Box::new(spec.bind(input)?)),
             StepSpec::Mask(spec) => Bound::Map(Box::new(spec.bind(input)?)),
             StepSpec::Impute(spec) => match spec.bind(input)? {
