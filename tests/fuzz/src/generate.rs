@@ -1,12 +1,25 @@
-//! Well-formed inputs from the grammar: filter expressions over the sample batch's columns
-//! (with literals of every kind, deep nesting and, now and then, chains past the language's
-//! limits) and whole jobs assembled from step fragments, with variables. Mutation starts
+//! Well-formed inputs from the grammar: expressions over the sample batch's columns (with
+//! literals of every kind, functions, arithmetic, casts, deep nesting and, now and then,
+//! chains past the language's limits) and whole jobs assembled from step fragments, with
+//! variables. Mutation starts
 //! from these as well as from the seed corpus.
 
 use arrow::datatypes::{DataType, SchemaRef};
 
 /// Tokens the mutator inserts into filter expressions.
-pub const FILTER_TOKENS: [&[u8]; 28] = [
+pub const FILTER_TOKENS: [&[u8]; 40] = [
+    b"abs(",
+    b"cast(",
+    b" as bigint)",
+    b"::tinyint",
+    b"case when ",
+    b" then ",
+    b" else ",
+    b" end",
+    b" // ",
+    b" % ",
+    b" || ",
+    b"date_trunc('week', ",
     b" and ",
     b" or ",
     b"not ",
@@ -187,13 +200,42 @@ fn atom(rng: &mut fastrand::Rng, columns: &[(String, DataType)]) -> String {
         }
         4 => format!("{name} is {}null", if rng.bool() { "not " } else { "" }),
         5 => "active".to_string(),
+        6 => format!("{} {op} {}", value(rng, &name, columns), literal(rng)),
         _ => format!("{name} {op} {}", literal(rng)),
+    }
+}
+
+/// A value computed from the column `name` (of any type: most do not type-check, and are
+/// refused at bind time; those that do run on every kind of value).
+fn value(rng: &mut fastrand::Rng, name: &str, columns: &[(String, DataType)]) -> String {
+    let other = &columns[rng.usize(..columns.len())].0;
+    const FUNCTIONS: [&str; 16] = [
+        "abs", "sqrt", "ln", "exp", "round", "floor", "sign", "lower", "upper", "trim", "length", "cbrt", "log10",
+        "ceil", "log2", "-",
+    ];
+    match rng.u8(..12) {
+        0 => format!("{}({name})", FUNCTIONS[rng.usize(..FUNCTIONS.len())]),
+        1 => format!("{name} {} {other}", ["+", "-", "*", "/", "//", "%", "||"][rng.usize(..7)]),
+        2 => {
+            format!("cast({name} as {})", ["bigint", "tinyint", "double", "varchar", "date", "boolean"][rng.usize(..6)])
+        }
+        3 => format!("case when {name} > 0 then {name} else {other} end"),
+        4 => format!("coalesce({name}, {other}, 0)"),
+        5 => format!("extract({} from {name})", ["hour", "dow", "epoch", "year", "week"][rng.usize(..5)]),
+        6 => format!("date_trunc('{}', {name})", ["month", "week", "hour"][rng.usize(..3)]),
+        7 => format!("substr({name}, {}, {})", rng.i8(-3..4), rng.i8(-3..4)),
+        8 => format!("greatest({name}, {other})"),
+        9 => format!("round({name}, {})", rng.i8(-20..20)),
+        10 => format!("date_diff('{}', {name}, {other})", ["day", "month", "second"][rng.usize(..3)]),
+        _ => format!("nullif({name}, {other})"),
     }
 }
 
 /// A random job over `schema`: variables, a source, up to six steps and a sink.
 pub fn job(rng: &mut fastrand::Rng, schema: &SchemaRef) -> String {
     let columns: Vec<String> = schema.fields().iter().map(|field| field.name().clone()).collect();
+    let typed: Vec<(String, DataType)> =
+        schema.fields().iter().map(|field| (field.name().clone(), field.data_type().clone())).collect();
     let numeric = ["income", "f_0", "f_1", "f_2", "f_3", "n8", "u64", "amount"];
     let strings = ["age", "tenure_months", "country", "email"];
     let pick = |rng: &mut fastrand::Rng, from: &[&str]| from[rng.usize(..from.len())].to_string();
@@ -214,7 +256,16 @@ pub fn job(rng: &mut fastrand::Rng, schema: &SchemaRef) -> String {
     text.push_str("name = \"fuzz\"\n[source]\nuri = \"in/date={{ds}}/\"\n");
     for _ in 0..rng.usize(..7) {
         text.push_str("[[step]]\n");
-        let step = match rng.u8(..15) {
+        let step = match rng.u8(..16) {
+            15 => {
+                let column = pick(rng, &columns.iter().map(String::as_str).collect::<Vec<_>>());
+                format!(
+                    "op = \"derive\"\ncolumns = {{ {} = \"{}\", z = \"{}\" }}\n",
+                    pick(rng, &[&strings[..], &numeric[..], &["new"]].concat()),
+                    value(rng, &column, &typed).replace('"', "\\\""),
+                    filter_expr(rng, schema).replace('\\', "\\\\").replace('"', "\\\"")
+                )
+            }
             0 => format!(
                 "op = \"select\"\ncolumns = {}\n",
                 some(rng, &columns.iter().map(String::as_str).collect::<Vec<_>>())
