@@ -108,12 +108,17 @@ pub(crate) fn fit_group(plan: &EnginePlan, start: usize) -> FitGroup {
         if shape.columns.iter().any(|c| rewritten.contains(c)) {
             break;
         }
-        rewritten.extend(shape.written.iter().cloned());
-        end += 1;
         // Every step of the group folds the batches that reach the first one, so each must
         // be bound to their layout: a step that drops rows, or that adds columns (writes
-        // one it does not read: `pca`, `explain`, a step with `output`), is the last.
+        // one it does not read: `pca`, `explain`, a step with `output`), is the last; and a
+        // step that adds columns is the first, as it may rebuild whole batches in the
+        // layout it was bound to, which the members before it change (a column's type).
         let adds_columns = shape.written.iter().any(|c| !shape.columns.contains(c));
+        if adds_columns && end > start {
+            break;
+        }
+        rewritten.extend(shape.written.iter().cloned());
+        end += 1;
         if !shape.keeps_every_row || adds_columns {
             break;
         }

@@ -26,10 +26,12 @@ use crate::impute::{BoundImpute, ImputeSpec};
 use crate::mask::MaskSpec;
 use crate::maxabs::MaxAbsSpec;
 use crate::minmax::MinMaxSpec;
+use crate::normalize::NormalizeSpec;
 use crate::ordinal::OrdinalSpec;
 use crate::output_columns::{FitWithCopies, KeepInputs, MapWithCopies};
 use crate::pca::PcaSpec;
 use crate::rename::RenameSpec;
+use crate::robust_scale::RobustScaleSpec;
 use crate::score::ScoreSpec;
 use crate::select::SelectSpec;
 use crate::standardize::StandardizeSpec;
@@ -52,6 +54,8 @@ pub enum StepSpec {
     MinMax(MinMaxSpec),
     #[serde(rename = "maxabs")]
     MaxAbs(MaxAbsSpec),
+    RobustScale(RobustScaleSpec),
+    Normalize(NormalizeSpec),
     Clip(ClipSpec),
     Bucketize(BucketizeSpec),
     Ordinal(OrdinalSpec),
@@ -104,6 +108,7 @@ impl StepSpec {
             StepSpec::Pca(spec) => Some(&mut spec.fitted),
             StepSpec::Ordinal(spec) => Some(&mut spec.fitted),
             StepSpec::MaxAbs(spec) => Some(&mut spec.fitted),
+            StepSpec::RobustScale(spec) => Some(&mut spec.fitted),
             StepSpec::Explain(spec) => Some(&mut spec.fitted),
             _ => None,
         }
@@ -120,6 +125,7 @@ impl StepSpec {
             | StepSpec::Pca(_)
             | StepSpec::Ordinal(_)
             | StepSpec::MaxAbs(_)
+            | StepSpec::RobustScale(_)
             | StepSpec::Explain(_) => true,
             _ => false,
         }
@@ -136,6 +142,7 @@ impl StepSpec {
             StepSpec::Pca(spec) => spec.fitted.as_deref(),
             StepSpec::Ordinal(spec) => spec.fitted.as_deref(),
             StepSpec::MaxAbs(spec) => spec.fitted.as_deref(),
+            StepSpec::RobustScale(spec) => spec.fitted.as_deref(),
             StepSpec::Explain(spec) => spec.fitted.as_deref(),
             _ => None,
         }
@@ -166,6 +173,8 @@ impl StepSpec {
             StepSpec::Clip(_) => "clip",
             StepSpec::Bucketize(_) => "bucketize",
             StepSpec::MaxAbs(_) => "maxabs",
+            StepSpec::RobustScale(_) => "robust_scale",
+            StepSpec::Normalize(_) => "normalize",
             StepSpec::Ordinal(_) => "ordinal",
             StepSpec::Dedupe(_) => "dedupe",
             StepSpec::Check(_) => "check",
@@ -196,6 +205,7 @@ impl StepSpec {
             StepSpec::Ordinal(spec) => spec.output.as_deref(),
             StepSpec::Bucketize(spec) => spec.output.as_deref(),
             StepSpec::MaxAbs(spec) => spec.output.as_deref(),
+            StepSpec::RobustScale(spec) => spec.output.as_deref(),
             _ => None,
         }
     }
@@ -219,7 +229,8 @@ impl StepSpec {
             | StepSpec::Clip(ClipSpec { columns, .. })
             | StepSpec::Ordinal(OrdinalSpec { columns, .. })
             | StepSpec::Bucketize(BucketizeSpec { columns, .. })
-            | StepSpec::MaxAbs(MaxAbsSpec { columns, .. }) => crate::selector::resolve(columns, input)?
+            | StepSpec::MaxAbs(MaxAbsSpec { columns, .. })
+            | StepSpec::RobustScale(RobustScaleSpec { columns, .. }) => crate::selector::resolve(columns, input)?
                 .into_iter()
                 .map(|index| (input.field(index).name().clone(), None))
                 .collect(),
@@ -256,6 +267,9 @@ impl StepSpec {
                 StepSpec::Bucketize(BucketizeSpec { columns: results, output: None, ..spec.clone() })
             }
             StepSpec::MaxAbs(spec) => StepSpec::MaxAbs(MaxAbsSpec { columns: results, output: None, ..spec.clone() }),
+            StepSpec::RobustScale(spec) => {
+                StepSpec::RobustScale(RobustScaleSpec { columns: results, output: None, ..spec.clone() })
+            }
             _ => return Err(OpError::Internal(format!("{} has no output", self.op_name()))),
         };
         Ok(match retargeted.bind_in_place(&copies.output_schema(), context)? {
@@ -291,6 +305,8 @@ impl StepSpec {
             StepSpec::Ordinal(spec) => Bound::Fit(erase(spec.bind(input)?)),
             StepSpec::Bucketize(spec) => Bound::Map(Box::new(spec.bind(input)?)),
             StepSpec::MaxAbs(spec) => Bound::Fit(erase(spec.bind(input)?)),
+            StepSpec::RobustScale(spec) => Bound::Fit(erase(spec.bind(input)?)),
+            StepSpec::Normalize(spec) => Bound::Map(Box::new(spec.bind(input)?)),
             StepSpec::Dedupe(spec) => Bound::Dedupe(spec.bind(input)?),
             StepSpec::Check(spec) => Bound::Check(spec.bind(input)?),
             StepSpec::Pca(spec) => Bound::Fit(erase(spec.bind(input)?)),

@@ -256,7 +256,19 @@ pub fn job(rng: &mut fastrand::Rng, schema: &SchemaRef) -> String {
     text.push_str("name = \"fuzz\"\n[source]\nuri = \"in/date={{ds}}/\"\n");
     for _ in 0..rng.usize(..7) {
         text.push_str("[[step]]\n");
-        let step = match rng.u8(..16) {
+        let step = match rng.u8(..18) {
+            16 => format!(
+                "op = \"robust_scale\"\ncolumns = {}\nquantile_range = [{}.0, {}.0]\nexact = {}\n",
+                some(rng, &numeric),
+                rng.u8(..60),
+                rng.u8(40..=100),
+                rng.bool()
+            ),
+            17 => format!(
+                "op = \"normalize\"\ncolumns = {}\nnorm = \"{}\"\n",
+                some(rng, &numeric),
+                pick(rng, &["l1", "l2", "max", "l3"])
+            ),
             15 => {
                 let column = pick(rng, &columns.iter().map(String::as_str).collect::<Vec<_>>());
                 format!(
