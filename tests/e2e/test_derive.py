@@ -523,3 +523,57 @@ def test_derive_then_filter_and_standardize(weir, tmp_path, dataset):
     kept = table.filter(pc.is_in(table.column("id"), want.column("id")))
     for name in table.column_names:  # the input columns pass through unchanged (NaN equal to NaN)
         assert len(value_mismatches(got.column(name), kept.column(name))) == 0, name
+
+
+def test_zoned_timestamps_across_clock_changes_equal_duckdb(weir, tmp_path):
+    """A Europe/Berlin timestamp column every 10 minutes across both 2024 clock changes (the
+    hour skipped in March, the hour repeated in October): each date function equals DuckDB's
+    with its session TimeZone set to the column's zone (DuckDB reads a zoned timestamp in the
+    session's zone, Weir in the column's)."""
+    minutes = 10 * 60 * US
+    spring = np.arange(1_711_836_000 * US, 1_711_855_800 * US, minutes)  # 2024-03-30 22:00 to 03-31 03:30 UTC
+    autumn = np.arange(1_729_983_600 * US, 1_730_001_600 * US, minutes)  # 2024-10-26 23:00 to 10-27 04:00 UTC
+    micros = np.concatenate([spring, autumn])
+    table = pa.table(
+        {
+            "id": pa.array(np.arange(len(micros)), pa.int64()),
+            "ts": pa.array(micros, pa.timestamp("us", tz="Europe/Berlin")),
+        }
+    )
+    src = tmp_path / "src"
+    src.mkdir()
+    pq.write_table(table, src / "part-0.parquet", row_group_size=20)
+    columns = {
+        "hour": "extract(hour from ts)",
+        "day": "extract(day from ts)",
+        "epoch": "extract(epoch from ts)",
+        "trunc_minute": "date_trunc('minute', ts)",
+        "trunc_hour": "date_trunc('hour', ts)",
+        "trunc_day": "date_trunc('day', ts)",
+        "trunc_week": "date_trunc('week', ts)",
+        "trunc_month": "date_trunc('month', ts)",
+        "diff_hour": "date_diff('hour', cast('2024-03-30 23:00:00' as timestamp), cast(ts as timestamp))",
+        "wall_date": "cast(ts as date)",
+        "diff_hour_zoned": "date_diff('hour', ts, '2024-10-27 03:00:00')",
+        "diff_minute_zoned": "date_diff('minute', '2024-03-31 01:55:00', ts)",
+        "diff_day_zoned": "date_diff('day', '2024-03-30 12:00:00', ts)",
+        "text": "cast(ts as varchar)",
+        "after": "ts >= '2024-03-31 03:00:00'",
+        "autumn_after": "ts > '2024-10-27 02:30:00'",
+    }
+    out = tmp_path / "out"
+    weir("run", write_job(tmp_path / "job.toml", job_text(src, out, derive_step(columns))), check=0)
+    got = read_output(out).sort_by("id")
+    con = duckdb.connect()
+    con.execute("SET TimeZone='Europe/Berlin'")
+    select = ", ".join(f'{expr} AS "{name}"' for name, expr in columns.items())
+    want = con.sql(f"SELECT {select} FROM read_parquet('{src}/*.parquet') ORDER BY id").to_arrow_table()
+    problems = []
+    for name in columns:
+        g, w = got.column(name), want.column(name)
+        if pa.types.is_timestamp(w.type):  # compare instants
+            g, w = g.cast(pa.int64()), w.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+        rows = value_mismatches(g, w)
+        if len(rows):
+            problems.append(f"{name} = {columns[name]!r}: {len(rows)} rows differ\n" + describe_rows(rows, g, w, table))
+    assert not problems, "\n".join(problems)

@@ -4,9 +4,12 @@
 
 use std::sync::Arc;
 
-use arrow::array::{BooleanArray, Float64Array, Int32Array, Int64Array, StringArray, new_null_array};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray,
+    TimestampMicrosecondArray, new_null_array,
+};
 use arrow::compute::{CastOptions, cast_with_options};
-use arrow::datatypes::{DataType, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Schema, TimeUnit, TimestampMicrosecondType};
 use sqlparser::ast::{
     BinaryOperator, CastKind, CeilFloorKind, DateTimeField, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
     InTarget, Spanned, TrimWhereField, UnaryOperator, Value as SqlValue,
@@ -511,7 +514,18 @@ impl<'a> Binder<'a> {
         }
         if let Node::Literal(array) = &typed.node {
             let strict = CastOptions { safe: false, ..Default::default() };
-            let converted = cast_with_options(array, to, &strict).map_err(|_| {
+            let converted = cast_with_options(array, to, &strict).or_else(|error| match to {
+                // A wall-clock time the zone skips or repeats: resolved as DuckDB does.
+                DataType::Timestamp(_, Some(zone)) if array.data_type() == &DataType::Utf8 => {
+                    let naive = cast_with_options(array, &DataType::Timestamp(TimeUnit::Microsecond, None), &strict)?;
+                    let micros = naive.as_primitive::<TimestampMicrosecondType>().value(0);
+                    let resolved = super::functions::wall_clock_in(micros, zone).ok_or(error)?;
+                    let resolved = TimestampMicrosecondArray::from(vec![resolved]).with_timezone(zone.clone());
+                    cast_with_options(&(Arc::new(resolved) as ArrayRef), to, &strict)
+                }
+                _ => Err(error),
+            });
+            let converted = converted.map_err(|_| {
                 let shown = match &typed.flex {
                     Flex::String(text) => format!("'{text}'"),
                     _ => at.to_string(),

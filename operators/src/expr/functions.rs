@@ -446,13 +446,28 @@ fn local(micros: i64, zone: &Option<arrow::array::timezone::Tz>) -> Option<Naive
     })
 }
 
-/// The microseconds since the epoch of a wall-clock time in `zone` (the earlier of two
-/// when the clock went back).
+/// The microseconds since the epoch of a wall-clock time in `zone`, resolved as ICU (and so
+/// DuckDB) does: a time the clock passes twice is the later one, and a time the clock skips
+/// is read with the offset from before the change.
 fn from_local(time: NaiveDateTime, zone: &Option<arrow::array::timezone::Tz>) -> Option<i64> {
-    match zone {
-        Some(zone) => zone.from_local_datetime(&time).earliest().map(|t| t.timestamp_micros()),
-        None => Some(time.and_utc().timestamp_micros()),
+    let Some(zone) = zone else { return Some(time.and_utc().timestamp_micros()) };
+    match zone.from_local_datetime(&time) {
+        chrono::LocalResult::Single(instant) => Some(instant.timestamp_micros()),
+        chrono::LocalResult::Ambiguous(_, later) => Some(later.timestamp_micros()),
+        chrono::LocalResult::None => {
+            let before = zone.offset_from_utc_datetime(&(time - Duration::days(1)));
+            let seconds = chrono::Offset::fix(&before).local_minus_utc();
+            Some((time - Duration::seconds(i64::from(seconds))).and_utc().timestamp_micros())
+        }
     }
+}
+
+/// A wall-clock time (microseconds of a timestamp without a zone) read in the time zone
+/// `zone`, resolved as [`from_local`] does: for a literal that names a time the clock skips
+/// or passes twice, which Arrow's cast refuses.
+pub(crate) fn wall_clock_in(micros: i64, zone: &str) -> Option<i64> {
+    let time = DateTime::from_timestamp_micros(micros)?.naive_utc();
+    from_local(time, &Some(zone.parse().ok()?))
 }
 
 /// The start of the `unit` that holds `time`.
@@ -471,8 +486,18 @@ fn truncate_local(time: NaiveDateTime, unit: Unit) -> Option<NaiveDateTime> {
     }
 }
 
+/// `micros` truncated to the start of its `unit` in `zone`. Minutes and seconds are cut on
+/// the instant itself (every zone's offset is whole minutes), so an instant in a repeated
+/// hour stays in its own pass; hours and longer go through the wall clock and back, where
+/// a repeated time is the later one (DuckDB's ICU does both).
 fn truncate(micros: i64, unit: Unit, zone: &Option<arrow::array::timezone::Tz>) -> Option<i64> {
-    from_local(truncate_local(local(micros, zone)?, unit)?, zone)
+    match unit {
+        Unit::Second => Some(micros - micros.rem_euclid(1_000_000)),
+        Unit::Minute if zone.is_none() || local(micros, zone)?.second() == local(micros, &None)?.second() => {
+            Some(micros - micros.rem_euclid(60_000_000))
+        }
+        _ => from_local(truncate_local(local(micros, zone)?, unit)?, zone),
+    }
 }
 
 /// `extract(field from x)`: `bigint`, or `double` for `epoch`.
@@ -510,7 +535,9 @@ fn date_part_of(value: &Value, field: Field) -> Result<Value, Fault> {
 }
 
 /// `date_diff(unit, a, b)`: how many `unit` boundaries lie between `a` and `b` (DuckDB's
-/// rule; weeks are whole 7-day spans).
+/// rule; weeks are whole 7-day spans). Days and longer count on the calendar of the
+/// timestamps' zone; hours, minutes and seconds count the time elapsed between the two
+/// truncated to the unit, so a clock change counts as it passed (as DuckDB's ICU does).
 fn date_diff(a: &Value, b: &Value, rows: usize, unit: Unit) -> Result<ArrayRef, Fault> {
     let (a, b) = (as_timestamps(&a.clone().into_array(rows)?)?, as_timestamps(&b.clone().into_array(rows)?)?);
     let zone = zone_of(a.data_type())?;
@@ -518,21 +545,22 @@ fn date_diff(a: &Value, b: &Value, rows: usize, unit: Unit) -> Result<ArrayRef, 
     let mut out = Int64Builder::with_capacity(rows);
     for row in 0..rows {
         let pair = (a.is_valid(row) && b.is_valid(row)).then(|| (a.value(row), b.value(row)));
-        out.append_option(pair.and_then(|(a, b)| {
-            let (a, b) = (local(a, &zone)?, local(b, &zone)?);
+        out.append_option(pair.and_then(|(a_micros, b_micros)| {
+            let (a, b) = (local(a_micros, &zone)?, local(b_micros, &zone)?);
             let months = |t: NaiveDateTime| i64::from(t.year()) * 12 + i64::from(t.month0());
             let days = (b.date() - a.date()).num_days();
-            let micros = |t: NaiveDateTime| t.and_utc().timestamp_micros();
-            let span = |size: i64| micros(b).div_euclid(size) - micros(a).div_euclid(size);
+            let span = |size: i64| -> Option<i64> {
+                Some((truncate(b_micros, unit, &zone)? - truncate(a_micros, unit, &zone)?).div_euclid(size))
+            };
             Some(match unit {
                 Unit::Year => i64::from(b.year()) - i64::from(a.year()),
                 Unit::Quarter => months(b).div_euclid(3) - months(a).div_euclid(3),
                 Unit::Month => months(b) - months(a),
                 Unit::Week => days / 7,
                 Unit::Day => days,
-                Unit::Hour => span(3_600_000_000),
-                Unit::Minute => span(60_000_000),
-                Unit::Second => span(1_000_000),
+                Unit::Hour => span(3_600_000_000)?,
+                Unit::Minute => span(60_000_000)?,
+                Unit::Second => span(1_000_000)?,
             })
         }));
     }
@@ -560,6 +588,15 @@ pub(crate) fn cast_value(array: &ArrayRef, to: &DataType, text: &str) -> Result<
             DataType::Timestamp(..) => return Ok(timestamp_text(array)?),
             _ => {}
         }
+    }
+    if let (DataType::Timestamp(_, Some(_)), DataType::Timestamp(_, None) | DataType::Date32) = (from, to) {
+        // DuckDB: a zoned timestamp becomes its wall-clock time (Arrow's cast keeps UTC's).
+        let micros = cast(array, &DataType::Timestamp(TimeUnit::Microsecond, zone_name(from)))?;
+        let zone = zone_of(from)?;
+        let wall: TimestampMicrosecondArray = micros
+            .as_primitive::<TimestampMicrosecondType>()
+            .unary_opt(|value| local(value, &zone).map(|time| time.and_utc().timestamp_micros()));
+        return cast_value(&(Arc::new(wall) as ArrayRef), to, text);
     }
     let cast = cast_with_options(&prepared, to, &CastOptions { safe: true, ..Default::default() })?;
     if cast.null_count() > prepared.null_count() {

@@ -54,8 +54,11 @@
 //! - `upper` and `lower` map one character to one character (`upper('ß')` is `'ẞ'`, as in
 //!   DuckDB); a float cast to `varchar` is written by Arrow's formatter (`1e20`, where
 //!   DuckDB writes `1e+20`).
-//! - `date_trunc` and `extract` read a timestamp with a time zone in that zone; DuckDB reads
-//!   it in the session's `TimeZone`. A timestamp without a zone is read as is by both.
+//! - `date_trunc`, `extract`, `date_diff` and `cast(… as date | timestamp | varchar)` read a
+//!   timestamp with a time zone in that zone; DuckDB reads it in the session's `TimeZone`
+//!   (the same results when that is the column's zone, clock changes included: a wall-clock
+//!   time the clock repeats is the later one, one it skips is read with the offset from
+//!   before the change, as ICU does). A timestamp without a zone is read as is by both.
 //!
 //! # Errors
 //!
