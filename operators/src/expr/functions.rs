@@ -16,7 +16,7 @@ use arrow::datatypes::{DataType, Date32Type, Float32Type, Float64Type, TimeUnit,
 use arrow::error::ArrowError;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Timelike};
 
-use super::node::{Fault, Value, canonical_floats, overflow_or};
+use super::node::{Fault, Value, canonical_floats, overflow_or, select};
 
 /// A field of `extract` / `date_part`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,34 +174,76 @@ impl Function {
                 return Ok(Value::like(&args[..1], Arc::new(signs)));
             }
             Function::Greatest | Function::Least => extreme(args, rows, matches!(self, Function::Greatest))?,
-            Function::Lower => map_strings(args, rows, |values| values[0].map(|s| s.chars().map(lower).collect()))?,
-            Function::Upper => map_strings(args, rows, |values| values[0].map(|s| s.chars().map(upper).collect()))?,
-            Function::Trim { start, end } => map_strings(args, rows, |values| {
-                values[0].map(|s| {
-                    let s = if *start { s.trim_start_matches(' ') } else { s };
-                    (if *end { s.trim_end_matches(' ') } else { s }).to_string()
-                })
+            Function::Lower => map_strings(args, rows, |values, _, out| {
+                let Some(s) = values[0] else { return false };
+                out.push_str(s);
+                if s.is_ascii() {
+                    out.make_ascii_lowercase();
+                } else {
+                    out.clear();
+                    out.extend(s.chars().map(lower));
+                }
+                true
+            })?,
+            Function::Upper => map_strings(args, rows, |values, _, out| {
+                let Some(s) = values[0] else { return false };
+                out.push_str(s);
+                if s.is_ascii() {
+                    out.make_ascii_uppercase();
+                } else {
+                    out.clear();
+                    out.extend(s.chars().map(upper));
+                }
+                true
+            })?,
+            Function::Trim { start, end } => map_strings(args, rows, |values, _, out| {
+                let Some(s) = values[0] else { return false };
+                let s = if *start { s.trim_start_matches(' ') } else { s };
+                out.push_str(if *end { s.trim_end_matches(' ') } else { s });
+                true
             })?,
             Function::Length => {
-                let mut out = Int64Builder::with_capacity(rows);
-                for row in 0..rows {
-                    out.append_option(string_at(arg(0), row).map(|s| s.chars().count() as i64));
+                let strings = arg(0).array().as_string::<i32>();
+                if strings.values().is_ascii() {
+                    // One byte per character: Arrow's byte lengths.
+                    cast(&arrow::compute::kernels::length::length(strings)?, &DataType::Int64)?
+                } else {
+                    let lengths: Int64Array = strings.iter().map(|s| s.map(|s| s.chars().count() as i64)).collect();
+                    Arc::new(lengths)
                 }
-                Arc::new(out.finish())
             }
-            Function::Substring => map_strings(args, rows, |values| {
-                let s = values[0]?;
-                let start = integer_at(&args[1], values.row)?;
-                let length = if args.len() > 2 { integer_at(&args[2], values.row)? } else { i64::MAX / 2 };
-                Some(substring(s, start, length).to_string())
+            Function::Substring => map_strings(args, rows, |values, row, out| {
+                let Some(s) = values[0] else { return false };
+                let Some(start) = integer_at(&args[1], row) else { return false };
+                let length = if args.len() > 2 { integer_at(&args[2], row) } else { Some(i64::MAX / 2) };
+                let Some(length) = length else { return false };
+                out.push_str(substring(s, start, length));
+                true
             })?,
-            Function::Concat => map_strings(args, rows, |values| Some(values.iter().flatten().copied().collect()))?,
-            Function::ConcatOperator => {
-                map_strings(args, rows, |values| Some(format!("{}{}", values[0]?, values[1]?)))?
-            }
-            Function::Replace => map_strings(args, rows, |values| {
-                let (s, from, to) = (values[0]?, values[1]?, values[2]?);
-                Some(if from.is_empty() { s.to_string() } else { s.replace(from, to) })
+            Function::Concat => map_strings(args, rows, |values, _, out| {
+                values.iter().flatten().for_each(|s| out.push_str(s));
+                true
+            })?,
+            Function::ConcatOperator => map_strings(args, rows, |values, _, out| {
+                let (Some(a), Some(b)) = (values[0], values[1]) else { return false };
+                out.push_str(a);
+                out.push_str(b);
+                true
+            })?,
+            Function::Replace => map_strings(args, rows, |values, _, out| {
+                let (Some(s), Some(from), Some(to)) = (values[0], values[1], values[2]) else { return false };
+                if from.is_empty() {
+                    out.push_str(s);
+                    return true;
+                }
+                let mut rest = s;
+                while let Some(at) = rest.find(from) {
+                    out.push_str(&rest[..at]);
+                    out.push_str(to);
+                    rest = &rest[at + from.len()..];
+                }
+                out.push_str(rest);
+                true
             })?,
             Function::StartsWith => test_strings(args, rows, |a, b| a.starts_with(b)),
             Function::Contains => test_strings(args, rows, |a, b| a.contains(b)),
@@ -315,7 +357,7 @@ fn extreme(args: &[Value], rows: usize, greatest: bool) -> Result<ArrayRef, Faul
         let better = if greatest { cmp::gt(&next, &result)? } else { cmp::lt(&next, &result)? };
         let better = BooleanArray::new(better.values() & &not_null_bits(&better), None);
         let replace = arrow::compute::kernels::boolean::or(&better, &is_null(&result)?)?;
-        result = zip(&replace, &next, &result)?;
+        result = select(&replace, &Value::Array(next), &result)?;
     }
     Ok(result)
 }
@@ -328,10 +370,23 @@ fn not_null_bits(array: &BooleanArray) -> arrow::buffer::BooleanBuffer {
 }
 
 /// The string of a `varchar` argument at `row` (a scalar's only value whatever the row).
-fn string_at(value: &Value, row: usize) -> Option<&str> {
-    let array = value.array().as_string::<i32>();
-    let row = if value.is_scalar() { 0 } else { row };
-    array.is_valid(row).then(|| array.value(row))
+/// A `varchar` argument, downcast once for all its rows.
+#[derive(Clone, Copy)]
+struct Strings<'a> {
+    array: &'a StringArray,
+    scalar: bool,
+}
+
+impl<'a> Strings<'a> {
+    /// `None` for an argument of another type.
+    fn of(value: &'a Value) -> Option<Strings<'a>> {
+        Some(Strings { array: value.array().as_string_opt::<i32>()?, scalar: value.is_scalar() })
+    }
+
+    fn at(self, row: usize) -> Option<&'a str> {
+        let row = if self.scalar { 0 } else { row };
+        self.array.is_valid(row).then(|| self.array.value(row))
+    }
 }
 
 fn integer_at(value: &Value, row: usize) -> Option<i64> {
@@ -340,28 +395,28 @@ fn integer_at(value: &Value, row: usize) -> Option<i64> {
     array.is_valid(row).then(|| array.value(row))
 }
 
-/// The string arguments of one row, for [`map_strings`].
-struct Strings<'a> {
-    values: Vec<Option<&'a str>>,
-    row: usize,
-}
-
-impl<'a> std::ops::Deref for Strings<'a> {
-    type Target = [Option<&'a str>];
-    fn deref(&self) -> &Self::Target {
-        &self.values
-    }
-}
-
-/// A `varchar` result from each row's string arguments (the others are read by `f` itself).
-fn map_strings(args: &[Value], rows: usize, f: impl Fn(&Strings) -> Option<String>) -> Result<ArrayRef, Fault> {
+/// A `varchar` result, one row at a time: `f` gets the row's string arguments (`None` for a
+/// null, or for an argument of another type, which `f` reads itself with the row number)
+/// and writes the row's value into a buffer, returning false for a null. The buffers are
+/// reused from row to row: nothing is allocated per row.
+fn map_strings(
+    args: &[Value],
+    rows: usize,
+    f: impl Fn(&[Option<&str>], usize, &mut String) -> bool,
+) -> Result<ArrayRef, Fault> {
     let mut out = StringBuilder::with_capacity(rows, 0);
+    let strings: Vec<Option<Strings>> = args.iter().map(Strings::of).collect();
+    let mut values: Vec<Option<&str>> = Vec::with_capacity(args.len());
+    let mut buffer = String::new();
     for row in 0..rows {
-        let values = args
-            .iter()
-            .map(|arg| if arg.array().data_type() == &DataType::Utf8 { string_at(arg, row) } else { None })
-            .collect();
-        out.append_option(f(&Strings { values, row }));
+        values.clear();
+        values.extend(strings.iter().map(|strings| strings.and_then(|strings| strings.at(row))));
+        buffer.clear();
+        if f(&values, row, &mut buffer) {
+            out.append_value(&buffer);
+        } else {
+            out.append_null();
+        }
     }
     let array: StringArray = out.finish();
     Ok(Arc::new(array))
@@ -370,9 +425,10 @@ fn map_strings(args: &[Value], rows: usize, f: impl Fn(&Strings) -> Option<Strin
 /// A boolean of two `varchar` arguments (null when either is).
 fn test_strings(args: &[Value], rows: usize, f: impl Fn(&str, &str) -> bool) -> ArrayRef {
     let mut out = BooleanBuilder::with_capacity(rows);
+    let (first, second) = (args.first().and_then(Strings::of), args.get(1).and_then(Strings::of));
     for row in 0..rows {
-        let second = if args.len() > 1 { string_at(&args[1], row) } else { Some("") };
-        out.append_option(string_at(&args[0], row).zip(second).map(|(a, b)| f(a, b)));
+        let b = if args.len() > 1 { second.and_then(|strings| strings.at(row)) } else { Some("") };
+        out.append_option(first.and_then(|strings| strings.at(row)).zip(b).map(|(a, b)| f(a, b)));
     }
     Arc::new(out.finish())
 }

@@ -4,7 +4,11 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Datum, Int8Array, Scalar, UInt32Array, new_null_array};
+use arrow::array::{
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, Datum, Int8Array, PrimitiveArray, Scalar, UInt32Array,
+    downcast_primitive_array, new_null_array,
+};
+use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::compute::kernels::boolean::{and_kleene, is_not_null, is_null, not, or_kleene};
 use arrow::compute::kernels::{cmp, numeric, zip::zip};
 use arrow::compute::{cast, filter_record_batch, take};
@@ -351,8 +355,9 @@ impl Node {
                         continue;
                     }
                     let values = node.evaluate_where(batch, &rows_taken)?;
-                    result = zip(&rows_taken, &values, &result)?;
+                    result = select(&rows_taken, &values, &result)?;
                 }
+
                 Value::Array(result)
             }
             Node::Coalesce { args, .. } => {
@@ -365,7 +370,7 @@ impl Node {
                         break;
                     }
                     let values = arg.evaluate_where(batch, &missing)?;
-                    result = zip(&missing, &values, &result)?;
+                    result = select(&missing, &values, &result)?;
                 }
                 Value::Array(result)
             }
@@ -377,11 +382,12 @@ impl Node {
     }
 
     /// The node's values on the rows of `batch` where `rows` is true (no nulls in it); the
-    /// other rows are null, or whatever the node gives there when it cannot fail.
-    fn evaluate_where(&self, batch: &RecordBatch, rows: &BooleanArray) -> Result<ArrayRef, Fault> {
+    /// other rows are null, or whatever the node gives there when it cannot fail (a literal
+    /// stays a scalar: the kernels that take the value accept one).
+    fn evaluate_where(&self, batch: &RecordBatch, rows: &BooleanArray) -> Result<Value, Fault> {
         let count = rows.true_count();
         if count == rows.len() || !self.can_fail() {
-            return Ok(self.evaluate(batch)?.into_array(batch.num_rows())?);
+            return self.evaluate(batch);
         }
         let selected = filter_record_batch(batch, rows)?;
         let values = self.evaluate(&selected)?.into_array(count)?;
@@ -396,8 +402,48 @@ impl Node {
                 })
             })
             .collect();
-        Ok(take(&values, &indices, None)?)
+        Ok(Value::Array(take(&values, &indices, None)?))
     }
+}
+
+/// `truthy` where `mask` is true, else `falsy` (of the same type; `mask` has no nulls):
+/// Arrow's `zip`, with a fast path for fixed-width values, where `zip` copies each run of
+/// equal mask bits on its own and a mask that alternates costs a copy per row.
+pub(crate) fn select(mask: &BooleanArray, truthy: &Value, falsy: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+    fn primitive<T: ArrowPrimitiveType>(mask: &BooleanArray, truthy: &Value, f: &PrimitiveArray<T>) -> ArrayRef {
+        let t = truthy.array().as_primitive::<T>();
+        let bits = mask.values();
+        let values: Vec<T::Native> = if truthy.is_scalar() {
+            let t = t.values().first().copied().unwrap_or_default();
+            bits.iter().zip(f.values().iter()).map(|(take, f)| if take { t } else { *f }).collect()
+        } else {
+            bits.iter()
+                .zip(t.values().iter().zip(f.values().iter()))
+                .map(|(take, (t, f))| if take { *t } else { *f })
+                .collect()
+        };
+        let rows = values.len();
+        let valid = |array: &PrimitiveArray<T>, scalar: bool| -> BooleanBuffer {
+            match (array.nulls(), scalar) {
+                (None, _) => BooleanBuffer::new_set(rows),
+                (Some(nulls), false) => nulls.inner().clone(),
+                (Some(nulls), true) if nulls.is_valid(0) => BooleanBuffer::new_set(rows),
+                (Some(_), true) => BooleanBuffer::new_unset(rows),
+            }
+        };
+        let nulls = &(bits & &valid(t, truthy.is_scalar())) | &(&!bits & &valid(f, false));
+        let nulls = NullBuffer::new(nulls);
+        let nulls = (nulls.null_count() > 0).then_some(nulls);
+        Arc::new(PrimitiveArray::<T>::new(values.into(), nulls).with_data_type(f.data_type().clone()))
+    }
+    let scalar_fits = !truthy.is_scalar() || truthy.array().len() == 1;
+    if mask.null_count() == 0 && scalar_fits && truthy.array().data_type() == falsy.data_type() {
+        downcast_primitive_array!(
+            falsy => return Ok(primitive(mask, truthy, falsy)),
+            _ => {}
+        )
+    }
+    zip(mask, truthy, falsy)
 }
 
 /// True where `mask` is true; false where it is false or null.
@@ -418,8 +464,19 @@ fn normalized(value: Value) -> Result<Value, Fault> {
     }
 }
 
-/// A float array with canonical zeros and `NaN`s (see [`normalized`]); any other as is.
+/// A float array with canonical zeros and `NaN`s (see [`normalized`]); any other as is, and
+/// so is one that holds neither `-0.0` nor a `NaN` (found in one read, without a copy).
 pub(crate) fn canonical_floats(array: ArrayRef) -> ArrayRef {
+    let odd64 = |x: &f64| x.is_nan() || x.to_bits() == (-0.0f64).to_bits();
+    let odd32 = |x: &f32| x.is_nan() || x.to_bits() == (-0.0f32).to_bits();
+    let needed = match array.data_type() {
+        DataType::Float64 => array.as_primitive::<Float64Type>().values().iter().any(odd64),
+        DataType::Float32 => array.as_primitive::<Float32Type>().values().iter().any(odd32),
+        _ => false,
+    };
+    if !needed {
+        return array;
+    }
     match array.data_type() {
         DataType::Float64 => Arc::new(arrow::compute::kernels::arity::unary::<Float64Type, _, Float64Type>(
             array.as_primitive::<Float64Type>(),

@@ -294,3 +294,30 @@ fn the_deepest_accepted_expression_fits_a_small_stack() {
         .unwrap();
     assert_eq!(outcome.unwrap(), 4);
 }
+
+/// The fast path of `select` equals Arrow's `zip` on every kind of operand: arrays and
+/// scalars, with and without nulls, and a zoned timestamp keeps its type.
+#[test]
+fn select_equals_zip() {
+    use super::node::{Value, select};
+    use arrow::compute::kernels::zip::zip;
+    let mask = arrow::array::BooleanArray::from((0..50).map(|i| i % 3 == 0 || i % 7 == 1).collect::<Vec<_>>());
+    let values = |offset: i64| -> ArrayRef {
+        Arc::new(Int64Array::from((0..50).map(|i| (i % 5 != 2).then_some(i + offset)).collect::<Vec<_>>()))
+    };
+    let cases: Vec<(Value, ArrayRef)> = vec![
+        (Value::Array(values(100)), values(0)),
+        (Value::Scalar(Arc::new(Int64Array::from(vec![7]))), values(0)),
+        (Value::Scalar(Arc::new(Int64Array::from(vec![None::<i64>]))), values(0)),
+        (
+            Value::Array(Arc::new(TimestampMicrosecondArray::from(vec![1i64; 50]).with_timezone("Europe/Berlin"))),
+            Arc::new(TimestampMicrosecondArray::from(vec![Some(2i64); 50]).with_timezone("Europe/Berlin")),
+        ),
+    ];
+    for (truthy, falsy) in cases {
+        let fast = select(&mask, &truthy, &falsy).unwrap();
+        let reference = zip(&mask, &truthy, &falsy).unwrap();
+        assert_eq!(fast.as_ref(), reference.as_ref());
+        assert_eq!(fast.data_type(), falsy.data_type());
+    }
+}
