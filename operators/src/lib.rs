@@ -29,6 +29,7 @@ pub mod filter;
 pub mod fit;
 pub mod fit_columns;
 pub mod fitted_file;
+pub mod hash_encode;
 pub mod impute;
 pub mod linear_chain;
 pub mod mask;

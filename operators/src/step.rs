@@ -22,6 +22,7 @@ use crate::drop_nulls::DropNullsSpec;
 use crate::explain::ExplainSpec;
 use crate::filter::FilterSpec;
 use crate::fit::{FitStep, erase};
+use crate::hash_encode::HashEncodeSpec;
 use crate::impute::{BoundImpute, ImputeSpec};
 use crate::mask::MaskSpec;
 use crate::maxabs::MaxAbsSpec;
@@ -56,6 +57,7 @@ pub enum StepSpec {
     MaxAbs(MaxAbsSpec),
     RobustScale(RobustScaleSpec),
     Normalize(NormalizeSpec),
+    HashEncode(HashEncodeSpec),
     Clip(ClipSpec),
     Bucketize(BucketizeSpec),
     Ordinal(OrdinalSpec),
@@ -175,6 +177,7 @@ impl StepSpec {
             StepSpec::MaxAbs(_) => "maxabs",
             StepSpec::RobustScale(_) => "robust_scale",
             StepSpec::Normalize(_) => "normalize",
+            StepSpec::HashEncode(_) => "hash_encode",
             StepSpec::Ordinal(_) => "ordinal",
             StepSpec::Dedupe(_) => "dedupe",
             StepSpec::Check(_) => "check",
@@ -307,6 +310,7 @@ impl StepSpec {
             StepSpec::MaxAbs(spec) => Bound::Fit(erase(spec.bind(input)?)),
             StepSpec::RobustScale(spec) => Bound::Fit(erase(spec.bind(input)?)),
             StepSpec::Normalize(spec) => Bound::Map(Box::new(spec.bind(input)?)),
+            StepSpec::HashEncode(spec) => Bound::Map(Box::new(spec.bind(input)?)),
             StepSpec::Dedupe(spec) => Bound::Dedupe(spec.bind(input)?),
             StepSpec::Check(spec) => Bound::Check(spec.bind(input)?),
             StepSpec::Pca(spec) => Bound::Fit(erase(spec.bind(input)?)),

@@ -256,7 +256,13 @@ pub fn job(rng: &mut fastrand::Rng, schema: &SchemaRef) -> String {
     text.push_str("name = \"fuzz\"\n[source]\nuri = \"in/date={{ds}}/\"\n");
     for _ in 0..rng.usize(..7) {
         text.push_str("[[step]]\n");
-        let step = match rng.u8(..18) {
+        let step = match rng.u8(..19) {
+            18 => format!(
+                "op = \"hash_encode\"\ncolumns = {}\nn_features = {}\nkeep_inputs = {}\n",
+                some(rng, &[&strings[..], &numeric[..], &["ts"]].concat()),
+                pick(rng, &["1", "7", "64", "0", "70000"]),
+                rng.bool()
+            ),
             16 => format!(
                 "op = \"robust_scale\"\ncolumns = {}\nquantile_range = [{}.0, {}.0]\nexact = {}\n",
                 some(rng, &numeric),
