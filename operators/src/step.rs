@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::OpError;
 use crate::bound_step::BoundStep;
-use crate::bucketize::BucketizeSpec;
+use crate::bucketize::{BoundBucketize, BucketizeSpec};
 use crate::cast::CastSpec;
 use crate::check::{Check, CheckSpec};
 use crate::clip::{BoundClip, ClipSpec};
@@ -111,6 +111,7 @@ impl StepSpec {
             StepSpec::Ordinal(spec) => Some(&mut spec.fitted),
             StepSpec::MaxAbs(spec) => Some(&mut spec.fitted),
             StepSpec::RobustScale(spec) => Some(&mut spec.fitted),
+            StepSpec::Bucketize(spec) => Some(&mut spec.fitted),
             StepSpec::Explain(spec) => Some(&mut spec.fitted),
             _ => None,
         }
@@ -121,6 +122,7 @@ impl StepSpec {
     pub fn is_fitted(&self) -> bool {
         match self {
             StepSpec::Clip(spec) => spec.quantiles.is_some(),
+            StepSpec::Bucketize(spec) => spec.n_bins.is_some(),
             StepSpec::Impute(spec) => spec.strategy != crate::impute::ImputeStrategy::Constant,
             StepSpec::Standardize(_)
             | StepSpec::MinMax(_)
@@ -145,6 +147,7 @@ impl StepSpec {
             StepSpec::Ordinal(spec) => spec.fitted.as_deref(),
             StepSpec::MaxAbs(spec) => spec.fitted.as_deref(),
             StepSpec::RobustScale(spec) => spec.fitted.as_deref(),
+            StepSpec::Bucketize(spec) => spec.fitted.as_deref(),
             StepSpec::Explain(spec) => spec.fitted.as_deref(),
             _ => None,
         }
@@ -306,7 +309,10 @@ impl StepSpec {
                 BoundClip::Fitted(fit) => Bound::Fit(erase(fit)),
             },
             StepSpec::Ordinal(spec) => Bound::Fit(erase(spec.bind(input)?)),
-            StepSpec::Bucketize(spec) => Bound::Map(Box::new(spec.bind(input)?)),
+            StepSpec::Bucketize(spec) => match spec.bind(input)? {
+                BoundBucketize::Fixed(step) => Bound::Map(Box::new(step)),
+                BoundBucketize::Fitted(fit) => Bound::Fit(erase(fit)),
+            },
             StepSpec::MaxAbs(spec) => Bound::Fit(erase(spec.bind(input)?)),
             StepSpec::RobustScale(spec) => Bound::Fit(erase(spec.bind(input)?)),
             StepSpec::Normalize(spec) => Bound::Map(Box::new(spec.bind(input)?)),

@@ -1,16 +1,18 @@
-"""`robust_scale` against scikit-learn's RobustScaler and `normalize` against its Normalizer,
+"""`robust_scale` against scikit-learn's RobustScaler, `normalize` against its Normalizer and
+fitted `bucketize` against its KBinsDiscretizer,
 at one worker and at two processes of two workers. The data has more values than the
 quantile sketch holds (so the exact quantiles take later passes across workers), nulls, NaN,
 an integer column and a skewed column with a long tail; fitted parameters are reused on
 other data."""
 
 import json
+import warnings
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from sklearn.preprocessing import Normalizer, RobustScaler
+from sklearn.preprocessing import KBinsDiscretizer, Normalizer, RobustScaler
 
 from conftest import data_files, read_output, write_job
 from helpers import SHAPES_1_AND_2X2, shape_id
@@ -130,3 +132,32 @@ def test_normalize_equals_scikit_learn(weir, tmp_path, shape):
         np.testing.assert_allclose(mine[~missing], want, rtol=1e-12, atol=1e-15, err_msg=norm)
         # A row with a null in any of the columns has nulls in all of them.
         assert all(got.column(f"{norm}_{name}").null_count == int(missing.sum()) for name in "abc")
+
+
+@pytest.mark.parametrize("shape", SHAPES_1_AND_2X2, ids=shape_id)
+def test_fitted_buckets_equal_kbins_discretizer(weir, tmp_path, shape):
+    """`bucketize` with `n_bins` against KBinsDiscretizer(encode="ordinal"): `quantile` on a
+    skewed column (exact quantiles past the sketch) and on one of three distinct values (its
+    edges closer than 1e-8 dropped, so it gets fewer buckets), `uniform` on an integer column."""
+    data = write(tmp_path / "src", 17)
+    steps = (
+        '[[step]]\nop = "derive"\ncolumns = { few = "cast(b > 0 as double) + cast(b > 3 as double)" }\n'
+        '[[step]]\nop = "bucketize"\ncolumns = ["income", "few"]\nn_bins = 7\nstrategy = "quantile"\n'
+        '[[step]]\nop = "bucketize"\ncolumns = ["age"]\nn_bins = 4\nstrategy = "uniform"\noutput = "{col}_bin"\n'
+    )
+    text = f'name = "k"\n[source]\nuri = "{tmp_path / "src"}"\n{steps}[sink]\nuri = "{tmp_path / "out"}"\n'
+    weir("run", write_job(tmp_path / "job.toml", text), *shape, check=0)
+    got = read_output(tmp_path / "out").sort_by("id")
+    b = column(data, "b")
+    few = (b > 0).astype(float) + (b > 3).astype(float)  # three values, skewed: repeated quantiles
+    for name, strategy, bins in [("income", "quantile", 7), ("few", "quantile", 7), ("age_bin", "uniform", 4)]:
+        values = few if name == "few" else column(data, name.removesuffix("_bin"))
+        present = ~np.isnan(values)
+        options = {"quantile_method": "linear"} if strategy == "quantile" else {}
+        kbins = KBinsDiscretizer(n_bins=bins, encode="ordinal", strategy=strategy, subsample=None, **options)
+        want = np.full(len(values), np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "bins whose width are too small" for b
+            want[present] = kbins.fit(values[present][:, None]).transform(values[present][:, None])[:, 0]
+        np.testing.assert_array_equal(column(got, name), want, err_msg=name)
+    assert len(np.unique(column(got, "few"))) < 7  # few's repeated edges were dropped

@@ -256,7 +256,14 @@ pub fn job(rng: &mut fastrand::Rng, schema: &SchemaRef) -> String {
     text.push_str("name = \"fuzz\"\n[source]\nuri = \"in/date={{ds}}/\"\n");
     for _ in 0..rng.usize(..7) {
         text.push_str("[[step]]\n");
-        let step = match rng.u8(..19) {
+        let step = match rng.u8(..20) {
+            19 => format!(
+                "op = \"bucketize\"\ncolumns = {}\nn_bins = {}\nstrategy = \"{}\"\nexact = {}\n",
+                some(rng, &numeric),
+                pick(rng, &["1", "2", "5", "10001"]),
+                pick(rng, &["quantile", "uniform", "kmeans"]),
+                rng.bool()
+            ),
             18 => format!(
                 "op = \"hash_encode\"\ncolumns = {}\nn_features = {}\nkeep_inputs = {}\n",
                 some(rng, &[&strings[..], &numeric[..], &["ts"]].concat()),
