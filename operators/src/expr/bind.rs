@@ -213,14 +213,20 @@ impl<'a> Binder<'a> {
                 let SqlValue::SingleQuotedString(text) = &typed.value.value else {
                     return Err(self.error(expr, "a typed literal takes a 'string'"));
                 };
-                let literal = Typed { node: Node::Literal(Arc::new(StringArray::from(vec![text.as_str()]))), flex: Flex::String(text.clone()) };
+                let literal = Typed {
+                    node: Node::Literal(Arc::new(StringArray::from(vec![text.as_str()]))),
+                    flex: Flex::String(text.clone()),
+                };
                 Ok(Typed::fixed(self.convert(literal, &to, expr)?))
             }
             Expr::UnaryOp { op, expr: inner } => self.unary(expr, *op, inner),
             Expr::BinaryOp { left, op, right } => self.binary(expr, left, op, right),
             Expr::IsNull(inner) | Expr::IsNotNull(inner) => {
                 let input = self.bind(inner)?;
-                Ok(Typed::fixed(Node::IsNull { input: Box::new(input.node), negated: matches!(expr, Expr::IsNotNull(_)) }))
+                Ok(Typed::fixed(Node::IsNull {
+                    input: Box::new(input.node),
+                    negated: matches!(expr, Expr::IsNotNull(_)),
+                }))
             }
             Expr::In { expr: inner, target: InTarget::List(list), negated, .. } => {
                 if list.is_empty() || list.len() > MAX_ARGUMENTS {
@@ -240,7 +246,9 @@ impl<'a> Binder<'a> {
                 let both = Node::And(vec![low, high]);
                 Ok(Typed::fixed(if *negated { Node::Not(Box::new(both)) } else { both }))
             }
-            Expr::Case { operand, conditions, else_result, .. } => self.case(expr, operand.as_deref(), conditions, else_result.as_deref()),
+            Expr::Case { operand, conditions, else_result, .. } => {
+                self.case(expr, operand.as_deref(), conditions, else_result.as_deref())
+            }
             Expr::Cast { kind, expr: inner, data_type, format } => {
                 if format.is_some() || matches!(kind, CastKind::TryCast | CastKind::SafeCast) {
                     return Err(self.error(expr, "only cast(x as T) and x::T are supported"));
@@ -253,7 +261,12 @@ impl<'a> Binder<'a> {
             Expr::Extract { field, expr: inner, .. } => {
                 let field = self.field(expr, &field_name(field))?;
                 let input = self.temporal(inner)?;
-                Ok(self.call(expr, Function::DatePart(field), vec![input], if field == Field::Epoch { DataType::Float64 } else { DataType::Int64 }))
+                Ok(self.call(
+                    expr,
+                    Function::DatePart(field),
+                    vec![input],
+                    if field == Field::Epoch { DataType::Float64 } else { DataType::Int64 },
+                ))
             }
             Expr::Substring { expr: inner, substring_from, substring_for, .. } => {
                 let mut args = vec![self.string(inner)?];
@@ -286,10 +299,33 @@ impl<'a> Binder<'a> {
             Expr::Subquery(_) | Expr::Exists { .. } | Expr::In { .. } => {
                 Err(self.error(expr, "subqueries are not supported in expressions"))
             }
-            Expr::Like { .. } | Expr::ILike { .. } | Expr::SimilarTo { .. } | Expr::RLike { .. } => Err(self.error(
-                expr,
-                "like is not supported; use starts_with(s, 'prefix'), contains(s, 'part') or regexp_matches(s, 'pattern')",
-            )),
+            Expr::Like { negated, any: false, expr: inner, pattern, escape_char }
+            | Expr::ILike { negated, any: false, expr: inner, pattern, escape_char } => {
+                let input = self.string(inner)?;
+                let text = self.string_literal(pattern)?;
+                let escape = match escape_char.as_deref() {
+                    None => None,
+                    Some(escape) => {
+                        let escape = self.string_literal(escape)?;
+                        let mut chars = escape.chars();
+                        match (chars.next(), chars.next()) {
+                            (one, None) => one,
+                            _ => return Err(self.error(expr, "an escape is one character")),
+                        }
+                    }
+                };
+                let regex = super::functions::like_regex(&text, escape, matches!(expr, Expr::ILike { .. }))
+                    .map_err(|message| self.error(pattern, format!("invalid pattern: {message}")))?;
+                let like = self.call(expr, Function::Like(regex), vec![input], DataType::Boolean);
+                Ok(if *negated { Typed::fixed(Node::Not(Box::new(like.node))) } else { like })
+            }
+            Expr::Position { expr: part, r#in } => {
+                let args = vec![self.string(r#in)?, self.string(part)?];
+                Ok(self.call(expr, Function::StrPos, args, DataType::Int64))
+            }
+            Expr::Like { .. } | Expr::ILike { .. } | Expr::SimilarTo { .. } | Expr::RLike { .. } => {
+                Err(self.error(expr, "only [not] like / ilike 'pattern' [escape 'c'] is supported; see regexp_matches"))
+            }
             _ => Err(self.error(expr, format!("unsupported in expressions: {expr}"))),
         }
     }
@@ -885,6 +921,17 @@ impl<'a> Binder<'a> {
                 count(&[3])?;
                 let nodes = args.iter().map(|arg| self.string(arg)).collect::<Result<Vec<_>, _>>()?;
                 Ok(self.call(expr, Function::Replace, nodes, DataType::Utf8))
+            }
+            "left" | "right" => {
+                count(&[2])?;
+                let nodes = vec![self.string(args[0])?, self.integer(args[1])?];
+                let function = if name == "left" { Function::Left } else { Function::Right };
+                Ok(self.call(expr, function, nodes, DataType::Utf8))
+            }
+            "strpos" | "instr" => {
+                count(&[2])?;
+                let nodes = vec![self.string(args[0])?, self.string(args[1])?];
+                Ok(self.call(expr, Function::StrPos, nodes, DataType::Int64))
             }
             "starts_with" | "contains" => {
                 count(&[2])?;

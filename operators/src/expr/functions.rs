@@ -124,6 +124,14 @@ pub(crate) enum Function {
     StartsWith,
     Contains,
     RegexpMatches(regex::Regex),
+    /// `like` / `ilike`, the pattern compiled to an anchored regular expression.
+    Like(regex::Regex),
+    /// `left(s, n)`, `right(s, n)`: the first / last `n` characters (all but the last /
+    /// first `-n` for a negative `n`).
+    Left,
+    Right,
+    /// `strpos(s, part)`: the 1-based character position of `part` in `s`, 0 if absent.
+    StrPos,
     DatePart(Field),
     DateTrunc(Unit),
     DateDiff(Unit),
@@ -247,7 +255,28 @@ impl Function {
             })?,
             Function::StartsWith => test_strings(args, rows, |a, b| a.starts_with(b)),
             Function::Contains => test_strings(args, rows, |a, b| a.contains(b)),
-            Function::RegexpMatches(regex) => test_strings(args, rows, |a, _| regex.is_match(a)),
+            Function::RegexpMatches(regex) | Function::Like(regex) => {
+                test_strings(args, rows, |a, _| regex.is_match(a))
+            }
+            Function::Left | Function::Right => map_strings(args, rows, |values, row, out| {
+                let (Some(s), Some(n)) = (values[0], integer_at(&args[1], row)) else { return false };
+                let size = s.chars().count() as i64;
+                let keep = if n >= 0 { n.min(size) } else { (size + n).max(0) };
+                let (from, to) = if matches!(self, Function::Left) { (0, keep) } else { (size - keep, size) };
+                out.extend(s.chars().skip(from as usize).take((to - from) as usize));
+                true
+            })?,
+            Function::StrPos => {
+                let (strings, parts) = (Strings::of(arg(0)), Strings::of(arg(1)));
+                let positions: Int64Array = (0..rows)
+                    .map(|row| {
+                        let s = strings.and_then(|strings| strings.at(row))?;
+                        let part = parts.and_then(|parts| parts.at(row))?;
+                        Some(s.find(part).map_or(0, |at| s[..at].chars().count() as i64 + 1))
+                    })
+                    .collect();
+                Arc::new(positions)
+            }
             Function::DatePart(field) => return date_part_of(arg(0), *field),
             Function::DateTrunc(unit) => {
                 let timestamps = as_timestamps(arg(0).array())?;
@@ -431,6 +460,27 @@ fn test_strings(args: &[Value], rows: usize, f: impl Fn(&str, &str) -> bool) -> 
         out.append_option(first.and_then(|strings| strings.at(row)).zip(b).map(|(a, b)| f(a, b)));
     }
     Arc::new(out.finish())
+}
+
+/// A `like` pattern (`%` any run of characters, `_` one character, `escape` the character
+/// that makes the next one literal; no other escape, as in DuckDB) as an anchored regular
+/// expression, case-insensitive for `ilike`.
+pub(crate) fn like_regex(pattern: &str, escape: Option<char>, case_insensitive: bool) -> Result<regex::Regex, String> {
+    let mut out = String::from(if case_insensitive { "(?s)(?i)^" } else { "(?s)^" });
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if Some(c) == escape => match chars.next() {
+                Some(next) => out.push_str(&regex::escape(&next.to_string())),
+                None => return Err("the pattern ends with its escape character".into()),
+            },
+            '%' => out.push_str(".*"),
+            '_' => out.push('.'),
+            c => out.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    out.push('$');
+    regex::RegexBuilder::new(&out).size_limit(1 << 20).build().map_err(|error| error.to_string())
 }
 
 /// DuckDB's `lower`: one character for one.

@@ -17,7 +17,10 @@
 //!   `log10`, `log2`, `pow`/`power`, `round(x[, n])`, `floor`, `ceil`/`ceiling`, `sign`,
 //!   `greatest`, `least`;
 //! - strings: `lower`, `upper`, `trim`, `ltrim`, `rtrim`, `length`, `substr`/`substring`,
-//!   `concat`, `replace`, `starts_with`, `contains`, `regexp_matches` (the pattern a literal);
+//!   `left`, `right`, `strpos`/`position(part in s)`, `concat`, `replace`, `starts_with`,
+//!   `contains`, `regexp_matches` (RE2's ASCII `\w`, `\d`, `\s`, `\b`), `[not] like` and
+//!   `ilike` with an optional `escape` (patterns are literals; a backslash is an ordinary
+//!   character unless it is the `escape`, as in DuckDB);
 //! - dates and timestamps: `extract(field from x)` / `date_part('field', x)` (year, quarter,
 //!   month, week, day, dow, isodow, doy, hour, minute, second, epoch), `date_trunc('unit',
 //!   x)` (year, quarter, month, week, day, hour, minute, second), `date_diff('unit', a, b)`

@@ -191,6 +191,16 @@ fn string_functions_follow_duckdb() {
     assert_eq!(strings("replace(s, 'l', 'L')"), s(&[Some(" Ab "), Some("héLLo"), None, Some("")]));
     assert_eq!(bools("starts_with(s, 'hé')"), [Some(false), Some(true), None, Some(false)]);
     assert_eq!(bools("regexp_matches(s, 'l+o$')"), [Some(false), Some(true), None, Some(false)]);
+    // `like`: no escape but the one given (a backslash is an ordinary character).
+    assert_eq!(bools("s like '%l_o'"), [Some(false), Some(true), None, Some(false)]);
+    assert_eq!(bools("s ilike '%HÉ%'"), [Some(false), Some(true), None, Some(false)]);
+    assert_eq!(bools("s not like '%'"), [Some(false), Some(false), None, Some(false)]);
+    assert_eq!(bools("'a%' like 'a\\%'"), [Some(false); 4]);
+    assert_eq!(bools("'a%' like 'a!%' escape '!'"), [Some(true); 4]);
+    assert_eq!(strings("left(s, -1)"), s(&[Some(" Ab"), Some("héll"), None, Some("")]));
+    assert_eq!(strings("right(s, 2)"), s(&[Some("b "), Some("lo"), None, Some("")]));
+    assert_eq!(ints("strpos(s, 'l')"), [Some(0), Some(3), None, Some(0)]);
+    assert_eq!(ints("position('' in s)"), [Some(1), Some(1), None, Some(1)]);
 }
 
 #[test]

@@ -7,7 +7,10 @@
 use arrow::datatypes::{DataType, SchemaRef};
 
 /// Tokens the mutator inserts into filter expressions.
-pub const FILTER_TOKENS: [&[u8]; 40] = [
+pub const FILTER_TOKENS: [&[u8]; 43] = [
+    b" like '%_",
+    b" escape '",
+    b" ilike ",
     b"abs(",
     b"cast(",
     b" as bigint)",
@@ -199,6 +202,11 @@ fn atom(rng: &mut fastrand::Rng, columns: &[(String, DataType)]) -> String {
             format!("{name} {}in ({items})", if rng.bool() { "not " } else { "" })
         }
         4 => format!("{name} is {}null", if rng.bool() { "not " } else { "" }),
+        5 if rng.bool() => format!(
+            "{name} {}like '{}'",
+            if rng.bool() { "not " } else { "i" },
+            ["%a%", "_", "%!_%' escape '!", "\\%"][rng.usize(..4)]
+        ),
         5 => "active".to_string(),
         6 => format!("{} {op} {}", value(rng, &name, columns), literal(rng)),
         _ => format!("{name} {op} {}", literal(rng)),
@@ -213,7 +221,7 @@ fn value(rng: &mut fastrand::Rng, name: &str, columns: &[(String, DataType)]) ->
         "abs", "sqrt", "ln", "exp", "round", "floor", "sign", "lower", "upper", "trim", "length", "cbrt", "log10",
         "ceil", "log2", "-",
     ];
-    match rng.u8(..12) {
+    match rng.u8(..13) {
         0 => format!("{}({name})", FUNCTIONS[rng.usize(..FUNCTIONS.len())]),
         1 => format!("{name} {} {other}", ["+", "-", "*", "/", "//", "%", "||"][rng.usize(..7)]),
         2 => {
@@ -227,6 +235,7 @@ fn value(rng: &mut fastrand::Rng, name: &str, columns: &[(String, DataType)]) ->
         8 => format!("greatest({name}, {other})"),
         9 => format!("round({name}, {})", rng.i8(-20..20)),
         10 => format!("date_diff('{}', {name}, {other})", ["day", "month", "second"][rng.usize(..3)]),
+        11 => format!("left({name}, {}) || right({other}, -1)", rng.i8(-3..4)),
         _ => format!("nullif({name}, {other})"),
     }
 }
