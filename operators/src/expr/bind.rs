@@ -18,6 +18,7 @@ use sqlparser::ast::{
 use super::functions::{Field, Function, Unit};
 use super::node::{Arithmetic, Comparison, Node};
 use super::parse::{chain, expr_error, position};
+use super::value::sql_type;
 use crate::{OpError, selector};
 
 /// The most arguments a function call, `in` list or `case` may have.
@@ -25,29 +26,6 @@ const MAX_ARGUMENTS: usize = 1000;
 /// The deepest an expression may nest (`a + b + c` is two levels; `and` / `or` chains are
 /// flat): binding and evaluation recurse once per level, and must fit a thread's stack.
 pub const MAX_DEPTH: usize = 128;
-
-/// DuckDB's name of a type, for messages.
-pub fn sql_type(data_type: &DataType) -> String {
-    match data_type {
-        DataType::Boolean => "BOOLEAN".into(),
-        DataType::Int8 => "TINYINT".into(),
-        DataType::Int16 => "SMALLINT".into(),
-        DataType::Int32 => "INTEGER".into(),
-        DataType::Int64 => "BIGINT".into(),
-        DataType::UInt8 => "UTINYINT".into(),
-        DataType::UInt16 => "USMALLINT".into(),
-        DataType::UInt32 => "UINTEGER".into(),
-        DataType::UInt64 => "UBIGINT".into(),
-        DataType::Float32 => "FLOAT".into(),
-        DataType::Float64 => "DOUBLE".into(),
-        DataType::Utf8 => "VARCHAR".into(),
-        DataType::Date32 => "DATE".into(),
-        DataType::Timestamp(_, None) => "TIMESTAMP".into(),
-        DataType::Timestamp(_, Some(zone)) => format!("TIMESTAMP WITH TIME ZONE ({zone})"),
-        DataType::Null => "NULL".into(),
-        other => other.to_string(),
-    }
-}
 
 /// The type an expression reads a column of `data_type` as: strings as `varchar`, decimals
 /// as `double`, dates as `date`, timestamps in microseconds.

@@ -16,7 +16,7 @@ use arrow::datatypes::{DataType, Date32Type, Float32Type, Float64Type, TimeUnit,
 use arrow::error::ArrowError;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Timelike};
 
-use super::node::{Fault, Value, canonical_floats, overflow_or, select};
+use super::value::{Fault, Value, canonical_floats, overflow_or, select, sql_type};
 
 /// A field of `extract` / `date_part`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -708,7 +708,7 @@ pub(crate) fn cast_value(array: &ArrayRef, to: &DataType, text: &str) -> Result<
     if cast.null_count() > prepared.null_count() {
         let row = (0..cast.len()).find(|&row| prepared.is_valid(row) && cast.is_null(row));
         let row = if cast.len() > 1 { row } else { None };
-        return Err(Fault::data(text, format!("a value cannot be cast to {}", super::bind::sql_type(to)), row));
+        return Err(Fault::data(text, format!("a value cannot be cast to {}", sql_type(to)), row));
     }
     Ok(cast)
 }

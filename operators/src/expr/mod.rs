@@ -74,14 +74,16 @@ mod bind;
 mod functions;
 mod node;
 pub(crate) mod parse;
+mod value;
 
 use arrow::array::{Array, ArrayRef};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 use crate::OpError;
-pub use bind::{MAX_DEPTH, sql_type};
+pub use bind::MAX_DEPTH;
 use node::Node;
+pub use value::sql_type;
 
 /// An expression compiled against one input schema.
 #[derive(Debug)]

@@ -309,7 +309,7 @@ fn the_deepest_accepted_expression_fits_a_small_stack() {
 /// scalars, with and without nulls, and a zoned timestamp keeps its type.
 #[test]
 fn select_equals_zip() {
-    use super::node::{Value, select};
+    use super::value::{Value, select};
     use arrow::compute::kernels::zip::zip;
     let mask = arrow::array::BooleanArray::from((0..50).map(|i| i % 3 == 0 || i % 7 == 1).collect::<Vec<_>>());
     let values = |offset: i64| -> ArrayRef {
