@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::exact_quantile::ColumnQuantiles;
 use crate::fit::{Fit, FitShape};
 use crate::fit_columns::{
-    NumericColumns, PerColumn, all_missing, as_f64, no_infinity, numeric_columns, numeric_step_schema, replace_columns,
+    NumericColumns, PerColumn, all_missing, as_f64, numeric_columns, numeric_step_schema, replace_columns,
     schema_with_types,
 };
 use crate::{BoundStep, OpError};
@@ -54,10 +54,6 @@ pub enum Strategy {
     Uniform,
     #[default]
     Quantile,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// `op = "bucketize"`.
@@ -74,7 +70,7 @@ pub struct BucketizeSpec {
     #[serde(default)]
     pub strategy: Strategy,
     /// `quantile`: exact quantiles at any size (the default), or the sketch's.
-    #[serde(default = "yes")]
+    #[serde(default = "crate::fit_columns::default_true")]
     pub exact: bool,
     /// Reuse the boundaries of an earlier run's `_weir/fitted.json`.
     #[serde(default)]
@@ -190,13 +186,7 @@ impl Fit for BucketizeFit {
     }
 
     fn fold(&self, partial: &mut ColumnQuantiles, batch: &RecordBatch) -> Result<(), OpError> {
-        let mut values = Vec::new();
-        for (position, column) in self.columns.names.iter().enumerate() {
-            self.columns.present(batch, position, &mut values)?;
-            no_infinity(column, "bucket boundaries", values.iter().any(|v| v.is_infinite()))?;
-            partial.fold(position, &values);
-        }
-        Ok(())
+        self.columns.fold_quantiles(batch, partial, Some("bucket boundaries"))
     }
 
     fn merge(&self, into: &mut ColumnQuantiles, other: ColumnQuantiles) -> Result<(), OpError> {

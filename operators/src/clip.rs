@@ -139,12 +139,7 @@ impl Fit for ClipFit {
     }
 
     fn fold(&self, partial: &mut ColumnQuantiles, batch: &RecordBatch) -> Result<(), OpError> {
-        let mut values = Vec::new();
-        for position in 0..self.columns.names.len() {
-            self.columns.present(batch, position, &mut values)?;
-            partial.fold(position, &values);
-        }
-        Ok(())
+        self.columns.fold_quantiles(batch, partial, None)
     }
 
     fn merge(&self, into: &mut ColumnQuantiles, other: ColumnQuantiles) -> Result<(), OpError> {

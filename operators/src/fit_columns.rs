@@ -201,6 +201,11 @@ impl BoundStep for FloatColumnsMap {
     }
 }
 
+/// `true`, for a serde field that defaults to it (`#[serde(default = "…::default_true")]`).
+pub fn default_true() -> bool {
+    true
+}
+
 /// The input schema and per-column output types of a numeric fitted step over `selectors`.
 pub fn numeric_step_schema(selectors: &[String], input: &SchemaRef, op: &str) -> Result<NumericColumns, OpError> {
     let indices = numeric_columns(selectors, input, op)?;
@@ -236,6 +241,26 @@ impl NumericColumns {
             .column_by_name(name)
             .ok_or_else(|| OpError::Internal(format!("column '{name}' missing from a batch")))?;
         crate::stats::present_values(&as_f64(column)?, into);
+        Ok(())
+    }
+
+    /// Folds the present values of each column of `batch` into the column's quantile
+    /// partial; with `finite_for` (what the quantiles are for, in the message), an infinity
+    /// is an error naming the column.
+    pub fn fold_quantiles(
+        &self,
+        batch: &RecordBatch,
+        partial: &mut crate::exact_quantile::ColumnQuantiles,
+        finite_for: Option<&str>,
+    ) -> Result<(), OpError> {
+        let mut values = Vec::new();
+        for (position, column) in self.names.iter().enumerate() {
+            self.present(batch, position, &mut values)?;
+            if let Some(what) = finite_for {
+                no_infinity(column, what, values.iter().any(|v| v.is_infinite()))?;
+            }
+            partial.fold(position, &values);
+        }
         Ok(())
     }
 

@@ -33,10 +33,6 @@ use crate::{BoundStep, OpError};
 /// The most output columns a `hash_encode` step may write.
 pub const MAX_FEATURES: usize = 1 << 16;
 
-fn yes() -> bool {
-    true
-}
-
 fn hash_prefix() -> String {
     "hash".into()
 }
@@ -47,7 +43,7 @@ fn hash_prefix() -> String {
 pub struct HashEncodeSpec {
     pub columns: Vec<String>,
     pub n_features: usize,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::fit_columns::default_true")]
     pub alternate_sign: bool,
     #[serde(default = "hash_prefix")]
     pub output: String,

@@ -26,15 +26,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::exact_quantile::ColumnQuantiles;
 use crate::fit::{Fit, FitShape};
-use crate::fit_columns::{FloatTransform, NumericColumns, PerColumn, all_missing, no_infinity, numeric_step_schema};
+use crate::fit_columns::{FloatTransform, NumericColumns, PerColumn, all_missing, numeric_step_schema};
 use crate::{BoundStep, OpError};
 
 fn default_range() -> [f64; 2] {
     [25.0, 75.0]
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// `op = "robust_scale"`.
@@ -45,12 +41,12 @@ pub struct RobustScaleSpec {
     /// The percentiles whose distance is the scale, `0 <= low < high <= 100`.
     #[serde(default = "default_range")]
     pub quantile_range: [f64; 2],
-    #[serde(default = "yes")]
+    #[serde(default = "crate::fit_columns::default_true")]
     pub with_centering: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::fit_columns::default_true")]
     pub with_scaling: bool,
     /// Exact quantiles at any size (the default), or the sketch's beyond 8,192 values.
-    #[serde(default = "yes")]
+    #[serde(default = "crate::fit_columns::default_true")]
     pub exact: bool,
     /// Reuse the medians and ranges of an earlier run's `_weir/fitted.json`.
     #[serde(default)]
@@ -124,13 +120,7 @@ impl Fit for RobustScaleFit {
     }
 
     fn fold(&self, partial: &mut ColumnQuantiles, batch: &RecordBatch) -> Result<(), OpError> {
-        let mut values = Vec::new();
-        for (position, column) in self.columns.names.iter().enumerate() {
-            self.columns.present(batch, position, &mut values)?;
-            no_infinity(column, "median and quantile range", values.iter().any(|v| v.is_infinite()))?;
-            partial.fold(position, &values);
-        }
-        Ok(())
+        self.columns.fold_quantiles(batch, partial, Some("median and quantile range"))
     }
 
     fn merge(&self, into: &mut ColumnQuantiles, other: ColumnQuantiles) -> Result<(), OpError> {

@@ -246,7 +246,7 @@ impl Node {
             Node::Case { branches, otherwise, data_type } => {
                 let mut result = new_null_array(data_type, rows);
                 // Rows no earlier branch took.
-                let mut open = BooleanArray::from(vec![true; rows]);
+                let mut open = BooleanArray::new(arrow::buffer::BooleanBuffer::new_set(rows), None);
                 let mut taken: Vec<(BooleanArray, &Node)> = Vec::with_capacity(branches.len() + 1);
                 for (when, then) in branches {
                     if open.true_count() == 0 {
