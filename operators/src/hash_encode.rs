@@ -4,7 +4,7 @@
 //! [[step]]
 //! op = "hash_encode"
 //! columns = ["city", "device", "clicks"]
-//! n_features = 64            # output columns hash_0 … hash_63
+//! n_features = 64            # output columns hash_0 … hash_63 (at most 1,024)
 //! # alternate_sign = true
 //! # output = "hash"
 //! # keep_inputs = false
@@ -30,8 +30,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{BoundStep, OpError};
 
-/// The most output columns a `hash_encode` step may write.
-pub const MAX_FEATURES: usize = 1 << 16;
+/// The most output columns a `hash_encode` step may write: each is a dense `Float64` column,
+/// so a batch of 8,192 rows holds `8 * 8192 * n_features` bytes of them (64 MiB at this
+/// bound; a job definition must not be able to ask for gigabytes per batch).
+pub const MAX_FEATURES: usize = 1 << 10;
 
 fn hash_prefix() -> String {
     "hash".into()

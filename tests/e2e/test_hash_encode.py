@@ -74,4 +74,4 @@ def test_hash_encode_refuses_what_it_cannot_hash(weir, tmp_path):
     proc = weir("validate", write_job(tmp_path / "job.toml", text), check=2)
     assert "column 'tags'" in proc.stderr and "step 1 (hash_encode)" in proc.stderr
     proc = weir("validate", write_job(tmp_path / "zero.toml", text.replace("n_features = 4", "n_features = 0")), check=2)
-    assert "n_features must be within 1 and 65536" in proc.stderr
+    assert "n_features must be within 1 and 1024" in proc.stderr

@@ -561,9 +561,9 @@ fn from_local(time: NaiveDateTime, zone: &Option<arrow::array::timezone::Tz>) ->
         chrono::LocalResult::Single(instant) => Some(instant.timestamp_micros()),
         chrono::LocalResult::Ambiguous(_, later) => Some(later.timestamp_micros()),
         chrono::LocalResult::None => {
-            let before = zone.offset_from_utc_datetime(&(time - Duration::days(1)));
+            let before = zone.offset_from_utc_datetime(&time.checked_sub_signed(Duration::days(1))?);
             let seconds = chrono::Offset::fix(&before).local_minus_utc();
-            Some((time - Duration::seconds(i64::from(seconds))).and_utc().timestamp_micros())
+            Some(time.checked_sub_signed(Duration::seconds(i64::from(seconds)))?.and_utc().timestamp_micros())
         }
     }
 }
@@ -584,7 +584,7 @@ fn truncate_local(time: NaiveDateTime, unit: Unit) -> Option<NaiveDateTime> {
         Unit::Year => day(NaiveDate::from_ymd_opt(date.year(), 1, 1)?),
         Unit::Quarter => day(NaiveDate::from_ymd_opt(date.year(), (date.month() - 1) / 3 * 3 + 1, 1)?),
         Unit::Month => day(NaiveDate::from_ymd_opt(date.year(), date.month(), 1)?),
-        Unit::Week => day(date - Duration::days(i64::from(date.weekday().num_days_from_monday()))),
+        Unit::Week => day(date.checked_sub_signed(Duration::days(i64::from(date.weekday().num_days_from_monday())))?),
         Unit::Day => day(date),
         Unit::Hour => date.and_hms_opt(time.hour(), 0, 0),
         Unit::Minute => date.and_hms_opt(time.hour(), time.minute(), 0),
@@ -643,7 +643,8 @@ fn date_part_of(value: &Value, field: Field) -> Result<Value, Fault> {
 /// `date_diff(unit, a, b)`: how many `unit` boundaries lie between `a` and `b` (DuckDB's
 /// rule; weeks are whole 7-day spans). Days and longer count on the calendar of the
 /// timestamps' zone; hours, minutes and seconds count the time elapsed between the two
-/// truncated to the unit, so a clock change counts as it passed (as DuckDB's ICU does).
+/// truncated to the unit, so a clock change counts as it passed (as DuckDB's ICU does). A
+/// span past 64 bits of microseconds (timestamps 500,000 years apart) is null.
 fn date_diff(a: &Value, b: &Value, rows: usize, unit: Unit) -> Result<ArrayRef, Fault> {
     let (a, b) = (as_timestamps(&a.clone().into_array(rows)?)?, as_timestamps(&b.clone().into_array(rows)?)?);
     let zone = zone_of(a.data_type())?;
@@ -656,7 +657,7 @@ fn date_diff(a: &Value, b: &Value, rows: usize, unit: Unit) -> Result<ArrayRef, 
             let months = |t: NaiveDateTime| i64::from(t.year()) * 12 + i64::from(t.month0());
             let days = (b.date() - a.date()).num_days();
             let span = |size: i64| -> Option<i64> {
-                Some((truncate(b_micros, unit, &zone)? - truncate(a_micros, unit, &zone)?).div_euclid(size))
+                Some(truncate(b_micros, unit, &zone)?.checked_sub(truncate(a_micros, unit, &zone)?)?.div_euclid(size))
             };
             Some(match unit {
                 Unit::Year => i64::from(b.year()) - i64::from(a.year()),

@@ -331,3 +331,34 @@ fn select_equals_zip() {
         assert_eq!(fast.data_type(), falsy.data_type());
     }
 }
+
+/// Timestamps at the ends of what chrono represents (year -262143 and +262142) neither panic
+/// nor wrap in the date functions: a result past the range is null.
+#[test]
+fn extreme_timestamps_give_nulls_not_panics() {
+    let (min, max) = (
+        chrono::NaiveDateTime::MIN.and_utc().timestamp_micros(),
+        chrono::NaiveDateTime::MAX.and_utc().timestamp_micros(),
+    );
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("a", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+        Field::new("b", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+    ]));
+    let input = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(TimestampMicrosecondArray::from(vec![min, max])),
+            Arc::new(TimestampMicrosecondArray::from(vec![max, min])),
+        ],
+    )
+    .unwrap();
+    let micros = |text: &str| {
+        let values = Expression::compile(text, &input.schema()).unwrap().evaluate(&input).unwrap();
+        arrow::compute::cast(&values, &DataType::Int64).unwrap().as_primitive::<Int64Type>().iter().collect::<Vec<_>>()
+    };
+    // The span overflows a 64-bit count of microseconds: null, not a wrapped number.
+    assert_eq!(micros("date_diff('second', a, b)"), [None, None]);
+    // The week of the earliest representable day starts before it: null.
+    assert_eq!(micros("date_trunc('week', a)")[0], None);
+    assert_eq!(micros("date_diff('year', a, b)"), [Some(524_285), Some(-524_285)]);
+}
