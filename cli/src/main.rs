@@ -1038,6 +1038,7 @@ fn run(
         run_in_process(plan, ClusterSetup::SingleProcess { workers: shape.workers }, runtime, &view, None, stop)
     } else {
         let (sink, attempt) = (plan.sink.clone(), plan.attempt.clone());
+        let rejects = plan.rejects.as_ref().map(|rejects| rejects.output.clone());
         drop(plan);
         let launch = LaunchPlan {
             job_path: path,
@@ -1047,6 +1048,7 @@ fn run(
             force: shape.force,
             base_dir: base_dir.as_deref(),
             sink,
+            rejects,
             attempt,
             runtime,
             stop,

@@ -18,6 +18,9 @@
 //!    `_weir/manifest.json` and `_SUCCESS` last, and delete the decision.
 //! 5. A run that fails or is cancelled deletes its own directory and nothing else.
 //!
+//! A run with a rejects output (`sink.rejects`) holds both prefixes' leases and commits
+//! both as one: see [`commit`].
+//!
 //! Readers see the previous output, untouched, until publishing starts; publishing is a
 //! few metadata operations (local renames, or server-side copies on S3). A run killed while
 //! publishing leaves its decision behind, and the next run to take the lease completes
@@ -27,11 +30,13 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::lease::Lease;
+use crate::lease::remove_attempt;
 use crate::listing::list_all;
 use crate::manifest::Manifest;
 use crate::objects::{delete_objects, read_json};
 pub use crate::publication::{
-    COMMIT_FILE, CommitRecord, FITTED_FILE, MANIFEST_FILE, RUNS_DIR, SUCCESS_FILE, complete_decided, publish,
+    COMMIT_FILE, CommitRecord, FITTED_FILE, LinkedDecision, MANIFEST_FILE, RUNS_DIR, SUCCESS_FILE, decision_path,
+    publish,
 };
 use crate::publication::{exists, put};
 use crate::{ConnectorError, Location};
@@ -107,19 +112,91 @@ pub struct CommitFailure {
     pub decided: bool,
 }
 
+/// The rejects output (`sink.rejects`) a run commits with its main output: the lease the run
+/// holds on it and what to publish there.
+pub struct RejectsCommit<'a> {
+    pub output: &'a Location,
+    pub lease: &'a Lease,
+    pub record: CommitRecord,
+}
+
 /// Step 4 of the protocol: records the decision under the lease's directory, publishes it,
 /// and removes the decision.
-pub async fn commit(output: &Location, lease: &Lease, record: &CommitRecord) -> Result<(), CommitFailure> {
+///
+/// With a rejects output, two prefixes commit as one. The rejects output's decision is
+/// written first, as a *conditional* one naming the main output's decision
+/// ([`CommitRecord::condition`]); then the main output's decision, naming the rejects one
+/// ([`CommitRecord::rejects`]), is the commit point. Publication goes main, then rejects;
+/// the rejects decision is removed before the main one, so that while a conditional
+/// decision exists, the main decision it names exists if and only if the run committed.
+/// Whoever next holds either prefix resolves a dead run's decisions by that rule
+/// ([`crate::lease`]): on the rejects prefix, publish if the main decision exists, else
+/// discard; on the main prefix, publish, then take the rejects prefix's lease (whose
+/// clean-up publishes the rejects) before removing the main decision.
+pub async fn commit(
+    output: &Location,
+    lease: &Lease,
+    record: &CommitRecord,
+    rejects: Option<RejectsCommit<'_>>,
+) -> Result<(), CommitFailure> {
     let undecided = |error| CommitFailure { error, decided: false };
+    let mut main = record.clone();
+    let rejects = rejects.map(|rejects| {
+        main.rejects = Some(LinkedDecision::new(rejects.output, rejects.lease.attempt()));
+        let mut record = rejects.record;
+        record.condition = Some(LinkedDecision::new(output, lease.attempt()));
+        (rejects.output, rejects.lease, record)
+    });
     lease.check().await.map_err(undecided)?;
-    let decision = output.join(&format!("{}/{COMMIT_FILE}", lease.directory()));
-    let json = serde_json::to_vec_pretty(record)
-        .map_err(|e| undecided(ConnectorError::Invalid { uri: output.uri(), message: e.to_string() }))?;
-    put(output, &decision, json).await.map_err(undecided)?;
+    if let Some((rejects_output, rejects_lease, rejects_record)) = &rejects {
+        rejects_lease.check().await.map_err(undecided)?;
+        let decision = decision_path(rejects_output, rejects_lease.attempt());
+        put(rejects_output, &decision, to_json(rejects_output, rejects_record).map_err(undecided)?)
+            .await
+            .map_err(undecided)?;
+        fail::fail_point!("rejects-prepared");
+    }
+    let decision = decision_path(output, lease.attempt());
+    put(output, &decision, to_json(output, &main).map_err(undecided)?).await.map_err(undecided)?;
     fail::fail_point!("commit-decided");
     let decided = |error| CommitFailure { error, decided: true };
-    publish(output, record).await.map_err(decided)?;
+    publish(output, &main).await.map_err(decided)?;
+    if let Some((rejects_output, rejects_lease, rejects_record)) = &rejects {
+        fail::fail_point!("main-published");
+        publish(rejects_output, rejects_record).await.map_err(decided)?;
+        let rejects_decision = decision_path(rejects_output, rejects_lease.attempt());
+        delete_objects(rejects_output, &[rejects_decision]).await.map_err(decided)?;
+    }
     delete_objects(output, &[decision]).await.map_err(decided)
+}
+
+fn to_json(output: &Location, record: &CommitRecord) -> Result<Vec<u8>, ConnectorError> {
+    serde_json::to_vec_pretty(record).map_err(|e| ConnectorError::Invalid { uri: output.uri(), message: e.to_string() })
+}
+
+/// Completes the commit that `attempt` decided, if it decided one: what a launcher (or the
+/// service, after a restart) does when the process that was publishing died. A rejects
+/// output committed with it is completed too, and its attempt's directory removed. Returns
+/// the committed manifest. A rejects output's conditional decision whose main output did not
+/// decide is not a commit (`None`).
+pub async fn complete_decided(output: &Location, attempt: &str) -> Result<Option<Manifest>, ConnectorError> {
+    let decision = decision_path(output, attempt);
+    let Some(record) = read_json::<CommitRecord>(output, &decision).await? else { return Ok(None) };
+    if let Some(main) = &record.condition
+        && !main.is_decided(output).await?
+    {
+        return Ok(None);
+    }
+    publish(output, &record).await?;
+    if let Some(link) = &record.rejects {
+        let rejects = link.output(output)?;
+        if let Some(linked) = read_json::<CommitRecord>(&rejects, &decision_path(&rejects, &link.attempt)).await? {
+            publish(&rejects, &linked).await?;
+        }
+        remove_attempt(&rejects, &link.attempt).await?;
+    }
+    delete_objects(output, &[decision]).await?;
+    Ok(Some(record.manifest))
 }
 
 /// Checks, under the lease, that appending `new_files` with `schema` to the committed
@@ -217,6 +294,7 @@ mod tests {
             stages: vec![],
             passes: 1,
             checks: vec![],
+            rejects: None,
             partition_by: vec![],
             generation: 1,
             ledger: vec![],
@@ -277,13 +355,15 @@ mod tests {
         let lease = Lease::acquire(&output, Claim::new("new", "new.00000001", DEFAULT_LEASE_TTL)).await.unwrap();
         touch(dir.path(), "_weir/runs/new.00000001/part-00000.parquet");
         let record = CommitRecord {
+            rejects: None,
+            condition: None,
             manifest: manifest("new", &["part-00000-new.parquet"]),
             fitted: None,
             fitted_staged: None,
             delete: vec!["part-00000-old.parquet".into()],
             publish: vec![("_weir/runs/new.00000001/part-00000.parquet".into(), "part-00000-new.parquet".into())],
         };
-        commit(&output, &lease, &record).await.unwrap();
+        commit(&output, &lease, &record, None).await.unwrap();
         lease.release().await;
         assert_eq!(
             names(dir.path()),
@@ -302,6 +382,8 @@ mod tests {
         touch(dir.path(), "_weir/manifest.json#notes");
         touch(dir.path(), "_weir/runs/r.00000001/part-00000.parquet");
         let record = CommitRecord {
+            rejects: None,
+            condition: None,
             manifest: manifest("r", &["part-00000-r.parquet"]),
             fitted: None,
             fitted_staged: None,
@@ -315,6 +397,59 @@ mod tests {
         assert!(dir.path().join("_SUCCESS").exists() && dir.path().join("_weir/manifest.json").exists());
     }
 
+    fn staged_record(run_id: &str, attempt: &str) -> CommitRecord {
+        CommitRecord {
+            rejects: None,
+            condition: None,
+            manifest: manifest(run_id, &[&format!("part-00000-{run_id}.parquet")]),
+            fitted: None,
+            fitted_staged: None,
+            delete: vec![],
+            publish: vec![(format!("{RUNS_DIR}/{attempt}/part-00000.staged"), format!("part-00000-{run_id}.parquet"))],
+        }
+    }
+
+    /// A launcher completing a run killed after its main decision publishes the rejects
+    /// output too (its conditional decision holds), and removes the rejects attempt; a
+    /// conditional decision whose main output never decided is no commit.
+    #[tokio::test]
+    async fn completing_a_decided_commit_completes_its_rejects_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = |name: &str| Location::parse(dir.path().join(name).to_str().unwrap(), &StorageOptions::default());
+        let (main, rejects) = (local("main").unwrap(), local("rejects").unwrap());
+        let attempt = "r.00000001";
+        for name in ["main", "rejects"] {
+            touch(&dir.path().join(name), &format!("{RUNS_DIR}/{attempt}/part-00000.staged"));
+            touch(&dir.path().join(name), &format!("{RUNS_DIR}/{attempt}/claim.json"));
+        }
+        let put_record = |output: &Location, record: &CommitRecord| {
+            let path = output.local_file(&decision_path(output, attempt)).unwrap();
+            std::fs::write(path, serde_json::to_vec(record).unwrap()).unwrap();
+        };
+        let conditional =
+            CommitRecord { condition: Some(LinkedDecision::new(&main, attempt)), ..staged_record("r", attempt) };
+        put_record(&rejects, &conditional);
+        // The main output never decided: the conditional decision is no commit.
+        assert_eq!(complete_decided(&rejects, attempt).await.unwrap(), None);
+        assert_eq!(complete_decided(&main, attempt).await.unwrap(), None);
+        assert!(!dir.path().join("rejects/_SUCCESS").exists());
+
+        let decided =
+            CommitRecord { rejects: Some(LinkedDecision::new(&rejects, attempt)), ..staged_record("r", attempt) };
+        put_record(&main, &decided);
+        let manifest = complete_decided(&main, attempt).await.unwrap().unwrap();
+        assert_eq!(manifest.run_id, "r");
+        for name in ["main", "rejects"] {
+            let names = names(&dir.path().join(name));
+            assert!(
+                names.contains(&"part-00000-r.parquet".to_string()) && names.contains(&"_SUCCESS".to_string()),
+                "{name}: {names:?}"
+            );
+        }
+        assert!(!dir.path().join(format!("rejects/{RUNS_DIR}/{attempt}")).exists(), "the rejects attempt is removed");
+        assert!(!dir.path().join(format!("main/{RUNS_DIR}/{attempt}/{COMMIT_FILE}")).exists());
+    }
+
     /// A decision that an earlier build recorded for run id `v1.` (`part-00000-v1..parquet`)
     /// is carried out, and a record with a traversing name deletes nothing.
     #[tokio::test]
@@ -325,6 +460,8 @@ mod tests {
         touch(dir.path(), "_SUCCESS");
         touch(dir.path(), "_weir/runs/v1..00000001/part-00000.parquet");
         let bad = CommitRecord {
+            rejects: None,
+            condition: None,
             manifest: manifest("x", &["part-00000-x.parquet"]),
             fitted: None,
             fitted_staged: None,
@@ -341,6 +478,8 @@ mod tests {
             ["_SUCCESS", "_weir/runs/v1..00000001/part-00000.parquet", "part-00000-old.parquet"]
         );
         let wedged = CommitRecord {
+            rejects: None,
+            condition: None,
             manifest: manifest("v1.", &["part-00000-v1..parquet"]),
             fitted: None,
             fitted_staged: None,

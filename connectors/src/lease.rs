@@ -32,7 +32,9 @@
 //! older, and A loses by rule 2; or tied, and A loses by rule 3 or waits, by rule 4, for
 //! B's heartbeat and then loses by rule 1. A loser deletes its claim and exits with an error
 //! that names the holder. Attempts that are not live (killed runs) are ignored, and the
-//! winner removes their directories, first completing a commit one of them had decided.
+//! winner removes their directories, first completing a commit one of them had decided
+//! (and, for a run with a rejects output, resolving the linked decision by the rules of
+//! [`crate::commit::commit`]).
 //!
 //! A holder that cannot renew its heartbeat for most of its time to live stops: [`Lease::check`]
 //! fails before anything is published. A process frozen past its lease and resumed could
@@ -149,7 +151,7 @@ pub async fn lease_state(output: &Location) -> Result<LeaseState, ConnectorError
     let now = now.max(Utc::now());
     let mut state = LeaseState::default();
     for (attempt, objects) in &attempts {
-        if objects.commit {
+        if objects.commit && is_commit(output, attempt).await? {
             state.interrupted_commit = Some(attempt.clone());
         }
         let (Some(_), Some(heartbeat)) = (objects.claim, objects.heartbeat) else { continue };
@@ -162,6 +164,17 @@ pub async fn lease_state(output: &Location) -> Result<LeaseState, ConnectorError
         }
     }
     Ok(state)
+}
+
+/// Whether `attempt`'s decision commits: any main decision, and a rejects output's
+/// conditional one whose main decision exists (else the run did not commit, and the next
+/// run discards it).
+async fn is_commit(output: &Location, attempt: &str) -> Result<bool, ConnectorError> {
+    match read_json::<CommitRecord>(output, &attempt_path(output, attempt, COMMIT_FILE)).await? {
+        Some(CommitRecord { condition: Some(main), .. }) => main.is_decided(output).await,
+        Some(_) => Ok(true),
+        None => Ok(false),
+    }
 }
 
 /// A held lease on an output prefix. Its heartbeat runs on the tokio runtime until
@@ -209,7 +222,10 @@ impl Lease {
         let last_renewed = Arc::new(Mutex::new(Instant::now()));
         let heartbeat = tokio::spawn(renew(output.clone(), heartbeat_path, ttl, last_renewed.clone()));
         let lease = Lease { output: output.clone(), claim, ttl, last_renewed, heartbeat };
-        lease.clean_up_dead_attempts().await?;
+        if let Err(error) = lease.clean_up_dead_attempts().await {
+            lease.release().await;
+            return Err(error);
+        }
         Ok(lease)
     }
 
@@ -286,8 +302,7 @@ impl Lease {
             if objects.commit {
                 let record_path = attempt_path(&self.output, attempt, COMMIT_FILE);
                 if let Some(record) = read_json::<CommitRecord>(&self.output, &record_path).await? {
-                    tracing::warn!(%attempt, "completing the commit an earlier run decided but did not finish");
-                    publish(&self.output, &record).await?;
+                    self.complete_dead_decision(attempt, &record).await?;
                 }
             }
             tracing::info!(%attempt, "removing what a dead run left");
@@ -306,6 +321,32 @@ impl Lease {
                     delete_local_leftovers(&self.output, &self.output.join(&format!("{RUNS_DIR}/{name}")))?;
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl Lease {
+    /// Completes what the dead `attempt` decided (see [`crate::commit::commit`] for the rules
+    /// of a rejects output's decisions): a rejects output's conditional decision is
+    /// published only if its main output's decision exists; a main output's decision is
+    /// published, and then, if it names a rejects output, that prefix's lease is taken with
+    /// this lease's claim, so that its own clean-up publishes the rejects (the main decision
+    /// still exists until this attempt's directory goes) before the lease is released.
+    async fn complete_dead_decision(&self, attempt: &str, record: &CommitRecord) -> Result<(), ConnectorError> {
+        if let Some(main) = &record.condition
+            && !main.is_decided(&self.output).await?
+        {
+            tracing::info!(%attempt, "discarding the rejects of a run that did not commit");
+            return Ok(());
+        }
+        tracing::warn!(%attempt, "completing the commit an earlier run decided but did not finish");
+        publish(&self.output, record).await?;
+        if let Some(link) = &record.rejects {
+            let rejects = link.output(&self.output)?;
+            let claim = Claim::new(&self.claim.run_id, &self.claim.attempt, self.ttl);
+            let lease = Box::pin(Lease::acquire(&rejects, claim)).await?;
+            lease.release().await;
         }
         Ok(())
     }

@@ -164,6 +164,20 @@ impl Location {
         self.root.starts_with("s3://")
     }
 
+    /// True when `other` is in the same store: the local filesystem, or the same bucket.
+    pub fn same_store(&self, other: &Location) -> bool {
+        self.root == other.root
+    }
+
+    /// Another location in this location's store: `path` in the store (as [`Location::path`]
+    /// writes it), for a place that one output's metadata records of another (the rejects
+    /// output of a commit, see [`crate::commit`]).
+    pub fn at_path(&self, path: &str) -> Result<Location, ConnectorError> {
+        let path = Path::parse(path)
+            .map_err(|e| ConnectorError::InvalidUri { uri: path.to_string(), reason: e.to_string() })?;
+        Ok(Location { path, trailing_slash: true, ..self.clone() })
+    }
+
     /// True when `other` is this location or lies under it.
     pub fn contains(&self, other: &Location) -> bool {
         self.root == other.root && other.path.prefix_matches(&self.path)

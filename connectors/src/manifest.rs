@@ -62,6 +62,17 @@ pub struct Manifest {
     /// `on_fail = "warn"` included).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckResult>,
+    /// `sink.rejects`: where this run's rejected rows were committed, and how many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejects: Option<RejectsInfo>,
+}
+
+/// The rejects output a run committed with its main output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RejectsInfo {
+    pub uri: String,
+    /// The rows this run rejected.
+    pub rows: u64,
 }
 
 /// The result of one expectation of a `check` step over the step's whole input. Every

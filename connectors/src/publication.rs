@@ -9,7 +9,7 @@ use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::Manifest;
-use crate::objects::{delete_local_put_leftovers, delete_objects, read_json, refuse_local_links};
+use crate::objects::{delete_local_put_leftovers, delete_objects, refuse_local_links};
 use crate::{ConnectorError, Location};
 
 /// Where runs keep their claims, heartbeats and staged files, relative to the output.
@@ -41,6 +41,44 @@ pub struct CommitRecord {
     pub delete: Vec<String>,
     /// `(staged, final)` paths, relative to the prefix.
     pub publish: Vec<(String, String)>,
+    /// On a main output's decision: the rejects output committed with it (`sink.rejects`),
+    /// whose own decision waits on this one ([`crate::commit`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejects: Option<LinkedDecision>,
+    /// On a rejects output's decision: the main output's decision it waits on. It is
+    /// published only if that decision was written: the run committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<LinkedDecision>,
+}
+
+/// The decision of one attempt in another output prefix of the same store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkedDecision {
+    /// The other prefix's path in the store ([`Location::path`]).
+    pub path: String,
+    pub attempt: String,
+}
+
+impl LinkedDecision {
+    pub fn new(output: &Location, attempt: &str) -> LinkedDecision {
+        LinkedDecision { path: output.path().to_string(), attempt: attempt.to_string() }
+    }
+
+    /// The other prefix, in `near`'s store.
+    pub fn output(&self, near: &Location) -> Result<Location, ConnectorError> {
+        near.at_path(&self.path)
+    }
+
+    /// Whether the linked attempt's decision is written (and not yet removed).
+    pub async fn is_decided(&self, near: &Location) -> Result<bool, ConnectorError> {
+        let output = self.output(near)?;
+        exists(&output, &decision_path(&output, &self.attempt)).await
+    }
+}
+
+/// Where `attempt` writes its decision under `output`.
+pub fn decision_path(output: &Location, attempt: &str) -> Path {
+    output.join(&format!("{RUNS_DIR}/{attempt}/{COMMIT_FILE}"))
 }
 
 /// Carries out a decided commit. Idempotent: a step already done is skipped, so a run that
@@ -112,16 +150,6 @@ pub async fn publish(output: &Location, record: &CommitRecord) -> Result<(), Con
         .map_err(|e| ConnectorError::Invalid { uri: output.uri(), message: e.to_string() })?;
     put(output, &output.join(MANIFEST_FILE), manifest).await?;
     put(output, &output.join(SUCCESS_FILE), Vec::new()).await
-}
-
-/// Completes the commit that `attempt` decided, if it decided one: what a launcher does
-/// when the process that was publishing died. Returns the committed manifest.
-pub async fn complete_decided(output: &Location, attempt: &str) -> Result<Option<Manifest>, ConnectorError> {
-    let decision = output.join(&format!("{RUNS_DIR}/{attempt}/{COMMIT_FILE}"));
-    let Some(record) = read_json::<CommitRecord>(output, &decision).await? else { return Ok(None) };
-    publish(output, &record).await?;
-    delete_objects(output, &[decision]).await?;
-    Ok(Some(record.manifest))
 }
 
 /// A name Weir gives part files: `part-…` at the top of the prefix, or in partition

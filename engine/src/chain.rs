@@ -29,6 +29,10 @@ pub(crate) struct SourceBatch {
     /// The source's column chunks the shard's read fetched, on the shard's first batch
     /// when the sink copies unchanged columns' chunks ([`weir_connectors::chunk_copy`]).
     pub fetched: Option<Arc<FetchedChunks>>,
+    /// The rows that steps rejected from this batch, as rows of the rejects output; only
+    /// while the chain collects them (the final pass of a job with `sink.rejects`). `batch`
+    /// may then have no row.
+    pub rejected: Vec<RecordBatch>,
 }
 
 /// Counts the rows of the current shard that pass a point of the chain.
@@ -105,6 +109,8 @@ struct ChainStep {
 #[derive(Default)]
 pub(crate) struct Chain {
     steps: RefCell<Vec<ChainStep>>,
+    /// Whether rejected rows are kept for the rejects output (the final pass) or dropped.
+    collect_rejects: Cell<bool>,
 }
 
 impl Chain {
@@ -122,6 +128,11 @@ impl Chain {
     pub fn push_keep(&self, number: usize, kept: KeptRows) {
         let link = Link::Keep { kept, cursor: RowCursor::default() };
         self.steps.borrow_mut().push(ChainStep { number, op: "dedupe", link, members: Vec::new() });
+    }
+
+    /// Keeps the rows that steps reject in each mapped batch (for the final pass).
+    pub fn collect_rejects(&self) {
+        self.collect_rejects.set(true);
     }
 
     /// Forgets where the row cursors were (before a new pass over the shards).
@@ -142,6 +153,8 @@ impl Chain {
         item: SourceBatch,
     ) -> Result<Option<SourceBatch>, JobFailure> {
         let mut batch = item.batch;
+        let mut rejected = Vec::new();
+        let layout = plan.rejects.as_ref().map(|rejects| &rejects.layout).filter(|_| self.collect_rejects.get());
         for step in self.steps.borrow().iter() {
             let work = match step.members.last() {
                 Some(&(last, last_op)) if step.members.len() > 1 => StepWork::ApplyChain { last, last_op },
@@ -149,17 +162,24 @@ impl Chain {
             };
             let stage = Stage::Step { number: step.number, op: step.op, work };
             batch = metrics.time(stage, || match &step.link {
-                Link::Map(map) => map.apply(batch).map_err(|error| {
-                    let (member, inner) = match step.members.is_empty() {
-                        true => (None, &error),
-                        false => {
-                            let (member, inner) = error.chain_member();
-                            (step.members.get(member), inner)
-                        }
+                Link::Map(map) => {
+                    let failure = |error: OpError| {
+                        let (member, inner) = match step.members.is_empty() {
+                            true => (None, &error),
+                            false => {
+                                let (member, inner) = error.chain_member();
+                                (step.members.get(member), inner)
+                            }
+                        };
+                        let (number, op) = member.copied().unwrap_or((step.number, step.op));
+                        step_failure(plan, number, op, item.shard, inner)
                     };
-                    let (number, op) = member.copied().unwrap_or((step.number, step.op));
-                    step_failure(plan, number, op, item.shard, inner)
-                }),
+                    let (kept, rejects) = map.apply_rejecting(batch).map_err(failure)?;
+                    if let (Some(layout), Some(rejects)) = (layout, rejects) {
+                        rejected.push(layout.rows(step.number, step.op, &rejects).map_err(failure)?);
+                    }
+                    Ok(kept)
+                }
                 Link::Keep { kept, cursor } => {
                     let first = cursor.advance(item.shard, batch.num_rows());
                     let mask = kept.mask(item.shard, first, batch.num_rows());
@@ -168,10 +188,13 @@ impl Chain {
                 }
             })?;
             if batch.num_rows() == 0 {
-                return Ok(None);
+                break;
             }
         }
-        Ok(Some(SourceBatch { shard: item.shard, batch, fetched: item.fetched }))
+        if batch.num_rows() == 0 && rejected.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(SourceBatch { shard: item.shard, batch, fetched: item.fetched, rejected }))
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
-use weir_connectors::manifest::{CheckResult, StageTime};
+use weir_connectors::manifest::{CheckResult, RejectsInfo, StageTime};
 use weir_connectors::parquet_sink::PartFile;
 
 use crate::{JobFailure, Progress};
@@ -42,4 +42,7 @@ pub struct RunSummary {
     /// The results of the job's `check` steps, as the manifest holds them.
     #[serde(default)]
     pub checks: Vec<CheckResult>,
+    /// `sink.rejects`: where the rows the steps rejected went, and how many.
+    #[serde(default)]
+    pub rejects: Option<RejectsInfo>,
 }

@@ -185,7 +185,7 @@ pub(crate) fn run_pass(
             if progress {
                 context.progress.rows_read(batch.num_rows());
             }
-            input.send(SourceBatch { shard: shard.index, batch, fetched });
+            input.send(SourceBatch { shard: shard.index, batch, fetched, rejected: Vec::new() });
             time += 1;
             input.advance_to(time);
             worker.step();

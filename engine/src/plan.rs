@@ -13,6 +13,7 @@ use weir_operators::check::Check;
 use weir_operators::dedupe::Dedupe;
 use weir_operators::fit::FitStep;
 use weir_operators::fitted_file::FittedStep;
+use weir_operators::rejects::RejectsLayout;
 
 /// A step bound to its input schema, with what error messages need to name it.
 #[derive(Debug)]
@@ -112,6 +113,19 @@ pub struct EnginePlan {
     /// chose `source`'s files (0: no committed output). The commit round refuses to go on
     /// if the output has moved on since, and records the files in the new ledger.
     pub incremental_base: Option<u64>,
+    /// `sink.rejects`: where the rows that steps reject go, committed with the output.
+    pub rejects: Option<RejectsPlan>,
+}
+
+/// The rejects output of a run (`sink.rejects`): the rows a `cast` with
+/// `on_error = "reject"` or a `check` with `on_fail = "reject"` takes out of the flow,
+/// written as part files of its own and committed together with the main output
+/// ([`weir_connectors::commit::commit`]). Never partitioned nor encrypted.
+#[derive(Debug)]
+pub struct RejectsPlan {
+    pub output: Location,
+    pub layout: RejectsLayout,
+    pub part_options: PartOptions,
 }
 
 impl EnginePlan {

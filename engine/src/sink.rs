@@ -2,7 +2,8 @@
 //! one per partition folder its rows fall into (`_weir/runs/<attempt>/k=v/…/part-NNNNN.staged`,
 //! published as `k=v/…/part-NNNNN-<run_id>.parquet`). The partition columns are taken out
 //! of the rows written: readers get them back from the folder names, as from Spark's and
-//! Hive's partitioned tables.
+//! Hive's partitioned tables. With `sink.rejects`, also the worker's rejects part file
+//! ([`RejectsSink`]).
 
 use std::collections::HashMap;
 
@@ -136,6 +137,55 @@ impl WorkerSink {
     /// Abandons every part file (a failed pass).
     pub async fn abort(self) {
         for (_, writer) in self.writers {
+            writer.abort().await;
+        }
+    }
+}
+
+/// A worker's part file of the rejects output (`sink.rejects`), opened at its first
+/// rejected row, staged under the rejects output's own `_weir/runs/<attempt>/`.
+pub struct RejectsSink {
+    worker: usize,
+    writer: Option<PartWriter>,
+}
+
+impl RejectsSink {
+    pub fn new(worker: usize) -> RejectsSink {
+        RejectsSink { worker, writer: None }
+    }
+
+    /// Appends rejected rows (of the rejects layout's schema).
+    pub async fn write(&mut self, plan: &EnginePlan, batch: &RecordBatch) -> Result<(), ConnectorError> {
+        let Some(rejects) = &plan.rejects else {
+            return Err(ConnectorError::Invalid {
+                uri: plan.sink.uri(),
+                message: "rows were rejected but the job has no sink.rejects".into(),
+            });
+        };
+        let writer = match &mut self.writer {
+            Some(writer) => writer,
+            empty => empty.insert(PartWriter::create(
+                &rejects.output,
+                &plan.staged_part_name(self.worker, ""),
+                &plan.part_name(self.worker, ""),
+                rejects.layout.schema(),
+                &rejects.part_options,
+            )?),
+        };
+        writer.write(batch, None).await
+    }
+
+    /// Completes the part file, if any row was rejected.
+    pub async fn finish(self) -> Result<Option<PartFile>, ConnectorError> {
+        match self.writer {
+            Some(writer) => Ok(Some(writer.finish().await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Abandons the part file (a failed pass).
+    pub async fn abort(self) {
+        if let Some(writer) = self.writer {
             writer.abort().await;
         }
     }

@@ -4,20 +4,25 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
+use arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
 use timely::worker::Worker;
 
 use weir_connectors::ConnectorError;
+use weir_connectors::Location;
 use weir_connectors::claim::Claim;
-use weir_connectors::commit::{CommitFailure, CommitRecord, WriteMode, check_append, commit, prepare_output};
+use weir_connectors::commit::{
+    CommitFailure, CommitRecord, RejectsCommit, WriteMode, check_append, commit, prepare_output,
+};
 use weir_connectors::lease::Lease;
 use weir_connectors::manifest::{
-    CheckResult, ClusterInfo, InputFile, JobInfo, LedgerEntry, MANIFEST_FORMAT_VERSION, Manifest, StageTime,
-    describe_schema,
+    CheckResult, ClusterInfo, InputFile, JobInfo, LedgerEntry, MANIFEST_FORMAT_VERSION, Manifest, RejectsInfo,
+    StageTime, describe_schema,
 };
-use weir_connectors::parquet_sink::{PartFile, PartWriter};
+use weir_connectors::parquet_sink::{PartFile, PartOptions, PartWriter};
 use weir_operators::fitted_file::{FITTED_FORMAT_VERSION, FittedFile, FittedStep, params_sha256};
 
 use crate::JobFailure;
@@ -27,7 +32,7 @@ use crate::metrics::{Stage, sum_reports};
 use crate::pass::{PassKind, run_pass};
 use crate::plan::{EnginePlan, SharedPlan, StepKind};
 use crate::rounds::leader_round;
-use crate::sink::{StagedPart, WorkerSink};
+use crate::sink::{RejectsSink, StagedPart, WorkerSink};
 use crate::stages::{check_stage, dedupe_stage, fit_group, fit_stage};
 use crate::state::WorkerState;
 
@@ -38,6 +43,8 @@ struct WorkerReport {
     worker: usize,
     rows_in: u64,
     parts: Vec<StagedPart>,
+    /// The worker's staged rejects part file (`sink.rejects`), if it rejected any row.
+    rejects: Option<PartFile>,
     /// This worker's clocks ([`crate::metrics`]).
     stages: Vec<StageTime>,
     passes: u32,
@@ -49,6 +56,9 @@ struct LeaderState {
     lease: Option<Lease>,
     /// The manifest of the output this run replaces.
     previous: Option<Manifest>,
+    /// With `sink.rejects`: the lease on the rejects output and its committed manifest.
+    rejects_lease: Option<Lease>,
+    rejects_previous: Option<Manifest>,
 }
 
 /// Runs the whole job on this worker; every worker returns the same result.
@@ -60,8 +70,12 @@ pub(crate) fn run_worker(
 ) -> Result<RunSummary, JobFailure> {
     let leader = Rc::new(RefCell::new(LeaderState::default()));
     let outcome = prepare_run_and_commit(worker, plan, context, cluster, &leader);
-    // The commit round takes the lease; if it is still here the run failed before it.
-    if let Some(lease) = leader.borrow_mut().lease.take() {
+    // The commit round takes the leases; if they are still here the run failed before it.
+    let (lease, rejects_lease) = {
+        let mut leader = leader.borrow_mut();
+        (leader.lease.take(), leader.rejects_lease.take())
+    };
+    for lease in rejects_lease.into_iter().chain(lease) {
         context.runtime.block_on(lease.release());
     }
     outcome
@@ -95,16 +109,24 @@ fn prepare_run_and_commit(
                         Ok(previous) => check_previous(&plan, previous.as_ref()).map(|()| previous),
                         Err(error) => Err(error),
                     };
-                    match prepared {
-                        Ok(previous) => {
-                            *leader.borrow_mut() = LeaderState { lease: Some(lease), previous };
-                            Ok(())
-                        }
+                    let previous = match prepared {
+                        Ok(previous) => previous,
                         Err(error) => {
                             lease.release().await;
-                            Err(error)
+                            return Err(error);
                         }
-                    }
+                    };
+                    let (rejects_lease, rejects_previous) = match prepare_rejects(&plan).await {
+                        Ok(Some((lease, previous))) => (Some(lease), previous),
+                        Ok(None) => (None, None),
+                        Err(error) => {
+                            lease.release().await;
+                            return Err(error);
+                        }
+                    };
+                    *leader.borrow_mut() =
+                        LeaderState { lease: Some(lease), previous, rejects_lease, rejects_previous };
+                    Ok(())
                 })
                 .map_err(|e| JobFailure::from_connector(&e))
         })
@@ -172,8 +194,12 @@ fn build_chain(
                 dedupe_stage(worker, plan, context, state, index)?;
                 index += 1;
             }
-            StepKind::Check(_) => {
+            StepKind::Check(check) => {
                 checks.extend(check_stage(worker, plan, context, state, index)?);
+                // With `on_fail = "reject"`, the rows it counted as failing leave the flow here.
+                if let Some(rejecter) = check.rejecter() {
+                    state.chain.push_map(step.number, step.op, Arc::new(rejecter));
+                }
                 index += 1;
             }
         }
@@ -190,40 +216,85 @@ fn final_pass(
 ) -> Result<WorkerReport, JobFailure> {
     let index = worker.index();
     let sink = Rc::new(RefCell::new(WorkerSink::new(index)));
+    let rejects = Rc::new(RefCell::new(RejectsSink::new(index)));
+    if plan.rejects.is_some() {
+        state.chain.collect_rejects();
+    }
     let consumer = {
-        let (plan, context, sink, state) = (plan.clone(), context.clone(), sink.clone(), state.clone());
+        let (plan, context, sink, rejects, state) =
+            (plan.clone(), context.clone(), sink.clone(), rejects.clone(), state.clone());
         Box::new(move |item: crate::chain::SourceBatch| {
-            state.metrics.time(Stage::Write, || write_batch(&plan, &context, &sink, &item))
+            state.metrics.time(Stage::Write, || write_batch(&plan, &context, &sink, &rejects, &item))
         })
     };
     let outcome = run_pass(worker, plan, context, state.clone(), consumer, PassKind::Final);
     let metrics = &state.metrics;
     let sink = std::mem::replace(&mut *sink.borrow_mut(), WorkerSink::new(index));
+    let rejects = std::mem::replace(&mut *rejects.borrow_mut(), RejectsSink::new(index));
     let rows_in = match outcome {
         Ok(rows_in) => rows_in,
         Err(failure) => {
-            context.runtime.block_on(sink.abort());
+            context.runtime.block_on(async {
+                sink.abort().await;
+                rejects.abort().await;
+            });
             return Err(failure);
         }
     };
-    let parts = metrics
-        .time(Stage::Write, || context.runtime.block_on(sink.finish()))
-        .map_err(|e| JobFailure::from_connector(&e))?;
-    Ok(WorkerReport { worker: index, rows_in, parts, stages: metrics.report(), passes: metrics.passes() })
+    let finished = metrics.time(Stage::Write, || {
+        context.runtime.block_on(async {
+            let parts = sink.finish().await;
+            let rejects = rejects.finish().await;
+            Ok::<_, ConnectorError>((parts?, rejects?))
+        })
+    });
+    let (parts, rejects) = finished.map_err(|e| JobFailure::from_connector(&e))?;
+    Ok(WorkerReport { worker: index, rows_in, parts, rejects, stages: metrics.report(), passes: metrics.passes() })
 }
 
-/// Appends a batch to the worker's part file(s), opening them as needed.
+/// Appends a batch to the worker's part file(s), and the rows its steps rejected to the
+/// worker's rejects part file, opening them as needed.
 fn write_batch(
     plan: &SharedPlan,
     context: &ProcessContext,
     sink: &RefCell<WorkerSink>,
+    rejects: &RefCell<RejectsSink>,
     item: &crate::chain::SourceBatch,
 ) -> Result<(), JobFailure> {
-    let mut sink = sink.borrow_mut();
-    let write = sink.write(plan, &item.batch, item.shard, item.fetched.as_deref());
-    context.runtime.block_on(write).map_err(|e| JobFailure::from_connector(&e))?;
-    context.progress.rows_written(item.batch.num_rows());
+    if item.batch.num_rows() > 0 {
+        let mut sink = sink.borrow_mut();
+        let write = sink.write(plan, &item.batch, item.shard, item.fetched.as_deref());
+        context.runtime.block_on(write).map_err(|e| JobFailure::from_connector(&e))?;
+        context.progress.rows_written(item.batch.num_rows());
+    }
+    for rejected in &item.rejected {
+        let mut rejects = rejects.borrow_mut();
+        context.runtime.block_on(rejects.write(plan, rejected)).map_err(|e| JobFailure::from_connector(&e))?;
+    }
     Ok(())
+}
+
+/// With `sink.rejects`: takes the rejects output's lease (after the main output's, with the
+/// same attempt id) and checks its prefix against `sink.mode` as the main output's is
+/// checked; returns the lease and the committed rejects manifest.
+async fn prepare_rejects(plan: &EnginePlan) -> Result<Option<(Lease, Option<Manifest>)>, ConnectorError> {
+    let Some(rejects) = &plan.rejects else { return Ok(None) };
+    let lease = Lease::acquire(&rejects.output, Claim::new(&plan.run_id, &plan.attempt, plan.lease_ttl)).await?;
+    let checked = async {
+        let previous = prepare_output(&rejects.output, plan.mode, plan.force).await?;
+        if let (WriteMode::Append, Some(previous)) = (plan.mode, &previous) {
+            let schema = describe_schema(&rejects.layout.schema());
+            check_append(&rejects.output, previous, &schema, &[], &plan.run_id, None)?;
+        }
+        Ok(previous)
+    };
+    match checked.await {
+        Ok(previous) => Ok(Some((lease, previous))),
+        Err(error) => {
+            lease.release().await;
+            Err(error)
+        }
+    }
 }
 
 /// Checks, under the lease, what an append or an incremental run needs of the committed
@@ -261,19 +332,32 @@ fn commit_run(
 ) -> Result<RunSummary, JobFailure> {
     let Built { fitted, checks } = built;
     let runtime = &context.runtime;
-    let Some(lease) = state.lease else {
+    let LeaderState { lease, previous, rejects_lease, rejects_previous } = state;
+    let Some(lease) = lease else {
         return Err(JobFailure::internal("the leader holds no lease on the output"));
     };
+    let release = |lease: Lease, rejects_lease: Option<Lease>| {
+        runtime.block_on(async {
+            if let Some(rejects_lease) = rejects_lease {
+                rejects_lease.release().await;
+            }
+            lease.release().await;
+        })
+    };
     let failure = JobFailure::first_cause(reports.iter().filter_map(|report| report.as_ref().err()))
-        .or_else(|| context.abort.load(Ordering::Relaxed).then(JobFailure::cancelled));
+        .or_else(|| context.abort.load(Ordering::Relaxed).then(JobFailure::cancelled))
+        .or_else(|| {
+            (plan.rejects.is_some() != rejects_lease.is_some())
+                .then(|| JobFailure::internal("the leader holds no lease on the rejects output"))
+        });
     if let Some(failure) = failure {
-        runtime.block_on(lease.release());
+        release(lease, rejects_lease);
         return Err(failure);
     }
     let fitted = match (!fitted.is_empty()).then(|| fitted_json(plan, fitted)).transpose() {
         Ok(fitted) => fitted,
         Err(failure) => {
-            runtime.block_on(lease.release());
+            release(lease, rejects_lease);
             return Err(failure);
         }
     };
@@ -281,7 +365,11 @@ fn commit_run(
     let rows_in = reports.iter().map(|r| r.rows_in).sum();
     let passes = reports.iter().map(|r| r.passes).max().unwrap_or(0);
     let stages = sum_reports(reports.iter().map(|r| r.stages.clone()));
-    let mut staged: Vec<(usize, StagedPart)> =
+    let rejected: Vec<(usize, StagedPart)> = reports
+        .iter()
+        .filter_map(|r| r.rejects.clone().map(|part| (r.worker, StagedPart { folder: String::new(), part })))
+        .collect();
+    let staged: Vec<(usize, StagedPart)> =
         reports.into_iter().flat_map(|r| r.parts.into_iter().map(move |part| (r.worker, part))).collect();
     let outcome = runtime.block_on(async {
         // An encrypted output's fitted parameters are staged encrypted, like its part files,
@@ -294,15 +382,137 @@ fn commit_run(
             }
             (fitted, _) => (fitted, None),
         };
-        if staged.is_empty() && plan.partition_by.is_empty() {
+        let rejects = match &plan.rejects {
+            None => None,
+            Some(rejects) => {
+                let output = Output {
+                    location: &rejects.output,
+                    previous: rejects_previous.as_ref(),
+                    schema: rejects.layout.schema(),
+                    file_schema: rejects.layout.schema(),
+                    partition_by: &[],
+                    part_options: &rejects.part_options,
+                    incremental: false,
+                };
+                let (record, this_run) = output.record(plan, cluster, rejected).await?;
+                let info = RejectsInfo { uri: rejects.output.uri(), rows: this_run.rows };
+                Some((CommitRecord { fitted: None, fitted_staged: None, ..record }, info))
+            }
+        };
+        let output = Output {
+            location: &plan.sink,
+            previous: previous.as_ref(),
+            schema: plan.output_schema.clone(),
+            file_schema: plan.file_schema.clone(),
+            partition_by: &plan.partition_by,
+            part_options: &plan.part_options,
+            incremental: plan.incremental_base.is_some(),
+        };
+        let (mut record, this_run) = output.record(plan, cluster, staged).await?;
+        let manifest = &mut record.manifest;
+        (manifest.models, manifest.stages, manifest.passes, manifest.checks) =
+            (plan.models.clone(), stages, passes, checks);
+        manifest.encryption = plan.part_options.encryption.as_deref().cloned();
+        manifest.rejects = rejects.as_ref().map(|(_, info)| info.clone());
+        (record.fitted, record.fitted_staged) = (fitted, fitted_staged);
+        Ok::<_, ConnectorError>((record, this_run, rejects))
+    });
+    let (record, this_run, rejects) = match outcome {
+        Ok(done) => done,
+        Err(error) => {
+            release(lease, rejects_lease);
+            return Err(JobFailure::from_connector(&error));
+        }
+    };
+    // A signal that came while the record was built still stops the run.
+    if context.abort.load(Ordering::Relaxed) {
+        release(lease, rejects_lease);
+        return Err(JobFailure::cancelled());
+    }
+    let rejects_commit = match (&plan.rejects, &rejects_lease, rejects) {
+        (Some(plan_rejects), Some(rejects_lease), Some((rejects_record, _))) => {
+            Some(RejectsCommit { output: &plan_rejects.output, lease: rejects_lease, record: rejects_record })
+        }
+        _ => None,
+    };
+    match runtime.block_on(commit(&plan.sink, &lease, &record, rejects_commit)) {
+        Ok(()) => {
+            tracing::info!(
+                output = %plan.sink.uri(),
+                rows = record.manifest.rows,
+                files = record.manifest.files.len(),
+                "committed"
+            );
+            release(lease, rejects_lease);
+            let mut manifest = record.manifest;
+            // This run's files are the last ones (the only ones but with append).
+            let files = manifest.files.split_off(manifest.files.len() - this_run.files);
+            Ok(RunSummary {
+                rows_in,
+                rows_out: this_run.rows,
+                bytes: this_run.bytes,
+                files,
+                stages: manifest.stages,
+                passes: manifest.passes,
+                checks: manifest.checks,
+                rejects: manifest.rejects,
+            })
+        }
+        Err(CommitFailure { error, decided }) => {
+            if decided {
+                // The decisions stay for the next run to complete; the leases expire.
+                lease.abandon();
+                if let Some(rejects_lease) = rejects_lease {
+                    rejects_lease.abandon();
+                }
+            } else {
+                release(lease, rejects_lease);
+            }
+            Err(JobFailure::from_connector(&error))
+        }
+    }
+}
+
+/// One output a run commits (the main one, or the rejects one) and what its record needs.
+struct Output<'a> {
+    location: &'a Location,
+    /// Its committed manifest, read when the run prepared it.
+    previous: Option<&'a Manifest>,
+    schema: SchemaRef,
+    file_schema: SchemaRef,
+    partition_by: &'a [String],
+    part_options: &'a PartOptions,
+    /// The run reads an incremental source: its files join the output's ledger.
+    incremental: bool,
+}
+
+/// The rows, bytes and files this run adds to an output.
+struct ThisRun {
+    rows: u64,
+    bytes: u64,
+    files: usize,
+}
+
+impl Output<'_> {
+    /// The commit record of this output for the part files `staged` (by worker): the files
+    /// to publish, those of the previous output to delete (or keep, with append), and a
+    /// manifest with no models, stages, checks or fitted parameters yet (the main output's
+    /// caller adds them).
+    async fn record(
+        &self,
+        plan: &EnginePlan,
+        cluster: &ClusterInfo,
+        mut staged: Vec<(usize, StagedPart)>,
+    ) -> Result<(CommitRecord, ThisRun), ConnectorError> {
+        if staged.is_empty() && self.partition_by.is_empty() {
             // No rows at all: one empty part file still tells readers the schema. (A
             // partitioned output then has no folder, so no file.)
             let empty = PartWriter::create(
-                &plan.sink,
+                self.location,
                 &plan.staged_part_name(0, ""),
                 &plan.part_name(0, ""),
-                plan.file_schema.clone(),
-                &plan.part_options,
+                self.file_schema.clone(),
+                self.part_options,
             )?;
             staged.push((0, StagedPart { folder: String::new(), part: empty.finish().await? }));
         }
@@ -311,7 +521,7 @@ fn commit_run(
             .iter()
             .map(|(worker, staged)| PartFile { path: plan.part_name(*worker, &staged.folder), ..staged.part.clone() })
             .collect();
-        let previous = state.previous.as_ref();
+        let previous = self.previous;
         // Append keeps the committed files (and, for an incremental source, the ledger);
         // overwrite replaces them.
         let (kept, delete) = match plan.mode {
@@ -324,15 +534,18 @@ fn commit_run(
             WriteMode::Append => previous.map(|m| m.ledger.clone()).unwrap_or_default(),
             _ => vec![],
         };
-        if plan.incremental_base.is_some() {
+        if self.incremental {
             ledger.extend(plan.source.files().iter().map(|f| LedgerEntry {
                 uri: f.uri.clone(),
                 bytes: f.size,
                 version: f.version.clone(),
             }));
         }
-        let this_run =
-            (new_files.iter().map(|f| f.rows).sum(), new_files.iter().map(|f| f.bytes).sum(), new_files.len());
+        let this_run = ThisRun {
+            rows: new_files.iter().map(|f| f.rows).sum(),
+            bytes: new_files.iter().map(|f| f.bytes).sum(),
+            files: new_files.len(),
+        };
         let files: Vec<PartFile> = kept.into_iter().chain(new_files).collect();
         let manifest = Manifest {
             format_version: MANIFEST_FORMAT_VERSION,
@@ -352,70 +565,29 @@ fn commit_run(
             files,
             generation: previous.map_or(1, |m| m.generation + 1),
             ledger,
-            schema: describe_schema(&plan.output_schema),
-            partition_by: plan.partition_by.clone(),
+            schema: describe_schema(&self.schema),
+            partition_by: self.partition_by.to_vec(),
             cluster: cluster.clone(),
-            encryption: plan.part_options.encryption.as_deref().cloned(),
-            models: plan.models.clone(),
-            stages,
-            passes,
-            checks,
+            encryption: None,
+            models: vec![],
+            stages: vec![],
+            passes: 0,
+            checks: vec![],
+            rejects: None,
         };
         let record = CommitRecord {
-            fitted,
-            fitted_staged,
+            fitted: None,
+            fitted_staged: None,
             delete,
             publish: staged
                 .iter()
                 .map(|(worker, staged)| (staged.part.path.clone(), plan.part_name(*worker, &staged.folder)))
                 .collect(),
             manifest,
+            rejects: None,
+            condition: None,
         };
-        Ok::<_, weir_connectors::ConnectorError>((record, this_run))
-    });
-    let (record, (rows_written, bytes_written, files_written)) = match outcome {
-        Ok(done) => done,
-        Err(error) => {
-            runtime.block_on(lease.release());
-            return Err(JobFailure::from_connector(&error));
-        }
-    };
-    // A signal that came while the record was built still stops the run.
-    if context.abort.load(Ordering::Relaxed) {
-        runtime.block_on(lease.release());
-        return Err(JobFailure::cancelled());
-    }
-    match runtime.block_on(commit(&plan.sink, &lease, &record)) {
-        Ok(()) => {
-            tracing::info!(
-                output = %plan.sink.uri(),
-                rows = record.manifest.rows,
-                files = record.manifest.files.len(),
-                "committed"
-            );
-            runtime.block_on(lease.release());
-            let mut manifest = record.manifest;
-            // This run's files are the last ones (the only ones but with append).
-            let files = manifest.files.split_off(manifest.files.len() - files_written);
-            Ok(RunSummary {
-                rows_in,
-                rows_out: rows_written,
-                bytes: bytes_written,
-                files,
-                stages: manifest.stages,
-                passes: manifest.passes,
-                checks: manifest.checks,
-            })
-        }
-        Err(CommitFailure { error, decided }) => {
-            if decided {
-                // The decision stays for the next run to complete; the lease expires.
-                lease.abandon();
-            } else {
-                runtime.block_on(lease.release());
-            }
-            Err(JobFailure::from_connector(&error))
-        }
+        Ok((record, this_run))
     }
 }
 
@@ -452,7 +624,7 @@ fn write_fitted_file(
         .runtime
         .block_on(weir_connectors::objects::put_object(target, json.into_bytes()))
         .map_err(|e| JobFailure::from_connector(&e))?;
-    Ok(RunSummary { rows_in: 0, rows_out: 0, bytes, files: vec![], stages, passes, checks: vec![] })
+    Ok(RunSummary { rows_in: 0, rows_out: 0, bytes, files: vec![], stages, passes, checks: vec![], rejects: None })
 }
 
 fn fitted_json(plan: &SharedPlan, steps: Vec<FittedStep>) -> Result<String, JobFailure> {

@@ -135,6 +135,7 @@ fn plan(runtime: &tokio::runtime::Runtime, src: &Path, out: &Path, steps: &str, 
         spill_dir: std::env::temp_dir(),
         models: vec![],
         incremental_base: None,
+        rejects: None,
         pins: vec![],
         fit_output: None,
     }

@@ -116,6 +116,8 @@ pub struct LaunchPlan<'a> {
     /// `--base-dir`, passed on to every child.
     pub base_dir: Option<&'a std::path::Path>,
     pub sink: Location,
+    /// `sink.rejects`, committed with the sink under the same attempt id.
+    pub rejects: Option<Location>,
     /// The attempt id every child uses (the leader's lease and staging directory).
     pub attempt: String,
     pub runtime: &'a tokio::runtime::Runtime,
@@ -207,9 +209,7 @@ fn finish_failed_run(plan: &LaunchPlan<'_>, failure: JobFailure) -> Result<RunSu
     match plan.runtime.block_on(complete_decided(&plan.sink, &plan.attempt)) {
         Ok(Some(manifest)) => {
             eprintln!("weir: the leader process ended while publishing a decided commit; the launcher completed it");
-            if let Err(error) = plan.runtime.block_on(remove_attempt(&plan.sink, &plan.attempt)) {
-                tracing::warn!(%error, "could not remove the run's directory; its lease will expire");
-            }
+            remove_attempts(plan);
             return Ok(RunSummary {
                 rows_in: manifest.inputs.iter().map(|input| input.rows).sum(),
                 rows_out: manifest.rows,
@@ -218,17 +218,24 @@ fn finish_failed_run(plan: &LaunchPlan<'_>, failure: JobFailure) -> Result<RunSu
                 stages: manifest.stages,
                 passes: manifest.passes,
                 checks: manifest.checks,
+                rejects: manifest.rejects,
             });
         }
-        Ok(None) => {
-            if let Err(error) = plan.runtime.block_on(remove_attempt(&plan.sink, &plan.attempt)) {
-                tracing::warn!(%error, "could not remove the failed run's directory; its lease will expire");
-            }
-        }
+        Ok(None) => remove_attempts(plan),
         // The decision stays for the next run on the prefix, which completes it.
         Err(error) => tracing::warn!(%error, "could not complete the run's decided commit; the next run will"),
     }
     Err(failure)
+}
+
+/// Removes the attempt's directories under the sink and the rejects output (best effort:
+/// the leases expire by themselves).
+fn remove_attempts(plan: &LaunchPlan<'_>) {
+    for output in std::iter::once(&plan.sink).chain(plan.rejects.as_ref()) {
+        if let Err(error) = plan.runtime.block_on(remove_attempt(output, &plan.attempt)) {
+            tracing::warn!(%error, output = %output.uri(), "could not remove the run's directory; its lease will expire");
+        }
+    }
 }
 
 /// Closes every child's stdin (asking it to stop), waits for them up to [`STOP_TIMEOUT`],

@@ -23,8 +23,9 @@ use weir_connectors::{ConnectorError, Location};
 
 use weir_connectors::manifest::ModelInfo;
 use weir_connectors::object_reader::read_object_at_most;
-use weir_engine::{EnginePlan, PlannedStep, StepKind};
+use weir_engine::{EnginePlan, PlannedStep, RejectsPlan, StepKind};
 use weir_operators::fitted_file::{FittedFile, FittedStep, params_sha256};
+use weir_operators::rejects::RejectsLayout;
 use weir_operators::step::BindError;
 use weir_operators::{BindContext, Bound, OpError, StepSpec, bind_steps};
 
@@ -76,6 +77,7 @@ pub fn load_job(path: &str, vars: &Variables, base: Option<&std::path::Path>) ->
     let spec = &mut job.spec;
     for uri in [&mut spec.source.uri, &mut spec.sink.uri]
         .into_iter()
+        .chain(spec.sink.rejects.as_mut())
         .chain(spec.steps.iter_mut().flat_map(|step| step.uris_mut()))
     {
         *uri = resolve_relative(uri, &folder);
@@ -190,6 +192,7 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
         encryption.check_keys(&KeySource::from_env()).map_err(|e| connector("sink")(ConnectorError::SinkKey(e)))?;
     }
     let steps = plan_steps(&name, &spec.steps, bound, &spec.storage).await?;
+    let rejects = plan_rejects(job, options, &steps, &source_location, &sink)?;
     let pins = check_pins_at_planning(&name, spec, &steps)?;
     let fit_output = match &options.fit_output {
         None => None,
@@ -246,7 +249,92 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
         incremental_base,
         pins,
         fit_output,
+        rejects,
     })
+}
+
+/// `sink.rejects`: checks the rejects output's place and the steps that reject rows, and
+/// lays out its schema ([`RejectsLayout`]). A rejecting step needs `sink.rejects`, and
+/// `sink.rejects` needs a rejecting step. Refused: a place on another store than the sink
+/// (the two commit as one), one that overlaps the sink or the source, `[sink.encryption]`
+/// (the rejected rows would be in the clear) and a rejecting step before a `mask` (they
+/// would show what the mask hides).
+fn plan_rejects(
+    job: &LoadedJob,
+    options: &RunOptions,
+    steps: &[PlannedStep],
+    source: &Location,
+    sink: &Location,
+) -> Result<Option<RejectsPlan>, JobError> {
+    let spec = &job.spec;
+    let invalid = |message: String| JobError::Invalid { job: spec.name.clone(), message };
+    // Each rejecting step's number, op and the schema of the rows it rejects.
+    let mut rejecting: Vec<(usize, &str, SchemaRef)> = Vec::new();
+    for step in steps {
+        let schema = match &step.kind {
+            StepKind::Map(map) => map.rejected_schema(),
+            StepKind::Check(check) => check.rejecter().map(|_| check.output_schema()),
+            StepKind::Fit(_) | StepKind::Dedupe(_) => None,
+        };
+        rejecting.extend(schema.map(|schema| (step.number, step.op, schema)));
+    }
+    let Some(uri) = &spec.sink.rejects else {
+        return match rejecting.first() {
+            Some((number, op, _)) => Err(invalid(format!(
+                "step {number} ({op}) rejects rows, but the job has no sink.rejects to write them to; add rejects = \"URI\" under [sink]"
+            ))),
+            None => Ok(None),
+        };
+    };
+    let Some((first, first_op, _)) = rejecting.first() else {
+        return Err(invalid(
+            "sink.rejects is set, but no step rejects rows (a cast with on_error = \"reject\", or a check with on_fail = \"reject\")".into(),
+        ));
+    };
+    if let Some(mask) = spec.steps.iter().enumerate().skip(*first).find(|(_, step)| matches!(step, StepSpec::Mask(_))) {
+        return Err(invalid(format!(
+            "step {first} ({first_op}) rejects rows before step {} (mask) hides columns: sink.rejects would show the values the mask hides; put the mask first",
+            mask.0 + 1
+        )));
+    }
+    if spec.sink.encryption.is_some() {
+        return Err(invalid(
+            "sink.rejects cannot be used with [sink.encryption]: the rejected rows would be written in the clear"
+                .into(),
+        ));
+    }
+    let connector =
+        |source| JobError::Connector { job: spec.name.clone(), what: "sink.rejects", source: Box::new(source) };
+    let output = Location::parse(uri, &spec.storage).map_err(connector)?;
+    if !output.same_store(sink) {
+        return Err(invalid(format!(
+            "sink.rejects '{}' must be on the same store as sink.uri '{}' (both local paths, or one S3 bucket): the two outputs commit as one",
+            output.uri(),
+            sink.uri()
+        )));
+    }
+    for (what, other) in [("sink.uri", sink), ("source.uri", source)] {
+        if output.overlaps(other) {
+            return Err(invalid(format!(
+                "sink.rejects '{}' overlaps {what} '{}'; give the rejects a prefix of their own",
+                output.uri(),
+                other.uri()
+            )));
+        }
+    }
+    if !options.force {
+        check_output_target(&output, source, &job.path).map_err(connector)?;
+    }
+    let layout = RejectsLayout::new(rejecting.iter().map(|(_, _, schema)| schema))
+        .map_err(|error| invalid(format!("sink.rejects: {error}")))?;
+    let part_options = PartOptions {
+        codec: spec.sink.compression,
+        level: spec.sink.compression_level,
+        row_group_rows: spec.sink.row_group_rows.unwrap_or(DEFAULT_ROW_GROUP_ROWS),
+        encryption: None,
+        copy_columns: None,
+    };
+    Ok(Some(RejectsPlan { output, layout, part_options }))
 }
 
 /// For each column of the part files, the source column it is, unchanged and row for row,
@@ -292,8 +380,9 @@ fn copy_columns(
     for step in steps {
         let map = match &step.kind {
             StepKind::Map(map) => map,
-            // A check passes every row and column on as it is.
-            StepKind::Check(_) => continue,
+            // A check passes every row and column on as it is, unless it rejects rows.
+            StepKind::Check(check) if check.rejecter().is_none() => continue,
+            StepKind::Check(_) => return None,
             StepKind::Fit(_) | StepKind::Dedupe(_) => return None,
         };
         columns = map

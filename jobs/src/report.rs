@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
-use weir_connectors::manifest::{CheckResult, StageTime};
+use weir_connectors::manifest::{CheckResult, RejectsInfo, StageTime};
 use weir_engine::{ProgressSnapshot, RunSummary};
 
 /// How output is shown.
@@ -128,6 +128,9 @@ pub struct SummaryReport<'a> {
     /// The results of the job's `check` steps.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub checks: &'a [CheckResult],
+    /// `sink.rejects`: where the rejected rows went, and how many.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejects: Option<&'a RejectsInfo>,
 }
 
 impl<'a> SummaryReport<'a> {
@@ -146,6 +149,7 @@ impl<'a> SummaryReport<'a> {
             passes: summary.passes,
             stages: &summary.stages,
             checks: &summary.checks,
+            rejects: summary.rejects.as_ref(),
         }
     }
 
@@ -165,6 +169,9 @@ impl<'a> SummaryReport<'a> {
                 self.seconds,
                 human(self.rows_per_second as u64)
             );
+            if let Some(rejects) = self.rejects {
+                eprintln!("  {} rejected row(s) committed to {}", rejects.rows, rejects.uri);
+            }
             if !self.checks.is_empty() {
                 eprint!("{}", self.check_lines());
             }

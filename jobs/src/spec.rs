@@ -182,6 +182,10 @@ pub struct SinkSpec {
     /// `[sink.encryption]`: Parquet modular encryption of the part files, by key ids.
     #[serde(default)]
     pub encryption: Option<SinkEncryption>,
+    /// Where the rows that steps reject (a `cast` with `on_error = "reject"`, a `check` with
+    /// `on_fail = "reject"`) are committed, with the main output: a prefix on the same store.
+    #[serde(default)]
+    pub rejects: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -194,6 +198,9 @@ impl JobSpec {
     pub fn places(&self) -> Vec<(String, &str)> {
         let mut places: Vec<(String, &str)> =
             vec![("source.uri".into(), &self.source.uri), ("sink.uri".into(), &self.sink.uri)];
+        if let Some(rejects) = &self.sink.rejects {
+            places.push(("sink.rejects".into(), rejects));
+        }
         if let Some(fitted) = &self.fitted {
             places.push(("fitted".into(), fitted));
         }

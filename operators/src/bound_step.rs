@@ -6,6 +6,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
 use crate::OpError;
+use crate::rejects::Rejected;
 
 /// A stateless map step bound to the schema that reaches it.
 ///
@@ -19,6 +20,21 @@ pub trait BoundStep: Send + Sync + fmt::Debug {
 
     /// Maps one batch.
     fn apply(&self, batch: RecordBatch) -> Result<RecordBatch, OpError>;
+
+    /// Maps one batch, setting aside the rows the step rejects (a `cast` with
+    /// `on_error = "reject"`, a `check` with `on_fail = "reject"`) with the reason of each,
+    /// as they reached the step. Only rejecting steps override it; `apply` of such a step
+    /// drops the rejected rows. The engine calls this one, and writes what it sets aside
+    /// to `sink.rejects` in the final pass ([`crate::rejects`]).
+    fn apply_rejecting(&self, batch: RecordBatch) -> Result<(RecordBatch, Option<Rejected>), OpError> {
+        Ok((self.apply(batch)?, None))
+    }
+
+    /// For a step that may reject rows (see [`BoundStep::apply_rejecting`]): the schema of
+    /// the rows it rejects (its input's, or what it made of its input before judging it).
+    fn rejected_schema(&self) -> Option<SchemaRef> {
+        None
+    }
 
     /// Whether the step keeps every row, in order, and which of its output columns are
     /// input columns it passes through unchanged: for each output column, the index of the

@@ -2,7 +2,9 @@
 //!
 //! `on_error = "fail"` (default) stops at the first value that cannot be represented in the
 //! target type and names the column and the value; `on_error = "null"` turns such values
-//! into nulls (Spark's non-ANSI behaviour). Float → integer casts truncate toward zero, as
+//! into nulls (Spark's non-ANSI behaviour); `on_error = "reject"` takes the rows holding such
+//! values out of the output and into `sink.rejects` ([`crate::rejects`]), the reason naming
+//! each column that failed and its target type, never the value. Float → integer casts truncate toward zero, as
 //! in Spark and SQL; out-of-range values cannot be cast.
 
 use std::collections::BTreeMap;
@@ -15,6 +17,7 @@ use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde::{Deserialize, Serialize};
 
+use crate::rejects::{Rejected, split_rows};
 use crate::types::parse_type;
 use crate::{BoundStep, OpError, selector};
 
@@ -25,6 +28,8 @@ pub enum OnError {
     #[default]
     Fail,
     Null,
+    /// Set the row aside for the rejects output.
+    Reject,
 }
 
 /// `op = "cast"`.
@@ -90,6 +95,7 @@ impl CastSpec {
             casts,
             on_error: self.on_error,
             hidden: self.hidden.clone(),
+            input: input.clone(),
             output: Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())),
         })
     }
@@ -102,11 +108,19 @@ pub struct Cast {
     on_error: OnError,
     /// Columns whose values errors do not show.
     hidden: Vec<String>,
+    input: SchemaRef,
     output: SchemaRef,
 }
 
 impl Cast {
-    fn cast_column(&self, name: &str, column: &ArrayRef, to: &DataType) -> Result<ArrayRef, OpError> {
+    /// Casts `column`; with `on_error = "reject"`, also the rows whose value could not be cast
+    /// (the cast holds a null or an overflow there).
+    fn cast_column(
+        &self,
+        name: &str,
+        column: &ArrayRef,
+        to: &DataType,
+    ) -> Result<(ArrayRef, Option<BooleanArray>), OpError> {
         let options = CastOptions { safe: true, ..Default::default() };
         let cast = cast_with_options(column, to, &options)?;
         // Arrow turns a finite value too large for a narrower float into an infinity; that
@@ -119,12 +133,20 @@ impl Cast {
                 && (cast_nulls.as_ref().is_some_and(|n| n.is_null(row))
                     || overflow.as_ref().is_some_and(|o| o.value(row)))
         };
-        let Some(row) = (0..column.len()).find(|&row| lost(row)) else { return Ok(cast) };
-        if self.on_error == OnError::Null {
-            return Ok(match overflow {
-                Some(overflow) => arrow::compute::nullif(&cast, &overflow)?,
-                None => cast,
-            });
+        let Some(row) = (0..column.len()).find(|&row| lost(row)) else { return Ok((cast, None)) };
+        match self.on_error {
+            OnError::Null => {
+                let cast = match overflow {
+                    Some(overflow) => arrow::compute::nullif(&cast, &overflow)?,
+                    None => cast,
+                };
+                return Ok((cast, None));
+            }
+            OnError::Reject => {
+                let lost: BooleanArray = (0..column.len()).map(|row| Some(lost(row))).collect();
+                return Ok((cast, Some(lost)));
+            }
+            OnError::Fail => {}
         }
         if self.hidden.iter().any(|hidden| hidden == name) {
             return Err(OpError::UncastableValue {
@@ -168,16 +190,48 @@ impl BoundStep for Cast {
     }
 
     fn apply(&self, batch: RecordBatch) -> Result<RecordBatch, OpError> {
+        Ok(self.apply_rejecting(batch)?.0)
+    }
+
+    fn apply_rejecting(&self, batch: RecordBatch) -> Result<(RecordBatch, Option<Rejected>), OpError> {
         let mut columns = batch.columns().to_vec();
+        // For each column with values that could not be cast, the rows that hold one.
+        let mut failed: Vec<(usize, BooleanArray)> = Vec::new();
         for (index, to) in &self.casts {
             let name = self.output.field(*index).name();
-            columns[*index] = self.cast_column(name, &columns[*index], to)?;
+            let (cast, lost) = self.cast_column(name, &columns[*index], to)?;
+            columns[*index] = cast;
+            failed.extend(lost.map(|lost| (*index, lost)));
         }
-        Ok(RecordBatch::try_new_with_options(
+        let output = RecordBatch::try_new_with_options(
             self.output.clone(),
             columns,
             &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
-        )?)
+        )?;
+        if failed.is_empty() {
+            return Ok((output, None));
+        }
+        let mut any = failed[0].1.clone();
+        for (_, lost) in &failed[1..] {
+            any = arrow::compute::or(&any, lost)?;
+        }
+        let reason = |row: usize| {
+            failed
+                .iter()
+                .filter(|(_, lost)| lost.value(row))
+                .map(|(index, _)| {
+                    let field = self.output.field(*index);
+                    format!("cannot cast '{}' to {}", field.name(), field.data_type())
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        // The kept rows leave cast; the rejected ones leave as they came.
+        split_rows(&output, &batch, &any, reason)
+    }
+
+    fn rejected_schema(&self) -> Option<SchemaRef> {
+        (self.on_error == OnError::Reject).then(|| self.input.clone())
     }
 }
 
@@ -228,6 +282,21 @@ mod tests {
         let n = out.column(1).as_any().downcast_ref::<Float64Array>().unwrap();
         assert_eq!(n.values().to_vec(), vec![1.0, 2.0, 3.0, 4.0]);
         assert!(out.schema().field(0).is_nullable());
+    }
+
+    #[test]
+    fn reject_sets_aside_the_rows_it_cannot_cast_as_they_came() {
+        let input = batch();
+        let cast = spec(OnError::Reject).bind(&input.schema()).unwrap();
+        assert_eq!(cast.rejected_schema(), Some(input.schema()));
+        let (kept, rejected) = cast.apply_rejecting(input).unwrap();
+        let age = kept.column(0).as_any().downcast_ref::<Float64Array>().unwrap();
+        assert_eq!(age.iter().collect::<Vec<_>>(), vec![Some(41.0), None, Some(2.5)], "a null is no failure");
+        let rejected = rejected.unwrap();
+        let raw = rejected.rows.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(raw.iter().collect::<Vec<_>>(), vec![Some("x7")]);
+        assert_eq!(rejected.reasons.value(0), "cannot cast 'age' to Float64");
+        assert!(spec(OnError::Null).bind(&batch().schema()).unwrap().rejected_schema().is_none());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! [[step]]
 //! op = "check"
 //! name = "orders are sane"                 # optional: in the results and the error
-//! on_fail = "fail"                         # fail (default) | warn
+//! on_fail = "fail"                         # fail (default) | warn | reject
 //! not_null = ["order_id", "amount"]        # names or globs: one expectation per column
 //! unique = ["order_id"]                    # one key (several columns: their combination)
 //! accepted_values = { status = ["new", "paid", "shipped"] }
@@ -54,7 +54,8 @@ use arrow::row::{RowConverter, Rows, SortField};
 use serde::{Deserialize, Serialize};
 
 use crate::filter::{Filter, FilterSpec};
-use crate::{OpError, selector};
+use crate::rejects::{Rejected, split_rows};
+use crate::{BoundStep, OpError, selector};
 
 /// What a failed expectation does to the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -65,6 +66,9 @@ pub enum OnFail {
     Fail,
     /// Record the failure in the results and go on.
     Warn,
+    /// Take the rows that break a row-level expectation out of the output, into
+    /// `sink.rejects`, and go on.
+    Reject,
 }
 
 impl OnFail {
@@ -72,6 +76,7 @@ impl OnFail {
         match self {
             OnFail::Fail => "fail",
             OnFail::Warn => "warn",
+            OnFail::Reject => "reject",
         }
     }
 }
@@ -192,11 +197,16 @@ impl CheckSpec {
                     .into(),
             ));
         }
+        if self.on_fail == OnFail::Reject && (unique.is_some() || self.row_count.is_some()) {
+            return Err(OpError::InvalidSpec(
+                "on_fail = \"reject\" sets rows aside one by one: it takes not_null, accepted_values, range and expression, not unique or row_count (put those in a check step of their own)".into(),
+            ));
+        }
         Ok(Check {
             schema: input.clone(),
             name: self.name.clone(),
             on_fail: self.on_fail,
-            rules,
+            rules: Arc::new(rules),
             unique,
             row_count: self.row_count.clone(),
         })
@@ -312,7 +322,7 @@ pub struct Check {
     schema: SchemaRef,
     name: Option<String>,
     on_fail: OnFail,
-    rules: Vec<RowRule>,
+    rules: Arc<Vec<RowRule>>,
     unique: Option<UniqueKey>,
     row_count: Option<RowCountBounds>,
 }
@@ -379,6 +389,16 @@ impl Check {
 
     pub fn on_fail(&self) -> OnFail {
         self.on_fail
+    }
+
+    /// With `on_fail = "reject"`, the map step that sets aside the rows breaking an
+    /// expectation, for the chain after the check's stage.
+    pub fn rejecter(&self) -> Option<RejectFailing> {
+        (self.on_fail == OnFail::Reject).then(|| RejectFailing {
+            schema: self.schema.clone(),
+            rules: self.rules.clone(),
+            reasons: self.rules.iter().map(|rule| rule.reason(&self.schema)).collect(),
+        })
     }
 
     /// Whether the step has a `unique` expectation, which the engine counts across workers.
@@ -496,9 +516,17 @@ impl Check {
 impl RowRule {
     /// The rows of `batch` that break the rule.
     fn count_failing(&self, batch: &RecordBatch) -> Result<u64, OpError> {
+        match (&self.test, self.column) {
+            (RowTest::NotNull, Some(column)) => Ok(batch.column(column).null_count() as u64),
+            _ => Ok(self.failing(batch)?.true_count() as u64),
+        }
+    }
+
+    /// Whether each row of `batch` breaks the rule (no nulls).
+    fn failing(&self, batch: &RecordBatch) -> Result<BooleanArray, OpError> {
         let column = self.column.map(|i| batch.column(i));
         Ok(match (&self.test, column) {
-            (RowTest::NotNull, Some(column)) => column.null_count() as u64,
+            (RowTest::NotNull, Some(column)) => (0..column.len()).map(|row| Some(column.is_null(row))).collect(),
             (RowTest::AcceptedValues(accepted), Some(column)) => {
                 let values = match column.data_type() {
                     DataType::Dictionary(_, value) => cast(column, value)?,
@@ -513,19 +541,70 @@ impl RowRule {
                     });
                 }
                 let any = any.unwrap_or_else(|| BooleanArray::from(vec![false; values.len()]));
-                (0..values.len()).filter(|&row| values.is_valid(row) && !any.value(row)).count() as u64
+                (0..values.len()).map(|row| Some(values.is_valid(row) && !any.value(row))).collect()
             }
             (RowTest::Range { min, max }, Some(column)) => {
                 let values = cast(column, &DataType::Float64)?;
                 let values = values.as_primitive::<Float64Type>();
-                values.iter().flatten().filter(|x| !(*x >= *min && *x <= *max)).count() as u64
+                values.iter().map(|x| Some(x.is_some_and(|x| !(x >= *min && x <= *max)))).collect()
             }
             (RowTest::Expression(_, filter), _) => {
                 let truth = filter.mask(batch)?;
-                (0..truth.len()).filter(|&row| truth.is_valid(row) && !truth.value(row)).count() as u64
+                (0..truth.len()).map(|row| Some(truth.is_valid(row) && !truth.value(row))).collect()
             }
             (_, None) => return Err(OpError::Internal("a column expectation lost its column".into())),
         })
+    }
+
+    /// How a rejected row breaks the rule, in the rejects output's reason.
+    fn reason(&self, schema: &SchemaRef) -> String {
+        let column = self.column.map(|i| schema.field(i).name().as_str()).unwrap_or_default();
+        match &self.test {
+            RowTest::NotNull => format!("not_null: '{column}' is null"),
+            RowTest::AcceptedValues(_) => format!("accepted_values: '{column}' is not in the accepted list"),
+            RowTest::Range { min, max } => format!("range: '{column}' is outside [{min}, {max}] or NaN"),
+            RowTest::Expression(text, _) => format!("expression: {text} is false"),
+        }
+    }
+}
+
+/// A `check` with `on_fail = "reject"` in the step chain: it takes the rows that break one of
+/// its row-level expectations out of the flow, for the rejects output (after its check stage
+/// counted them).
+#[derive(Debug)]
+pub struct RejectFailing {
+    schema: SchemaRef,
+    rules: Arc<Vec<RowRule>>,
+    /// The reason of each rule, in order.
+    reasons: Vec<String>,
+}
+
+impl BoundStep for RejectFailing {
+    fn output_schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn apply(&self, batch: RecordBatch) -> Result<RecordBatch, OpError> {
+        Ok(self.apply_rejecting(batch)?.0)
+    }
+
+    fn apply_rejecting(&self, batch: RecordBatch) -> Result<(RecordBatch, Option<Rejected>), OpError> {
+        let failing: Vec<BooleanArray> =
+            self.rules.iter().map(|rule| rule.failing(&batch)).collect::<Result<_, _>>()?;
+        let Some(first) = failing.first() else { return Ok((batch, None)) };
+        let mut any = first.clone();
+        for broken in &failing[1..] {
+            any = arrow::compute::or(&any, broken)?;
+        }
+        let reason = |row: usize| {
+            let broken = failing.iter().zip(&self.reasons).filter(|(broken, _)| broken.value(row));
+            broken.map(|(_, reason)| reason.as_str()).collect::<Vec<_>>().join("; ")
+        };
+        split_rows(&batch, &batch, &any, reason)
+    }
+
+    fn rejected_schema(&self) -> Option<SchemaRef> {
+        Some(self.schema.clone())
     }
 }
 
@@ -553,6 +632,46 @@ mod tests {
 
     fn spec(toml_like: serde_json::Value) -> CheckSpec {
         serde_json::from_value(toml_like).unwrap()
+    }
+
+    #[test]
+    fn reject_sets_aside_the_rows_that_break_a_row_expectation_with_each_reason() {
+        let batch = batch();
+        let check = spec(serde_json::json!({
+            "on_fail": "reject",
+            "not_null": ["id"],
+            "accepted_values": { "status": ["new", "paid"] },
+            "range": { "amount": { "min": 0, "max": 10 } },
+        }))
+        .bind(&batch.schema())
+        .unwrap();
+        let rejecter = check.rejecter().unwrap();
+        let (kept, rejected) = rejecter.apply_rejecting(batch).unwrap();
+        assert_eq!(kept.num_rows(), 1);
+        let rejected = rejected.unwrap();
+        let reasons: Vec<&str> = rejected.reasons.iter().map(Option::unwrap).collect();
+        assert_eq!(
+            reasons,
+            [
+                "accepted_values: 'status' is not in the accepted list; range: 'amount' is outside [0, 10] or NaN",
+                "range: 'amount' is outside [0, 10] or NaN",
+                "not_null: 'id' is null",
+                "range: 'amount' is outside [0, 10] or NaN",
+            ]
+        );
+        assert_eq!(rejected.rows.num_rows(), 4);
+    }
+
+    #[test]
+    fn reject_refuses_the_expectations_of_the_whole_input() {
+        for extra in [serde_json::json!({ "unique": ["id"] }), serde_json::json!({ "row_count": { "min": 1 } })] {
+            let mut spec_json = serde_json::json!({ "on_fail": "reject", "not_null": ["id"] });
+            spec_json.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            let error = spec(spec_json).bind(&batch().schema()).unwrap_err().to_string();
+            assert!(error.contains("reject") && error.contains("unique or row_count"), "{error}");
+        }
+        let warn = spec(serde_json::json!({ "on_fail": "warn", "not_null": ["id"] })).bind(&batch().schema()).unwrap();
+        assert!(warn.rejecter().is_none());
     }
 
     #[test]

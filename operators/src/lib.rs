@@ -43,6 +43,7 @@ pub mod ordinal;
 pub mod output_columns;
 pub mod pca;
 pub mod quantile_sketch;
+pub mod rejects;
 pub mod rename;
 pub mod robust_scale;
 pub mod score;

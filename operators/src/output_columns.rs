@@ -28,6 +28,7 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 use crate::fit::{FitShape, FitStep, Partial};
+use crate::rejects::Rejected;
 use crate::{BoundStep, OpError};
 
 /// The placeholder an `output` pattern must hold.
@@ -119,6 +120,14 @@ impl BoundStep for MapWithCopies {
 
     fn apply(&self, batch: RecordBatch) -> Result<RecordBatch, OpError> {
         self.step.apply(self.copies.apply(batch)?)
+    }
+
+    fn apply_rejecting(&self, batch: RecordBatch) -> Result<(RecordBatch, Option<Rejected>), OpError> {
+        self.step.apply_rejecting(self.copies.apply(batch)?)
+    }
+
+    fn rejected_schema(&self) -> Option<SchemaRef> {
+        self.step.rejected_schema()
     }
 
     fn unchanged_columns(&self) -> Option<Vec<Option<usize>>> {

@@ -362,6 +362,14 @@ async fn clean_up_lost_run(run: &Run) -> Result<bool, String> {
         }
         weir_connectors::lease::remove_attempt(&output, &attempt).await.map_err(|e| e.to_string())?;
     }
+    // A rejects output's attempts: those of a committed run were completed with it above;
+    // what is left was staged by a run that did not commit.
+    if let Some(uri) = &job.spec.sink.rejects {
+        let rejects = weir_connectors::Location::parse(uri, &job.spec.storage).map_err(|e| e.to_string())?;
+        for attempt in weir_connectors::lease::attempts_of_run(&rejects, &run.id).await.map_err(|e| e.to_string())? {
+            weir_connectors::lease::remove_attempt(&rejects, &attempt).await.map_err(|e| e.to_string())?;
+        }
+    }
     Ok(committed)
 }
 

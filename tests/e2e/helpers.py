@@ -18,6 +18,7 @@ Fixtures, and the plain helpers most modules use (`write_job`, `read_output`, `d
 `read_inputs`, ...), stay in conftest.py.
 """
 
+import io
 import json
 import os
 import signal
@@ -696,3 +697,82 @@ def wait_run(api, run_id, states=SERVICE_TERMINAL, timeout=120.0):
             return run
         assert time.time() < deadline, f"run {run_id} still {run['state']} after {timeout} s, expected {states}: {run}"
         time.sleep(0.1)
+
+
+class S3Prefix:
+    """An output prefix s3://bucket/name/ seen through boto3."""
+
+    def __init__(self, server, bucket_name: str, name: str = "out"):
+        self.server, self.bucket, self.name = server, bucket_name, name
+        self.uri = f"s3://{bucket_name}/{name}/"
+
+    def keys(self) -> list:
+        return [k[len(self.name) + 1 :] for k in self.server.keys(self.bucket, self.name + "/")]
+
+    def visible(self) -> list:
+        return [k for k in self.keys() if not hidden(Path(k))]
+
+    def get(self, key: str):
+        client = self.server.client()
+        try:
+            return client.get_object(Bucket=self.bucket, Key=f"{self.name}/{key}")["Body"].read()
+        except client.exceptions.NoSuchKey:
+            return None
+
+    def manifest(self):
+        body = self.get("_weir/manifest.json")
+        return json.loads(body) if body is not None else None
+
+    def committed_run_id(self):
+        found = self.manifest()
+        return found["run_id"] if found is not None and "_SUCCESS" in self.keys() else None
+
+    def read_visible(self):
+        """What a reader that skips `_`/`.` paths sees: every visible object, read with pyarrow."""
+        tables = [pq.read_table(io.BytesIO(self.get(k))) for k in self.visible()]
+        return pa.concat_tables(tables) if tables else None
+
+    def read_run(self, run_id: str):
+        """The visible part files of run `run_id` (`part-*-<run_id>.parquet`), read with pyarrow."""
+        tables = [pq.read_table(io.BytesIO(self.get(k))) for k in self.visible() if k.endswith(f"-{run_id}.parquet")]
+        return pa.concat_tables(tables) if tables else None
+
+    def attempt_keys(self, run_id: str) -> list:
+        return self.server.keys(self.bucket, f"{self.name}/_weir/runs/{run_id}.")
+
+    def runs(self) -> list:
+        return [k for k in self.keys() if k.startswith("_weir/runs/")]
+
+    def attempt_probe(self, run_id: str, target: str) -> bool:
+        """Whether the attempt of `run_id` has staged part files or written its commit decision."""
+        names = [Path(k).name for k in self.server.keys(self.bucket, f"{self.name}/_weir/runs/{run_id}.")]
+        return "commit.json" in names or (target == "staged" and any(n not in ("claim.json", "heartbeat") for n in names))
+
+    def commit_decisions(self) -> list:
+        return [k for k in self.runs() if k.endswith("/commit.json")]
+
+    def assert_clean_commit(self, want: pa.Table, run_id=None):
+        found = self.manifest()
+        keys = self.keys()
+        assert found is not None and "_SUCCESS" in keys, f"not committed: {keys}"
+        if run_id is not None:
+            assert found["run_id"] == run_id
+        parts = sorted(entry["path"] for entry in found["files"])
+        assert keys == sorted(parts + ["_SUCCESS", "_weir/manifest.json"]), keys
+        assert self.runs() == []
+        assert_rows(self.read_visible(), want, f"visible objects of {self.uri}")
+
+
+def attempt_files(prefix: Path, run_id: str) -> list:
+    """Names of the files in the attempt directories of `run_id`."""
+    try:
+        attempts = [e.path for e in os.scandir(prefix / "_weir" / "runs") if e.name.startswith(run_id + ".")]
+    except FileNotFoundError:
+        return []
+    names = []
+    for attempt in attempts:
+        try:
+            names += os.listdir(attempt)
+        except FileNotFoundError:
+            pass
+    return names

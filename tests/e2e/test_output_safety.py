@@ -32,6 +32,7 @@ from helpers import (
     THRESHOLDS,
     Run,
     assert_rows,
+    attempt_files,
     children_of,
     hidden,
     job_file,
@@ -517,21 +518,6 @@ def test_sigkill_of_a_single_process_run_holds_the_prefix_until_its_lease_expire
     proc = weir("run", job, "-w", "2", "--var", "run_id=afterK", timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert_clean_commit(out, big.refs[THRESHOLDS[0]], run_id="afterK")
-
-
-def attempt_files(prefix: Path, run_id: str) -> list:
-    """Names of the files in the attempt directories of `run_id`."""
-    try:
-        attempts = [e.path for e in os.scandir(prefix / "_weir" / "runs") if e.name.startswith(run_id + ".")]
-    except FileNotFoundError:
-        return []
-    names = []
-    for attempt in attempts:
-        try:
-            names += os.listdir(attempt)
-        except FileNotFoundError:
-            pass
-    return names
 
 
 def claim_pid(prefix: Path, run_id: str):

@@ -8,7 +8,6 @@ pyarrow, never against values taken from Weir's own output.
 """
 
 import io
-import json
 import os
 import random
 import time
@@ -21,11 +20,11 @@ import pytest
 
 from garage import Garage
 from helpers import (
+    S3Prefix,
     SHAPES_2_AND_2X1,
     THRESHOLDS,
     Run,
     assert_rows,
-    hidden,
     job_file,
     kill_loop,
     ls_json,
@@ -56,65 +55,9 @@ def data(garage, tmp_path_factory):
     return S3Data(garage, write_data(tmp_path_factory.mktemp("s3data"), ROWS, seed=21))
 
 
-class Prefix:
-    """An output prefix s3://bucket/name/ seen through boto3."""
-
-    def __init__(self, server: Garage, bucket_name: str, name: str = "out"):
-        self.server, self.bucket, self.name = server, bucket_name, name
-        self.uri = f"s3://{bucket_name}/{name}/"
-
-    def keys(self) -> list:
-        return [k[len(self.name) + 1 :] for k in self.server.keys(self.bucket, self.name + "/")]
-
-    def visible(self) -> list:
-        return [k for k in self.keys() if not hidden(Path(k))]
-
-    def get(self, key: str):
-        client = self.server.client()
-        try:
-            return client.get_object(Bucket=self.bucket, Key=f"{self.name}/{key}")["Body"].read()
-        except client.exceptions.NoSuchKey:
-            return None
-
-    def manifest(self):
-        body = self.get("_weir/manifest.json")
-        return json.loads(body) if body is not None else None
-
-    def committed_run_id(self):
-        found = self.manifest()
-        return found["run_id"] if found is not None and "_SUCCESS" in self.keys() else None
-
-    def read_visible(self):
-        """What a reader that skips `_`/`.` paths sees: every visible object, read with pyarrow."""
-        tables = [pq.read_table(io.BytesIO(self.get(k))) for k in self.visible()]
-        return pa.concat_tables(tables) if tables else None
-
-    def runs(self) -> list:
-        return [k for k in self.keys() if k.startswith("_weir/runs/")]
-
-    def attempt_probe(self, run_id: str, target: str) -> bool:
-        """Whether the attempt of `run_id` has staged part files or written its commit decision."""
-        names = [Path(k).name for k in self.server.keys(self.bucket, f"{self.name}/_weir/runs/{run_id}.")]
-        return "commit.json" in names or (target == "staged" and any(n not in ("claim.json", "heartbeat") for n in names))
-
-    def commit_decisions(self) -> list:
-        return [k for k in self.runs() if k.endswith("/commit.json")]
-
-    def assert_clean_commit(self, want: pa.Table, run_id=None):
-        found = self.manifest()
-        keys = self.keys()
-        assert found is not None and "_SUCCESS" in keys, f"not committed: {keys}"
-        if run_id is not None:
-            assert found["run_id"] == run_id
-        parts = sorted(entry["path"] for entry in found["files"])
-        assert keys == sorted(parts + ["_SUCCESS", "_weir/manifest.json"]), keys
-        assert self.runs() == []
-        assert_rows(self.read_visible(), want, f"visible objects of {self.uri}")
-
-
 def test_of_concurrent_runs_on_an_s3_prefix_exactly_one_commits(weir, tmp_path, garage, data):
     env = garage.env()
-    out = Prefix(garage, garage.new_bucket("conc"))
+    out = S3Prefix(garage, garage.new_bucket("conc"))
     prev = job_file(tmp_path / "prev.toml", data.uri, out.uri, THRESHOLDS[1], batch=8192)
     weir("run", prev, "-w", "2", "--var", "run_id=before", env=env, check=0, timeout=300)
     job = job_file(tmp_path / "job.toml", data.uri, out.uri, THRESHOLDS[0])
@@ -132,7 +75,7 @@ def test_kill_loop_s3(weir, tmp_path, garage, data):
     ttl = 2
     rng = random.Random(int(os.environ.get("WEIR_KILL_SEED", "20261201")))  # the moments and signals of the kills
     log = []
-    out = Prefix(garage, garage.new_bucket("loop"))
+    out = S3Prefix(garage, garage.new_bucket("loop"))
     jobs = {t: job_file(tmp_path / f"job-{i}.toml", data.uri, out.uri, t, ttl=ttl) for i, t in enumerate(THRESHOLDS)}
 
     scratch_bucket = garage.new_bucket("scratch")
@@ -192,7 +135,7 @@ def test_a_bucket_root_or_a_foreign_object_refuses_overwrite(weir, tmp_path, gar
         assert f"s3://{root_bucket}" in proc.stderr, proc.stderr
         assert garage.keys(root_bucket) == ["keep/me.txt"]
 
-    out = Prefix(garage, garage.new_bucket("foreign"))
+    out = S3Prefix(garage, garage.new_bucket("foreign"))
     weir("run", job_file(tmp_path / "b.toml", data.uri, out.uri, THRESHOLDS[1], batch=8192), "-w", "2", "--var", "run_id=prevS", env=env, check=0, timeout=300)
     client.put_object(Bucket=out.bucket, Key=f"{out.name}/notes.txt", Body=b"my notes")
     before = out.keys()
@@ -214,7 +157,7 @@ def test_a_bucket_root_or_a_foreign_object_refuses_overwrite(weir, tmp_path, gar
 
 def test_ls_json_of_an_empty_s3_prefix(weir, garage):
     env = garage.env()
-    out = Prefix(garage, garage.new_bucket("ls"))
+    out = S3Prefix(garage, garage.new_bucket("ls"))
     found = ls_json(weir, out.uri, env=env)
     assert found["status"] == "not_a_weir_output" and found["holder"] is None and found["files"] == [], found
     for extra in ((), ("--json",)):
@@ -224,7 +167,7 @@ def test_ls_json_of_an_empty_s3_prefix(weir, garage):
 
 def test_ls_json_of_a_committed_s3_output(weir, tmp_path, garage, data):
     env = garage.env()
-    out = Prefix(garage, garage.new_bucket("ls"))
+    out = S3Prefix(garage, garage.new_bucket("ls"))
     weir("run", job_file(tmp_path / "c.toml", data.uri, out.uri, THRESHOLDS[0], batch=8192), "-w", "2", "--var", "run_id=lsS", env=env, check=0, timeout=300)
     found = ls_json(weir, out.uri, env=env, check=0)
     assert found["status"] == "committed" and found["run_id"] == "lsS" and found["holder"] is None, found

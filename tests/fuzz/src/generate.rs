@@ -54,7 +54,7 @@ pub const FILTER_TOKENS: [&[u8]; 43] = [
 ];
 
 /// Tokens the mutator inserts into jobs.
-pub const JOB_TOKENS: [&[u8]; 24] = [
+pub const JOB_TOKENS: [&[u8]; 26] = [
     b"{{ds}}",
     b"{{run_id}}",
     b"{{v}}",
@@ -79,6 +79,8 @@ pub const JOB_TOKENS: [&[u8]; 24] = [
     b"-0",
     b"9223372036854775808",
     b"on_error = \"null\"\n",
+    b"on_error = \"reject\"\n",
+    b"rejects = \"out/rejects\"\n",
 ];
 
 const COMPARISONS: [&str; 8] = ["=", "==", "!=", "<>", "<", "<=", ">", ">="];
@@ -311,7 +313,7 @@ pub fn job(rng: &mut fastrand::Rng, schema: &SchemaRef) -> String {
                     rng,
                     &["float64", "float32", "int32", "int8", "uint64", "string", "date", "timestamp[s]", "bool"],
                 );
-                let on_error = pick(rng, &["fail", "null"]);
+                let on_error = pick(rng, &["fail", "null", "reject"]);
                 format!(
                     "op = \"cast\"\ncolumns = {{ {} = \"{to}\" }}\non_error = \"{on_error}\"\n",
                     pick(rng, &[&strings[..], &numeric[..], &["ts", "day"]].concat())
@@ -349,7 +351,7 @@ pub fn job(rng: &mut fastrand::Rng, schema: &SchemaRef) -> String {
             ),
             13 => format!(
                 "op = \"check\"\non_fail = \"{}\"\nnot_null = {}\nunique = {}\nrange = {{ {} = {{ min = -1, max = {} }} }}\nrow_count = {{ min = {} }}\nexpression = \"{}\"\n",
-                pick(rng, &["fail", "warn"]),
+                pick(rng, &["fail", "warn", "reject"]),
                 some(rng, &columns.iter().map(String::as_str).collect::<Vec<_>>()),
                 some(rng, &strings),
                 pick(rng, &numeric),
@@ -364,6 +366,9 @@ pub fn job(rng: &mut fastrand::Rng, schema: &SchemaRef) -> String {
     text.push_str("[sink]\nuri = \"out/{{ds}}/{{run_id}}\"\n");
     if rng.bool() {
         text.push_str("mode = \"overwrite\"\n");
+    }
+    if rng.bool() {
+        text.push_str("rejects = \"out/rejects/{{ds}}\"\n");
     }
     text
 }

@@ -18,6 +18,7 @@ use weir_connectors::{Location, StorageOptions};
 use weir_jobs::planning::load_job_text;
 use weir_jobs::vars::Variables;
 use weir_operators::filter::FilterSpec;
+use weir_operators::rejects::RejectsLayout;
 use weir_operators::{BindContext, Bound, BoundStep, bind_steps};
 
 use crate::generate;
@@ -204,14 +205,30 @@ impl JobTarget {
                     if check.failure(&results).is_some() {
                         return Outcome::Refused;
                     }
-                    continue;
+                    match check.rejecter() {
+                        Some(rejecter) => Box::new(rejecter),
+                        None => continue,
+                    }
                 }
             };
             let expected = mapped.output_schema();
-            batch = match mapped.apply(batch) {
-                Ok(batch) => batch,
+            let rows = batch.num_rows();
+            let (kept, rejected) = match mapped.apply_rejecting(batch) {
+                Ok(split) => split,
                 Err(_) => return Outcome::Refused,
             };
+            if let Some(rejected) = rejected {
+                let schema = mapped.rejected_schema().expect("a step rejected rows but declares no rejected schema");
+                assert_eq!(rejected.rows.schema(), schema, "rejected rows differ from the schema the step declared");
+                assert_eq!(
+                    kept.num_rows() + rejected.rows.num_rows(),
+                    rows,
+                    "kept and rejected rows are not the input"
+                );
+                let Ok(layout) = RejectsLayout::new([&schema]) else { return Outcome::Refused };
+                layout.rows(1, "fuzz", &rejected).expect("rejected rows convert to the rejects layout");
+            }
+            batch = kept;
             assert_eq!(batch.schema(), expected, "a step's output differs from the schema it declared");
         }
         Outcome::Accepted
