@@ -1353,7 +1353,7 @@ fn validate(path: &str, vars: &Variables, runtime: &tokio::runtime::Runtime) -> 
     println!(
         "job '{}' is valid: {} input file(s), {} rows, {} shard(s), {} step(s)",
         job.spec.name,
-        plan.source.files().len(),
+        plan.source.inputs().len(),
         plan.source.total_rows(),
         plan.shards.len(),
         plan.steps.len()

@@ -24,12 +24,12 @@ use parquet::errors::{ParquetError, Result};
 use parquet::file::writer::SerializedFileWriter;
 
 use crate::fetched_chunks::{CopiedChunk, FetchedChunks};
-use crate::parquet_source::{ParquetSource, Shard};
+use crate::source::{Shard, Source};
 
 /// Where a batch's rows come from: its shard of the source, and the chunks its read kept.
 #[derive(Clone, Copy)]
 pub struct BatchOrigin<'a> {
-    pub source: &'a ParquetSource,
+    pub source: &'a dyn Source,
     pub shard: &'a Shard,
     pub fetched: Option<&'a FetchedChunks>,
 }

@@ -28,6 +28,7 @@ pub mod partitions;
 pub mod profiles;
 pub mod publication;
 pub mod readiness;
+pub mod source;
 #[cfg(test)]
 mod test_support;
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use arrow::array::{Array, new_null_array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use futures::{StreamExt, TryStreamExt, stream::BoxStream};
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector};
@@ -25,6 +25,7 @@ use crate::fetched_chunks::FetchedChunks;
 use crate::listing::{DataFile, dataset_root, list_data_files};
 use crate::object_reader::StoreFileReader;
 use crate::partitions::{self, Partitioning, Partitions};
+use crate::source::{InputObject, Shard, ShardStream, Source};
 use crate::{ConnectorError, Location};
 
 /// How many footers are fetched at once when a source is opened.
@@ -46,16 +47,6 @@ pub struct SourceFile {
     reorder: Vec<usize>,
     /// The values of the source's partition columns (the schema's last ones) for this file.
     partition_values: Vec<Option<String>>,
-}
-
-/// A unit of work: rows `offset .. offset + rows` of one row group of one file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
-    pub index: usize,
-    pub file: usize,
-    pub row_group: usize,
-    pub offset: u64,
-    pub rows: u64,
 }
 
 /// An opened Parquet dataset.
@@ -323,17 +314,7 @@ impl ParquetSource {
         })
     }
 
-    /// The schema of every batch the source yields.
-    pub fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
     /// The source's files, in shard order.
-    /// Whether the files are read with `[source.decryption]`.
-    pub fn is_decrypted(&self) -> bool {
-        self.decryptor.is_some()
-    }
-
     pub fn files(&self) -> &[SourceFile] {
         &self.files
     }
@@ -342,15 +323,33 @@ impl ParquetSource {
     pub fn location(&self) -> &Location {
         &self.location
     }
+}
+
+/// A Parquet dataset as a [`Source`]: a shard is a row group, or a slice of one longer than
+/// `max_shard_rows`.
+impl Source for ParquetSource {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn uri(&self) -> String {
+        self.location.uri()
+    }
+
+    fn inputs(&self) -> Vec<InputObject> {
+        let input =
+            |f: &SourceFile| InputObject { uri: f.uri.clone(), size: f.size, version: f.version.clone(), rows: f.rows };
+        self.files.iter().map(input).collect()
+    }
 
     /// Total rows over all files, from the footers.
-    pub fn total_rows(&self) -> u64 {
+    fn total_rows(&self) -> u64 {
         self.files.iter().map(|f| f.rows).sum()
     }
 
-    /// Cuts the dataset into shards: one per row group, row groups longer than
-    /// `max_shard_rows` sliced into near-equal parts. Empty row groups give no shard.
-    pub fn shards(&self, max_shard_rows: u64) -> Vec<Shard> {
+    /// One shard per row group, row groups longer than `max_shard_rows` sliced into
+    /// near-equal parts. Empty row groups give no shard.
+    fn shards(&self, max_shard_rows: u64) -> Vec<Shard> {
         let max_shard_rows = max_shard_rows.max(1);
         let mut shards = Vec::new();
         for (file_index, file) in self.files.iter().enumerate() {
@@ -367,32 +366,12 @@ impl ParquetSource {
         shards
     }
 
-    /// The encoded column chunk of source column `column` (an index into
-    /// [`ParquetSource::schema`]) in `shard`'s row group, when the shard is that whole row
-    /// group and the column is one flat Parquet column of its file; `None` otherwise (a
-    /// slice of a row group, a nested or partition column). See [`crate::chunk_copy`].
-    pub fn whole_chunk(&self, shard: &Shard, column: usize) -> Option<&ColumnChunkMetaData> {
-        let file = &self.files[shard.file];
-        let group = file.metadata.metadata().row_group(shard.row_group);
-        if shard.offset != 0 || shard.rows != group.num_rows().max(0) as u64 {
-            return None;
-        }
-        let root = *file.projection.get(*file.reorder.get(column)?)?;
-        let schema = file.metadata.parquet_schema();
-        let mut leaves = (0..schema.num_columns()).filter(|&leaf| schema.get_column_root_idx(leaf) == root);
-        let leaf = leaves.next()?;
-        leaves.next().is_none().then(|| group.column(leaf))
-    }
-
-    /// Streams the rows of `shard` in order, as batches of at most `batch_size` rows with
-    /// exactly [`ParquetSource::schema`]. With `keep`, the column chunks read are kept
-    /// there too ([`crate::chunk_copy`]).
-    pub fn read_shard(
+    fn read_shard(
         &self,
         shard: &Shard,
         batch_size: usize,
         keep: Option<Arc<FetchedChunks>>,
-    ) -> Result<BoxStream<'static, Result<RecordBatch, ConnectorError>>, ConnectorError> {
+    ) -> Result<ShardStream, ConnectorError> {
         let file = &self.files[shard.file];
         let mut reader = StoreFileReader::new(&self.location, file.path.clone(), file.size);
         if let Some(keep) = keep {
@@ -445,6 +424,28 @@ impl ParquetSource {
                 .map_err(|e| ConnectorError::Invalid { uri: uri.clone(), message: e.to_string() })
             })
             .boxed())
+    }
+
+    fn describe_shard(&self, shard: &Shard) -> String {
+        let uri = self.files.get(shard.file).map(|file| file.uri.as_str()).unwrap_or_default();
+        format!("'{uri}', row group {}", shard.row_group)
+    }
+
+    fn is_decrypted(&self) -> bool {
+        self.decryptor.is_some()
+    }
+
+    fn whole_chunk(&self, shard: &Shard, column: usize) -> Option<&ColumnChunkMetaData> {
+        let file = &self.files[shard.file];
+        let group = file.metadata.metadata().row_group(shard.row_group);
+        if shard.offset != 0 || shard.rows != group.num_rows().max(0) as u64 {
+            return None;
+        }
+        let root = *file.projection.get(*file.reorder.get(column)?)?;
+        let schema = file.metadata.parquet_schema();
+        let mut leaves = (0..schema.num_columns()).filter(|&leaf| schema.get_column_root_idx(leaf) == root);
+        let leaf = leaves.next()?;
+        leaves.next().is_none().then(|| group.column(leaf))
     }
 }
 

@@ -200,9 +200,8 @@ impl Chain {
 
 /// A step's failure on a batch of `shard`, naming the step, the file and the row group.
 pub(crate) fn step_failure(plan: &EnginePlan, number: usize, op: &str, shard: usize, error: &OpError) -> JobFailure {
-    let shard = &plan.shards[shard];
-    let file = &plan.source.files()[shard.file];
-    let message = format!("step {number} ({op}) failed on '{}', row group {}: {error}", file.uri, shard.row_group);
+    let at = plan.source.describe_shard(&plan.shards[shard]);
+    let message = format!("step {number} ({op}) failed on {at}: {error}");
     if error.is_user_error() { JobFailure::user(message) } else { JobFailure::internal(message) }
 }
 

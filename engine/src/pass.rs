@@ -30,7 +30,7 @@ use crate::plan::SharedPlan;
 use crate::read_ahead::ReadAhead;
 use crate::rounds::PARK;
 use crate::state::WorkerState;
-use weir_connectors::parquet_source::Shard;
+use weir_connectors::source::Shard;
 
 /// How many shards ahead of the one being read a pass starts reading their spill files.
 const SPILL_PREFETCH_SHARDS: usize = 2;

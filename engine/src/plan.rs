@@ -7,7 +7,7 @@ use arrow::datatypes::SchemaRef;
 use weir_connectors::Location;
 use weir_connectors::commit::WriteMode;
 use weir_connectors::parquet_sink::PartOptions;
-use weir_connectors::parquet_source::{ParquetSource, Shard};
+use weir_connectors::source::{Shard, Source};
 use weir_operators::BoundStep;
 use weir_operators::check::Check;
 use weir_operators::dedupe::Dedupe;
@@ -75,7 +75,8 @@ pub struct EnginePlan {
     /// `--force`: the overwrite guards were skipped; also lets overwrite write beside
     /// objects that no manifest records (never deleting them).
     pub force: bool,
-    pub source: ParquetSource,
+    /// What the job reads ([`Source`]: Parquet today).
+    pub source: Arc<dyn Source>,
     /// All shards of the source; which worker reads each is [`EnginePlan::shard_owners`].
     pub shards: Vec<Shard>,
     pub steps: Vec<PlannedStep>,
@@ -170,8 +171,8 @@ impl EnginePlan {
     pub fn input_digest(&self) -> String {
         use sha2::{Digest, Sha256};
         let mut hasher = Sha256::new();
-        for file in self.source.files() {
-            hasher.update(format!("{}\n{}\n{}\n{}\n", file.uri, file.size, file.version, file.rows));
+        for input in self.source.inputs() {
+            hasher.update(format!("{}\n{}\n{}\n{}\n", input.uri, input.size, input.version, input.rows));
         }
         hasher.update(format!("{} shards; base {:?}", self.shards.len(), self.incremental_base));
         hex::encode(hasher.finalize())

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use weir_connectors::fetched_chunks::FetchedChunks;
-use weir_connectors::parquet_source::Shard;
+use weir_connectors::source::Shard;
 
 use crate::JobFailure;
 use crate::plan::SharedPlan;

@@ -54,7 +54,7 @@ impl WorkerSink {
         fetched: Option<&FetchedChunks>,
     ) -> Result<(), ConnectorError> {
         if plan.partition_by.is_empty() {
-            let origin = BatchOrigin { source: &plan.source, shard: &plan.shards[shard], fetched };
+            let origin = BatchOrigin { source: plan.source.as_ref(), shard: &plan.shards[shard], fetched };
             return self.writer(plan, "")?.write(batch, Some(origin)).await;
         }
         let invalid =

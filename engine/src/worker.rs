@@ -94,7 +94,7 @@ fn prepare_run_and_commit(
             if digests.iter().any(|digest| digest != &digests[0]) {
                 return Err(JobFailure::external(format!(
                     "the processes of the cluster planned different inputs: the source '{}' changed while they planned; run again",
-                    plan.source.location().uri()
+                    plan.source.uri()
                 )));
             }
             if plan.fit_output.is_some() {
@@ -535,10 +535,10 @@ impl Output<'_> {
             _ => vec![],
         };
         if self.incremental {
-            ledger.extend(plan.source.files().iter().map(|f| LedgerEntry {
-                uri: f.uri.clone(),
-                bytes: f.size,
-                version: f.version.clone(),
+            ledger.extend(plan.source.inputs().into_iter().map(|input| LedgerEntry {
+                uri: input.uri,
+                bytes: input.size,
+                version: input.version,
             }));
         }
         let this_run = ThisRun {
@@ -556,9 +556,9 @@ impl Output<'_> {
             committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             inputs: plan
                 .source
-                .files()
-                .iter()
-                .map(|f| InputFile { uri: f.uri.clone(), bytes: f.size, rows: f.rows })
+                .inputs()
+                .into_iter()
+                .map(|input| InputFile { uri: input.uri, bytes: input.size, rows: input.rows })
                 .collect(),
             rows: files.iter().map(|f| f.rows).sum(),
             bytes: files.iter().map(|f| f.bytes).sum(),

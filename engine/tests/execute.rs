@@ -18,6 +18,7 @@ use weir_connectors::commit::WriteMode;
 use weir_connectors::parquet_sink::{Codec, PartOptions};
 use weir_connectors::parquet_source::ParquetSource;
 use weir_connectors::partitions::Partitioning;
+use weir_connectors::source::Source;
 use weir_connectors::{Location, StorageOptions};
 use weir_engine::{
     ClusterSetup, EnginePlan, FailureKind, JobFailure, PlannedStep, ProcessContext, Progress, RunSummary, StepKind,
@@ -113,7 +114,7 @@ fn plan(runtime: &tokio::runtime::Runtime, src: &Path, out: &Path, steps: &str, 
         attempt: format!("{run_id}.0000abcd"),
         lease_ttl: Duration::from_secs(30),
         force: false,
-        source,
+        source: Arc::new(source),
         shards,
         steps,
         output_schema: output_schema.clone(),

@@ -15,6 +15,7 @@ use weir_connectors::manifest::Manifest;
 use weir_connectors::objects::read_json;
 use weir_connectors::parquet_source::ParquetSource;
 use weir_connectors::partitions::Partitioning;
+use weir_connectors::source::Source;
 use weir_connectors::{ConnectorError, Location, StorageOptions};
 
 /// What a prefix holds, as far as Weir's commit protocol goes.

@@ -19,6 +19,7 @@ use weir_connectors::parquet_sink::{PartOptions, stored_schema};
 use weir_connectors::parquet_source::ParquetSource;
 use weir_connectors::profiles::StorageProfiles;
 use weir_connectors::publication::{ENCRYPTED_FITTED_FILE, MANIFEST_FILE};
+use weir_connectors::source::{Shard, Source};
 use weir_connectors::{ConnectorError, Location};
 
 use weir_connectors::manifest::ModelInfo;
@@ -163,9 +164,10 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
         ready.ensure_ready(&source_location, chrono::Utc::now()).await.map_err(connector("source"))?;
     }
     let decryptor = source_decryptor(&name, spec)?;
-    let (source, incremental_base) = if spec.source.incremental {
+    // The one place that picks the source's format: Parquet (see `weir_connectors::source`).
+    let (source, incremental_base): (Arc<dyn Source>, _) = if spec.source.incremental {
         let (source, base) = open_incremental(&name, &source_location, &sink, spec, decryptor.as_ref()).await?;
-        (source, Some(base))
+        (Arc::new(source), Some(base))
     } else {
         let source = ParquetSource::open(
             &source_location,
@@ -175,7 +177,7 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
         )
         .await
         .map_err(connector("source"))?;
-        (source, None)
+        (Arc::new(source), None)
     };
     let (mut context, models) = fetch_models(spec).await?;
     context.output_encrypted = spec.sink.encryption.is_some();
@@ -208,10 +210,10 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
     };
     let shards = source.shards(spec.source.max_shard_rows.unwrap_or(DEFAULT_MAX_SHARD_ROWS));
     let row_group_rows = spec.sink.row_group_rows.unwrap_or(DEFAULT_ROW_GROUP_ROWS);
-    let copy_columns = copy_columns(spec, &source, &shards, &steps, &file_schema, row_group_rows);
+    let copy_columns = copy_columns(spec, source.as_ref(), &shards, &steps, &file_schema, row_group_rows);
     tracing::info!(
         job = %name,
-        files = source.files().len(),
+        files = source.inputs().len(),
         rows = source.total_rows(),
         shards = shards.len(),
         steps = steps.len(),
@@ -355,8 +357,8 @@ fn plan_rejects(
 /// row groups, and chunks stored with the sink's codec and the output's Parquet type.
 fn copy_columns(
     spec: &JobSpec,
-    source: &ParquetSource,
-    shards: &[weir_connectors::parquet_source::Shard],
+    source: &dyn Source,
+    shards: &[Shard],
     steps: &[PlannedStep],
     file_schema: &SchemaRef,
     row_group_rows: usize,

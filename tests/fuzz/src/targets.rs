@@ -14,6 +14,7 @@ use arrow::datatypes::{Int32Type, SchemaRef};
 use futures::StreamExt;
 use weir_connectors::parquet_source::ParquetSource;
 use weir_connectors::partitions::Partitioning;
+use weir_connectors::source::Source;
 use weir_connectors::{Location, StorageOptions};
 use weir_jobs::planning::load_job_text;
 use weir_jobs::vars::Variables;
