@@ -172,7 +172,7 @@ pub struct SinkSpec {
     pub row_group_rows: Option<usize>,
     /// Whether columns a job passes through unchanged are copied into the part files as
     /// the source encoded them instead of being encoded again (default true; see
-    /// `weir_connectors::chunk_copy` and the README's output notes).
+    /// `weir_connectors::chunk_copy` and docs/output.md).
     #[serde(default = "default_true")]
     pub copy_unchanged_columns: bool,
     /// Seconds a run's lease on the output outlives its last heartbeat (default 60): how

@@ -1,4 +1,4 @@
-//! The HTTP/JSON API under `/v1`, `/healthz` and `/metrics` (README.md, "The job service",
+//! The HTTP/JSON API under `/v1`, `/healthz` and `/metrics` (docs/service.md,
 //! lists every route). Handlers check access first ([`super::auth`]), then validate, then
 //! write to the database, and only then reply.
 

@@ -1,7 +1,7 @@
 """The service's dashboard in a real browser: Debian's headless Chromium loads the page,
 signs in with a token passed once in the address, and renders the runs, a run's log, the
 job versions, the schedules with their ticks and the charts from the live API. The DOM it ends with is checked against the
-API's own answers; screenshots go to $WEIR_SCREENSHOTS when set (the README's come from
+API's own answers; screenshots go to $WEIR_SCREENSHOTS when set (docs/service.md's come from
 there)."""
 
 import html

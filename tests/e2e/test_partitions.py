@@ -8,11 +8,11 @@
   refused by name.
 - An output written with `partition_by` is read back with its partition columns intact by
   pyarrow (`ds.dataset(out, partitioning="hive")`), Polars (`pl.scan_parquet(out/**/*.parquet)`,
-  hive_partitioning=True)`, as the README says), DuckDB (`read_parquet(…, hive_partitioning = true)`) and, when PySpark
+  hive_partitioning=True)`, as docs/output.md says), DuckDB (`read_parquet(…, hive_partitioning = true)`) and, when PySpark
   and Java are there (tests/spark_readers.sh), Spark (`spark.read.parquet(out)`); Weir reads it
   back too. Overwrite removes the old partitions' files and their emptied folders; append
   adds files to the same folders; bad `partition_by` columns are refused.
-- A plain (unpartitioned) output: a directory read by pyarrow, Polars (the README's glob),
+- A plain (unpartitioned) output: a directory read by pyarrow, Polars (docs/output.md's glob),
   DuckDB and Spark skips Weir's `_SUCCESS` and `_weir/` files.
 """
 
@@ -209,7 +209,7 @@ def test_a_plain_output_directory_reads_in_every_reader(weir, tmp_path):
     want = table.sort_by("id")
     assert ds.dataset(out, format="parquet").to_table().sort_by("id").equals(want)
     assert pq.read_table(out).sort_by("id").equals(want)
-    # Polars refuses a directory holding other files; the README's glob reads it.
+    # Polars refuses a directory holding other files; docs/output.md's glob reads it.
     assert pl.scan_parquet(f"{out}/*.parquet").collect().to_arrow().sort_by("id").equals(want)
     got = duckdb.sql(f"select * from read_parquet('{out}/*.parquet')").arrow()
     got = got.read_all() if hasattr(got, "read_all") else got

@@ -1,4 +1,4 @@
-"""The README's "From your data to a nightly job", followed step by step: every fenced
+"""docs/nightly.md, "From your data to a nightly job", followed step by step: every fenced
 block of that section runs as it is written, in order, in one shell session (each block's
 exported variables carry to the next, as in a terminal). Two things differ, and only
 these: block 0 (build and `cd`) is done by the test for its own build and a temporary
@@ -21,15 +21,14 @@ import requests
 from conftest import REPO, WEIR_BIN, read_output
 from helpers import free_port, processes_with, wait_gone
 
-SECTION = "## From your data to a nightly job"
+SECTION = "# From your data to a nightly job"
 
 
 def readme_blocks():
     """The section's fenced blocks, in order: (language, text)."""
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "nightly.md").read_text()
     start = text.index(SECTION)
-    end = text.index("\n## ", start + len(SECTION))
-    return re.findall(r"```(\w+)\n(.*?)```", text[start:end], flags=re.S)
+    return re.findall(r"```(\w+)\n(.*?)```", text[start:], flags=re.S)
 
 
 class Session:
@@ -45,7 +44,7 @@ class Session:
         import subprocess
 
         proc = subprocess.run(["bash", "-c", script], cwd=self.folder, env=self.env, capture_output=True, text=True, timeout=timeout)
-        assert proc.returncode == 0, f"the README's block failed ({proc.returncode}):\n{block}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        assert proc.returncode == 0, f"docs/nightly.md's block failed ({proc.returncode}):\n{block}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         return proc.stdout + proc.stderr
 
     def variable(self, name: str) -> str:

@@ -1,7 +1,7 @@
 //! Weir's expression language: SQL expressions, parsed once with sqlparser, type-checked
 //! against the input schema, and evaluated with Arrow kernels over whole batches. `derive`
 //! computes columns with it; its semantics follow DuckDB's, and where Weir differs it says
-//! so here and in the README.
+//! so here and in docs/jobs.md.
 //!
 //! # Language
 //!
