@@ -146,6 +146,8 @@ pub enum FloatTransform {
     Linear { scale: f64, offset: f64 },
     /// `x` held within `[lower, upper]`; NaN stays NaN.
     Clamp { lower: f64, upper: f64 },
+    /// `(ψ(x, lambda) − mean) / scale`, `ψ` the Yeo-Johnson transform (`power`).
+    YeoJohnson { lambda: f64, mean: f64, scale: f64 },
 }
 
 impl FloatTransform {
@@ -155,7 +157,7 @@ impl FloatTransform {
         match self {
             FloatTransform::Standardize { mean, scale } => Some((1.0 / scale, -mean / scale)),
             FloatTransform::Linear { scale, offset } => Some((scale, offset)),
-            FloatTransform::Clamp { .. } => None,
+            FloatTransform::Clamp { .. } | FloatTransform::YeoJohnson { .. } => None,
         }
     }
 
@@ -163,6 +165,9 @@ impl FloatTransform {
         match self {
             FloatTransform::Standardize { mean, scale } => column.unary(|x| (x - mean) / scale),
             FloatTransform::Linear { scale, offset } => column.unary(|x| x * scale + offset),
+            FloatTransform::YeoJohnson { lambda, mean, scale } => {
+                column.unary(|x| (crate::power::yeo_johnson(x, lambda) - mean) / scale)
+            }
             FloatTransform::Clamp { lower, upper } => column.unary(|x| {
                 if x < lower {
                     lower

@@ -42,6 +42,7 @@ pub mod onnx_runtime;
 pub mod ordinal;
 pub mod output_columns;
 pub mod pca;
+pub mod power;
 pub mod quantile_sketch;
 pub mod rejects;
 pub mod rename;

@@ -31,6 +31,7 @@ use crate::normalize::NormalizeSpec;
 use crate::ordinal::OrdinalSpec;
 use crate::output_columns::{FitWithCopies, KeepInputs, MapWithCopies};
 use crate::pca::PcaSpec;
+use crate::power::PowerSpec;
 use crate::rename::RenameSpec;
 use crate::robust_scale::RobustScaleSpec;
 use crate::score::ScoreSpec;
@@ -56,6 +57,7 @@ pub enum StepSpec {
     #[serde(rename = "maxabs")]
     MaxAbs(MaxAbsSpec),
     RobustScale(RobustScaleSpec),
+    Power(PowerSpec),
     Normalize(NormalizeSpec),
     HashEncode(HashEncodeSpec),
     Clip(ClipSpec),
@@ -111,6 +113,7 @@ impl StepSpec {
             StepSpec::Ordinal(spec) => Some(&mut spec.fitted),
             StepSpec::MaxAbs(spec) => Some(&mut spec.fitted),
             StepSpec::RobustScale(spec) => Some(&mut spec.fitted),
+            StepSpec::Power(spec) => Some(&mut spec.fitted),
             StepSpec::Bucketize(spec) => Some(&mut spec.fitted),
             StepSpec::Explain(spec) => Some(&mut spec.fitted),
             _ => None,
@@ -130,6 +133,7 @@ impl StepSpec {
             | StepSpec::Ordinal(_)
             | StepSpec::MaxAbs(_)
             | StepSpec::RobustScale(_)
+            | StepSpec::Power(_)
             | StepSpec::Explain(_) => true,
             _ => false,
         }
@@ -147,6 +151,7 @@ impl StepSpec {
             StepSpec::Ordinal(spec) => spec.fitted.as_deref(),
             StepSpec::MaxAbs(spec) => spec.fitted.as_deref(),
             StepSpec::RobustScale(spec) => spec.fitted.as_deref(),
+            StepSpec::Power(spec) => spec.fitted.as_deref(),
             StepSpec::Bucketize(spec) => spec.fitted.as_deref(),
             StepSpec::Explain(spec) => spec.fitted.as_deref(),
             _ => None,
@@ -179,6 +184,7 @@ impl StepSpec {
             StepSpec::Bucketize(_) => "bucketize",
             StepSpec::MaxAbs(_) => "maxabs",
             StepSpec::RobustScale(_) => "robust_scale",
+            StepSpec::Power(_) => "power",
             StepSpec::Normalize(_) => "normalize",
             StepSpec::HashEncode(_) => "hash_encode",
             StepSpec::Ordinal(_) => "ordinal",
@@ -212,6 +218,7 @@ impl StepSpec {
             StepSpec::Bucketize(spec) => spec.output.as_deref(),
             StepSpec::MaxAbs(spec) => spec.output.as_deref(),
             StepSpec::RobustScale(spec) => spec.output.as_deref(),
+            StepSpec::Power(spec) => spec.output.as_deref(),
             _ => None,
         }
     }
@@ -236,7 +243,8 @@ impl StepSpec {
             | StepSpec::Ordinal(OrdinalSpec { columns, .. })
             | StepSpec::Bucketize(BucketizeSpec { columns, .. })
             | StepSpec::MaxAbs(MaxAbsSpec { columns, .. })
-            | StepSpec::RobustScale(RobustScaleSpec { columns, .. }) => crate::selector::resolve(columns, input)?
+            | StepSpec::RobustScale(RobustScaleSpec { columns, .. })
+            | StepSpec::Power(PowerSpec { columns, .. }) => crate::selector::resolve(columns, input)?
                 .into_iter()
                 .map(|index| (input.field(index).name().clone(), None))
                 .collect(),
@@ -276,6 +284,7 @@ impl StepSpec {
             StepSpec::RobustScale(spec) => {
                 StepSpec::RobustScale(RobustScaleSpec { columns: results, output: None, ..spec.clone() })
             }
+            StepSpec::Power(spec) => StepSpec::Power(PowerSpec { columns: results, output: None, ..spec.clone() }),
             _ => return Err(OpError::Internal(format!("{} has no output", self.op_name()))),
         };
         Ok(match retargeted.bind_in_place(&copies.output_schema(), context)? {
@@ -315,6 +324,7 @@ impl StepSpec {
             },
             StepSpec::MaxAbs(spec) => Bound::Fit(erase(spec.bind(input)?)),
             StepSpec::RobustScale(spec) => Bound::Fit(erase(spec.bind(input)?)),
+            StepSpec::Power(spec) => Bound::Fit(erase(spec.bind(input)?)),
             StepSpec::Normalize(spec) => Bound::Map(Box::new(spec.bind(input)?)),
             StepSpec::HashEncode(spec) => Bound::Map(Box::new(spec.bind(input)?)),
             StepSpec::Dedupe(spec) => Bound::Dedupe(spec.bind(input)?),

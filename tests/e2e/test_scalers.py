@@ -1,5 +1,5 @@
-"""`robust_scale` against scikit-learn's RobustScaler, `normalize` against its Normalizer and
-fitted `bucketize` against its KBinsDiscretizer,
+"""`robust_scale` against scikit-learn's RobustScaler, `normalize` against its Normalizer,
+fitted `bucketize` against its KBinsDiscretizer and `power` against its PowerTransformer,
 at one worker and at two processes of two workers. The data has more values than the
 quantile sketch holds (so the exact quantiles take later passes across workers), nulls, NaN,
 an integer column and a skewed column with a long tail; fitted parameters are reused on
@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from sklearn.preprocessing import KBinsDiscretizer, Normalizer, RobustScaler
+from sklearn.preprocessing import KBinsDiscretizer, Normalizer, PowerTransformer, RobustScaler
 
 from conftest import data_files, read_output, write_job
 from helpers import SHAPES_1_AND_2X2, shape_id
@@ -161,3 +161,55 @@ def test_fitted_buckets_equal_kbins_discretizer(weir, tmp_path, shape):
             want[present] = kbins.fit(values[present][:, None]).transform(values[present][:, None])[:, 0]
         np.testing.assert_array_equal(column(got, name), want, err_msg=name)
     assert len(np.unique(column(got, "few"))) < 7  # few's repeated edges were dropped
+
+
+POWER_STEPS = """
+[[step]]
+op = "power"
+columns = ["income", "age", "a"]
+
+[[step]]
+op = "power"
+columns = ["c"]
+standardize = false
+output = "{col}_p"
+"""
+
+
+def power_job(src, out, extra=""):
+    return f'name = "power"\n{extra}\n[source]\nuri = "{src}"\n{POWER_STEPS}\n[sink]\nuri = "{out}"\nmode = "overwrite"\n'
+
+
+@pytest.mark.parametrize("shape", SHAPES_1_AND_2X2, ids=shape_id)
+def test_power_equals_scikit_learn(weir, tmp_path, shape):
+    """λ within 1e-4 of PowerTransformer's (SciPy's maximum-likelihood search), the output
+    within 1e-6, on a skewed column with nulls and NaN, an integer column, a column with
+    negative values, and an unstandardized one kept beside its raw values; then the fitted
+    parameters on other data."""
+    data = write(tmp_path / "src", 17)
+    out = tmp_path / "out"
+    weir("run", write_job(tmp_path / "job.toml", power_job(tmp_path / "src", out)), *shape, check=0)
+    got = read_output(out).sort_by("id")
+    first = PowerTransformer(method="yeo-johnson", standardize=True).fit(
+        np.column_stack([column(data, name) for name in ("income", "age", "a")])
+    )
+    second = PowerTransformer(method="yeo-johnson", standardize=False).fit(column(data, "c")[:, None])
+    fitted = json.loads((out / "_weir" / "fitted.json").read_text())
+    lambdas = [fitted["steps"][0]["params"]["columns"][name]["lambda"] for name in ("income", "age", "a")]
+    np.testing.assert_allclose(lambdas, first.lambdas_, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(fitted["steps"][1]["params"]["columns"]["c_p"]["lambda"], second.lambdas_[0], rtol=0, atol=1e-4)
+
+    def assert_transformed(got, data):
+        want = first.transform(np.column_stack([column(data, name) for name in ("income", "age", "a")]))
+        for index, name in enumerate(("income", "age", "a")):
+            np.testing.assert_allclose(column(got, name), want[:, index], rtol=1e-6, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(column(got, "c_p"), second.transform(column(data, "c")[:, None])[:, 0], rtol=1e-6, atol=1e-6)
+        assert got.column("income").null_count == data.column("income").null_count
+        assert got.column("c").to_pylist() == data.column("c").to_pylist()
+        assert got.schema.field("age").type == pa.float64()
+
+    assert_transformed(got, data)
+    other = write(tmp_path / "other", 18, files=1, rows=3_000)
+    again = tmp_path / "again"
+    weir("run", write_job(tmp_path / "reuse.toml", power_job(tmp_path / "other", again, f'fitted = "{out}"')), *shape, check=0)
+    assert_transformed(read_output(again).sort_by("id"), other)

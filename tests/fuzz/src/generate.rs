@@ -267,7 +267,13 @@ pub fn job(rng: &mut fastrand::Rng, schema: &SchemaRef) -> String {
     text.push_str("name = \"fuzz\"\n[source]\nuri = \"in/date={{ds}}/\"\n");
     for _ in 0..rng.usize(..7) {
         text.push_str("[[step]]\n");
-        let step = match rng.u8(..20) {
+        let step = match rng.u8(..21) {
+            20 => format!(
+                "op = \"power\"\ncolumns = {}\nstandardize = {}\nmethod = \"{}\"\n",
+                some(rng, &numeric),
+                rng.bool(),
+                pick(rng, &["yeo-johnson", "box-cox"])
+            ),
             19 => format!(
                 "op = \"bucketize\"\ncolumns = {}\nn_bins = {}\nstrategy = \"{}\"\nexact = {}\n",
                 some(rng, &numeric),

@@ -183,14 +183,28 @@ impl JobTarget {
                         batch.slice(0, batch.num_rows() / 2),
                         batch.slice(batch.num_rows() / 2, batch.num_rows() - batch.num_rows() / 2),
                     );
-                    let (mut left, mut right) = (fit.new_partial(), fit.new_partial());
-                    if fit.fold(&mut left, &first).is_err() || fit.fold(&mut right, &second).is_err() {
-                        return Outcome::Refused;
-                    }
-                    if fit.merge(&mut left, right).is_err() {
-                        return Outcome::Refused;
-                    }
-                    let Ok(params) = fit.finish(left) else { return Outcome::Refused };
+                    // Two workers' partials, pass after pass while the fit asks for another.
+                    let Ok(mut template) = fit.encode(&fit.new_partial()) else { return Outcome::Refused };
+                    let merged = loop {
+                        let (Ok(mut left), Ok(mut right)) = (fit.decode(&template), fit.decode(&template)) else {
+                            return Outcome::Refused;
+                        };
+                        if fit.fold(&mut left, &first).is_err() || fit.fold(&mut right, &second).is_err() {
+                            return Outcome::Refused;
+                        }
+                        if fit.merge(&mut left, right).is_err() {
+                            return Outcome::Refused;
+                        }
+                        match fit.next_pass(&mut left) {
+                            Ok(Some(next)) => match fit.encode(&next) {
+                                Ok(bytes) => template = bytes,
+                                Err(_) => return Outcome::Refused,
+                            },
+                            Ok(None) => break left,
+                            Err(_) => return Outcome::Refused,
+                        }
+                    };
+                    let Ok(params) = fit.finish(merged) else { return Outcome::Refused };
                     match fit.with_params(&params) {
                         Ok(step) => step,
                         Err(_) => return Outcome::Refused,
