@@ -5,6 +5,10 @@
 //! op = "ordinal"
 //! columns = ["country", "plan"]   # string or integer columns
 //! on_unknown = "error"            # error (default) | null: a value not seen when fitting
+//! # unknown_value = -1            # instead: the code of a value not seen when fitting
+//! # encoded_missing_value = -2    # the code of a null (default: it stays null)
+//! # min_frequency = 10            # categories seen fewer times (or a fraction of the rows: 0.01)…
+//! # max_categories = 32           # …or beyond the most frequent 31 share one last code
 //! # output = "{col}_code"         # keep the raw column (see `output_columns`)
 //! # fitted = "…"
 //! ```
@@ -13,10 +17,24 @@
 //! `impute`'s `most_frequent` counts them) and sorts them: strings by code point (Python's
 //! order), integers by value. A value becomes its position in that list, as a `Float64`
 //! (scikit-learn's default dtype); a null stays null (scikit-learn's
-//! `encoded_missing_value = nan`). A value the fit never saw (parameters reused on other
-//! data) is an error naming the column and the row, never the value, or, with
-//! `on_unknown = "null"`, a null (scikit-learn's `handle_unknown = "use_encoded_value"`
-//! with `unknown_value = nan`). `fitted.json` holds the categories in order.
+//! `encoded_missing_value = nan`), or becomes `encoded_missing_value`. A value the fit never
+//! saw (parameters reused on other data) is an error naming the column and the row, never
+//! the value, or, with `on_unknown = "null"`, a null (scikit-learn's
+//! `handle_unknown = "use_encoded_value"` with `unknown_value = nan`), or `unknown_value`.
+//! Neither code may be one a category has (scikit-learn refuses that too), and both must be
+//! whole numbers.
+//!
+//! Infrequent categories, as scikit-learn 1.1+ groups them: a category seen fewer than
+//! `min_frequency` times (an integer), or in less than that fraction of the rows (a number
+//! below 1; the rows with a null count), is infrequent; with `max_categories`, only the
+//! `max_categories − 1` most frequent stay frequent (ties: the later category in sorted
+//! order stays, as NumPy's stable argsort leaves them). The frequent categories keep their
+//! sorted order and codes `0 … k − 1`; every infrequent one is coded `k`. `fitted.json` holds
+//! the frequent categories in order and the infrequent ones beside them.
+//!
+//! Every category is counted on the way, so a column with more than [`MAX_DISTINCT`]
+//! distinct values on one worker is an error naming the column and the count, not an
+//! out-of-memory kill: such a column is an identifier, for `hash_encode`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +49,17 @@ use crate::fit::{Fit, FitShape};
 use crate::fit_columns::{PerColumn, names, replace_columns, schema_with_types};
 use crate::stats::{ModeValue, ValueCounts};
 use crate::{BoundStep, OpError, selector};
+
+/// The most distinct values one worker counts per column.
+pub const MAX_DISTINCT: usize = 1_000_000;
+
+/// `min_frequency`: a count, or a fraction of the rows.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MinFrequency {
+    Count(u64),
+    Fraction(f64),
+}
 
 /// What a value the fit never saw becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -48,6 +77,16 @@ pub struct OrdinalSpec {
     pub columns: Vec<String>,
     #[serde(default)]
     pub on_unknown: OnUnknown,
+    /// The code of a value the fit never saw (instead of `on_unknown`).
+    #[serde(default)]
+    pub unknown_value: Option<f64>,
+    /// The code of a null (default: it stays null).
+    #[serde(default)]
+    pub encoded_missing_value: Option<f64>,
+    #[serde(default)]
+    pub min_frequency: Option<MinFrequency>,
+    #[serde(default)]
+    pub max_categories: Option<usize>,
     /// Reuse the categories of an earlier run's `_weir/fitted.json`.
     #[serde(default)]
     pub fitted: Option<String>,
@@ -71,9 +110,48 @@ impl OrdinalSpec {
                 )));
             }
         }
+        let whole = |name: &str, value: Option<f64>| match value {
+            Some(v) if !(v.is_finite() && v.fract() == 0.0) => {
+                Err(OpError::InvalidSpec(format!("{name} = {v} must be a whole number")))
+            }
+            _ => Ok(()),
+        };
+        whole("unknown_value", self.unknown_value)?;
+        whole("encoded_missing_value", self.encoded_missing_value)?;
+        if self.unknown_value.is_some() && self.on_unknown == OnUnknown::Null {
+            return Err(OpError::InvalidSpec(
+                "on_unknown = \"null\" and unknown_value both say what an unknown value becomes; keep one".into(),
+            ));
+        }
+        match self.min_frequency {
+            Some(MinFrequency::Count(0)) => {
+                return Err(OpError::InvalidSpec(
+                    "min_frequency must be a count of at least 1, or a fraction in (0, 1)".into(),
+                ));
+            }
+            Some(MinFrequency::Fraction(f)) if !(f > 0.0 && f < 1.0) => {
+                return Err(OpError::InvalidSpec(format!(
+                    "min_frequency = {f}: a count of at least 1, or a fraction in (0, 1)"
+                )));
+            }
+            _ => {}
+        }
+        if self.max_categories.is_some_and(|max| max < 1) {
+            return Err(OpError::InvalidSpec("max_categories must be at least 1".into()));
+        }
         let output = schema_with_types(input, &indices.iter().map(|&i| (i, DataType::Float64)).collect::<Vec<_>>());
         let input_types = indices.iter().map(|&i| input.field(i).data_type().clone()).collect();
-        Ok(OrdinalFit { names: names(input, &indices), indices, input_types, output, on_unknown: self.on_unknown })
+        Ok(OrdinalFit {
+            names: names(input, &indices),
+            indices,
+            input_types,
+            output,
+            on_unknown: self.on_unknown,
+            unknown_value: self.unknown_value,
+            encoded_missing_value: self.encoded_missing_value,
+            min_frequency: self.min_frequency,
+            max_categories: self.max_categories,
+        })
     }
 }
 
@@ -86,60 +164,134 @@ pub struct OrdinalFit {
     names: Vec<String>,
     output: SchemaRef,
     on_unknown: OnUnknown,
+    unknown_value: Option<f64>,
+    encoded_missing_value: Option<f64>,
+    min_frequency: Option<MinFrequency>,
+    max_categories: Option<usize>,
 }
 
-/// One column's categories, in code order.
+/// One column's categories: the frequent ones in code order, and the infrequent ones (in
+/// sorted order), which share the code after them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Categories {
     pub categories: Vec<ModeValue>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub infrequent: Vec<ModeValue>,
+}
+
+/// What workers count: each column's values, and the rows seen (for a fractional
+/// `min_frequency`, which counts rows with a null too, as scikit-learn's `n_samples`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrdinalPartial {
+    counts: Vec<ValueCounts>,
+    rows: u64,
+}
+
+impl OrdinalFit {
+    /// scikit-learn's `_identify_infrequent`: which of the sorted categories (with counts)
+    /// are infrequent.
+    fn infrequent(&self, counts: &[u64], rows: u64) -> Vec<bool> {
+        let mut infrequent: Vec<bool> = match self.min_frequency {
+            Some(MinFrequency::Count(min)) => counts.iter().map(|&n| n < min).collect(),
+            Some(MinFrequency::Fraction(f)) => counts.iter().map(|&n| (n as f64) < rows as f64 * f).collect(),
+            None => vec![false; counts.len()],
+        };
+        let frequent = counts.len() - infrequent.iter().filter(|&&i| i).count();
+        if let Some(max) = self.max_categories
+            && max < frequent + 1
+        {
+            let keep = max - 1;
+            if keep == 0 {
+                infrequent.iter_mut().for_each(|i| *i = true);
+            } else {
+                // NumPy's stable argsort by count: all but the last `keep` are infrequent.
+                let mut order: Vec<usize> = (0..counts.len()).collect();
+                order.sort_by_key(|&i| counts[i]);
+                for &i in &order[..order.len() - keep] {
+                    infrequent[i] = true;
+                }
+            }
+        }
+        infrequent
+    }
 }
 
 impl Fit for OrdinalFit {
-    type Partial = Vec<ValueCounts>;
+    type Partial = OrdinalPartial;
     type Params = PerColumn<Categories>;
 
     fn shape(&self) -> FitShape {
         FitShape::rewriting(self.output.clone(), self.names.clone())
     }
 
-    fn new_partial(&self) -> Vec<ValueCounts> {
-        self.input_types
+    fn new_partial(&self) -> OrdinalPartial {
+        let counts = self
+            .input_types
             .iter()
             .map(|data_type| ValueCounts::for_type(data_type).unwrap_or(ValueCounts::Text(HashMap::new())))
-            .collect()
+            .collect();
+        OrdinalPartial { counts, rows: 0 }
     }
 
-    fn fold(&self, partial: &mut Vec<ValueCounts>, batch: &RecordBatch) -> Result<(), OpError> {
-        for (counts, &index) in partial.iter_mut().zip(&self.indices) {
+    fn fold(&self, partial: &mut OrdinalPartial, batch: &RecordBatch) -> Result<(), OpError> {
+        partial.rows += batch.num_rows() as u64;
+        for ((counts, &index), name) in partial.counts.iter_mut().zip(&self.indices).zip(&self.names) {
             counts.fold(batch.column(index))?;
+            if counts.distinct() > MAX_DISTINCT {
+                return Err(OpError::InvalidSpec(format!(
+                    "column '{name}' has more than {MAX_DISTINCT} distinct values: too many categories to count (an identifier?); hash it with hash_encode"
+                )));
+            }
         }
         Ok(())
     }
 
-    fn merge(&self, into: &mut Vec<ValueCounts>, other: Vec<ValueCounts>) -> Result<(), OpError> {
-        for (a, b) in into.iter_mut().zip(other) {
+    fn merge(&self, into: &mut OrdinalPartial, other: OrdinalPartial) -> Result<(), OpError> {
+        into.rows += other.rows;
+        for (a, b) in into.counts.iter_mut().zip(other.counts) {
             a.merge(b)?;
         }
         Ok(())
     }
 
-    fn finish(&self, partial: Vec<ValueCounts>) -> Result<PerColumn<Categories>, OpError> {
+    fn finish(&self, partial: OrdinalPartial) -> Result<PerColumn<Categories>, OpError> {
         let mut entries = Vec::new();
-        for (counts, name) in partial.iter().zip(&self.names) {
-            let categories = counts.sorted_values();
-            if categories.is_empty() {
+        for (counts, name) in partial.counts.iter().zip(&self.names) {
+            let sorted = counts.sorted_counts();
+            if sorted.is_empty() {
                 return Err(OpError::InvalidSpec(format!("column '{name}' has no value to learn categories from")));
             }
-            entries.push(Categories { categories });
+            let infrequent = self.infrequent(&sorted.iter().map(|(_, n)| *n).collect::<Vec<_>>(), partial.rows);
+            let (mut categories, mut rare) = (Vec::new(), Vec::new());
+            for ((value, _), infrequent) in sorted.into_iter().zip(infrequent) {
+                if infrequent { rare.push(value) } else { categories.push(value) }
+            }
+            entries.push(Categories { categories, infrequent: rare });
         }
         Ok(PerColumn::new(&self.names, entries))
     }
 
     fn with_params(&self, params: PerColumn<Categories>) -> Result<Box<dyn BoundStep>, OpError> {
         let mut codes = Vec::new();
-        for categories in params.ordered(&self.names)? {
+        for (categories, name) in params.ordered(&self.names)?.into_iter().zip(&self.names) {
+            let frequent = categories.categories.len();
+            let used = frequent + usize::from(!categories.infrequent.is_empty());
+            for (option, value) in
+                [("unknown_value", self.unknown_value), ("encoded_missing_value", self.encoded_missing_value)]
+            {
+                if let Some(value) = value
+                    && value >= 0.0
+                    && value < used as f64
+                {
+                    return Err(OpError::InvalidSpec(format!(
+                        "{option} = {value} is the code of a category of column '{name}' (codes 0 to {}); pick a negative one or {used}",
+                        used - 1
+                    )));
+                }
+            }
             let mut by_value: HashMap<Key, f64> = HashMap::new();
-            for (code, value) in categories.categories.iter().enumerate() {
+            let infrequent = categories.infrequent.iter().map(|value| (frequent, value));
+            for (code, value) in categories.categories.iter().enumerate().chain(infrequent) {
                 let key = match value {
                     ModeValue::Text(text) => Key::Text(text.clone()),
                     ModeValue::Int(n) => Key::Int(*n),
@@ -160,6 +312,8 @@ impl Fit for OrdinalFit {
             output: self.output.clone(),
             codes,
             on_unknown: self.on_unknown,
+            unknown_value: self.unknown_value,
+            missing: self.encoded_missing_value,
         }))
     }
 }
@@ -179,6 +333,9 @@ pub struct Ordinal {
     output: SchemaRef,
     codes: Vec<HashMap<Key, f64>>,
     on_unknown: OnUnknown,
+    unknown_value: Option<f64>,
+    /// The code of a null (`encoded_missing_value`), or `None`: null.
+    missing: Option<f64>,
 }
 
 impl BoundStep for Ordinal {
@@ -191,6 +348,9 @@ impl BoundStep for Ordinal {
         for ((&index, codes), name) in self.indices.iter().zip(&self.codes).zip(&self.names) {
             let column = batch.column(index);
             let unknown = |row: usize| -> Result<Option<f64>, OpError> {
+                if let Some(code) = self.unknown_value {
+                    return Ok(Some(code));
+                }
                 match self.on_unknown {
                     OnUnknown::Null => Ok(None),
                     OnUnknown::Error => Err(OpError::InvalidSpec(format!(
@@ -203,7 +363,7 @@ impl BoundStep for Ordinal {
                 let values = values.as_primitive::<Int64Type>();
                 (0..values.len())
                     .map(|row| match values.is_valid(row) {
-                        false => Ok(None),
+                        false => Ok(self.missing),
                         true => match codes.get(&Key::Int(values.value(row))) {
                             Some(&code) => Ok(Some(code)),
                             None => unknown(row),
@@ -216,7 +376,7 @@ impl BoundStep for Ordinal {
                 let mut lookup = Key::Text(String::new());
                 (0..values.len())
                     .map(|row| match values.is_valid(row) {
-                        false => Ok(None),
+                        false => Ok(self.missing),
                         true => {
                             if let Key::Text(text) = &mut lookup {
                                 text.clear();

@@ -235,20 +235,35 @@ impl ValueCounts {
 
     /// Every value counted, each once, in ascending order (strings by code point).
     pub fn sorted_values(&self) -> Vec<ModeValue> {
-        fn sorted<K: Clone + Ord>(counts: &HashMap<K, u64>) -> Vec<K> {
-            let mut keys: Vec<K> = counts.keys().cloned().collect();
-            keys.sort();
-            keys
+        self.sorted_counts().into_iter().map(|(value, _)| value).collect()
+    }
+
+    /// Every value counted with its count, in ascending order of value.
+    pub fn sorted_counts(&self) -> Vec<(ModeValue, u64)> {
+        fn sorted<K: Clone + Ord>(counts: &HashMap<K, u64>) -> Vec<(K, u64)> {
+            let mut pairs: Vec<(K, u64)> = counts.iter().map(|(k, n)| (k.clone(), *n)).collect();
+            pairs.sort_by(|a, b| a.0.cmp(&b.0));
+            pairs
         }
         match self {
-            ValueCounts::Int(c) => sorted(c).into_iter().map(ModeValue::Int).collect(),
-            ValueCounts::UInt(c) => sorted(c).into_iter().map(ModeValue::UInt).collect(),
+            ValueCounts::Int(c) => sorted(c).into_iter().map(|(v, n)| (ModeValue::Int(v), n)).collect(),
+            ValueCounts::UInt(c) => sorted(c).into_iter().map(|(v, n)| (ModeValue::UInt(v), n)).collect(),
             ValueCounts::Float(c) => {
-                let mut values: Vec<f64> = c.keys().map(|bits| f64::from_bits(*bits)).collect();
-                values.sort_by(f64::total_cmp);
-                values.into_iter().map(ModeValue::Float).collect()
+                let mut pairs: Vec<(f64, u64)> = c.iter().map(|(bits, n)| (f64::from_bits(*bits), *n)).collect();
+                pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+                pairs.into_iter().map(|(v, n)| (ModeValue::Float(v), n)).collect()
             }
-            ValueCounts::Text(c) => sorted(c).into_iter().map(ModeValue::Text).collect(),
+            ValueCounts::Text(c) => sorted(c).into_iter().map(|(v, n)| (ModeValue::Text(v), n)).collect(),
+        }
+    }
+
+    /// How many distinct values were counted.
+    pub fn distinct(&self) -> usize {
+        match self {
+            ValueCounts::Int(c) => c.len(),
+            ValueCounts::UInt(c) => c.len(),
+            ValueCounts::Float(c) => c.len(),
+            ValueCounts::Text(c) => c.len(),
         }
     }
 

@@ -267,7 +267,15 @@ pub fn job(rng: &mut fastrand::Rng, schema: &SchemaRef) -> String {
     text.push_str("name = \"fuzz\"\n[source]\nuri = \"in/date={{ds}}/\"\n");
     for _ in 0..rng.usize(..7) {
         text.push_str("[[step]]\n");
-        let step = match rng.u8(..21) {
+        let step = match rng.u8(..22) {
+            21 => format!(
+                "op = \"ordinal\"\ncolumns = {}\nmin_frequency = {}\nmax_categories = {}\nunknown_value = {}\nencoded_missing_value = {}\n",
+                some(rng, &[&strings[..], &numeric[..]].concat()),
+                pick(rng, &["1", "3", "0", "0.2", "1.5", "-1"]),
+                pick(rng, &["1", "2", "40", "0"]),
+                pick(rng, &["-1", "0", "2", "1.5", "nan"]),
+                pick(rng, &["-2", "1", "-1e300", "inf"])
+            ),
             20 => format!(
                 "op = \"power\"\ncolumns = {}\nstandardize = {}\nmethod = \"{}\"\n",
                 some(rng, &numeric),
