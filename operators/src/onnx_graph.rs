@@ -2,11 +2,13 @@
 //! The `explain` step uses it to recognise models it can explain exactly from their
 //! parameters (linear models, affine maps, tree ensembles).
 //!
-//! ONNX models are Protocol Buffers (`onnx.proto`). Weir reads the few fields it needs
-//! straight from the wire format (varints, fixed 32/64-bit values and length-delimited
-//! fields, ~100 lines) rather than through a protobuf crate: the project has no protobuf
-//! code generator, and ONNX Runtime, which runs the model, exposes no graph. Unknown fields
-//! are skipped, so any valid model reads; a malformed one is an error, never a panic.
+//! ONNX models are Protocol Buffers (`onnx.proto`, proto2). The few messages and fields
+//! Weir reads are declared below with `prost`'s derive (no code generator needed) and
+//! decoded by it: unknown fields are skipped, so any valid model reads; a malformed one, or
+//! one nested deeper than prost's recursion limit, is an error, never a panic. They are then
+//! turned into the plain types here, with every tensor's values widened to `f64`.
+
+use proto::Message;
 
 /// One node of the graph.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -66,179 +68,138 @@ pub fn nodes(model: &[u8]) -> Result<Vec<Node>, String> {
 
 /// The model's main graph.
 pub fn graph(model: &[u8]) -> Result<Graph, String> {
-    let mut graph = Graph::default();
-    // ModelProto.graph = 7; GraphProto.node = 1, .initializer = 5.
-    for (field, value) in fields(model)? {
-        if let (7, Value::Bytes(bytes)) = (field, value) {
-            for (field, value) in fields(bytes)? {
-                match (field, value) {
-                    (1, Value::Bytes(node)) => graph.nodes.push(read_node(node)?),
-                    (5, Value::Bytes(tensor)) => graph.initializers.push(read_tensor(tensor)?),
-                    _ => {}
-                }
-            }
-        }
-    }
-    Ok(graph)
+    let model = proto::ModelProto::decode(model).map_err(|error| format!("not an ONNX model: {error}"))?;
+    let graph = model.graph.unwrap_or_default();
+    Ok(Graph {
+        nodes: graph.node.into_iter().map(read_node).collect::<Result<_, _>>()?,
+        initializers: graph.initializer.into_iter().map(read_tensor).collect::<Result<_, _>>()?,
+    })
 }
 
 /// A `TensorProto` of float, double, the integer types or uint8 (its elements as `f64`).
-fn read_tensor(bytes: &[u8]) -> Result<Tensor, String> {
-    let mut tensor = Tensor::default();
-    let (mut data_type, mut raw, mut values) = (0u64, None, Vec::new());
-    for (field, value) in fields(bytes)? {
-        match (field, value) {
-            (1, Value::Varint(v)) => tensor.dims.push(v as i64),
-            (1, Value::Bytes(mut packed)) => {
-                while !packed.is_empty() {
-                    tensor.dims.push(varint(&mut packed)? as i64);
-                }
-            }
-            (2, Value::Varint(v)) => data_type = v,
-            (4, Value::Fixed32(v)) => values.push(f32::from_bits(v) as f64),
-            (4, Value::Bytes(packed)) => values
-                .extend(packed.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default()) as f64)),
-            (5 | 7, Value::Varint(v)) => values.push(v as i64 as f64),
-            (5 | 7, Value::Bytes(mut packed)) => {
-                while !packed.is_empty() {
-                    values.push(varint(&mut packed)? as i64 as f64);
-                }
-            }
-            (8, Value::Bytes(b)) => tensor.name = text(b)?,
-            (9, Value::Bytes(b)) => raw = Some(b),
-            (10, Value::Bytes(packed)) => {
-                values.extend(packed.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default())))
-            }
-            _ => {}
-        }
-    }
-    if let Some(raw) = raw {
+fn read_tensor(tensor: proto::TensorProto) -> Result<Tensor, String> {
+    let name = tensor.name;
+    let values: Vec<f64> = if !tensor.raw_data.is_empty() {
+        let raw = &tensor.raw_data;
         // TensorProto.DataType: FLOAT 1, UINT8 2, INT8 3, INT32 6, INT64 7, DOUBLE 11.
-        values = match data_type {
+        match tensor.data_type {
             1 => raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default()) as f64).collect(),
             11 => raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default())).collect(),
             2 => raw.iter().map(|&b| b as f64).collect(),
             3 => raw.iter().map(|&b| b as i8 as f64).collect(),
             6 => raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap_or_default()) as f64).collect(),
             7 => raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()) as f64).collect(),
-            other => return Err(format!("tensor '{}' has data type {other}, which Weir does not read", tensor.name)),
-        };
-    }
-    let expected = tensor.dims.iter().try_fold(1usize, |count, &d| count.checked_mul(usize::try_from(d).ok()?));
+            other => return Err(format!("tensor '{name}' has data type {other}, which Weir does not read")),
+        }
+    } else {
+        let floats = tensor.float_data.iter().map(|&v| v as f64);
+        let ints = tensor.int32_data.iter().map(|&v| v as f64).chain(tensor.int64_data.iter().map(|&v| v as f64));
+        floats.chain(ints).chain(tensor.double_data.iter().copied()).collect()
+    };
+    let dims = tensor.dims;
+    let expected = dims.iter().try_fold(1usize, |count, &d| count.checked_mul(usize::try_from(d).ok()?));
     if expected != Some(values.len()) {
-        return Err(format!("tensor '{}' holds {} values for dimensions {:?}", tensor.name, values.len(), tensor.dims));
+        return Err(format!("tensor '{name}' holds {} values for dimensions {dims:?}", values.len()));
     }
-    tensor.values = values;
-    Ok(tensor)
+    Ok(Tensor { name, dims, values })
 }
 
-fn read_node(bytes: &[u8]) -> Result<Node, String> {
-    let mut node = Node::default();
-    for (field, value) in fields(bytes)? {
-        match (field, value) {
-            (1, Value::Bytes(b)) => node.inputs.push(text(b)?),
-            (2, Value::Bytes(b)) => node.outputs.push(text(b)?),
-            (4, Value::Bytes(b)) => node.op_type = text(b)?,
-            (7, Value::Bytes(b)) => node.domain = text(b)?,
-            (5, Value::Bytes(b)) => node.attributes.push(read_attribute(b)?),
-            _ => {}
-        }
+fn read_node(node: proto::NodeProto) -> Result<Node, String> {
+    Ok(Node {
+        op_type: node.op_type,
+        domain: node.domain,
+        inputs: node.input,
+        outputs: node.output,
+        attributes: node.attribute.into_iter().map(read_attribute).collect::<Result<_, _>>()?,
+    })
+}
+
+fn read_attribute(attribute: proto::AttributeProto) -> Result<Attribute, String> {
+    Ok(Attribute {
+        name: attribute.name,
+        f: attribute.f,
+        i: attribute.i,
+        s: attribute.s,
+        t: attribute.t.map(read_tensor).transpose()?,
+        floats: attribute.floats,
+        ints: attribute.ints,
+        strings: attribute.strings,
+    })
+}
+
+/// The fields of `onnx.proto` that Weir reads, with their numbers there.
+mod proto {
+    pub use prost::Message;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelProto {
+        #[prost(message, optional, tag = "7")]
+        pub graph: Option<GraphProto>,
     }
-    Ok(node)
-}
 
-fn read_attribute(bytes: &[u8]) -> Result<Attribute, String> {
-    let mut attribute = Attribute::default();
-    for (field, value) in fields(bytes)? {
-        match (field, value) {
-            (1, Value::Bytes(b)) => attribute.name = text(b)?,
-            (2, Value::Fixed32(v)) => attribute.f = Some(f32::from_bits(v)),
-            (3, Value::Varint(v)) => attribute.i = Some(v as i64),
-            (4, Value::Bytes(b)) => attribute.s = Some(b.to_vec()),
-            (5, Value::Bytes(b)) => attribute.t = Some(read_tensor(b)?),
-            (7, Value::Fixed32(v)) => attribute.floats.push(f32::from_bits(v)),
-            (7, Value::Bytes(packed)) => {
-                if packed.len() % 4 != 0 {
-                    return Err("a packed float list has a length that is not a multiple of 4".into());
-                }
-                attribute
-                    .floats
-                    .extend(packed.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default())));
-            }
-            (8, Value::Varint(v)) => attribute.ints.push(v as i64),
-            (8, Value::Bytes(mut packed)) => {
-                while !packed.is_empty() {
-                    attribute.ints.push(varint(&mut packed)? as i64);
-                }
-            }
-            (9, Value::Bytes(b)) => attribute.strings.push(b.to_vec()),
-            _ => {}
-        }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct GraphProto {
+        #[prost(message, repeated, tag = "1")]
+        pub node: Vec<NodeProto>,
+        #[prost(message, repeated, tag = "5")]
+        pub initializer: Vec<TensorProto>,
     }
-    Ok(attribute)
-}
 
-fn text(bytes: &[u8]) -> Result<String, String> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| "a name is not UTF-8".to_string())
-}
-
-/// A field's value on the wire.
-#[derive(Debug, Clone, Copy)]
-enum Value<'a> {
-    Varint(u64),
-    /// A fixed 64-bit value: no field Weir reads has one.
-    Fixed64,
-    Bytes(&'a [u8]),
-    Fixed32(u32),
-}
-
-fn varint(bytes: &mut &[u8]) -> Result<u64, String> {
-    let mut value = 0u64;
-    for shift in (0..70).step_by(7) {
-        let (&byte, rest) = bytes.split_first().ok_or("a varint runs past the end")?;
-        *bytes = rest;
-        if shift == 63 && byte > 1 {
-            return Err("a varint is longer than 64 bits".into());
-        }
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok(value);
-        }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct NodeProto {
+        #[prost(string, repeated, tag = "1")]
+        pub input: Vec<String>,
+        #[prost(string, repeated, tag = "2")]
+        pub output: Vec<String>,
+        #[prost(string, tag = "4")]
+        pub op_type: String,
+        #[prost(message, repeated, tag = "5")]
+        pub attribute: Vec<AttributeProto>,
+        #[prost(string, tag = "7")]
+        pub domain: String,
     }
-    Err("a varint is longer than 64 bits".into())
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AttributeProto {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(float, optional, tag = "2")]
+        pub f: Option<f32>,
+        #[prost(int64, optional, tag = "3")]
+        pub i: Option<i64>,
+        #[prost(bytes = "vec", optional, tag = "4")]
+        pub s: Option<Vec<u8>>,
+        #[prost(message, optional, tag = "5")]
+        pub t: Option<TensorProto>,
+        #[prost(float, repeated, tag = "7")]
+        pub floats: Vec<f32>,
+        #[prost(int64, repeated, tag = "8")]
+        pub ints: Vec<i64>,
+        #[prost(bytes = "vec", repeated, tag = "9")]
+        pub strings: Vec<Vec<u8>>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TensorProto {
+        #[prost(int64, repeated, tag = "1")]
+        pub dims: Vec<i64>,
+        #[prost(int32, tag = "2")]
+        pub data_type: i32,
+        #[prost(float, repeated, tag = "4")]
+        pub float_data: Vec<f32>,
+        #[prost(int32, repeated, tag = "5")]
+        pub int32_data: Vec<i32>,
+        #[prost(int64, repeated, tag = "7")]
+        pub int64_data: Vec<i64>,
+        #[prost(string, tag = "8")]
+        pub name: String,
+        #[prost(bytes = "vec", tag = "9")]
+        pub raw_data: Vec<u8>,
+        #[prost(double, repeated, tag = "10")]
+        pub double_data: Vec<f64>,
+    }
 }
 
-fn take<'a>(bytes: &mut &'a [u8], count: usize) -> Result<&'a [u8], String> {
-    if bytes.len() < count {
-        return Err("a field runs past the end".into());
-    }
-    let (taken, rest) = bytes.split_at(count);
-    *bytes = rest;
-    Ok(taken)
-}
-
-/// The (field number, value) pairs of one message.
-fn fields(mut bytes: &[u8]) -> Result<Vec<(u64, Value<'_>)>, String> {
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let key = varint(&mut bytes)?;
-        let value = match key & 7 {
-            0 => Value::Varint(varint(&mut bytes)?),
-            1 => {
-                take(&mut bytes, 8)?;
-                Value::Fixed64
-            }
-            2 => {
-                let length = usize::try_from(varint(&mut bytes)?).map_err(|_| "a length overflows")?;
-                Value::Bytes(take(&mut bytes, length)?)
-            }
-            5 => Value::Fixed32(u32::from_le_bytes(take(&mut bytes, 4)?.try_into().unwrap_or_default())),
-            other => return Err(format!("wire type {other} is not used by ONNX")),
-        };
-        out.push((key >> 3, value));
-    }
-    Ok(out)
-}
 
 #[cfg(test)]
 mod tests {
