@@ -166,7 +166,7 @@ impl FloatTransform {
             FloatTransform::Standardize { mean, scale } => column.unary(|x| (x - mean) / scale),
             FloatTransform::Linear { scale, offset } => column.unary(|x| x * scale + offset),
             FloatTransform::YeoJohnson { lambda, mean, scale } => {
-                column.unary(|x| (crate::power::yeo_johnson(x, lambda) - mean) / scale)
+                column.unary(|x| (yeo_johnson(x, lambda) - mean) / scale)
             }
             FloatTransform::Clamp { lower, upper } => column.unary(|x| {
                 if x < lower {
@@ -178,6 +178,17 @@ impl FloatTransform {
                 }
             }),
         }
+    }
+}
+
+/// The Yeo-Johnson transform of `x`, as scikit-learn's `_yeo_johnson_transform` computes it.
+pub fn yeo_johnson(x: f64, lambda: f64) -> f64 {
+    if x >= 0.0 {
+        if lambda.abs() < f64::EPSILON { x.ln_1p() } else { ((x + 1.0).powf(lambda) - 1.0) / lambda }
+    } else if (lambda - 2.0).abs() > f64::EPSILON {
+        -((1.0 - x).powf(2.0 - lambda) - 1.0) / (2.0 - lambda)
+    } else {
+        -(-x).ln_1p()
     }
 }
 

@@ -200,7 +200,6 @@ mod proto {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,7 +39,9 @@ use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::fit::{Fit, FitShape};
-use crate::fit_columns::{FloatTransform, NumericColumns, PerColumn, all_missing, no_infinity, numeric_step_schema};
+use crate::fit_columns::{
+    FloatTransform, NumericColumns, PerColumn, all_missing, no_infinity, numeric_step_schema, yeo_johnson,
+};
 use crate::stats::Moments;
 use crate::{BoundStep, OpError};
 
@@ -166,17 +168,6 @@ struct ColumnPower {
     mean: f64,
     scale: f64,
     count: u64,
-}
-
-/// The Yeo-Johnson transform of `x`, as scikit-learn's `_yeo_johnson_transform` computes it.
-pub fn yeo_johnson(x: f64, lambda: f64) -> f64 {
-    if x >= 0.0 {
-        if lambda.abs() < f64::EPSILON { x.ln_1p() } else { ((x + 1.0).powf(lambda) - 1.0) / lambda }
-    } else if (lambda - 2.0).abs() > f64::EPSILON {
-        -((1.0 - x).powf(2.0 - lambda) - 1.0) / (2.0 - lambda)
-    } else {
-        -(-x).ln_1p()
-    }
 }
 
 /// scikit-learn's `_is_constant_feature`: a variance within rounding of zero.
