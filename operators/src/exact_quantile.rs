@@ -183,7 +183,8 @@ impl ExactQuantiles {
         let searches = ranks
             .into_iter()
             .map(|rank| {
-                let q = rank as f64 / (count - 1) as f64;
+                // (One value: rank 0 is every quantile; no 0 / 0.)
+                let q = if count > 1 { rank as f64 / (count - 1) as f64 } else { 0.0 };
                 // The sketch may have dropped the extremes: past either end, the whole key range.
                 let lo = if q - margin <= 0.0 { 0 } else { sketch.quantile(q - margin).map_or(0, to_key) };
                 let hi =
@@ -423,5 +424,13 @@ mod tests {
         sorted.sort_by(f64::total_cmp);
         let (got, _) = exact(&data, &[0.5, 0.95], 2, 16);
         assert_eq!(got, vec![reference(&sorted, 0.5), reference(&sorted, 0.95)]);
+    }
+
+    /// One value: every quantile is it (planning once divided 0 by 0 here and panicked; found
+    /// by the job fuzz target, fitting a `robust_scale` over a column with one value).
+    #[test]
+    fn a_single_value_is_every_quantile() {
+        let (got, passes) = exact(&[3.5], &[0.0, 0.25, 0.5, 1.0], 1, COLLECT_LIMIT);
+        assert_eq!((got, passes), (vec![3.5; 4], 1));
     }
 }

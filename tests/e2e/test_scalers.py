@@ -213,3 +213,16 @@ def test_power_equals_scikit_learn(weir, tmp_path, shape):
     again = tmp_path / "again"
     weir("run", write_job(tmp_path / "reuse.toml", power_job(tmp_path / "other", again, f'fitted = "{out}"')), *shape, check=0)
     assert_transformed(read_output(again).sort_by("id"), other)
+
+
+def test_a_column_with_one_present_value_scales_as_scikit_learn(weir, tmp_path):
+    """Exact quantiles of a column holding one value (the rest null) at 2 workers: planning
+    the quantile search once divided 0 by 0 and panicked (found by the job fuzz target)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    table = pa.table({"x": pa.array([None, 2.0, None, None], pa.float64())})
+    pq.write_table(table, src / "a.parquet", row_group_size=2)
+    text = f'name = "one"\n[source]\nuri = "{src}"\n[[step]]\nop = "robust_scale"\ncolumns = ["x"]\n[sink]\nuri = "{tmp_path / "out"}"\n'
+    weir("run", write_job(tmp_path / "job.toml", text), "-w", "2", check=0)
+    want = RobustScaler().fit_transform(column(table, "x")[:, None])[:, 0]
+    np.testing.assert_array_equal(column(read_output(tmp_path / "out"), "x"), want)
