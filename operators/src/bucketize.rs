@@ -224,7 +224,9 @@ impl Fit for BucketizeFit {
                         kept
                     }
                 };
-                edges[1..edges.len() - 1].to_vec()
+                // Inner edges only; a range narrower than the 1e-8 rule keeps one edge, so no
+                // boundary: one bucket, as scikit-learn's `searchsorted` over none gives.
+                edges.get(1..edges.len().saturating_sub(1)).map(<[f64]>::to_vec).unwrap_or_default()
             };
             fitted.push(ColumnBoundaries { boundaries, count, exact });
         }
@@ -306,5 +308,22 @@ mod tests {
         assert!(bad.bind(&schema).unwrap_err().to_string().contains("strictly increasing"));
         let both = BucketizeSpec { n_bins: Some(3), ..spec };
         assert!(both.bind(&schema).unwrap_err().to_string().contains("either"));
+    }
+
+    /// Quantile edges closer than 1e-8 to each other over the whole range leave one edge:
+    /// one bucket, not a panic (found by the job fuzz target).
+    #[test]
+    fn a_range_narrower_than_the_edge_rule_is_one_bucket() {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, true)]));
+        let values: Vec<Option<f64>> = (0..40).map(|i| Some(1.0 + i as f64 * 1e-11)).collect();
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Float64Array::from(values))]).unwrap();
+        let spec: BucketizeSpec =
+            serde_json::from_value(serde_json::json!({ "columns": ["x"], "n_bins": 5, "strategy": "quantile" }))
+                .unwrap();
+        let BoundBucketize::Fitted(fit) = spec.bind(&schema).unwrap() else { panic!("not fitted") };
+        let fit = crate::fit::erase(fit);
+        let params = crate::fit::fit_in_process(fit.as_ref(), std::slice::from_ref(&batch));
+        let out = fit.with_params(&params).unwrap().apply(batch).unwrap();
+        assert!(out.column(0).as_primitive::<Float64Type>().values().iter().all(|&b| b == 0.0));
     }
 }
