@@ -396,7 +396,7 @@ fn commit_run(
                 };
                 let (record, this_run) = output.record(plan, cluster, rejected).await?;
                 let info = RejectsInfo { uri: rejects.output.uri(), rows: this_run.rows };
-                Some((CommitRecord { fitted: None, fitted_staged: None, ..record }, info))
+                Some((record, info))
             }
         };
         let output = Output {

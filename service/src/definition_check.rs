@@ -407,5 +407,10 @@ mod tests {
         let state = Grants { endpoints: Some(vec![]), refused: vec!["/data/mine/out".into()], ..Grants::default() };
         let err = check_grants(&job.spec, &state).unwrap_err();
         assert!(err.contains("sink.uri") && err.contains("state folder"), "{err}");
+        // The rejects output is a place like any other.
+        let text = "name = \"t\"\n[source]\nuri = \"/data/mine/in\"\n[[step]]\nop = \"cast\"\ncolumns = { x = \"int64\" }\non_error = \"reject\"\n[sink]\nuri = \"/data/mine/out\"\nrejects = \"/data/theirs/rejects\"\n";
+        let job = load_job_text("t.toml", text, &Variables::new(&[])).unwrap();
+        let err = check_grants(&job.spec, &grants).unwrap_err();
+        assert!(err.starts_with("sink.rejects '/data/theirs/rejects'"), "{err}");
     }
 }

@@ -776,3 +776,18 @@ def attempt_files(prefix: Path, run_id: str) -> list:
         except FileNotFoundError:
             pass
     return names
+
+
+def read_dir(prefix: Path) -> pa.Table:
+    """What a plain reader sees: pyarrow's dataset reader on the directory."""
+    return pq.read_table(str(prefix))
+
+
+def manifest(prefix: Path):
+    path = prefix / "_weir" / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def committed_run_id(prefix: Path):
+    found = manifest(prefix)
+    return found["run_id"] if found is not None and (prefix / "_SUCCESS").exists() else None

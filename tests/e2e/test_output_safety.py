@@ -34,11 +34,14 @@ from helpers import (
     assert_rows,
     attempt_files,
     children_of,
+    committed_run_id,
     hidden,
     job_file,
     kill_loop,
     live_glob,
     ls_json,
+    manifest,
+    read_dir,
     reference,
     run_at_once,
     run_retrying,
@@ -116,21 +119,6 @@ def snapshot(root: Path) -> dict:
             rel = str(path.relative_to(root))
             out[rel] = ("link", os.readlink(path)) if path.is_symlink() else path.read_bytes()
     return out
-
-
-def read_dir(prefix: Path) -> pa.Table:
-    """What a plain reader sees: pyarrow's dataset reader on the directory."""
-    return pq.read_table(str(prefix))
-
-
-def manifest(prefix: Path):
-    path = prefix / "_weir" / "manifest.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def committed_run_id(prefix: Path):
-    found = manifest(prefix)
-    return found["run_id"] if found is not None and (prefix / "_SUCCESS").exists() else None
 
 
 def read_manifest_files(prefix: Path) -> pa.Table:

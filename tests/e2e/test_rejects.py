@@ -34,7 +34,19 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import data_files, write_dataset, write_job
-from helpers import SHAPES_1_AND_2X2, Run, S3Prefix, attempt_files, ls_json, run_retrying, shape_id, wait_no_processes
+from helpers import (
+    SHAPES_1_AND_2X2,
+    Run,
+    S3Prefix,
+    attempt_files,
+    committed_run_id,
+    ls_json,
+    manifest,
+    read_dir,
+    run_retrying,
+    shape_id,
+    wait_no_processes,
+)
 
 ACCEPTED = ["new", "paid", "shipped"]
 # Texts an int64 cast must refuse (no spaces: `cast` does not trim).
@@ -276,21 +288,6 @@ def assert_rejects(table: pa.Table, want: list, what: str):
         ):
             wrong.append((g, w))
     assert not wrong, f"{what}: {len(wrong)} rows differ, e.g. {wrong[:3]}"
-
-
-def manifest(prefix: Path):
-    path = prefix / "_weir" / "manifest.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def committed_run_id(prefix: Path):
-    found = manifest(prefix)
-    return found["run_id"] if found is not None and (prefix / "_SUCCESS").exists() else None
-
-
-def read_dir(prefix: Path) -> pa.Table:
-    """What a plain reader sees: pyarrow's dataset reader on the folder (skips `_` paths)."""
-    return pq.read_table(str(prefix))
 
 
 def run_parts(prefix: Path, run_id: str) -> list:
