@@ -61,6 +61,8 @@ pub(crate) struct SpillOptions {
     /// The directory the worker's own temporary directory is made in.
     pub parent: PathBuf,
     pub budget_bytes: u64,
+    /// Bytes of the file system a spill always leaves free; `None`: [`default_keep_free`].
+    pub keep_free_bytes: Option<u64>,
 }
 
 /// The spill side of a worker's cache.
@@ -70,6 +72,8 @@ struct Spill {
     dir: RefCell<Option<tempfile::TempDir>>,
     parent: PathBuf,
     budget: u64,
+    /// See [`SpillOptions::keep_free_bytes`].
+    keep_free: Option<u64>,
     used: Cell<u64>,
     /// Each spilled shard's file, its bytes and its rows.
     files: RefCell<HashMap<usize, (PathBuf, u64, u64)>>,
@@ -78,19 +82,26 @@ struct Spill {
     blocks: BlockPool,
 }
 
-/// Free space a spill never takes: the larger of this and [`FREE_SHARE`] of the file system,
-/// so that spilling cannot starve the output (or anything else) on a shared disk. Checked
-/// before each batch is spilled; a shard that would cross it is dropped and read again.
+/// Free space a spill never takes by default: the larger of this and [`FREE_SHARE`] of the
+/// file system, so that spilling cannot starve the output (or anything else) on a shared
+/// disk. Checked before each batch is spilled; a shard that would cross it is dropped and
+/// read again. `source.spill_keep_free_mb` sets another reserve.
 const FREE_FLOOR: u64 = 2 << 30;
 const FREE_SHARE: f64 = 0.02;
 
-/// Whether the file system holding `dir` has room for `bytes` more above its reserve.
-fn room_on_disk(dir: &Path, bytes: u64) -> bool {
+/// The reserve of a file system of `total` bytes when the job sets none.
+fn default_keep_free(total: u64) -> u64 {
+    FREE_FLOOR.max((total as f64 * FREE_SHARE) as u64)
+}
+
+/// Whether the file system holding `dir` has room for `bytes` more above its reserve
+/// (`keep_free`, or [`default_keep_free`]).
+fn room_on_disk(dir: &Path, bytes: u64, keep_free: Option<u64>) -> bool {
     match nix::sys::statvfs::statvfs(dir) {
         Ok(stats) => {
             let block = stats.fragment_size();
             let (total, available) = (stats.blocks() * block, stats.blocks_available() * block);
-            let reserve = FREE_FLOOR.max((total as f64 * FREE_SHARE) as u64);
+            let reserve = keep_free.unwrap_or_else(|| default_keep_free(total));
             available.saturating_sub(reserve) >= bytes
         }
         Err(_) => false,
@@ -126,6 +137,7 @@ impl SourceCache {
             dir: RefCell::new(None),
             parent: options.parent,
             budget: options.budget_bytes,
+            keep_free: options.keep_free_bytes,
             used: Cell::new(0),
             files: RefCell::default(),
             ahead: RefCell::default(),
@@ -240,7 +252,7 @@ impl SourceCache {
                 return None;
             }
         };
-        if !room_on_disk(path.parent().unwrap_or(&spill.parent), bytes) {
+        if !room_on_disk(path.parent().unwrap_or(&spill.parent), bytes, spill.keep_free) {
             tracing::debug!(dir = %spill.parent.display(), "the disk is nearly full: not spilling; re-reading from the source instead");
             return None;
         }
@@ -376,7 +388,9 @@ impl ShardCollector {
                 };
             }
             Target::Disk { writer, path } => {
-                let full = !room_on_disk(path.parent().unwrap_or(Path::new(".")), batch.get_array_memory_size() as u64);
+                let keep_free = cache.spill.as_ref().and_then(|spill| spill.keep_free);
+                let bytes = batch.get_array_memory_size() as u64;
+                let full = !room_on_disk(path.parent().unwrap_or(Path::new(".")), bytes, keep_free);
                 let failed = if self.bytes > self.spill_room || full {
                     let _ = std::fs::remove_file(&*path);
                     true
@@ -465,7 +479,8 @@ mod tests {
     fn shards_past_the_memory_budget_spill_and_read_back_the_same_until_drained() {
         let parent = tempfile::tempdir().unwrap();
         let size = batch(1000).get_array_memory_size() as u64;
-        let spill = SpillOptions { parent: parent.path().to_path_buf(), budget_bytes: 5 * size };
+        let spill =
+            SpillOptions { parent: parent.path().to_path_buf(), budget_bytes: 5 * size, keep_free_bytes: Some(0) };
         let cache = SourceCache::new(size, Some(spill));
         let shards: Vec<Vec<RecordBatch>> = vec![vec![batch(1000)], vec![batch(1000), batch(999)], vec![batch(7)]];
         for (index, batches) in shards.iter().enumerate() {
@@ -491,7 +506,8 @@ mod tests {
     #[test]
     fn a_spill_file_cut_short_is_an_error_not_a_shorter_shard() {
         let parent = tempfile::tempdir().unwrap();
-        let spill = SpillOptions { parent: parent.path().to_path_buf(), budget_bytes: 1 << 30 };
+        let spill =
+            SpillOptions { parent: parent.path().to_path_buf(), budget_bytes: 1 << 30, keep_free_bytes: Some(0) };
         let cache = SourceCache::new(0, Some(spill));
         read(&cache, 0, &[batch(1000), batch(999)]);
         // Replace the file with a whole stream of the first batch only: a clean end, early.
@@ -510,7 +526,8 @@ mod tests {
     fn a_shard_past_the_spill_budget_is_not_kept_and_its_file_is_gone() {
         let parent = tempfile::tempdir().unwrap();
         let size = batch(1000).get_array_memory_size() as u64;
-        let spill = SpillOptions { parent: parent.path().to_path_buf(), budget_bytes: 2 * size };
+        let spill =
+            SpillOptions { parent: parent.path().to_path_buf(), budget_bytes: 2 * size, keep_free_bytes: Some(0) };
         let cache = SourceCache::new(0, Some(spill));
         read(&cache, 0, &[batch(1000), batch(1000), batch(1000)]);
         read(&cache, 1, &[batch(1000)]);
@@ -524,11 +541,29 @@ mod tests {
     #[test]
     fn spills_leave_the_disk_reserve_free() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(!room_on_disk(dir.path(), u64::MAX / 4), "no disk has room for 4 EiB");
+        assert!(!room_on_disk(dir.path(), u64::MAX / 4, None), "no disk has room for 4 EiB");
         let stats = nix::sys::statvfs::statvfs(dir.path()).unwrap();
         let available = stats.blocks_available() * stats.fragment_size();
-        assert!(!room_on_disk(dir.path(), available.saturating_sub(FREE_FLOOR / 2)), "the reserve stays free");
-        assert!(!room_on_disk(&dir.path().join("missing"), 1), "an unreadable directory has no room");
+        assert!(!room_on_disk(dir.path(), available.saturating_sub(FREE_FLOOR / 2), None), "the reserve stays free");
+        assert!(
+            !room_on_disk(dir.path(), 1, Some(available + (1 << 30))),
+            "a reserve past what is free leaves no room"
+        );
+        assert!(room_on_disk(dir.path(), 1, Some(0)), "with no reserve, a byte fits");
+        assert!(!room_on_disk(&dir.path().join("missing"), 1, Some(0)), "an unreadable directory has no room");
+    }
+
+    #[test]
+    fn a_spill_past_the_reserve_is_not_kept() {
+        let parent = tempfile::tempdir().unwrap();
+        let spill = SpillOptions {
+            parent: parent.path().to_path_buf(),
+            budget_bytes: 1 << 30,
+            keep_free_bytes: Some(u64::MAX),
+        };
+        let cache = SourceCache::new(0, Some(spill));
+        read(&cache, 0, &[batch(1000), batch(1000)]);
+        assert!(cache.take(0, CacheUse::Fill).is_none(), "no room above the reserve: read again from the source");
     }
 
     #[test]
@@ -536,7 +571,7 @@ mod tests {
         let parent = tempfile::tempdir().unwrap();
         let blocked = parent.path().join("a-file");
         std::fs::write(&blocked, b"not a directory").unwrap();
-        let spill = SpillOptions { parent: blocked, budget_bytes: 1 << 30 };
+        let spill = SpillOptions { parent: blocked, budget_bytes: 1 << 30, keep_free_bytes: Some(0) };
         let cache = SourceCache::new(0, Some(spill));
         read(&cache, 0, &[batch(10)]);
         assert!(cache.take(0, CacheUse::Fill).is_none());

@@ -101,6 +101,9 @@ pub struct EnginePlan {
     pub spill_bytes: u64,
     /// Where the spill files go: each worker makes its own temporary directory in it.
     pub spill_dir: std::path::PathBuf,
+    /// Bytes of the spill directory's file system a spill always leaves free; `None`: the
+    /// larger of 2 GiB and 2% of it.
+    pub spill_keep_free_bytes: Option<u64>,
     /// The models of the job's `score` steps, for the manifest.
     pub models: Vec<weir_connectors::manifest::ModelInfo>,
     /// `score` steps pinned to fitted parameters (`fitted_sha256`): (the score step's

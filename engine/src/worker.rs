@@ -135,8 +135,11 @@ fn prepare_run_and_commit(
 
     let workers = cluster.workers_per_process.max(1) as u64;
     // Decrypted plaintext stays in memory or in the store, never on local disk.
-    let spill = (!plan.source.is_decrypted())
-        .then(|| SpillOptions { parent: plan.spill_dir.clone(), budget_bytes: plan.spill_bytes / workers });
+    let spill = (!plan.source.is_decrypted()).then(|| SpillOptions {
+        parent: plan.spill_dir.clone(),
+        budget_bytes: plan.spill_bytes / workers,
+        keep_free_bytes: plan.spill_keep_free_bytes,
+    });
     let state = WorkerState::new(SourceCache::new(plan.cache_bytes / workers, spill));
     let Built { fitted, checks } = build_chain(worker, plan, context, &state)?;
     // Every worker has the same fitted parameters, so all stop here alike on a bad pin.

@@ -247,6 +247,7 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
         cache_bytes: spec.source.cache_mb.unwrap_or(DEFAULT_CACHE_MB).saturating_mul(1 << 20),
         spill_bytes: spec.source.spill_mb.unwrap_or(DEFAULT_SPILL_MB).saturating_mul(1 << 20),
         spill_dir: spec.source.spill_dir.clone().unwrap_or_else(std::env::temp_dir),
+        spill_keep_free_bytes: spec.source.spill_keep_free_mb.map(|mb| mb.saturating_mul(1 << 20)),
         models,
         incremental_base,
         pins,

@@ -109,6 +109,11 @@ pub struct SourceSpec {
     /// never spills.
     #[serde(default)]
     pub spill_mb: Option<u64>,
+    /// MiB of the spill directory's file system that spilling always leaves free (default:
+    /// the larger of 2 GiB and 2% of the file system), so a spill cannot starve the output
+    /// or anything else sharing the disk. A shard that would cross it is read again instead.
+    #[serde(default)]
+    pub spill_keep_free_mb: Option<u64>,
     /// The directory spill files go in (each worker makes its own temporary directory there
     /// and removes it at the end of the run); default: the system's temporary directory
     /// (`TMPDIR`).

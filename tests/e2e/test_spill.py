@@ -82,8 +82,8 @@ def test_every_budget_writes_the_same_output_and_cleans_up(weir, tmp_path, sourc
     spill_dir = tmp_path / "spill"
     budgets = {
         "memory": "",
-        "all-spilled": f'cache_mb = 0\nspill_dir = "{spill_dir}"',
-        "some-spilled": f'cache_mb = 2\nspill_dir = "{spill_dir}"',
+        "all-spilled": f'cache_mb = 0\nspill_dir = "{spill_dir}"\nspill_keep_free_mb = 0',
+        "some-spilled": f'cache_mb = 2\nspill_dir = "{spill_dir}"\nspill_keep_free_mb = 0',
         "re-decoded": "cache_mb = 0\nspill_mb = 0",
     }
     outputs = {}
@@ -120,7 +120,7 @@ def test_a_run_failing_in_its_final_pass_removes_its_spill_files(weir, tmp_path,
     src, _ = source
     spill_dir = tmp_path / "spill"
     cast = '[[step]]\nop = "cast"\ncolumns = { tag = "int64" }\n'
-    out, job_path = job(tmp_path, src, "fails", f'cache_mb = 0\nspill_dir = "{spill_dir}"', cast)
+    out, job_path = job(tmp_path, src, "fails", f'cache_mb = 0\nspill_dir = "{spill_dir}"\nspill_keep_free_mb = 0', cast)
     proc = weir("run", job_path, "-w", "2")
     assert proc.returncode == 2, proc.stderr
     assert "'seven'" in proc.stderr and "tag" in proc.stderr, proc.stderr
@@ -132,7 +132,7 @@ def test_sigterm_after_spilling_removes_the_spill_files(weir, tmp_path, source):
     src, _ = source
     spill_dir = tmp_path / "spill"
     # Slow the final pass with a small batch size so the signal lands while it reads back.
-    options = f'cache_mb = 0\nbatch_size = 64\nspill_dir = "{spill_dir}"'
+    options = f'cache_mb = 0\nbatch_size = 64\nspill_dir = "{spill_dir}"\nspill_keep_free_mb = 0'
     _, job_path = job(tmp_path, src, "term", options)
     run = Run(job_path, "-w", "2")
     try:
@@ -163,7 +163,7 @@ def test_two_runs_at_once_share_a_spill_dir_without_touching_each_other(weir, tm
     bystander.write_text("someone else's file")
     runs = []
     for name in ("first", "second"):
-        out, job_path = job(tmp_path, src, name, f'cache_mb = 0\nbatch_size = 512\nspill_dir = "{spill_dir}"')
+        out, job_path = job(tmp_path, src, name, f'cache_mb = 0\nbatch_size = 512\nspill_dir = "{spill_dir}"\nspill_keep_free_mb = 0')
         runs.append((out, Run(job_path, "-w", "2")))
     try:
         codes = [run.wait(timeout=180) for _, run in runs]
