@@ -1356,8 +1356,14 @@ fn validate(path: &str, vars: &Variables, runtime: &tokio::runtime::Runtime) -> 
         plan.source.inputs().len(),
         plan.source.total_rows(),
         plan.shards.len(),
-        plan.steps.len()
+        job.spec.steps.len()
     );
+    if let Some((number, op)) = plan.open_step() {
+        println!(
+            "output schema: known once step {number} ({op}) is fitted, as its columns are its categories; the steps after it are checked then, before any row is written"
+        );
+        return Ok(());
+    }
     println!("output schema:");
     for field in plan.output_schema.fields() {
         println!("  {}: {}{}", field.name(), field.data_type(), if field.is_nullable() { "" } else { " not null" });

@@ -40,6 +40,6 @@ mod worker;
 pub use cluster::ClusterSetup;
 pub use context::{ProcessContext, RunSummary};
 pub use failure::{FailureKind, JobFailure};
-pub use plan::{EnginePlan, PlannedStep, RejectsPlan, StepKind};
+pub use plan::{BoundRest, EnginePlan, PlanRest, PlannedStep, RejectsPlan, StepKind};
 pub use progress::{Progress, ProgressSnapshot};
 pub use run::execute;

@@ -119,6 +119,31 @@ pub struct EnginePlan {
     pub incremental_base: Option<u64>,
     /// `sink.rejects`: where the rows that steps reject go, committed with the output.
     pub rejects: Option<RejectsPlan>,
+    /// When the last step is open (a `onehot` whose output columns are its fitted
+    /// categories): what binds the steps after it once it is fitted. Until then
+    /// `output_schema`, `file_schema` and `rejects`' layout are provisional (the open
+    /// step's input) and nothing may be written or checked against them.
+    pub rest: Option<Arc<dyn PlanRest>>,
+}
+
+/// What [`PlanRest::bind`] gives: the plan bound further, once awaited.
+pub type BoundRest = std::pin::Pin<Box<dyn std::future::Future<Output = Result<EnginePlan, crate::JobFailure>> + Send>>;
+
+/// The steps of a job after an open step, bound once the steps so far are fitted: the
+/// planner's half of late binding (`weir_jobs` implements it; the engine calls it).
+pub trait PlanRest: Send + Sync + std::fmt::Debug {
+    /// The whole plan again, for the same attempt, source and shards, with the steps so
+    /// far bound to `fitted` (every entry of `fitted.json` so far, in step order): its
+    /// first steps are those of the plan it continues, and it may itself stop at a later
+    /// open step. Errors are the job's (a later step that does not fit the columns made).
+    fn bind(self: Arc<Self>, fitted: Vec<weir_operators::fitted_file::FittedStep>) -> BoundRest;
+}
+
+impl EnginePlan {
+    /// The open step the plan stops at, as (number, op), if it does.
+    pub fn open_step(&self) -> Option<(usize, &'static str)> {
+        self.rest.as_ref().and(self.steps.last()).map(|step| (step.number, step.op))
+    }
 }
 
 /// The rejects output of a run (`sink.rejects`): the rows a `cast` with

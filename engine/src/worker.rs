@@ -106,7 +106,12 @@ fn prepare_run_and_commit(
                         Lease::acquire(&plan.sink, Claim::new(&plan.run_id, &plan.attempt, plan.lease_ttl)).await?;
                     tracing::info!(output = %plan.sink.uri(), attempt = %plan.attempt, "holding the output's lease");
                     let prepared = match prepare_output(&plan.sink, plan.mode, plan.force).await {
-                        Ok(previous) => check_previous(&plan, previous.as_ref()).map(|()| previous),
+                        Ok(previous) => check_generation(&plan, previous.as_ref())
+                            .and_then(|()| match plan.rest {
+                                Some(_) => Ok(()), // checked once the schema is known
+                                None => check_append_schema(&plan, previous.as_ref()),
+                            })
+                            .map(|()| previous),
                         Err(error) => Err(error),
                     };
                     let previous = match prepared {
@@ -141,7 +146,8 @@ fn prepare_run_and_commit(
         keep_free_bytes: plan.spill_keep_free_bytes,
     });
     let state = WorkerState::new(SourceCache::new(plan.cache_bytes / workers, spill));
-    let Built { fitted, checks } = build_chain(worker, plan, context, &state)?;
+    let (Built { fitted, checks }, plan) = build_chain(worker, plan, context, &state, leader)?;
+    let plan = &plan;
     // Every worker has the same fitted parameters, so all stop here alike on a bad pin.
     check_pins(plan, &fitted)?;
     if let Some(target) = &plan.fit_output {
@@ -170,35 +176,90 @@ struct Built {
 }
 
 /// Goes through the plan's steps, running a stage for each fitted step (group), each
-/// dedupe and each check, so that `chain` ends up holding every step.
+/// dedupe and each check, so that `chain` ends up holding every step. A plan that stops at
+/// an open step is bound further once that step is fitted ([`crate::plan::PlanRest`]), and
+/// the output's schema, known then, is checked against the committed output's; returns the
+/// plan that holds every step.
 fn build_chain(
     worker: &mut Worker,
     plan: &SharedPlan,
     context: &ProcessContext,
     state: &Rc<WorkerState>,
-) -> Result<Built, JobFailure> {
-    let mut fitted = Vec::new();
-    let mut checks = Vec::new();
+    leader: &Rc<RefCell<LeaderState>>,
+) -> Result<(Built, SharedPlan), JobFailure> {
+    let mut plan = plan.clone();
+    let mut built = Built { fitted: Vec::new(), checks: Vec::new() };
     let mut index = 0;
+    loop {
+        index = build_steps(worker, &plan, context, state, index, &mut built)?;
+        let Some(rest) = plan.rest.clone() else { break };
+        let bound =
+            context.runtime.block_on(rest.bind(built.fitted.clone())).and_then(|next| match next.steps.len() < index {
+                true => Err(JobFailure::internal("a plan bound further has fewer steps than the one it continues")),
+                false => Ok(Arc::new(next)),
+            });
+        plan = agree_on_plan(worker, bound, leader)?;
+    }
+    Ok((built, plan))
+}
+
+/// Every worker binds the rest of the plan from the same parameters; this round makes them
+/// stop together if any failed (an unreadable `fitted` file on one host), and, once the
+/// plan is whole, has the leader check the output's schema, known now, against the
+/// committed outputs it read under the leases.
+fn agree_on_plan(
+    worker: &mut Worker,
+    bound: Result<SharedPlan, JobFailure>,
+    leader: &Rc<RefCell<LeaderState>>,
+) -> Result<SharedPlan, JobFailure> {
+    let (failure, whole) = match &bound {
+        Ok(plan) => (None, (plan.rest.is_none() && plan.fit_output.is_none()).then(|| plan.clone())),
+        Err(failure) => (Some(failure.clone()), None),
+    };
+    let leader = leader.clone();
+    leader_round(worker, failure, move |failures: Vec<Option<JobFailure>>| {
+        if let Some(failure) = failures.into_iter().flatten().next() {
+            return Err(failure);
+        }
+        let Some(plan) = whole else { return Ok(()) };
+        let leader = leader.borrow();
+        check_append_schema(&plan, leader.previous.as_ref())
+            .and_then(|()| check_rejects_append_schema(&plan, leader.rejects_previous.as_ref()))
+            .map_err(|e| JobFailure::from_connector(&e))
+    })??;
+    bound
+}
+
+/// Runs the stages of the plan's steps from `start` on, adding each step to the chain;
+/// returns the index after the last.
+fn build_steps(
+    worker: &mut Worker,
+    plan: &SharedPlan,
+    context: &ProcessContext,
+    state: &Rc<WorkerState>,
+    start: usize,
+    built: &mut Built,
+) -> Result<usize, JobFailure> {
+    let mut index = start;
     while index < plan.steps.len() {
         let step = &plan.steps[index];
         match &step.kind {
             StepKind::Map(map) => {
                 state.chain.push_map(step.number, step.op, map.clone());
-                fitted.extend(step.reused.clone());
+                built.fitted.extend(step.reused.clone());
                 index += 1;
             }
             StepKind::Fit(_) => {
                 let group = fit_group(plan, index);
                 index = group.steps.end;
-                fitted.extend(fit_stage(worker, plan, context, state, group)?);
+                built.fitted.extend(fit_stage(worker, plan, context, state, group)?);
             }
             StepKind::Dedupe(_) => {
                 dedupe_stage(worker, plan, context, state, index)?;
                 index += 1;
             }
             StepKind::Check(check) => {
-                checks.extend(check_stage(worker, plan, context, state, index)?);
+                built.checks.extend(check_stage(worker, plan, context, state, index)?);
                 // With `on_fail = "reject"`, the rows it counted as failing leave the flow here.
                 if let Some(rejecter) = check.rejecter() {
                     state.chain.push_map(step.number, step.op, Arc::new(rejecter));
@@ -207,7 +268,7 @@ fn build_chain(
             }
         }
     }
-    Ok(Built { fitted, checks })
+    Ok(index)
 }
 
 /// Streams this worker's shards through the whole chain into its part file.
@@ -285,9 +346,8 @@ async fn prepare_rejects(plan: &EnginePlan) -> Result<Option<(Lease, Option<Mani
     let lease = Lease::acquire(&rejects.output, Claim::new(&plan.run_id, &plan.attempt, plan.lease_ttl)).await?;
     let checked = async {
         let previous = prepare_output(&rejects.output, plan.mode, plan.force).await?;
-        if let (WriteMode::Append, Some(previous)) = (plan.mode, &previous) {
-            let schema = describe_schema(&rejects.layout.schema());
-            check_append(&rejects.output, previous, &schema, &[], &plan.run_id, None)?;
+        if plan.rest.is_none() {
+            check_rejects_append_schema(plan, previous.as_ref())?;
         }
         Ok(previous)
     };
@@ -300,16 +360,34 @@ async fn prepare_rejects(plan: &EnginePlan) -> Result<Option<(Lease, Option<Mani
     }
 }
 
-/// Checks, under the lease, what an append or an incremental run needs of the committed
-/// output: the generation its new files were chosen against is still the committed one
-/// (no run appended in between), and the output takes this run's schema and file names.
-fn check_previous(plan: &EnginePlan, previous: Option<&Manifest>) -> Result<(), ConnectorError> {
+/// Checks, under the lease, what an incremental run needs of the committed output: the
+/// generation its new files were chosen against is still the committed one (no run
+/// appended in between).
+fn check_generation(plan: &EnginePlan, previous: Option<&Manifest>) -> Result<(), ConnectorError> {
     if let Some(base) = plan.incremental_base {
         let now = previous.map_or(0, |manifest| manifest.generation);
         if now != base {
             return Err(ConnectorError::OutputMoved { uri: plan.sink.uri(), base, now });
         }
     }
+    Ok(())
+}
+
+/// With `sink.rejects` in append mode: the committed rejects output takes this run's
+/// rejects schema.
+fn check_rejects_append_schema(plan: &EnginePlan, previous: Option<&Manifest>) -> Result<(), ConnectorError> {
+    match (plan.mode, &plan.rejects, previous) {
+        (WriteMode::Append, Some(rejects), Some(previous)) => {
+            let schema = describe_schema(&rejects.layout.schema());
+            check_append(&rejects.output, previous, &schema, &[], &plan.run_id, None)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks, under the lease, what an append needs of the committed output: it takes this
+/// run's schema and file names.
+fn check_append_schema(plan: &EnginePlan, previous: Option<&Manifest>) -> Result<(), ConnectorError> {
     match (plan.mode, previous) {
         (WriteMode::Append, Some(previous)) => check_append(
             &plan.sink,

@@ -138,6 +138,7 @@ fn plan(runtime: &tokio::runtime::Runtime, src: &Path, out: &Path, steps: &str, 
         models: vec![],
         incremental_base: None,
         rejects: None,
+        rest: None,
         pins: vec![],
         fit_output: None,
     }

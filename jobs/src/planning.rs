@@ -24,11 +24,11 @@ use weir_connectors::{ConnectorError, Location};
 
 use weir_connectors::manifest::ModelInfo;
 use weir_connectors::object_reader::read_object_at_most;
-use weir_engine::{EnginePlan, PlannedStep, RejectsPlan, StepKind};
+use weir_engine::{BoundRest, EnginePlan, PlanRest, PlannedStep, RejectsPlan, StepKind};
 use weir_operators::fitted_file::{FittedFile, FittedStep, params_sha256};
 use weir_operators::rejects::RejectsLayout;
 use weir_operators::step::BindError;
-use weir_operators::{BindContext, Bound, OpError, StepSpec, bind_steps};
+use weir_operators::{BindContext, Bound, OpError, StepSpec, bind_steps, is_open};
 
 use crate::JobError;
 use crate::spec::{
@@ -181,79 +181,169 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
     };
     let (mut context, models) = fetch_models(spec).await?;
     context.output_encrypted = spec.sink.encryption.is_some();
-    let bound = bind_steps(&spec.steps, source.schema(), &context)
-        .map_err(|source| JobError::Step { job: name.clone(), source: Box::new(source) })?;
-    let output_schema = bound.last().map(|step| step.output_schema()).unwrap_or_else(|| source.schema().clone());
-    let output_schema = stored_schema(&output_schema);
-    let file_schema = partitioned_file_schema(&name, &output_schema, &spec.sink.partition_by)?;
     if let Some(encryption) = &spec.sink.encryption {
-        encryption.check(&file_schema, &spec.sink.partition_by).map_err(|message| JobError::Invalid {
-            job: name.clone(),
-            message: format!("sink.encryption: {message}"),
-        })?;
         encryption.check_keys(&KeySource::from_env()).map_err(|e| connector("sink")(ConnectorError::SinkKey(e)))?;
     }
-    let steps = plan_steps(&name, &spec.steps, bound, &spec.storage).await?;
-    let rejects = plan_rejects(job, options, &steps, &source_location, &sink)?;
-    let pins = check_pins_at_planning(&name, spec, &steps)?;
-    let fit_output = match &options.fit_output {
-        None => None,
-        Some(uri) => {
-            if !steps.iter().any(|step| matches!(step.kind, StepKind::Fit(_)) || step.reused.is_some()) {
-                return Err(JobError::Invalid {
-                    job: name.clone(),
-                    message: "it has no fitted step (impute, standardize, minmax, clip, pca): nothing to fit".into(),
-                });
-            }
-            Some(Location::parse(uri, &spec.storage).map_err(connector("fitted output"))?)
-        }
-    };
     let shards = source.shards(spec.source.max_shard_rows.unwrap_or(DEFAULT_MAX_SHARD_ROWS));
-    let row_group_rows = spec.sink.row_group_rows.unwrap_or(DEFAULT_ROW_GROUP_ROWS);
-    let copy_columns = copy_columns(spec, source.as_ref(), &shards, &steps, &file_schema, row_group_rows);
     tracing::info!(
         job = %name,
         files = source.inputs().len(),
         rows = source.total_rows(),
         shards = shards.len(),
-        steps = steps.len(),
+        steps = spec.steps.len(),
         "planned"
     );
-    Ok(EnginePlan {
-        job_name: name,
-        job_sha256: job.sha256.clone(),
-        run_id: job.vars.run_id().to_string(),
-        variables: job.vars.pairs().into_iter().collect(),
+    let opened = Arc::new(OpenedJob {
+        job: job.clone(),
+        options: options.clone(),
         attempt: options.attempt.clone().unwrap_or_else(|| new_attempt_id(job.vars.run_id())),
-        lease_ttl: spec.sink.lease_ttl_s.map(Duration::from_secs).unwrap_or(DEFAULT_LEASE_TTL),
-        force: options.force,
+        source_location,
+        sink,
         source,
         shards,
-        steps,
-        output_schema,
-        partition_by: spec.sink.partition_by.clone(),
-        file_schema,
-        sink,
-        mode: spec.sink.mode,
-        part_options: PartOptions {
-            codec: spec.sink.compression,
-            level: spec.sink.compression_level,
-            row_group_rows,
-            encryption: spec.sink.encryption.clone().map(Arc::new),
-            copy_columns,
-        },
-        batch_size: spec.source.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
-        max_batches_in_flight: MAX_BATCHES_IN_FLIGHT,
-        cache_bytes: spec.source.cache_mb.unwrap_or(DEFAULT_CACHE_MB).saturating_mul(1 << 20),
-        spill_bytes: spec.source.spill_mb.unwrap_or(DEFAULT_SPILL_MB).saturating_mul(1 << 20),
-        spill_dir: spec.source.spill_dir.clone().unwrap_or_else(std::env::temp_dir),
-        spill_keep_free_bytes: spec.source.spill_keep_free_mb.map(|mb| mb.saturating_mul(1 << 20)),
-        models,
         incremental_base,
-        pins,
-        fit_output,
-        rejects,
-    })
+        context,
+        models,
+    });
+    let mut plan = opened.bind_steps(&[]).await?;
+    // An open step whose parameters are reused needs no pass: the rest is bound now.
+    while plan.open_step().is_some() && plan.steps.last().is_some_and(|step| step.reused.is_some()) {
+        let reused: Vec<FittedStep> = plan.steps.iter().filter_map(|step| step.reused.clone()).collect();
+        plan = opened.bind_steps(&reused).await?;
+    }
+    Ok(plan)
+}
+
+/// A job with its source opened, its shards cut and its models fetched: what binding its
+/// steps starts from, first at planning and then, when a step is open (`onehot`), once
+/// more for each open step the run fits ([`weir_engine::PlanRest`]).
+struct OpenedJob {
+    job: LoadedJob,
+    options: RunOptions,
+    attempt: String,
+    source_location: Location,
+    sink: Location,
+    source: Arc<dyn Source>,
+    shards: Vec<Shard>,
+    incremental_base: Option<u64>,
+    context: BindContext,
+    models: Vec<ModelInfo>,
+}
+
+impl OpenedJob {
+    /// The plan of the job with each open step given its parameters from `fitted` (the
+    /// `fitted.json` entries so far, by step number); it stops at the first open step
+    /// without them.
+    async fn bind_steps(self: &Arc<Self>, fitted: &[FittedStep]) -> Result<EnginePlan, JobError> {
+        let (job, options) = (&self.job, &self.options);
+        let spec = &job.spec;
+        let name = spec.name.clone();
+        let mut specs = spec.steps.clone();
+        for (index, step) in specs.iter_mut().enumerate() {
+            let StepSpec::OneHot(onehot) = step else { continue };
+            let Some(entry) = fitted.iter().find(|entry| entry.step == index + 1) else { continue };
+            let known = serde_json::from_value(entry.params.clone()).map_err(|e| JobError::Step {
+                job: name.clone(),
+                source: Box::new(BindError {
+                    number: index + 1,
+                    op: "onehot",
+                    source: OpError::InvalidSpec(format!("the fitted categories are malformed: {e}")),
+                }),
+            })?;
+            onehot.known = Some(known);
+        }
+        let bound = bind_steps(&specs, self.source.schema(), &self.context)
+            .map_err(|source| JobError::Step { job: name.clone(), source: Box::new(source) })?;
+        let open = is_open(&bound);
+        let output_schema =
+            bound.last().map(|step| step.output_schema()).unwrap_or_else(|| self.source.schema().clone());
+        let output_schema = stored_schema(&output_schema);
+        // Past an open step the output's columns are not known: checked when they are.
+        let file_schema = match open {
+            true => output_schema.clone(),
+            false => partitioned_file_schema(&name, &output_schema, &spec.sink.partition_by)?,
+        };
+        if let Some(encryption) = spec.sink.encryption.as_ref().filter(|_| !open) {
+            encryption.check(&file_schema, &spec.sink.partition_by).map_err(|message| JobError::Invalid {
+                job: name.clone(),
+                message: format!("sink.encryption: {message}"),
+            })?;
+        }
+        let steps = plan_steps(&name, &specs, bound, &spec.storage).await?;
+        let rejects = plan_rejects(job, options, &steps, &self.source_location, &self.sink, open)?;
+        let pins = check_pins_at_planning(&name, spec, &steps)?;
+        let fit_output = match &options.fit_output {
+            None => None,
+            Some(uri) => {
+                if !steps.iter().any(|step| matches!(step.kind, StepKind::Fit(_)) || step.reused.is_some()) {
+                    return Err(JobError::Invalid {
+                        job: name.clone(),
+                        message: "it has no fitted step (impute, standardize, minmax, clip, pca): nothing to fit"
+                            .into(),
+                    });
+                }
+                Some(Location::parse(uri, &spec.storage).map_err(|source| JobError::Connector {
+                    job: name.clone(),
+                    what: "fitted output",
+                    source: Box::new(source),
+                })?)
+            }
+        };
+        let row_group_rows = spec.sink.row_group_rows.unwrap_or(DEFAULT_ROW_GROUP_ROWS);
+        let copy_columns = match open {
+            true => None,
+            false => copy_columns(spec, self.source.as_ref(), &self.shards, &steps, &file_schema, row_group_rows),
+        };
+        Ok(EnginePlan {
+            job_name: name,
+            job_sha256: job.sha256.clone(),
+            run_id: job.vars.run_id().to_string(),
+            variables: job.vars.pairs().into_iter().collect(),
+            attempt: self.attempt.clone(),
+            lease_ttl: spec.sink.lease_ttl_s.map(Duration::from_secs).unwrap_or(DEFAULT_LEASE_TTL),
+            force: options.force,
+            source: self.source.clone(),
+            shards: self.shards.clone(),
+            steps,
+            output_schema,
+            partition_by: spec.sink.partition_by.clone(),
+            file_schema,
+            sink: self.sink.clone(),
+            mode: spec.sink.mode,
+            part_options: PartOptions {
+                codec: spec.sink.compression,
+                level: spec.sink.compression_level,
+                row_group_rows,
+                encryption: spec.sink.encryption.clone().map(Arc::new),
+                copy_columns,
+            },
+            batch_size: spec.source.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
+            max_batches_in_flight: MAX_BATCHES_IN_FLIGHT,
+            cache_bytes: spec.source.cache_mb.unwrap_or(DEFAULT_CACHE_MB).saturating_mul(1 << 20),
+            spill_bytes: spec.source.spill_mb.unwrap_or(DEFAULT_SPILL_MB).saturating_mul(1 << 20),
+            spill_dir: spec.source.spill_dir.clone().unwrap_or_else(std::env::temp_dir),
+            spill_keep_free_bytes: spec.source.spill_keep_free_mb.map(|mb| mb.saturating_mul(1 << 20)),
+            models: self.models.clone(),
+            incremental_base: self.incremental_base,
+            pins,
+            fit_output,
+            rejects,
+            rest: open.then(|| self.clone() as Arc<dyn PlanRest>),
+        })
+    }
+}
+
+impl std::fmt::Debug for OpenedJob {
+    /// Only the job's name: the rest holds variables and models' bytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenedJob").field("job", &self.job.spec.name).finish_non_exhaustive()
+    }
+}
+
+impl PlanRest for OpenedJob {
+    fn bind(self: Arc<Self>, fitted: Vec<FittedStep>) -> BoundRest {
+        Box::pin(async move { self.bind_steps(&fitted).await.map_err(|error| error.to_failure()) })
+    }
 }
 
 /// `sink.rejects`: checks the rejects output's place and the steps that reject rows, and
@@ -268,6 +358,7 @@ fn plan_rejects(
     steps: &[PlannedStep],
     source: &Location,
     sink: &Location,
+    open: bool,
 ) -> Result<Option<RejectsPlan>, JobError> {
     let spec = &job.spec;
     let invalid = |message: String| JobError::Invalid { job: spec.name.clone(), message };
@@ -289,12 +380,17 @@ fn plan_rejects(
             None => Ok(None),
         };
     };
-    let Some((first, first_op, _)) = rejecting.first() else {
+    let first = rejecting.first().map(|(number, op, _)| (*number, *op));
+    // Past an open step, the rejecting steps may come later: checked once it is bound.
+    if first.is_none() && !open {
         return Err(invalid(
             "sink.rejects is set, but no step rejects rows (a cast with on_error = \"reject\", or a check with on_fail = \"reject\")".into(),
         ));
-    };
-    if let Some(mask) = spec.steps.iter().enumerate().skip(*first).find(|(_, step)| matches!(step, StepSpec::Mask(_))) {
+    }
+    if let Some((first, first_op)) = first
+        && let Some(mask) =
+            spec.steps.iter().enumerate().skip(first).find(|(_, step)| matches!(step, StepSpec::Mask(_)))
+    {
         return Err(invalid(format!(
             "step {first} ({first_op}) rejects rows before step {} (mask) hides columns: sink.rejects would show the values the mask hides; put the mask first",
             mask.0 + 1

@@ -386,6 +386,7 @@ impl Fit for ExplainFit {
             written: self.written.clone(),
             keeps_every_row: true,
             strategy: None,
+            open: false,
         }
     }
 

@@ -46,12 +46,16 @@ pub struct FitShape {
     pub keeps_every_row: bool,
     /// The strategy, for the ops that have one (`impute`); checked when parameters are reused.
     pub strategy: Option<String>,
+    /// The step's output columns depend on its parameters (`onehot`'s categories), so
+    /// `output` is only its input until it is fitted: [`crate::bind_steps`] binds no step
+    /// after it, and the planner binds the rest once the parameters are known.
+    pub open: bool,
 }
 
 impl FitShape {
     /// A step that rewrites the columns it reads, keeps every row and has no strategy.
     pub fn rewriting(output: SchemaRef, columns: Vec<String>) -> FitShape {
-        FitShape { output, written: columns.clone(), columns, keeps_every_row: true, strategy: None }
+        FitShape { output, written: columns.clone(), columns, keeps_every_row: true, strategy: None, open: false }
     }
 }
 

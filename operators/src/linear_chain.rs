@@ -136,7 +136,7 @@ pub fn compose(fits: &[&dyn FitStep]) -> Option<(usize, Box<dyn FitStep>)> {
         }
     }
     let output = shapes.last().map(|s| s.output.clone())?;
-    let shape = FitShape { output, columns, written, keeps_every_row: true, strategy: None };
+    let shape = FitShape { output, columns, written, keeps_every_row: true, strategy: None, open: false };
     let impute_in_pca =
         impute.as_ref().filter(|fit| fit.is_mean()).and_then(|fit| positions_in(fit.column_names(), pca.as_ref()));
     let scale_in_pca = match &scale {

@@ -32,9 +32,10 @@
 //! sorted order and codes `0 … k − 1`; every infrequent one is coded `k`. `fitted.json` holds
 //! the frequent categories in order and the infrequent ones beside them.
 //!
-//! Every category is counted on the way, so a column with more than [`MAX_DISTINCT`]
+//! Every category is counted on the way, so a column with more than [`crate::categories::MAX_DISTINCT`]
 //! distinct values on one worker is an error naming the column and the count, not an
-//! out-of-memory kill: such a column is an identifier, for `hash_encode`.
+//! out-of-memory kill: such a column is an identifier, for `hash_encode`. The grouping and
+//! the bound are [`crate::categories`]'s, shared with `onehot`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,21 +46,11 @@ use arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
+use crate::categories::{MinFrequency, check_category_column, check_distinct, check_grouping, infrequent};
 use crate::fit::{Fit, FitShape};
 use crate::fit_columns::{PerColumn, names, replace_columns, schema_with_types};
 use crate::stats::{ModeValue, ValueCounts};
 use crate::{BoundStep, OpError, selector};
-
-/// The most distinct values one worker counts per column.
-pub const MAX_DISTINCT: usize = 1_000_000;
-
-/// `min_frequency`: a count, or a fraction of the rows.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum MinFrequency {
-    Count(u64),
-    Fraction(f64),
-}
 
 /// What a value the fit never saw becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -99,16 +90,7 @@ impl OrdinalSpec {
     pub fn bind(&self, input: &SchemaRef) -> Result<OrdinalFit, OpError> {
         let indices = selector::resolve(&self.columns, input)?;
         for &index in &indices {
-            let field = input.field(index);
-            let fits = field.data_type().is_integer()
-                || matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
-            if !fits {
-                return Err(OpError::InvalidSpec(format!(
-                    "ordinal encodes string or integer columns; column '{}' is {}",
-                    field.name(),
-                    field.data_type()
-                )));
-            }
+            check_category_column("ordinal", input.field(index))?;
         }
         let whole = |name: &str, value: Option<f64>| match value {
             Some(v) if !(v.is_finite() && v.fract() == 0.0) => {
@@ -123,22 +105,7 @@ impl OrdinalSpec {
                 "on_unknown = \"null\" and unknown_value both say what an unknown value becomes; keep one".into(),
             ));
         }
-        match self.min_frequency {
-            Some(MinFrequency::Count(0)) => {
-                return Err(OpError::InvalidSpec(
-                    "min_frequency must be a count of at least 1, or a fraction in (0, 1)".into(),
-                ));
-            }
-            Some(MinFrequency::Fraction(f)) if !(f > 0.0 && f < 1.0) => {
-                return Err(OpError::InvalidSpec(format!(
-                    "min_frequency = {f}: a count of at least 1, or a fraction in (0, 1)"
-                )));
-            }
-            _ => {}
-        }
-        if self.max_categories.is_some_and(|max| max < 1) {
-            return Err(OpError::InvalidSpec("max_categories must be at least 1".into()));
-        }
+        check_grouping(self.min_frequency, self.max_categories)?;
         let output = schema_with_types(input, &indices.iter().map(|&i| (i, DataType::Float64)).collect::<Vec<_>>());
         let input_types = indices.iter().map(|&i| input.field(i).data_type().clone()).collect();
         Ok(OrdinalFit {
@@ -187,35 +154,6 @@ pub struct OrdinalPartial {
     rows: u64,
 }
 
-impl OrdinalFit {
-    /// scikit-learn's `_identify_infrequent`: which of the sorted categories (with counts)
-    /// are infrequent.
-    fn infrequent(&self, counts: &[u64], rows: u64) -> Vec<bool> {
-        let mut infrequent: Vec<bool> = match self.min_frequency {
-            Some(MinFrequency::Count(min)) => counts.iter().map(|&n| n < min).collect(),
-            Some(MinFrequency::Fraction(f)) => counts.iter().map(|&n| (n as f64) < rows as f64 * f).collect(),
-            None => vec![false; counts.len()],
-        };
-        let frequent = counts.len() - infrequent.iter().filter(|&&i| i).count();
-        if let Some(max) = self.max_categories
-            && max < frequent + 1
-        {
-            let keep = max - 1;
-            if keep == 0 {
-                infrequent.iter_mut().for_each(|i| *i = true);
-            } else {
-                // NumPy's stable argsort by count: all but the last `keep` are infrequent.
-                let mut order: Vec<usize> = (0..counts.len()).collect();
-                order.sort_by_key(|&i| counts[i]);
-                for &i in &order[..order.len() - keep] {
-                    infrequent[i] = true;
-                }
-            }
-        }
-        infrequent
-    }
-}
-
 impl Fit for OrdinalFit {
     type Partial = OrdinalPartial;
     type Params = PerColumn<Categories>;
@@ -237,11 +175,7 @@ impl Fit for OrdinalFit {
         partial.rows += batch.num_rows() as u64;
         for ((counts, &index), name) in partial.counts.iter_mut().zip(&self.indices).zip(&self.names) {
             counts.fold(batch.column(index))?;
-            if counts.distinct() > MAX_DISTINCT {
-                return Err(OpError::InvalidSpec(format!(
-                    "column '{name}' has more than {MAX_DISTINCT} distinct values: too many categories to count (an identifier?); hash it with hash_encode"
-                )));
-            }
+            check_distinct(name, counts.distinct())?;
         }
         Ok(())
     }
@@ -261,7 +195,8 @@ impl Fit for OrdinalFit {
             if sorted.is_empty() {
                 return Err(OpError::InvalidSpec(format!("column '{name}' has no value to learn categories from")));
             }
-            let infrequent = self.infrequent(&sorted.iter().map(|(_, n)| *n).collect::<Vec<_>>(), partial.rows);
+            let counts: Vec<u64> = sorted.iter().map(|(_, n)| *n).collect();
+            let infrequent = infrequent(&counts, partial.rows, self.min_frequency, self.max_categories);
             let (mut categories, mut rare) = (Vec::new(), Vec::new());
             for ((value, _), infrequent) in sorted.into_iter().zip(infrequent) {
                 if infrequent { rare.push(value) } else { categories.push(value) }

@@ -155,6 +155,7 @@ impl FitWithCopies {
             written: inner.written.clone(),
             keeps_every_row: inner.keeps_every_row,
             strategy: inner.strategy.clone(),
+            open: inner.open,
         };
         FitWithCopies { copies: Arc::new(copies), fit, shape }
     }

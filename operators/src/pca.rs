@@ -414,6 +414,7 @@ impl Fit for PcaFit {
             written,
             keeps_every_row: self.on_null == OnNull::Error,
             strategy: None,
+            open: false,
         }
     }
 

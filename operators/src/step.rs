@@ -21,13 +21,14 @@ use crate::drop_columns::DropSpec;
 use crate::drop_nulls::DropNullsSpec;
 use crate::explain::ExplainSpec;
 use crate::filter::FilterSpec;
-use crate::fit::{FitStep, erase};
+use crate::fit::{Fit, FitStep, erase};
 use crate::hash_encode::HashEncodeSpec;
 use crate::impute::{BoundImpute, ImputeSpec};
 use crate::mask::MaskSpec;
 use crate::maxabs::MaxAbsSpec;
 use crate::minmax::MinMaxSpec;
 use crate::normalize::NormalizeSpec;
+use crate::onehot::OneHotSpec;
 use crate::ordinal::OrdinalSpec;
 use crate::output_columns::{FitWithCopies, KeepInputs, MapWithCopies};
 use crate::pca::PcaSpec;
@@ -63,6 +64,8 @@ pub enum StepSpec {
     Clip(ClipSpec),
     Bucketize(BucketizeSpec),
     Ordinal(OrdinalSpec),
+    #[serde(rename = "onehot")]
+    OneHot(OneHotSpec),
     Dedupe(DedupeSpec),
     Check(CheckSpec),
     Pca(PcaSpec),
@@ -111,6 +114,7 @@ impl StepSpec {
             StepSpec::Clip(spec) => Some(&mut spec.fitted),
             StepSpec::Pca(spec) => Some(&mut spec.fitted),
             StepSpec::Ordinal(spec) => Some(&mut spec.fitted),
+            StepSpec::OneHot(spec) => Some(&mut spec.fitted),
             StepSpec::MaxAbs(spec) => Some(&mut spec.fitted),
             StepSpec::RobustScale(spec) => Some(&mut spec.fitted),
             StepSpec::Power(spec) => Some(&mut spec.fitted),
@@ -126,6 +130,7 @@ impl StepSpec {
         match self {
             StepSpec::Clip(spec) => spec.quantiles.is_some(),
             StepSpec::Bucketize(spec) => spec.n_bins.is_some(),
+            StepSpec::OneHot(spec) => spec.is_fitted(),
             StepSpec::Impute(spec) => spec.strategy != crate::impute::ImputeStrategy::Constant,
             StepSpec::Standardize(_)
             | StepSpec::MinMax(_)
@@ -149,6 +154,7 @@ impl StepSpec {
             StepSpec::Clip(spec) => spec.fitted.as_deref(),
             StepSpec::Pca(spec) => spec.fitted.as_deref(),
             StepSpec::Ordinal(spec) => spec.fitted.as_deref(),
+            StepSpec::OneHot(spec) => spec.fitted.as_deref(),
             StepSpec::MaxAbs(spec) => spec.fitted.as_deref(),
             StepSpec::RobustScale(spec) => spec.fitted.as_deref(),
             StepSpec::Power(spec) => spec.fitted.as_deref(),
@@ -188,6 +194,7 @@ impl StepSpec {
             StepSpec::Normalize(_) => "normalize",
             StepSpec::HashEncode(_) => "hash_encode",
             StepSpec::Ordinal(_) => "ordinal",
+            StepSpec::OneHot(_) => "onehot",
             StepSpec::Dedupe(_) => "dedupe",
             StepSpec::Check(_) => "check",
             StepSpec::Pca(_) => "pca",
@@ -318,6 +325,13 @@ impl StepSpec {
                 BoundClip::Fitted(fit) => Bound::Fit(erase(fit)),
             },
             StepSpec::Ordinal(spec) => Bound::Fit(erase(spec.bind(input)?)),
+            StepSpec::OneHot(spec) => {
+                let fit = spec.bind(input)?;
+                match (spec.is_fitted(), fit.given_params()) {
+                    (false, Some(params)) => Bound::Map(fit.with_params(params)?),
+                    _ => Bound::Fit(erase(fit)),
+                }
+            }
             StepSpec::Bucketize(spec) => match spec.bind(input)? {
                 BoundBucketize::Fixed(step) => Bound::Map(Box::new(step)),
                 BoundBucketize::Fitted(fit) => Bound::Fit(erase(fit)),
@@ -371,7 +385,13 @@ pub enum Bound {
 }
 
 impl Bound {
-    /// The schema of the batches the step returns.
+    /// Whether the step's output columns are known only once it is fitted.
+    pub fn is_open(&self) -> bool {
+        matches!(self, Bound::Fit(fit) if fit.shape().open)
+    }
+
+    /// The schema of the batches the step returns (an open step's input, until it is
+    /// fitted).
     pub fn output_schema(&self) -> SchemaRef {
         match self {
             Bound::Map(step) => step.output_schema(),
@@ -419,14 +439,29 @@ pub fn bind_steps(steps: &[StepSpec], input: &SchemaRef, context: &BindContext) 
                 source: OpError::InvalidSpec("no column is left after this step; an output needs at least one".into()),
             });
         }
+        let open = step.is_open();
         bound.push(step);
+        if open {
+            break;
+        }
     }
-    hide_secret_values(steps, &mut bound, &schemas, &lineage, context)?;
+    let bound_specs = &steps[..bound.len()];
+    // Bound up to an open step, the columns that later masks hide and that reach the
+    // output are not known yet: if any may be secret, every cast before it hides its values.
+    let unseen_secrets = bound.len() < steps.len()
+        && (context.output_encrypted || steps[bound.len()..].iter().any(|step| matches!(step, StepSpec::Mask(_))));
+    hide_secret_values(bound_specs, &mut bound, &schemas, &lineage, context, unseen_secrets)?;
     Ok(bound)
 }
 
+/// Whether `bound` stops at an open step ([`FitShape::open`](crate::fit::FitShape::open)):
+/// the steps after it are bound once it is fitted.
+pub fn is_open(bound: &[Bound]) -> bool {
+    bound.last().is_some_and(Bound::is_open)
+}
+
 /// Rebinds each `cast` whose columns are masked by a later step, or reach an encrypted
-/// output, so that its errors name the row of a value that cannot be cast but never show
+/// output (every cast's columns with `all_secret`), so that its errors name the row of a value that cannot be cast but never show
 /// the value (columns are followed through renames by their lineage).
 fn hide_secret_values(
     steps: &[StepSpec],
@@ -434,6 +469,7 @@ fn hide_secret_values(
     schemas: &[SchemaRef],
     lineage: &[Lineage],
     context: &BindContext,
+    all_secret: bool,
 ) -> Result<(), BindError> {
     let mut secret: Vec<usize> = Vec::new();
     for (index, spec) in steps.iter().enumerate() {
@@ -454,7 +490,7 @@ fn hide_secret_values(
             .fields()
             .iter()
             .map(|field| field.name().clone())
-            .filter(|name| lineage[index].of(name).is_some_and(|id| secret.contains(&id)))
+            .filter(|name| all_secret || lineage[index].of(name).is_some_and(|id| secret.contains(&id)))
             .collect();
         if hidden.is_empty() {
             continue;

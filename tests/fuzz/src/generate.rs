@@ -267,7 +267,16 @@ pub fn job(rng: &mut fastrand::Rng, schema: &SchemaRef) -> String {
     text.push_str("name = \"fuzz\"\n[source]\nuri = \"in/date={{ds}}/\"\n");
     for _ in 0..rng.usize(..7) {
         text.push_str("[[step]]\n");
-        let step = match rng.u8(..22) {
+        let step = match rng.u8(..23) {
+            22 => format!(
+                "op = \"onehot\"\ncolumns = {}\nhandle_unknown = \"{}\"\ndrop = \"{}\"\nmin_frequency = {}\nmax_categories = {}\n{}",
+                some(rng, &[&strings[..], &numeric[..]].concat()),
+                pick(rng, &["error", "ignore", "infrequent_if_exist", "warn"]),
+                pick(rng, &["first", "if_binary", "none"]),
+                pick(rng, &["1", "3", "0", "0.2", "1.5"]),
+                pick(rng, &["1", "2", "40", "0"]),
+                pick(rng, &["", "categories = { country = [\"US\", \"\"] }\n", "categories = { n8 = [1, 1] }\n"])
+            ),
             21 => format!(
                 "op = \"ordinal\"\ncolumns = {}\nmin_frequency = {}\nmax_categories = {}\nunknown_value = {}\nencoded_missing_value = {}\n",
                 some(rng, &[&strings[..], &numeric[..]].concat()),
