@@ -240,17 +240,12 @@ impl OpenedJob {
         let name = spec.name.clone();
         let mut specs = spec.steps.clone();
         for (index, step) in specs.iter_mut().enumerate() {
-            let StepSpec::OneHot(onehot) = step else { continue };
             let Some(entry) = fitted.iter().find(|entry| entry.step == index + 1) else { continue };
-            let known = serde_json::from_value(entry.params.clone()).map_err(|e| JobError::Step {
+            let op = step.op_name();
+            step.set_known_params(&entry.params).map_err(|source| JobError::Step {
                 job: name.clone(),
-                source: Box::new(BindError {
-                    number: index + 1,
-                    op: "onehot",
-                    source: OpError::InvalidSpec(format!("the fitted categories are malformed: {e}")),
-                }),
+                source: Box::new(BindError { number: index + 1, op, source }),
             })?;
-            onehot.known = Some(known);
         }
         let bound = bind_steps(&specs, self.source.schema(), &self.context)
             .map_err(|source| JobError::Step { job: name.clone(), source: Box::new(source) })?;

@@ -31,11 +31,16 @@
 //! values gets fewer buckets, as in scikit-learn). A constant column has one bucket, 0.
 //! Nulls and NaN are ignored by the fit; an infinity is an error naming the column
 //! (scikit-learn refuses it too).
+//!
+//! `encode = "onehot"` writes each bucket as its own 0/1 column instead
+//! ([`BucketsOneHot`], `KBinsDiscretizer(encode="onehot-dense")`); fitted, the number of
+//! buckets is known only once the boundaries are, so the step is open
+//! ([`crate::fit::FitShape::open`]) until then.
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::array::{ArrayRef, AsArray, Float64Array};
+use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +50,7 @@ use crate::fit_columns::{
     NumericColumns, PerColumn, all_missing, as_f64, numeric_columns, numeric_step_schema, replace_columns,
     schema_with_types,
 };
+use crate::onehot::MAX_ONEHOT_COLUMNS;
 use crate::{BoundStep, OpError};
 
 /// How fitted boundaries are placed.
@@ -78,6 +84,23 @@ pub struct BucketizeSpec {
     /// Keep the input columns; see [`crate::output_columns`].
     #[serde(default)]
     pub output: Option<String>,
+    /// `ordinal` (the bucket's index) or `onehot` (a 0/1 column per bucket).
+    #[serde(default)]
+    pub encode: Encode,
+    /// The fitted boundaries, once known: set by the planner, never by the job, so that the
+    /// steps after a fitted `encode = "onehot"` can be bound to the columns it makes.
+    #[serde(skip)]
+    pub known: Option<BucketizeParams>,
+}
+
+/// How a bucket is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encode {
+    #[default]
+    Ordinal,
+    #[serde(rename = "onehot")]
+    OneHot,
 }
 
 /// The most boundaries a step may have, and the most buckets it may fit.
@@ -86,7 +109,7 @@ const MAX_BOUNDARIES: usize = 10_000;
 /// What [`BucketizeSpec::bind`] gives: fixed boundaries map at once; `n_bins` are fitted.
 #[derive(Debug)]
 pub enum BoundBucketize {
-    Fixed(Bucketize),
+    Fixed(Box<dyn BoundStep>),
     Fitted(BucketizeFit),
 }
 
@@ -110,7 +133,11 @@ impl BucketizeSpec {
                     )));
                 }
                 let indices = numeric_columns(&self.columns, input, "bucketize")?;
-                Ok(BoundBucketize::Fixed(Bucketize::new(input, &indices, vec![boundaries.clone(); indices.len()])))
+                let buckets = Bucketize::new(input, &indices, vec![boundaries.clone(); indices.len()]);
+                Ok(BoundBucketize::Fixed(match self.encode {
+                    Encode::Ordinal => Box::new(buckets),
+                    Encode::OneHot => Box::new(BucketsOneHot::new(buckets, input)?),
+                }))
             }
             (None, Some(n_bins)) => {
                 if !(2..=MAX_BOUNDARIES).contains(&n_bins) {
@@ -132,13 +159,19 @@ impl BucketizeSpec {
                     }
                 };
                 let columns = NumericColumns { output, ..columns };
-                Ok(BoundBucketize::Fitted(BucketizeFit {
+                let mut fit = BucketizeFit {
                     columns,
                     n_bins,
                     strategy: self.strategy,
                     levels,
                     exact: self.exact,
-                }))
+                    onehot: (self.encode == Encode::OneHot).then(|| OneHotShape { input: input.clone(), known: None }),
+                };
+                if let (Some(onehot), Some(params)) = (&fit.onehot, &self.known) {
+                    let known = fit.with_params(params.clone())?.output_schema();
+                    fit.onehot = Some(OneHotShape { known: Some(known), ..onehot.clone() });
+                }
+                Ok(BoundBucketize::Fitted(fit))
             }
             _ => Err(OpError::InvalidSpec("bucketize takes either `boundaries` or `n_bins`".into())),
         }
@@ -154,6 +187,15 @@ pub struct BucketizeFit {
     /// The quantiles the fit needs (fractions): `[0, 1]` for `uniform`.
     levels: Vec<f64>,
     exact: bool,
+    /// With `encode = "onehot"`: the step's input, and its output once the boundaries are
+    /// known (until then the step is open: [`FitShape::open`]).
+    onehot: Option<OneHotShape>,
+}
+
+#[derive(Debug, Clone)]
+struct OneHotShape {
+    input: SchemaRef,
+    known: Option<SchemaRef>,
 }
 
 /// The fitted boundaries, as saved in `fitted.json`.
@@ -178,7 +220,17 @@ impl Fit for BucketizeFit {
     type Params = BucketizeParams;
 
     fn shape(&self) -> FitShape {
-        self.columns.shape()
+        let shape = self.columns.shape();
+        match &self.onehot {
+            None => shape,
+            Some(OneHotShape { input, known: None }) => FitShape { output: input.clone(), open: true, ..shape },
+            Some(OneHotShape { input, known: Some(output) }) => {
+                let added = output.fields().iter().filter(|f| input.field_with_name(f.name()).is_err());
+                let mut written = shape.written.clone();
+                written.extend(added.map(|f| f.name().clone()));
+                FitShape { output: output.clone(), written, ..shape }
+            }
+        }
     }
 
     fn new_partial(&self) -> ColumnQuantiles {
@@ -245,11 +297,79 @@ impl Fit for BucketizeFit {
             )));
         }
         let boundaries = params.columns.ordered(&self.columns.names)?.iter().map(|c| c.boundaries.clone()).collect();
-        Ok(Box::new(Bucketize {
-            indices: self.columns.indices.clone(),
-            boundaries,
-            output: self.columns.output.clone(),
-        }))
+        let buckets =
+            Bucketize { indices: self.columns.indices.clone(), boundaries, output: self.columns.output.clone() };
+        Ok(match &self.onehot {
+            None => Box::new(buckets),
+            Some(onehot) => Box::new(BucketsOneHot::new(buckets, &onehot.input)?),
+        })
+    }
+}
+
+/// `encode = "onehot"`: each bucketized column replaced, where it stands, by one `Float64`
+/// column per bucket, `{col}_0.0` … (the names `KBinsDiscretizer(encode="onehot-dense")`
+/// gives), 1.0 in the row's bucket and 0.0 in the others; a null or NaN, which has no
+/// bucket, is 0.0 in all of them (scikit-learn refuses it).
+#[derive(Debug)]
+pub struct BucketsOneHot {
+    buckets: Bucketize,
+    output: SchemaRef,
+}
+
+impl BucketsOneHot {
+    fn new(buckets: Bucketize, input: &SchemaRef) -> Result<BucketsOneHot, OpError> {
+        let widest = buckets.boundaries.iter().map(|b| b.len() + 1).max().unwrap_or(0);
+        if widest > MAX_ONEHOT_COLUMNS {
+            return Err(OpError::InvalidSpec(format!(
+                "encode = \"onehot\" would make {widest} columns of one column's buckets, more than {MAX_ONEHOT_COLUMNS}; use fewer buckets or encode = \"ordinal\""
+            )));
+        }
+        let mut fields = Vec::new();
+        for (index, field) in input.fields().iter().enumerate() {
+            match buckets.indices.iter().position(|&i| i == index) {
+                None => fields.push(field.as_ref().clone()),
+                Some(position) => {
+                    for bucket in 0..=buckets.boundaries[position].len() {
+                        fields.push(Field::new(format!("{}_{bucket}.0", field.name()), DataType::Float64, false));
+                    }
+                }
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(clash) = fields.iter().find(|field| !seen.insert(field.name().clone())) {
+            return Err(OpError::InvalidSpec(format!(
+                "the one-hot bucket column '{}' would have the name of another column; rename one of them first",
+                clash.name()
+            )));
+        }
+        let output = Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()));
+        Ok(BucketsOneHot { buckets, output })
+    }
+}
+
+impl BoundStep for BucketsOneHot {
+    fn output_schema(&self) -> SchemaRef {
+        self.output.clone()
+    }
+
+    fn apply(&self, batch: RecordBatch) -> Result<RecordBatch, OpError> {
+        let rows = batch.num_rows();
+        let coded = self.buckets.apply(batch)?;
+        let mut columns = Vec::with_capacity(self.output.fields().len());
+        for (index, column) in coded.columns().iter().enumerate() {
+            let Some(position) = self.buckets.indices.iter().position(|&i| i == index) else {
+                columns.push(column.clone());
+                continue;
+            };
+            let mut indicators = vec![vec![0.0f64; rows]; self.buckets.boundaries[position].len() + 1];
+            for (row, bucket) in column.as_primitive::<Float64Type>().iter().enumerate() {
+                if let Some(bucket) = bucket {
+                    indicators[bucket as usize][row] = 1.0;
+                }
+            }
+            columns.extend(indicators.into_iter().map(|values| Arc::new(Float64Array::from(values)) as ArrayRef));
+        }
+        Ok(RecordBatch::try_new(self.output.clone(), columns)?)
     }
 }
 
@@ -290,8 +410,6 @@ impl BoundStep for Bucketize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::AsArray;
-    use arrow::datatypes::{Field, Float64Type, Schema};
 
     #[test]
     fn buckets_as_numpy_digitize_with_nulls_and_nan_null() {

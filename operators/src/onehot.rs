@@ -61,8 +61,9 @@ use crate::fit_columns::{PerColumn, names};
 use crate::stats::{ModeValue, ValueCounts};
 use crate::{BoundStep, OpError, selector};
 
-/// The most columns one encoded column may become.
-pub const MAX_ONEHOT_COLUMNS: usize = 4096;
+/// The most columns one encoded column may become: 64 MiB of `Float64` for a batch of 8,192
+/// rows (as `hash_encode`'s `n_features`); a wider vocabulary wants `max_categories`.
+pub const MAX_ONEHOT_COLUMNS: usize = 1024;
 
 /// What a value outside the categories becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -126,7 +127,10 @@ pub struct OneHotCategories {
 
 impl OneHotSpec {
     pub fn bind(&self, input: &SchemaRef) -> Result<OneHotFit, OpError> {
-        let indices = selector::resolve(&self.columns, input)?;
+        // In schema order: the output replaces each column where it stands.
+        let mut indices = selector::resolve(&self.columns, input)?;
+        indices.sort_unstable();
+        indices.dedup();
         for &index in &indices {
             check_category_column("onehot", input.field(index))?;
         }
@@ -617,6 +621,17 @@ mod tests {
         };
         assert_eq!(row(0), [0.0, 0.0, 1.0, 0.0]);
         assert_eq!(row(1), [0.0, 0.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn columns_listed_out_of_schema_order_are_encoded_in_place() {
+        let spec: OneHotSpec = toml::from_str("columns = [\"color\", \"id\"]").unwrap();
+        let fit = erase(spec.bind(&batch().schema()).unwrap());
+        let step = fit.with_params(&fit_in_process(fit.as_ref(), &[batch()])).unwrap();
+        let out = step.apply(batch()).unwrap();
+        assert_eq!(out.num_columns(), 5 + 4);
+        assert_eq!(out.schema().field(0).name(), "id_1");
+        assert_eq!(out.schema().field(5).name(), "color_blue");
     }
 
     #[test]

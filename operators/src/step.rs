@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::OpError;
 use crate::bound_step::BoundStep;
-use crate::bucketize::{BoundBucketize, BucketizeSpec};
+use crate::bucketize::{BoundBucketize, BucketizeSpec, Encode};
 use crate::cast::CastSpec;
 use crate::check::{Check, CheckSpec};
 use crate::clip::{BoundClip, ClipSpec};
@@ -164,6 +164,22 @@ impl StepSpec {
         }
     }
 
+    /// Gives an open step (`onehot`, `bucketize` with `encode = "onehot"`) its fitted
+    /// parameters, as `fitted.json` holds them, so that the steps after it can be bound to
+    /// the columns it makes: the planner's late binding. Other steps are left as they are.
+    pub fn set_known_params(&mut self, params: &serde_json::Value) -> Result<(), OpError> {
+        let malformed =
+            |e: serde_json::Error| OpError::InvalidSpec(format!("the fitted parameters are malformed: {e}"));
+        match self {
+            StepSpec::OneHot(spec) => spec.known = Some(serde_json::from_value(params.clone()).map_err(malformed)?),
+            StepSpec::Bucketize(spec) if spec.encode == Encode::OneHot => {
+                spec.known = Some(serde_json::from_value(params.clone()).map_err(malformed)?)
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// The fitted parameters' SHA-256 a `score` step is pinned to (`fitted_sha256`).
     pub fn fitted_pin(&self) -> Option<&str> {
         match self {
@@ -207,6 +223,11 @@ impl StepSpec {
     /// schema. `context` holds what binding needs from outside (the models' bytes). A
     /// cleaning step with `output` keeps its input columns ([`crate::output_columns`]).
     pub fn bind(&self, input: &SchemaRef, context: &BindContext) -> Result<Bound, OpError> {
+        if let StepSpec::Bucketize(BucketizeSpec { encode: Encode::OneHot, output: Some(_), .. }) = self {
+            return Err(OpError::InvalidSpec(
+                "encode = \"onehot\" replaces each column with its bucket columns; it takes no `output`".into(),
+            ));
+        }
         match self.output_pattern() {
             Some(pattern) => self.bind_keeping_inputs(pattern, input, context),
             None => self.bind_in_place(input, context),
@@ -333,7 +354,7 @@ impl StepSpec {
                 }
             }
             StepSpec::Bucketize(spec) => match spec.bind(input)? {
-                BoundBucketize::Fixed(step) => Bound::Map(Box::new(step)),
+                BoundBucketize::Fixed(step) => Bound::Map(step),
                 BoundBucketize::Fitted(fit) => Bound::Fit(erase(fit)),
             },
             StepSpec::MaxAbs(spec) => Bound::Fit(erase(spec.bind(input)?)),

@@ -163,6 +163,44 @@ def test_fitted_buckets_equal_kbins_discretizer(weir, tmp_path, shape):
     assert len(np.unique(column(got, "few"))) < 7  # few's repeated edges were dropped
 
 
+@pytest.mark.parametrize("shape", SHAPES_1_AND_2X2, ids=shape_id)
+def test_one_hot_buckets_equal_kbins_discretizer_and_later_steps_bind_to_them(weir, tmp_path, shape):
+    """`encode = "onehot"` against KBinsDiscretizer(encode="onehot-dense"): a fitted quantile
+    column whose repeated edges leave fewer buckets than asked (so the columns are known only
+    once it is fitted, and the `select` after it is bound then), and fixed boundaries; the
+    names are scikit-learn's (`few_0.0`, …); a null is 0.0 in every bucket column."""
+    data = write(tmp_path / "src", 23)
+    steps = (
+        '[[step]]\nop = "derive"\ncolumns = { few = "cast(b > 0 as double) + cast(b > 3 as double)" }\n'
+        '[[step]]\nop = "bucketize"\ncolumns = ["few", "income"]\nn_bins = 5\nencode = "onehot"\n'
+        '[[step]]\nop = "bucketize"\ncolumns = ["age"]\nboundaries = [30, 60]\nencode = "onehot"\n'
+        '[[step]]\nop = "select"\ncolumns = ["id", "few_*", "income_*", "age_*"]\n'
+    )
+    text = f'name = "k"\n[source]\nuri = "{tmp_path / "src"}"\n{steps}[sink]\nuri = "{tmp_path / "out"}"\n'
+    weir("run", write_job(tmp_path / "job.toml", text), *shape, check=0)
+    got = read_output(tmp_path / "out").sort_by("id")
+    b = column(data, "b")
+    names = ["id"]
+    for name, values in [("few", (b > 0).astype(float) + (b > 3).astype(float)), ("income", column(data, "income"))]:
+        present = ~np.isnan(values)
+        kbins = KBinsDiscretizer(n_bins=5, encode="onehot-dense", strategy="quantile", subsample=None, quantile_method="linear")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "bins whose width are too small" for few
+            kbins.fit(values[present][:, None])
+        columns = list(kbins.get_feature_names_out([name]))
+        want = np.zeros((len(values), len(columns)))
+        want[present] = kbins.transform(values[present][:, None])
+        np.testing.assert_array_equal(np.column_stack([got.column(c).to_numpy() for c in columns]), want, err_msg=name)
+        names += columns
+    assert len([n for n in names if n.startswith("few_")]) < 5  # its repeated edges were dropped
+    age = column(data, "age")
+    for bucket, (low, high) in enumerate([(-np.inf, 30), (30, 60), (60, np.inf)]):
+        want = ((age >= low) & (age < high)).astype(float)  # NaN (a null) compares false: 0.0
+        np.testing.assert_array_equal(got.column(f"age_{bucket}.0").to_numpy(), want)
+        names.append(f"age_{bucket}.0")
+    assert got.column_names == names
+
+
 POWER_STEPS = """
 [[step]]
 op = "power"

@@ -292,11 +292,12 @@ pub fn job(rng: &mut fastrand::Rng, schema: &SchemaRef) -> String {
                 pick(rng, &["yeo-johnson", "box-cox"])
             ),
             19 => format!(
-                "op = \"bucketize\"\ncolumns = {}\nn_bins = {}\nstrategy = \"{}\"\nexact = {}\n",
+                "op = \"bucketize\"\ncolumns = {}\nn_bins = {}\nstrategy = \"{}\"\nexact = {}\nencode = \"{}\"\n",
                 some(rng, &numeric),
                 pick(rng, &["1", "2", "5", "10001"]),
                 pick(rng, &["quantile", "uniform", "kmeans"]),
-                rng.bool()
+                rng.bool(),
+                pick(rng, &["ordinal", "onehot", "onehot-dense"])
             ),
             18 => format!(
                 "op = \"hash_encode\"\ncolumns = {}\nn_features = {}\nkeep_inputs = {}\n",
