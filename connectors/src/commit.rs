@@ -285,6 +285,7 @@ mod tests {
             variables: Default::default(),
             committed_at: String::new(),
             inputs: vec![],
+            other_inputs: vec![],
             files: files.iter().map(|f| PartFile { path: f.to_string(), rows: 1, bytes: 1 }).collect(),
             rows: files.len() as u64,
             bytes: files.len() as u64,

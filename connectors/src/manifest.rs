@@ -24,6 +24,9 @@ pub struct Manifest {
     pub committed_at: String,
     /// The input files this run read.
     pub inputs: Vec<InputFile>,
+    /// The job's other inputs (`[inputs.NAME]`, read whole by `join` steps) and their files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_inputs: Vec<OtherInput>,
     /// Every part file of the output: with `sink.mode = "append"`, the earlier runs' files
     /// as well as this run's.
     pub files: Vec<PartFile>,
@@ -149,6 +152,14 @@ pub struct InputFile {
     pub uri: String,
     pub bytes: u64,
     pub rows: u64,
+}
+
+/// Another input of the job, read whole: its name in the job, where it is, its files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OtherInput {
+    pub name: String,
+    pub uri: String,
+    pub files: Vec<InputFile>,
 }
 
 /// A column of the output.

@@ -119,6 +119,8 @@ pub struct EnginePlan {
     pub incremental_base: Option<u64>,
     /// `sink.rejects`: where the rows that steps reject go, committed with the output.
     pub rejects: Option<RejectsPlan>,
+    /// The job's other inputs that steps read whole (a `join`'s), for the manifest.
+    pub other_inputs: Vec<weir_connectors::manifest::OtherInput>,
     /// When the last step is open (a `onehot` whose output columns are its fitted
     /// categories): what binds the steps after it once it is fitted. Until then
     /// `output_schema`, `file_schema` and `rejects`' layout are provisional (the open
@@ -203,6 +205,11 @@ impl EnginePlan {
             hasher.update(format!("{}\n{}\n{}\n{}\n", input.uri, input.size, input.version, input.rows));
         }
         hasher.update(format!("{} shards; base {:?}", self.shards.len(), self.incremental_base));
+        for other in &self.other_inputs {
+            for file in &other.files {
+                hasher.update(format!("{}: {}\n{}\n{}\n", other.name, file.uri, file.bytes, file.rows));
+            }
+        }
         hex::encode(hasher.finalize())
     }
 

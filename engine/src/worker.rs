@@ -93,7 +93,7 @@ fn prepare_run_and_commit(
         leader_round(worker, plan.input_digest(), move |digests: Vec<String>| {
             if digests.iter().any(|digest| digest != &digests[0]) {
                 return Err(JobFailure::external(format!(
-                    "the processes of the cluster planned different inputs: the source '{}' changed while they planned; run again",
+                    "the processes of the cluster planned different inputs: the source '{}' (or another input) changed while they planned; run again",
                     plan.source.uri()
                 )));
             }
@@ -641,6 +641,7 @@ impl Output<'_> {
                 .into_iter()
                 .map(|input| InputFile { uri: input.uri, bytes: input.size, rows: input.rows })
                 .collect(),
+            other_inputs: plan.other_inputs.clone(),
             rows: files.iter().map(|f| f.rows).sum(),
             bytes: files.iter().map(|f| f.bytes).sum(),
             files,

@@ -139,6 +139,7 @@ fn plan(runtime: &tokio::runtime::Runtime, src: &Path, out: &Path, steps: &str, 
         incremental_base: None,
         rejects: None,
         rest: None,
+        other_inputs: Vec::new(),
         pins: vec![],
         fit_output: None,
     }

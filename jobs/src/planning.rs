@@ -22,10 +22,11 @@ use weir_connectors::publication::{ENCRYPTED_FITTED_FILE, MANIFEST_FILE};
 use weir_connectors::source::{Shard, Source};
 use weir_connectors::{ConnectorError, Location};
 
-use weir_connectors::manifest::ModelInfo;
+use weir_connectors::manifest::{InputFile, ModelInfo, OtherInput};
 use weir_connectors::object_reader::read_object_at_most;
 use weir_engine::{BoundRest, EnginePlan, PlanRest, PlannedStep, RejectsPlan, StepKind};
 use weir_operators::fitted_file::{FittedFile, FittedStep, params_sha256};
+use weir_operators::join::JoinInput;
 use weir_operators::rejects::RejectsLayout;
 use weir_operators::step::BindError;
 use weir_operators::{BindContext, Bound, OpError, StepSpec, bind_steps, is_open};
@@ -79,6 +80,7 @@ pub fn load_job(path: &str, vars: &Variables, base: Option<&std::path::Path>) ->
     for uri in [&mut spec.source.uri, &mut spec.sink.uri]
         .into_iter()
         .chain(spec.sink.rejects.as_mut())
+        .chain(spec.inputs.values_mut().map(|input| &mut input.uri))
         .chain(spec.steps.iter_mut().flat_map(|step| step.uris_mut()))
     {
         *uri = resolve_relative(uri, &folder);
@@ -181,6 +183,8 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
     };
     let (mut context, models) = fetch_models(spec).await?;
     context.output_encrypted = spec.sink.encryption.is_some();
+    let (inputs, other_inputs) = read_other_inputs(spec, &sink).await?;
+    context.inputs = inputs;
     if let Some(encryption) = &spec.sink.encryption {
         encryption.check_keys(&KeySource::from_env()).map_err(|e| connector("sink")(ConnectorError::SinkKey(e)))?;
     }
@@ -204,6 +208,7 @@ pub async fn plan_job(job: &LoadedJob, options: &RunOptions) -> Result<EnginePla
         incremental_base,
         context,
         models,
+        other_inputs,
     });
     let mut plan = opened.bind_steps(&[]).await?;
     // An open step whose parameters are reused needs no pass: the rest is bound now.
@@ -228,6 +233,7 @@ struct OpenedJob {
     incremental_base: Option<u64>,
     context: BindContext,
     models: Vec<ModelInfo>,
+    other_inputs: Vec<OtherInput>,
 }
 
 impl OpenedJob {
@@ -324,6 +330,7 @@ impl OpenedJob {
             fit_output,
             rejects,
             rest: open.then(|| self.clone() as Arc<dyn PlanRest>),
+            other_inputs: self.other_inputs.clone(),
         })
     }
 }
@@ -841,6 +848,60 @@ async fn read_input(
 
 /// Fetches every model the job's `score` steps name, once per URI, and checks the
 /// `sha256` pins. Errors name the step.
+/// Reads every `[inputs.NAME]` whole (the other side of a broadcast `join`), each at most
+/// the largest `broadcast_max_mb` of the steps that read it, decoded: the inputs by name
+/// for binding, and their files for the manifest. An input may not overlap the sink.
+async fn read_other_inputs(
+    spec: &JobSpec,
+    sink: &Location,
+) -> Result<(HashMap<String, Arc<JoinInput>>, Vec<OtherInput>), JobError> {
+    let mut inputs = HashMap::new();
+    let mut other_inputs = Vec::new();
+    for (name, input) in &spec.inputs {
+        let what = "an input";
+        let connector = |source| JobError::Connector { job: spec.name.clone(), what, source: Box::new(source) };
+        let limit = spec.steps.iter().filter_map(StepSpec::joined_input).filter(|(with, _)| with == name);
+        let limit = limit.map(|(_, bytes)| bytes).max().unwrap_or(0);
+        let location = Location::parse(&input.uri, &spec.storage).map_err(connector)?;
+        if location.overlaps(sink) {
+            return Err(JobError::Invalid {
+                job: spec.name.clone(),
+                message: format!("[inputs.{name}] '{}' overlaps sink.uri '{}'", location.uri(), sink.uri()),
+            });
+        }
+        let source = ParquetSource::open(&location, input.columns.as_deref(), input.partitioning, None)
+            .await
+            .map_err(connector)?;
+        let mut batches = Vec::new();
+        let mut bytes = 0u64;
+        for shard in source.shards(DEFAULT_MAX_SHARD_ROWS) {
+            let mut stream = source.read_shard(&shard, DEFAULT_BATCH_SIZE, None).map_err(connector)?;
+            while let Some(batch) = futures::StreamExt::next(&mut stream).await {
+                let batch = batch.map_err(connector)?;
+                bytes += batch.get_array_memory_size() as u64;
+                if bytes > limit {
+                    return Err(JobError::Invalid {
+                        job: spec.name.clone(),
+                        message: format!(
+                            "[inputs.{name}] '{}' takes more than {} MiB decoded, the most a join broadcasts (broadcast_max_mb); raise it if every process has the memory",
+                            location.uri(),
+                            limit >> 20
+                        ),
+                    });
+                }
+                batches.push(batch);
+            }
+        }
+        let rows = arrow::compute::concat_batches(source.schema(), &batches)
+            .map_err(|e| JobError::Invalid { job: spec.name.clone(), message: format!("[inputs.{name}]: {e}") })?;
+        let files =
+            source.inputs().into_iter().map(|i| InputFile { uri: i.uri, bytes: i.size, rows: i.rows }).collect();
+        other_inputs.push(OtherInput { name: name.clone(), uri: location.uri(), files });
+        inputs.insert(name.clone(), Arc::new(JoinInput::new(name.clone(), rows)));
+    }
+    Ok((inputs, other_inputs))
+}
+
 async fn fetch_models(spec: &JobSpec) -> Result<(BindContext, Vec<ModelInfo>), JobError> {
     let mut context = BindContext::default();
     let mut models: Vec<ModelInfo> = Vec::new();

@@ -43,6 +43,9 @@ pub struct JobSpec {
     #[serde(default)]
     pub schedule: Option<ScheduleSpec>,
     pub source: SourceSpec,
+    /// `[inputs.NAME]`: further datasets the steps read by name (a `join`'s other side).
+    #[serde(default)]
+    pub inputs: std::collections::BTreeMap<String, InputSpec>,
     #[serde(default, rename = "step")]
     pub steps: Vec<StepSpec>,
     pub sink: SinkSpec,
@@ -78,6 +81,22 @@ pub const DEFAULT_RETRY_DELAY_S: u64 = 60;
 pub enum Format {
     #[default]
     Parquet,
+}
+
+/// `[inputs.NAME]`: another dataset of the job, read whole by the steps that name it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// A file, a prefix or a glob; a path, `file://` or `s3://`.
+    pub uri: String,
+    #[serde(default)]
+    pub format: Format,
+    /// Columns to read (pushed into the Parquet reader); all when absent.
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// As `source.partitioning`.
+    #[serde(default)]
+    pub partitioning: Partitioning,
 }
 
 /// `[source]`.
@@ -209,6 +228,9 @@ impl JobSpec {
         if let Some(fitted) = &self.fitted {
             places.push(("fitted".into(), fitted));
         }
+        for (name, input) in &self.inputs {
+            places.push((format!("inputs.{name}"), &input.uri));
+        }
         for (index, step) in self.steps.iter().enumerate() {
             for uri in step.uris() {
                 places.push((format!("step {} ({})", index + 1, step.op_name()), uri));
@@ -268,6 +290,14 @@ impl JobSpec {
         }
         if self.source.on_changed.is_some() && !self.source.incremental {
             return Err("source.on_changed applies only to an incremental source (source.incremental = true)".into());
+        }
+        for name in self.inputs.keys() {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+                return Err(format!("input name '{name}' must match [a-z0-9_]+"));
+            }
+            if !self.steps.iter().any(|step| step.joined_input().is_some_and(|(with, _)| with == name)) {
+                return Err(format!("[inputs.{name}] is declared, but no step reads it (join with = \"{name}\")"));
+            }
         }
         Ok(())
     }

@@ -32,6 +32,7 @@ pub mod fit_columns;
 pub mod fitted_file;
 pub mod hash_encode;
 pub mod impute;
+pub mod join;
 pub mod linear_chain;
 pub mod mask;
 pub mod masked_co_moments;

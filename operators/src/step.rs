@@ -24,6 +24,7 @@ use crate::filter::FilterSpec;
 use crate::fit::{Fit, FitStep, erase};
 use crate::hash_encode::HashEncodeSpec;
 use crate::impute::{BoundImpute, ImputeSpec};
+use crate::join::{JoinInput, JoinSpec};
 use crate::mask::MaskSpec;
 use crate::maxabs::MaxAbsSpec;
 use crate::minmax::MinMaxSpec;
@@ -66,6 +67,7 @@ pub enum StepSpec {
     Ordinal(OrdinalSpec),
     #[serde(rename = "onehot")]
     OneHot(OneHotSpec),
+    Join(JoinSpec),
     Dedupe(DedupeSpec),
     Check(CheckSpec),
     Pca(PcaSpec),
@@ -180,6 +182,14 @@ impl StepSpec {
         Ok(())
     }
 
+    /// The other input a `join` reads whole, and the most bytes it may take decoded.
+    pub fn joined_input(&self) -> Option<(&str, u64)> {
+        match self {
+            StepSpec::Join(spec) => Some((spec.with.as_str(), spec.broadcast_max_bytes())),
+            _ => None,
+        }
+    }
+
     /// The fitted parameters' SHA-256 a `score` step is pinned to (`fitted_sha256`).
     pub fn fitted_pin(&self) -> Option<&str> {
         match self {
@@ -211,6 +221,7 @@ impl StepSpec {
             StepSpec::HashEncode(_) => "hash_encode",
             StepSpec::Ordinal(_) => "ordinal",
             StepSpec::OneHot(_) => "onehot",
+            StepSpec::Join(_) => "join",
             StepSpec::Dedupe(_) => "dedupe",
             StepSpec::Check(_) => "check",
             StepSpec::Pca(_) => "pca",
@@ -362,6 +373,7 @@ impl StepSpec {
             StepSpec::Power(spec) => Bound::Fit(erase(spec.bind(input)?)),
             StepSpec::Normalize(spec) => Bound::Map(Box::new(spec.bind(input)?)),
             StepSpec::HashEncode(spec) => Bound::Map(Box::new(spec.bind(input)?)),
+            StepSpec::Join(spec) => Bound::Map(Box::new(spec.bind(input, &context.inputs)?)),
             StepSpec::Dedupe(spec) => Bound::Dedupe(spec.bind(input)?),
             StepSpec::Check(spec) => Bound::Check(spec.bind(input)?),
             StepSpec::Pca(spec) => Bound::Fit(erase(spec.bind(input)?)),
@@ -382,14 +394,16 @@ impl StepSpec {
 }
 
 /// What binding needs from outside the job's schema: the bytes of every model a `score`
-/// step names, keyed by URI (fetched by the caller, once per process), and whether the
-/// sink encrypts the output.
+/// step names, keyed by URI (fetched by the caller, once per process), whether the sink
+/// encrypts the output, and the other inputs `join` steps read.
 #[derive(Debug, Default, Clone)]
 pub struct BindContext {
     pub models: HashMap<String, Arc<[u8]>>,
     /// The sink encrypts the output: the values of every column that reaches it are secret,
     /// and errors do not show them.
     pub output_encrypted: bool,
+    /// The job's other inputs (`[inputs.NAME]`) that `join` steps read, whole, by name.
+    pub inputs: HashMap<String, Arc<JoinInput>>,
 }
 
 /// A step bound to the schema that reaches it.

@@ -267,7 +267,25 @@ pub fn job(rng: &mut fastrand::Rng, schema: &SchemaRef) -> String {
     text.push_str("name = \"fuzz\"\n[source]\nuri = \"in/date={{ds}}/\"\n");
     for _ in 0..rng.usize(..7) {
         text.push_str("[[step]]\n");
-        let step = match rng.u8(..23) {
+        let step = match rng.u8(..24) {
+            23 => format!(
+                "op = \"join\"\nwith = \"{}\"\n{}\nhow = \"{}\"\nvalidate = \"{}\"\nsuffix = \"{}\"\n",
+                pick(rng, &["c", "c", "nope"]),
+                pick(
+                    rng,
+                    &[
+                        "on = [\"country\"]",
+                        "on = [\"n8\", \"country\"]",
+                        "left_on = [\"n8\"]\nright_on = [\"u64\"]",
+                        "left_on = [\"f_0\"]\nright_on = [\"n8\"]",
+                        "left_on = [\"age\"]\nright_on = [\"income\"]",
+                        "on = []",
+                    ]
+                ),
+                pick(rng, &["inner", "left", "semi", "anti"]),
+                pick(rng, &["many_to_one", "one_to_one"]),
+                pick(rng, &["_right", "", "_x"])
+            ),
             22 => format!(
                 "op = \"onehot\"\ncolumns = {}\nhandle_unknown = \"{}\"\ndrop = \"{}\"\nmin_frequency = {}\nmax_categories = {}\n{}",
                 some(rng, &[&strings[..], &numeric[..]].concat()),

@@ -19,6 +19,7 @@ use weir_connectors::{Location, StorageOptions};
 use weir_jobs::planning::load_job_text;
 use weir_jobs::vars::Variables;
 use weir_operators::filter::FilterSpec;
+use weir_operators::join::JoinInput;
 use weir_operators::rejects::RejectsLayout;
 use weir_operators::{BindContext, Bound, BoundStep, bind_steps};
 
@@ -265,7 +266,10 @@ impl Target for JobTarget {
         };
         let vars = Variables::new(&pairs);
         let Ok(job) = load_job_text("fuzz.toml", toml, &vars) else { return Outcome::Refused };
-        let Ok(bound) = bind_steps(&job.spec.steps, &self.batch.schema(), &BindContext::default()) else {
+        // A join's other input: the sample's first rows, under the name the generator uses.
+        let other = JoinInput::new("c", self.batch.slice(0, self.batch.num_rows().min(40)));
+        let context = BindContext { inputs: [("c".to_string(), Arc::new(other))].into(), ..BindContext::default() };
+        let Ok(bound) = bind_steps(&job.spec.steps, &self.batch.schema(), &context) else {
             return Outcome::Refused;
         };
         self.apply(bound)
