@@ -412,5 +412,10 @@ mod tests {
         let job = load_job_text("t.toml", text, &Variables::new(&[])).unwrap();
         let err = check_grants(&job.spec, &grants).unwrap_err();
         assert!(err.starts_with("sink.rejects '/data/theirs/rejects'"), "{err}");
+        // So is a join's other input.
+        let text = "name = \"t\"\n[source]\nuri = \"/data/mine/in\"\n[inputs.people]\nuri = \"/data/theirs/people\"\n[[step]]\nop = \"join\"\nwith = \"people\"\non = [\"id\"]\n[sink]\nuri = \"/data/mine/out\"\n";
+        let job = load_job_text("t.toml", text, &Variables::new(&[])).unwrap();
+        let err = check_grants(&job.spec, &grants).unwrap_err();
+        assert!(err.starts_with("inputs.people '/data/theirs/people'"), "{err}");
     }
 }
