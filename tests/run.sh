@@ -11,6 +11,10 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+# The Python client (clients/python), which tests/e2e/test_python_client.py tests; it is
+# fully typed: mypy --strict must pass (checked here, before the long builds).
+.venv/bin/python -m pip install --quiet --disable-pip-version-check ./clients/python
+.venv/bin/python -m mypy --strict clients/python/weir_client
 
 GARAGE_VERSION=2.5.0
 if ! command -v garage >/dev/null && [ ! -x "$HOME/.cargo/bin/garage" ]; then
