@@ -130,9 +130,17 @@ impl Chain {
         self.steps.borrow_mut().push(ChainStep { number, op: "dedupe", link, members: Vec::new() });
     }
 
-    /// Keeps the rows that steps reject in each mapped batch (for the final pass).
+    /// Keeps the rows that steps reject in each mapped batch (for the final pass, or the
+    /// pass that an `aggregate` consumes).
     pub fn collect_rejects(&self) {
         self.collect_rejects.set(true);
+    }
+
+    /// Empties the chain: after an `aggregate`, the passes read its groups, which no step
+    /// before it applies to.
+    pub fn reset(&self) {
+        self.steps.borrow_mut().clear();
+        self.collect_rejects.set(false);
     }
 
     /// Forgets where the row cursors were (before a new pass over the shards).
@@ -198,9 +206,20 @@ impl Chain {
     }
 }
 
-/// A step's failure on a batch of `shard`, naming the step, the file and the row group.
+/// A step's failure on a batch of `shard`, naming the step, the file and the row group (or,
+/// after an `aggregate`, the groups: [`EnginePlan::groups_shard`]).
 pub(crate) fn step_failure(plan: &EnginePlan, number: usize, op: &str, shard: usize, error: &OpError) -> JobFailure {
-    let at = plan.source.describe_shard(&plan.shards[shard]);
+    let at = match plan.shards.get(shard) {
+        Some(source_shard) => plan.source.describe_shard(source_shard),
+        None => {
+            let aggregate = plan
+                .steps
+                .iter()
+                .rfind(|step| step.number < number && matches!(step.kind, crate::plan::StepKind::Aggregate(_)))
+                .map_or(0, |step| step.number);
+            format!("the groups of step {aggregate} (aggregate) on worker {}", shard - plan.shards.len())
+        }
+    };
     let message = format!("step {number} ({op}) failed on {at}: {error}");
     if error.is_user_error() { JobFailure::user(message) } else { JobFailure::internal(message) }
 }

@@ -18,6 +18,7 @@
 //! Control messages travel through timely's exchange channels, never shared memory, so the
 //! same code runs over threads, local processes and hosts.
 
+mod aggregate;
 mod cache;
 mod chain;
 pub mod cluster;

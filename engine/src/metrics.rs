@@ -58,6 +58,10 @@ pub(crate) enum StepWork {
     Reduce,
     /// Mapping batches with the step (fitted or not), in every pass after it joined.
     Apply,
+    /// Folding rows into an aggregate's group table (map-side combining).
+    Combine,
+    /// Exchanging an aggregate's partial groups by key, merging them and making the rows.
+    Merge,
 }
 
 impl Stage {
@@ -84,6 +88,8 @@ impl Stage {
                     StepWork::Keys => step("dedupe keys"),
                     StepWork::Reduce => step("dedupe reduce"),
                     StepWork::Apply => step("apply"),
+                    StepWork::Combine => step("aggregate (combine rows per worker)"),
+                    StepWork::Merge => step("aggregate (exchange + merge groups)"),
                     StepWork::FoldChain { last, last_op } => chain(last, last_op, "fold partials"),
                     StepWork::FinishChain { last, last_op } => chain(last, last_op, "merge + finish, worker 0"),
                     StepWork::ApplyChain { last, last_op } => steps(last, last_op, "apply"),

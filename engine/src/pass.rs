@@ -60,8 +60,11 @@ enum ShardBatches {
 pub(crate) enum PassKind {
     /// A fit or dedupe stage's pass: it fills the cache for the passes after it.
     Stage,
-    /// The final pass into the sink: the one the progress counters follow; it releases each
-    /// cached shard as it reads it.
+    /// An `aggregate`'s pass: the last over the source (the passes after it read the
+    /// groups), so the progress counters follow it and it releases each cached shard.
+    Aggregate,
+    /// The final pass into the sink: the one the progress counters follow (unless an
+    /// aggregate's pass read the source); it releases each cached shard as it reads it.
     Final,
 }
 
@@ -74,10 +77,11 @@ pub(crate) fn run_pass(
     consumer: Consumer,
     kind: PassKind,
 ) -> Result<u64, JobFailure> {
-    let progress = kind == PassKind::Final;
+    let groups = state.groups.borrow().is_some();
+    let progress = kind != PassKind::Stage && !groups;
     let usage = match kind {
         PassKind::Stage => CacheUse::Fill,
-        PassKind::Final => CacheUse::Drain,
+        PassKind::Aggregate | PassKind::Final => CacheUse::Drain,
     };
     let index = worker.index();
     let peers = worker.peers();
@@ -133,7 +137,26 @@ pub(crate) fn run_pass(
 
     let mut rows_in = 0u64;
     let mut time = 0u64;
-    let shards: Vec<Shard> = plan.shards_of(index, peers).copied().collect();
+    if groups {
+        // After an aggregate: this worker's groups (the final pass frees them as it goes).
+        let batches = match kind {
+            PassKind::Final => state.groups.borrow_mut().take().map(|groups| groups.batches).unwrap_or_default(),
+            _ => state.groups.borrow().as_ref().map(|groups| groups.batches.clone()).unwrap_or_default(),
+        };
+        let shard = plan.groups_shard(index);
+        for batch in batches {
+            if failure.borrow().is_some() || context.abort.load(Ordering::Relaxed) {
+                break;
+            }
+            rows_in += batch.num_rows() as u64;
+            let item = SourceBatch { shard, batch, fetched: None, rejected: Vec::new() };
+            feed(worker, &mut input, &probe, &mut time, plan.max_batches_in_flight, item);
+        }
+    }
+    let shards: Vec<Shard> = match groups {
+        true => Vec::new(),
+        false => plan.shards_of(index, peers).copied().collect(),
+    };
     let from_store: Vec<Shard> = shards.iter().filter(|s| !state.cache.holds(s.index)).copied().collect();
     let mut ahead = (!from_store.is_empty()).then(|| ReadAhead::start(&context.runtime, plan, from_store));
     // Start reading the first spill files now, and keep the next `SPILL_PREFETCH_SHARDS`
@@ -185,14 +208,8 @@ pub(crate) fn run_pass(
             if progress {
                 context.progress.rows_read(batch.num_rows());
             }
-            input.send(SourceBatch { shard: shard.index, batch, fetched, rejected: Vec::new() });
-            time += 1;
-            input.advance_to(time);
-            worker.step();
-            let horizon = time.saturating_sub(plan.max_batches_in_flight);
-            while probe.less_than(&horizon) {
-                worker.step_or_park(Some(PARK));
-            }
+            let item = SourceBatch { shard: shard.index, batch, fetched, rejected: Vec::new() };
+            feed(worker, &mut input, &probe, &mut time, plan.max_batches_in_flight, item);
             if failure.borrow().is_some() || context.abort.load(Ordering::Relaxed) {
                 break 'shards;
             }
@@ -217,5 +234,25 @@ pub(crate) fn run_pass(
         // Stopped early by a sibling's failure or a signal: never a partial success.
         None if context.abort.load(Ordering::Relaxed) => Err(JobFailure::cancelled()),
         None => Ok(rows_in),
+    }
+}
+
+/// Sends `item` into the pass at `time` (then the next time), and steps the worker until at
+/// most `in_flight` batches are sent but not consumed (see the module documentation).
+fn feed(
+    worker: &mut Worker,
+    input: &mut InputHandle<u64, CapacityContainerBuilder<Vec<SourceBatch>>>,
+    probe: &ProbeHandle<u64>,
+    time: &mut u64,
+    in_flight: u64,
+    item: SourceBatch,
+) {
+    input.send(item);
+    *time += 1;
+    input.advance_to(*time);
+    worker.step();
+    let horizon = time.saturating_sub(in_flight);
+    while probe.less_than(&horizon) {
+        worker.step_or_park(Some(PARK));
     }
 }

@@ -9,6 +9,7 @@ use weir_connectors::commit::WriteMode;
 use weir_connectors::parquet_sink::PartOptions;
 use weir_connectors::source::{Shard, Source};
 use weir_operators::BoundStep;
+use weir_operators::aggregate::Aggregate;
 use weir_operators::check::Check;
 use weir_operators::dedupe::Dedupe;
 use weir_operators::fit::FitStep;
@@ -41,6 +42,10 @@ pub enum StepKind {
     /// Counts expectations over the step's whole input in a pass of its own (a `unique` key
     /// through the same keyed reduction as a dedupe), then passes rows on unchanged.
     Check(Check),
+    /// One row per group: a pass folds each worker's rows into a group table, the partial
+    /// groups are exchanged by key hash and merged, and the passes after it read the
+    /// groups each worker merged instead of the source's shards.
+    Aggregate(Arc<Aggregate>),
 }
 
 /// See [`EnginePlan::shard_owners`]; `shards[i].index` must be `i`.
@@ -169,6 +174,20 @@ impl EnginePlan {
     /// every process computes the same owners from the same plan.
     pub fn shard_owners(&self, peers: usize) -> Vec<usize> {
         balance_by_rows(&self.shards, peers)
+    }
+
+    /// After an `aggregate`, a worker's groups are read as one more shard: the shard index
+    /// `shards.len() + worker`, owned by that worker.
+    pub fn groups_shard(&self, worker: usize) -> usize {
+        self.shards.len() + worker
+    }
+
+    /// [`EnginePlan::shard_owners`] with the groups' shards after the source's
+    /// ([`EnginePlan::groups_shard`]), for the keyed reductions that route rows back.
+    pub fn owners_with_groups(&self, peers: usize) -> Vec<usize> {
+        let mut owners = self.shard_owners(peers);
+        owners.extend(0..peers.max(1));
+        owners
     }
 
     /// The shards `worker` reads, in index order (see [`EnginePlan::shard_owners`]).

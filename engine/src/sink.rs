@@ -54,8 +54,10 @@ impl WorkerSink {
         fetched: Option<&FetchedChunks>,
     ) -> Result<(), ConnectorError> {
         if plan.partition_by.is_empty() {
-            let origin = BatchOrigin { source: plan.source.as_ref(), shard: &plan.shards[shard], fetched };
-            return self.writer(plan, "")?.write(batch, Some(origin)).await;
+            // After an aggregate, rows come from no source shard (and copy no chunk).
+            let origin =
+                plan.shards.get(shard).map(|shard| BatchOrigin { source: plan.source.as_ref(), shard, fetched });
+            return self.writer(plan, "")?.write(batch, origin).await;
         }
         let invalid =
             |e: arrow::error::ArrowError| ConnectorError::Invalid { uri: plan.sink.uri(), message: e.to_string() };

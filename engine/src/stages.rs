@@ -20,6 +20,13 @@
 //!   leader round sums the counts into results, and fails the run there when an expectation
 //!   with `on_fail = "fail"` does not hold. The chain does not change.
 //!
+//! - An *aggregate stage* runs an `aggregate` step: a pass folds every batch into the
+//!   worker's group table (map-side combining, [`weir_operators::group_table`]); the
+//!   partial groups are exchanged by key hash and merged ([`crate::aggregate`]); each worker
+//!   turns the groups it merged into rows, which replace its shards as the input of the
+//!   passes after the step, and the chain starts again empty. The pass is the source's last:
+//!   rows rejected before the step are kept for the final pass to write.
+//!
 //! Every worker goes through the same stages in the same order, and each stage ends with
 //! a leader round, so a failure on one worker fails the stage on all of them.
 
@@ -39,6 +46,7 @@ use weir_operators::fitted_file::FittedStep;
 use weir_operators::linear_chain;
 
 use crate::JobFailure;
+use crate::aggregate::exchange_partials;
 use crate::chain::{KeptRows, RowCursor, step_failure};
 use crate::context::ProcessContext;
 use crate::dedupe::{DedupeRecord, KeyedDedupe};
@@ -46,7 +54,8 @@ use crate::metrics::{Stage, StepWork, WorkerMetrics};
 use crate::pass::{PassKind, run_pass};
 use crate::plan::{EnginePlan, PlannedStep, SharedPlan, StepKind};
 use crate::rounds::leader_round;
-use crate::state::WorkerState;
+use crate::state::{Groups, WorkerState};
+use weir_operators::group_table::GroupTable;
 
 fn fitter(plan: &EnginePlan, index: usize) -> Option<&dyn FitStep> {
     match &plan.steps[index].kind {
@@ -349,7 +358,7 @@ pub(crate) fn dedupe_stage(
     index: usize,
 ) -> Result<(), JobFailure> {
     let step = &plan.steps[index];
-    let owners: Arc<[usize]> = plan.shard_owners(worker.peers()).into();
+    let owners: Arc<[usize]> = plan.owners_with_groups(worker.peers()).into();
     let keyed = Rc::new(RefCell::new(Some(KeyedDedupe::build(worker, owners))));
     let keys_stage = Stage::Step { number: step.number, op: step.op, work: StepWork::Keys };
     let consumer = {
@@ -382,17 +391,7 @@ pub(crate) fn dedupe_stage(
     let keyed = keyed.take().ok_or_else(|| JobFailure::internal("the dedupe input is gone after its pass"))?;
     let reduce_stage = Stage::Step { number: step.number, op: step.op, work: StepWork::Reduce };
     let winners = state.metrics.time(reduce_stage, || keyed.finish(worker));
-    let agreed: Result<(), JobFailure> = leader_round(
-        worker,
-        outcome.map(|_| ()),
-        |outcomes: Vec<Result<(), JobFailure>>| match JobFailure::first_cause(
-            outcomes.iter().filter_map(|o| o.as_ref().err()),
-        ) {
-            Some(failure) => Err(failure),
-            None => Ok(()),
-        },
-    )?;
-    agreed?;
+    agree(worker, outcome.map(|_| ()))?;
     state.chain.push_keep(step.number, KeptRows::new(winners));
     Ok(())
 }
@@ -418,7 +417,7 @@ pub(crate) fn check_stage(
     let StepKind::Check(check) = &step.kind else {
         return Err(JobFailure::internal(format!("step {} is not a check", step.number)));
     };
-    let owners: Arc<[usize]> = plan.shard_owners(worker.peers()).into();
+    let owners: Arc<[usize]> = plan.owners_with_groups(worker.peers()).into();
     let keyed = Rc::new(RefCell::new(check.has_unique().then(|| KeyedDedupe::build(worker, owners))));
     let counts = Rc::new(RefCell::new((check.new_counts(), 0u64)));
     let count_stage = Stage::Step { number: step.number, op: step.op, work: StepWork::Count };
@@ -508,4 +507,79 @@ pub(crate) fn check_stage(
         }
     }
     Ok(results)
+}
+
+/// Runs the aggregate stage of the step at `index` (see the module documentation).
+pub(crate) fn aggregate_stage(
+    worker: &mut Worker,
+    plan: &SharedPlan,
+    context: &ProcessContext,
+    state: &Rc<WorkerState>,
+    index: usize,
+) -> Result<(), JobFailure> {
+    let step = &plan.steps[index];
+    let StepKind::Aggregate(aggregate) = &step.kind else {
+        return Err(JobFailure::internal("an aggregate stage for a step that is not an aggregate"));
+    };
+    let (number, op) = (step.number, step.op);
+    let failed = |e: OpError| JobFailure::user(format!("step {number} ({op}) failed: {e}"));
+    let folded = Rc::new(RefCell::new(GroupTable::new(aggregate.clone()).map_err(failed)?));
+    let merged = Rc::new(RefCell::new(GroupTable::new(aggregate.clone()).map_err(failed)?));
+    if plan.rejects.is_some() {
+        state.chain.collect_rejects();
+    }
+    let combine = Stage::Step { number, op, work: StepWork::Combine };
+    let consumer = {
+        let (plan, folded, state) = (plan.clone(), folded.clone(), state.clone());
+        let cursor = RowCursor::default();
+        Box::new(move |item: crate::chain::SourceBatch| {
+            state.rejected.borrow_mut().extend(item.rejected);
+            state.metrics.time(combine, || {
+                let first = cursor.advance(item.shard, item.batch.num_rows());
+                folded
+                    .borrow_mut()
+                    .update(&item.batch, item.shard as u32, first)
+                    .map_err(|e| step_failure(&plan, number, op, item.shard, &e))
+            })
+        })
+    };
+    let outcome = run_pass(worker, plan, context, state.clone(), consumer, PassKind::Aggregate);
+    if state.source_rows.get().is_none()
+        && let Ok(rows) = &outcome
+    {
+        state.source_rows.set(Some(*rows));
+    }
+    // Every worker takes part in the exchange, failed or not (sending nothing), so none
+    // waits forever; the leader round below then fails them all alike.
+    let outgoing = match &outcome {
+        Ok(_) => folded.borrow_mut().drain_partials(worker.peers()),
+        Err(_) => Vec::new(),
+    };
+    drop(folded);
+    let merge = Stage::Step { number, op, work: StepWork::Merge };
+    let exchanged = state.metrics.time(merge, || exchange_partials(worker, outgoing, &merged));
+    let batches = outcome.and_then(|_| {
+        exchanged.map_err(failed)?;
+        let table = Rc::try_unwrap(merged)
+            .map_err(|_| JobFailure::internal("the aggregate's merged groups are still shared"))?
+            .into_inner();
+        state.metrics.time(merge, || table.finish(worker.index() == 0, plan.batch_size)).map_err(failed)
+    });
+    agree(worker, batches.as_ref().map(|_| ()).map_err(Clone::clone))?;
+    let batches = batches?;
+    tracing::debug!(step = number, groups = batches.iter().map(|b| b.num_rows()).sum::<usize>(), "aggregated");
+    state.chain.reset();
+    *state.groups.borrow_mut() = Some(Groups { batches });
+    Ok(())
+}
+
+/// A leader round on every worker's outcome of a stage: all fail alike with the first cause
+/// if any failed.
+fn agree(worker: &mut Worker, outcome: Result<(), JobFailure>) -> Result<(), JobFailure> {
+    leader_round(worker, outcome, |outcomes: Vec<Result<(), JobFailure>>| {
+        match JobFailure::first_cause(outcomes.iter().filter_map(|o| o.as_ref().err())) {
+            Some(failure) => Err(failure),
+            None => Ok(()),
+        }
+    })?
 }

@@ -33,7 +33,7 @@ use crate::pass::{PassKind, run_pass};
 use crate::plan::{EnginePlan, SharedPlan, StepKind};
 use crate::rounds::leader_round;
 use crate::sink::{RejectsSink, StagedPart, WorkerSink};
-use crate::stages::{check_stage, dedupe_stage, fit_group, fit_stage};
+use crate::stages::{aggregate_stage, check_stage, dedupe_stage, fit_group, fit_stage};
 use crate::state::WorkerState;
 
 /// What a worker reports to the leader after its final pass.
@@ -258,6 +258,10 @@ fn build_steps(
                 dedupe_stage(worker, plan, context, state, index)?;
                 index += 1;
             }
+            StepKind::Aggregate(_) => {
+                aggregate_stage(worker, plan, context, state, index)?;
+                index += 1;
+            }
             StepKind::Check(check) => {
                 built.checks.extend(check_stage(worker, plan, context, state, index)?);
                 // With `on_fail = "reject"`, the rows it counted as failing leave the flow here.
@@ -291,7 +295,22 @@ fn final_pass(
             state.metrics.time(Stage::Write, || write_batch(&plan, &context, &sink, &rejects, &item))
         })
     };
-    let outcome = run_pass(worker, plan, context, state.clone(), consumer, PassKind::Final);
+    // Rows rejected before an aggregate, kept from its pass.
+    let rejected_earlier = std::mem::take(&mut *state.rejected.borrow_mut());
+    let outcome = match rejected_earlier.is_empty() {
+        true => Ok(()),
+        false => {
+            let item = crate::chain::SourceBatch {
+                shard: plan.groups_shard(index),
+                batch: arrow::record_batch::RecordBatch::new_empty(plan.output_schema.clone()),
+                fetched: None,
+                rejected: rejected_earlier,
+            };
+            state.metrics.time(Stage::Write, || write_batch(plan, context, &sink, &rejects, &item))
+        }
+    }
+    .and_then(|()| run_pass(worker, plan, context, state.clone(), consumer, PassKind::Final))
+    .map(|rows| state.source_rows.get().unwrap_or(rows));
     let metrics = &state.metrics;
     let sink = std::mem::replace(&mut *sink.borrow_mut(), WorkerSink::new(index));
     let rejects = std::mem::replace(&mut *rejects.borrow_mut(), RejectsSink::new(index));

@@ -101,6 +101,7 @@ fn plan(runtime: &tokio::runtime::Runtime, src: &Path, out: &Path, steps: &str, 
                 Bound::Fit(fit) => StepKind::Fit(fit),
                 Bound::Dedupe(dedupe) => StepKind::Dedupe(dedupe),
                 Bound::Check(check) => StepKind::Check(check),
+                Bound::Aggregate(aggregate) => StepKind::Aggregate(aggregate),
             },
             reused: None,
         })
@@ -243,6 +244,42 @@ fn dedupe_keeps_each_keys_first_row_at_1_and_3_workers() {
         let mut got: Vec<i64> =
             read_output(&out).iter().flat_map(|b| column::<Int64Array>(b, "id").values().to_vec()).collect();
         got.sort_unstable();
+        assert_eq!(got, want, "{workers} workers");
+    }
+}
+
+#[test]
+fn aggregate_then_dedupe_gives_each_keys_count_sum_and_first_id_at_1_and_3_workers() {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let rows = write_source(&dir.path().join("src"), false);
+    // Reference: per key, the row count, the sum of id and the first id (in input order).
+    let mut want: HashMap<String, (i64, i64, i64)> = HashMap::new();
+    for row in &rows {
+        let entry = want.entry(row.key.clone()).or_insert((0, 0, row.id));
+        entry.0 += 1;
+        entry.1 += row.id;
+    }
+    for workers in [1, 3] {
+        let out = dir.path().join(format!("agg-{workers}"));
+        // The dedupe after the aggregate reads the groups (one per key: it keeps them all).
+        let steps = "[[step]]\nop = \"aggregate\"\nby = [\"key\"]\naggs = { n = \"count(*)\", total = \"sum(id)\", first_id = \"first(id)\" }\n\
+                     [[step]]\nop = \"dedupe\"\ncolumns = [\"key\"]\n";
+        let (outcome, _) = run(&runtime, plan(&runtime, &dir.path().join("src"), &out, steps, "aggregate"), workers);
+        let summary = outcome.unwrap();
+        assert_eq!((summary.rows_in, summary.rows_out), (rows.len() as u64, want.len() as u64));
+        let mut got: HashMap<String, (i64, i64, i64)> = HashMap::new();
+        for batch in read_output(&out) {
+            let keys = column::<arrow::array::StringArray>(&batch, "key");
+            let (n, total, first) = (
+                column::<Int64Array>(&batch, "n"),
+                column::<Int64Array>(&batch, "total"),
+                column::<Int64Array>(&batch, "first_id"),
+            );
+            for i in 0..batch.num_rows() {
+                got.insert(keys.value(i).to_string(), (n.value(i), total.value(i), first.value(i)));
+            }
+        }
         assert_eq!(got, want, "{workers} workers");
     }
 }

@@ -370,7 +370,7 @@ fn plan_rejects(
         let schema = match &step.kind {
             StepKind::Map(map) => map.rejected_schema(),
             StepKind::Check(check) => check.rejecter().map(|_| check.output_schema()),
-            StepKind::Fit(_) | StepKind::Dedupe(_) => None,
+            StepKind::Fit(_) | StepKind::Dedupe(_) | StepKind::Aggregate(_) => None,
         };
         rejecting.extend(schema.map(|schema| (step.number, step.op, schema)));
     }
@@ -484,7 +484,7 @@ fn copy_columns(
             // A check passes every row and column on as it is, unless it rejects rows.
             StepKind::Check(check) if check.rejecter().is_none() => continue,
             StepKind::Check(_) => return None,
-            StepKind::Fit(_) | StepKind::Dedupe(_) => return None,
+            StepKind::Fit(_) | StepKind::Dedupe(_) | StepKind::Aggregate(_) => return None,
         };
         columns = map
             .unchanged_columns()?
@@ -727,6 +727,7 @@ async fn plan_steps(
         let (kind, reused) = match bound {
             Bound::Map(step) => (StepKind::Map(Arc::from(step)), None),
             Bound::Dedupe(dedupe) => (StepKind::Dedupe(dedupe), None),
+            Bound::Aggregate(aggregate) => (StepKind::Aggregate(aggregate), None),
             Bound::Check(check) => (StepKind::Check(check), None),
             Bound::Fit(fit) => match spec.fitted().map(str::to_string) {
                 None => (StepKind::Fit(fit), None),

@@ -11,6 +11,7 @@
 //!
 //! [`RecordBatch`]: arrow::record_batch::RecordBatch
 
+pub mod aggregate;
 pub mod bound_step;
 pub mod bucketize;
 pub mod cast;
@@ -30,6 +31,7 @@ pub mod filter;
 pub mod fit;
 pub mod fit_columns;
 pub mod fitted_file;
+pub mod group_table;
 pub mod hash_encode;
 pub mod impute;
 pub mod join;

@@ -10,6 +10,7 @@ use arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
 
 use crate::OpError;
+use crate::aggregate::{Aggregate, AggregateSpec};
 use crate::bound_step::BoundStep;
 use crate::bucketize::{BoundBucketize, BucketizeSpec, Encode};
 use crate::cast::CastSpec;
@@ -68,6 +69,7 @@ pub enum StepSpec {
     #[serde(rename = "onehot")]
     OneHot(OneHotSpec),
     Join(JoinSpec),
+    Aggregate(AggregateSpec),
     Dedupe(DedupeSpec),
     Check(CheckSpec),
     Pca(PcaSpec),
@@ -222,6 +224,7 @@ impl StepSpec {
             StepSpec::Ordinal(_) => "ordinal",
             StepSpec::OneHot(_) => "onehot",
             StepSpec::Join(_) => "join",
+            StepSpec::Aggregate(_) => "aggregate",
             StepSpec::Dedupe(_) => "dedupe",
             StepSpec::Check(_) => "check",
             StepSpec::Pca(_) => "pca",
@@ -329,7 +332,7 @@ impl StepSpec {
         Ok(match retargeted.bind_in_place(&copies.output_schema(), context)? {
             Bound::Map(step) => Bound::Map(Box::new(MapWithCopies::new(Arc::new(copies), step))),
             Bound::Fit(fit) => Bound::Fit(Box::new(FitWithCopies::new(copies, fit, sources))),
-            Bound::Dedupe(_) | Bound::Check(_) => {
+            Bound::Dedupe(_) | Bound::Check(_) | Bound::Aggregate(_) => {
                 return Err(OpError::Internal(format!("{} bound to neither a map nor a fit", self.op_name())));
             }
         })
@@ -374,6 +377,7 @@ impl StepSpec {
             StepSpec::Normalize(spec) => Bound::Map(Box::new(spec.bind(input)?)),
             StepSpec::HashEncode(spec) => Bound::Map(Box::new(spec.bind(input)?)),
             StepSpec::Join(spec) => Bound::Map(Box::new(spec.bind(input, &context.inputs)?)),
+            StepSpec::Aggregate(spec) => Bound::Aggregate(Arc::new(spec.bind(input)?)),
             StepSpec::Dedupe(spec) => Bound::Dedupe(spec.bind(input)?),
             StepSpec::Check(spec) => Bound::Check(spec.bind(input)?),
             StepSpec::Pca(spec) => Bound::Fit(erase(spec.bind(input)?)),
@@ -417,6 +421,9 @@ pub enum Bound {
     Dedupe(Dedupe),
     /// Counts expectations over the whole dataset and passes its rows on unchanged.
     Check(Check),
+    /// One row per group of the whole dataset: folded per worker, merged by key across
+    /// workers, and the rows after it are the groups'.
+    Aggregate(Arc<Aggregate>),
 }
 
 impl Bound {
@@ -433,6 +440,7 @@ impl Bound {
             Bound::Fit(fit) => fit.shape().output.clone(),
             Bound::Dedupe(dedupe) => dedupe.output_schema(),
             Bound::Check(check) => check.output_schema(),
+            Bound::Aggregate(aggregate) => aggregate.output_schema(),
         }
     }
 }

@@ -267,7 +267,27 @@ pub fn job(rng: &mut fastrand::Rng, schema: &SchemaRef) -> String {
     text.push_str("name = \"fuzz\"\n[source]\nuri = \"in/date={{ds}}/\"\n");
     for _ in 0..rng.usize(..7) {
         text.push_str("[[step]]\n");
-        let step = match rng.u8(..24) {
+        let step = match rng.u8(..25) {
+            24 => format!(
+                "op = \"aggregate\"\nby = {}\naggs = {{ a = \"{}\", b = \"{}\" }}\n{}",
+                if rng.bool() { "[]".to_string() } else { some(rng, &[&strings[..], &numeric[..]].concat()) },
+                pick(
+                    rng,
+                    &["count(*)", "sum(age)", "avg(income)", "min(country)", "count(distinct n8)", "stddev_samp(f_0)"]
+                ),
+                pick(
+                    rng,
+                    &[
+                        "max(day)",
+                        "last(amount order by age desc nulls first)",
+                        "first(country)",
+                        "var_pop(u64)",
+                        "sum(u64)",
+                        "sum(x)"
+                    ]
+                ),
+                pick(rng, &["", "having = \"a > 1\"\n", "having = \"a\"\n"])
+            ),
             23 => format!(
                 "op = \"join\"\nwith = \"{}\"\n{}\nhow = \"{}\"\nvalidate = \"{}\"\nsuffix = \"{}\"\n",
                 pick(rng, &["c", "c", "nope"]),

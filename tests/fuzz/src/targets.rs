@@ -19,6 +19,7 @@ use weir_connectors::{Location, StorageOptions};
 use weir_jobs::planning::load_job_text;
 use weir_jobs::vars::Variables;
 use weir_operators::filter::FilterSpec;
+use weir_operators::group_table::GroupTable;
 use weir_operators::join::JoinInput;
 use weir_operators::rejects::RejectsLayout;
 use weir_operators::{BindContext, Bound, BoundStep, bind_steps};
@@ -212,6 +213,37 @@ impl JobTarget {
                     }
                 }
                 Bound::Dedupe(_) => return Outcome::Accepted,
+                Bound::Aggregate(aggregate) => {
+                    // Two workers' tables, exchanged to two workers and merged, as the engine does.
+                    let halves = [
+                        batch.slice(0, batch.num_rows() / 2),
+                        batch.slice(batch.num_rows() / 2, batch.num_rows() - batch.num_rows() / 2),
+                    ];
+                    let mut merged = Vec::new();
+                    for _ in 0..2 {
+                        let Ok(table) = GroupTable::new(aggregate.clone()) else { return Outcome::Refused };
+                        merged.push(table);
+                    }
+                    for (shard, half) in halves.iter().enumerate() {
+                        let Ok(mut table) = GroupTable::new(aggregate.clone()) else { return Outcome::Refused };
+                        if table.update(half, shard as u32, 0).is_err() {
+                            return Outcome::Refused;
+                        }
+                        for (to, partials) in table.drain_partials(2).into_iter().enumerate() {
+                            merged[to].merge(partials).expect("partial groups of one aggregate merge");
+                        }
+                    }
+                    let mut out = Vec::new();
+                    for (worker, table) in merged.into_iter().enumerate() {
+                        match table.finish(worker == 0, 1024) {
+                            Ok(batches) => out.extend(batches),
+                            Err(_) => return Outcome::Refused,
+                        }
+                    }
+                    let schema = aggregate.output_schema();
+                    batch = arrow::compute::concat_batches(&schema, &out).expect("groups have the declared schema");
+                    continue;
+                }
                 Bound::Check(check) => {
                     let mut counts = check.new_counts();
                     if check.fold(&mut counts, &batch).is_err() || check.unique_keys(&batch).is_err() {
