@@ -89,7 +89,10 @@ pub(crate) fn run_pass(
     let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<SourceBatch>>>::new();
     let probe = ProbeHandle::new();
     state.chain.rewind();
-    state.metrics.pass_started();
+    // Passes over an aggregate's groups are not passes over the source.
+    if !groups {
+        state.metrics.pass_started();
+    }
     let step_state = state.clone();
 
     worker.dataflow::<u64, _, _>(|scope| {

@@ -270,10 +270,10 @@ pub fn job(rng: &mut fastrand::Rng, schema: &SchemaRef) -> String {
         let step = match rng.u8(..25) {
             24 => format!(
                 "op = \"aggregate\"\nby = {}\naggs = {{ a = \"{}\", b = \"{}\" }}\n{}",
-                if rng.bool() { "[]".to_string() } else { some(rng, &[&strings[..], &numeric[..]].concat()) },
+                pick(rng, &["[]", "[\"country\"]", "[\"country\", \"n8\"]", "[\"email\"]", "[\"n8\", \"day\"]"]),
                 pick(
                     rng,
-                    &["count(*)", "sum(age)", "avg(income)", "min(country)", "count(distinct n8)", "stddev_samp(f_0)"]
+                    &["count(*)", "sum(n8)", "avg(income)", "min(country)", "count(distinct n8)", "stddev_samp(f_0)"]
                 ),
                 pick(
                     rng,
@@ -283,10 +283,10 @@ pub fn job(rng: &mut fastrand::Rng, schema: &SchemaRef) -> String {
                         "first(country)",
                         "var_pop(u64)",
                         "sum(u64)",
-                        "sum(x)"
+                        "sum(age)"
                     ]
                 ),
-                pick(rng, &["", "having = \"a > 1\"\n", "having = \"a\"\n"])
+                pick(rng, &["", "", "having = \"a > 1\"\n", "having = \"b is not null\"\n", "having = \"a\"\n"])
             ),
             23 => format!(
                 "op = \"join\"\nwith = \"{}\"\n{}\nhow = \"{}\"\nvalidate = \"{}\"\nsuffix = \"{}\"\n",
