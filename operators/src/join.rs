@@ -46,9 +46,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow::compute::{cast, take};
-use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde::{Deserialize, Serialize};
@@ -311,23 +311,9 @@ fn key_columns(batch: &RecordBatch, indices: &[usize], types: &[DataType]) -> Re
         .zip(types)
         .map(|(&index, data_type)| {
             let column = cast(batch.column(index), data_type)?;
-            Ok(match data_type {
-                DataType::Float64 => {
-                    let values = column.as_primitive::<Float64Type>();
-                    Arc::new(values.unary::<_, Float64Type>(canonical)) as ArrayRef
-                }
-                DataType::Float32 => {
-                    let values = column.as_primitive::<Float32Type>();
-                    Arc::new(values.unary::<_, Float32Type>(|v| canonical(v as f64) as f32)) as ArrayRef
-                }
-                _ => column,
-            })
+            Ok(crate::aggregate::canonical_floats(&column))
         })
         .collect()
-}
-
-fn canonical(value: f64) -> f64 {
-    if value.is_nan() { f64::NAN } else { value + 0.0 }
 }
 
 /// Whether row `row` of `columns` has a null key.
