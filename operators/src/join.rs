@@ -422,7 +422,7 @@ impl BoundStep for Join {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Float64Array, Int32Array, Int64Array, StringArray};
+    use arrow::array::{AsArray, Float64Array, Int32Array, Int64Array, StringArray};
 
     fn input(name: &str, ids: Vec<Option<i64>>, labels: Vec<&str>) -> (String, Arc<JoinInput>) {
         let schema = Arc::new(Schema::new(vec![
