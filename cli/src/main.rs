@@ -539,11 +539,17 @@ fn main() -> ExitCode {
 /// Runs the service and client commands (which need no stop handling); hands back the
 /// others.
 fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
+    use weir_service::api_types::{
+        BackfillReply, CheckedJob, CreatedToken, JobDetail, JobList, RunList, ScheduleList, StoredJob, TokenList,
+    };
     use weir_service::client::{Client, describe_run, exit_code_of, submission};
+    use weir_service::schedules::ScheduleInfo;
+    use weir_service::store::Run;
     use weir_service::{ServeConfig, serve};
     let client = |server: ServerArgs| Client::new(server.server, server.token, server.token_file, server.ca_cert);
-    let print_json =
-        |value: &serde_json::Value| println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    fn print_json(value: &impl serde::Serialize) {
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    }
     let outcome = match cli.command {
         Command::Serve {
             state_dir,
@@ -594,8 +600,8 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
         Command::CheckDefinition => return Ok(weir_service::definition_check::child_main()),
         Command::Submit { job, vars, version, idempotency_key, wait, json, server } => (|| {
             let client = client(server)?;
-            let mut run = client.post("/v1/runs", &submission(&job, version, &vars, idempotency_key)?)?;
-            let id = run["id"].as_str().unwrap_or_default().to_string();
+            let mut run: Run = client.post("/v1/runs", &submission(&job, version, &vars, idempotency_key)?)?;
+            let id = run.id.clone();
             if !wait {
                 if json {
                     print_json(&run)
@@ -611,8 +617,8 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
                 if !json {
                     eprintln!(
                         "weir: attempt {} failed ({}); the service retries it as run {next}",
-                        failed["attempt"],
-                        failed["error"].as_str().unwrap_or("no error recorded")
+                        failed.attempt,
+                        failed.error.as_deref().unwrap_or("no error recorded")
                     );
                 }
             })?;
@@ -628,18 +634,18 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
             let mut query = vec![format!("limit={limit}")];
             query.extend(job.map(|job| format!("job={job}")));
             query.extend(state.map(|state| format!("state={state}")));
-            let runs = client.get(&format!("/v1/runs?{}", query.join("&")))?;
+            let runs: RunList = client.get(&format!("/v1/runs?{}", query.join("&")))?;
             if json {
                 print_json(&runs);
             } else {
-                for run in runs["runs"].as_array().into_iter().flatten() {
+                for run in &runs.runs {
                     println!("{}", describe_run(run));
                 }
             }
             Ok(0)
         })(),
         Command::Status { run, json, server } => (|| {
-            let run = client(server)?.get(&format!("/v1/runs/{run}"))?;
+            let run: Run = client(server)?.get(&format!("/v1/runs/{run}"))?;
             if json {
                 print_json(&run)
             } else {
@@ -649,7 +655,7 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
         })(),
         Command::Logs { run, follow, server } => (|| client(server)?.logs(&run, follow).map(|()| 0))(),
         Command::Cancel { run, server } => (|| {
-            let run = client(server)?.post(&format!("/v1/runs/{run}/cancel"), &serde_json::json!({}))?;
+            let run: Run = client(server)?.post(&format!("/v1/runs/{run}/cancel"), &serde_json::json!({}))?;
             println!("{}", describe_run(&run));
             Ok(0)
         })(),
@@ -660,29 +666,24 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
                     "include_incomplete": include_incomplete,
                 });
                 let client = client(server)?;
-                let reply = client.post(&format!("/v1/jobs/{job}/backfill"), &body)?;
-                for tick in reply["ticks"].as_array().into_iter().flatten() {
-                    let existing = match (tick["existing"].as_str(), tick["existing_run"].as_str()) {
-                        (Some(state), Some(run)) => format!("{state} ({run})"),
+                let reply: BackfillReply = client.post(&format!("/v1/jobs/{job}/backfill"), &body)?;
+                for tick in &reply.ticks {
+                    let existing = match (tick.existing, &tick.existing_run) {
+                        (Some(state), Some(run)) => format!("{} ({run})", state.as_str()),
                         _ => "no run yet".into(),
                     };
-                    let action = if tick["will_run"].as_bool() == Some(true) { "runs" } else { "skipped" };
-                    println!(
-                        "{}  {}  {existing:<40}  {action}",
-                        tick["ds"].as_str().unwrap_or("-"),
-                        tick["logical_time"].as_str().unwrap_or("-")
-                    );
+                    let action = if tick.will_run { "runs" } else { "skipped" };
+                    println!("{}  {}  {existing:<40}  {action}", tick.ds, tick.logical_time);
                 }
-                let Some(id) = reply["id"].as_str() else {
+                let Some(id) = &reply.id else {
                     println!("dry run: nothing submitted");
                     return Ok(0);
                 };
-                println!("backfill {id}: {} run(s), at most {max_active} at a time", reply["runs"]);
+                println!("backfill {id}: {} run(s), at most {max_active} at a time", reply.runs);
                 if !wait {
                     return Ok(0);
                 }
-                let runs = reply["runs"].as_u64().unwrap_or(0) as usize;
-                let last = client.wait_backfill(&job, id, runs)?;
+                let last = client.wait_backfill(&job, id, reply.runs.max(0) as usize)?;
                 for run in &last {
                     println!("{}", describe_run(run));
                 }
@@ -708,26 +709,26 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
                     if !profiles.is_empty() {
                         body["profiles"] = serde_json::json!(profiles);
                     }
-                    print_json(&client.post("/v1/tokens", &body)?);
+                    let created: CreatedToken = client.post("/v1/tokens", &body)?;
+                    print_json(&created);
                 }
                 TokensCommand::Ls => {
-                    for token in client.get("/v1/tokens")?["tokens"].as_array().into_iter().flatten() {
-                        let list = |key: &str| match token[key].as_array() {
-                            Some(items) => {
-                                items.iter().filter_map(serde_json::Value::as_str).collect::<Vec<_>>().join(",")
-                            }
+                    let listed: TokenList = client.get("/v1/tokens")?;
+                    for token in &listed.tokens {
+                        let list = |items: &Option<Vec<String>>| match items {
+                            Some(items) => items.join(","),
                             None => "all".to_string(),
                         };
                         println!(
                             "{:<24}  {:<6}  jobs {}  prefixes {}  keys {}  profiles {}  inline {}  created {}",
-                            token["name"].as_str().unwrap_or("-"),
-                            token["role"].as_str().unwrap_or("-"),
-                            list("jobs"),
-                            list("prefixes"),
-                            list("keys"),
-                            list("profiles"),
-                            if token["inline"].as_bool().unwrap_or(false) { "yes" } else { "no" },
-                            token["created_at"].as_str().unwrap_or("-")
+                            token.name,
+                            token.role.as_str(),
+                            list(&token.jobs),
+                            list(&token.prefixes),
+                            list(&token.keys),
+                            list(&token.profiles),
+                            if token.inline { "yes" } else { "no" },
+                            token.created_at
                         );
                     }
                 }
@@ -741,43 +742,34 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
         Command::Schedules { command, server } => (|| {
             let client = client(server)?;
             let schedules = match command {
-                SchedulesCommand::Ls => {
-                    client.get("/v1/schedules")?["schedules"].as_array().cloned().unwrap_or_default()
-                }
+                SchedulesCommand::Ls => client.get::<ScheduleList>("/v1/schedules")?.schedules,
                 SchedulesCommand::Pause { job } => {
-                    vec![client.post(&format!("/v1/schedules/{job}/pause"), &serde_json::json!({}))?]
+                    vec![client.post::<ScheduleInfo>(&format!("/v1/schedules/{job}/pause"), &serde_json::json!({}))?]
                 }
                 SchedulesCommand::Resume { job } => {
-                    vec![client.post(&format!("/v1/schedules/{job}/resume"), &serde_json::json!({}))?]
+                    vec![client.post::<ScheduleInfo>(&format!("/v1/schedules/{job}/resume"), &serde_json::json!({}))?]
                 }
             };
             for schedule in schedules {
-                let text = |key: &str| schedule[key].as_str().unwrap_or("-").to_string();
-                let next: Vec<&str> = schedule["next_ticks"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(serde_json::Value::as_str)
-                    .collect();
-                let state = match (schedule["paused"].as_bool(), schedule["paused_by"].as_str()) {
-                    (Some(true), Some(by)) => format!("paused by {by}"),
-                    (Some(true), None) => "paused".to_string(),
+                let state = match (schedule.paused, &schedule.paused_by) {
+                    (true, Some(by)) => format!("paused by {by}"),
+                    (true, None) => "paused".to_string(),
                     _ => "active".to_string(),
                 };
                 println!(
                     "{:<24}  {:<16}  {:<16}  {state}  last {}  next {}",
-                    text("job"),
-                    text("cron"),
-                    text("timezone"),
-                    text("last_tick"),
-                    if next.is_empty() { "-".to_string() } else { next.join(", ") }
+                    schedule.job,
+                    schedule.cron,
+                    schedule.timezone,
+                    schedule.last_tick.as_deref().unwrap_or("-"),
+                    if schedule.next_ticks.is_empty() { "-".to_string() } else { schedule.next_ticks.join(", ") }
                 );
             }
             Ok(0)
         })(),
         Command::Jobs { command, server } => (|| {
             let client = client(server)?;
-            let reply = match command {
+            match command {
                 JobsCommand::Put { file, vars } => {
                     let definition =
                         std::fs::read_to_string(&file).map_err(|error| weir_service::client::ClientError {
@@ -785,30 +777,30 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
                             exit_code: 2,
                         })?;
                     let vars: std::collections::BTreeMap<String, String> = vars.into_iter().collect();
-                    client.post("/v1/jobs", &serde_json::json!({ "definition": definition, "vars": vars }))?
+                    let stored: StoredJob =
+                        client.post("/v1/jobs", &serde_json::json!({ "definition": definition, "vars": vars }))?;
+                    print_json(&stored);
                 }
-                JobsCommand::List => client.get("/v1/jobs")?,
-                JobsCommand::Show { name } => client.get(&format!("/v1/jobs/{name}"))?,
+                JobsCommand::List => print_json(&client.get::<JobList>("/v1/jobs")?),
+                JobsCommand::Show { name } => print_json(&client.get::<JobDetail>(&format!("/v1/jobs/{name}"))?),
                 JobsCommand::Versions { name } => {
-                    let job = client.get(&format!("/v1/jobs/{name}"))?;
-                    for version in job["versions"].as_array().into_iter().flatten().rev() {
-                        let current = version["version"] == job["version"];
+                    let job: JobDetail = client.get(&format!("/v1/jobs/{name}"))?;
+                    for version in job.versions.iter().rev() {
                         println!(
                             "v{:<4} {}  {}  stored {} by {}",
-                            version["version"],
-                            if current { "current" } else { "       " },
-                            version["sha256"].as_str().unwrap_or("-"),
-                            version["created_at"].as_str().unwrap_or("-"),
-                            version["created_by"].as_str().unwrap_or("-")
+                            version.version,
+                            if version.version == job.version { "current" } else { "       " },
+                            version.sha256,
+                            version.created_at,
+                            version.created_by
                         );
                     }
-                    return Ok(0);
                 }
-                JobsCommand::Rollback { name, version } => {
-                    client.post(&format!("/v1/jobs/{name}/rollback"), &serde_json::json!({ "version": version }))?
-                }
-            };
-            print_json(&reply);
+                JobsCommand::Rollback { name, version } => print_json(&client.post::<JobDetail>(
+                    &format!("/v1/jobs/{name}/rollback"),
+                    &serde_json::json!({ "version": version }),
+                )?),
+            }
             Ok(0)
         })(),
         Command::Validate { job, vars, as_service: true, server } => (|| {
@@ -817,13 +809,9 @@ fn service_command(cli: Cli) -> Result<ExitCode, Box<Cli>> {
                 exit_code: 2,
             })?;
             let vars: std::collections::BTreeMap<String, String> = vars.into_iter().collect();
-            let reply =
+            let reply: CheckedJob =
                 client(server)?.post("/v1/check", &serde_json::json!({ "definition": definition, "vars": vars }))?;
-            println!(
-                "job '{}' is valid as the service runs it; output {}",
-                reply["name"].as_str().unwrap_or("-"),
-                reply["output_uri"].as_str().unwrap_or("-")
-            );
+            println!("job '{}' is valid as the service runs it; output {}", reply.name, reply.output_uri);
             Ok(0)
         })(),
         other => return Err(Box::new(Cli { command: other, log_format: cli.log_format })),

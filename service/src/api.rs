@@ -1,6 +1,9 @@
-//! The HTTP/JSON API under `/v1`, `/healthz` and `/metrics` (docs/service.md,
-//! lists every route). Handlers check access first ([`super::auth`]), then validate, then
-//! write to the database, and only then reply.
+//! The HTTP/JSON API under `/v1`, `/healthz` and `/metrics` (docs/service.md lists every
+//! route). Handlers check access first ([`super::auth`]), then validate, then write to the
+//! database, and only then reply. Each `/v1` route is declared once, by its handler's
+//! `#[utoipa::path]` (method, path, parameters, body, replies), and registered with
+//! `routes!`; the OpenAPI document served at `/v1/openapi.json` is generated from those
+//! and from the types in [`super::api_types`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,15 +15,22 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use serde::Deserialize;
+use axum::routing::get;
 use serde_json::{Value, json};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::api_error::ApiError;
+use super::api_types::{
+    AuditList, AuditQuery, BackfillReply, BackfillRequest, CheckedJob, CreatedToken, ErrorReply, JobDetail, JobList,
+    JobSummary, JobUpload, LogQuery, NewToken, Rollback, RunList, ScheduleList, StoredJob, Submission, TokenList,
+};
 use super::auth::{AllowedHosts, authenticate, new_token, require, require_job};
-use super::backfill::{self, Reprocess};
+use super::backfill;
 use super::definition_check::DefinitionChecker;
 use super::scheduler::Scheduler;
+use super::schedules::ScheduleInfo;
 use super::store::{Inserted, JobVersion, NewRun, Role, Run, RunFilter, RunState, Store, TokenGrants, TokenInfo};
 use weir_jobs::planning::sha256_hex;
 use weir_jobs::vars::{check_name, new_run_id};
@@ -46,29 +56,78 @@ fn bad_query(rejection: QueryRejection) -> ApiError {
     ApiError::new(rejection.status(), rejection.body_text())
 }
 
+/// The document's frame: title, the bearer scheme every `/v1` route takes, and the error
+/// reply they share.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Weir job service",
+        description = "Store job definitions, submit and follow runs, backfills and schedules (docs/service.md). Every route needs `Authorization: Bearer TOKEN`; errors are `{\"error\": message}` with the status as the class."
+    ),
+    modifiers(&BearerScheme),
+    components(schemas(ErrorReply)),
+    security(("bearer" = []))
+)]
+struct ApiDocument;
+
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi.components.get_or_insert_with(Default::default).add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The `/v1` routes with their OpenAPI descriptions: one `routes!` per path.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDocument::openapi())
+        .routes(routes!(create_token, list_tokens))
+        .routes(routes!(revoke_token))
+        .routes(routes!(put_job, list_jobs))
+        .routes(routes!(show_job))
+        .routes(routes!(show_job_version))
+        .routes(routes!(rollback_job))
+        .routes(routes!(backfill_job))
+        .routes(routes!(check_definition))
+        .routes(routes!(submit_run, list_runs))
+        .routes(routes!(show_run))
+        .routes(routes!(run_logs))
+        .routes(routes!(cancel_run))
+        .routes(routes!(audit))
+        .routes(routes!(list_schedules))
+        .routes(routes!(pause_schedule))
+        .routes(routes!(resume_schedule))
+}
+
+/// The API's OpenAPI 3.1 document, as `/v1/openapi.json` serves it.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api_routes().into_openapi()
+}
+
 /// The routes.
 pub fn router(state: AppState) -> Router {
+    let (api, document) = api_routes().split_for_parts();
+    let document: Arc<str> = document.to_json().unwrap_or_default().into();
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/", get(dashboard))
         .route("/metrics", get(metrics))
-        .route("/v1/tokens", post(create_token).get(list_tokens))
-        .route("/v1/tokens/{name}", delete(revoke_token))
-        .route("/v1/jobs", post(put_job).get(list_jobs))
-        .route("/v1/jobs/{name}", get(show_job))
-        .route("/v1/jobs/{name}/versions/{version}", get(show_job_version))
-        .route("/v1/jobs/{name}/rollback", post(rollback_job))
-        .route("/v1/jobs/{name}/backfill", post(backfill_job))
-        .route("/v1/check", post(check_definition))
-        .route("/v1/runs", post(submit_run).get(list_runs))
-        .route("/v1/runs/{id}", get(show_run))
-        .route("/v1/runs/{id}/logs", get(run_logs))
-        .route("/v1/runs/{id}/cancel", post(cancel_run))
-        .route("/v1/audit", get(audit))
-        .route("/v1/schedules", get(list_schedules))
-        .route("/v1/schedules/{job}/pause", post(pause_schedule))
-        .route("/v1/schedules/{job}/resume", post(resume_schedule))
+        .route("/v1/openapi.json", get(move |state, headers| openapi_json(state, headers, document.clone())))
+        .merge(api)
         .with_state(state)
+}
+
+/// The OpenAPI document. It describes routes and types, no data: like the dashboard, it
+/// needs no token (the Host check still applies).
+async fn openapi_json(State(state): State<AppState>, headers: HeaderMap, document: Arc<str>) -> Reply {
+    state.hosts.check(&headers)?;
+    let mut response = Response::new(Body::from(document.to_string()));
+    response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    Ok(response)
 }
 
 /// Host/Origin, then the token, then the role.
@@ -89,7 +148,7 @@ fn audit_event(
     state.store.audit(&caller.name, action, target, &detail.to_string()).map_err(ApiError::internal)
 }
 
-fn created(value: Value) -> Response {
+fn created(value: impl serde::Serialize) -> Response {
     (StatusCode::CREATED, Json(value)).into_response()
 }
 
@@ -114,31 +173,13 @@ async fn dashboard(State(state): State<AppState>, headers: HeaderMap) -> Reply {
 
 // --- tokens ---
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewToken {
-    name: String,
-    role: Role,
-    #[serde(default)]
-    jobs: Option<Vec<String>>,
-    /// URI prefixes its runs may read and write; absent: any.
-    #[serde(default)]
-    prefixes: Option<Vec<String>>,
-    /// Key ids its runs may use; absent: any the service holds.
-    #[serde(default)]
-    keys: Option<Vec<String>>,
-    /// May submit inline definitions (default: only stored jobs, by name).
-    #[serde(default)]
-    inline: bool,
-    /// Storage profiles its definitions may name; absent: any.
-    #[serde(default)]
-    profiles: Option<Vec<String>>,
-}
-
 /// The most prefixes a token may be given, and the longest one.
 const MAX_PREFIXES: usize = 64;
 const MAX_PREFIX_BYTES: usize = 1024;
 
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = NewToken,
+    responses((status = 201, description = "Created; `token` is shown this once", body = CreatedToken),
+        (status = "4XX", description = "401, 403 (admin only), 409 (name taken), 422", body = ErrorReply)))]
 async fn create_token(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -198,18 +239,28 @@ async fn create_token(
     }
     let granted = json!({ "role": body.role, "jobs": body.jobs, "prefixes": body.prefixes, "keys": body.keys, "inline": body.inline });
     audit_event(&state, &caller, "token.create", &body.name, granted)?;
-    Ok(created(json!({
-        "name": body.name, "role": body.role, "jobs": body.jobs, "prefixes": body.prefixes, "keys": body.keys,
-        "inline": body.inline, "profiles": body.profiles, "token": token,
-    })))
+    Ok(created(CreatedToken {
+        name: body.name,
+        role: body.role,
+        jobs: body.jobs,
+        prefixes: body.prefixes,
+        keys: body.keys,
+        inline: body.inline,
+        profiles: body.profiles,
+        token,
+    }))
 }
 
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens",
+    responses((status = 200, body = TokenList), (status = "4XX", description = "401, 403 (admin only)", body = ErrorReply)))]
 async fn list_tokens(State(state): State<AppState>, headers: HeaderMap) -> Reply {
     caller(&state, &headers, Role::Admin)?;
     let tokens = state.store.tokens().map_err(ApiError::internal)?;
-    Ok(Json(json!({ "tokens": tokens })).into_response())
+    Ok(Json(TokenList { tokens }).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/tokens/{name}", tag = "tokens", params(("name" = String, Path)),
+    responses((status = 204, description = "Revoked"), (status = "4XX", description = "401, 403 (admin only), 404", body = ErrorReply)))]
 async fn revoke_token(State(state): State<AppState>, headers: HeaderMap, Path(name): Path<String>) -> Reply {
     let caller = caller(&state, &headers, Role::Admin)?;
     if !state.store.revoke_token(&name).map_err(ApiError::internal)? {
@@ -247,14 +298,10 @@ fn check_vars(vars: &BTreeMap<String, String>) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JobUpload {
-    definition: String,
-    #[serde(default)]
-    vars: BTreeMap<String, String>,
-}
-
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = JobUpload,
+    responses((status = 201, description = "A new version", body = StoredJob),
+        (status = 200, description = "The same definition as the current version: nothing stored", body = StoredJob),
+        (status = "4XX", description = "401, 403 (admin only), 422 (the definition, named as `weir validate` names it)", body = ErrorReply)))]
 async fn put_job(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -268,7 +315,7 @@ async fn put_job(
     let sha256 = sha256_hex(body.definition.as_bytes());
     let (version, is_new) =
         state.store.put_job(&name, &sha256, &body.definition, &caller.name).map_err(ApiError::internal)?;
-    let reply = json!({ "name": name, "version": version, "sha256": sha256, "created": is_new });
+    let reply = StoredJob { name: name.clone(), version, sha256: sha256.clone(), created: is_new };
     if is_new {
         audit_event(&state, &caller, "job.put", &name, json!({ "version": version, "sha256": sha256 }))?;
         Ok(created(reply))
@@ -279,6 +326,8 @@ async fn put_job(
 
 /// Checks a definition exactly as storing it would (the service's working directory, keys
 /// and stores, the caller's grants), and stores nothing: `weir validate --as-service`.
+#[utoipa::path(post, path = "/v1/check", tag = "jobs", request_body = JobUpload,
+    responses((status = 200, body = CheckedJob), (status = "4XX", description = "401, 403, 422", body = ErrorReply)))]
 async fn check_definition(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -290,37 +339,45 @@ async fn check_definition(
     let grants = state.checker.grants_of(&caller);
     let (name, output_uri) = state.checker.check(&body.definition, &body.vars, &new_run_id(), grants, false).await?;
     require_job(&caller, &name)?;
-    Ok(Json(json!({ "name": name, "output_uri": output_uri })).into_response())
+    Ok(Json(CheckedJob { name, output_uri }).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs",
+    responses((status = 200, description = "The jobs the token may see", body = JobList), (status = "4XX", body = ErrorReply)))]
 async fn list_jobs(State(state): State<AppState>, headers: HeaderMap) -> Reply {
     let caller = caller(&state, &headers, Role::Read)?;
-    let jobs: Vec<Value> = state
+    let jobs = state
         .store
         .jobs()
         .map_err(ApiError::internal)?
         .into_iter()
         .filter(|job| caller.may_touch(&job.name))
-        .map(|job| json!({ "name": job.name, "version": job.version, "sha256": job.sha256, "updated_at": job.created_at }))
+        .map(|job| JobSummary { name: job.name, version: job.version, sha256: job.sha256, updated_at: job.created_at })
         .collect();
-    Ok(Json(json!({ "jobs": jobs })).into_response())
+    Ok(Json(JobList { jobs }).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{name}", tag = "jobs", params(("name" = String, Path)),
+    responses((status = 200, body = JobDetail), (status = "4XX", description = "401, 403, 404", body = ErrorReply)))]
 async fn show_job(State(state): State<AppState>, headers: HeaderMap, Path(name): Path<String>) -> Reply {
     let caller = caller(&state, &headers, Role::Read)?;
     require_job(&caller, &name)?;
     let current = stored_job(&state, &name, None)?;
     let versions = state.store.job_versions(&name).map_err(ApiError::internal)?;
-    Ok(Json(json!({
-        "name": name,
-        "version": current.version,
-        "sha256": current.sha256,
-        "definition": current.definition,
-        "versions": versions,
-    }))
+    Ok(Json(JobDetail {
+        name,
+        version: current.version,
+        sha256: current.sha256,
+        definition: current.definition.unwrap_or_default(),
+        versions,
+    })
     .into_response())
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{name}/versions/{version}", tag = "jobs",
+    params(("name" = String, Path), ("version" = i64, Path)),
+    responses((status = 200, description = "The version, with its definition", body = JobVersion),
+        (status = "4XX", description = "401, 403, 404", body = ErrorReply)))]
 async fn show_job_version(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -328,19 +385,12 @@ async fn show_job_version(
 ) -> Reply {
     let caller = caller(&state, &headers, Role::Read)?;
     require_job(&caller, &name)?;
-    let found = stored_job(&state, &name, Some(version))?;
-    Ok(Json(
-        json!({ "name": found.name, "version": found.version, "sha256": found.sha256, "definition": found.definition }),
-    )
-    .into_response())
+    Ok(Json(stored_job(&state, &name, Some(version))?).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Rollback {
-    version: i64,
-}
-
+#[utoipa::path(post, path = "/v1/jobs/{name}/rollback", tag = "jobs", params(("name" = String, Path)), request_body = Rollback,
+    responses((status = 200, description = "The job, with the version made current", body = JobDetail),
+        (status = "4XX", description = "401, 403 (admin only), 404", body = ErrorReply)))]
 async fn rollback_job(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -356,22 +406,9 @@ async fn rollback_job(
     show_job(State(state), headers, Path(name)).await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BackfillRequest {
-    from: chrono::NaiveDate,
-    to: chrono::NaiveDate,
-    #[serde(default)]
-    reprocess: Reprocess,
-    #[serde(default)]
-    max_active: Option<usize>,
-    #[serde(default)]
-    dry_run: bool,
-    /// Also run dates whose interval has not ended, under keys of their own.
-    #[serde(default)]
-    include_incomplete: bool,
-}
-
+#[utoipa::path(post, path = "/v1/jobs/{name}/backfill", tag = "jobs", params(("name" = String, Path)), request_body = BackfillRequest,
+    responses((status = 201, description = "Started", body = BackfillReply), (status = 200, description = "A dry run's plan", body = BackfillReply),
+        (status = "4XX", description = "401, 403, 404, 422 (dates, a range too long, an interval not ended)", body = ErrorReply)))]
 async fn backfill_job(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -394,9 +431,9 @@ async fn backfill_job(
     )
     .map_err(|message| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message))?;
     if body.dry_run {
-        return Ok(
-            Json(json!({ "job": name, "version": version.version, "dry_run": true, "ticks": ticks })).into_response()
-        );
+        let runs = ticks.iter().filter(|tick| tick.will_run).count() as i64;
+        return Ok(Json(BackfillReply { id: None, job: name, version: version.version, dry_run: true, runs, ticks })
+            .into_response());
     }
     let max_active = body.max_active.unwrap_or(1).clamp(1, 64);
     let started = backfill::start(&state.store, &name, version.version, &ticks, max_active, &caller.name)
@@ -409,30 +446,22 @@ async fn backfill_job(
         json!({ "id": started.id, "from": body.from, "to": body.to, "reprocess": body.reprocess, "runs": started.total }),
     )?;
     state.scheduler.wake();
-    Ok(created(
-        json!({ "id": started.id, "job": name, "version": version.version, "runs": started.total, "ticks": ticks }),
-    ))
+    Ok(created(BackfillReply {
+        id: Some(started.id),
+        job: name,
+        version: version.version,
+        dry_run: false,
+        runs: started.total,
+        ticks,
+    }))
 }
 
 // --- runs ---
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Submission {
-    #[serde(default)]
-    job: Option<String>,
-    #[serde(default)]
-    version: Option<i64>,
-    #[serde(default)]
-    definition: Option<String>,
-    #[serde(default)]
-    vars: BTreeMap<String, String>,
-    #[serde(default)]
-    idempotency_key: Option<String>,
-    #[serde(default)]
-    workers: Option<i64>,
-}
-
+#[utoipa::path(post, path = "/v1/runs", tag = "runs", request_body = Submission,
+    responses((status = 201, description = "Queued", body = Run),
+        (status = 200, description = "The run an earlier submission with this idempotency key made", body = Run),
+        (status = "4XX", description = "401, 403, 404 (no such job or version), 409 (the idempotency key was used for something else), 422, 429 (too many active runs)", body = ErrorReply)))]
 async fn submit_run(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -524,9 +553,9 @@ async fn submit_run(
                 json!({ "job": stored.job, "version": stored.job_version }),
             )?;
             state.scheduler.wake();
-            Ok(created(json!(stored)))
+            Ok(created(stored))
         }
-        Inserted::Existing(existing) => Ok(Json(json!(existing)).into_response()),
+        Inserted::Existing(existing) => Ok(Json(existing).into_response()),
         Inserted::Conflict(other) => Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("idempotency key already used by run {other} for another definition or other variables"),
@@ -534,6 +563,9 @@ async fn submit_run(
     }
 }
 
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(RunFilter),
+    responses((status = 200, description = "Newest first, `limit` (1 to 500, default 50) a page", body = RunList),
+        (status = "4XX", description = "401, 422 (an unknown state)", body = ErrorReply)))]
 async fn list_runs(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -549,7 +581,7 @@ async fn list_runs(
     let runs = state.store.runs(&filter, caller.jobs.as_deref()).map_err(ApiError::internal)?;
     let limit = filter.limit.unwrap_or(50).clamp(1, 500);
     let next = (runs.len() == limit).then(|| runs.last().map(|run| run.id.clone())).flatten();
-    Ok(Json(json!({ "runs": runs, "next": next })).into_response())
+    Ok(Json(RunList { runs, next }).into_response())
 }
 
 /// A stored job's version (`None`: the current one), or 404.
@@ -570,17 +602,11 @@ fn find_run(state: &AppState, caller: &TokenInfo, id: &str) -> Result<Run, ApiEr
     Ok(run)
 }
 
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path)),
+    responses((status = 200, body = Run), (status = "4XX", description = "401, 403, 404", body = ErrorReply)))]
 async fn show_run(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
     let caller = caller(&state, &headers, Role::Read)?;
-    Ok(Json(json!(find_run(&state, &caller, &id)?)).into_response())
-}
-
-#[derive(Deserialize)]
-struct LogQuery {
-    #[serde(default)]
-    offset: u64,
-    #[serde(default)]
-    follow: bool,
+    Ok(Json(find_run(&state, &caller, &id)?).into_response())
 }
 
 /// Bytes of `path` from `offset` (at most 1 MiB at a time).
@@ -595,6 +621,10 @@ async fn read_from(path: &std::path::Path, offset: u64) -> Vec<u8> {
     bytes
 }
 
+#[utoipa::path(get, path = "/v1/runs/{id}/logs", tag = "runs", params(("id" = String, Path), LogQuery),
+    responses((status = 200, description = "The log's bytes from `offset` (with `follow`, streamed until the run has ended)", content_type = "text/plain", body = String,
+            headers(("x-weir-next-offset" = u64, description = "Without `follow`: the offset to ask for next"))),
+        (status = "4XX", description = "401, 403, 404", body = ErrorReply)))]
 async fn run_logs(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -640,6 +670,9 @@ async fn run_logs(
     Ok(response)
 }
 
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path)),
+    responses((status = 200, description = "The run: cancelled if it was queued, `cancel_requested` if it was running", body = Run),
+        (status = "4XX", description = "401, 403, 404, 409 (it has already ended)", body = ErrorReply)))]
 async fn cancel_run(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
     let caller = caller(&state, &headers, Role::Submit)?;
     let run = find_run(&state, &caller, &id)?;
@@ -657,24 +690,30 @@ async fn cancel_run(State(state): State<AppState>, headers: HeaderMap, Path(id):
             state.scheduler.cancel_running(&running);
         }
     }
-    let run = find_run(&state, &caller, &id)?;
-    Ok(Json(json!(run)).into_response())
+    Ok(Json(find_run(&state, &caller, &id)?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/schedules", tag = "schedules",
+    responses((status = 200, description = "The stored jobs with a schedule that the token may see", body = ScheduleList),
+        (status = "4XX", body = ErrorReply)))]
 async fn list_schedules(State(state): State<AppState>, headers: HeaderMap) -> Reply {
     let caller = caller(&state, &headers, Role::Read)?;
     let now = state.scheduler.now();
     let schedules =
         super::schedules::overview(&state.store, now, |job| caller.may_touch(job)).map_err(ApiError::internal)?;
-    Ok(Json(json!({ "schedules": schedules })).into_response())
+    Ok(Json(ScheduleList { schedules }).into_response())
 }
 
 /// Pauses a job's schedule whatever its definition says: its ticks are skipped for good
 /// until it is resumed, which fires nothing until the next tick (as `paused = true`).
+#[utoipa::path(post, path = "/v1/schedules/{job}/pause", tag = "schedules", params(("job" = String, Path)),
+    responses((status = 200, body = ScheduleInfo), (status = "4XX", description = "401, 403 (admin only), 404", body = ErrorReply)))]
 async fn pause_schedule(State(state): State<AppState>, headers: HeaderMap, Path(job): Path<String>) -> Reply {
     set_schedule_paused(state, headers, job, true).await
 }
 
+#[utoipa::path(post, path = "/v1/schedules/{job}/resume", tag = "schedules", params(("job" = String, Path)),
+    responses((status = 200, body = ScheduleInfo), (status = "4XX", description = "401, 403 (admin only), 404", body = ErrorReply)))]
 async fn resume_schedule(State(state): State<AppState>, headers: HeaderMap, Path(job): Path<String>) -> Reply {
     set_schedule_paused(state, headers, job, false).await
 }
@@ -696,16 +735,16 @@ async fn set_schedule_paused(state: AppState, headers: HeaderMap, job: String, p
     }
     audit_event(&state, &caller, if pause { "schedule.pause" } else { "schedule.resume" }, &job, json!({}))?;
     let now = state.scheduler.now();
-    let schedules = super::schedules::overview(&state.store, now, |name| name == job).map_err(ApiError::internal)?;
-    Ok(Json(schedules.into_iter().next().unwrap_or(json!({ "job": job }))).into_response())
+    let schedule = super::schedules::overview(&state.store, now, |name| name == job)
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::not_found(format_args!("schedule of job '{job}'")))?;
+    Ok(Json(schedule).into_response())
 }
 
-#[derive(Deserialize)]
-struct AuditQuery {
-    #[serde(default)]
-    limit: Option<usize>,
-}
-
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, body = AuditList), (status = "4XX", description = "401, 403 (admin only)", body = ErrorReply)))]
 async fn audit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -714,7 +753,7 @@ async fn audit(
     caller(&state, &headers, Role::Admin)?;
     let Query(query) = query.map_err(bad_query)?;
     let events = state.store.audit_events(query.limit.unwrap_or(200).clamp(1, 10_000)).map_err(ApiError::internal)?;
-    Ok(Json(json!({ "events": events })).into_response())
+    Ok(Json(AuditList { events }).into_response())
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Reply {

@@ -18,7 +18,7 @@ use super::store::{Backfill, Inserted, RunState, Store, StoreError};
 use weir_jobs::spec::{Catchup, ScheduleSpec};
 
 /// Which ticks that already have a run are run again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Reprocess {
     /// None: a tick with a run, whatever its outcome, is left alone.
@@ -31,7 +31,7 @@ pub enum Reprocess {
 }
 
 /// One tick of a backfill's plan.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlannedTick {
     pub ds: String,
     pub logical_time: String,

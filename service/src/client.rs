@@ -1,5 +1,6 @@
 //! The CLI's side of the service: `weir submit`, `runs`, `status`, `logs`, `cancel` and
-//! `jobs`, as HTTP calls (ureq, blocking). The server comes from `--server` or
+//! `jobs`, as HTTP calls (ureq, blocking). Replies are read as the API's own types
+//! ([`super::api_types`], [`Run`]), the ones the server writes them from. The server comes from `--server` or
 //! `WEIR_SERVER` (default `http://127.0.0.1:8470`), the token from `--token`, `WEIR_TOKEN`
 //! or `--token-file`; an `https://` server's certificate is checked against the web's roots,
 //! or against `--ca-cert` / `WEIR_CA_CERT` when given.
@@ -8,7 +9,11 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::api_types::{ErrorReply, RunList, Submission};
+use super::store::{Run, RunState};
 
 /// The default address of `weir serve`.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8470";
@@ -86,9 +91,10 @@ impl Client {
             return Ok(response);
         }
         let mut response = response;
-        let body: Value = response.body_mut().read_json().unwrap_or(Value::Null);
-        let message =
-            body.get("error").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| status.to_string());
+        let message = match response.body_mut().read_json::<ErrorReply>() {
+            Ok(reply) => reply.error,
+            Err(_) => status.to_string(),
+        };
         Err(ClientError { message, exit_code: if status.is_client_error() { 2 } else { 1 } })
     }
 
@@ -96,22 +102,25 @@ impl Client {
         ClientError::other(format!("cannot reach the service at {}: {error}", self.server))
     }
 
-    /// GET `path` as JSON.
-    pub fn get(&self, path: &str) -> Result<Value, ClientError> {
+    /// GET `path`, its reply read as `T`.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.json_reply(self.authorised(self.agent.get(format!("{}{path}", self.server))).call())
     }
 
-    /// POST `body` to `path`, JSON both ways.
-    pub fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+    /// POST `body` to `path` as JSON, its reply read as `T`.
+    pub fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, ClientError> {
         self.json_reply(self.authorised(self.agent.post(format!("{}{path}", self.server))).send_json(body))
     }
 
-    fn json_reply(&self, sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Value, ClientError> {
+    fn json_reply<T: DeserializeOwned>(
+        &self,
+        sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, ClientError> {
         let mut response = self.check(sent.map_err(|e| self.unreachable(e))?)?;
         response
             .body_mut()
             .read_json()
-            .map_err(|error| ClientError::other(format!("a reply that is not JSON: {error}")))
+            .map_err(|error| ClientError::other(format!("a reply that is not the API's JSON: {error}")))
     }
 
     /// DELETE `path`; the service answers 204 with no body.
@@ -122,20 +131,17 @@ impl Client {
 
     /// Waits until every run of backfill `id` of `job` (`runs` of them, and the retries of
     /// those) has ended; returns the last attempt of each date, oldest date first.
-    pub fn wait_backfill(&self, job: &str, id: &str, runs: usize) -> Result<Vec<Value>, ClientError> {
+    pub fn wait_backfill(&self, job: &str, id: &str, runs: usize) -> Result<Vec<Run>, ClientError> {
         let submitter = format!("{}{id}", super::store::BACKFILL_PREFIX);
         loop {
-            let listed =
+            let listed: RunList =
                 self.get(&format!("/v1/runs?job={job}&submitted_by={}&limit=500", percent_encode(&submitter)))?;
-            let all: Vec<Value> = listed.get("runs").and_then(Value::as_array).cloned().unwrap_or_default();
-            let done = |run: &Value| !matches!(run.get("state").and_then(Value::as_str), Some("queued" | "running"));
-            let firsts = all.iter().filter(|run| run.get("attempt").and_then(Value::as_i64) == Some(1)).count();
-            if firsts >= runs && all.iter().all(done) {
+            let firsts = listed.runs.iter().filter(|run| run.attempt == 1).count();
+            if firsts >= runs && listed.runs.iter().all(|run| run.state.is_terminal()) {
                 // Newest first: the first run seen for a date is its last attempt.
-                let mut last: std::collections::BTreeMap<String, Value> = std::collections::BTreeMap::new();
-                for run in all {
-                    let date = run.get("logical_date").and_then(Value::as_str).unwrap_or_default().to_string();
-                    last.entry(date).or_insert(run);
+                let mut last: BTreeMap<String, Run> = BTreeMap::new();
+                for run in listed.runs {
+                    last.entry(run.logical_date.clone().unwrap_or_default()).or_insert(run);
                 }
                 return Ok(last.into_values().collect());
             }
@@ -167,25 +173,21 @@ impl Client {
     /// next attempt in the same transaction that records the failure, so a failed attempt
     /// with no next one is final); returns the last attempt. `progress` hears of each
     /// failed attempt that is retried.
-    pub fn wait(&self, run: &str, progress: impl Fn(&Value, &str)) -> Result<Value, ClientError> {
+    pub fn wait(&self, run: &str, progress: impl Fn(&Run, &str)) -> Result<Run, ClientError> {
         let mut run = run.to_string();
         loop {
-            let current = self.get(&format!("/v1/runs/{run}"))?;
-            let state = current.get("state").and_then(Value::as_str).unwrap_or_default();
-            if matches!(state, "queued" | "running") {
+            let current: Run = self.get(&format!("/v1/runs/{run}"))?;
+            if !current.state.is_terminal() {
                 std::thread::sleep(Duration::from_millis(300));
                 continue;
             }
-            let first = current.get("retry_of").and_then(Value::as_str).unwrap_or(&run).to_string();
-            let attempt = current.get("attempt").and_then(Value::as_i64).unwrap_or(1);
-            let retries = self.get(&format!("/v1/runs?retry_of={first}&limit=500"))?;
-            let next = retries.get("runs").and_then(Value::as_array).and_then(|runs| {
-                runs.iter().find(|r| r.get("attempt").and_then(Value::as_i64) == Some(attempt + 1)).cloned()
-            });
-            match next.as_ref().and_then(|next| next.get("id")).and_then(Value::as_str) {
-                Some(id) if state == "failed" => {
-                    progress(&current, id);
-                    run = id.to_string();
+            let first = current.retry_of.clone().unwrap_or_else(|| run.clone());
+            let retries: RunList = self.get(&format!("/v1/runs?retry_of={first}&limit=500"))?;
+            let next = retries.runs.into_iter().find(|r| r.attempt == current.attempt + 1);
+            match next {
+                Some(next) if current.state == RunState::Failed => {
+                    progress(&current, &next.id);
+                    run = next.id;
                 }
                 _ => return Ok(current),
             }
@@ -200,33 +202,27 @@ pub fn submission(
     version: Option<i64>,
     vars: &[(String, String)],
     idempotency_key: Option<String>,
-) -> Result<Value, ClientError> {
-    let vars: BTreeMap<&str, &str> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut body = json!({ "vars": vars });
+) -> Result<Submission, ClientError> {
+    let mut body = Submission { vars: vars.iter().cloned().collect(), idempotency_key, ..Submission::default() };
     if std::path::Path::new(target).is_file() {
         let definition = std::fs::read_to_string(target)
             .map_err(|error| ClientError { message: format!("cannot read '{target}': {error}"), exit_code: 2 })?;
-        body["definition"] = json!(definition);
+        body.definition = Some(definition);
     } else {
-        body["job"] = json!(target);
-        if let Some(version) = version {
-            body["version"] = json!(version);
-        }
-    }
-    if let Some(key) = idempotency_key {
-        body["idempotency_key"] = json!(key);
+        body.job = Some(target.to_string());
+        body.version = version;
     }
     Ok(body)
 }
 
 /// The exit code `weir submit --wait` ends with for a finished run: 0 succeeded, 2 a user
 /// failure, 4 input not ready, 130 cancelled, 1 otherwise.
-pub fn exit_code_of(run: &Value) -> i32 {
-    match (run.get("state").and_then(Value::as_str), run.get("exit_class").and_then(Value::as_str)) {
-        (Some("succeeded"), _) => 0,
-        (Some("failed"), Some("user")) => 2,
-        (Some("failed"), Some("input_not_ready")) => 4,
-        (Some("cancelled"), _) => 130,
+pub fn exit_code_of(run: &Run) -> i32 {
+    match (run.state, run.exit_class.as_deref()) {
+        (RunState::Succeeded, _) => 0,
+        (RunState::Failed, Some("user")) => 2,
+        (RunState::Failed, Some("input_not_ready")) => 4,
+        (RunState::Cancelled, _) => 130,
         _ => 1,
     }
 }
@@ -242,26 +238,24 @@ fn percent_encode(text: &str) -> String {
 }
 
 /// One line about a run, for people.
-pub fn describe_run(run: &Value) -> String {
-    let text = |key: &str| run.get(key).and_then(Value::as_str).unwrap_or("-").to_string();
-    let number = |key: &str| run.get(key).and_then(Value::as_i64).map(|n| n.to_string()).unwrap_or_else(|| "-".into());
-    let duration =
-        run.get("duration_s").and_then(Value::as_f64).map(|s| format!("{s:.1}s")).unwrap_or_else(|| "-".into());
+pub fn describe_run(run: &Run) -> String {
+    let number = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+    let duration = run.duration_s.map(|s| format!("{s:.1}s")).unwrap_or_else(|| "-".into());
     let mut line = format!(
         "{}  {:<9}  job {} v{}  ds {}  {} #{}  rows {} → {}  {}  submitted {}",
-        text("id"),
-        text("state"),
-        text("job"),
-        number("job_version"),
-        text("logical_date"),
-        text("trigger"),
-        number("attempt"),
-        number("rows_in"),
-        number("rows_out"),
+        run.id,
+        run.state.as_str(),
+        run.job,
+        number(run.job_version),
+        run.logical_date.as_deref().unwrap_or("-"),
+        run.trigger,
+        run.attempt,
+        number(run.rows_in),
+        number(run.rows_out),
         duration,
-        text("submitted_at")
+        run.submitted_at
     );
-    if let Some(error) = run.get("error").and_then(Value::as_str) {
+    if let Some(error) = &run.error {
         line.push_str(&format!("\n    {error}"));
     }
     line

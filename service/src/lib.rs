@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod api_error;
+pub mod api_types;
 pub mod auth;
 pub mod backfill;
 pub mod client;

@@ -48,6 +48,7 @@ use chrono::{DateTime, Duration, SecondsFormat, Utc};
 
 pub use super::clock::Clock;
 use super::store::{Inserted, JobVersion, NewRun, SCHEDULER, Store, StoreError};
+use serde::{Deserialize, Serialize};
 pub use weir_jobs::schedule::Schedule;
 use weir_jobs::spec::{Catchup, JobSpec};
 use weir_jobs::vars::Variables;
@@ -211,13 +212,33 @@ pub fn tick_run(
     }
 }
 
+/// A stored job's schedule as the scheduler sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ScheduleInfo {
+    pub job: String,
+    pub version: i64,
+    pub cron: String,
+    pub timezone: String,
+    /// What a late service does with the ticks it missed.
+    #[schema(value_type = String, example = "latest")]
+    pub catchup: Catchup,
+    pub max_active_runs: usize,
+    pub paused: bool,
+    /// Who paused it through the API (absent when running, or paused by its definition).
+    pub paused_by: Option<String>,
+    /// The latest tick seen (RFC 3339).
+    pub last_tick: Option<String>,
+    /// The next three ticks (none while paused).
+    pub next_ticks: Vec<String>,
+}
+
 /// What `GET /v1/schedules` shows of each stored job with a schedule: its settings, the
 /// last tick handled and the next few ticks.
 pub fn overview(
     store: &Store,
     now: DateTime<Utc>,
     allowed: impl Fn(&str) -> bool,
-) -> Result<Vec<serde_json::Value>, StoreError> {
+) -> Result<Vec<ScheduleInfo>, StoreError> {
     let mut schedules = Vec::new();
     for job in store.jobs()? {
         if !allowed(&job.name) {
@@ -237,18 +258,18 @@ pub fn overview(
             next.push(tick.to_rfc3339_opts(SecondsFormat::Secs, true));
             at = tick;
         }
-        schedules.push(serde_json::json!({
-            "job": job.name,
-            "version": job.version,
-            "cron": schedule.spec.cron,
-            "timezone": schedule.spec.timezone,
-            "catchup": schedule.spec.catchup,
-            "max_active_runs": schedule.spec.max_active_runs,
-            "paused": paused,
-            "paused_by": paused_by,
-            "last_tick": last.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
-            "next_ticks": if paused { Vec::new() } else { next },
-        }));
+        schedules.push(ScheduleInfo {
+            job: job.name,
+            version: job.version,
+            cron: schedule.spec.cron.clone(),
+            timezone: schedule.spec.timezone.clone(),
+            catchup: schedule.spec.catchup,
+            max_active_runs: schedule.spec.max_active_runs,
+            paused,
+            paused_by,
+            last_tick: last.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            next_ticks: if paused { Vec::new() } else { next },
+        });
     }
     Ok(schedules)
 }

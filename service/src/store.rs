@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::clock::{Clock, SystemClock};
 
@@ -21,7 +22,7 @@ use super::clock::{Clock, SystemClock};
 pub struct StoreError(#[from] rusqlite::Error);
 
 /// What a token may do. Each role can do what the ones before it can.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Read,
@@ -48,7 +49,7 @@ impl Role {
 }
 
 /// A bearer token as stored: its SHA-256, never the token.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TokenInfo {
     pub name: String,
     pub role: Role,
@@ -86,19 +87,33 @@ impl TokenInfo {
 }
 
 /// One version of a stored job.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobVersion {
     pub name: String,
     pub version: i64,
     pub sha256: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The TOML; absent in a job's list of versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub definition: Option<String>,
     pub created_at: String,
     pub created_by: String,
 }
 
+/// One change made through the API: who, when, what.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditEvent {
+    pub at: String,
+    /// The token's name.
+    pub token: String,
+    /// `token.create`, `job.put`, `run.submit`, `run.cancel`, `schedule.pause`, …
+    pub action: String,
+    pub target: String,
+    /// The details, as a JSON text.
+    pub detail: String,
+}
+
 /// A run's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     Queued,
@@ -137,7 +152,7 @@ impl RunState {
 }
 
 /// A run as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Run {
     pub id: String,
     pub job: String,
@@ -148,6 +163,8 @@ pub struct Run {
     pub exit_class: Option<String>,
     pub exit_code: Option<i64>,
     pub error: Option<String>,
+    /// The variables it was submitted with.
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
     pub vars: serde_json::Map<String, serde_json::Value>,
     pub idempotency_key: Option<String>,
     pub submitted_by: String,
@@ -160,6 +177,7 @@ pub struct Run {
     pub output_uri: Option<String>,
     pub cancel_requested: bool,
     /// A succeeded run's summary, as `weir run --json` prints it (files, bytes, seconds…).
+    #[schema(value_type = Option<Object>)]
     pub summary: Option<serde_json::Value>,
     /// 1 for a run as submitted; 2, 3… for its retries.
     pub attempt: i64,
@@ -167,8 +185,7 @@ pub struct Run {
     pub retry_of: Option<String>,
     /// A retry starts no earlier than this.
     pub not_before: Option<String>,
-    /// What started the run: `schedule`, `backfill`, `retry` (a later attempt) or `manual`.
-    pub trigger: &'static str,
+    pub trigger: Trigger,
     /// The date of the data interval the run covers (its `ds`), when it has one.
     pub logical_date: Option<String>,
     /// The only key ids the run may use (its submitter's token's `keys`); `None`: any.
@@ -181,16 +198,41 @@ pub struct Run {
     pub definition: String,
 }
 
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A tick of the job's schedule.
+    Schedule,
+    /// A backfill.
+    Backfill,
+    /// A later attempt of a failed run.
+    Retry,
+    /// Submitted through the API or `weir submit`.
+    Manual,
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Backfill => "backfill",
+            Trigger::Retry => "retry",
+            Trigger::Manual => "manual",
+        })
+    }
+}
+
 /// What started a run, from who submitted it and its attempt.
-fn trigger_of(submitted_by: &str, attempt: i64) -> &'static str {
+fn trigger_of(submitted_by: &str, attempt: i64) -> Trigger {
     if attempt > 1 {
-        "retry"
+        Trigger::Retry
     } else if submitted_by == SCHEDULER {
-        "schedule"
+        Trigger::Schedule
     } else if submitted_by.starts_with(BACKFILL_PREFIX) {
-        "backfill"
+        Trigger::Backfill
     } else {
-        "manual"
+        Trigger::Manual
     }
 }
 
@@ -238,8 +280,9 @@ pub enum Inserted {
     Conflict(String),
 }
 
-/// Filters of the run list.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Filters of the run list (`GET /v1/runs`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RunFilter {
     pub job: Option<String>,
     pub state: Option<String>,
@@ -1036,19 +1079,19 @@ impl Store {
         })
     }
 
-    pub fn audit_events(&self, limit: usize) -> Result<Vec<serde_json::Value>, StoreError> {
+    pub fn audit_events(&self, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
         self.with(|c| {
             let mut statement =
                 c.prepare("SELECT at, token, action, target, detail FROM audit ORDER BY seq DESC LIMIT ?1")?;
             statement
                 .query_map(params![limit as i64], |row| {
-                    Ok(serde_json::json!({
-                        "at": row.get::<_, String>(0)?,
-                        "token": row.get::<_, String>(1)?,
-                        "action": row.get::<_, String>(2)?,
-                        "target": row.get::<_, String>(3)?,
-                        "detail": row.get::<_, String>(4)?,
-                    }))
+                    Ok(AuditEvent {
+                        at: row.get(0)?,
+                        token: row.get(1)?,
+                        action: row.get(2)?,
+                        target: row.get(3)?,
+                        detail: row.get(4)?,
+                    })
                 })?
                 .collect()
         })

@@ -633,7 +633,8 @@ def test_job_versions_and_rollback(serve, weir, small, tmp_path):
     assert (shown["name"], shown["version"], shown["sha256"], shown["definition"]) == ("versioned", 2, sha256(v2), v2)
     assert [(v["version"], v["sha256"], v["created_by"]) for v in shown["versions"]] == [(1, sha256(v1), "admin"), (2, sha256(v2), "admin")]
     assert all(parse_time(v["created_at"]) for v in shown["versions"])
-    assert expect(svc.admin.get("/v1/jobs/versioned/versions/1"), 200) == {"name": "versioned", "version": 1, "sha256": sha256(v1), "definition": v1}
+    version_1 = expect(svc.admin.get("/v1/jobs/versioned/versions/1"), 200)
+    assert version_1 == {"name": "versioned", "version": 1, "sha256": sha256(v1), "definition": v1, "created_by": "admin", "created_at": shown["versions"][0]["created_at"]}
     expect_error(svc.admin.get("/v1/jobs/versioned/versions/3"), 404)
     expect_error(svc.admin.get("/v1/jobs/unknown"), 404)
 

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 
 class WeirError(Exception):
-    """Anything that keeps this client from reading a Weir output as committed."""
+    """Every error of weir_client: a read that cannot return a committed snapshot, or a
+    call to the job service that fails."""
 
 
 class NotCommitted(WeirError):
