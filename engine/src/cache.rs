@@ -96,7 +96,7 @@ fn default_keep_free(total: u64) -> u64 {
 
 /// Whether the file system holding `dir` has room for `bytes` more above its reserve
 /// (`keep_free`, or [`default_keep_free`]).
-fn room_on_disk(dir: &Path, bytes: u64, keep_free: Option<u64>) -> bool {
+pub(crate) fn room_on_disk(dir: &Path, bytes: u64, keep_free: Option<u64>) -> bool {
     match nix::sys::statvfs::statvfs(dir) {
         Ok(stats) => {
             let block = stats.fragment_size();

@@ -25,6 +25,7 @@ pub mod cluster;
 pub mod context;
 mod dedupe;
 pub mod failure;
+mod group_spill;
 mod metrics;
 mod pass;
 pub mod plan;

@@ -60,8 +60,11 @@ pub(crate) enum StepWork {
     Apply,
     /// Folding rows into an aggregate's group table (map-side combining).
     Combine,
-    /// Exchanging an aggregate's partial groups by key, merging them and making the rows.
+    /// Exchanging an aggregate's partial groups by key, merging them and making the rows
+    /// (spilled runs of merged groups included).
     Merge,
+    /// Writing an aggregate's partial groups to local disk past its memory budget.
+    SpillGroups,
 }
 
 impl Stage {
@@ -90,6 +93,7 @@ impl Stage {
                     StepWork::Apply => step("apply"),
                     StepWork::Combine => step("combine rows per worker"),
                     StepWork::Merge => step("exchange + merge groups"),
+                    StepWork::SpillGroups => step("spill partial groups to local disk"),
                     StepWork::FoldChain { last, last_op } => chain(last, last_op, "fold partials"),
                     StepWork::FinishChain { last, last_op } => chain(last, last_op, "merge + finish, worker 0"),
                     StepWork::ApplyChain { last, last_op } => steps(last, last_op, "apply"),

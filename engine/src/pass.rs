@@ -14,6 +14,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use arrow::record_batch::RecordBatch;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Probe;
@@ -141,16 +142,43 @@ pub(crate) fn run_pass(
     let mut rows_in = 0u64;
     let mut time = 0u64;
     if groups {
-        // After an aggregate: this worker's groups (the final pass frees them as it goes).
-        let batches = match kind {
-            PassKind::Final => state.groups.borrow_mut().take().map(|groups| groups.batches).unwrap_or_default(),
-            _ => state.groups.borrow().as_ref().map(|groups| groups.batches.clone()).unwrap_or_default(),
+        // After an aggregate: this worker's groups (the final pass frees them as it goes),
+        // from memory or from the file they were spilled to.
+        let (batches, spilled) = match kind {
+            PassKind::Final => {
+                let groups = state.groups.borrow_mut().take();
+                groups.map(|groups| (groups.batches, groups.spilled)).unwrap_or_default()
+            }
+            _ => {
+                let groups = state.groups.borrow();
+                let batches = groups.as_ref().map(|groups| groups.batches.clone()).unwrap_or_default();
+                // The file is kept by the state; this pass only reads it.
+                (batches, None)
+            }
+        };
+        let reread = match &spilled {
+            Some(rows) => Some(rows.batches()),
+            None => {
+                state.groups.borrow().as_ref().and_then(|groups| groups.spilled.as_ref().map(|rows| rows.batches()))
+            }
+        };
+        let from_file: Box<dyn Iterator<Item = Result<RecordBatch, String>>> = match reread {
+            Some(Ok(batches)) => Box::new(batches),
+            Some(Err(error)) => Box::new(std::iter::once(Err(error))),
+            None => Box::new(std::iter::empty()),
         };
         let shard = plan.groups_shard(index);
-        for batch in batches {
+        for batch in batches.into_iter().map(Ok).chain(from_file) {
             if failure.borrow().is_some() || context.abort.load(Ordering::Relaxed) {
                 break;
             }
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(error) => {
+                    record(&failure, context, JobFailure::external(error));
+                    break;
+                }
+            };
             rows_in += batch.num_rows() as u64;
             let item = SourceBatch { shard, batch, fetched: None, rejected: Vec::new() };
             feed(worker, &mut input, &probe, &mut time, plan.max_batches_in_flight, item);

@@ -50,6 +50,7 @@ use crate::aggregate::exchange_partials;
 use crate::chain::{KeptRows, RowCursor, step_failure};
 use crate::context::ProcessContext;
 use crate::dedupe::{DedupeRecord, KeyedDedupe};
+use crate::group_spill::{GroupSpill, GroupsError};
 use crate::metrics::{Stage, StepWork, WorkerMetrics};
 use crate::pass::{PassKind, run_pass};
 use crate::plan::{EnginePlan, PlannedStep, SharedPlan, StepKind};
@@ -523,24 +524,43 @@ pub(crate) fn aggregate_stage(
     };
     let (number, op) = (step.number, step.op);
     let failed = |e: OpError| JobFailure::user(format!("step {number} ({op}) failed: {e}"));
+    let groups_failed = move |e: GroupsError| match e {
+        GroupsError::Op(e) => failed(e),
+        GroupsError::Spill(message) => JobFailure::external(format!("step {number} ({op}) failed: {message}")),
+    };
     let folded = Rc::new(RefCell::new(GroupTable::new(aggregate.clone()).map_err(failed)?));
     let merged = Rc::new(RefCell::new(GroupTable::new(aggregate.clone()).map_err(failed)?));
+    let peers = worker.peers();
+    let spill = Rc::new(RefCell::new(GroupSpill::new(&plan.spill_dir, plan.spill_keep_free_bytes, peers)));
+    let budget = aggregate.memory_bytes;
     if plan.rejects.is_some() {
         state.chain.collect_rejects();
     }
     let combine = Stage::Step { number, op, work: StepWork::Combine };
+    let spilling = Stage::Step { number, op, work: StepWork::SpillGroups };
     let consumer = {
-        let (plan, folded, state) = (plan.clone(), folded.clone(), state.clone());
+        let (plan, folded, state, spill) = (plan.clone(), folded.clone(), state.clone(), spill.clone());
         let cursor = RowCursor::default();
         Box::new(move |item: crate::chain::SourceBatch| {
             state.rejected.borrow_mut().extend(item.rejected);
+            let mut table = folded.borrow_mut();
             state.metrics.time(combine, || {
                 let first = cursor.advance(item.shard, item.batch.num_rows());
-                folded
-                    .borrow_mut()
+                table
                     .update(&item.batch, item.shard as u32, first)
                     .map_err(|e| step_failure(&plan, number, op, item.shard, &e))
-            })
+            })?;
+            // Past the budget: the partial groups go to local disk, by destination, and
+            // the table starts again.
+            if table.memory_bytes() > budget {
+                let estimate = table.memory_bytes() as u64;
+                let partials = table.drain_partials(peers);
+                state
+                    .metrics
+                    .time(spilling, || spill.borrow_mut().spill_partials(partials, estimate))
+                    .map_err(|message| JobFailure::external(format!("step {number} ({op}) failed: {message}")))?;
+            }
+            Ok(())
         })
     };
     let outcome = run_pass(worker, plan, context, state.clone(), consumer, PassKind::Aggregate);
@@ -551,25 +571,58 @@ pub(crate) fn aggregate_stage(
     }
     // Every worker takes part in the exchange, failed or not (sending nothing), so none
     // waits forever; the leader round below then fails them all alike.
-    let outgoing = match &outcome {
-        Ok(_) => folded.borrow_mut().drain_partials(worker.peers()),
+    let in_memory = match &outcome {
+        Ok(_) => folded.borrow_mut().drain_partials(peers),
         Err(_) => Vec::new(),
     };
     drop(folded);
+    let outgoing = spill.borrow_mut().outgoing(in_memory);
+    let outgoing: Box<dyn Iterator<Item = _>> = match &outcome {
+        Ok(_) => Box::new(outgoing),
+        Err(_) => Box::new(std::iter::empty()),
+    };
     let merge = Stage::Step { number, op, work: StepWork::Merge };
-    let exchanged = state.metrics.time(merge, || exchange_partials(worker, outgoing, &merged));
-    let batches = outcome.and_then(|_| {
-        exchanged.map_err(failed)?;
-        let table = Rc::try_unwrap(merged)
+    let exchanged = state.metrics.time(merge, || exchange_partials(worker, outgoing, &merged, &spill, budget));
+    let one_group = worker.index() == 0;
+    let groups = outcome.and_then(|_| {
+        exchanged.map_err(groups_failed)?;
+        let mut table = Rc::try_unwrap(merged)
             .map_err(|_| JobFailure::internal("the aggregate's merged groups are still shared"))?
             .into_inner();
-        state.metrics.time(merge, || table.finish(worker.index() == 0, plan.batch_size)).map_err(failed)
+        let mut spill = spill.borrow_mut();
+        if !spill.has_runs() {
+            let batches = state.metrics.time(merge, || table.finish(one_group, plan.batch_size)).map_err(failed)?;
+            return Ok(Groups { batches, spilled: None });
+        }
+        // Spilled: the runs and what is left in memory, merged in key order, written to a
+        // file as the groups' rows.
+        let in_memory = table.drain_sorted();
+        let estimate = spill.bytes;
+        let rows = state
+            .metrics
+            .time(merge, || {
+                let sorted = spill.merged(in_memory, &table)?;
+                spill.write_rows(
+                    &aggregate.output_schema(),
+                    |emit| table.finish_sorted(sorted, one_group, plan.batch_size, emit),
+                    estimate,
+                )
+            })
+            .map_err(groups_failed)?;
+        tracing::info!(
+            step = number,
+            spilled_bytes = spill.bytes,
+            groups = rows.rows,
+            "aggregate: groups spilled to local disk ({} MiB)",
+            spill.bytes.div_ceil(1 << 20)
+        );
+        Ok(Groups { batches: Vec::new(), spilled: Some(rows) })
     });
-    agree(worker, batches.as_ref().map(|_| ()).map_err(Clone::clone))?;
-    let batches = batches?;
-    tracing::debug!(step = number, groups = batches.iter().map(|b| b.num_rows()).sum::<usize>(), "aggregated");
+    agree(worker, groups.as_ref().map(|_| ()).map_err(Clone::clone))?;
+    let groups = groups?;
+    tracing::debug!(step = number, groups = groups.batches.iter().map(|b| b.num_rows()).sum::<usize>(), "aggregated");
     state.chain.reset();
-    *state.groups.borrow_mut() = Some(Groups { batches });
+    *state.groups.borrow_mut() = Some(groups);
     Ok(())
 }
 

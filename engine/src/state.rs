@@ -10,12 +10,15 @@ use arrow::record_batch::RecordBatch;
 
 use crate::cache::SourceCache;
 use crate::chain::Chain;
+use crate::group_spill::SpilledRows;
 use crate::metrics::WorkerMetrics;
 
 /// The rows an `aggregate` step left on this worker: the groups whose key hashes to it.
-/// The passes after the step read these instead of the source's shards.
+/// The passes after the step read these instead of the source's shards: from memory, or,
+/// when the step spilled, from a local file ([`SpilledRows`]).
 pub(crate) struct Groups {
     pub batches: Vec<RecordBatch>,
+    pub spilled: Option<SpilledRows>,
 }
 
 pub(crate) struct WorkerState {

@@ -77,7 +77,17 @@ pub struct AggregateSpec {
     /// A predicate on the result columns: the groups it is not true for are dropped.
     #[serde(default)]
     pub having: Option<String>,
+    /// MiB of groups each worker holds in memory, in its table of partial groups and again
+    /// in its table of merged ones, before it writes them to `source.spill_dir` as a sorted
+    /// run (default [`DEFAULT_MEMORY_MB`]); 0 spills after every batch (for tests).
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
 }
+
+/// The default of [`AggregateSpec::memory_mb`].
+pub const DEFAULT_MEMORY_MB: u64 = 128;
+/// The largest [`AggregateSpec::memory_mb`]: 1 TiB.
+const MAX_MEMORY_MB: u64 = 1 << 20;
 
 /// What an aggregate function computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,7 +188,13 @@ impl AggregateSpec {
         }
         let output = Arc::new(Schema::new(fields));
         let having = self.having.as_ref().map(|expr| FilterSpec { expr: expr.clone() }.bind(&output)).transpose()?;
-        Ok(Aggregate { by, aggregations, output, having })
+        let memory_mb = self.memory_mb.unwrap_or(DEFAULT_MEMORY_MB);
+        if memory_mb > MAX_MEMORY_MB {
+            return Err(OpError::InvalidSpec(format!(
+                "aggregate: memory_mb is at most {MAX_MEMORY_MB}, not {memory_mb}"
+            )));
+        }
+        Ok(Aggregate { by, aggregations, output, having, memory_bytes: (memory_mb as usize) << 20 })
     }
 }
 
@@ -304,6 +320,8 @@ pub struct Aggregate {
     /// The key columns, then one column per aggregation.
     output: SchemaRef,
     having: Option<Filter>,
+    /// Bytes of groups a worker's table holds before they are spilled (0: after every batch).
+    pub memory_bytes: usize,
 }
 
 impl Aggregate {

@@ -6,7 +6,16 @@
 //! ([`GroupTable::drain_partials`]: a fixed hash of the key, so every process sends a key
 //! to the same worker), merges the partials it receives into a fresh table
 //! ([`GroupTable::merge`]) and turns that into the groups' rows ([`GroupTable::finish`]).
-//! States are plain serde types: timely serializes them between processes.
+//! States are plain serde types: timely serializes them between processes, and the engine
+//! writes them to spill files.
+//!
+//! A table counts the bytes it holds ([`GroupTable::memory_bytes`], an estimate: keys,
+//! states and the index's slots). When it passes the aggregate's `memory_mb`, the engine
+//! takes its groups out — by destination ([`GroupTable::drain_partials`]) on the partial
+//! side, sorted by key ([`GroupTable::drain_sorted`]) on the merged side, as a run on
+//! local disk — and the table starts again empty. The merged groups come back as one
+//! stream sorted by key, equal keys merged ([`GroupTable::merge_into`]), and
+//! [`GroupTable::finish_sorted`] turns that stream into rows batch by batch.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
@@ -39,9 +48,10 @@ pub enum State {
     /// The smallest or largest value so far, in the row format.
     Extreme(Option<Vec<u8>>),
     /// The distinct non-null values, in the row format.
-    Distinct(HashSet<Vec<u8>>),
+    /// (Boxed, like `Ordered`'s row, so that every state is as small as the common ones.)
+    Distinct(Box<HashSet<Vec<u8>>>),
     /// The first or last row so far.
-    Ordered(Option<OrderedRow>),
+    Ordered(Option<Box<OrderedRow>>),
 }
 
 /// A candidate row of `first` / `last`: its order key, its place in the input, its value.
@@ -75,6 +85,28 @@ pub struct GroupTable {
     values: Vec<Option<RowConverter>>,
     /// Per function: the converter of its `order by` values.
     orders: Vec<Option<RowConverter>>,
+    /// An estimate of the bytes the table holds; see [`GroupTable::memory_bytes`].
+    bytes: usize,
+}
+
+/// Bytes a group costs besides its key's bytes and its states: the key's box, the index's
+/// slot (with the load factor's slack) and its control byte.
+const GROUP_OVERHEAD: usize = std::mem::size_of::<Box<[u8]>>() + 2 * (std::mem::size_of::<Box<[u8]>>() + 4) + 2;
+/// Bytes a kept value costs besides its own: its vector's header (and, in a distinct set,
+/// the set's slot).
+const VALUE_OVERHEAD: usize = 2 * std::mem::size_of::<Vec<u8>>();
+
+// A state is a small value: the large ones are boxed.
+const _: () = assert!(std::mem::size_of::<State>() <= 48);
+
+/// The heap bytes a state holds besides itself.
+fn state_heap_bytes(state: &State) -> usize {
+    match state {
+        State::Extreme(Some(value)) => value.len() + VALUE_OVERHEAD,
+        State::Distinct(seen) => seen.iter().map(|value| value.len() + VALUE_OVERHEAD).sum(),
+        State::Ordered(Some(row)) => row.order.len() + row.value.len() + 2 * VALUE_OVERHEAD,
+        _ => 0,
+    }
 }
 
 impl std::fmt::Debug for GroupTable {
@@ -117,7 +149,22 @@ impl GroupTable {
             });
         }
         let width = aggregate.aggregations.len();
-        Ok(GroupTable { aggregate, keys, index: HashMap::default(), states: Vec::new(), width, values, orders })
+        Ok(GroupTable {
+            aggregate,
+            keys,
+            index: HashMap::default(),
+            states: Vec::new(),
+            width,
+            values,
+            orders,
+            bytes: 0,
+        })
+    }
+
+    /// An estimate of the bytes the groups take: keys, states (and the values they keep)
+    /// and the index.
+    pub fn memory_bytes(&self) -> usize {
+        self.bytes
     }
 
     /// How many groups the table holds.
@@ -132,7 +179,7 @@ impl GroupTable {
     fn initial(&self) -> impl Iterator<Item = State> + '_ {
         self.aggregate.aggregations.iter().map(|aggregation| match aggregation.function {
             Function::CountRows | Function::Count => State::Count(0),
-            Function::CountDistinct => State::Distinct(HashSet::new()),
+            Function::CountDistinct => State::Distinct(Box::default()),
             Function::Sum { integer: true } | Function::Avg { integer: true } => State::IntSum { sum: 0, n: 0 },
             Function::Sum { integer: false } | Function::Avg { integer: false } => {
                 State::FloatSum { sum: 0.0, compensation: 0.0, n: 0 }
@@ -152,6 +199,7 @@ impl GroupTable {
         self.index.insert(key.into(), group);
         let initial: Vec<State> = self.initial().collect();
         self.states.extend(initial);
+        self.bytes += key.len() + GROUP_OVERHEAD + self.width * std::mem::size_of::<State>();
         group
     }
 
@@ -233,6 +281,9 @@ impl GroupTable {
                                 Some(current) => value.as_ref() < current.as_slice(),
                             };
                             if better {
+                                if current.is_none() {
+                                    self.bytes += value.as_ref().len() + VALUE_OVERHEAD;
+                                }
                                 let bytes = current.get_or_insert_with(Vec::new);
                                 bytes.clear();
                                 bytes.extend_from_slice(value.as_ref());
@@ -251,6 +302,7 @@ impl GroupTable {
                             && !seen.contains(value.as_ref())
                         {
                             seen.insert(value.as_ref().to_vec());
+                            self.bytes += value.as_ref().len() + VALUE_OVERHEAD;
                         }
                     }
                 }
@@ -276,12 +328,15 @@ impl GroupTable {
                                 }
                             };
                             if better {
-                                *current = Some(OrderedRow {
+                                if current.is_none() {
+                                    self.bytes += order.len() + rows.row(row).as_ref().len() + 2 * VALUE_OVERHEAD;
+                                }
+                                *current = Some(Box::new(OrderedRow {
                                     order: order.to_vec(),
                                     shard,
                                     row: position.1,
                                     value: rows.row(row).as_ref().to_vec(),
-                                });
+                                }));
                             }
                         }
                     }
@@ -304,6 +359,7 @@ impl GroupTable {
         let peers = peers.max(1);
         let hasher = foldhash::fast::FixedState::with_seed(DESTINATION_SEED);
         let mut out: Vec<Vec<PartialGroup>> = (0..peers).map(|_| Vec::new()).collect();
+        self.bytes = 0;
         let mut states: Vec<Option<State>> = std::mem::take(&mut self.states).into_iter().map(Some).collect();
         for (key, group) in std::mem::take(&mut self.index) {
             let destination = destination(&hasher, &key, peers, self.keys.is_none());
@@ -312,6 +368,21 @@ impl GroupTable {
             out[destination].push(PartialGroup { key: key.into_vec(), states });
         }
         out
+    }
+
+    /// Takes every group out of the table, sorted by key.
+    pub fn drain_sorted(&mut self) -> Vec<PartialGroup> {
+        self.bytes = 0;
+        let mut states = std::mem::take(&mut self.states).into_iter();
+        let mut order: Vec<(Box<[u8]>, u32)> = std::mem::take(&mut self.index).into_iter().collect();
+        order.sort_unstable_by_key(|(_, group)| *group);
+        // In group order the states come off the front of `states`, a group's width at a time.
+        let mut groups: Vec<PartialGroup> = order
+            .into_iter()
+            .map(|(key, _)| PartialGroup { key: key.into_vec(), states: states.by_ref().take(self.width).collect() })
+            .collect();
+        groups.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        groups
     }
 
     /// Merges groups from other tables of the same aggregate into this one.
@@ -325,8 +396,21 @@ impl GroupTable {
             for (function, (incoming, aggregation)) in
                 partial.states.into_iter().zip(&aggregate.aggregations).enumerate()
             {
+                self.bytes += state_heap_bytes(&incoming);
                 merge_state(&mut self.states[group * self.width + function], incoming, aggregation.function)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Merges `incoming` into `held`, two partial groups of the same key.
+    pub fn merge_into(&self, held: &mut PartialGroup, incoming: PartialGroup) -> Result<(), OpError> {
+        if held.states.len() != self.width || incoming.states.len() != self.width {
+            return Err(OpError::Internal("a partial group has another number of states".into()));
+        }
+        let functions = self.aggregate.aggregations.iter().map(|aggregation| aggregation.function);
+        for ((state, incoming), function) in held.states.iter_mut().zip(incoming.states).zip(functions) {
+            merge_state(state, incoming, function)?;
         }
         Ok(())
     }
@@ -335,29 +419,60 @@ impl GroupTable {
     /// `having` applied. Without `by`, `one_group` makes the one group exist even when no row
     /// came (the worker that owns the empty key passes it).
     pub fn finish(mut self, one_group: bool, batch_size: usize) -> Result<Vec<RecordBatch>, OpError> {
-        if one_group && self.keys.is_none() {
-            self.group(&[]);
-        }
-        let mut groups: Vec<(&[u8], u32)> = self.index.iter().map(|(key, &group)| (key.as_ref(), group)).collect();
-        groups.sort_unstable();
-        let schema = self.aggregate.output_schema();
+        let groups = self.drain_sorted();
         let mut batches = Vec::new();
-        for chunk in groups.chunks(batch_size.max(1)) {
-            let mut columns: Vec<ArrayRef> = match &self.keys {
-                Some(keys) => {
-                    let parser = keys.parser();
-                    keys.convert_rows(chunk.iter().map(|(key, _)| parser.parse(key)))?
-                }
-                None => Vec::new(),
-            };
-            for (function, aggregation) in self.aggregate.aggregations.iter().enumerate() {
-                let states = chunk.iter().map(|(_, group)| &self.states[*group as usize * self.width + function]);
-                columns.push(self.finish_column(function, aggregation, states)?);
-            }
-            let batch = RecordBatch::try_new(schema.clone(), columns)?;
-            batches.push(self.aggregate.having(batch)?);
-        }
+        self.finish_sorted::<OpError>(groups.into_iter().map(Ok), one_group, batch_size, &mut |batch| {
+            batches.push(batch);
+            Ok(())
+        })?;
         Ok(batches)
+    }
+
+    /// The rows of `groups` (whole groups, sorted by key, each key once), handed to `emit`
+    /// in batches of at most `batch_size` rows, with `having` applied; `one_group` as in
+    /// [`GroupTable::finish`].
+    pub fn finish_sorted<E: From<OpError>>(
+        &self,
+        groups: impl Iterator<Item = Result<PartialGroup, E>>,
+        one_group: bool,
+        batch_size: usize,
+        emit: &mut dyn FnMut(RecordBatch) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let batch_size = batch_size.max(1);
+        let mut chunk: Vec<PartialGroup> = Vec::with_capacity(batch_size.min(1 << 16));
+        let mut any = false;
+        for group in groups {
+            chunk.push(group?);
+            any = true;
+            if chunk.len() == batch_size {
+                emit(self.rows_of(&chunk)?)?;
+                chunk.clear();
+            }
+        }
+        if !any && one_group && self.keys.is_none() {
+            chunk.push(PartialGroup { key: Vec::new(), states: self.initial().collect() });
+        }
+        if !chunk.is_empty() {
+            emit(self.rows_of(&chunk)?)?;
+        }
+        Ok(())
+    }
+
+    /// The rows of `groups`, `having` applied.
+    fn rows_of(&self, groups: &[PartialGroup]) -> Result<RecordBatch, OpError> {
+        let mut columns: Vec<ArrayRef> = match &self.keys {
+            Some(keys) => {
+                let parser = keys.parser();
+                keys.convert_rows(groups.iter().map(|group| parser.parse(&group.key)))?
+            }
+            None => Vec::new(),
+        };
+        for (function, aggregation) in self.aggregate.aggregations.iter().enumerate() {
+            let states = groups.iter().map(|group| &group.states[function]);
+            columns.push(self.finish_column(function, aggregation, states)?);
+        }
+        let batch = RecordBatch::try_new(self.aggregate.output_schema(), columns)?;
+        self.aggregate.having(batch)
     }
 
     fn finish_column<'a>(
@@ -511,9 +626,9 @@ fn merge_state(state: &mut State, incoming: State, function: Function) -> Result
         (State::Distinct(seen), State::Distinct(other)) => {
             if seen.len() < other.len() {
                 let mine = std::mem::replace(seen, other);
-                seen.extend(mine);
+                seen.extend(*mine);
             } else {
-                seen.extend(other);
+                seen.extend(*other);
             }
         }
         (State::Ordered(current), State::Ordered(Some(row))) => {
@@ -603,6 +718,49 @@ mod tests {
         // b: null and NaN: one value, NaN; a sample variance of one value is null.
         assert_eq!(b, "|b|2|1|NaN|NaN|1|NaN||");
         assert!(one.contains(&"||2|1|2.0|2.0|1|||".to_string()), "the null key is a group: {one:?}");
+    }
+
+    #[test]
+    fn groups_drained_as_sorted_runs_and_merged_back_finish_alike() {
+        let aggregate = aggregate(
+            r#"by = ["k"]
+            aggs = { n = "count(*)", s = "sum(x)", d = "count(distinct x)", l = "last(x)", lo = "min(x)" }"#,
+        );
+        let batches = vec![
+            batch(vec![Some("a"), None, Some("b")], vec![Some(1.0), Some(2.0), None]),
+            batch(vec![Some("a"), Some("c"), None], vec![Some(4.0), Some(0.5), Some(2.0)]),
+            batch(vec![Some("b"), Some("c"), Some("a")], vec![Some(7.0), Some(5.0), Some(3.0)]),
+        ];
+        // One run per batch, as a table spilled after every batch would write them.
+        let mut runs: Vec<PartialGroup> = Vec::new();
+        for (i, batch) in batches.iter().enumerate() {
+            let mut table = GroupTable::new(aggregate.clone()).unwrap();
+            table.update(batch, i as u32, 0).unwrap();
+            assert!(table.memory_bytes() > 0);
+            let run = table.drain_sorted();
+            assert!(run.windows(2).all(|w| w[0].key < w[1].key) && table.memory_bytes() == 0 && table.is_empty());
+            runs.extend(run);
+        }
+        runs.sort_by(|a, b| a.key.cmp(&b.key));
+        let table = GroupTable::new(aggregate.clone()).unwrap();
+        let mut merged: Vec<PartialGroup> = Vec::new();
+        for group in runs {
+            match merged.last_mut() {
+                Some(held) if held.key == group.key => table.merge_into(held, group).unwrap(),
+                _ => merged.push(group),
+            }
+        }
+        let mut rows = Vec::new();
+        table
+            .finish_sorted::<OpError>(merged.into_iter().map(Ok), true, 2, &mut |out| {
+                let text = arrow::util::pretty::pretty_format_batches(&[out]).unwrap().to_string();
+                let cells = |line: &str| line.split('|').map(str::trim).collect::<Vec<_>>().join("|");
+                rows.extend(text.lines().filter(|l| l.starts_with("| ")).skip(1).map(cells));
+                Ok(())
+            })
+            .unwrap();
+        rows.sort();
+        assert_eq!(rows, run(&aggregate, &batches, 2));
     }
 
     #[test]

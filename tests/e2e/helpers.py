@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -791,3 +792,73 @@ def manifest(prefix: Path):
 def committed_run_id(prefix: Path):
     found = manifest(prefix)
     return found["run_id"] if found is not None and (prefix / "_SUCCESS").exists() else None
+
+
+# ---------------------------------------------------------------------------------------
+# Running a process under a memory limit
+
+
+def memory_cgroup(limit_bytes: int):
+    """A new memory cgroup of this process's own (v2, or v1's `memory` hierarchy) limited to
+    `limit_bytes` (swap included where the kernel counts it), or None where none can be
+    made here (not root, no memory controller delegated)."""
+    lines = Path("/proc/self/cgroup").read_text().splitlines()
+    name = f"weir-memory-{os.getpid()}-{time.monotonic_ns()}"
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):  # v1
+            group = Path("/sys/fs/cgroup/memory") / path.lstrip("/") / name
+            limits = [("memory.limit_in_bytes", limit_bytes), ("memory.memsw.limit_in_bytes", limit_bytes)]
+            break
+    else:
+        own = next((line.split("::", 1)[1] for line in lines if line.startswith("0::")), None)
+        if own is None:
+            return None
+        group = Path("/sys/fs/cgroup") / own.lstrip("/") / name
+        limits = [("memory.max", limit_bytes), ("memory.swap.max", 0)]
+    try:
+        group.mkdir()
+    except OSError:
+        return None
+    try:
+        for file, value in limits:
+            if (group / file).exists():
+                (group / file).write_text(str(value))
+    except OSError:
+        group.rmdir()
+        return None
+    return group
+
+
+def run_measuring_memory(args, cwd, limit_bytes: int, timeout=900):
+    """Runs `args` in a memory cgroup limited to `limit_bytes` where one can be made, and
+    returns (the completed process, its peak resident set in bytes, whether the limit was
+    enforced by a cgroup). The peak comes from getrusage of a Python wrapper that only waits
+    for the process, so it is the process's own."""
+    wrapper = (
+        "import resource, subprocess, sys\n"
+        "proc = subprocess.run(sys.argv[1:])\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, file=sys.stderr)\n"
+        "sys.exit(proc.returncode)\n"
+    )
+    group = memory_cgroup(limit_bytes)
+
+    def enter_group():
+        if group is not None:
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", wrapper, *map(str, args)],
+            cwd=cwd, capture_output=True, text=True, timeout=timeout, preexec_fn=enter_group,
+        )
+    finally:
+        if group is not None:
+            try:
+                group.rmdir()
+            except OSError:
+                pass
+    stderr_lines = proc.stderr.rstrip().splitlines()
+    peak = int(stderr_lines[-1]) if stderr_lines and stderr_lines[-1].isdigit() else 0
+    proc.stderr = "\n".join(stderr_lines[:-1])
+    return proc, peak, group is not None
