@@ -114,6 +114,12 @@ pub struct StageTime {
     pub worker_seconds: f64,
     /// Batches (or, for work done once per pass, calls) timed.
     pub batches: u64,
+    /// Rows (or an aggregate's groups) the stage moved between workers or to local disk.
+    #[serde(default)]
+    pub rows: u64,
+    /// Bytes the stage moved: serialized for an exchange, written for a spill.
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// A model a `score` step ran.

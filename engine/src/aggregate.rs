@@ -39,6 +39,8 @@ type Chunk = (u64, Vec<PartialGroup>);
 pub(crate) struct Exchanged {
     /// Groups this worker sent (to itself included).
     pub groups: u64,
+    /// Their size serialized (as timely sends them to another process).
+    pub bytes: u64,
 }
 
 /// Sends each `(w, chunk)` of `outgoing` to worker `w`, and merges what reaches this worker
@@ -92,6 +94,7 @@ pub(crate) fn exchange_partials(
         match chunk {
             Ok((destination, groups)) => {
                 exchanged.groups += groups.len() as u64;
+                exchanged.bytes += bincode::serialized_size(&groups).unwrap_or(0);
                 input.send((destination as u64, groups));
                 time += 1;
                 input.advance_to(time);

@@ -67,6 +67,8 @@ pub(crate) struct GroupSpill {
     runs: Vec<PathBuf>,
     /// Bytes written to spill files so far.
     pub bytes: u64,
+    /// Groups written to spill files so far.
+    pub groups: u64,
 }
 
 impl GroupSpill {
@@ -79,6 +81,7 @@ impl GroupSpill {
             outgoing: vec![Vec::new(); peers.max(1)],
             runs: Vec::new(),
             bytes: 0,
+            groups: 0,
         }
     }
 
@@ -108,6 +111,7 @@ impl GroupSpill {
 
     /// Writes `groups` to a new file (`estimate`: about its size); returns its path.
     fn write(&mut self, groups: &[PartialGroup], estimate: u64) -> Result<PathBuf, String> {
+        self.groups += groups.len() as u64;
         let path = self.next_path(estimate)?;
         let failed = |error: &dyn std::fmt::Display| format!("cannot write spill file {}: {error}", path.display());
         let file = File::create(&path).map_err(|e| failed(&e))?;

@@ -63,7 +63,8 @@ pub(crate) enum StepWork {
     /// Exchanging an aggregate's partial groups by key, merging them and making the rows
     /// (spilled runs of merged groups included).
     Merge,
-    /// Writing an aggregate's partial groups to local disk past its memory budget.
+    /// Writing an aggregate's groups to local disk past its memory budget (the time is the
+    /// partial side's; the counts are both sides').
     SpillGroups,
 }
 
@@ -93,7 +94,7 @@ impl Stage {
                     StepWork::Apply => step("apply"),
                     StepWork::Combine => step("combine rows per worker"),
                     StepWork::Merge => step("exchange + merge groups"),
-                    StepWork::SpillGroups => step("spill partial groups to local disk"),
+                    StepWork::SpillGroups => step("spill groups to local disk"),
                     StepWork::FoldChain { last, last_op } => chain(last, last_op, "fold partials"),
                     StepWork::FinishChain { last, last_op } => chain(last, last_op, "merge + finish, worker 0"),
                     StepWork::ApplyChain { last, last_op } => steps(last, last_op, "apply"),
@@ -113,6 +114,8 @@ pub(crate) const OTHER: &str = "other (rounds, waiting on other workers)";
 struct Clock {
     elapsed: Duration,
     batches: u64,
+    rows: u64,
+    bytes: u64,
 }
 
 /// One worker's clocks.
@@ -145,6 +148,17 @@ impl WorkerMetrics {
         clock.batches += 1;
     }
 
+    /// Adds `rows` and `bytes` moved to `stage`'s counts (not its time or batches).
+    pub fn count(&self, stage: Stage, rows: u64, bytes: u64) {
+        if rows == 0 && bytes == 0 {
+            return;
+        }
+        let mut clocks = self.clocks.borrow_mut();
+        let clock = clocks.entry(stage).or_default();
+        clock.rows += rows;
+        clock.bytes += bytes;
+    }
+
     /// Counts a pass over the source.
     pub fn pass_started(&self) {
         self.passes.set(self.passes.get() + 1);
@@ -164,11 +178,13 @@ impl WorkerMetrics {
                 stage: stage.label(),
                 worker_seconds: clock.elapsed.as_secs_f64(),
                 batches: clock.batches,
+                rows: clock.rows,
+                bytes: clock.bytes,
             })
             .collect();
         let timed: f64 = stages.iter().filter(|s| s.stage != OVERLAPPED_READ).map(|s| s.worker_seconds).sum();
         let other = (self.started.elapsed().as_secs_f64() - timed).max(0.0);
-        stages.push(StageTime { stage: OTHER.to_string(), worker_seconds: other, batches: 0 });
+        stages.push(StageTime { stage: OTHER.to_string(), worker_seconds: other, batches: 0, rows: 0, bytes: 0 });
         stages
     }
 }
@@ -183,6 +199,8 @@ pub(crate) fn sum_reports(reports: impl IntoIterator<Item = Vec<StageTime>>) -> 
                 Some(sum) => {
                     sum.worker_seconds += stage.worker_seconds;
                     sum.batches += stage.batches;
+                    sum.rows += stage.rows;
+                    sum.bytes += stage.bytes;
                 }
                 None => total.push(stage),
             }
@@ -231,8 +249,13 @@ mod tests {
 
     #[test]
     fn sums_add_up_stage_by_stage_and_keep_other_last() {
-        let stage =
-            |name: &str, seconds: f64| StageTime { stage: name.to_string(), worker_seconds: seconds, batches: 1 };
+        let stage = |name: &str, seconds: f64| StageTime {
+            stage: name.to_string(),
+            worker_seconds: seconds,
+            batches: 1,
+            rows: 0,
+            bytes: 0,
+        };
         let first = vec![stage("read (fetch + decode)", 1.0), stage(OTHER, 0.5)];
         let second =
             vec![stage("read (fetch + decode)", 2.0), stage("write (encode + upload)", 1.0), stage(OTHER, 0.25)];

@@ -585,7 +585,8 @@ pub(crate) fn aggregate_stage(
     let exchanged = state.metrics.time(merge, || exchange_partials(worker, outgoing, &merged, &spill, budget));
     let one_group = worker.index() == 0;
     let groups = outcome.and_then(|_| {
-        exchanged.map_err(groups_failed)?;
+        let exchanged = exchanged.map_err(groups_failed)?;
+        state.metrics.count(merge, exchanged.groups, exchanged.bytes);
         let mut table = Rc::try_unwrap(merged)
             .map_err(|_| JobFailure::internal("the aggregate's merged groups are still shared"))?
             .into_inner();
@@ -618,6 +619,10 @@ pub(crate) fn aggregate_stage(
         );
         Ok(Groups { batches: Vec::new(), spilled: Some(rows) })
     });
+    {
+        let spill = spill.borrow();
+        state.metrics.count(spilling, spill.groups, spill.bytes);
+    }
     agree(worker, groups.as_ref().map(|_| ()).map_err(Clone::clone))?;
     let groups = groups?;
     tracing::debug!(step = number, groups = groups.batches.iter().map(|b| b.num_rows()).sum::<usize>(), "aggregated");

@@ -203,17 +203,33 @@ impl<'a> SummaryReport<'a> {
         let total: f64 = self.stages.iter().map(|s| s.worker_seconds).sum();
         let width = self.stages.iter().map(|s| s.stage.len()).max().unwrap_or(0).max("stage".len());
         let mut table = format!(
-            "{} pass(es) over the source; time summed over all workers:\n  {:width$}  {:>9}  {:>6}  {:>8}\n",
-            self.passes, "stage", "worker-s", "share", "batches"
+            "{} pass(es) over the source; time summed over all workers; rows and bytes an exchange or a spill moved:\n  {:width$}  {:>9}  {:>6}  {:>8}  {:>8}  {:>9}\n",
+            self.passes, "stage", "worker-s", "share", "batches", "rows", "bytes"
         );
+        let moved = |n: u64, text: String| if n == 0 { "-".to_string() } else { text };
         for stage in self.stages {
             let share = 100.0 * stage.worker_seconds / total.max(1e-12);
             table.push_str(&format!(
-                "  {:width$}  {:>9.3}  {:>5.1}%  {:>8}\n",
-                stage.stage, stage.worker_seconds, share, stage.batches
+                "  {:width$}  {:>9.3}  {:>5.1}%  {:>8}  {:>8}  {:>9}\n",
+                stage.stage,
+                stage.worker_seconds,
+                share,
+                stage.batches,
+                moved(stage.rows, human(stage.rows)),
+                moved(stage.bytes, human_bytes(stage.bytes))
             ));
         }
         table
+    }
+}
+
+/// `1234567` → `1.2 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", n as f64 / 1_048_576.0),
+        _ => format!("{:.2} GiB", n as f64 / 1_073_741_824.0),
     }
 }
 

@@ -139,8 +139,17 @@ def test_every_function_equals_duckdbs(weir, tmp_path, data, shape, memory):
     spill_dir = tmp_path / "spill"
     extra = f'spill_dir = "{spill_dir}"\nspill_keep_free_mb = 0'
     proc = weir("run", write_job(tmp_path / "job.toml", job(data, out, steps, extra=extra)), *shape, "--json", check=0)
-    stages = {stage["stage"] for stage in json.loads(proc.stdout)["stages"]}
-    assert ("step 1 aggregate: spill partial groups to local disk" in stages) == (memory == "spilled"), stages
+    stages = {stage["stage"]: stage for stage in json.loads(proc.stdout)["stages"]}
+    spilled = stages.get("step 1 aggregate: spill groups to local disk")
+    assert (spilled is not None) == (memory == "spilled"), stages
+    # What moved: every group crossed the exchange at least once (each worker sends its
+    # partial groups, so there are at least as many as groups and at most one per row),
+    # serialized; spilled, every partial and merged group was written at least once.
+    exchange = stages["step 1 aggregate: exchange + merge groups"]
+    groups = duckdb_rows(data, "SELECT count(DISTINCT (customer_id, day)) AS g FROM e").column("g")[0].as_py()
+    assert groups <= exchange["rows"] <= 12_000 and exchange["bytes"] > exchange["rows"] * 8, exchange
+    if spilled is not None:
+        assert spilled["rows"] >= 2 * groups and spilled["bytes"] > spilled["rows"] * 8, spilled
     assert not any(spill_dir.rglob("*")) if spill_dir.exists() else True, "spill files were left behind"
     got = read_output(out)
     select = ", ".join(f"{text} AS {name}" for name, text in DUCKDB_FUNCTIONS.items())

@@ -77,6 +77,11 @@ def test_the_dashboard_shows_runs_logs_jobs_and_charts(service, tmp_path, events
     page = html.unescape(browse(f"{service.url}/?run={ids[0]}#token={service.token}"))
     assert f"Run {ids[0]}" in page and "dash v1" in page
     assert log.strip() and log.strip() in page
+    # Its stages, as the run's summary has them (the `--metrics` table).
+    stages = re.search(r'<table id="stages">.*?</table>', page, re.S)
+    assert stages, "no stage table"
+    for stage in runs[0]["summary"]["stages"]:
+        assert f"<td>{stage['stage']}</td><td>{stage['worker_seconds']:.3f}</td>" in stages.group(0), stage
 
     # Jobs: the version and the definition.
     page = html.unescape(browse(f"{service.url}/?view=jobs#token={service.token}"))
