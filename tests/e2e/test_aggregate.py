@@ -12,6 +12,9 @@ rows' file the passes after the step read)."""
 
 import json
 import math
+import os
+import signal
+import time
 
 import duckdb
 import numpy as np
@@ -22,7 +25,7 @@ import weir_client
 from sklearn.preprocessing import StandardScaler
 
 from conftest import WEIR_BIN, read_output, write_job
-from helpers import SHAPES_1_3_AND_2X2, run_measuring_memory, shape_id
+from helpers import SHAPES_1_3_AND_2X2, Run, run_measuring_memory, shape_id
 
 
 @pytest.fixture(scope="module")
@@ -284,3 +287,35 @@ def test_two_million_groups_stay_under_a_memory_limit(tmp_path):
     assert np.array_equal(got["k"].to_numpy(), keys[order])
     assert np.array_equal(got["n"].to_numpy(), np.ones(rows, dtype=np.int64))
     assert np.array_equal(got["s"].to_numpy(), x[order])
+
+
+@pytest.mark.parametrize("shape", [["-w", "2"], ["-p", "2", "-w", "2"]], ids=shape_id)
+def test_sigterm_while_spilled_groups_are_written_commits_nothing_and_removes_them(tmp_path, data, shape):
+    """A run whose aggregate spills (`memory_mb = 0`: from its first batch on) is stopped by
+    SIGTERM once the spill directory holds a groups file. Its spill files last until its
+    final pass has written the groups, and a failpoint holds each batch that pass writes for
+    300 ms, so the signal lands while they exist. It exits 143, commits nothing, and leaves
+    no spill file."""
+    out = tmp_path / "out"
+    spill_dir = tmp_path / "spill"
+    steps = aggregate_step(["customer_id", "day"], {"n": "count(*)", "s": "sum(amount)"}) + "memory_mb = 0\n"
+    extra = f'spill_dir = "{spill_dir}"\nspill_keep_free_mb = 0'
+    job_file = write_job(tmp_path / "term.toml", job(data, out, steps, extra=extra, sink="row_group_rows = 64\n"))
+    env = {**os.environ, "FAILPOINTS": "part-batch-written=sleep(300)"}
+    run = Run(job_file, *shape, env=env)
+    try:
+        seen = []
+        deadline = time.time() + 120
+        while run.proc.poll() is None and time.time() < deadline and not seen:
+            seen = [p for p in spill_dir.rglob("groups-*.bin")] if spill_dir.exists() else []
+            if seen:
+                run.proc.send_signal(signal.SIGTERM)
+                break
+            time.sleep(0.01)
+        rc = run.wait(timeout=120)
+    finally:
+        run.kill()
+    assert seen, f"no groups file was seen: {run.describe()}"
+    assert rc == 143, run.describe()
+    assert not (out / "_weir" / "manifest.json").exists() and not (out / "_SUCCESS").exists()
+    assert not any(spill_dir.rglob("*")), f"left behind: {list(spill_dir.rglob('*'))}"
