@@ -50,10 +50,10 @@ pub fn run_job(request: RunRequest<'_>, runtime: &tokio::runtime::Runtime, stop:
         base_dir: base_dir.map(PathBuf::from),
     };
     let result = run(job, &Variables::new(&vars), shape, mode, runtime, stop);
-    if let Some(path) = result_file {
-        if let Err(error) = RunResult::of(&result, stop).write(path) {
-            eprintln!("weir: cannot write the result file '{path}': {error}");
-        }
+    if let Some(path) = result_file
+        && let Err(error) = RunResult::of(&result, stop).write(path)
+    {
+        eprintln!("weir: cannot write the result file '{path}': {error}");
     }
     result.map(drop)
 }
