@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tokio::sync::Notify;
+use weir_engine::FailureKind;
+use weir_jobs::run::result_file::{ResultState, RunResult, kind_name};
 
 use super::executor::{Executor, Exit, Launch, RunHandle};
 use super::schedules::{Clock, schedule_pass};
@@ -28,25 +30,6 @@ pub struct Scheduler {
     default_workers: usize,
     grace: Duration,
     wake: Notify,
-}
-
-/// What a run's `--result-file` holds (written by `weir run`).
-#[derive(Debug, serde::Deserialize)]
-struct RunResult {
-    state: String,
-    #[serde(default)]
-    kind: Option<String>,
-    #[serde(default)]
-    exit_code: Option<i64>,
-    #[serde(default)]
-    message: Option<String>,
-    #[serde(default)]
-    rows_in: Option<i64>,
-    #[serde(default)]
-    rows_out: Option<i64>,
-    /// Everything else `weir run` reported (files, bytes, seconds, stages…).
-    #[serde(flatten)]
-    rest: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Scheduler {
@@ -209,7 +192,11 @@ impl Scheduler {
                 self.watch(run.id, handle);
             }
             Err(error) => {
-                let ending = Ending { exit_class: Some("internal".into()), error: Some(error), ..Ending::default() };
+                let ending = Ending {
+                    exit_class: Some(kind_name(FailureKind::Internal)),
+                    error: Some(error),
+                    ..Ending::default()
+                };
                 if let Err(error) = self.store.finish(&run.id, RunState::Failed, &ending) {
                     tracing::error!("cannot record the failure of run {}: {error}", run.id);
                 }
@@ -227,52 +214,52 @@ impl Scheduler {
 
     /// Records how run `id` ended, from its result file and its exit.
     fn complete(&self, id: &str, exit: Exit) {
-        let result: Option<RunResult> = std::fs::read(self.run_dir(id).join("result.json"))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let result = RunResult::read(&self.run_dir(id).join("result.json"));
         let cancel_requested = self.store.run(id).ok().flatten().is_some_and(|run| run.cancel_requested);
-        let (state, ending) = match result {
-            Some(result) if result.state == "succeeded" => (
-                RunState::Succeeded,
-                Ending {
-                    exit_code: Some(0),
-                    rows_in: result.rows_in,
-                    rows_out: result.rows_out,
-                    summary: Some(serde_json::Value::Object(result.rest)),
-                    ..Ending::default()
-                },
-            ),
-            Some(result) if result.state == "cancelled" || cancel_requested => (
-                RunState::Cancelled,
-                Ending { exit_code: result.exit_code, error: result.message, ..Ending::default() },
-            ),
-            Some(result) => (
-                RunState::Failed,
-                Ending {
-                    exit_class: result.kind.or(Some("internal".into())),
-                    exit_code: result.exit_code,
-                    error: result.message,
-                    ..Ending::default()
-                },
-            ),
-            None if cancel_requested => {
-                (RunState::Cancelled, Ending { error: Some(describe(exit)), ..Ending::default() })
+        // Why a failed run failed: its result's kind, else a fault of Weir's.
+        let mut failure = None;
+        let state = match &result {
+            Some(result) if result.state == ResultState::Succeeded => RunState::Succeeded,
+            Some(result) if result.state == ResultState::Cancelled || cancel_requested => RunState::Cancelled,
+            None if cancel_requested => RunState::Cancelled,
+            Some(result) => {
+                failure = Some(result.kind.unwrap_or(FailureKind::Internal));
+                RunState::Failed
             }
-            None => (
-                RunState::Failed,
-                Ending {
-                    exit_class: Some("internal".into()),
-                    exit_code: match exit {
-                        Exit::Code(code) => Some(code.into()),
-                        _ => None,
-                    },
-                    error: Some(format!("the run's process ended without a result ({})", describe(exit))),
-                    ..Ending::default()
-                },
-            ),
+            None => {
+                failure = Some(FailureKind::Internal);
+                RunState::Failed
+            }
         };
-        let retry = state == RunState::Failed
-            && matches!(ending.exit_class.as_deref(), Some("external") | Some("input_not_ready"));
+        let exit_class = failure.map(kind_name);
+        let ending = match (result, state) {
+            (Some(result), RunState::Succeeded) => Ending {
+                exit_code: Some(0),
+                rows_in: result.rows_in,
+                rows_out: result.rows_out,
+                summary: Some(serde_json::Value::Object(result.summary)),
+                ..Ending::default()
+            },
+            (Some(result), RunState::Cancelled) => {
+                Ending { exit_code: result.exit_code, error: result.message, ..Ending::default() }
+            }
+            (Some(result), _) => {
+                Ending { exit_class, exit_code: result.exit_code, error: result.message, ..Ending::default() }
+            }
+            (None, RunState::Cancelled) => Ending { error: Some(describe(exit)), ..Ending::default() },
+            (None, _) => Ending {
+                exit_class,
+                exit_code: match exit {
+                    Exit::Code(code) => Some(code.into()),
+                    _ => None,
+                },
+                error: Some(format!("the run's process ended without a result ({})", describe(exit))),
+                ..Ending::default()
+            },
+        };
+        // Another attempt may succeed where the outside world failed, or the input was not
+        // there yet.
+        let retry = matches!(failure, Some(FailureKind::External | FailureKind::InputNotReady));
         let next = if retry { self.next_attempt(id, &ending) } else { None };
         match self.store.finish_with_next(id, state, &ending, next.as_ref()) {
             Ok(true) => {
@@ -295,7 +282,7 @@ impl Scheduler {
         failed.exit_class = ending.exit_class.clone();
         let policy = retry_policy(&failed.definition);
         let first = failed.retry_of.clone().unwrap_or_else(|| failed.id.clone());
-        let again = if failed.exit_class.as_deref() == Some("input_not_ready") {
+        let again = if failed.exit_class == Some(kind_name(FailureKind::InputNotReady)) {
             let started = self.store.run(&first).ok().flatten().and_then(|run| run.started_at);
             let waited = started
                 .and_then(|at| chrono::DateTime::parse_from_rfc3339(&at).ok())
