@@ -103,15 +103,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(resume_schedule))
 }
 
-/// The API's OpenAPI 3.1 document, as `/v1/openapi.json` serves it.
-pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    api_routes().into_openapi()
-}
-
 /// The routes.
 pub fn router(state: AppState) -> Router {
     let (api, document) = api_routes().split_for_parts();
-    let document: Arc<str> = document.to_json().unwrap_or_default().into();
+    // Made once; each request shares the bytes.
+    let document = axum::body::Bytes::from(document.to_json().unwrap_or_default());
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/", get(dashboard))
@@ -123,9 +119,9 @@ pub fn router(state: AppState) -> Router {
 
 /// The OpenAPI document. It describes routes and types, no data: like the dashboard, it
 /// needs no token (the Host check still applies).
-async fn openapi_json(State(state): State<AppState>, headers: HeaderMap, document: Arc<str>) -> Reply {
+async fn openapi_json(State(state): State<AppState>, headers: HeaderMap, document: axum::body::Bytes) -> Reply {
     state.hosts.check(&headers)?;
-    let mut response = Response::new(Body::from(document.to_string()));
+    let mut response = Response::new(Body::from(document));
     response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
     Ok(response)
 }

@@ -566,3 +566,17 @@ def test_run_job_and_score(service, root, tmp_path):
     # A model that is not there: the run fails, naming it.
     with pytest.raises((weir_client.ServiceError, weir_client.RunFailed), match="missing.onnx"):
         admin.score(f"{root}/data", str(tmp_path / "missing.onnx"), f"{root}/out/nothing", inputs={"x": SCORE_FEATURES})
+
+
+def test_score_definitions_are_valid_toml_whatever_the_strings():
+    """The inline job `score` submits, read back by Python's own TOML parser: quotes,
+    backslashes, newlines, DEL and other control characters survive in every string."""
+    import tomllib
+
+    odd = 'a"b\\c\nd\te\x7ff\x01g\u2028é'
+    text = _service.score_definition(f"/data/{odd}", f"m{odd}.onnx", f"/out/{odd}", inputs={odd: [odd, "x"]},
+                                     outputs={"y": odd}, columns=[odd], sha256=odd, name="score")
+    job = tomllib.loads(text)
+    assert job["source"] == {"uri": f"/data/{odd}", "columns": [odd]}
+    assert job["step"] == [{"op": "score", "model": f"m{odd}.onnx", "inputs": {odd: [odd, "x"]}, "outputs": {"y": odd}, "sha256": odd}]
+    assert job["sink"] == {"uri": f"/out/{odd}", "mode": "overwrite"} and job["name"] == "score"

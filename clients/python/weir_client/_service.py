@@ -614,9 +614,10 @@ def _list(items: Sequence[str] | None) -> list[str] | None:
 
 def _toml(value: object) -> str:
     """A TOML value: strings as basic strings (JSON's escapes of quotes, backslashes and
-    control characters are TOML's too), lists as arrays, mappings as inline tables."""
+    control characters are TOML's too; DEL, which JSON leaves as it is and TOML refuses,
+    is escaped as well), lists as arrays, mappings as inline tables."""
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml(item) for item in value) + "]"
     if isinstance(value, Mapping):
